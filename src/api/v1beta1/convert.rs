@@ -1,0 +1,1142 @@
+//! Translation between v1beta1 documents and the internal model.
+//!
+//! Wire -> model is fallible (secret values, timestamps, volume kinds) and
+//! errors name the wire field. Model -> wire is total. Structs are
+//! destructured without `..` so a new field fails to compile here until it
+//! is translated. States map by name, never by number.
+
+use std::fmt;
+
+use serde::de::DeserializeOwned;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::types as w;
+use crate::model::{self as m, AnyObject, Invalid, Kind};
+
+/// Body encodings the API reads and writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `application/json`.
+    Json,
+    /// `application/yaml`.
+    Yaml,
+}
+
+/// Why a document could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Malformed body, unknown field, wrong `apiVersion`/`kind` (400).
+    BadRequest {
+        /// Wire path of the offending field, when known.
+        field: Option<String>,
+        /// What is wrong.
+        message: String,
+    },
+    /// Well-formed but invalid content (422).
+    Invalid(Invalid),
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::BadRequest { message, .. } => f.write_str(message),
+            DecodeError::Invalid(i) => i.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+impl From<Invalid> for DecodeError {
+    fn from(i: Invalid) -> Self {
+        DecodeError::Invalid(i)
+    }
+}
+
+/// A decoded document: the model object and the `metadata.resourceVersion`
+/// precondition it carried, if any.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    /// The object (server-owned metadata left at defaults).
+    pub object: AnyObject,
+    /// `metadata.resourceVersion` from the body, if sent.
+    pub resource_version: Option<u64>,
+}
+
+fn serde_error<E: fmt::Display>(err: serde_path_to_error::Error<E>) -> DecodeError {
+    let path = err.path().to_string();
+    let field = (path != "." && !path.is_empty()).then_some(path);
+    let inner = err.into_inner().to_string();
+    // serde reports unknown fields as "unknown field `x`, expected ...";
+    // the path then points at the parent, so name the field itself.
+    let field = match (inner.strip_prefix("unknown field `"), field) {
+        (Some(rest), parent) => {
+            let name = rest.split('`').next().unwrap_or_default();
+            Some(match parent {
+                Some(p) if p == name || p.ends_with(&format!(".{name}")) => p,
+                Some(p) => format!("{p}.{name}"),
+                None => name.to_string(),
+            })
+        }
+        (None, f) => f,
+    };
+    DecodeError::BadRequest {
+        message: inner,
+        field,
+    }
+}
+
+fn parse<T: DeserializeOwned>(format: Format, bytes: &[u8]) -> Result<T, DecodeError> {
+    match format {
+        Format::Json => {
+            let mut de = serde_json::Deserializer::from_slice(bytes);
+            let v = serde_path_to_error::deserialize(&mut de).map_err(serde_error)?;
+            de.end().map_err(|e| DecodeError::BadRequest {
+                field: None,
+                message: e.to_string(),
+            })?;
+            Ok(v)
+        }
+        Format::Yaml => {
+            let text = std::str::from_utf8(bytes).map_err(|_| DecodeError::BadRequest {
+                field: None,
+                message: "YAML body is not UTF-8".into(),
+            })?;
+            let de = yaml_serde::Deserializer::from_str(text);
+            serde_path_to_error::deserialize(de).map_err(serde_error)
+        }
+    }
+}
+
+fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, DecodeError> {
+    serde_path_to_error::deserialize(value).map_err(serde_error)
+}
+
+/// Reads one document of `kind` from a JSON or YAML body.
+pub fn decode(kind: Kind, format: Format, bytes: &[u8]) -> Result<Decoded, DecodeError> {
+    match kind {
+        Kind::Realm => finish(kind, parse::<w::Realm>(format, bytes)?),
+        Kind::Space => finish(kind, parse::<w::Space>(format, bytes)?),
+        Kind::Stack => finish(kind, parse::<w::Stack>(format, bytes)?),
+        Kind::Cell => finish(kind, parse::<w::Cell>(format, bytes)?),
+        Kind::Container => finish(kind, parse::<w::Container>(format, bytes)?),
+    }
+}
+
+/// Reads one document of `kind` from a JSON value (e.g. after a merge patch).
+pub fn decode_value(kind: Kind, value: serde_json::Value) -> Result<Decoded, DecodeError> {
+    match kind {
+        Kind::Realm => finish(kind, from_value::<w::Realm>(value)?),
+        Kind::Space => finish(kind, from_value::<w::Space>(value)?),
+        Kind::Stack => finish(kind, from_value::<w::Stack>(value)?),
+        Kind::Cell => finish(kind, from_value::<w::Cell>(value)?),
+        Kind::Container => finish(kind, from_value::<w::Container>(value)?),
+    }
+}
+
+/// The envelope every wire document shares.
+trait Envelope: Sized {
+    fn envelope(&self) -> (&str, &str, &w::ObjectMeta);
+    fn into_model(self) -> Result<AnyObject, Invalid>;
+}
+
+macro_rules! envelope {
+    ($wire:ident, $variant:ident, $spec:ident, $status:ident) => {
+        impl Envelope for w::$wire {
+            fn envelope(&self) -> (&str, &str, &w::ObjectMeta) {
+                (&self.api_version, &self.kind, &self.metadata)
+            }
+            fn into_model(self) -> Result<AnyObject, Invalid> {
+                Ok(AnyObject::$variant(m::Object {
+                    meta: meta_in(self.metadata),
+                    spec: $spec(self.spec)?,
+                    status: $status(self.status)?,
+                }))
+            }
+        }
+    };
+}
+envelope!(Realm, Realm, realm_spec_in, realm_status_in);
+envelope!(Space, Space, space_spec_in, space_status_in);
+envelope!(Stack, Stack, stack_spec_in, stack_status_in);
+envelope!(Cell, Cell, cell_spec_in, cell_status_in);
+envelope!(
+    Container,
+    Container,
+    container_spec_in_top,
+    container_status_in_top
+);
+
+fn finish<T: Envelope>(kind: Kind, doc: T) -> Result<Decoded, DecodeError> {
+    let (api_version, doc_kind, meta) = doc.envelope();
+    if !api_version.is_empty() && api_version != w::API_VERSION {
+        return Err(DecodeError::BadRequest {
+            field: Some("apiVersion".into()),
+            message: format!(
+                "unsupported apiVersion {api_version:?}: this server speaks {:?}",
+                w::API_VERSION
+            ),
+        });
+    }
+    if !doc_kind.is_empty() && doc_kind != kind.as_str() {
+        return Err(DecodeError::BadRequest {
+            field: Some("kind".into()),
+            message: format!(
+                "kind {doc_kind:?} does not match {:?} for this path",
+                kind.as_str()
+            ),
+        });
+    }
+    let resource_version = match meta.resource_version.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(s.parse::<u64>().map_err(|_| DecodeError::BadRequest {
+            field: Some("metadata.resourceVersion".into()),
+            message: format!("{s:?} is not a resource version (a decimal revision)"),
+        })?),
+    };
+    Ok(Decoded {
+        object: doc.into_model()?,
+        resource_version,
+    })
+}
+
+/// The v1beta1 document for a stored object.
+pub fn encode(obj: &AnyObject) -> w::AnyDocument {
+    let kind = obj.kind().as_str().to_string();
+    let api_version = w::API_VERSION.to_string();
+    let metadata = meta_out(obj.meta());
+    match obj {
+        AnyObject::Realm(o) => w::AnyDocument::Realm(w::Realm {
+            api_version,
+            kind,
+            metadata,
+            spec: realm_spec_out(&o.spec),
+            status: realm_status_out(&o.status),
+        }),
+        AnyObject::Space(o) => w::AnyDocument::Space(w::Space {
+            api_version,
+            kind,
+            metadata,
+            spec: space_spec_out(&o.spec),
+            status: space_status_out(&o.status),
+        }),
+        AnyObject::Stack(o) => w::AnyDocument::Stack(w::Stack {
+            api_version,
+            kind,
+            metadata,
+            spec: stack_spec_out(&o.spec),
+            status: stack_status_out(&o.status),
+        }),
+        AnyObject::Cell(o) => w::AnyDocument::Cell(w::Cell {
+            api_version,
+            kind,
+            metadata,
+            spec: cell_spec_out(&o.spec),
+            status: cell_status_out(&o.status),
+        }),
+        AnyObject::Container(o) => w::AnyDocument::Container(w::Container {
+            api_version,
+            kind,
+            metadata,
+            spec: container_spec_out(&o.spec),
+            status: container_status_out(&o.status),
+        }),
+    }
+}
+
+/// The v1beta1 document for a stored object, as a JSON value.
+pub fn to_value(obj: &AnyObject) -> serde_json::Value {
+    serde_json::to_value(encode(obj)).expect("wire documents always serialize")
+}
+
+// ---- metadata and time ----
+
+fn meta_in(meta: w::ObjectMeta) -> m::ObjectMeta {
+    // Server-owned fields are ignored on input; resourceVersion was read
+    // as a precondition by `finish`.
+    m::ObjectMeta {
+        name: meta.name,
+        labels: meta.labels,
+        ..m::ObjectMeta::default()
+    }
+}
+
+fn meta_out(meta: &m::ObjectMeta) -> w::ObjectMeta {
+    let m::ObjectMeta {
+        name,
+        labels,
+        uid,
+        resource_version,
+        generation,
+        creation_timestamp,
+    } = meta;
+    w::ObjectMeta {
+        name: name.clone(),
+        labels: labels.clone(),
+        uid: Some(uid.clone()),
+        resource_version: Some(resource_version.to_string()),
+        generation: Some(i64::try_from(*generation).unwrap_or(i64::MAX)),
+        creation_timestamp: Some(format_time(Some(*creation_timestamp))),
+    }
+}
+
+/// Go's zero `time.Time`, written for unset timestamps.
+pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+
+/// Formats a timestamp as RFC 3339 UTC (`None`: Go's zero time).
+pub fn format_time(t: Option<m::Timestamp>) -> String {
+    t.and_then(|ns| OffsetDateTime::from_unix_timestamp_nanos(ns).ok())
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| ZERO_TIME.to_string())
+}
+
+fn parse_time(field: &str, s: &str) -> Result<Option<m::Timestamp>, Invalid> {
+    if s.is_empty() || s == ZERO_TIME {
+        return Ok(None);
+    }
+    let t = OffsetDateTime::parse(s, &Rfc3339)
+        .map_err(|_| Invalid::new(field, format!("{s:?} is not an RFC 3339 timestamp")))?;
+    let ns = t.unix_timestamp_nanos();
+    let zero = OffsetDateTime::parse(ZERO_TIME, &Rfc3339)
+        .expect("zero time parses")
+        .unix_timestamp_nanos();
+    Ok((ns != zero).then_some(ns))
+}
+
+// ---- Realm ----
+
+fn realm_spec_in(s: w::RealmSpec) -> Result<m::RealmSpec, Invalid> {
+    let w::RealmSpec {
+        namespace,
+        registry_credentials,
+    } = s;
+    let registry_credentials = registry_credentials
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let w::RegistryCredentials {
+                username,
+                password,
+                password_ref,
+                server_address,
+            } = c;
+            if !password.is_empty() {
+                return Err(Invalid::new(
+                    format!("spec.registryCredentials[{i}].password"),
+                    "registry passwords are never stored: leave password empty and set \
+                     passwordRef: {fromFile: <path>} or {fromEnv: <variable>}",
+                ));
+            }
+            Ok(m::RegistryCredentials {
+                username,
+                password_ref: password_ref.map(|r| m::SecretSource {
+                    from_file: r.from_file,
+                    from_env: r.from_env,
+                }),
+                server_address,
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(m::RealmSpec {
+        namespace,
+        registry_credentials,
+    })
+}
+
+fn realm_spec_out(s: &m::RealmSpec) -> w::RealmSpec {
+    let m::RealmSpec {
+        namespace,
+        registry_credentials,
+    } = s;
+    w::RealmSpec {
+        namespace: namespace.clone(),
+        registry_credentials: registry_credentials
+            .iter()
+            .map(|c| {
+                let m::RegistryCredentials {
+                    username,
+                    password_ref,
+                    server_address,
+                } = c;
+                w::RegistryCredentials {
+                    username: username.clone(),
+                    password: String::new(),
+                    password_ref: password_ref.as_ref().map(|r| w::SecretSource {
+                        from_file: r.from_file.clone(),
+                        from_env: r.from_env.clone(),
+                    }),
+                    server_address: server_address.clone(),
+                }
+            })
+            .collect(),
+    }
+}
+
+/// Maps a state enum to another with the same variant names.
+macro_rules! map_state {
+    ($value:expr, $from:ty => $to:ty, $fallback:expr) => {
+        <$to>::from_name(<$from>::as_str($value)).unwrap_or($fallback)
+    };
+}
+
+fn realm_status_in(s: w::RealmStatus) -> Result<m::RealmStatus, Invalid> {
+    let w::RealmStatus {
+        state,
+        cgroup_path,
+        subtree_controllers,
+    } = s;
+    Ok(m::RealmStatus {
+        state: map_state!(state, w::RealmState => m::RealmState, m::RealmState::Unknown),
+        cgroup_path,
+        subtree_controllers,
+    })
+}
+
+fn realm_status_out(s: &m::RealmStatus) -> w::RealmStatus {
+    let m::RealmStatus {
+        state,
+        cgroup_path,
+        subtree_controllers,
+    } = s;
+    w::RealmStatus {
+        state: map_state!(*state, m::RealmState => w::RealmState, w::RealmState::Unknown),
+        cgroup_path: cgroup_path.clone(),
+        subtree_controllers: subtree_controllers.clone(),
+    }
+}
+
+// ---- Space ----
+
+fn space_spec_in(s: w::SpaceSpec) -> Result<m::SpaceSpec, Invalid> {
+    let w::SpaceSpec {
+        realm_id,
+        cni_config_path,
+        network,
+        defaults,
+    } = s;
+    Ok(m::SpaceSpec {
+        realm_name: realm_id,
+        cni_config_path,
+        network: network.map(|n| m::SpaceNetwork {
+            egress: n.egress.map(|e| m::EgressPolicy {
+                default: match e.default {
+                    w::EgressDefault::Allow => m::EgressDefault::Allow,
+                    w::EgressDefault::Deny => m::EgressDefault::Deny,
+                },
+                allow: e
+                    .allow
+                    .into_iter()
+                    .map(|r| m::EgressAllowRule {
+                        host: r.host,
+                        cidr: r.cidr,
+                        ports: r.ports,
+                    })
+                    .collect(),
+            }),
+        }),
+        defaults: defaults.map(|d| m::SpaceDefaults {
+            container: d.container.map(|c| {
+                let w::SpaceContainerDefaults {
+                    user,
+                    read_only_root_filesystem,
+                    capabilities,
+                    security_opts,
+                    tmpfs,
+                    resources,
+                } = c;
+                m::SpaceContainerDefaults {
+                    user,
+                    read_only_root_filesystem,
+                    capabilities: capabilities.map(caps_in),
+                    security_opts,
+                    tmpfs: tmpfs.into_iter().map(tmpfs_in).collect(),
+                    resources: resources.map(resources_in),
+                }
+            }),
+        }),
+    })
+}
+
+fn space_spec_out(s: &m::SpaceSpec) -> w::SpaceSpec {
+    let m::SpaceSpec {
+        realm_name,
+        cni_config_path,
+        network,
+        defaults,
+    } = s;
+    w::SpaceSpec {
+        realm_id: realm_name.clone(),
+        cni_config_path: cni_config_path.clone(),
+        network: network.as_ref().map(|n| w::SpaceNetwork {
+            egress: n.egress.as_ref().map(|e| w::EgressPolicy {
+                default: match e.default {
+                    m::EgressDefault::Allow => w::EgressDefault::Allow,
+                    m::EgressDefault::Deny => w::EgressDefault::Deny,
+                },
+                allow: e
+                    .allow
+                    .iter()
+                    .map(|r| w::EgressAllowRule {
+                        host: r.host.clone(),
+                        cidr: r.cidr.clone(),
+                        ports: r.ports.clone(),
+                    })
+                    .collect(),
+            }),
+        }),
+        defaults: defaults.as_ref().map(|d| w::SpaceDefaults {
+            container: d.container.as_ref().map(|c| {
+                let m::SpaceContainerDefaults {
+                    user,
+                    read_only_root_filesystem,
+                    capabilities,
+                    security_opts,
+                    tmpfs,
+                    resources,
+                } = c;
+                w::SpaceContainerDefaults {
+                    user: user.clone(),
+                    read_only_root_filesystem: *read_only_root_filesystem,
+                    capabilities: capabilities.as_ref().map(caps_out),
+                    security_opts: security_opts.clone(),
+                    tmpfs: tmpfs.iter().map(tmpfs_out).collect(),
+                    resources: resources.as_ref().map(resources_out),
+                }
+            }),
+        }),
+    }
+}
+
+fn space_status_in(s: w::SpaceStatus) -> Result<m::SpaceStatus, Invalid> {
+    let w::SpaceStatus {
+        state,
+        cgroup_path,
+        subtree_controllers,
+    } = s;
+    Ok(m::SpaceStatus {
+        state: map_state!(state, w::SpaceState => m::SpaceState, m::SpaceState::Unknown),
+        cgroup_path,
+        subtree_controllers,
+    })
+}
+
+fn space_status_out(s: &m::SpaceStatus) -> w::SpaceStatus {
+    let m::SpaceStatus {
+        state,
+        cgroup_path,
+        subtree_controllers,
+    } = s;
+    // The external enum has no Creating/Deleting: those read as Unknown.
+    w::SpaceStatus {
+        state: map_state!(*state, m::SpaceState => w::SpaceState, w::SpaceState::Unknown),
+        cgroup_path: cgroup_path.clone(),
+        subtree_controllers: subtree_controllers.clone(),
+    }
+}
+
+// ---- Stack ----
+
+fn stack_spec_in(s: w::StackSpec) -> Result<m::StackSpec, Invalid> {
+    let w::StackSpec {
+        id,
+        realm_id,
+        space_id,
+    } = s;
+    Ok(m::StackSpec {
+        id,
+        realm_name: realm_id,
+        space_name: space_id,
+    })
+}
+
+fn stack_spec_out(s: &m::StackSpec) -> w::StackSpec {
+    let m::StackSpec {
+        id,
+        realm_name,
+        space_name,
+    } = s;
+    w::StackSpec {
+        id: id.clone(),
+        realm_id: realm_name.clone(),
+        space_id: space_name.clone(),
+    }
+}
+
+fn stack_status_in(s: w::StackStatus) -> Result<m::StackStatus, Invalid> {
+    let w::StackStatus {
+        state,
+        cgroup_path,
+        subtree_controllers,
+    } = s;
+    Ok(m::StackStatus {
+        state: map_state!(state, w::StackState => m::StackState, m::StackState::Unknown),
+        cgroup_path,
+        subtree_controllers,
+    })
+}
+
+fn stack_status_out(s: &m::StackStatus) -> w::StackStatus {
+    let m::StackStatus {
+        state,
+        cgroup_path,
+        subtree_controllers,
+    } = s;
+    w::StackStatus {
+        state: map_state!(*state, m::StackState => w::StackState, w::StackState::Unknown),
+        cgroup_path: cgroup_path.clone(),
+        subtree_controllers: subtree_controllers.clone(),
+    }
+}
+
+// ---- Cell ----
+
+fn cell_spec_in(s: w::CellSpec) -> Result<m::CellSpec, Invalid> {
+    let w::CellSpec {
+        id,
+        realm_id,
+        space_id,
+        stack_id,
+        root_container_id,
+        tty,
+        containers,
+        auto_delete,
+        nested_cgroup_runtime,
+    } = s;
+    Ok(m::CellSpec {
+        id,
+        realm_name: realm_id,
+        space_name: space_id,
+        stack_name: stack_id,
+        root_container_id,
+        tty: tty.map(|t| m::CellTty { default: t.default }),
+        containers: containers
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| container_spec_in(&format!("spec.containers[{i}]"), c))
+            .collect::<Result<_, _>>()?,
+        auto_delete,
+        nested_cgroup_runtime,
+    })
+}
+
+fn cell_spec_out(s: &m::CellSpec) -> w::CellSpec {
+    let m::CellSpec {
+        id,
+        realm_name,
+        space_name,
+        stack_name,
+        root_container_id,
+        tty,
+        containers,
+        auto_delete,
+        nested_cgroup_runtime,
+    } = s;
+    w::CellSpec {
+        id: id.clone(),
+        realm_id: realm_name.clone(),
+        space_id: space_name.clone(),
+        stack_id: stack_name.clone(),
+        root_container_id: root_container_id.clone(),
+        tty: tty.as_ref().map(|t| w::CellTty {
+            default: t.default.clone(),
+        }),
+        containers: containers.iter().map(container_spec_out).collect(),
+        auto_delete: *auto_delete,
+        nested_cgroup_runtime: *nested_cgroup_runtime,
+    }
+}
+
+fn cell_status_in(s: w::CellStatus) -> Result<m::CellStatus, Invalid> {
+    let w::CellStatus {
+        state,
+        cgroup_path,
+        subtree_controllers,
+        network,
+        containers,
+        ready_observed,
+    } = s;
+    Ok(m::CellStatus {
+        state: map_state!(state, w::CellState => m::CellState, m::CellState::Unknown),
+        cgroup_path,
+        subtree_controllers,
+        network: m::CellNetworkStatus {
+            bridge_name: network.map(|n| n.bridge_name).unwrap_or_default(),
+        },
+        containers: containers
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| container_status_in(&format!("status.containers[{i}]"), c))
+            .collect::<Result<_, _>>()?,
+        ready_observed,
+    })
+}
+
+fn cell_status_out(s: &m::CellStatus) -> w::CellStatus {
+    let m::CellStatus {
+        state,
+        cgroup_path,
+        subtree_controllers,
+        network,
+        containers,
+        ready_observed,
+    } = s;
+    w::CellStatus {
+        state: map_state!(*state, m::CellState => w::CellState, w::CellState::Unknown),
+        cgroup_path: cgroup_path.clone(),
+        subtree_controllers: subtree_controllers.clone(),
+        network: (!network.bridge_name.is_empty()).then(|| w::CellNetworkStatus {
+            bridge_name: network.bridge_name.clone(),
+        }),
+        containers: containers.iter().map(container_status_out).collect(),
+        ready_observed: *ready_observed,
+    }
+}
+
+// ---- Container ----
+
+fn container_spec_in_top(s: w::ContainerSpec) -> Result<m::ContainerSpec, Invalid> {
+    container_spec_in("spec", s)
+}
+
+fn container_status_in_top(s: w::ContainerStatus) -> Result<m::ContainerStatus, Invalid> {
+    container_status_in("status", s)
+}
+
+fn container_spec_in(field: &str, s: w::ContainerSpec) -> Result<m::ContainerSpec, Invalid> {
+    let w::ContainerSpec {
+        id,
+        containerd_id,
+        realm_id,
+        space_id,
+        stack_id,
+        cell_id,
+        root,
+        image,
+        command,
+        args,
+        working_dir,
+        env,
+        ports,
+        volumes,
+        networks,
+        networks_aliases,
+        privileged,
+        host_network,
+        host_pid,
+        host_cgroup,
+        user,
+        read_only_root_filesystem,
+        capabilities,
+        security_opts,
+        tmpfs,
+        resources,
+        secrets,
+        cni_config_path,
+        restart_policy,
+        attachable,
+        tty,
+    } = s;
+    let volumes = volumes
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let w::VolumeMount {
+                kind,
+                source,
+                target,
+                read_only,
+                size_bytes,
+                mode,
+            } = v;
+            let kind = match kind.as_str() {
+                "" => None,
+                "bind" => Some(m::VolumeKind::Bind),
+                "tmpfs" => Some(m::VolumeKind::Tmpfs),
+                other => {
+                    return Err(Invalid::new(
+                        format!("{field}.volumes[{i}].kind"),
+                        format!("{other:?} is not a volume kind (bind, tmpfs)"),
+                    ));
+                }
+            };
+            Ok(m::VolumeMount {
+                kind,
+                source,
+                target,
+                read_only,
+                size_bytes,
+                mode,
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(m::ContainerSpec {
+        id,
+        containerd_id,
+        realm_name: realm_id,
+        space_name: space_id,
+        stack_name: stack_id,
+        cell_name: cell_id,
+        root,
+        image,
+        command,
+        args,
+        working_dir,
+        env,
+        ports,
+        volumes,
+        networks,
+        networks_aliases,
+        privileged,
+        host_network,
+        host_pid,
+        host_cgroup,
+        nested_cgroup_runtime: false,
+        user,
+        read_only_root_filesystem,
+        capabilities: capabilities.map(caps_in),
+        security_opts,
+        tmpfs: tmpfs.into_iter().map(tmpfs_in).collect(),
+        resources: resources.map(resources_in),
+        secrets: secrets
+            .into_iter()
+            .map(|s| m::ContainerSecret {
+                name: s.name,
+                from_file: s.from_file,
+                from_env: s.from_env,
+                mount_path: s.mount_path,
+            })
+            .collect(),
+        cni_config_path,
+        restart_policy,
+        attachable,
+        tty: tty.map(|t| m::ContainerTty {
+            prompt: t.prompt,
+            on_init: t
+                .on_init
+                .into_iter()
+                .map(|s| m::TtyStage { script: s.script })
+                .collect(),
+        }),
+        cell_cgroup_path: String::new(),
+        etc_hosts_path: String::new(),
+        etc_hostname_path: String::new(),
+        cell_profile_name: String::new(),
+    })
+}
+
+/// The wire form of a container spec (also used for `?view=effective`).
+pub fn container_spec_out(s: &m::ContainerSpec) -> w::ContainerSpec {
+    // Runtime-only fields (filled by kukeon's runner, never part of a
+    // document) are deliberately not translated.
+    let m::ContainerSpec {
+        id,
+        containerd_id,
+        realm_name,
+        space_name,
+        stack_name,
+        cell_name,
+        root,
+        image,
+        command,
+        args,
+        working_dir,
+        env,
+        ports,
+        volumes,
+        networks,
+        networks_aliases,
+        privileged,
+        host_network,
+        host_pid,
+        host_cgroup,
+        nested_cgroup_runtime: _,
+        user,
+        read_only_root_filesystem,
+        capabilities,
+        security_opts,
+        tmpfs,
+        resources,
+        secrets,
+        cni_config_path,
+        restart_policy,
+        attachable,
+        tty,
+        cell_cgroup_path: _,
+        etc_hosts_path: _,
+        etc_hostname_path: _,
+        cell_profile_name: _,
+    } = s;
+    w::ContainerSpec {
+        id: id.clone(),
+        containerd_id: containerd_id.clone(),
+        realm_id: realm_name.clone(),
+        space_id: space_name.clone(),
+        stack_id: stack_name.clone(),
+        cell_id: cell_name.clone(),
+        root: *root,
+        image: image.clone(),
+        command: command.clone(),
+        args: args.clone(),
+        working_dir: working_dir.clone(),
+        env: env.clone(),
+        ports: ports.clone(),
+        volumes: volumes
+            .iter()
+            .map(|v| w::VolumeMount {
+                kind: match v.kind {
+                    None => String::new(),
+                    Some(m::VolumeKind::Bind) => "bind".into(),
+                    Some(m::VolumeKind::Tmpfs) => "tmpfs".into(),
+                },
+                source: v.source.clone(),
+                target: v.target.clone(),
+                read_only: v.read_only,
+                size_bytes: v.size_bytes,
+                mode: v.mode,
+            })
+            .collect(),
+        networks: networks.clone(),
+        networks_aliases: networks_aliases.clone(),
+        privileged: *privileged,
+        host_network: *host_network,
+        host_pid: *host_pid,
+        host_cgroup: *host_cgroup,
+        user: user.clone(),
+        read_only_root_filesystem: *read_only_root_filesystem,
+        capabilities: capabilities.as_ref().map(caps_out),
+        security_opts: security_opts.clone(),
+        tmpfs: tmpfs.iter().map(tmpfs_out).collect(),
+        resources: resources.as_ref().map(resources_out),
+        secrets: secrets
+            .iter()
+            .map(|s| w::ContainerSecret {
+                name: s.name.clone(),
+                from_file: s.from_file.clone(),
+                from_env: s.from_env.clone(),
+                mount_path: s.mount_path.clone(),
+            })
+            .collect(),
+        cni_config_path: cni_config_path.clone(),
+        restart_policy: restart_policy.clone(),
+        attachable: *attachable,
+        tty: tty.as_ref().map(|t| w::ContainerTty {
+            prompt: t.prompt.clone(),
+            on_init: t
+                .on_init
+                .iter()
+                .map(|s| w::TtyStage {
+                    script: s.script.clone(),
+                })
+                .collect(),
+        }),
+    }
+}
+
+fn container_status_in(field: &str, s: w::ContainerStatus) -> Result<m::ContainerStatus, Invalid> {
+    let w::ContainerStatus {
+        name,
+        id,
+        state,
+        restart_count,
+        restart_time,
+        start_time,
+        finish_time,
+        exit_code,
+        exit_signal,
+    } = s;
+    Ok(m::ContainerStatus {
+        name,
+        id,
+        state: map_state!(state, w::ContainerState => m::ContainerState, m::ContainerState::Unknown),
+        restart_count,
+        restart_time: parse_time(&format!("{field}.restartTime"), &restart_time)?,
+        start_time: parse_time(&format!("{field}.startTime"), &start_time)?,
+        finish_time: parse_time(&format!("{field}.finishTime"), &finish_time)?,
+        exit_code,
+        exit_signal,
+    })
+}
+
+fn container_status_out(s: &m::ContainerStatus) -> w::ContainerStatus {
+    let m::ContainerStatus {
+        name,
+        id,
+        state,
+        restart_count,
+        restart_time,
+        start_time,
+        finish_time,
+        exit_code,
+        exit_signal,
+    } = s;
+    w::ContainerStatus {
+        name: name.clone(),
+        id: id.clone(),
+        state: map_state!(*state, m::ContainerState => w::ContainerState, w::ContainerState::Unknown),
+        restart_count: *restart_count,
+        restart_time: format_time(*restart_time),
+        start_time: format_time(*start_time),
+        finish_time: format_time(*finish_time),
+        exit_code: *exit_code,
+        exit_signal: exit_signal.clone(),
+    }
+}
+
+fn caps_in(c: w::ContainerCapabilities) -> m::ContainerCapabilities {
+    m::ContainerCapabilities {
+        drop: c.drop,
+        add: c.add,
+    }
+}
+
+fn caps_out(c: &m::ContainerCapabilities) -> w::ContainerCapabilities {
+    w::ContainerCapabilities {
+        drop: c.drop.clone(),
+        add: c.add.clone(),
+    }
+}
+
+fn tmpfs_in(t: w::ContainerTmpfsMount) -> m::ContainerTmpfsMount {
+    m::ContainerTmpfsMount {
+        path: t.path,
+        size_bytes: t.size_bytes,
+        options: t.options,
+    }
+}
+
+fn tmpfs_out(t: &m::ContainerTmpfsMount) -> w::ContainerTmpfsMount {
+    w::ContainerTmpfsMount {
+        path: t.path.clone(),
+        size_bytes: t.size_bytes,
+        options: t.options.clone(),
+    }
+}
+
+fn resources_in(r: w::ContainerResources) -> m::ContainerResources {
+    m::ContainerResources {
+        memory_limit_bytes: r.memory_limit_bytes,
+        cpu_shares: r.cpu_shares,
+        pids_limit: r.pids_limit,
+    }
+}
+
+fn resources_out(r: &m::ContainerResources) -> w::ContainerResources {
+    w::ContainerResources {
+        memory_limit_bytes: r.memory_limit_bytes,
+        cpu_shares: r.cpu_shares,
+        pids_limit: r.pids_limit,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_read_as_names_or_integers_and_map_by_name() {
+        let by_int = decode(Kind::Space, Format::Json, br#"{"status":{"state":1}}"#).unwrap();
+        let by_name = decode(
+            Kind::Space,
+            Format::Json,
+            br#"{"status":{"state":"Ready"}}"#,
+        )
+        .unwrap();
+        let AnyObject::Space(s) = &by_int.object else {
+            panic!()
+        };
+        // External Space 1 is Ready; internal Ready is 2: mapped by name.
+        assert_eq!(s.status.state, m::SpaceState::Ready);
+        assert_eq!(by_int, by_name);
+        let v = to_value(&by_int.object);
+        assert_eq!(v["status"]["state"], "Ready");
+        let err = decode(Kind::Cell, Format::Json, br#"{"status":{"state":"Bogus"}}"#).unwrap_err();
+        assert!(
+            matches!(err, DecodeError::BadRequest { field: Some(ref f), .. } if f == "status.state")
+        );
+        let err = decode(Kind::Cell, Format::Json, br#"{"status":{"state":9}}"#).unwrap_err();
+        assert!(matches!(err, DecodeError::BadRequest { .. }));
+    }
+
+    #[test]
+    fn internal_only_space_states_read_as_unknown() {
+        let mut o = decode(Kind::Space, Format::Json, b"{}").unwrap().object;
+        if let AnyObject::Space(s) = &mut o {
+            s.status.state = m::SpaceState::Creating;
+        }
+        assert_eq!(to_value(&o)["status"]["state"], "Unknown");
+    }
+
+    #[test]
+    fn unknown_fields_are_named() {
+        let err = decode(
+            Kind::Cell,
+            Format::Json,
+            br#"{"spec":{"containers":[{"id":"a"},{"id":"b","ttty":{}}]}}"#,
+        )
+        .unwrap_err();
+        match err {
+            DecodeError::BadRequest { field, message } => {
+                assert_eq!(
+                    field.as_deref(),
+                    Some("spec.containers[1].ttty"),
+                    "{message}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn passwords_are_rejected_without_echo() {
+        let err = decode(
+            Kind::Realm,
+            Format::Json,
+            br#"{"spec":{"registryCredentials":[{"username":"u","password":"hunter2"}]}}"#,
+        )
+        .unwrap_err();
+        let DecodeError::Invalid(i) = err else {
+            panic!()
+        };
+        assert_eq!(i.field, "spec.registryCredentials[0].password");
+        assert!(!i.message.contains("hunter2"));
+        assert!(i.message.contains("passwordRef"));
+    }
+
+    #[test]
+    fn api_version_and_kind_are_checked() {
+        let e = decode(Kind::Realm, Format::Json, br#"{"apiVersion":"v2"}"#).unwrap_err();
+        assert!(
+            matches!(e, DecodeError::BadRequest { field: Some(ref f), .. } if f == "apiVersion")
+        );
+        let e = decode(Kind::Realm, Format::Json, br#"{"kind":"Cell"}"#).unwrap_err();
+        assert!(matches!(e, DecodeError::BadRequest { field: Some(ref f), .. } if f == "kind"));
+        let ok = decode(
+            Kind::Realm,
+            Format::Yaml,
+            b"apiVersion: v1beta1\nkind: Realm\nmetadata:\n  name: r\n  labels:\n",
+        )
+        .unwrap();
+        assert_eq!(ok.object.meta().name, "r");
+    }
+
+    #[test]
+    fn zero_time_round_trips() {
+        let d = decode(
+            Kind::Container,
+            Format::Json,
+            br#"{"status":{"startTime":"0001-01-01T00:00:00Z","finishTime":"2024-05-01T10:00:00.5Z"}}"#,
+        )
+        .unwrap();
+        let v = to_value(&d.object);
+        assert_eq!(v["status"]["startTime"], ZERO_TIME);
+        assert_eq!(v["status"]["finishTime"], "2024-05-01T10:00:00.5Z");
+        let e = decode(
+            Kind::Container,
+            Format::Json,
+            br#"{"status":{"startTime":"yesterday"}}"#,
+        )
+        .unwrap_err();
+        assert!(matches!(e, DecodeError::Invalid(ref i) if i.field == "status.startTime"));
+    }
+}

@@ -1,0 +1,134 @@
+//! Lenient decoding helpers shared by the wire types.
+//!
+//! - `null` for a list, map, string or struct reads as its empty value
+//!   (YAML `labels:` with nothing after it is `null`).
+//! - Integers also arrive as integral JSON numbers such as `1.0`, which JSON
+//!   Schema calls integers.
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{self, Deserialize, Deserializer, SeqAccess, Visitor};
+
+/// Reads `null` as `T::default()`.
+pub fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// An integer type the wire accepts: from JSON integers or integral floats.
+pub trait WireInt: Sized + Copy {
+    /// Converts an `i128`, if in range.
+    fn from_i128(v: i128) -> Option<Self>;
+}
+
+macro_rules! wire_int {
+    ($($t:ty),*) => {$(
+        impl WireInt for $t {
+            fn from_i128(v: i128) -> Option<Self> { <$t>::try_from(v).ok() }
+        }
+    )*};
+}
+wire_int!(i64, u32, u64, i32);
+
+struct IntVisitor<T>(PhantomData<T>);
+
+impl<'de, T: WireInt> Visitor<'de> for IntVisitor<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "an integer in range of {}", std::any::type_name::<T>())
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<T, E> {
+        T::from_i128(v.into()).ok_or_else(|| E::custom(format!("integer {v} out of range")))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
+        T::from_i128(v.into()).ok_or_else(|| E::custom(format!("integer {v} out of range")))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<T, E> {
+        if v.fract() == 0.0 && v.is_finite() && v.abs() < 9.3e18 {
+            self.visit_i64(v as i64)
+        } else {
+            Err(E::custom(format!("{v} is not an integer")))
+        }
+    }
+}
+
+/// A wire integer (see the module docs).
+pub fn int<'de, D: Deserializer<'de>, T: WireInt>(d: D) -> Result<T, D::Error> {
+    d.deserialize_any(IntVisitor(PhantomData))
+}
+
+/// A nullable wire integer.
+pub fn opt_int<'de, D: Deserializer<'de>, T: WireInt>(d: D) -> Result<Option<T>, D::Error> {
+    struct Wrap<T>(T);
+    impl<'de, T: WireInt> Deserialize<'de> for Wrap<T> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            int(d).map(Wrap)
+        }
+    }
+    Ok(Option::<Wrap<T>>::deserialize(d)?.map(|w| w.0))
+}
+
+/// A list of wire integers (`null` reads as empty).
+pub fn int_list<'de, D: Deserializer<'de>, T: WireInt>(d: D) -> Result<Vec<T>, D::Error> {
+    struct ListVisitor<T>(PhantomData<T>);
+    impl<'de, T: WireInt> Visitor<'de> for ListVisitor<T> {
+        type Value = Vec<T>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a list of integers")
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Vec<T>, E> {
+            Ok(Vec::new())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            struct Item<T>(T);
+            impl<'de, T: WireInt> Deserialize<'de> for Item<T> {
+                fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                    int(d).map(Item)
+                }
+            }
+            let mut out = Vec::new();
+            while let Some(Item(v)) = seq.next_element::<Item<T>>()? {
+                out.push(v);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_any(ListVisitor(PhantomData))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    struct T {
+        #[serde(deserialize_with = "int")]
+        a: i64,
+        #[serde(default, deserialize_with = "opt_int")]
+        b: Option<u32>,
+        #[serde(default, deserialize_with = "int_list")]
+        c: Vec<i64>,
+        #[serde(default, deserialize_with = "null_default")]
+        d: Vec<String>,
+    }
+
+    #[test]
+    fn integral_floats_and_nulls() {
+        let t: T = serde_json::from_str(r#"{"a":1.0,"b":7,"c":[1,2.0],"d":null}"#).unwrap();
+        assert_eq!((t.a, t.b, t.c, t.d.len()), (1, Some(7), vec![1, 2], 0));
+        let t: T = serde_json::from_str(r#"{"a":-3,"b":null,"c":null}"#).unwrap();
+        assert_eq!((t.a, t.b, t.c.len()), (-3, None, 0));
+        assert!(serde_json::from_str::<T>(r#"{"a":1.5}"#).is_err());
+        assert!(serde_json::from_str::<T>(r#"{"a":1,"b":-1}"#).is_err());
+        assert!(serde_json::from_str::<T>(r#"{"a":"1"}"#).is_err());
+    }
+}

@@ -1,0 +1,208 @@
+//! Request extraction and response rendering: JSON or YAML bodies in,
+//! JSON or YAML out (by `Accept`), path names and query strings, each with
+//! its failures mapped to [`ApiError`].
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::error::{ApiError, Reason};
+use crate::api::v1beta1::{self, Format};
+use crate::model::AnyObject;
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+/// How a request body is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyType {
+    /// A whole document in JSON or YAML.
+    Document(Format),
+    /// An RFC 7386 merge patch.
+    MergePatch,
+}
+
+/// A request body and its declared type.
+#[derive(Debug, Clone)]
+pub struct Body {
+    /// Raw bytes.
+    pub bytes: Bytes,
+    /// From `Content-Type` (absent: JSON).
+    pub kind: BodyType,
+}
+
+fn media_type(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(|s| {
+        s.split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase()
+    })
+}
+
+impl<S: Send + Sync> FromRequest<S> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
+        let kind = match media_type(req.headers(), header::CONTENT_TYPE).as_deref() {
+            None | Some("") | Some("application/json") => BodyType::Document(Format::Json),
+            Some("application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml") => {
+                BodyType::Document(Format::Yaml)
+            }
+            Some("application/merge-patch+json") => BodyType::MergePatch,
+            Some(other) => {
+                return Err(ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    Reason::BadRequest,
+                    format!(
+                        "unsupported Content-Type {other:?}: use application/json, application/yaml \
+                         or (PATCH) application/merge-patch+json"
+                    ),
+                ));
+            }
+        };
+        let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
+            .await
+            .map_err(|e| {
+                let too_large = std::error::Error::source(&e)
+                    .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+                    || e.to_string().contains("length limit");
+                if too_large {
+                    ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        Reason::PayloadTooLarge,
+                        format!("request body exceeds {MAX_BODY_BYTES} bytes"),
+                    )
+                } else {
+                    ApiError::bad_request(format!("could not read the request body: {e}"))
+                }
+            })?;
+        Ok(Body { bytes, kind })
+    }
+}
+
+/// The names in a request path, in order (realm first).
+#[derive(Debug, Clone)]
+pub struct Names(pub Vec<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Names {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let axum::extract::Path(pairs) =
+            axum::extract::Path::<Vec<(String, String)>>::from_request_parts(parts, state)
+                .await
+                .map_err(|e| ApiError::bad_request(format!("bad path: {e}")))?;
+        Ok(Names(pairs.into_iter().map(|(_, v)| v).collect()))
+    }
+}
+
+/// A query string decoded into `T` (unknown parameters are rejected).
+#[derive(Debug, Clone)]
+pub struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let raw = parts.uri.query().unwrap_or_default();
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded_parse(raw));
+        serde_path_to_error::deserialize(de)
+            .map(Query)
+            .map_err(|e| {
+                let field = e.path().to_string();
+                let msg = e.into_inner().to_string();
+                match msg.strip_prefix("unknown field `") {
+                    Some(rest) => {
+                        let name = rest.split('`').next().unwrap_or_default().to_string();
+                        ApiError::bad_field(
+                            name.clone(),
+                            format!("unknown query parameter {name:?}"),
+                        )
+                    }
+                    None => ApiError::bad_field(field, format!("bad query string: {msg}")),
+                }
+            })
+    }
+}
+
+fn form_urlencoded_parse(raw: &str) -> form_urlencoded::Parse<'_> {
+    form_urlencoded::parse(raw.as_bytes())
+}
+
+/// Whether the client asked for YAML.
+pub fn wants_yaml(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| {
+            a.split(',').any(|m| {
+                matches!(
+                    m.split(';').next().unwrap_or_default().trim(),
+                    "application/yaml" | "application/x-yaml" | "text/yaml"
+                )
+            })
+        })
+}
+
+/// Renders a value as JSON or YAML with `status`.
+pub fn render<T: Serialize>(value: &T, yaml: bool, status: StatusCode) -> Response {
+    let (bytes, ctype) = if yaml {
+        match yaml_serde::to_string(value) {
+            Ok(s) => (s.into_bytes(), "application/yaml"),
+            Err(e) => {
+                tracing::error!(error = %e, "YAML rendering failed");
+                return ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    Reason::Internal,
+                    "rendering failed",
+                )
+                .into_response();
+            }
+        }
+    } else {
+        (
+            serde_json::to_vec(value).expect("documents serialize"),
+            "application/json",
+        )
+    };
+    let mut resp = (status, bytes).into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    resp
+}
+
+/// The ETag of an object: its quoted `resourceVersion`.
+pub fn etag(obj: &AnyObject) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{}\"", obj.meta().resource_version)).expect("digits")
+}
+
+/// Renders an object as a v1beta1 document with its `ETag`.
+pub fn render_object(obj: &AnyObject, headers: &HeaderMap, status: StatusCode) -> Response {
+    let mut resp = render(&v1beta1::encode(obj), wants_yaml(headers), status);
+    resp.headers_mut().insert(header::ETAG, etag(obj));
+    resp
+}
+
+/// Reads an `If-Match` precondition: `"<rv>"`, `<rv>` or `*` (no check).
+pub fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    let Some(v) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let s = v.to_str().unwrap_or_default().trim();
+    if s == "*" {
+        return Ok(None);
+    }
+    let digits = s.trim_start_matches("W/").trim_matches('"');
+    digits.parse::<u64>().map(Some).map_err(|_| {
+        ApiError::bad_field(
+            "If-Match",
+            format!("If-Match {s:?} is not a quoted resourceVersion"),
+        )
+    })
+}

@@ -1,0 +1,618 @@
+//! Request handlers, written once for every kind: the kind is a parameter
+//! fixed when the router is built (see [`super::routes`]).
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use tokio::sync::{mpsc, oneshot};
+
+use super::AppState;
+use super::body::{Body, BodyType, if_match, render, render_object, wants_yaml};
+use super::error::ApiError;
+use crate::api::v1beta1::{self, Decoded, Format, types::ListMeta};
+use crate::model::{
+    AnyObject, Container, Kind, Path, Selector, apply_space_defaults_to_container, validate_object,
+};
+use crate::store::{ListQuery, StoreError, WriteOp};
+
+/// Query parameters of collection GETs.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ListParams {
+    /// Label selector.
+    pub label_selector: Option<String>,
+    /// Page size.
+    pub limit: Option<String>,
+    /// Continue token.
+    #[serde(rename = "continue")]
+    pub continue_token: Option<String>,
+    /// Stream events instead of listing.
+    pub watch: Option<String>,
+    /// Watch: start after this revision.
+    pub resource_version: Option<String>,
+    /// `effective` applies space defaults to containers.
+    pub view: Option<String>,
+    /// Cross-scope lists: realm.
+    pub realm: Option<String>,
+    /// Cross-scope lists: space.
+    pub space: Option<String>,
+    /// Cross-scope lists: stack.
+    pub stack: Option<String>,
+    /// Cross-scope lists: cell.
+    pub cell: Option<String>,
+}
+
+/// Query parameters of single-object requests.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ItemParams {
+    /// `effective` applies space defaults to a container (GET).
+    pub view: Option<String>,
+    /// Delete the subtree too (DELETE).
+    pub cascade: Option<String>,
+}
+
+/// Parses a boolean query parameter.
+pub fn flag(name: &str, value: Option<&str>) -> Result<bool, ApiError> {
+    match value {
+        None => Ok(false),
+        Some("" | "true" | "1") => Ok(true),
+        Some("false" | "0") => Ok(false),
+        Some(v) => Err(ApiError::bad_field(
+            name,
+            format!("{name}={v:?}: expected true or false"),
+        )),
+    }
+}
+
+fn effective_view(kind: Kind, view: Option<&str>) -> Result<bool, ApiError> {
+    match view {
+        None | Some("") => Ok(false),
+        Some("effective") if kind == Kind::Container => Ok(true),
+        Some("effective") => Err(ApiError::bad_field(
+            "view",
+            "view=effective applies to containers only",
+        )),
+        Some(v) => Err(ApiError::bad_field(
+            "view",
+            format!("unknown view {v:?} (effective)"),
+        )),
+    }
+}
+
+/// Applies the space defaults to a container (the stored object is not
+/// changed). A container whose space has no defaults is returned as is.
+fn apply_effective(space: Option<&AnyObject>, obj: &mut AnyObject) {
+    if let (Some(AnyObject::Space(space)), AnyObject::Container(Container { spec, .. })) =
+        (space, obj)
+    {
+        apply_space_defaults_to_container(&space.spec, spec);
+    }
+}
+
+fn space_of(path: &Path) -> Path {
+    Path::new(Kind::Space, path.names()[..2].to_vec())
+}
+
+async fn with_effective(state: &AppState, mut obj: AnyObject) -> Result<AnyObject, ApiError> {
+    let space = match state.store.get(space_of(&obj.path())).await {
+        Ok(s) => Some(s),
+        Err(StoreError::NotFound(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    apply_effective(space.as_ref(), &mut obj);
+    Ok(obj)
+}
+
+/// GET one object (also `.../status`).
+pub async fn get_object(
+    state: AppState,
+    kind: Kind,
+    names: Vec<String>,
+    params: ItemParams,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let effective = effective_view(kind, params.view.as_deref())?;
+    let mut obj = state.store.get(Path::new(kind, names)).await?;
+    if effective {
+        obj = with_effective(&state, obj).await?;
+    }
+    Ok(render_object(&obj, &headers, StatusCode::OK))
+}
+
+fn decode_body(kind: Kind, body: &Body) -> Result<Decoded, ApiError> {
+    match body.kind {
+        BodyType::Document(format) => Ok(v1beta1::decode(kind, format, &body.bytes)?),
+        BodyType::MergePatch => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            super::error::Reason::BadRequest,
+            "merge patches are accepted by PATCH only",
+        )),
+    }
+}
+
+/// Combines the body's and the header's `resourceVersion` preconditions.
+fn precondition(body: Option<u64>, headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    match (body, if_match(headers)?) {
+        (Some(a), Some(b)) if a != b => Err(ApiError::bad_field(
+            "If-Match",
+            format!("If-Match {b} contradicts metadata.resourceVersion {a}"),
+        )),
+        (a, b) => Ok(a.or(b)),
+    }
+}
+
+/// POST to a collection: create.
+pub async fn create_object(
+    state: AppState,
+    kind: Kind,
+    parent: Vec<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let Decoded { mut object, .. } = decode_body(kind, &body)?;
+    let name = object.meta().name.clone();
+    if name.is_empty() {
+        return Err(crate::model::Invalid::new("metadata.name", "required").into());
+    }
+    crate::model::validate_name("metadata.name", &name)?;
+    let mut names = parent;
+    names.push(name);
+    object
+        .place(&Path::new(kind, names))
+        .map_err(to_bad_request)?;
+    validate_object(&mut object)?;
+    let outcome = state.store.write(WriteOp::Create(object)).await?;
+    let mut resp = render_object(&outcome.object, &headers, StatusCode::CREATED);
+    if let Ok(loc) = HeaderValue::from_str(&location(&outcome.object.path())) {
+        resp.headers_mut().insert(header::LOCATION, loc);
+    }
+    Ok(resp)
+}
+
+/// The URL path of an object.
+pub fn location(path: &Path) -> String {
+    let mut url = String::from("/api/v1beta1");
+    for (kind, name) in Kind::ALL.iter().zip(path.names()) {
+        url.push('/');
+        url.push_str(kind.plural());
+        url.push('/');
+        url.push_str(&percent_encode(name));
+    }
+    url
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn to_bad_request(i: crate::model::Invalid) -> ApiError {
+    ApiError::bad_field(i.field.clone(), i.to_string())
+}
+
+/// Whether a write targets the spec (with labels) or the status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// Labels and spec.
+    Main,
+    /// The status subresource.
+    Status,
+}
+
+fn write_op(part: Part, object: AnyObject, precondition: Option<u64>) -> WriteOp {
+    match part {
+        Part::Main => WriteOp::Replace {
+            object,
+            precondition,
+        },
+        Part::Status => WriteOp::ReplaceStatus {
+            object,
+            precondition,
+        },
+    }
+}
+
+/// Prepares a decoded document for a write at `path`.
+fn prepare(part: Part, path: &Path, decoded: AnyObject) -> Result<AnyObject, ApiError> {
+    match part {
+        Part::Main => {
+            let mut object = decoded;
+            object.place(path).map_err(to_bad_request)?;
+            validate_object(&mut object)?;
+            Ok(object)
+        }
+        Part::Status => {
+            // Only the status is read: start from an empty object at the path.
+            let mut object = empty(path.kind()).with_status_of(&decoded);
+            object.place(path).map_err(to_bad_request)?;
+            Ok(object)
+        }
+    }
+}
+
+fn empty(kind: Kind) -> AnyObject {
+    match kind {
+        Kind::Realm => AnyObject::Realm(Default::default()),
+        Kind::Space => AnyObject::Space(Default::default()),
+        Kind::Stack => AnyObject::Stack(Default::default()),
+        Kind::Cell => AnyObject::Cell(Default::default()),
+        Kind::Container => AnyObject::Container(Default::default()),
+    }
+}
+
+/// PUT an object or its status.
+pub async fn replace_object(
+    state: AppState,
+    kind: Kind,
+    part: Part,
+    names: Vec<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let path = Path::new(kind, names);
+    let decoded = decode_body(kind, &body)?;
+    let pre = precondition(decoded.resource_version, &headers)?;
+    let object = prepare(part, &path, decoded.object)?;
+    let outcome = state.store.write(write_op(part, object, pre)).await?;
+    Ok(render_object(&outcome.object, &headers, StatusCode::OK))
+}
+
+/// RFC 7386 JSON merge patch.
+pub fn merge_patch(target: &mut serde_json::Value, patch: &serde_json::Value) {
+    use serde_json::Value;
+    match patch {
+        Value::Object(p) => {
+            if !target.is_object() {
+                *target = Value::Object(Default::default());
+            }
+            let t = target.as_object_mut().expect("object");
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        other => *target = other.clone(),
+    }
+}
+
+/// PATCH an object or its status with a JSON merge patch.
+pub async fn patch_object(
+    state: AppState,
+    kind: Kind,
+    part: Part,
+    names: Vec<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let patch: serde_json::Value = match body.kind {
+        BodyType::MergePatch | BodyType::Document(Format::Json) => {
+            serde_json::from_slice(&body.bytes)
+                .map_err(|e| ApiError::bad_request(format!("merge patch is not valid JSON: {e}")))?
+        }
+        BodyType::Document(Format::Yaml) => yaml_serde::from_slice(&body.bytes)
+            .map_err(|e| ApiError::bad_request(format!("merge patch is not valid YAML: {e}")))?,
+    };
+    if !patch.is_object() {
+        return Err(ApiError::bad_request("a merge patch must be a JSON object"));
+    }
+    let patch_rv = match patch.pointer("/metadata/resourceVersion") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) => Some(s.parse::<u64>().map_err(|_| {
+            ApiError::bad_field(
+                "metadata.resourceVersion",
+                format!("{s:?} is not a resource version"),
+            )
+        })?),
+        Some(_) => {
+            return Err(ApiError::bad_field(
+                "metadata.resourceVersion",
+                "resourceVersion must be a string",
+            ));
+        }
+    };
+    let client_pre = precondition(patch_rv, &headers)?;
+    let path = Path::new(kind, names);
+    // Read-modify-write, guarded by the read's resourceVersion; without a
+    // client precondition a concurrent write just means trying again.
+    for _ in 0..16 {
+        let current = state.store.get(path.clone()).await?;
+        let current_rv = current.meta().resource_version;
+        if let Some(want) = client_pre
+            && want != current_rv
+        {
+            return Err(StoreError::Conflict {
+                path,
+                expected: want,
+                actual: current_rv,
+            }
+            .into());
+        }
+        let mut doc = v1beta1::to_value(&current);
+        merge_patch(&mut doc, &patch);
+        let decoded = v1beta1::decode_value(kind, doc)?;
+        let object = prepare(part, &path, decoded.object)?;
+        match state
+            .store
+            .write(write_op(part, object, Some(current_rv)))
+            .await
+        {
+            Ok(outcome) => return Ok(render_object(&outcome.object, &headers, StatusCode::OK)),
+            Err(StoreError::Conflict { .. }) if client_pre.is_none() => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::new(
+        StatusCode::CONFLICT,
+        super::error::Reason::Conflict,
+        "the object kept changing during the patch; try again",
+    ))
+}
+
+/// DELETE an object (`?cascade=true`: with its subtree).
+pub async fn delete_object(
+    state: AppState,
+    kind: Kind,
+    names: Vec<String>,
+    params: ItemParams,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let cascade = flag("cascade", params.cascade.as_deref())?;
+    let pre = precondition(None, &headers)?;
+    let outcome = state
+        .store
+        .write(WriteOp::Delete {
+            path: Path::new(kind, names),
+            cascade,
+            precondition: pre,
+        })
+        .await?;
+    Ok(render_object(&outcome.object, &headers, StatusCode::OK))
+}
+
+fn list_kind_name(kind: Kind) -> String {
+    format!("{}List", kind.as_str())
+}
+
+/// Builds the list query from the path scope and the parameters.
+fn list_query(
+    kind: Kind,
+    path_scope: Vec<String>,
+    params: &ListParams,
+) -> Result<ListQuery, ApiError> {
+    let query_scope = [&params.realm, &params.space, &params.stack, &params.cell];
+    let depth = kind.depth() - 1;
+    let mut scope: Vec<Option<String>> = path_scope.into_iter().map(Some).collect();
+    let scoped_by_path = !scope.is_empty();
+    for (i, (name, value)) in ["realm", "space", "stack", "cell"]
+        .iter()
+        .zip(query_scope)
+        .enumerate()
+    {
+        let Some(v) = value else { continue };
+        if scoped_by_path {
+            return Err(ApiError::bad_field(
+                *name,
+                format!(
+                    "?{name}= narrows cross-scope lists only; this collection is scoped by its path"
+                ),
+            ));
+        }
+        if i >= depth {
+            return Err(ApiError::bad_field(
+                *name,
+                format!("{} are not scoped by {name}", kind.plural()),
+            ));
+        }
+        crate::model::validate_name(name, v)?;
+        scope.resize(i + 1, None);
+        scope[i] = Some(v.clone());
+    }
+    let selector = match params.label_selector.as_deref() {
+        None => Selector::default(),
+        Some(s) => Selector::parse(s).map_err(|e| ApiError::bad_field("labelSelector", e))?,
+    };
+    let limit = match params.limit.as_deref() {
+        None | Some("") => None,
+        Some(l) => Some(l.parse::<usize>().map_err(|_| {
+            ApiError::bad_field(
+                "limit",
+                format!("limit={l:?}: expected a non-negative integer"),
+            )
+        })?),
+    };
+    Ok(ListQuery {
+        kind,
+        scope,
+        selector,
+        limit: limit.filter(|l| *l > 0),
+        continue_token: params.continue_token.clone().filter(|t| !t.is_empty()),
+    })
+}
+
+/// GET a collection (scoped by `parent`, or cross-scope with `?realm=`...).
+pub async fn list_objects(
+    state: AppState,
+    kind: Kind,
+    parent: Vec<String>,
+    params: ListParams,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if flag("watch", params.watch.as_deref())? {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            super::error::Reason::BadRequest,
+            "watch is not available on this server yet",
+        ));
+    }
+    let effective = effective_view(kind, params.view.as_deref())?;
+    let query = list_query(kind, parent, &params)?;
+    if query.limit.is_some() || query.continue_token.is_some() || wants_yaml(&headers) {
+        let page = state.store.list_page(query).await?;
+        let mut items = page.items;
+        if effective {
+            let mut spaces = HashMap::new();
+            for item in &mut items {
+                let sp = space_of(&item.path());
+                if !spaces.contains_key(&sp) {
+                    let found = match state.store.get(sp.clone()).await {
+                        Ok(s) => Some(s),
+                        Err(StoreError::NotFound(_)) => None,
+                        Err(e) => return Err(e.into()),
+                    };
+                    spaces.insert(sp.clone(), found);
+                }
+                apply_effective(spaces[&sp].as_ref(), item);
+            }
+        }
+        let list = serde_json::json!({
+            "apiVersion": v1beta1::API_VERSION,
+            "kind": list_kind_name(kind),
+            "metadata": ListMeta { resource_version: page.revision.to_string(), continue_token: page.continue_token },
+            "items": items.iter().map(v1beta1::encode).collect::<Vec<_>>(),
+        });
+        return Ok(render(&list, wants_yaml(&headers), StatusCode::OK));
+    }
+    stream_list(state, kind, query, effective).await
+}
+
+/// Streams a whole list as JSON from one snapshot, a chunk at a time, so
+/// memory does not grow with the list.
+async fn stream_list(
+    state: AppState,
+    kind: Kind,
+    query: ListQuery,
+    effective: bool,
+) -> Result<Response, ApiError> {
+    const CHUNK: usize = 32 * 1024;
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    let (opened_tx, opened_rx) = oneshot::channel::<Result<(), StoreError>>();
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || {
+        let iter = match store.list_all(&query) {
+            Ok(iter) => {
+                let _ = opened_tx.send(Ok(()));
+                iter
+            }
+            Err(e) => {
+                let _ = opened_tx.send(Err(e));
+                return;
+            }
+        };
+        let mut buf = Vec::with_capacity(CHUNK * 2);
+        buf.extend_from_slice(
+            format!(
+                r#"{{"apiVersion":"{}","kind":"{}","metadata":{{"resourceVersion":"{}"}},"items":["#,
+                v1beta1::API_VERSION,
+                list_kind_name(kind),
+                iter.revision()
+            )
+            .as_bytes(),
+        );
+        let mut spaces: HashMap<Path, Option<AnyObject>> = HashMap::new();
+        let mut first = true;
+        for entry in iter {
+            let mut obj = match entry {
+                Ok((_, obj)) => obj,
+                Err(e) => {
+                    tracing::error!(error = %e, "list stream failed");
+                    let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+                    return;
+                }
+            };
+            if effective {
+                let sp = space_of(&obj.path());
+                let space = spaces
+                    .entry(sp.clone())
+                    .or_insert_with(|| store.get_blocking(&sp).ok());
+                apply_effective(space.as_ref(), &mut obj);
+            }
+            if !first {
+                buf.push(b',');
+            }
+            first = false;
+            serde_json::to_writer(&mut buf, &v1beta1::encode(&obj)).expect("documents serialize");
+            if buf.len() >= CHUNK
+                && tx
+                    .blocking_send(Ok(Bytes::from(std::mem::take(&mut buf))))
+                    .is_err()
+            {
+                return;
+            }
+        }
+        buf.extend_from_slice(b"]}");
+        let _ = tx.blocking_send(Ok(Bytes::from(buf)));
+    });
+    opened_rx
+        .await
+        .map_err(|_| ApiError::from(StoreError::Internal("list task ended early".into())))??;
+    let body = axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let mut resp = (StatusCode::OK, body).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn merge_patch_follows_rfc7386() {
+        // The examples of RFC 7386, appendix A.
+        let cases = [
+            (json!({"a":"b"}), json!({"a":"c"}), json!({"a":"c"})),
+            (json!({"a":"b"}), json!({"b":"c"}), json!({"a":"b","b":"c"})),
+            (json!({"a":"b"}), json!({"a":null}), json!({})),
+            (
+                json!({"a":"b","b":"c"}),
+                json!({"a":null}),
+                json!({"b":"c"}),
+            ),
+            (json!({"a":["b"]}), json!({"a":"c"}), json!({"a":"c"})),
+            (json!({"a":"c"}), json!({"a":["b"]}), json!({"a":["b"]})),
+            (
+                json!({"a":{"b":"c"}}),
+                json!({"a":{"b":"d","c":null}}),
+                json!({"a":{"b":"d"}}),
+            ),
+            (json!({"a":[{"b":"c"}]}), json!({"a":[1]}), json!({"a":[1]})),
+            (json!({"e":null}), json!({"a":1}), json!({"e":null,"a":1})),
+            (json!([1, 2]), json!({"a":"b","c":null}), json!({"a":"b"})),
+            (
+                json!({}),
+                json!({"a":{"bb":{"ccc":null}}}),
+                json!({"a":{"bb":{}}}),
+            ),
+        ];
+        for (mut target, patch, want) in cases {
+            merge_patch(&mut target, &patch);
+            assert_eq!(target, want, "patch {patch}");
+        }
+    }
+
+    #[test]
+    fn locations_are_percent_encoded() {
+        let p = Path::new(
+            Kind::Cell,
+            vec!["r".into(), "s p".into(), "t".into(), "c".into()],
+        );
+        assert_eq!(
+            location(&p),
+            "/api/v1beta1/realms/r/spaces/s%20p/stacks/t/cells/c"
+        );
+    }
+}

@@ -1,0 +1,43 @@
+//! `/metrics`: request counters in the Prometheus text format.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+
+/// Response counters by status class.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    by_class: [AtomicU64; 6],
+}
+
+/// Middleware counting every response.
+pub async fn count(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let class = (resp.status().as_u16() / 100).min(5) as usize;
+    s.metrics.by_class[class].fetch_add(1, Ordering::Relaxed);
+    resp
+}
+
+/// Renders the counters and the store revision.
+pub async fn render(State(s): State<AppState>) -> Response {
+    let mut out = String::from(
+        "# HELP modelhub_http_responses_total HTTP responses by status class.\n\
+         # TYPE modelhub_http_responses_total counter\n",
+    );
+    for (i, c) in s.metrics.by_class.iter().enumerate().skip(1) {
+        out.push_str(&format!(
+            "modelhub_http_responses_total{{class=\"{i}xx\"}} {}\n",
+            c.load(Ordering::Relaxed)
+        ));
+    }
+    if let Ok(rev) = s.store.revision().await {
+        out.push_str(&format!(
+            "# HELP modelhub_revision The store-wide revision.\n# TYPE modelhub_revision gauge\nmodelhub_revision {rev}\n"
+        ));
+    }
+    ([("content-type", "text/plain; version=0.0.4")], out).into_response()
+}

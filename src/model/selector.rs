@@ -1,0 +1,182 @@
+//! Label selectors: `k=v`, `k==v`, `k!=v`, `k`, `!k`, `k in (a,b)`,
+//! `k notin (a,b)`, comma-separated and ANDed (Kubernetes syntax).
+
+use std::collections::BTreeMap;
+
+/// One requirement of a selector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Requirement {
+    /// `k=v` / `k==v`.
+    Equals(String, String),
+    /// `k!=v` (also matches objects without `k`).
+    NotEquals(String, String),
+    /// `k`.
+    Exists(String),
+    /// `!k`.
+    NotExists(String),
+    /// `k in (a,b)`.
+    In(String, Vec<String>),
+    /// `k notin (a,b)` (also matches objects without `k`).
+    NotIn(String, Vec<String>),
+}
+
+/// A parsed selector: every requirement must hold.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Selector(pub Vec<Requirement>);
+
+impl Selector {
+    /// Parses a selector; the error says which part is malformed.
+    pub fn parse(s: &str) -> Result<Selector, String> {
+        let mut reqs = Vec::new();
+        for part in split_top_level(s)? {
+            let part = part.trim();
+            if part.is_empty() {
+                return Err("empty requirement (stray comma?)".into());
+            }
+            reqs.push(parse_requirement(part)?);
+        }
+        Ok(Selector(reqs))
+    }
+
+    /// Whether `labels` satisfy every requirement.
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.0.iter().all(|r| match r {
+            Requirement::Equals(k, v) => labels.get(k) == Some(v),
+            Requirement::NotEquals(k, v) => labels.get(k) != Some(v),
+            Requirement::Exists(k) => labels.contains_key(k),
+            Requirement::NotExists(k) => !labels.contains_key(k),
+            Requirement::In(k, vs) => labels.get(k).is_some_and(|v| vs.contains(v)),
+            Requirement::NotIn(k, vs) => labels.get(k).is_none_or(|v| !vs.contains(v)),
+        })
+    }
+}
+
+fn split_top_level(s: &str) -> Result<Vec<&str>, String> {
+    let (mut depth, mut start, mut parts) = (0i32, 0, Vec::new());
+    for (i, c) in s.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                parts.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+        if !(0..=1).contains(&depth) {
+            return Err(format!("unbalanced parentheses in {s:?}"));
+        }
+    }
+    if depth != 0 {
+        return Err(format!("unbalanced parentheses in {s:?}"));
+    }
+    if !s.trim().is_empty() {
+        parts.push(&s[start..]);
+    }
+    Ok(parts)
+}
+
+fn key(k: &str, whole: &str) -> Result<String, String> {
+    let k = k.trim();
+    if k.is_empty() || k.contains(|c: char| c.is_whitespace() || "=!(),".contains(c)) {
+        return Err(format!("invalid label key in {whole:?}"));
+    }
+    Ok(k.to_string())
+}
+
+fn value(v: &str, whole: &str) -> Result<String, String> {
+    let v = v.trim();
+    if v.contains(|c: char| c.is_whitespace() || "=!(),".contains(c)) {
+        return Err(format!("invalid label value in {whole:?}"));
+    }
+    Ok(v.to_string())
+}
+
+fn parse_requirement(p: &str) -> Result<Requirement, String> {
+    if let Some(open) = p.find('(') {
+        let close = p
+            .rfind(')')
+            .filter(|c| *c == p.len() - 1)
+            .ok_or_else(|| format!("{p:?}: expected ')' at the end"))?;
+        let head = p[..open].trim();
+        let values = p[open + 1..close]
+            .split(',')
+            .map(|v| value(v, p))
+            .collect::<Result<Vec<_>, _>>()?;
+        if values.iter().any(String::is_empty) {
+            return Err(format!("{p:?}: empty value in set"));
+        }
+        let (k, op) = head
+            .rsplit_once(char::is_whitespace)
+            .ok_or_else(|| format!("{p:?}: expected 'key in (...)' or 'key notin (...)'"))?;
+        return match op {
+            "in" => Ok(Requirement::In(key(k, p)?, values)),
+            "notin" => Ok(Requirement::NotIn(key(k, p)?, values)),
+            _ => Err(format!("{p:?}: unknown set operator {op:?} (in, notin)")),
+        };
+    }
+    if let Some((k, v)) = p.split_once("!=") {
+        return Ok(Requirement::NotEquals(key(k, p)?, value(v, p)?));
+    }
+    if let Some((k, v)) = p.split_once("==").or_else(|| p.split_once('=')) {
+        return Ok(Requirement::Equals(key(k, p)?, value(v, p)?));
+    }
+    if let Some(k) = p.strip_prefix('!') {
+        return Ok(Requirement::NotExists(key(k, p)?));
+    }
+    Ok(Requirement::Exists(key(p, p)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn all_six_operators() {
+        let l = labels(&[("app", "web"), ("tier", "front")]);
+        let cases = [
+            ("app=web", true),
+            ("app==web", true),
+            ("app=db", false),
+            ("app!=db", true),
+            ("missing!=x", true),
+            ("app", true),
+            ("missing", false),
+            ("!missing", true),
+            ("!app", false),
+            ("app in (db, web)", true),
+            ("app in (db)", false),
+            ("app notin (db)", true),
+            ("missing notin (db)", true),
+            ("app notin (web,db)", false),
+            ("app=web,tier in (front,back),!gone", true),
+            ("app=web,tier=back", false),
+            ("", true),
+        ];
+        for (sel, want) in cases {
+            assert_eq!(Selector::parse(sel).unwrap().matches(&l), want, "{sel}");
+        }
+    }
+
+    #[test]
+    fn malformed() {
+        for bad in [
+            "app in (a",
+            "app=web,",
+            "a b",
+            "app in ()",
+            "app within (a)",
+            "=x",
+            "a=(b)",
+        ] {
+            assert!(Selector::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,425 @@
+//! Validation and normalisation of objects before they are stored.
+//!
+//! [`validate_object`] first fills what the model defaults (the coordinates
+//! of a cell's embedded containers), then checks every rule of the API
+//! contract. Errors name the offending field by its wire path
+//! (`spec.containers[1].tty`), since that is what clients see.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::IpAddr;
+
+use super::types::*;
+
+/// A validation failure: the field's wire path and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    /// Wire path of the field, e.g. `spec.containers[1].tty`.
+    pub field: String,
+    /// What is wrong, without echoing secret values.
+    pub message: String,
+}
+
+impl Invalid {
+    /// A failure at `field`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Invalid {
+        Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+impl std::error::Error for Invalid {}
+
+type Result<T = ()> = std::result::Result<T, Invalid>;
+
+/// Checks a resource name: non-empty after trimming, no `_`, `/` or control
+/// characters, not `.` or `..`, at most 253 bytes.
+pub fn validate_name(field: &str, name: &str) -> Result {
+    let fail = |m: &str| Err(Invalid::new(field, m));
+    if name.trim().is_empty() {
+        return fail("must not be empty");
+    }
+    if name.len() > 253 {
+        return fail("must be at most 253 bytes");
+    }
+    if name.contains('_') {
+        return fail("must not contain '_' (the containerd id separator)");
+    }
+    if name.contains('/') {
+        return fail("must not contain '/'");
+    }
+    if name.chars().any(char::is_control) {
+        return fail("must not contain control characters");
+    }
+    if name == "." || name == ".." {
+        return fail("must not be '.' or '..'");
+    }
+    if name.trim() != name {
+        return fail("must not start or end with whitespace");
+    }
+    Ok(())
+}
+
+/// Normalises and validates an object (any kind) before it is stored.
+pub fn validate_object(obj: &mut AnyObject) -> Result {
+    validate_name("metadata.name", &obj.meta().name)?;
+    for key in obj.meta().labels.keys() {
+        if key.is_empty() {
+            return Err(Invalid::new(
+                "metadata.labels",
+                "label keys must not be empty",
+            ));
+        }
+    }
+    match obj {
+        AnyObject::Realm(r) => validate_realm(&r.spec),
+        AnyObject::Space(s) => validate_space(&s.spec),
+        AnyObject::Stack(_) => Ok(()),
+        AnyObject::Cell(c) => validate_cell(&mut c.spec),
+        AnyObject::Container(c) => validate_container("spec", &c.spec),
+    }
+}
+
+fn validate_realm(spec: &RealmSpec) -> Result {
+    for (i, cred) in spec.registry_credentials.iter().enumerate() {
+        if let Some(r) = &cred.password_ref {
+            exactly_one_source(
+                &format!("spec.registryCredentials[{i}].passwordRef"),
+                &r.from_file,
+                &r.from_env,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn exactly_one_source(field: &str, from_file: &str, from_env: &str) -> Result {
+    match (from_file.is_empty(), from_env.is_empty()) {
+        (false, true) | (true, false) => Ok(()),
+        _ => Err(Invalid::new(
+            field,
+            "exactly one of fromFile or fromEnv must be set",
+        )),
+    }
+}
+
+fn validate_space(spec: &SpaceSpec) -> Result {
+    let egress = spec.network.as_ref().and_then(|n| n.egress.as_ref());
+    for (i, rule) in egress
+        .map(|e| e.allow.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        let field = format!("spec.network.egress.allow[{i}]");
+        match (rule.host.is_empty(), rule.cidr.is_empty()) {
+            (false, true) => {}
+            (true, false) => validate_cidr(&format!("{field}.cidr"), &rule.cidr)?,
+            _ => {
+                return Err(Invalid::new(
+                    field,
+                    "exactly one of host or cidr must be set",
+                ));
+            }
+        }
+        for (j, port) in rule.ports.iter().enumerate() {
+            if !(1..=65535).contains(port) {
+                return Err(Invalid::new(
+                    format!("{field}.ports[{j}]"),
+                    format!("port {port} is outside 1..65535"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn validate_cidr(field: &str, cidr: &str) -> Result {
+    let bad = || {
+        Invalid::new(
+            field,
+            format!("{cidr:?} is not a valid CIDR (address/prefix)"),
+        )
+    };
+    let (addr, prefix) = cidr.split_once('/').ok_or_else(bad)?;
+    let addr: IpAddr = addr.parse().map_err(|_| bad())?;
+    let prefix: u8 = prefix.parse().map_err(|_| bad())?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    if prefix > max {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+fn validate_cell(spec: &mut CellSpec) -> Result {
+    let mut ids = HashSet::new();
+    let mut root: Option<usize> = None;
+    for (i, c) in spec.containers.iter_mut().enumerate() {
+        let field = format!("spec.containers[{i}]");
+        for (coord, parent, own) in [
+            ("realmId", &spec.realm_name, &mut c.realm_name),
+            ("spaceId", &spec.space_name, &mut c.space_name),
+            ("stackId", &spec.stack_name, &mut c.stack_name),
+            ("cellId", &spec.id, &mut c.cell_name),
+        ] {
+            if own.is_empty() {
+                own.clone_from(parent);
+            } else if own != parent {
+                return Err(Invalid::new(
+                    format!("{field}.{coord}"),
+                    format!("{own:?} differs from the cell's {parent:?}"),
+                ));
+            }
+        }
+        validate_container(&field, c)?;
+        if !ids.insert(c.id.clone()) {
+            return Err(Invalid::new(
+                format!("{field}.id"),
+                format!("duplicate container id {:?} in this cell", c.id),
+            ));
+        }
+        if c.root {
+            if let Some(first) = root {
+                return Err(Invalid::new(
+                    format!("{field}.root"),
+                    format!("spec.containers[{first}] is already the root container"),
+                ));
+            }
+            root = Some(i);
+        }
+    }
+    if !spec.root_container_id.is_empty() && !ids.contains(&spec.root_container_id) {
+        return Err(Invalid::new(
+            "spec.rootContainerId",
+            format!(
+                "{:?} names no container of this cell",
+                spec.root_container_id
+            ),
+        ));
+    }
+    if let Some(tty) = &spec.tty
+        && !tty.default.is_empty()
+    {
+        match spec.containers.iter().find(|c| c.id == tty.default) {
+            None => {
+                return Err(Invalid::new(
+                    "spec.tty.default",
+                    format!("{:?} names no container of this cell", tty.default),
+                ));
+            }
+            Some(c) if !c.attachable => {
+                return Err(Invalid::new(
+                    "spec.tty.default",
+                    format!("container {:?} is not attachable", tty.default),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+fn validate_container(field: &str, c: &ContainerSpec) -> Result {
+    validate_name(&format!("{field}.id"), &c.id)?;
+    for (i, v) in c.volumes.iter().enumerate() {
+        let vf = format!("{field}.volumes[{i}]");
+        absolute(&format!("{vf}.target"), &v.target)?;
+        match v.kind.unwrap_or_default() {
+            VolumeKind::Bind => {
+                if v.source.is_empty() {
+                    return Err(Invalid::new(
+                        format!("{vf}.source"),
+                        "a bind mount needs a source",
+                    ));
+                }
+                if v.size_bytes != 0 || v.mode != 0 {
+                    let f = if v.size_bytes != 0 {
+                        "sizeBytes"
+                    } else {
+                        "mode"
+                    };
+                    return Err(Invalid::new(
+                        format!("{vf}.{f}"),
+                        "only tmpfs mounts take this option",
+                    ));
+                }
+            }
+            VolumeKind::Tmpfs => {
+                if !v.source.is_empty() {
+                    return Err(Invalid::new(
+                        format!("{vf}.source"),
+                        "a tmpfs mount takes no source",
+                    ));
+                }
+                if v.size_bytes < 0 {
+                    return Err(Invalid::new(
+                        format!("{vf}.sizeBytes"),
+                        "must not be negative",
+                    ));
+                }
+                if v.mode > 0o7777 {
+                    return Err(Invalid::new(
+                        format!("{vf}.mode"),
+                        "must be a permission mode up to 07777",
+                    ));
+                }
+            }
+        }
+    }
+    for (i, t) in c.tmpfs.iter().enumerate() {
+        absolute(&format!("{field}.tmpfs[{i}].path"), &t.path)?;
+    }
+    for (i, s) in c.secrets.iter().enumerate() {
+        let sf = format!("{field}.secrets[{i}]");
+        if s.name.trim().is_empty() {
+            return Err(Invalid::new(
+                format!("{sf}.name"),
+                "a secret reference needs a name",
+            ));
+        }
+        exactly_one_source(&sf, &s.from_file, &s.from_env)?;
+        if !s.mount_path.is_empty() {
+            absolute(&format!("{sf}.mountPath"), &s.mount_path)?;
+        }
+    }
+    if c.tty.is_some() && !c.attachable {
+        return Err(Invalid::new(
+            format!("{field}.tty"),
+            "tty is set but the container is not attachable (set attachable: true)",
+        ));
+    }
+    Ok(())
+}
+
+fn absolute(field: &str, path: &str) -> Result {
+    if path.starts_with('/') {
+        Ok(())
+    } else if path.is_empty() {
+        Err(Invalid::new(field, "required"))
+    } else {
+        Err(Invalid::new(
+            field,
+            format!("{path:?} must be an absolute path"),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for ok in ["a", "web-1", "x.y", "Ω"] {
+            assert!(validate_name("n", ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "  ",
+            "a_b",
+            "a/b",
+            ".",
+            "..",
+            "a\nb",
+            " a",
+            &"x".repeat(254),
+        ] {
+            assert!(validate_name("n", bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn cidrs() {
+        assert!(validate_cidr("f", "10.0.0.0/8").is_ok());
+        assert!(validate_cidr("f", "fd00::/64").is_ok());
+        for bad in ["10.0.0.0", "10.0.0.0/33", "x/8", "10.0.0.0/-1"] {
+            assert!(validate_cidr("f", bad).is_err(), "{bad}");
+        }
+    }
+
+    fn cell(containers: Vec<ContainerSpec>) -> AnyObject {
+        AnyObject::Cell(Cell {
+            meta: ObjectMeta {
+                name: "c".into(),
+                ..ObjectMeta::default()
+            },
+            spec: CellSpec {
+                id: "c".into(),
+                realm_name: "r".into(),
+                space_name: "s".into(),
+                stack_name: "t".into(),
+                containers,
+                ..CellSpec::default()
+            },
+            status: CellStatus::default(),
+        })
+    }
+
+    fn ctr(id: &str) -> ContainerSpec {
+        ContainerSpec {
+            id: id.into(),
+            ..ContainerSpec::default()
+        }
+    }
+
+    #[test]
+    fn cell_rules_name_the_field() {
+        let mut dup = cell(vec![ctr("a"), ctr("a")]);
+        assert_eq!(
+            validate_object(&mut dup).unwrap_err().field,
+            "spec.containers[1].id"
+        );
+
+        let mut tty = cell(vec![
+            ctr("a"),
+            ContainerSpec {
+                tty: Some(ContainerTty::default()),
+                ..ctr("b")
+            },
+        ]);
+        assert_eq!(
+            validate_object(&mut tty).unwrap_err().field,
+            "spec.containers[1].tty"
+        );
+
+        let mut roots = cell(vec![
+            ContainerSpec {
+                root: true,
+                ..ctr("a")
+            },
+            ContainerSpec {
+                root: true,
+                ..ctr("b")
+            },
+        ]);
+        assert_eq!(
+            validate_object(&mut roots).unwrap_err().field,
+            "spec.containers[1].root"
+        );
+
+        let mut coord = cell(vec![ContainerSpec {
+            stack_name: "other".into(),
+            ..ctr("a")
+        }]);
+        assert_eq!(
+            validate_object(&mut coord).unwrap_err().field,
+            "spec.containers[0].stackId"
+        );
+
+        let mut filled = cell(vec![ctr("a")]);
+        validate_object(&mut filled).unwrap();
+        let AnyObject::Cell(c) = filled else {
+            unreachable!()
+        };
+        assert_eq!(c.spec.containers[0].cell_name, "c");
+        assert_eq!(c.spec.containers[0].realm_name, "r");
+    }
+}

@@ -1,0 +1,69 @@
+//! Storage format check and migration at start-up (procedure:
+//! `migrations/README.md`).
+
+use std::path::Path as FsPath;
+
+use redb::{Database, ReadableDatabase};
+
+use super::StoreError;
+use super::tables::{self, FORMAT_KEY, META};
+
+#[path = "../../migrations/mod.rs"]
+pub mod steps;
+
+/// The storage format this build writes.
+pub const CURRENT_FORMAT: u32 = 1;
+
+/// Brings the database at `path` to [`CURRENT_FORMAT`], or refuses it.
+/// Returns the opened database.
+pub fn open(path: &FsPath) -> Result<Database, StoreError> {
+    let db = Database::create(path)?;
+    let found = {
+        let txn = db.begin_read()?;
+        tables::read_meta(&txn, FORMAT_KEY)?
+    };
+    match found {
+        None => {
+            let txn = db.begin_write()?;
+            tables::create_all(&txn)?;
+            txn.open_table(META)?
+                .insert(FORMAT_KEY, u64::from(CURRENT_FORMAT))?;
+            txn.commit()?;
+            tracing::info!(format = CURRENT_FORMAT, "initialised new database");
+            Ok(db)
+        }
+        Some(f) if f == u64::from(CURRENT_FORMAT) => Ok(db),
+        Some(f) if f > u64::from(CURRENT_FORMAT) => Err(StoreError::FormatTooNew {
+            found: u32::try_from(f).unwrap_or(u32::MAX),
+            supported: CURRENT_FORMAT,
+        }),
+        Some(f) => {
+            let from = u32::try_from(f).expect("older than current");
+            drop(db);
+            let backup = path.with_extension(format!("format-{from}.bak"));
+            std::fs::copy(path, &backup)?;
+            tracing::info!(from, to = CURRENT_FORMAT, backup = %backup.display(), "migrating database");
+            let db = Database::create(path)?;
+            let txn = db.begin_write()?;
+            for version in from..CURRENT_FORMAT {
+                let step = steps::STEPS
+                    .iter()
+                    .find(|s| s.from == version)
+                    .ok_or_else(|| {
+                        StoreError::Internal(format!("no migration step from format {version}"))
+                    })?;
+                tracing::info!(
+                    from = version,
+                    step = step.describe,
+                    "applying migration step"
+                );
+                (step.apply)(&txn)?;
+            }
+            tables::create_all(&txn)?;
+            txn.open_table(META)?
+                .insert(FORMAT_KEY, u64::from(CURRENT_FORMAT))?;
+            txn.commit()?;
+            Ok(db)
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! The store: kukeon objects in redb, keyed by path, with one store-wide
+//! revision.
+//!
+//! - [`keys`]: path -> key encoding (children of one parent are one range).
+//! - [`codec`]: record encoding (format byte + postcard).
+//! - [`tables`]: table definitions.
+//! - [`writer`]: the single writer thread with group commit; every write is
+//!   atomic and durable before it is acknowledged.
+//! - [`read`]: point reads and snapshot list scans.
+//! - [`migrate`]: storage format check and migrations.
+//!
+//! [`Store`] is the async facade the HTTP layer calls: redb work runs on the
+//! writer thread or on tokio's blocking pool, never on the async workers.
+
+pub mod codec;
+mod error;
+pub mod keys;
+pub mod migrate;
+mod read;
+mod tables;
+pub mod writer;
+
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use redb::Database;
+use tokio::sync::oneshot;
+
+pub use error::StoreError;
+pub use read::{ListIter, ListPage, ListQuery, Snapshots};
+pub use writer::{Change, ChangeType, CommitHook, WriteOp, WriteOutcome};
+
+use crate::model::{AnyObject, Path};
+
+/// Tunables of a [`Store`].
+#[derive(Clone)]
+pub struct StoreOptions {
+    /// How long a paged list's snapshot lives.
+    pub snapshot_ttl: Duration,
+    /// How many paged-list snapshots may be live at once.
+    pub max_snapshots: usize,
+    /// Told about every committed change, in revision order.
+    pub on_commit: Option<CommitHook>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            snapshot_ttl: Duration::from_secs(300),
+            max_snapshots: 1024,
+            on_commit: None,
+        }
+    }
+}
+
+struct Inner {
+    db: Arc<Database>,
+    snapshots: Snapshots,
+    path: PathBuf,
+}
+
+/// The writer thread's queue and join handle (taken on close).
+type WriterHandle = (mpsc::Sender<writer::Job>, JoinHandle<()>);
+
+/// Handle to an open store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+    writer: Arc<Mutex<Option<WriterHandle>>>,
+}
+
+impl Store {
+    /// Opens (creating or migrating) the database at `path`.
+    pub fn open(path: &FsPath, options: StoreOptions) -> Result<Store, StoreError> {
+        let db = Arc::new(migrate::open(path)?);
+        let (tx, rx) = mpsc::channel();
+        let hook = options.on_commit.clone();
+        let writer_db = db.clone();
+        let handle = std::thread::Builder::new()
+            .name("modelhub-writer".into())
+            .spawn(move || writer::run(writer_db, rx, hook))?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                db,
+                snapshots: Snapshots::new(options.snapshot_ttl, options.max_snapshots),
+                path: path.to_path_buf(),
+            }),
+            writer: Arc::new(Mutex::new(Some((tx, handle)))),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &FsPath {
+        &self.inner.path
+    }
+
+    /// The underlying database (for the watch log and tests).
+    pub fn database(&self) -> &Arc<Database> {
+        &self.inner.db
+    }
+
+    /// Runs a write request; resolves once it is durable (or failed).
+    pub async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        {
+            let guard = self.writer.lock().expect("writer handle");
+            let (tx, _) = guard.as_ref().ok_or(StoreError::Closed)?;
+            tx.send(writer::Job { op, reply })
+                .map_err(|_| StoreError::Closed)?;
+        }
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Inner) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| StoreError::Internal(format!("read task failed: {e}")))?
+    }
+
+    /// Reads one object.
+    pub async fn get(&self, path: Path) -> Result<AnyObject, StoreError> {
+        self.blocking(move |i| read::get(&i.db, &path)).await
+    }
+
+    /// Reads one object on the calling (blocking) thread.
+    pub fn get_blocking(&self, path: &Path) -> Result<AnyObject, StoreError> {
+        read::get(&self.inner.db, path)
+    }
+
+    /// The current store-wide revision.
+    pub async fn revision(&self) -> Result<u64, StoreError> {
+        self.blocking(|i| read::revision(&i.db)).await
+    }
+
+    /// One page of a list (all of it when `query.limit` is `None`).
+    pub async fn list_page(&self, query: ListQuery) -> Result<ListPage, StoreError> {
+        self.blocking(move |i| read::list_page(&i.db, &i.snapshots, &query))
+            .await
+    }
+
+    /// A cursor over a whole list; iterate it off the async workers.
+    pub fn list_all(&self, query: &ListQuery) -> Result<ListIter, StoreError> {
+        read::list_all(&self.inner.db, query)
+    }
+
+    /// Whether the database answers reads.
+    pub async fn ready(&self) -> bool {
+        self.revision().await.is_ok()
+    }
+
+    /// Stops the writer after the queued requests and releases snapshots.
+    /// The database file is closed when the last handle is dropped.
+    pub fn close(&self) {
+        let taken = self.writer.lock().expect("writer handle").take();
+        if let Some((tx, handle)) = taken {
+            drop(tx);
+            if handle.join().is_err() {
+                tracing::error!("writer thread panicked");
+            }
+        }
+        self.inner.snapshots.clear();
+    }
+}

@@ -1,0 +1,330 @@
+//! Reads: single objects and list scans over one consistent snapshot.
+//!
+//! A list is a range scan of one kind's table over the key prefix of its
+//! leading scope names, filtered by any non-leading scope names and the
+//! label selector. A paged list keeps its redb read transaction in
+//! [`Snapshots`] under an id carried by the continue token, for a bounded
+//! time and count, so every page comes from the same snapshot.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use redb::{Database, ReadTransaction, ReadableDatabase};
+
+use super::tables::{self, REVISION_KEY};
+use super::{StoreError, codec, keys};
+use crate::model::{AnyObject, Kind, Path, Selector};
+
+/// What to list.
+#[derive(Debug, Clone)]
+pub struct ListQuery {
+    /// The kind listed.
+    pub kind: Kind,
+    /// Scope names from realm down (`None`: any), at most `kind.depth() - 1`.
+    pub scope: Vec<Option<String>>,
+    /// Label selector.
+    pub selector: Selector,
+    /// Page size (`None`: everything).
+    pub limit: Option<usize>,
+    /// Continue token of the previous page.
+    pub continue_token: Option<String>,
+}
+
+/// One page of a list.
+#[derive(Debug, Clone)]
+pub struct ListPage {
+    /// Revision of the snapshot.
+    pub revision: u64,
+    /// Items in path order.
+    pub items: Vec<AnyObject>,
+    /// Token for the next page, if more items remain.
+    pub continue_token: Option<String>,
+}
+
+/// An owned cursor over a list's items in path order.
+pub struct ListIter {
+    revision: u64,
+    kind: Kind,
+    range: redb::Range<'static, &'static [u8], &'static [u8]>,
+    filters: Vec<(usize, String)>,
+    selector: Selector,
+    _txn: Arc<ReadTransaction>,
+}
+
+impl ListIter {
+    /// Revision of the snapshot being read.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+}
+
+impl Iterator for ListIter {
+    type Item = Result<(Vec<u8>, AnyObject), StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let (k, v) = match self.range.next()? {
+                Ok(kv) => kv,
+                Err(e) => return Some(Err(e.into())),
+            };
+            let key = k.value();
+            if !self.filters.is_empty() {
+                let names = keys::decode(key);
+                if !self.filters.iter().all(|(i, n)| names.get(*i) == Some(n)) {
+                    continue;
+                }
+            }
+            let obj = match codec::decode(self.kind, v.value()) {
+                Ok(o) => o,
+                Err(e) => return Some(Err(e.into())),
+            };
+            if self.selector.matches(&obj.meta().labels) {
+                return Some(Ok((key.to_vec(), obj)));
+            }
+        }
+    }
+}
+
+struct Snapshot {
+    txn: Arc<ReadTransaction>,
+    revision: u64,
+    expires: Instant,
+}
+
+/// Read transactions kept alive for continue tokens.
+pub struct Snapshots {
+    ttl: Duration,
+    max: usize,
+    next_id: Mutex<u64>,
+    map: Mutex<HashMap<u64, Snapshot>>,
+}
+
+impl Snapshots {
+    /// Keeps at most `max` snapshots, each for `ttl` after its first page.
+    pub fn new(ttl: Duration, max: usize) -> Snapshots {
+        Snapshots {
+            ttl,
+            max,
+            next_id: Mutex::new(rand_start()),
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn insert(&self, txn: Arc<ReadTransaction>, revision: u64) -> u64 {
+        let id = {
+            let mut n = self.next_id.lock().expect("snapshot ids");
+            *n = n.wrapping_add(1);
+            *n
+        };
+        let now = Instant::now();
+        let mut map = self.map.lock().expect("snapshots");
+        map.retain(|_, s| s.expires > now);
+        while map.len() >= self.max {
+            let oldest = map.iter().min_by_key(|(_, s)| s.expires).map(|(k, _)| *k);
+            match oldest {
+                Some(k) => map.remove(&k),
+                None => break,
+            };
+        }
+        map.insert(
+            id,
+            Snapshot {
+                txn,
+                revision,
+                expires: now + self.ttl,
+            },
+        );
+        id
+    }
+
+    fn get(&self, id: u64) -> Option<(Arc<ReadTransaction>, u64)> {
+        let now = Instant::now();
+        let mut map = self.map.lock().expect("snapshots");
+        map.retain(|_, s| s.expires > now);
+        map.get(&id).map(|s| (s.txn.clone(), s.revision))
+    }
+
+    /// Number of live snapshots.
+    pub fn len(&self) -> usize {
+        self.map.lock().expect("snapshots").len()
+    }
+
+    /// Whether no snapshot is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Drops every snapshot (before the database closes).
+    pub fn clear(&self) {
+        self.map.lock().expect("snapshots").clear();
+    }
+}
+
+/// Snapshot ids start at a random point so tokens from an earlier process
+/// are unlikely to name a live snapshot of this one.
+fn rand_start() -> u64 {
+    let u = uuid::Uuid::new_v4().as_u128();
+    (u as u64) >> 16
+}
+
+fn encode_token(id: u64, last_key: &[u8]) -> String {
+    let hex: String = last_key.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{id:x}.{hex}")
+}
+
+fn decode_token(token: &str) -> Result<(u64, Vec<u8>), StoreError> {
+    let bad = || StoreError::BadRequest(format!("malformed continue token {token:?}"));
+    let (id, hex) = token.split_once('.').ok_or_else(bad)?;
+    let id = u64::from_str_radix(id, 16).map_err(|_| bad())?;
+    if hex.len() % 2 != 0 || hex.is_empty() {
+        return Err(bad());
+    }
+    let key = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16))
+        .collect::<Result<Vec<u8>, _>>()
+        .map_err(|_| bad())?;
+    Ok((id, key))
+}
+
+/// Reads the object at `path`.
+pub fn get(db: &Database, path: &Path) -> Result<AnyObject, StoreError> {
+    let txn = db.begin_read()?;
+    let table = txn.open_table(tables::objects(path.kind()))?;
+    let key = keys::encode(path.names());
+    let value = table
+        .get(key.as_slice())?
+        .ok_or_else(|| StoreError::NotFound(path.clone()))?;
+    Ok(codec::decode(path.kind(), value.value())?)
+}
+
+/// The current revision.
+pub fn revision(db: &Database) -> Result<u64, StoreError> {
+    let txn = db.begin_read()?;
+    Ok(tables::read_meta(&txn, REVISION_KEY)?.unwrap_or(0))
+}
+
+fn cursor(
+    txn: Arc<ReadTransaction>,
+    revision: u64,
+    query: &ListQuery,
+    after: Option<Vec<u8>>,
+) -> Result<ListIter, StoreError> {
+    if query.scope.len() >= query.kind.depth() {
+        return Err(StoreError::BadRequest(format!(
+            "{} has no scope below {} levels",
+            query.kind.plural(),
+            query.kind.depth() - 1
+        )));
+    }
+    let leading: Vec<&String> = query.scope.iter().map_while(Option::as_ref).collect();
+    let filters = query
+        .scope
+        .iter()
+        .enumerate()
+        .skip(leading.len())
+        .filter_map(|(i, n)| n.clone().map(|n| (i, n)))
+        .collect();
+    let (start, end) = keys::prefix_range(&keys::encode(&leading));
+    let table = txn.open_table(tables::objects(query.kind))?;
+    let lower = match after {
+        Some(k) => {
+            if k < start || end.as_ref().is_some_and(|e| &k >= e) {
+                return Err(StoreError::BadRequest(
+                    "continue token does not belong to this list".into(),
+                ));
+            }
+            std::ops::Bound::Excluded(k)
+        }
+        None => std::ops::Bound::Included(start),
+    };
+    let upper = match end {
+        Some(e) => std::ops::Bound::Excluded(e),
+        None => std::ops::Bound::Unbounded,
+    };
+    let range = table.range::<&[u8]>((
+        lower.as_ref().map(Vec::as_slice),
+        upper.as_ref().map(Vec::as_slice),
+    ))?;
+    Ok(ListIter {
+        revision,
+        kind: query.kind,
+        range,
+        filters,
+        selector: query.selector.clone(),
+        _txn: txn,
+    })
+}
+
+/// A cursor over every item of `query` (its limit and token are ignored).
+pub fn list_all(db: &Database, query: &ListQuery) -> Result<ListIter, StoreError> {
+    let txn = db.begin_read()?;
+    let revision = tables::read_meta(&txn, REVISION_KEY)?.unwrap_or(0);
+    cursor(Arc::new(txn), revision, query, None)
+}
+
+/// One page of `query`.
+pub fn list_page(
+    db: &Database,
+    snapshots: &Snapshots,
+    query: &ListQuery,
+) -> Result<ListPage, StoreError> {
+    let (txn, revision, after, id) = match &query.continue_token {
+        Some(token) => {
+            let (id, after) = decode_token(token)?;
+            let (txn, revision) = snapshots.get(id).ok_or_else(|| {
+                StoreError::Gone(
+                    "the continue token has expired (its snapshot is gone): list again from the start"
+                        .into(),
+                )
+            })?;
+            (txn, revision, Some(after), Some(id))
+        }
+        None => {
+            let txn = db.begin_read()?;
+            let revision = tables::read_meta(&txn, REVISION_KEY)?.unwrap_or(0);
+            (Arc::new(txn), revision, None, None)
+        }
+    };
+    let mut iter = cursor(txn.clone(), revision, query, after)?;
+    let limit = query.limit.filter(|l| *l > 0).unwrap_or(usize::MAX);
+    let mut items = Vec::new();
+    let mut last_key = None;
+    for entry in iter.by_ref() {
+        let (key, obj) = entry?;
+        if items.len() == limit {
+            let id = match id {
+                Some(id) => id,
+                None => snapshots.insert(txn, revision),
+            };
+            let last: Vec<u8> = last_key.expect("limit > 0 when a page is full");
+            return Ok(ListPage {
+                revision,
+                items,
+                continue_token: Some(encode_token(id, &last)),
+            });
+        }
+        last_key = Some(key);
+        items.push(obj);
+    }
+    Ok(ListPage {
+        revision,
+        items,
+        continue_token: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip_and_reject_garbage() {
+        let t = encode_token(0xabc, &[0, 1, 255]);
+        assert_eq!(decode_token(&t).unwrap(), (0xabc, vec![0, 1, 255]));
+        for bad in ["", "x", "1.", "1.0", "zz.00", "1.0g"] {
+            assert!(decode_token(bad).is_err(), "{bad}");
+        }
+    }
+}
