@@ -1,0 +1,203 @@
+//! Test harness: runs the real `modelhub` binary on an ephemeral port with
+//! a temporary database, captures its log, and talks HTTP to it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The shared example manifests.
+pub fn shared_example(name: &str) -> String {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/examples").join(name);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// A running server.
+pub struct Server {
+    child: Option<Child>,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// The database file.
+    pub data: PathBuf,
+    /// Everything the server wrote to stderr (its log).
+    pub log: Arc<Mutex<String>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    /// Starts a server on a fresh temporary database.
+    pub fn start() -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("hub.redb");
+        let mut s = Server::start_with(&data, &[]);
+        s._dir = Some(dir);
+        s
+    }
+
+    /// Starts a server on `data` with extra arguments.
+    pub fn start_with(data: &Path, extra: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_modelhub"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .args(extra)
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn modelhub");
+        let log = Arc::new(Mutex::new(String::new()));
+        let mut stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = stderr.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("read stdout");
+        let base = line
+            .trim()
+            .strip_prefix("modelhub listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}; log: {}", log.lock().unwrap()))
+            .to_string();
+        std::thread::spawn(move || {
+            let mut rest = String::new();
+            let _ = stdout.read_to_string(&mut rest);
+        });
+        Server {
+            child: Some(child),
+            base,
+            data: data.to_path_buf(),
+            log,
+            _dir: None,
+        }
+    }
+
+    /// `base` + `/api/v1beta1` + `path`.
+    pub fn api(&self, path: &str) -> String {
+        format!("{}/api/v1beta1{}", self.base, path)
+    }
+
+    /// Sends SIGTERM and waits for exit; returns how long it took.
+    pub fn stop(&mut self) -> Duration {
+        let Some(mut child) = self.child.take() else {
+            return Duration::ZERO;
+        };
+        let start = Instant::now();
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill");
+        let status = child.wait().expect("wait");
+        assert!(status.success(), "server exited with {status}; log: {}", self.log.lock().unwrap());
+        start.elapsed()
+    }
+
+    /// Stops this server and starts another on the same database.
+    pub fn restart(&mut self) {
+        self.stop();
+        let dir = self._dir.take();
+        let mut next = Server::start_with(&self.data, &[]);
+        next._dir = dir;
+        std::mem::swap(self, &mut next);
+    }
+
+    /// The captured log so far.
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A blocking client with helpers returning (status, JSON body).
+pub struct Client {
+    pub http: reqwest::blocking::Client,
+}
+
+impl Default for Client {
+    fn default() -> Self {
+        Client {
+            http: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+        }
+    }
+}
+
+/// Status and parsed body (Null when empty or not JSON).
+pub type Reply = (u16, Value);
+
+fn reply(r: reqwest::blocking::Response) -> Reply {
+    let status = r.status().as_u16();
+    let text = r.text().unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+impl Client {
+    pub fn get(&self, url: &str) -> Reply {
+        reply(self.http.get(url).send().unwrap())
+    }
+    pub fn post_json(&self, url: &str, body: &Value) -> Reply {
+        reply(self.http.post(url).json(body).send().unwrap())
+    }
+    pub fn post_yaml(&self, url: &str, body: &str) -> Reply {
+        reply(
+            self.http
+                .post(url)
+                .header("content-type", "application/yaml")
+                .body(body.to_string())
+                .send()
+                .unwrap(),
+        )
+    }
+    pub fn put_json(&self, url: &str, body: &Value) -> Reply {
+        reply(self.http.put(url).json(body).send().unwrap())
+    }
+    pub fn patch(&self, url: &str, body: &Value) -> Reply {
+        reply(
+            self.http
+                .patch(url)
+                .header("content-type", "application/merge-patch+json")
+                .body(body.to_string())
+                .send()
+                .unwrap(),
+        )
+    }
+    pub fn delete(&self, url: &str) -> Reply {
+        reply(self.http.delete(url).send().unwrap())
+    }
+    pub fn raw(&self, req: reqwest::blocking::RequestBuilder) -> reqwest::blocking::Response {
+        req.send().unwrap()
+    }
+}
+
+/// Creates realm `r`, space `r/s`, stack `r/s/t` (JSON).
+pub fn hierarchy(c: &Client, s: &Server, r: &str, sp: &str, t: &str) {
+    let (st, b) = c.post_json(&s.api("/realms"), &serde_json::json!({"metadata": {"name": r}}));
+    assert!(st == 201 || st == 409, "{st} {b}");
+    let (st, b) = c.post_json(&s.api(&format!("/realms/{r}/spaces")), &serde_json::json!({"metadata": {"name": sp}}));
+    assert!(st == 201 || st == 409, "{st} {b}");
+    let (st, b) = c.post_json(
+        &s.api(&format!("/realms/{r}/spaces/{sp}/stacks")),
+        &serde_json::json!({"metadata": {"name": t}}),
+    );
+    assert!(st == 201 || st == 409, "{st} {b}");
+}
