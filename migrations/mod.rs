@@ -5,6 +5,8 @@
 //! database from `from` to `from + 1` inside the caller's write transaction;
 //! it must be idempotent and must not touch data it does not own.
 
+mod v1_to_v2;
+
 use redb::WriteTransaction;
 
 use crate::store::StoreError;
@@ -20,4 +22,4 @@ pub struct Step {
 }
 
 /// Every step, in order. Format 1 is the first format: nothing precedes it.
-pub const STEPS: &[Step] = &[];
+pub const STEPS: &[Step] = &[v1_to_v2::STEP];

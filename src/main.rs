@@ -4,6 +4,7 @@ use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -26,7 +27,33 @@ enum Command {
         /// Database file (created if missing).
         #[arg(long, env = "MODELHUB_DATA", default_value = "./modelhub.redb")]
         data: PathBuf,
+        /// Keep at least this many revisions of watch history.
+        #[arg(long, env = "MODELHUB_HISTORY_REVISIONS", default_value_t = 100_000)]
+        history_revisions: u64,
+        /// BOOKMARK idle watch streams this often (e.g. 10s, 500ms).
+        #[arg(long, env = "MODELHUB_BOOKMARK_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+        bookmark_interval: Duration,
+        /// How often the event log is checked for compaction.
+        #[arg(long, env = "MODELHUB_COMPACTION_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+        compaction_interval: Duration,
     },
+}
+
+/// Parses `10s`, `500ms`, `2m` or plain seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, "s"), |i| s.split_at(i));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration such as 10s or 500ms"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("{s:?}: unknown unit {unit:?} (ms, s, m)")),
+    }
 }
 
 fn init_logging() {
@@ -43,7 +70,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     match cli.command {
-        Command::Serve { listen, data } => {
+        Command::Serve {
+            listen,
+            data,
+            history_revisions,
+            bookmark_interval,
+            compaction_interval,
+        } => {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -54,7 +87,12 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let config = modelhub::server::Config { listen, data };
+            let config = modelhub::server::Config {
+                history_revisions,
+                bookmark_interval,
+                compaction_interval,
+                ..modelhub::server::Config::new(listen, data)
+            };
             match runtime.block_on(modelhub::server::serve(
                 config,
                 modelhub::server::shutdown_signal(),

@@ -1,13 +1,17 @@
-//! Running the service: configuration, start-up, graceful shutdown.
+//! Running the service: configuration, start-up, background compaction and
+//! graceful shutdown.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 
+use crate::http::watch::V1beta1Events;
 use crate::http::{AppState, Metrics, router};
 use crate::store::{Store, StoreError, StoreOptions};
+use crate::watch::Hub;
 
 /// Server configuration.
 #[derive(Debug, Clone)]
@@ -16,6 +20,25 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Database file.
     pub data: PathBuf,
+    /// Keep at least this many revisions of event history.
+    pub history_revisions: u64,
+    /// BOOKMARK idle watch streams this often.
+    pub bookmark_interval: Duration,
+    /// How often to check whether the event log needs compacting.
+    pub compaction_interval: Duration,
+}
+
+impl Config {
+    /// The defaults for `listen` and `data`.
+    pub fn new(listen: SocketAddr, data: PathBuf) -> Config {
+        Config {
+            listen,
+            data,
+            history_revisions: 100_000,
+            bookmark_interval: Duration::from_secs(10),
+            compaction_interval: Duration::from_secs(5),
+        }
+    }
 }
 
 /// Why the server could not run.
@@ -60,15 +83,40 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Opens the store, serves until `shutdown` resolves, then finishes
-/// in-flight requests and closes the database. Prints the bound address to
-/// stdout once listening (tests and scripts read it when the port is 0).
+/// Compacts the event log down to `keep` revisions, a chunk at a time.
+async fn compaction_loop(store: Store, keep: u64, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        loop {
+            match store.compact(keep).await {
+                Ok(0) => break,
+                Ok(_) => tokio::task::yield_now().await,
+                Err(StoreError::Closed) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "event log compaction failed");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Opens the store, serves until `shutdown` resolves, then ends watch
+/// streams, finishes in-flight requests and closes the database. Prints the
+/// bound address to stdout once listening (scripts read it when the port
+/// is 0).
 pub async fn serve(
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    let hub = Hub::new(Arc::new(V1beta1Events), config.bookmark_interval);
+    let options = StoreOptions {
+        on_commit: Some(hub.hook()),
+        ..StoreOptions::default()
+    };
     let data = config.data.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&data, StoreOptions::default()))
+    let store = tokio::task::spawn_blocking(move || Store::open(&data, options))
         .await
         .map_err(|e| ServeError::Io(std::io::Error::other(e)))?
         .map_err(ServeError::Store)?;
@@ -78,14 +126,26 @@ pub async fn serve(
     let addr = listener.local_addr().map_err(ServeError::Io)?;
     tracing::info!(%addr, data = %config.data.display(), "modelhub listening");
     println!("modelhub listening on http://{addr}");
+    let compaction = tokio::spawn(compaction_loop(
+        store.clone(),
+        config.history_revisions,
+        config.compaction_interval,
+    ));
     let state = AppState {
         store: store.clone(),
         metrics: Arc::new(Metrics::default()),
+        hub: hub.clone(),
     };
+    let stop_streams = hub.clone();
     let result = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutdown requested: ending watch streams, draining requests");
+            stop_streams.shutdown();
+        })
         .await;
-    tracing::info!("shutting down: closing the database");
+    compaction.abort();
+    tracing::info!("closing the database");
     tokio::task::spawn_blocking(move || store.close())
         .await
         .map_err(|e| ServeError::Io(std::io::Error::other(e)))?;

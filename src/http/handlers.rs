@@ -35,6 +35,8 @@ pub struct ListParams {
     pub resource_version: Option<String>,
     /// `effective` applies space defaults to containers.
     pub view: Option<String>,
+    /// Watch: end the stream after this many seconds.
+    pub timeout_seconds: Option<String>,
     /// Cross-scope lists: realm.
     pub realm: Option<String>,
     /// Cross-scope lists: space.
@@ -448,15 +450,23 @@ pub async fn list_objects(
     params: ListParams,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let query = list_query(kind, parent, &params)?;
     if flag("watch", params.watch.as_deref())? {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            super::error::Reason::BadRequest,
-            "watch is not available on this server yet",
-        ));
+        if query.limit.is_some() || query.continue_token.is_some() || params.view.is_some() {
+            return Err(ApiError::bad_request(
+                "watch takes no limit, continue or view",
+            ));
+        }
+        let filter = crate::watch::Filter {
+            kinds: vec![kind],
+            scope: query.scope,
+            selector: query.selector,
+        };
+        let start = super::watch::start_of(params.resource_version.as_deref(), &headers)?;
+        let timeout = super::watch::timeout_of(params.timeout_seconds.as_deref())?;
+        return super::watch::respond(&state, filter, start, timeout, &headers).await;
     }
     let effective = effective_view(kind, params.view.as_deref())?;
-    let query = list_query(kind, parent, &params)?;
     if query.limit.is_some() || query.continue_token.is_some() || wants_yaml(&headers) {
         let page = state.store.list_page(query).await?;
         let mut items = page.items;

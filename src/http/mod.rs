@@ -6,6 +6,7 @@ pub mod body;
 pub mod error;
 pub mod handlers;
 mod metrics;
+pub mod watch;
 
 use std::sync::Arc;
 
@@ -31,6 +32,8 @@ pub struct AppState {
     pub store: Store,
     /// Request counters.
     pub metrics: Arc<Metrics>,
+    /// Watch fan-out.
+    pub hub: Arc<crate::watch::Hub>,
 }
 
 /// The API base path.
@@ -133,6 +136,14 @@ pub fn router(state: AppState) -> Router {
         }
     }
     router
+        .route(
+            &format!("{BASE}/watch"),
+            get(
+                |State(s): State<AppState>, Query(p): Query<watch::WatchParams>, h: HeaderMap| {
+                    watch::watch_all(s, p, h)
+                },
+            ),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::render))

@@ -11,6 +11,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::writer::ChangeType;
 use crate::model::{AnyObject, Kind};
 
 /// Version of the record layout written by this build.
@@ -82,6 +83,51 @@ pub fn decode(kind: Kind, bytes: &[u8]) -> Result<AnyObject, CodecError> {
         Kind::Cell => AnyObject::Cell(from_bytes(bytes)?),
         Kind::Container => AnyObject::Container(from_bytes(bytes)?),
     })
+}
+
+fn kind_byte(kind: Kind) -> u8 {
+    kind as u8
+}
+
+fn change_byte(c: ChangeType) -> u8 {
+    match c {
+        ChangeType::Added => 0,
+        ChangeType::Modified => 1,
+        ChangeType::Deleted => 2,
+    }
+}
+
+/// Encodes an event-log entry from the object's already encoded record:
+/// `[RECORD_FORMAT, change, kind]` followed by the record's body, so a
+/// write encodes each object once for both tables.
+pub fn encode_event(change: ChangeType, kind: Kind, record: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(record.len() + 2);
+    out.extend_from_slice(&[RECORD_FORMAT, change_byte(change), kind_byte(kind)]);
+    out.extend_from_slice(&record[1..]);
+    out
+}
+
+/// Decodes an event-log entry.
+pub fn decode_event(bytes: &[u8]) -> Result<(ChangeType, AnyObject), CodecError> {
+    if bytes.len() < 3 {
+        return Err(CodecError::Corrupt("short event record".into()));
+    }
+    if bytes[0] != RECORD_FORMAT {
+        return Err(CodecError::UnknownFormat(bytes[0]));
+    }
+    let change = match bytes[1] {
+        0 => ChangeType::Added,
+        1 => ChangeType::Modified,
+        2 => ChangeType::Deleted,
+        c => return Err(CodecError::Corrupt(format!("unknown change type {c}"))),
+    };
+    let kind = *Kind::ALL
+        .get(usize::from(bytes[2]))
+        .ok_or_else(|| CodecError::Corrupt(format!("unknown kind {}", bytes[2])))?;
+    let mut record = Vec::with_capacity(bytes.len() - 2);
+    record.push(RECORD_FORMAT);
+    record.extend_from_slice(&bytes[3..]);
+    Ok((change, decode(kind, &record)?))
 }
 
 #[cfg(test)]
@@ -293,6 +339,18 @@ pub(crate) mod tests {
             assert_eq!(bytes[0], RECORD_FORMAT);
             assert_eq!(decode(obj.kind(), &bytes).unwrap(), obj);
         }
+    }
+
+    #[test]
+    fn events_round_trip() {
+        for obj in samples() {
+            for change in [ChangeType::Added, ChangeType::Modified, ChangeType::Deleted] {
+                let e = encode_event(change, obj.kind(), &encode(&obj));
+                assert_eq!(decode_event(&e).unwrap(), (change, obj.clone()));
+            }
+        }
+        assert!(decode_event(&[RECORD_FORMAT, 7, 0]).is_err());
+        assert!(decode_event(&[RECORD_FORMAT, 0, 9, 0]).is_err());
     }
 
     #[test]

@@ -6,13 +6,13 @@ use std::path::Path as FsPath;
 use redb::{Database, ReadableDatabase};
 
 use super::StoreError;
-use super::tables::{self, FORMAT_KEY, META};
+use super::tables::{self, COMPACTED_KEY, FORMAT_KEY, META};
 
 #[path = "../../migrations/mod.rs"]
 pub mod steps;
 
 /// The storage format this build writes.
-pub const CURRENT_FORMAT: u32 = 1;
+pub const CURRENT_FORMAT: u32 = 2;
 
 /// Brings the database at `path` to [`CURRENT_FORMAT`], or refuses it.
 /// Returns the opened database.
@@ -26,8 +26,10 @@ pub fn open(path: &FsPath) -> Result<Database, StoreError> {
         None => {
             let txn = db.begin_write()?;
             tables::create_all(&txn)?;
-            txn.open_table(META)?
-                .insert(FORMAT_KEY, u64::from(CURRENT_FORMAT))?;
+            let mut meta = txn.open_table(META)?;
+            meta.insert(FORMAT_KEY, u64::from(CURRENT_FORMAT))?;
+            meta.insert(COMPACTED_KEY, 0)?;
+            drop(meta);
             txn.commit()?;
             tracing::info!(format = CURRENT_FORMAT, "initialised new database");
             Ok(db)

@@ -30,7 +30,7 @@ use redb::Database;
 use tokio::sync::oneshot;
 
 pub use error::StoreError;
-pub use read::{ListIter, ListPage, ListQuery, Snapshots};
+pub use read::{EventsPage, ListIter, ListPage, ListQuery, Snapshots};
 pub use writer::{Change, ChangeType, CommitHook, WriteOp, WriteOutcome};
 
 use crate::model::{AnyObject, Path};
@@ -108,10 +108,44 @@ impl Store {
         {
             let guard = self.writer.lock().expect("writer handle");
             let (tx, _) = guard.as_ref().ok_or(StoreError::Closed)?;
-            tx.send(writer::Job { op, reply })
+            tx.send(writer::Job::Write { op, reply })
                 .map_err(|_| StoreError::Closed)?;
         }
         rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Drops events older than the last `keep` revisions (one bounded chunk
+    /// per call, interleaved with writes); answers how many were dropped.
+    pub async fn compact(&self, keep: u64) -> Result<u64, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        {
+            let guard = self.writer.lock().expect("writer handle");
+            let (tx, _) = guard.as_ref().ok_or(StoreError::Closed)?;
+            tx.send(writer::Job::Compact { keep, reply })
+                .map_err(|_| StoreError::Closed)?;
+        }
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Events after revision `after` (at most `max`), checked against the
+    /// retained history; runs on the calling (blocking) thread.
+    pub fn read_events(&self, after: u64, max: usize) -> Result<EventsPage, StoreError> {
+        read::read_events(&self.inner.db, after, max)
+    }
+
+    /// Opens a read snapshot: the transaction and its revision.
+    pub fn snapshot(&self) -> Result<(Arc<redb::ReadTransaction>, u64), StoreError> {
+        read::snapshot(&self.inner.db)
+    }
+
+    /// A cursor over `query` within a snapshot from [`Store::snapshot`].
+    pub fn list_in(
+        &self,
+        txn: Arc<redb::ReadTransaction>,
+        revision: u64,
+        query: &ListQuery,
+    ) -> Result<ListIter, StoreError> {
+        read::cursor(txn, revision, query, None)
     }
 
     async fn blocking<T: Send + 'static>(

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use redb::{Database, ReadTransaction, ReadableDatabase};
 
-use super::tables::{self, REVISION_KEY};
+use super::tables::{self, COMPACTED_KEY, REVISION_KEY};
+use super::writer::ChangeType;
 use super::{StoreError, codec, keys};
 use crate::model::{AnyObject, Kind, Path, Selector};
 
@@ -205,7 +206,8 @@ pub fn revision(db: &Database) -> Result<u64, StoreError> {
     Ok(tables::read_meta(&txn, REVISION_KEY)?.unwrap_or(0))
 }
 
-fn cursor(
+/// A cursor over `query` in `txn`, starting after key `after` if given.
+pub fn cursor(
     txn: Arc<ReadTransaction>,
     revision: u64,
     query: &ListQuery,
@@ -255,6 +257,50 @@ fn cursor(
         selector: query.selector.clone(),
         _txn: txn,
     })
+}
+
+/// Opens a read snapshot and reads its revision.
+pub fn snapshot(db: &Database) -> Result<(Arc<ReadTransaction>, u64), StoreError> {
+    let txn = db.begin_read()?;
+    let revision = tables::read_meta(&txn, REVISION_KEY)?.unwrap_or(0);
+    Ok((Arc::new(txn), revision))
+}
+
+/// A page of the event log.
+#[derive(Debug, Clone)]
+pub struct EventsPage {
+    /// Events in revision order.
+    pub events: Vec<(u64, ChangeType, AnyObject)>,
+    /// The current revision when the page was read.
+    pub current: u64,
+}
+
+/// Reads at most `max` events after revision `after`. A revision before
+/// the retained history, or after the current revision, is `Gone`.
+pub fn read_events(db: &Database, after: u64, max: usize) -> Result<EventsPage, StoreError> {
+    let txn = db.begin_read()?;
+    let current = tables::read_meta(&txn, REVISION_KEY)?.unwrap_or(0);
+    let compacted = tables::read_meta(&txn, COMPACTED_KEY)?.unwrap_or(0);
+    if after < compacted {
+        return Err(StoreError::Gone(format!(
+            "resourceVersion {after} is older than the retained history (events up to {compacted} \
+             were compacted): list or watch again without resourceVersion"
+        )));
+    }
+    if after > current {
+        return Err(StoreError::Gone(format!(
+            "resourceVersion {after} is newer than the current revision {current}: it belongs to \
+             another database history; list or watch again without resourceVersion"
+        )));
+    }
+    let table = txn.open_table(tables::EVENTS)?;
+    let mut events = Vec::new();
+    for entry in table.range(after + 1..)?.take(max) {
+        let (k, v) = entry?;
+        let (change, object) = codec::decode_event(v.value())?;
+        events.push((k.value(), change, object));
+    }
+    Ok(EventsPage { events, current })
 }
 
 /// A cursor over every item of `query` (its limit and token are ignored).

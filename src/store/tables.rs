@@ -1,5 +1,6 @@
 //! Table definitions: one table per kind (key: the path, see [`super::keys`];
-//! value: a record, see [`super::codec`]) and a metadata table.
+//! value: a record, see [`super::codec`]), the event log and a metadata
+//! table.
 
 use redb::{ReadTransaction, ReadableTable, Table, TableDefinition, WriteTransaction};
 
@@ -13,6 +14,11 @@ pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub const FORMAT_KEY: &str = "format_version";
 /// The last revision handed out.
 pub const REVISION_KEY: &str = "revision";
+/// Events up to and including this revision have been compacted away.
+pub const COMPACTED_KEY: &str = "compacted_through";
+
+/// The event log: revision -> event record (see [`super::codec::encode_event`]).
+pub const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 
 const REALMS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("realms");
 const SPACES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("spaces");
@@ -34,6 +40,7 @@ pub fn objects(kind: Kind) -> TableDefinition<'static, &'static [u8], &'static [
 /// Creates every table (so readers never meet `TableDoesNotExist`).
 pub fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(META)?;
+    txn.open_table(EVENTS)?;
     for kind in Kind::ALL {
         txn.open_table(objects(kind))?;
     }
@@ -52,6 +59,7 @@ pub fn read_meta(txn: &ReadTransaction, key: &str) -> Result<Option<u64>, StoreE
 /// The object tables of one write transaction, opened once per batch.
 pub struct WriteTables<'txn> {
     tables: Vec<Table<'txn, &'static [u8], &'static [u8]>>,
+    events: Table<'txn, u64, &'static [u8]>,
 }
 
 impl<'txn> WriteTables<'txn> {
@@ -61,7 +69,15 @@ impl<'txn> WriteTables<'txn> {
             .iter()
             .map(|k| txn.open_table(objects(*k)))
             .collect::<Result<_, _>>()?;
-        Ok(WriteTables { tables })
+        Ok(WriteTables {
+            tables,
+            events: txn.open_table(EVENTS)?,
+        })
+    }
+
+    /// The event log.
+    pub fn events(&mut self) -> &mut Table<'txn, u64, &'static [u8]> {
+        &mut self.events
     }
 
     /// The table of `kind`.

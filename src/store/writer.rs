@@ -18,7 +18,7 @@ use std::sync::mpsc::{Receiver, TryRecvError};
 use redb::{Database, ReadableTable};
 use tokio::sync::oneshot;
 
-use super::tables::{META, REVISION_KEY, WriteTables};
+use super::tables::{COMPACTED_KEY, EVENTS, META, REVISION_KEY, WriteTables};
 use super::{StoreError, codec, keys};
 use crate::model::{AnyObject, Kind, Path};
 
@@ -90,23 +90,57 @@ pub struct WriteOutcome {
 /// Called after each commit with the batch's changes, in revision order.
 pub type CommitHook = Arc<dyn Fn(&[Change]) + Send + Sync>;
 
-/// A queued request and where its answer goes.
-pub(super) struct Job {
-    pub op: WriteOp,
-    pub reply: oneshot::Sender<Result<WriteOutcome, StoreError>>,
+/// Work for the writer thread.
+pub(super) enum Job {
+    /// A write request and where its answer goes.
+    Write {
+        op: WriteOp,
+        reply: oneshot::Sender<Result<WriteOutcome, StoreError>>,
+    },
+    /// Drop events older than the last `keep` revisions, one bounded chunk
+    /// per transaction; answers how many were dropped.
+    Compact {
+        keep: u64,
+        reply: oneshot::Sender<Result<u64, StoreError>>,
+    },
 }
+
+/// Most events dropped by one compaction transaction, so that compaction
+/// never holds the writer for long.
+const COMPACT_CHUNK: u64 = 10_000;
 
 /// The writer thread's loop: runs until every sender is dropped.
 pub(super) fn run(db: Arc<Database>, rx: Receiver<Job>, hook: Option<CommitHook>) {
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
+    let mut pending: Option<Job> = None;
+    loop {
+        let first = match pending.take() {
+            Some(job) => job,
+            None => match rx.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            },
+        };
+        let (op, reply) = match first {
+            Job::Compact { keep, reply } => {
+                let _ = reply.send(compact(&db, keep));
+                continue;
+            }
+            Job::Write { op, reply } => (op, reply),
+        };
+        let (mut ops, mut replies) = (vec![op], vec![reply]);
+        while ops.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(job) => batch.push(job),
+                Ok(Job::Write { op, reply }) => {
+                    ops.push(op);
+                    replies.push(reply);
+                }
+                Ok(compact) => {
+                    pending = Some(compact);
+                    break;
+                }
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             }
         }
-        let (ops, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|j| (j.op, j.reply)).unzip();
         match commit_batch(&db, ops) {
             Ok(outcomes) => {
                 if let Some(hook) = &hook {
@@ -131,6 +165,31 @@ pub(super) fn run(db: Arc<Database>, rx: Receiver<Job>, hook: Option<CommitHook>
             }
         }
     }
+}
+
+fn compact(db: &Database, keep: u64) -> Result<u64, StoreError> {
+    let txn = db.begin_write()?;
+    let dropped = {
+        let mut meta = txn.open_table(META)?;
+        let revision = meta.get(REVISION_KEY)?.map(|v| v.value()).unwrap_or(0);
+        let done = meta.get(COMPACTED_KEY)?.map(|v| v.value()).unwrap_or(0);
+        let target = revision.saturating_sub(keep).min(done + COMPACT_CHUNK);
+        if target <= done {
+            0
+        } else {
+            txn.open_table(EVENTS)?
+                .retain_in(done + 1..=target, |_, _| false)?;
+            meta.insert(COMPACTED_KEY, target)?;
+            target - done
+        }
+    };
+    if dropped == 0 {
+        txn.abort()?;
+    } else {
+        txn.commit()?;
+        tracing::debug!(dropped, "compacted the event log");
+    }
+    Ok(dropped)
 }
 
 type Outcomes = Vec<Result<WriteOutcome, StoreError>>;
@@ -183,10 +242,29 @@ fn check_precondition(
     }
 }
 
-fn put(tables: &mut WriteTables<'_>, key: &[u8], obj: &AnyObject) -> Result<(), StoreError> {
-    tables
-        .of(obj.kind())
-        .insert(key, codec::encode(obj).as_slice())?;
+/// Stores an object and logs its change at `revision`.
+fn put(
+    tables: &mut WriteTables<'_>,
+    key: &[u8],
+    obj: &AnyObject,
+    revision: u64,
+    change: ChangeType,
+) -> Result<(), StoreError> {
+    let record = codec::encode(obj);
+    tables.of(obj.kind()).insert(key, record.as_slice())?;
+    log_event(tables, revision, change, obj.kind(), &record)
+}
+
+/// Appends an event to the log, in the same transaction as the change.
+fn log_event(
+    tables: &mut WriteTables<'_>,
+    revision: u64,
+    change: ChangeType,
+    kind: Kind,
+    record: &[u8],
+) -> Result<(), StoreError> {
+    let event = codec::encode_event(change, kind, record);
+    tables.events().insert(revision, event.as_slice())?;
     Ok(())
 }
 
@@ -217,7 +295,7 @@ fn apply(
             meta.resource_version = *rev;
             meta.generation = 1;
             meta.creation_timestamp = now;
-            put(tables, &key, &obj)?;
+            put(tables, &key, &obj, *rev, ChangeType::Added)?;
             Ok(single(*rev, ChangeType::Added, obj))
         }
         WriteOp::Replace {
@@ -242,7 +320,7 @@ fn apply(
             if !same_spec {
                 meta.generation += 1;
             }
-            put(tables, &key, &updated)?;
+            put(tables, &key, &updated, *rev, ChangeType::Modified)?;
             Ok(single(*rev, ChangeType::Modified, updated))
         }
         WriteOp::ReplaceStatus {
@@ -261,7 +339,7 @@ fn apply(
             let mut updated = stored.with_status_of(&object);
             *rev += 1;
             updated.meta_mut().resource_version = *rev;
-            put(tables, &key, &updated)?;
+            put(tables, &key, &updated, *rev, ChangeType::Modified)?;
             Ok(single(*rev, ChangeType::Modified, updated))
         }
         WriteOp::Delete {
@@ -297,6 +375,13 @@ fn apply(
                 tables.of(kind).remove(k.as_slice())?;
                 *rev += 1;
                 obj.meta_mut().resource_version = *rev;
+                log_event(
+                    tables,
+                    *rev,
+                    ChangeType::Deleted,
+                    kind,
+                    &codec::encode(&obj),
+                )?;
                 changes.push(Change {
                     revision: *rev,
                     change: ChangeType::Deleted,
@@ -307,6 +392,13 @@ fn apply(
             *rev += 1;
             let mut last = stored;
             last.meta_mut().resource_version = *rev;
+            log_event(
+                tables,
+                *rev,
+                ChangeType::Deleted,
+                path.kind(),
+                &codec::encode(&last),
+            )?;
             changes.push(Change {
                 revision: *rev,
                 change: ChangeType::Deleted,

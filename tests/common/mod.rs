@@ -12,7 +12,9 @@ use serde_json::Value;
 
 /// The shared example manifests.
 pub fn shared_example(name: &str) -> String {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/examples").join(name);
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/examples")
+        .join(name);
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
@@ -58,7 +60,9 @@ impl Server {
                 if n == 0 {
                     break;
                 }
-                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         });
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
@@ -67,7 +71,12 @@ impl Server {
         let base = line
             .trim()
             .strip_prefix("modelhub listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}; log: {}", log.lock().unwrap()))
+            .unwrap_or_else(|| {
+                panic!(
+                    "unexpected first line {line:?}; log: {}",
+                    log.lock().unwrap()
+                )
+            })
             .to_string();
         std::thread::spawn(move || {
             let mut rest = String::new();
@@ -98,7 +107,11 @@ impl Server {
             .status()
             .expect("kill");
         let status = child.wait().expect("wait");
-        assert!(status.success(), "server exited with {status}; log: {}", self.log.lock().unwrap());
+        assert!(
+            status.success(),
+            "server exited with {status}; log: {}",
+            self.log.lock().unwrap()
+        );
         start.elapsed()
     }
 
@@ -191,13 +204,114 @@ impl Client {
 
 /// Creates realm `r`, space `r/s`, stack `r/s/t` (JSON).
 pub fn hierarchy(c: &Client, s: &Server, r: &str, sp: &str, t: &str) {
-    let (st, b) = c.post_json(&s.api("/realms"), &serde_json::json!({"metadata": {"name": r}}));
+    let (st, b) = c.post_json(
+        &s.api("/realms"),
+        &serde_json::json!({"metadata": {"name": r}}),
+    );
     assert!(st == 201 || st == 409, "{st} {b}");
-    let (st, b) = c.post_json(&s.api(&format!("/realms/{r}/spaces")), &serde_json::json!({"metadata": {"name": sp}}));
+    let (st, b) = c.post_json(
+        &s.api(&format!("/realms/{r}/spaces")),
+        &serde_json::json!({"metadata": {"name": sp}}),
+    );
     assert!(st == 201 || st == 409, "{st} {b}");
     let (st, b) = c.post_json(
         &s.api(&format!("/realms/{r}/spaces/{sp}/stacks")),
         &serde_json::json!({"metadata": {"name": t}}),
     );
     assert!(st == 201 || st == 409, "{st} {b}");
+}
+
+// ---- helpers added for the integration suites ----
+
+/// Parses YAML text (e.g. a shared example manifest) into a JSON value.
+pub fn yaml_json(text: &str) -> Value {
+    yaml_serde::from_str::<Value>(text).unwrap_or_else(|e| panic!("bad YAML: {e}\n{text}"))
+}
+
+/// `metadata.resourceVersion` of a document or list, as a number.
+pub fn rv(doc: &Value) -> u64 {
+    doc["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no metadata.resourceVersion in {doc}"))
+        .parse()
+        .unwrap_or_else(|_| panic!("resourceVersion is not a number in {doc}"))
+}
+
+/// `metadata.generation` of a document.
+pub fn generation(doc: &Value) -> u64 {
+    doc["metadata"]["generation"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no metadata.generation in {doc}"))
+}
+
+/// The `metadata.name` of every item of a list, in order.
+pub fn item_names(list: &Value) -> Vec<String> {
+    list["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {list}"))
+        .iter()
+        .map(|i| {
+            i["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect()
+}
+
+/// Asserts a problem+json reply: status, reason and (if given) field.
+#[track_caller]
+pub fn assert_problem(r: &Reply, status: u16, reason: &str, field: Option<&str>) {
+    let (st, body) = r;
+    assert_eq!(*st, status, "status; body: {body}");
+    assert_eq!(body["status"], status, "problem.status; body: {body}");
+    assert_eq!(body["reason"], reason, "problem.reason; body: {body}");
+    assert!(body["detail"].is_string(), "problem.detail; body: {body}");
+    assert!(body["title"].is_string(), "problem.title; body: {body}");
+    assert!(body["type"].is_string(), "problem.type; body: {body}");
+    if let Some(f) = field {
+        assert_eq!(body["field"], f, "problem.field; body: {body}");
+    }
+}
+
+impl Client {
+    /// Sends a prepared request; returns status and JSON body.
+    pub fn send(&self, req: reqwest::blocking::RequestBuilder) -> Reply {
+        reply(req.send().unwrap())
+    }
+
+    /// PUT with a YAML body.
+    pub fn put_yaml(&self, url: &str, body: &str) -> Reply {
+        reply(
+            self.http
+                .put(url)
+                .header("content-type", "application/yaml")
+                .body(body.to_string())
+                .send()
+                .unwrap(),
+        )
+    }
+
+    /// GET with `Accept: application/yaml`: status, Content-Type and raw text.
+    pub fn get_yaml(&self, url: &str) -> (u16, String, String) {
+        let r = self
+            .http
+            .get(url)
+            .header("accept", "application/yaml")
+            .send()
+            .unwrap();
+        let status = r.status().as_u16();
+        let ctype = r
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        (status, ctype, r.text().unwrap_or_default())
+    }
+
+    /// GET with a query string (values are percent-encoded).
+    pub fn get_query(&self, url: &str, query: &[(&str, &str)]) -> Reply {
+        reply(self.http.get(url).query(query).send().unwrap())
+    }
 }

@@ -1,0 +1,519 @@
+//! Watch: durable, resumable event streams.
+//!
+//! Every committed change is already in the store's event log (written in
+//! the same transaction). The [`Hub`] fans each change out to live watchers
+//! as a frame serialized once for all of them. A watcher:
+//!
+//! 1. subscribes to the hub first, so nothing committed afterwards is missed;
+//! 2. starts either from a revision (`After(n)`) or from a snapshot (an
+//!    ADDED per object in scope, then a BOOKMARK at the snapshot revision);
+//! 3. catches up from the log up to the newest event, then follows the hub,
+//!    skipping frames at or below its cursor (no duplicates at the hand-over)
+//!    and going back to the log whenever it sees a gap: it fell behind the
+//!    hub's bounded buffer (revisions are dense, one per change, so a gap is
+//!    exact to detect). Memory per watcher stays bounded; a slow reader only
+//!    ever loses events if the log itself was compacted past its cursor, and
+//!    then it gets an ERROR (410) event.
+//!
+//! Streams end on hub shutdown, on `timeout`, or when the client leaves.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio::time::Instant;
+
+use crate::model::{AnyObject, Kind, Selector};
+use crate::store::{Change, ChangeType, CommitHook, ListQuery, Store, StoreError};
+
+/// How many frames the hub buffers for laggards before they go to the log.
+pub const HUB_CAPACITY: usize = 8192;
+/// Events read from the log per catch-up step.
+const CATCH_UP_BATCH: usize = 512;
+/// Frames queued per watcher connection.
+const CONNECTION_QUEUE: usize = 64;
+
+/// Serializes events for the wire (the API layer provides it, so this
+/// module stays independent of any API version).
+pub trait Encode: Send + Sync {
+    /// The event document `{"type":..,"object":..}` for a change.
+    fn event(&self, event: EventType, object: &AnyObject) -> Vec<u8>;
+    /// The ERROR event document for a failure that ends the stream.
+    fn error(&self, error: &StoreError) -> Vec<u8>;
+    /// The BOOKMARK event document: only `kind` and the revision.
+    fn bookmark(&self, kind: &str, revision: u64) -> Vec<u8>;
+}
+
+/// A shared encoder.
+pub type Encoder = Arc<dyn Encode>;
+
+/// The `type` of a watch event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    /// Created (or present in the initial snapshot).
+    Added,
+    /// Changed.
+    Modified,
+    /// Removed.
+    Deleted,
+    /// A resumable position without a change.
+    Bookmark,
+    /// The stream cannot go on (the object is a problem document).
+    Error,
+}
+
+impl EventType {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+            EventType::Bookmark => "BOOKMARK",
+            EventType::Error => "ERROR",
+        }
+    }
+}
+
+impl From<ChangeType> for EventType {
+    fn from(c: ChangeType) -> Self {
+        match c {
+            ChangeType::Added => EventType::Added,
+            ChangeType::Modified => EventType::Modified,
+            ChangeType::Deleted => EventType::Deleted,
+        }
+    }
+}
+
+/// One change, serialized once for every watcher.
+#[derive(Debug)]
+pub struct Frame {
+    /// The change's revision.
+    pub revision: u64,
+    /// The event type.
+    pub event: EventType,
+    /// The object's kind.
+    pub kind: Kind,
+    /// The object's path names.
+    pub names: Vec<String>,
+    /// The object's labels (for selectors).
+    pub labels: BTreeMap<String, String>,
+    /// The event document (JSON, no trailing newline).
+    pub json: Bytes,
+}
+
+/// Which events a watcher wants.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Kinds (empty: all).
+    pub kinds: Vec<Kind>,
+    /// Scope names from realm down (`None`: any).
+    pub scope: Vec<Option<String>>,
+    /// Label selector.
+    pub selector: Selector,
+}
+
+impl Filter {
+    /// Whether an object of `kind` at `names` with `labels` is wanted.
+    pub fn matches(&self, kind: Kind, names: &[String], labels: &BTreeMap<String, String>) -> bool {
+        (self.kinds.is_empty() || self.kinds.contains(&kind))
+            && self
+                .scope
+                .iter()
+                .enumerate()
+                .all(|(i, want)| want.as_ref().is_none_or(|w| names.get(i) == Some(w)))
+            && self.selector.matches(labels)
+    }
+
+    fn kinds(&self) -> Vec<Kind> {
+        if self.kinds.is_empty() {
+            Kind::ALL.to_vec()
+        } else {
+            let mut k = self.kinds.clone();
+            k.sort();
+            k.dedup();
+            k
+        }
+    }
+
+    /// The `kind` a BOOKMARK carries: the watched kind, or `Bookmark`.
+    fn bookmark_kind(&self) -> &'static str {
+        match self.kinds().as_slice() {
+            [one] => one.as_str(),
+            _ => "Bookmark",
+        }
+    }
+}
+
+/// Where a stream starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// An ADDED per object in scope from one snapshot, then a BOOKMARK.
+    Snapshot,
+    /// Every event after this revision.
+    After(u64),
+}
+
+/// How events are framed on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// `application/x-ndjson`: one JSON document per line.
+    Ndjson,
+    /// `text/event-stream`: `id`, `event` and `data` fields per event.
+    Sse,
+}
+
+/// Fans committed changes out to live watchers.
+pub struct Hub {
+    tx: broadcast::Sender<Arc<Frame>>,
+    shutdown: watch::Sender<bool>,
+    encode: Encoder,
+    bookmark_interval: Duration,
+}
+
+impl Hub {
+    /// A hub sending BOOKMARKs on idle streams every `bookmark_interval`.
+    pub fn new(encode: Encoder, bookmark_interval: Duration) -> Arc<Hub> {
+        let (tx, _) = broadcast::channel(HUB_CAPACITY);
+        let (shutdown, _) = watch::channel(false);
+        Arc::new(Hub {
+            tx,
+            shutdown,
+            encode,
+            bookmark_interval,
+        })
+    }
+
+    /// The store hook that publishes every committed change.
+    pub fn hook(self: &Arc<Self>) -> CommitHook {
+        let hub = Arc::downgrade(self);
+        Arc::new(move |changes: &[Change]| {
+            if let Some(hub) = hub.upgrade() {
+                for c in changes {
+                    let _ =
+                        hub.tx
+                            .send(Arc::new(hub.frame(c.revision, c.change.into(), &c.object)));
+                }
+            }
+        })
+    }
+
+    fn frame(&self, revision: u64, event: EventType, obj: &AnyObject) -> Frame {
+        Frame {
+            revision,
+            event,
+            kind: obj.kind(),
+            names: obj.path().names().to_vec(),
+            labels: obj.meta().labels.clone(),
+            json: Bytes::from(self.encode.event(event, obj)),
+        }
+    }
+
+    /// Ends every stream (on server shutdown).
+    pub fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
+    /// Number of live subscribers.
+    pub fn watchers(&self) -> usize {
+        self.tx.receiver_count()
+    }
+}
+
+/// Why a stream could not start.
+pub type StartError = StoreError;
+
+fn frame_bytes(framing: Framing, event: EventType, revision: Option<u64>, json: &[u8]) -> Bytes {
+    match framing {
+        Framing::Ndjson => {
+            let mut out = Vec::with_capacity(json.len() + 1);
+            out.extend_from_slice(json);
+            out.push(b'\n');
+            Bytes::from(out)
+        }
+        Framing::Sse => {
+            let mut out = Vec::with_capacity(json.len() + 48);
+            if let Some(rev) = revision {
+                out.extend_from_slice(format!("id: {rev}\n").as_bytes());
+            }
+            out.extend_from_slice(format!("event: {}\ndata: ", event.as_str()).as_bytes());
+            out.extend_from_slice(json);
+            out.extend_from_slice(b"\n\n");
+            Bytes::from(out)
+        }
+    }
+}
+
+/// Starts a stream: checks `start` against the retained history (a
+/// compacted or future revision is `Gone`) and returns the receiver of
+/// framed bytes, fed by a task until the stream ends.
+pub async fn start(
+    hub: Arc<Hub>,
+    store: Store,
+    filter: Filter,
+    start: Start,
+    framing: Framing,
+    timeout: Option<Duration>,
+) -> Result<mpsc::Receiver<Bytes>, StartError> {
+    // Subscribe before anything is read, so no commit falls in between.
+    let live = hub.tx.subscribe();
+    if let Start::After(n) = start {
+        let s = store.clone();
+        tokio::task::spawn_blocking(move || s.read_events(n, 0))
+            .await
+            .map_err(|e| StoreError::Internal(e.to_string()))??;
+    }
+    let (tx, rx) = mpsc::channel(CONNECTION_QUEUE);
+    tokio::spawn(async move {
+        let mut w = Watcher {
+            hub,
+            store,
+            filter,
+            framing,
+            tx,
+            cursor: 0,
+            last_sent: Instant::now(),
+        };
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let run = w.run(start, live);
+        match deadline {
+            Some(d) => {
+                let _ = tokio::time::timeout_at(d, run).await;
+            }
+            None => run.await,
+        }
+    });
+    Ok(rx)
+}
+
+/// Why a stream ended early.
+enum Stop {
+    /// The client went away or the server is shutting down.
+    Closed,
+    /// The store failed (reported to the client as an ERROR event).
+    Failed(StoreError),
+}
+
+struct Watcher {
+    hub: Arc<Hub>,
+    store: Store,
+    filter: Filter,
+    framing: Framing,
+    tx: mpsc::Sender<Bytes>,
+    /// The last revision this watcher has processed (sent or filtered out).
+    cursor: u64,
+    last_sent: Instant,
+}
+
+impl Watcher {
+    async fn run(&mut self, start: Start, live: broadcast::Receiver<Arc<Frame>>) {
+        let result = match start {
+            Start::After(n) => {
+                self.cursor = n;
+                self.follow(live).await
+            }
+            Start::Snapshot => match self.snapshot().await {
+                Ok(()) => self.follow(live).await,
+                Err(e) => Err(e),
+            },
+        };
+        if let Err(Stop::Failed(e)) = result {
+            let bytes = self.hub.encode.error(&e);
+            let _ = self
+                .tx
+                .send(frame_bytes(self.framing, EventType::Error, None, &bytes))
+                .await;
+        }
+    }
+
+    async fn send(&mut self, bytes: Bytes) -> Result<(), Stop> {
+        self.tx.send(bytes).await.map_err(|_| Stop::Closed)?;
+        self.last_sent = Instant::now();
+        Ok(())
+    }
+
+    async fn bookmark(&mut self) -> Result<(), Stop> {
+        let bytes = self
+            .hub
+            .encode
+            .bookmark(self.filter.bookmark_kind(), self.cursor);
+        let framed = frame_bytes(self.framing, EventType::Bookmark, Some(self.cursor), &bytes);
+        self.send(framed).await
+    }
+
+    /// Sends an ADDED for every object in scope from one snapshot, then a
+    /// BOOKMARK at its revision, which becomes the cursor.
+    async fn snapshot(&mut self) -> Result<(), Stop> {
+        let (frames_tx, mut frames_rx) =
+            mpsc::channel::<Result<Bytes, StoreError>>(CONNECTION_QUEUE);
+        let (rev_tx, rev_rx) = tokio::sync::oneshot::channel();
+        let (store, filter, framing, encode) = (
+            self.store.clone(),
+            self.filter.clone(),
+            self.framing,
+            self.hub.encode.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let (txn, revision) = match store.snapshot() {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = frames_tx.blocking_send(Err(e));
+                    return;
+                }
+            };
+            let _ = rev_tx.send(revision);
+            for kind in filter.kinds() {
+                let query = ListQuery {
+                    kind,
+                    scope: filter
+                        .scope
+                        .iter()
+                        .take(kind.depth() - 1)
+                        .cloned()
+                        .collect(),
+                    selector: filter.selector.clone(),
+                    limit: None,
+                    continue_token: None,
+                };
+                let iter = match store.list_in(txn.clone(), revision, &query) {
+                    Ok(i) => i,
+                    Err(e) => {
+                        let _ = frames_tx.blocking_send(Err(e));
+                        return;
+                    }
+                };
+                for entry in iter {
+                    let msg = entry.map(|(_, obj)| {
+                        filter
+                            .matches(kind, obj.path().names(), &obj.meta().labels)
+                            .then(|| {
+                                frame_bytes(
+                                    framing,
+                                    EventType::Added,
+                                    None,
+                                    &encode.event(EventType::Added, &obj),
+                                )
+                            })
+                    });
+                    match msg {
+                        Ok(None) => continue,
+                        Ok(Some(b)) => {
+                            if frames_tx.blocking_send(Ok(b)).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            let _ = frames_tx.blocking_send(Err(e));
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        while let Some(msg) = frames_rx.recv().await {
+            self.send(msg.map_err(Stop::Failed)?).await?;
+        }
+        self.cursor = rev_rx
+            .await
+            .map_err(|_| Stop::Failed(StoreError::Internal("snapshot task failed".into())))?;
+        self.bookmark().await
+    }
+
+    /// Sends the log's events after the cursor until it is current.
+    async fn catch_up(&mut self) -> Result<(), Stop> {
+        loop {
+            let (store, after) = (self.store.clone(), self.cursor);
+            let page =
+                tokio::task::spawn_blocking(move || store.read_events(after, CATCH_UP_BATCH))
+                    .await
+                    .map_err(|e| Stop::Failed(StoreError::Internal(e.to_string())))?
+                    .map_err(Stop::Failed)?;
+            let n = page.events.len();
+            for (revision, change, obj) in page.events {
+                self.cursor = revision;
+                if self
+                    .filter
+                    .matches(obj.kind(), obj.path().names(), &obj.meta().labels)
+                {
+                    let event = EventType::from(change);
+                    let json = self.hub.encode.event(event, &obj);
+                    self.send(frame_bytes(self.framing, event, Some(revision), &json))
+                        .await?;
+                }
+            }
+            if n < CATCH_UP_BATCH {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Catches up from the log, then follows the hub.
+    async fn follow(&mut self, mut live: broadcast::Receiver<Arc<Frame>>) -> Result<(), Stop> {
+        let mut shutdown = self.hub.shutdown.subscribe();
+        let interval = self.hub.bookmark_interval;
+        'outer: loop {
+            self.catch_up().await?;
+            loop {
+                if *shutdown.borrow() {
+                    return Err(Stop::Closed);
+                }
+                let idle_deadline = self.last_sent + interval;
+                tokio::select! {
+                    _ = shutdown.changed() => return Err(Stop::Closed),
+                    _ = tokio::time::sleep_until(idle_deadline) => self.bookmark().await?,
+                    received = live.recv() => match received {
+                        Ok(frame) => {
+                            if frame.revision <= self.cursor {
+                                continue;
+                            }
+                            if frame.revision != self.cursor + 1 {
+                                // Missed frames: they are in the log.
+                                continue 'outer;
+                            }
+                            self.cursor = frame.revision;
+                            if self.filter.matches(frame.kind, &frame.names, &frame.labels) {
+                                let b = frame_bytes(self.framing, frame.event, Some(frame.revision), &frame.json);
+                                self.send(b).await?;
+                            }
+                        }
+                        Err(broadcast::error::RecvError::Lagged(_)) => continue 'outer,
+                        Err(broadcast::error::RecvError::Closed) => return Err(Stop::Closed),
+                    },
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_by_kind_scope_and_labels() {
+        let f = Filter {
+            kinds: vec![Kind::Cell],
+            scope: vec![Some("r".into()), None, Some("t".into())],
+            selector: Selector::parse("app=web").unwrap(),
+        };
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let web = BTreeMap::from([("app".to_string(), "web".to_string())]);
+        assert!(f.matches(Kind::Cell, &names(&["r", "s", "t", "c"]), &web));
+        assert!(!f.matches(Kind::Cell, &names(&["r", "s", "u", "c"]), &web));
+        assert!(!f.matches(Kind::Cell, &names(&["x", "s", "t", "c"]), &web));
+        assert!(!f.matches(Kind::Stack, &names(&["r", "s", "t"]), &web));
+        assert!(!f.matches(Kind::Cell, &names(&["r", "s", "t", "c"]), &BTreeMap::new()));
+        assert_eq!(f.bookmark_kind(), "Cell");
+        assert_eq!(Filter::default().bookmark_kind(), "Bookmark");
+    }
+
+    #[test]
+    fn sse_and_ndjson_framing() {
+        let nd = frame_bytes(Framing::Ndjson, EventType::Added, Some(3), b"{}");
+        assert_eq!(&nd[..], b"{}\n");
+        let sse = frame_bytes(Framing::Sse, EventType::Modified, Some(3), b"{}");
+        assert_eq!(&sse[..], b"id: 3\nevent: MODIFIED\ndata: {}\n\n");
+    }
+}

@@ -1,0 +1,637 @@
+//! Rejected bodies: 400 for malformed documents (unknown fields, wrong
+//! apiVersion/kind, URL mismatches), 422 for every validation rule of
+//! API.md, each naming the field; and a rejected write changes nothing.
+
+mod common;
+use common::*;
+
+use serde_json::{Value, json};
+
+const STACK: &str = "/realms/r/spaces/s/stacks/t";
+
+fn setup() -> (Server, Client) {
+    let s = Server::start();
+    let c = Client::default();
+    hierarchy(&c, &s, "r", "s", "t");
+    assert_eq!(
+        c.post_json(
+            &s.api(&format!("{STACK}/cells")),
+            &json!({"metadata": {"name": "c"}})
+        )
+        .0,
+        201
+    );
+    (s, c)
+}
+
+fn cells(s: &Server) -> String {
+    s.api(&format!("{STACK}/cells"))
+}
+
+fn containers(s: &Server) -> String {
+    s.api(&format!("{STACK}/cells/c/containers"))
+}
+
+fn cell_doc(name: &str, containers: Value) -> Value {
+    json!({"metadata": {"name": name}, "spec": {"containers": containers}})
+}
+
+/// Nothing but the setup exists: no cell other than `c`, no container.
+#[track_caller]
+fn assert_nothing_written(c: &Client, s: &Server, rev: u64) {
+    let (_, list) = c.get(&s.api("/cells"));
+    assert_eq!(item_names(&list), ["c"]);
+    assert_eq!(rv(&list), rev, "no revision was used");
+    let (_, list) = c.get(&s.api("/containers"));
+    assert_eq!(item_names(&list), Vec::<String>::new());
+}
+
+fn revision(c: &Client, s: &Server) -> u64 {
+    rv(&c.get(&s.api("/realms")).1)
+}
+
+// ---- 400: malformed documents ----
+
+#[test]
+fn unknown_fields_are_400_naming_the_field() {
+    let (s, c) = setup();
+    let rev = revision(&c, &s);
+    let r = c.post_json(
+        &cells(&s),
+        &cell_doc(
+            "x",
+            json!([{"id": "a"}, {"id": "b", "ttty": {"prompt": "$"}}]),
+        ),
+    );
+    assert_problem(&r, 400, "BadRequest", Some("spec.containers[1].ttty"));
+
+    let cases = [
+        (
+            json!({"metadata": {"name": "x", "lables": {}}}),
+            "metadata.lables",
+        ),
+        (json!({"metadata": {"name": "x"}, "specs": {}}), "specs"),
+        (
+            json!({"metadata": {"name": "x"}, "spec": {"rootContainer": "a"}}),
+            "spec.rootContainer",
+        ),
+        (
+            json!({"metadata": {"name": "x"}, "spec": {"containers": [{"id": "a", "volumes": [{"target": "/x", "src": "/y"}]}]}}),
+            "spec.containers[0].volumes[0].src",
+        ),
+        (
+            json!({"metadata": {"name": "x"}, "spec": {"containers": [{"id": "a", "resources": {"memoryLimit": 1}}]}}),
+            "spec.containers[0].resources.memoryLimit",
+        ),
+        (
+            json!({"metadata": {"name": "x"}, "status": {"phase": "Ready"}}),
+            "status.phase",
+        ),
+    ];
+    for (doc, field) in cases {
+        let r = c.post_json(&cells(&s), &doc);
+        assert_problem(&r, 400, "BadRequest", Some(field));
+    }
+    // YAML too.
+    let yaml = "apiVersion: v1beta1\nkind: Cell\nmetadata:\n  name: x\nspec:\n  containers:\n    - id: a\n    - id: b\n      ttty: {}\n";
+    let r = c.post_yaml(&cells(&s), yaml);
+    assert_problem(&r, 400, "BadRequest", Some("spec.containers[1].ttty"));
+    // PUT and PATCH as well.
+    let r = c.put_json(
+        &format!("{}/c", cells(&s)),
+        &json!({"metadata": {"name": "c"}, "spec": {"autoDelet": true}}),
+    );
+    assert_problem(&r, 400, "BadRequest", Some("spec.autoDelet"));
+    let r = c.patch(
+        &format!("{}/c", cells(&s)),
+        &json!({"spec": {"autoDelet": true}}),
+    );
+    assert_problem(&r, 400, "BadRequest", Some("spec.autoDelet"));
+    let r = c.put_json(
+        &format!("{}/c/status", cells(&s)),
+        &json!({"status": {"stat": "Ready"}}),
+    );
+    assert_problem(&r, 400, "BadRequest", Some("status.stat"));
+    assert_nothing_written(&c, &s, rev);
+}
+
+#[test]
+fn wrong_api_version_or_kind_is_400() {
+    let (s, c) = setup();
+    let rev = revision(&c, &s);
+    let r = c.post_json(
+        &cells(&s),
+        &json!({"apiVersion": "v1", "kind": "Cell", "metadata": {"name": "x"}}),
+    );
+    assert_problem(&r, 400, "BadRequest", Some("apiVersion"));
+    assert!(r.1["detail"].as_str().unwrap().contains("v1"), "{}", r.1);
+    let r = c.post_json(
+        &cells(&s),
+        &json!({"apiVersion": "v1beta1", "kind": "Stack", "metadata": {"name": "x"}}),
+    );
+    assert_problem(&r, 400, "BadRequest", Some("kind"));
+    let r = c.post_yaml(
+        &s.api("/realms"),
+        "apiVersion: v1beta2\nkind: Realm\nmetadata:\n  name: x\n",
+    );
+    assert_problem(&r, 400, "BadRequest", Some("apiVersion"));
+    let r = c.put_json(
+        &format!("{}/c", cells(&s)),
+        &json!({"kind": "Container", "metadata": {"name": "c"}}),
+    );
+    assert_problem(&r, 400, "BadRequest", Some("kind"));
+    let r = c.put_json(
+        &format!("{}/c/status", cells(&s)),
+        &json!({"kind": "Realm", "status": {}}),
+    );
+    assert_problem(&r, 400, "BadRequest", Some("kind"));
+    // Omitted apiVersion and kind are fine.
+    let (st, b) = c.post_json(&cells(&s), &json!({"metadata": {"name": "ok"}}));
+    assert_eq!(st, 201, "{b}");
+    assert_eq!(b["apiVersion"], "v1beta1");
+    assert_eq!(b["kind"], "Cell");
+    assert_eq!(c.delete(&format!("{}/ok", cells(&s))).0, 200);
+    let _ = rev;
+}
+
+#[test]
+fn url_and_body_coordinates_must_agree() {
+    let (s, c) = setup();
+    let rev = revision(&c, &s);
+    let r = c.post_json(
+        &s.api("/realms/r/spaces"),
+        &json!({"metadata": {"name": "x"}, "spec": {"realmId": "other"}}),
+    );
+    assert_problem(&r, 400, "BadRequest", Some("spec.realmId"));
+    let r = c.post_json(
+        &s.api("/realms/r/spaces/s/stacks"),
+        &json!({"metadata": {"name": "x"}, "spec": {"spaceId": "other"}}),
+    );
+    assert_problem(&r, 400, "BadRequest", Some("spec.spaceId"));
+    let r = c.post_json(
+        &s.api("/realms/r/spaces/s/stacks"),
+        &json!({"metadata": {"name": "x"}, "spec": {"id": "y"}}),
+    );
+    assert_problem(&r, 400, "BadRequest", Some("spec.id"));
+    let r = c.post_json(
+        &cells(&s),
+        &json!({"metadata": {"name": "x"}, "spec": {"stackId": "other"}}),
+    );
+    assert_problem(&r, 400, "BadRequest", Some("spec.stackId"));
+    let r = c.post_json(
+        &containers(&s),
+        &json!({"metadata": {"name": "n"}, "spec": {"cellId": "other"}}),
+    );
+    assert_problem(&r, 400, "BadRequest", Some("spec.cellId"));
+    let r = c.put_json(
+        &format!("{}/c", cells(&s)),
+        &json!({"metadata": {"name": "d"}}),
+    );
+    assert_problem(&r, 400, "BadRequest", Some("metadata.name"));
+    let r = c.patch(
+        &format!("{}/c", cells(&s)),
+        &json!({"spec": {"realmId": "elsewhere"}}),
+    );
+    assert_problem(&r, 400, "BadRequest", Some("spec.realmId"));
+    let r = c.put_json(&s.api("/realms/r"), &json!({"metadata": {"name": "q"}}));
+    assert_problem(&r, 400, "BadRequest", Some("metadata.name"));
+    assert_nothing_written(&c, &s, rev);
+}
+
+#[test]
+fn malformed_bodies_are_400_never_5xx() {
+    let (s, c) = setup();
+    let bodies: [(&str, &str); 6] = [
+        ("application/json", "{"),
+        ("application/json", "[1,2]"),
+        ("application/json", "\"str\""),
+        ("application/json", r#"{"metadata": {"name": 5}}"#),
+        ("application/yaml", "metadata: [unclosed"),
+        ("application/json", r#"{"metadata":{"name":"x"}} trailing"#),
+    ];
+    for (ctype, body) in bodies {
+        let r = c.send(
+            c.http
+                .post(cells(&s))
+                .header("content-type", ctype)
+                .body(body),
+        );
+        assert_problem(&r, 400, "BadRequest", None);
+    }
+    let r = c.send(
+        c.http
+            .post(cells(&s))
+            .header("content-type", "text/plain")
+            .body("x"),
+    );
+    assert_eq!(r.0, 415, "{}", r.1);
+    let r = c.send(
+        c.http
+            .patch(format!("{}/c", cells(&s)))
+            .header("content-type", "application/merge-patch+json")
+            .body("[1]"),
+    );
+    assert_problem(&r, 400, "BadRequest", None);
+}
+
+// ---- 422: validation rules ----
+
+#[test]
+fn invalid_names_are_422() {
+    let (s, c) = setup();
+    let rev = revision(&c, &s);
+    for bad in [
+        "a_b",
+        "a/b",
+        "..",
+        ".",
+        " lead",
+        "tab\tin",
+        &"x".repeat(254),
+    ] {
+        let r = c.post_json(&s.api("/realms"), &json!({"metadata": {"name": bad}}));
+        assert_problem(&r, 422, "Invalid", Some("metadata.name"));
+        let r = c.post_json(&cells(&s), &json!({"metadata": {"name": bad}}));
+        assert_problem(&r, 422, "Invalid", Some("metadata.name"));
+        let r = c.post_json(&cells(&s), &cell_doc("x", json!([{"id": bad}])));
+        assert_problem(&r, 422, "Invalid", Some("spec.containers[0].id"));
+    }
+    // A name is required.
+    let r = c.post_json(&cells(&s), &json!({"spec": {}}));
+    assert_problem(&r, 422, "Invalid", Some("metadata.name"));
+    // At most 253 bytes is fine.
+    let (st, b) = c.post_json(
+        &s.api("/realms"),
+        &json!({"metadata": {"name": "x".repeat(253)}}),
+    );
+    assert_eq!(st, 201, "{b}");
+    assert_eq!(
+        c.delete(&s.api(&format!("/realms/{}", "x".repeat(253)))).0,
+        200
+    );
+    assert_eq!(rv(&c.get(&s.api("/realms")).1), rev + 2);
+}
+
+#[test]
+fn egress_rules_are_validated() {
+    let s = Server::start();
+    let c = Client::default();
+    assert_eq!(
+        c.post_json(&s.api("/realms"), &json!({"metadata": {"name": "r"}}))
+            .0,
+        201
+    );
+    let space = |allow: Value| json!({"metadata": {"name": "sp"}, "spec": {"network": {"egress": {"default": "deny", "allow": allow}}}});
+    let url = s.api("/realms/r/spaces");
+    let cases = [
+        (
+            json!([{"host": "a.example.com", "cidr": "10.0.0.0/8"}]),
+            "spec.network.egress.allow[0]",
+        ),
+        (
+            json!([{"host": "ok.example.com"}, {"ports": [80]}]),
+            "spec.network.egress.allow[1]",
+        ),
+        (
+            json!([{"cidr": "10.0.0.0"}]),
+            "spec.network.egress.allow[0].cidr",
+        ),
+        (
+            json!([{"cidr": "10.0.0.0/33"}]),
+            "spec.network.egress.allow[0].cidr",
+        ),
+        (
+            json!([{"cidr": "300.0.0.0/8"}]),
+            "spec.network.egress.allow[0].cidr",
+        ),
+        (
+            json!([{"cidr": "fd00::/129"}]),
+            "spec.network.egress.allow[0].cidr",
+        ),
+        (
+            json!([{"cidr": "example.com/8"}]),
+            "spec.network.egress.allow[0].cidr",
+        ),
+        (
+            json!([{"host": "a.example.com", "ports": [0]}]),
+            "spec.network.egress.allow[0].ports[0]",
+        ),
+        (
+            json!([{"host": "a.example.com", "ports": [80, 65536]}]),
+            "spec.network.egress.allow[0].ports[1]",
+        ),
+        (
+            json!([{"cidr": "10.0.0.0/8", "ports": [-1]}]),
+            "spec.network.egress.allow[0].ports[0]",
+        ),
+    ];
+    for (allow, field) in cases {
+        let r = c.post_json(&url, &space(allow.clone()));
+        assert_problem(&r, 422, "Invalid", Some(field));
+    }
+    assert_eq!(c.get(&s.api("/realms/r/spaces/sp")).0, 404);
+    // The boundaries are valid.
+    let (st, b) = c.post_json(
+        &url,
+        &space(
+            json!([{"host": "a", "ports": [1, 65535]}, {"cidr": "0.0.0.0/0"}, {"cidr": "::/0"}]),
+        ),
+    );
+    assert_eq!(st, 201, "{b}");
+    // And PATCH is validated the same way.
+    let r = c.patch(
+        &s.api("/realms/r/spaces/sp"),
+        &json!({"spec": {"network": {"egress": {"allow": [{"cidr": "bad"}]}}}}),
+    );
+    assert_problem(
+        &r,
+        422,
+        "Invalid",
+        Some("spec.network.egress.allow[0].cidr"),
+    );
+    assert_eq!(c.get(&s.api("/realms/r/spaces/sp")).1, b);
+}
+
+#[test]
+fn volumes_are_validated() {
+    let (s, c) = setup();
+    let rev = revision(&c, &s);
+    let cases = [
+        (json!({"target": "/data"}), "volumes[0].source"),
+        (
+            json!({"kind": "bind", "target": "/data"}),
+            "volumes[0].source",
+        ),
+        (
+            json!({"kind": "bind", "source": "/host"}),
+            "volumes[0].target",
+        ),
+        (
+            json!({"kind": "tmpfs", "source": "/host", "target": "/t"}),
+            "volumes[0].source",
+        ),
+        (json!({"kind": "tmpfs"}), "volumes[0].target"),
+        (
+            json!({"kind": "tmpfs", "target": "relative/path"}),
+            "volumes[0].target",
+        ),
+        (
+            json!({"source": "/host", "target": "data"}),
+            "volumes[0].target",
+        ),
+        (
+            json!({"kind": "nfs", "source": "/host", "target": "/t"}),
+            "volumes[0].kind",
+        ),
+    ];
+    for (vol, field) in cases {
+        let r = c.post_json(
+            &cells(&s),
+            &cell_doc("x", json!([{"id": "a", "volumes": [vol.clone()]}])),
+        );
+        assert_problem(
+            &r,
+            422,
+            "Invalid",
+            Some(&format!("spec.containers[0].{field}")),
+        );
+        let r = c.post_json(
+            &containers(&s),
+            &json!({"metadata": {"name": "n"}, "spec": {"volumes": [vol]}}),
+        );
+        assert_problem(&r, 422, "Invalid", Some(&format!("spec.{field}")));
+    }
+    let r = c.post_json(
+        &containers(&s),
+        &json!({"metadata": {"name": "n"}, "spec": {"tmpfs": [{"path": "tmp"}]}}),
+    );
+    assert_problem(&r, 422, "Invalid", Some("spec.tmpfs[0].path"));
+    assert_nothing_written(&c, &s, rev);
+}
+
+#[test]
+fn tty_rules_are_validated() {
+    let (s, c) = setup();
+    let rev = revision(&c, &s);
+    // tty on a non-attachable container.
+    let r = c.post_json(
+        &cells(&s),
+        &cell_doc("x", json!([{"id": "a", "attachable": true, "tty": {}}, {"id": "b", "tty": {"prompt": "$ "}}])),
+    );
+    assert_problem(&r, 422, "Invalid", Some("spec.containers[1].tty"));
+    let r = c.post_json(
+        &containers(&s),
+        &json!({"metadata": {"name": "n"}, "spec": {"attachable": false, "tty": {"prompt": "$"}}}),
+    );
+    assert_problem(&r, 422, "Invalid", Some("spec.tty"));
+    // Cell tty.default naming a non-attachable container, or none.
+    let r = c.post_json(
+        &cells(&s),
+        &json!({"metadata": {"name": "x"}, "spec": {"tty": {"default": "b"},
+                "containers": [{"id": "a", "attachable": true}, {"id": "b"}]}}),
+    );
+    assert_problem(&r, 422, "Invalid", Some("spec.tty.default"));
+    let r = c.post_json(
+        &cells(&s),
+        &json!({"metadata": {"name": "x"}, "spec": {"tty": {"default": "ghost"},
+                "containers": [{"id": "a", "attachable": true}]}}),
+    );
+    assert_problem(&r, 422, "Invalid", Some("spec.tty.default"));
+    assert_nothing_written(&c, &s, rev);
+    // The valid combination, and an empty default.
+    let (st, b) = c.post_json(
+        &cells(&s),
+        &json!({"metadata": {"name": "x"}, "spec": {"tty": {"default": "a"},
+                "containers": [{"id": "a", "attachable": true, "tty": {"prompt": "$"}}, {"id": "b"}]}}),
+    );
+    assert_eq!(st, 201, "{b}");
+    let (st, b) = c.post_json(
+        &cells(&s),
+        &json!({"metadata": {"name": "y"}, "spec": {"tty": {}, "containers": [{"id": "a"}]}}),
+    );
+    assert_eq!(st, 201, "{b}");
+    // Making the default container non-attachable later is rejected too.
+    let r = c.patch(
+        &format!("{}/x", cells(&s)),
+        &json!({"spec": {"containers": [{"id": "a"}, {"id": "b"}]}}),
+    );
+    assert_problem(&r, 422, "Invalid", Some("spec.tty.default"));
+}
+
+#[test]
+fn cell_container_rules_are_validated() {
+    let (s, c) = setup();
+    let rev = revision(&c, &s);
+    let r = c.post_json(
+        &cells(&s),
+        &cell_doc("x", json!([{"id": "a"}, {"id": "a"}])),
+    );
+    assert_problem(&r, 422, "Invalid", Some("spec.containers[1].id"));
+    let r = c.post_json(
+        &cells(&s),
+        &cell_doc(
+            "x",
+            json!([{"id": "a", "root": true}, {"id": "b"}, {"id": "c", "root": true}]),
+        ),
+    );
+    assert_problem(&r, 422, "Invalid", Some("spec.containers[2].root"));
+    let r = c.post_json(
+        &cells(&s),
+        &json!({"metadata": {"name": "x"}, "spec": {"rootContainerId": "zz", "containers": [{"id": "a"}]}}),
+    );
+    assert_problem(&r, 422, "Invalid", Some("spec.rootContainerId"));
+    for (coord, field) in [
+        ("realmId", "realmId"),
+        ("spaceId", "spaceId"),
+        ("stackId", "stackId"),
+        ("cellId", "cellId"),
+    ] {
+        let r = c.post_json(
+            &cells(&s),
+            &cell_doc("x", json!([{"id": "a"}, {"id": "b", coord: "other"}])),
+        );
+        assert_problem(
+            &r,
+            422,
+            "Invalid",
+            Some(&format!("spec.containers[1].{field}")),
+        );
+    }
+    assert_nothing_written(&c, &s, rev);
+    // Matching coordinates are fine.
+    let (st, b) = c.post_json(
+        &cells(&s),
+        &cell_doc(
+            "x",
+            json!([{"id": "a", "realmId": "r", "spaceId": "s", "stackId": "t", "cellId": "x"}]),
+        ),
+    );
+    assert_eq!(st, 201, "{b}");
+}
+
+#[test]
+fn secret_references_and_password_refs_are_validated() {
+    let (s, c) = setup();
+    let rev = revision(&c, &s);
+    let cases = [
+        (json!({"name": "a"}), "spec.secrets[0]"),
+        (
+            json!({"name": "a", "fromFile": "/f", "fromEnv": "E"}),
+            "spec.secrets[0]",
+        ),
+        (json!({"fromEnv": "E"}), "spec.secrets[0].name"),
+        (
+            json!({"name": "a", "fromEnv": "E", "mountPath": "run/x"}),
+            "spec.secrets[0].mountPath",
+        ),
+    ];
+    for (secret, field) in cases {
+        let r = c.post_json(
+            &containers(&s),
+            &json!({"metadata": {"name": "n"}, "spec": {"secrets": [secret]}}),
+        );
+        assert_problem(&r, 422, "Invalid", Some(field));
+    }
+    assert_nothing_written(&c, &s, rev);
+    for pref in [json!({}), json!({"fromFile": "/f", "fromEnv": "E"})] {
+        let r = c.post_json(
+            &s.api("/realms"),
+            &json!({"metadata": {"name": "x"}, "spec": {"registryCredentials": [{"username": "u", "passwordRef": pref}]}}),
+        );
+        assert_problem(
+            &r,
+            422,
+            "Invalid",
+            Some("spec.registryCredentials[0].passwordRef"),
+        );
+    }
+    assert_eq!(c.get(&s.api("/realms/x")).0, 404);
+}
+
+#[test]
+fn invalid_timestamps_in_status_are_422() {
+    let (s, c) = setup();
+    let url = format!("{}/c", cells(&s));
+    let (_, before) = c.get(&url);
+    let r = c.put_json(
+        &format!("{url}/status"),
+        &json!({"status": {"containers": [{"name": "a", "startTime": "yesterday"}]}}),
+    );
+    assert_problem(&r, 422, "Invalid", Some("status.containers[0].startTime"));
+    assert_eq!(c.get(&url).1, before);
+}
+
+#[test]
+fn invalid_updates_change_nothing() {
+    let (s, c) = setup();
+    let url = format!("{}/c", cells(&s));
+    let (st, before) = c.put_json(
+        &url,
+        &cell_doc("c", json!([{"id": "a", "attachable": true}])),
+    );
+    assert_eq!(st, 200, "{before}");
+    let r = c.put_json(&url, &cell_doc("c", json!([{"id": "a"}, {"id": "a"}])));
+    assert_problem(&r, 422, "Invalid", Some("spec.containers[1].id"));
+    let r = c.patch(
+        &url,
+        &json!({"spec": {"containers": [{"id": "a", "tty": {}}]}}),
+    );
+    assert_problem(&r, 422, "Invalid", Some("spec.containers[0].tty"));
+    assert_eq!(c.get(&url).1, before);
+}
+
+#[test]
+fn bad_query_parameters_are_400() {
+    let (s, c) = setup();
+    assert_problem(
+        &c.get(&format!("{}?bogus=1", cells(&s))),
+        400,
+        "BadRequest",
+        Some("bogus"),
+    );
+    assert_problem(
+        &c.get(&format!("{}?limit=-1", cells(&s))),
+        400,
+        "BadRequest",
+        Some("limit"),
+    );
+    assert_problem(
+        &c.get(&format!("{}?limit=ten", cells(&s))),
+        400,
+        "BadRequest",
+        Some("limit"),
+    );
+    assert_problem(
+        &c.get(&format!("{}/c?view=bogus", cells(&s))),
+        400,
+        "BadRequest",
+        Some("view"),
+    );
+    assert_problem(
+        &c.get(&format!("{}/c?view=effective", cells(&s))),
+        400,
+        "BadRequest",
+        Some("view"),
+    );
+    assert_problem(
+        &c.delete(&format!("{}/c?cascade=maybe", cells(&s))),
+        400,
+        "BadRequest",
+        Some("cascade"),
+    );
+    // Scoped collections take no scope parameters.
+    assert_problem(
+        &c.get(&format!("{}?realm=r", cells(&s))),
+        400,
+        "BadRequest",
+        Some("realm"),
+    );
+    // Cells are not scoped by cell.
+    assert_problem(
+        &c.get(&s.api("/cells?cell=c")),
+        400,
+        "BadRequest",
+        Some("cell"),
+    );
+    assert_eq!(c.get(&format!("{}/c", cells(&s))).0, 200);
+}
