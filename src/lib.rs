@@ -6,6 +6,7 @@
 //! defaulting) -> [`store`] (redb tables, revisions, snapshots).
 
 pub mod api;
+pub mod client;
 pub mod http;
 pub mod model;
 pub mod server;

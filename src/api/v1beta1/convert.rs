@@ -135,6 +135,43 @@ pub fn decode_value(kind: Kind, value: serde_json::Value) -> Result<Decoded, Dec
     }
 }
 
+/// Reads a document the server returned (any kind, named by its `kind`),
+/// keeping the server-owned metadata: what clients of the API decode.
+pub fn decode_document(value: serde_json::Value) -> Result<AnyObject, DecodeError> {
+    let kind_name = value
+        .get("kind")
+        .and_then(|k| k.as_str())
+        .unwrap_or_default();
+    let kind = Kind::parse(kind_name).ok_or_else(|| DecodeError::BadRequest {
+        field: Some("kind".into()),
+        message: format!("unknown kind {kind_name:?}"),
+    })?;
+    let meta: w::ObjectMeta = match value.get("metadata") {
+        Some(m) => from_value(m.clone())?,
+        None => w::ObjectMeta::default(),
+    };
+    let mut object = decode_value(kind, value)?.object;
+    let bad = |field: &str, message: String| DecodeError::BadRequest {
+        field: Some(format!("metadata.{field}")),
+        message,
+    };
+    let m = object.meta_mut();
+    m.uid = meta.uid.unwrap_or_default();
+    if let Some(rv) = meta.resource_version {
+        m.resource_version = rv
+            .parse()
+            .map_err(|_| bad("resourceVersion", format!("{rv:?}")))?;
+    }
+    m.generation = meta
+        .generation
+        .and_then(|g| u64::try_from(g).ok())
+        .unwrap_or_default();
+    if let Some(ts) = meta.creation_timestamp {
+        m.creation_timestamp = parse_time("metadata.creationTimestamp", &ts)?.unwrap_or_default();
+    }
+    Ok(object)
+}
+
 /// The envelope every wire document shares.
 trait Envelope: Sized {
     fn envelope(&self) -> (&str, &str, &w::ObjectMeta);
@@ -1118,6 +1155,35 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok.object.meta().name, "r");
+    }
+
+    #[test]
+    fn documents_keep_server_metadata() {
+        for obj in crate::store::codec::tests::samples() {
+            let mut want = obj.clone();
+            if let AnyObject::Cell(c) = &mut want {
+                for ctr in &mut c.spec.containers {
+                    strip_runtime_only(ctr);
+                }
+            }
+            if let AnyObject::Container(c) = &mut want {
+                strip_runtime_only(&mut c.spec);
+            }
+            if let AnyObject::Space(s) = &mut want {
+                // Internal-only states have no external name (see above).
+                s.status.state = m::SpaceState::Unknown;
+            }
+            assert_eq!(decode_document(to_value(&obj)).unwrap(), want);
+        }
+    }
+
+    /// Fields kukeon's runner fills at run time never travel on the wire.
+    fn strip_runtime_only(c: &mut m::ContainerSpec) {
+        c.nested_cgroup_runtime = false;
+        c.cell_cgroup_path.clear();
+        c.etc_hosts_path.clear();
+        c.etc_hostname_path.clear();
+        c.cell_profile_name.clear();
     }
 
     #[test]

@@ -6,5 +6,7 @@ pub mod convert;
 mod de;
 pub mod types;
 
-pub use convert::{DecodeError, Decoded, Format, decode, decode_value, encode, to_value};
+pub use convert::{
+    DecodeError, Decoded, Format, decode, decode_document, decode_value, encode, to_value,
+};
 pub use types::API_VERSION;

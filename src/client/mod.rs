@@ -1,0 +1,354 @@
+//! A typed async client for the v1beta1 API, and a watcher built on it
+//! ([`watcher`]) for controllers.
+//!
+//! Objects come back as model objects ([`AnyObject`]) with their
+//! server-owned metadata (`uid`, `resource_version`, `generation`).
+
+pub mod watcher;
+
+use std::fmt;
+
+use futures_util::{Stream, StreamExt};
+use serde_json::Value;
+
+use crate::api::v1beta1;
+use crate::model::{AnyObject, Kind, Path};
+
+/// Why a call failed.
+#[derive(Debug)]
+pub enum ClientError {
+    /// The request did not get an answer (connection refused, reset...).
+    Transport(reqwest::Error),
+    /// The server answered with an error (its problem document).
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// `reason` of the problem.
+        reason: String,
+        /// `detail` of the problem.
+        detail: String,
+    },
+    /// The answer could not be read.
+    Decode(String),
+}
+
+impl ClientError {
+    /// The HTTP status, for API errors.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::Transport(e) => write!(f, "request failed: {e}"),
+            ClientError::Api {
+                status,
+                reason,
+                detail,
+            } => write!(f, "{status} {reason}: {detail}"),
+            ClientError::Decode(e) => write!(f, "unreadable answer: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+impl From<reqwest::Error> for ClientError {
+    fn from(e: reqwest::Error) -> Self {
+        ClientError::Transport(e)
+    }
+}
+
+/// One event of a watch stream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WatchEvent {
+    /// Created, or present in the initial snapshot.
+    Added(AnyObject),
+    /// Changed.
+    Modified(AnyObject),
+    /// Removed (last state, at the deletion's revision).
+    Deleted(AnyObject),
+    /// The stream is at this revision.
+    Bookmark(u64),
+    /// The server ended the stream with this problem (410: re-list).
+    Error {
+        /// HTTP status of the problem.
+        status: u16,
+        /// What happened.
+        detail: String,
+    },
+}
+
+/// What to watch: a kind (or all) and a scope.
+#[derive(Debug, Clone, Default)]
+pub struct WatchScope {
+    /// Kinds (empty: all).
+    pub kinds: Vec<Kind>,
+    /// Scope names from realm down.
+    pub scope: Vec<String>,
+    /// Label selector.
+    pub label_selector: Option<String>,
+}
+
+/// The API client.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+/// The URL path of an object (`/api/v1beta1/realms/r/spaces/s`).
+pub fn object_url(path: &Path) -> String {
+    crate::http::handlers::location(path)
+}
+
+impl Client {
+    /// A client for the server at `base` (e.g. `http://127.0.0.1:8080`).
+    pub fn new(base: impl Into<String>) -> Client {
+        Client {
+            http: reqwest::Client::new(),
+            base: base.into().trim_end_matches('/').to_string(),
+        }
+    }
+
+    /// The server's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn answer(resp: reqwest::Response) -> Result<Value, ClientError> {
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await?;
+        if status >= 400 {
+            let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            return Err(ClientError::Api {
+                status,
+                reason: v["reason"].as_str().unwrap_or("Unknown").to_string(),
+                detail: v["detail"]
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned()),
+            });
+        }
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    fn object(v: Value) -> Result<AnyObject, ClientError> {
+        v1beta1::decode_document(v).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    /// Reads one object.
+    pub async fn get(&self, path: &Path) -> Result<AnyObject, ClientError> {
+        let resp = self.http.get(self.url(&object_url(path))).send().await?;
+        Self::object(Self::answer(resp).await?)
+    }
+
+    /// Lists every object of `kind` under `scope` (names from realm down),
+    /// with the list's revision.
+    pub async fn list(
+        &self,
+        kind: Kind,
+        scope: &[&str],
+    ) -> Result<(Vec<AnyObject>, u64), ClientError> {
+        let mut url = format!("/api/v1beta1/{}", kind.plural());
+        for (i, (name, value)) in ["realm", "space", "stack", "cell"]
+            .iter()
+            .zip(scope)
+            .enumerate()
+        {
+            url.push(if i == 0 { '?' } else { '&' });
+            url.push_str(&format!("{name}={}", urlencode(value)));
+        }
+        if kind == Kind::Realm {
+            url = "/api/v1beta1/realms".into();
+        }
+        let v = Self::answer(self.http.get(self.url(&url)).send().await?).await?;
+        let revision = v["metadata"]["resourceVersion"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_default();
+        let items = v["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .map(Self::object)
+            .collect::<Result<_, _>>()?;
+        Ok((items, revision))
+    }
+
+    /// Creates an object under its parent.
+    pub async fn create(&self, obj: &AnyObject) -> Result<AnyObject, ClientError> {
+        let path = obj.path();
+        let parent = path
+            .parent()
+            .map(|p| object_url(&p))
+            .unwrap_or_else(|| "/api/v1beta1".into());
+        let url = format!("{parent}/{}", obj.kind().plural());
+        let resp = self
+            .http
+            .post(self.url(&url))
+            .json(&v1beta1::to_value(obj))
+            .send()
+            .await?;
+        Self::object(Self::answer(resp).await?)
+    }
+
+    /// Replaces labels and spec, guarded by the object's `resource_version`
+    /// when it is non-zero.
+    pub async fn replace(&self, obj: &AnyObject) -> Result<AnyObject, ClientError> {
+        let resp = self
+            .http
+            .put(self.url(&object_url(&obj.path())))
+            .json(&guarded(obj))
+            .send()
+            .await?;
+        Self::object(Self::answer(resp).await?)
+    }
+
+    /// Writes the status, guarded by the object's `resource_version` when
+    /// it is non-zero.
+    pub async fn replace_status(&self, obj: &AnyObject) -> Result<AnyObject, ClientError> {
+        let url = format!("{}/status", object_url(&obj.path()));
+        let resp = self
+            .http
+            .put(self.url(&url))
+            .json(&guarded(obj))
+            .send()
+            .await?;
+        Self::object(Self::answer(resp).await?)
+    }
+
+    /// Deletes an object (with its subtree if `cascade`).
+    pub async fn delete(&self, path: &Path, cascade: bool) -> Result<AnyObject, ClientError> {
+        let url = format!("{}?cascade={cascade}", object_url(path));
+        Self::object(Self::answer(self.http.delete(self.url(&url)).send().await?).await?)
+    }
+
+    /// Opens a watch stream; `resource_version: None` starts with a
+    /// snapshot (ADDED per object, then a BOOKMARK).
+    pub async fn watch(
+        &self,
+        what: &WatchScope,
+        resource_version: Option<u64>,
+    ) -> Result<impl Stream<Item = Result<WatchEvent, ClientError>> + Send + 'static, ClientError>
+    {
+        let mut q: Vec<(String, String)> = Vec::new();
+        if !what.kinds.is_empty() {
+            q.push((
+                "kind".into(),
+                what.kinds
+                    .iter()
+                    .map(|k| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ));
+        }
+        for (name, value) in ["realm", "space", "stack", "cell"].iter().zip(&what.scope) {
+            q.push((name.to_string(), value.clone()));
+        }
+        if let Some(s) = &what.label_selector {
+            q.push(("labelSelector".into(), s.clone()));
+        }
+        if let Some(rv) = resource_version {
+            q.push(("resourceVersion".into(), rv.to_string()));
+        }
+        let resp = self
+            .http
+            .get(self.url("/api/v1beta1/watch"))
+            .query(&q)
+            .send()
+            .await?;
+        if resp.status().as_u16() >= 400 {
+            return Err(Self::answer(resp).await.expect_err("error status"));
+        }
+        Ok(ndjson_events(resp.bytes_stream()))
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn guarded(obj: &AnyObject) -> Value {
+    let mut v = v1beta1::to_value(obj);
+    if obj.meta().resource_version == 0 {
+        if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("resourceVersion");
+        }
+    }
+    v
+}
+
+/// Parses one NDJSON line into an event.
+pub fn parse_event(line: &[u8]) -> Result<WatchEvent, ClientError> {
+    let v: Value = serde_json::from_slice(line).map_err(|e| ClientError::Decode(e.to_string()))?;
+    let object = v.get("object").cloned().unwrap_or(Value::Null);
+    match v["type"].as_str().unwrap_or_default() {
+        "ADDED" => Client::object(object).map(WatchEvent::Added),
+        "MODIFIED" => Client::object(object).map(WatchEvent::Modified),
+        "DELETED" => Client::object(object).map(WatchEvent::Deleted),
+        "BOOKMARK" => object["metadata"]["resourceVersion"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .map(WatchEvent::Bookmark)
+            .ok_or_else(|| ClientError::Decode("BOOKMARK without resourceVersion".into())),
+        "ERROR" => Ok(WatchEvent::Error {
+            status: object["status"].as_u64().unwrap_or(500) as u16,
+            detail: object["detail"].as_str().unwrap_or_default().to_string(),
+        }),
+        other => Err(ClientError::Decode(format!("unknown event type {other:?}"))),
+    }
+}
+
+/// Splits a byte stream into NDJSON events.
+fn ndjson_events<S>(
+    bytes: S,
+) -> impl Stream<Item = Result<WatchEvent, ClientError>> + Send + 'static
+where
+    S: Stream<Item = Result<bytes::Bytes, reqwest::Error>> + Send + 'static,
+{
+    let state = (Box::pin(bytes), Vec::<u8>::new(), false);
+    futures_util::stream::unfold(state, |(mut bytes, mut buf, done)| async move {
+        loop {
+            if let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=pos).collect();
+                if line.len() > 1 {
+                    return Some((parse_event(&line[..line.len() - 1]), (bytes, buf, done)));
+                }
+                continue;
+            }
+            if done {
+                return None;
+            }
+            match bytes.next().await {
+                Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
+                Some(Err(e)) => return Some((Err(ClientError::Transport(e)), (bytes, buf, true))),
+                None => {
+                    if buf.is_empty() {
+                        return None;
+                    }
+                    buf.push(b'\n');
+                    return Some((
+                        Err(ClientError::Decode("stream ended mid-event".into())),
+                        (bytes, Vec::new(), true),
+                    ));
+                }
+            }
+        }
+    })
+}
