@@ -36,6 +36,9 @@ enum Command {
         /// How often the event log is checked for compaction.
         #[arg(long, env = "MODELHUB_COMPACTION_INTERVAL", default_value = "5s", value_parser = parse_duration)]
         compaction_interval: Duration,
+        /// Watch events buffered in memory; slower watchers read the log.
+        #[arg(long, env = "MODELHUB_WATCH_BUFFER", default_value_t = modelhub::watch::HUB_CAPACITY)]
+        watch_buffer: usize,
     },
 }
 
@@ -76,6 +79,7 @@ fn main() -> ExitCode {
             history_revisions,
             bookmark_interval,
             compaction_interval,
+            watch_buffer,
         } => {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -91,6 +95,7 @@ fn main() -> ExitCode {
                 history_revisions,
                 bookmark_interval,
                 compaction_interval,
+                watch_buffer,
                 ..modelhub::server::Config::new(listen, data)
             };
             match runtime.block_on(modelhub::server::serve(

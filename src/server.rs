@@ -26,6 +26,9 @@ pub struct Config {
     pub bookmark_interval: Duration,
     /// How often to check whether the event log needs compacting.
     pub compaction_interval: Duration,
+    /// Frames buffered in memory for live watchers; a watcher further
+    /// behind catches up from the event log.
+    pub watch_buffer: usize,
 }
 
 impl Config {
@@ -37,6 +40,7 @@ impl Config {
             history_revisions: 100_000,
             bookmark_interval: Duration::from_secs(10),
             compaction_interval: Duration::from_secs(5),
+            watch_buffer: crate::watch::HUB_CAPACITY,
         }
     }
 }
@@ -110,7 +114,11 @@ pub async fn serve(
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let hub = Hub::new(Arc::new(V1beta1Events), config.bookmark_interval);
+    let hub = Hub::new(
+        Arc::new(V1beta1Events),
+        config.watch_buffer,
+        config.bookmark_interval,
+    );
     let options = StoreOptions {
         on_commit: Some(hub.hook()),
         ..StoreOptions::default()

@@ -286,10 +286,10 @@ fn urlencode(s: &str) -> String {
 
 fn guarded(obj: &AnyObject) -> Value {
     let mut v = v1beta1::to_value(obj);
-    if obj.meta().resource_version == 0 {
-        if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-            m.remove("resourceVersion");
-        }
+    if obj.meta().resource_version == 0
+        && let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut)
+    {
+        m.remove("resourceVersion");
     }
     v
 }

@@ -91,6 +91,7 @@ pub struct WriteOutcome {
 pub type CommitHook = Arc<dyn Fn(&[Change]) + Send + Sync>;
 
 /// Work for the writer thread.
+#[expect(clippy::large_enum_variant, reason = "moved once, into the queue")]
 pub(super) enum Job {
     /// A write request and where its answer goes.
     Write {

@@ -28,7 +28,8 @@ use tokio::time::Instant;
 use crate::model::{AnyObject, Kind, Selector};
 use crate::store::{Change, ChangeType, CommitHook, ListQuery, Store, StoreError};
 
-/// How many frames the hub buffers for laggards before they go to the log.
+/// Default number of frames the hub buffers before a lagging watcher has
+/// to catch up from the log.
 pub const HUB_CAPACITY: usize = 8192;
 /// Events read from the log per catch-up step.
 const CATCH_UP_BATCH: usize = 512;
@@ -174,9 +175,10 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// A hub sending BOOKMARKs on idle streams every `bookmark_interval`.
-    pub fn new(encode: Encoder, bookmark_interval: Duration) -> Arc<Hub> {
-        let (tx, _) = broadcast::channel(HUB_CAPACITY);
+    /// A hub buffering `capacity` frames and sending BOOKMARKs on idle
+    /// streams every `bookmark_interval`.
+    pub fn new(encode: Encoder, capacity: usize, bookmark_interval: Duration) -> Arc<Hub> {
+        let (tx, _) = broadcast::channel(capacity.max(1));
         let (shutdown, _) = watch::channel(false);
         Arc::new(Hub {
             tx,
@@ -478,7 +480,10 @@ impl Watcher {
                                 self.send(b).await?;
                             }
                         }
-                        Err(broadcast::error::RecvError::Lagged(_)) => continue 'outer,
+                        Err(broadcast::error::RecvError::Lagged(missed)) => {
+                            tracing::debug!(missed, cursor = self.cursor, "watcher fell behind; catching up from the log");
+                            continue 'outer;
+                        }
                         Err(broadcast::error::RecvError::Closed) => return Err(Stop::Closed),
                     },
                 }

@@ -27,6 +27,8 @@ pub struct Server {
     pub data: PathBuf,
     /// Everything the server wrote to stderr (its log).
     pub log: Arc<Mutex<String>>,
+    /// The extra arguments it was started with (kept across restarts).
+    pub extra: Vec<String>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -40,10 +42,24 @@ impl Server {
         s
     }
 
+    /// Starts a server on a fresh temporary database with extra arguments.
+    pub fn start_args(extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("hub.redb");
+        let mut s = Server::start_with(&data, extra);
+        s._dir = Some(dir);
+        s
+    }
+
     /// Starts a server on `data` with extra arguments.
     pub fn start_with(data: &Path, extra: &[&str]) -> Server {
+        Server::start_full(data, "127.0.0.1:0", extra)
+    }
+
+    /// Starts a server on `data`, listening on `listen`, with extra arguments.
+    pub fn start_full(data: &Path, listen: &str, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_modelhub"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .args(["serve", "--listen", listen, "--data"])
             .arg(data)
             .args(extra)
             .env("RUST_LOG", "debug")
@@ -87,6 +103,7 @@ impl Server {
             base,
             data: data.to_path_buf(),
             log,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             _dir: None,
         }
     }
@@ -115,11 +132,14 @@ impl Server {
         start.elapsed()
     }
 
-    /// Stops this server and starts another on the same database.
+    /// Stops this server and starts another on the same database and the
+    /// same address, so clients can reconnect.
     pub fn restart(&mut self) {
         self.stop();
         let dir = self._dir.take();
-        let mut next = Server::start_with(&self.data, &[]);
+        let listen = self.base.trim_start_matches("http://").to_string();
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        let mut next = Server::start_full(&self.data, &listen, &extra);
         next._dir = dir;
         std::mem::swap(self, &mut next);
     }
@@ -313,5 +333,19 @@ impl Client {
     /// GET with a query string (values are percent-encoded).
     pub fn get_query(&self, url: &str, query: &[(&str, &str)]) -> Reply {
         reply(self.http.get(url).query(query).send().unwrap())
+    }
+}
+
+impl Server {
+    /// Kills the server with SIGKILL (no graceful shutdown) and waits for
+    /// it; `restart()` afterwards starts a new one on the same database.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            Command::new("kill")
+                .args(["-KILL", &child.id().to_string()])
+                .status()
+                .expect("kill");
+            let _ = child.wait();
+        }
     }
 }

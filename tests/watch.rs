@@ -1,0 +1,535 @@
+//! Watch streams against a real server: snapshot, resume across restarts,
+//! filters, compaction, slow readers, fan-out, bookmarks, SSE, shutdown,
+//! the storage migration and the watcher client.
+
+mod common;
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use futures_util::{Stream, StreamExt};
+use serde_json::{Value, json};
+
+type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+
+/// An NDJSON event reader over a streaming response.
+struct Lines {
+    stream: ByteStream,
+    buf: Vec<u8>,
+}
+
+impl Lines {
+    async fn open(url: &str) -> Lines {
+        let resp = reqwest::Client::new().get(url).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{url}");
+        assert_eq!(resp.headers()["content-type"], "application/x-ndjson");
+        Lines {
+            stream: Box::pin(resp.bytes_stream()),
+            buf: Vec::new(),
+        }
+    }
+
+    /// The next event, or `None` when the stream ends or `wait` passes.
+    async fn next_within(&mut self, wait: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=pos).collect();
+                return Some(serde_json::from_slice(&line).expect("event is JSON"));
+            }
+            match tokio::time::timeout_at(deadline, self.stream.next()).await {
+                Ok(Some(Ok(chunk))) => self.buf.extend_from_slice(&chunk),
+                _ => return None,
+            }
+        }
+    }
+
+    async fn next(&mut self) -> Value {
+        self.next_within(Duration::from_secs(20))
+            .await
+            .expect("an event within 20 s")
+    }
+
+    async fn take(&mut self, n: usize) -> Vec<Value> {
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            out.push(self.next().await);
+        }
+        out
+    }
+}
+
+fn rv(event: &Value) -> u64 {
+    event["object"]["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn name(event: &Value) -> &str {
+    event["object"]["metadata"]["name"].as_str().unwrap()
+}
+
+async fn post(url: String, body: Value) -> Value {
+    let resp = reqwest::Client::new()
+        .post(&url)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let v: Value = resp.json().await.unwrap();
+    assert!(status.is_success(), "{url}: {status} {v}");
+    v
+}
+
+async fn realm(s: &Server, n: &str) -> Value {
+    post(s.api("/realms"), json!({"metadata": {"name": n}})).await
+}
+
+/// An async client for this async test file (the blocking one of
+/// `common` must not run inside the test runtime).
+#[derive(Default)]
+struct AClient(reqwest::Client);
+
+impl AClient {
+    async fn reply(r: reqwest::Response) -> (u16, Value) {
+        let st = r.status().as_u16();
+        (st, r.json().await.unwrap_or(Value::Null))
+    }
+    async fn get(&self, url: &str) -> (u16, Value) {
+        Self::reply(self.0.get(url).send().await.unwrap()).await
+    }
+    async fn post_json(&self, url: &str, body: &Value) -> (u16, Value) {
+        Self::reply(self.0.post(url).json(body).send().await.unwrap()).await
+    }
+    async fn delete(&self, url: &str) -> (u16, Value) {
+        Self::reply(self.0.delete(url).send().await.unwrap()).await
+    }
+}
+
+async fn hierarchy(c: &AClient, s: &Server, r: &str, sp: &str, t: &str) {
+    for (url, n) in [
+        ("/realms".to_string(), r),
+        (format!("/realms/{r}/spaces"), sp),
+        (format!("/realms/{r}/spaces/{sp}/stacks"), t),
+    ] {
+        let (st, b) = c
+            .post_json(&s.api(&url), &json!({"metadata": {"name": n}}))
+            .await;
+        assert!(st == 201 || st == 409, "{st} {b}");
+    }
+}
+
+async fn current_revision(s: &Server) -> u64 {
+    let (_, v) = AClient::default().get(&s.api("/realms?limit=1")).await;
+    v["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn snapshot_then_bookmark_then_live() {
+    let s = Server::start();
+    realm(&s, "a").await;
+    realm(&s, "b").await;
+    let mut w = Lines::open(&s.api("/watch")).await;
+    let first = w.take(3).await;
+    assert_eq!(
+        (first[0]["type"].as_str(), name(&first[0])),
+        (Some("ADDED"), "a")
+    );
+    assert_eq!(
+        (first[1]["type"].as_str(), name(&first[1])),
+        (Some("ADDED"), "b")
+    );
+    assert_eq!(first[2]["type"], "BOOKMARK");
+    assert_eq!(rv(&first[2]), 2);
+    assert_eq!(
+        first[2]["object"].as_object().unwrap().len(),
+        2,
+        "bookmark carries only kind and metadata"
+    );
+    realm(&s, "c").await;
+    let live = w.next().await;
+    assert_eq!(
+        (live["type"].as_str(), name(&live), rv(&live)),
+        (Some("ADDED"), "c", 3)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn resume_across_restart_without_gap_or_duplicate() {
+    let mut s = Server::start();
+    realm(&s, "r0").await;
+    let mut w = Lines::open(&s.api("/watch?kind=Realm")).await;
+    let seen = w.take(2).await;
+    let resume_at = rv(&seen[1]);
+    drop(w);
+    for i in 1..=5 {
+        realm(&s, &format!("before-{i}")).await;
+    }
+    tokio::task::block_in_place(|| s.restart());
+    for i in 1..=5 {
+        realm(&s, &format!("after-{i}")).await;
+    }
+    let mut w = Lines::open(&s.api(&format!("/watch?resourceVersion={resume_at}"))).await;
+    let events = w.take(10).await;
+    let revs: Vec<u64> = events.iter().map(rv).collect();
+    assert_eq!(revs, (resume_at + 1..=resume_at + 10).collect::<Vec<_>>());
+    let names: Vec<&str> = events.iter().map(name).collect();
+    assert_eq!(&names[..2], ["before-1", "before-2"]);
+    assert_eq!(names[9], "after-5");
+    assert!(
+        w.next_within(Duration::from_millis(300))
+            .await
+            .is_none_or(|e| e["type"] == "BOOKMARK")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cascade_delete_is_one_deleted_per_object_children_first() {
+    let s = Server::start_args(&["--bookmark-interval", "500ms"]);
+    let c = AClient::default();
+    hierarchy(&c, &s, "r", "s", "t").await;
+    hierarchy(&c, &s, "keep", "s", "t").await;
+    let cells = "/realms/r/spaces/s/stacks/t/cells";
+    for cell in ["c1", "c2"] {
+        let (st, _) = c
+            .post_json(&s.api(cells), &json!({"metadata": {"name": cell}}))
+            .await;
+        assert_eq!(st, 201);
+    }
+    let (st, _) = c
+        .post_json(
+            &s.api(&format!("{cells}/c1/containers")),
+            &json!({"metadata": {"name": "n"}}),
+        )
+        .await;
+    assert_eq!(st, 201);
+    let from = current_revision(&s).await;
+    let mut w = Lines::open(&s.api(&format!("/watch?resourceVersion={from}"))).await;
+    let (st, _) = c.delete(&s.api("/realms/r?cascade=true")).await;
+    assert_eq!(st, 200);
+    let events = w.take(7).await;
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["object"]["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        &kinds[..6],
+        ["Container", "Cell", "Cell", "Stack", "Space", "Realm"]
+    );
+    assert!(events[..6].iter().all(|e| e["type"] == "DELETED"));
+    let revs: Vec<u64> = events[..6].iter().map(rv).collect();
+    assert_eq!(revs, (from + 1..=from + 6).collect::<Vec<_>>());
+    assert_eq!(events[6]["type"], "BOOKMARK", "nothing else was deleted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kind_and_scope_filters() {
+    let s = Server::start_args(&["--bookmark-interval", "300ms"]);
+    let c = AClient::default();
+    let from = current_revision(&s).await;
+    let mut cells_of_x =
+        Lines::open(&s.api(&format!("/watch?kind=Cell&realm=x&resourceVersion={from}"))).await;
+    let mut scoped = Lines::open(&s.api(&format!(
+        "/realms/x/spaces/s/stacks/t/cells?watch=true&resourceVersion={from}"
+    )))
+    .await;
+    let mut stacks =
+        Lines::open(&s.api(&format!("/watch?kind=stacks&resourceVersion={from}"))).await;
+    for r in ["x", "xy"] {
+        hierarchy(&c, &s, r, "s", "t").await;
+        let (st, _) = c
+            .post_json(
+                &s.api(&format!("/realms/{r}/spaces/s/stacks/t/cells")),
+                &json!({"metadata": {"name": "c"}}),
+            )
+            .await;
+        assert_eq!(st, 201);
+    }
+    for w in [&mut cells_of_x, &mut scoped] {
+        let e = w.next().await;
+        assert_eq!(
+            (e["type"].as_str(), e["object"]["kind"].as_str()),
+            (Some("ADDED"), Some("Cell"))
+        );
+        assert_eq!(e["object"]["spec"]["realmId"], "x");
+        let next = w.next().await;
+        assert_eq!(next["type"], "BOOKMARK", "no event from realm xy: {next}");
+    }
+    let e1 = stacks.next().await;
+    let e2 = stacks.next().await;
+    assert_eq!(
+        (e1["object"]["kind"].as_str(), e2["object"]["kind"].as_str()),
+        (Some("Stack"), Some("Stack"))
+    );
+    let (st, body) = c.get(&s.api("/watch?kind=Pod")).await;
+    assert_eq!((st, body["field"].as_str()), (400, Some("kind")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn compacted_and_future_revisions_are_gone() {
+    let s = Server::start_args(&["--history-revisions", "5", "--compaction-interval", "100ms"]);
+    for i in 0..20 {
+        realm(&s, &format!("r{i}")).await;
+    }
+    let c = AClient::default();
+    let mut gone = false;
+    for _ in 0..100 {
+        let (st, body) = c
+            .get(&s.api("/watch?resourceVersion=1&timeoutSeconds=1"))
+            .await;
+        if st == 410 {
+            assert_eq!(body["reason"], "Gone");
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "revision 1 was never compacted");
+    // The retained window still resumes.
+    let mut w = Lines::open(&s.api("/watch?resourceVersion=17")).await;
+    let revs: Vec<u64> = w.take(3).await.iter().map(rv).collect();
+    assert_eq!(revs, [18, 19, 20]);
+    let resp = reqwest::get(s.api("/watch?resourceVersion=20&timeoutSeconds=1"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "the current revision itself is fine");
+    let (st, body) = c.get(&s.api("/watch?resourceVersion=999")).await;
+    assert_eq!((st, body["reason"].as_str()), (410, Some("Gone")));
+    let (st, body) = c.get(&s.api("/cells?watch=true&resourceVersion=abc")).await;
+    assert_eq!((st, body["field"].as_str()), (400, Some("resourceVersion")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reader_that_does_not_read_loses_nothing() {
+    // A tiny in-memory buffer: the reader must fall behind it and catch up
+    // from the event log.
+    let s = Server::start_args(&["--watch-buffer", "16"]);
+    let from = current_revision(&s).await;
+    let mut w = Lines::open(&s.api(&format!("/watch?resourceVersion={from}"))).await;
+    let writers = 32;
+    let per_writer = 5000 / writers + 1;
+    let mut tasks = Vec::new();
+    for t in 0..writers {
+        let url = s.api("/realms");
+        tasks.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            for i in 0..per_writer {
+                let resp = http
+                    .post(&url)
+                    .json(&json!({"metadata": {"name": format!("w{t}-{i}")}}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(resp.status(), 201);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let total = (writers * per_writer) as u64;
+    assert!(total >= 5000);
+    let events = w.take(total as usize).await;
+    let revs: Vec<u64> = events.iter().map(rv).collect();
+    assert_eq!(
+        revs,
+        (from + 1..=from + total).collect::<Vec<_>>(),
+        "every event, in order, once"
+    );
+    assert!(
+        s.log_text().contains("catching up from the log"),
+        "the reader should have fallen behind the in-memory buffer"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_thousand_watchers_each_get_every_event() {
+    let s = Server::start();
+    let from = current_revision(&s).await;
+    let url = s.api(&format!("/watch?resourceVersion={from}"));
+    let mut watchers = Vec::new();
+    for _ in 0..1000 {
+        watchers.push(Lines::open(&url).await);
+    }
+    let n = 20;
+    for i in 0..n {
+        realm(&s, &format!("r{i}")).await;
+    }
+    let mut tasks = Vec::new();
+    for mut w in watchers {
+        tasks.push(tokio::spawn(async move {
+            w.take(n).await.iter().map(rv).collect::<Vec<_>>()
+        }));
+    }
+    let want: Vec<u64> = (from + 1..=from + n as u64).collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), want);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idle_streams_get_bookmarks() {
+    let s = Server::start_args(&["--bookmark-interval", "200ms"]);
+    realm(&s, "a").await;
+    let mut w = Lines::open(&s.api("/realms?watch=true&resourceVersion=1")).await;
+    for _ in 0..3 {
+        let e = w
+            .next_within(Duration::from_secs(2))
+            .await
+            .expect("a bookmark");
+        assert_eq!(e["type"], "BOOKMARK");
+        assert_eq!(e["object"]["kind"], "Realm");
+        assert_eq!(rv(&e), 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sse_framing() {
+    let s = Server::start();
+    realm(&s, "a").await;
+    let resp = reqwest::Client::new()
+        .get(s.api("/watch?timeoutSeconds=1"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let text = resp.text().await.unwrap();
+    let frames: Vec<&str> = text.split("\n\n").filter(|f| !f.is_empty()).collect();
+    assert!(frames[0].starts_with("event: ADDED\ndata: {"), "{text}");
+    assert!(
+        frames[1].starts_with("id: 1\nevent: BOOKMARK\ndata: {"),
+        "{text}"
+    );
+    let data: Value = serde_json::from_str(frames[0].split("data: ").nth(1).unwrap()).unwrap();
+    assert_eq!(data["object"]["metadata"]["name"], "a");
+    // Last-Event-ID resumes like resourceVersion.
+    realm(&s, "b").await;
+    let resp = reqwest::Client::new()
+        .get(s.api("/watch?timeoutSeconds=1"))
+        .header("accept", "text/event-stream")
+        .header("last-event-id", "1")
+        .send()
+        .await
+        .unwrap();
+    let text = resp.text().await.unwrap();
+    assert!(text.starts_with("id: 2\nevent: ADDED\ndata: "), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shutdown_ends_open_streams_promptly() {
+    let mut s = Server::start();
+    let mut streams = Vec::new();
+    for _ in 0..5 {
+        streams.push(Lines::open(&s.api("/watch")).await);
+    }
+    let took = tokio::task::block_in_place(|| s.stop());
+    assert!(took < Duration::from_secs(2), "shutdown took {took:?}");
+    for mut w in streams {
+        let mut n = 0;
+        while w.next_within(Duration::from_secs(2)).await.is_some() {
+            n += 1;
+            assert!(n < 10);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn format_1_database_migrates_once_and_watches() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("old.redb");
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/format-1.redb"),
+        &data,
+    )
+    .unwrap();
+    let mut s = Server::start_with(&data, &[]);
+    assert!(
+        s.log_text().contains("migrating database"),
+        "{}",
+        s.log_text()
+    );
+    assert!(
+        dir.path().join("old.format-1.bak").exists(),
+        "the old file is copied aside first"
+    );
+    let c = AClient::default();
+    let paths = [
+        "/realms/demo",
+        "/realms/demo/spaces/web",
+        "/realms/demo/spaces/web/stacks/frontend",
+        "/realms/demo/spaces/web/stacks/frontend/cells/shop",
+        "/realms/demo/spaces/web/stacks/frontend/cells/shop/containers/sidecar",
+        "/realms/other",
+        "/realms/other/spaces/s2",
+    ];
+    for p in paths {
+        let (st, body) = c.get(&s.api(p)).await;
+        assert_eq!(st, 200, "{p}: {body}");
+    }
+    let (_, cell) = c.get(&s.api(paths[3])).await;
+    assert_eq!(cell["status"]["state"], "Ready");
+    assert_eq!(cell["spec"]["containers"].as_array().unwrap().len(), 3);
+    assert_eq!(current_revision(&s).await, 8);
+    // History before the migration does not exist: resuming from it is 410.
+    let (st, _) = c.get(&s.api("/watch?resourceVersion=3")).await;
+    assert_eq!(st, 410);
+    let mut w = Lines::open(&s.api("/watch")).await;
+    let events = w.take(8).await;
+    assert!(events[..7].iter().all(|e| e["type"] == "ADDED"));
+    assert_eq!(
+        (events[7]["type"].as_str(), rv(&events[7])),
+        (Some("BOOKMARK"), 8)
+    );
+    realm(&s, "new").await;
+    assert_eq!(rv(&w.next().await), 9);
+    drop(w);
+    // Opening again is a no-op: no second migration.
+    let before = std::fs::read(dir.path().join("old.format-1.bak")).unwrap();
+    tokio::task::block_in_place(|| s.restart());
+    assert!(
+        !s.log_text().contains("migrating database"),
+        "{}",
+        s.log_text()
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("old.format-1.bak")).unwrap(),
+        before
+    );
+    assert_eq!(current_revision(&s).await, 9);
+    let mut w = Lines::open(&s.api("/watch?resourceVersion=8")).await;
+    assert_eq!(name(&w.next().await), "new");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_newer_format_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("new.redb");
+    {
+        let db = redb::Database::create(&data).unwrap();
+        let txn = db.begin_write().unwrap();
+        let def: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("meta");
+        txn.open_table(def)
+            .unwrap()
+            .insert("format_version", 99)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_modelhub"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("format 99") && err.contains("(2)"), "{err}");
+}
