@@ -145,6 +145,12 @@ pub async fn serve(
         hub: hub.clone(),
     };
     let stop_streams = hub.clone();
+    // Watch frames are small writes that must not wait for Nagle's timer.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     let result = axum::serve(listener, router(state))
         .with_graceful_shutdown(async move {
             shutdown.await;

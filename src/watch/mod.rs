@@ -103,6 +103,9 @@ pub struct Frame {
     pub labels: BTreeMap<String, String>,
     /// The event document (JSON, no trailing newline).
     pub json: Bytes,
+    /// The NDJSON line (the document and a newline), shared by every
+    /// NDJSON watcher without copying.
+    pub line: Bytes,
 }
 
 /// Which events a watcher wants.
@@ -203,14 +206,21 @@ impl Hub {
     }
 
     fn frame(&self, revision: u64, event: EventType, obj: &AnyObject) -> Frame {
-        Frame {
+        let mut frame = Frame {
             revision,
             event,
             kind: obj.kind(),
             names: obj.path().names().to_vec(),
             labels: obj.meta().labels.clone(),
-            json: Bytes::from(self.encode.event(event, obj)),
-        }
+            line: {
+                let mut line = self.encode.event(event, obj);
+                line.push(b'\n');
+                Bytes::from(line)
+            },
+            json: Bytes::new(),
+        };
+        frame.json = frame.line.slice(..frame.line.len() - 1);
+        frame
     }
 
     /// Ends every stream (on server shutdown).
@@ -476,7 +486,10 @@ impl Watcher {
                             }
                             self.cursor = frame.revision;
                             if self.filter.matches(frame.kind, &frame.names, &frame.labels) {
-                                let b = frame_bytes(self.framing, frame.event, Some(frame.revision), &frame.json);
+                                let b = match self.framing {
+                                    Framing::Ndjson => frame.line.clone(),
+                                    Framing::Sse => frame_bytes(self.framing, frame.event, Some(frame.revision), &frame.json),
+                                };
                                 self.send(b).await?;
                             }
                         }
