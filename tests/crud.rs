@@ -740,3 +740,73 @@ fn data_survives_a_restart_and_revisions_continue() {
     assert_eq!(c.get(&s.api("/realms/after-restart")).1, r2);
     assert_eq!(c.get(&s.api(REALM)).1, p);
 }
+
+#[test]
+fn acknowledged_writes_survive_a_kill() {
+    let mut s = Server::start();
+    let c = Client::default();
+    hierarchy(&c, &s, "r", "s", "t");
+    let cells = s.api("/realms/r/spaces/s/stacks/t/cells");
+    let mut acked = Vec::new();
+    for i in 0..30 {
+        let (st, b) = c.post_json(&cells, &json!({"metadata": {"name": format!("c{i:02}")}}));
+        assert_eq!(st, 201, "{b}");
+        acked.push(b);
+    }
+    let (st, last) = c.put_json(
+        &format!("{cells}/c29/status"),
+        &json!({"status": {"state": "Ready"}}),
+    );
+    assert_eq!(st, 200, "{last}");
+    *acked.last_mut().unwrap() = last;
+    // No graceful shutdown: what was acknowledged must be on disk.
+    s.kill();
+    s.restart();
+    let (st, list) = c.get(&cells);
+    assert_eq!(st, 200, "{list}");
+    assert_eq!(list["items"], json!(acked));
+    let (st, b) = c.post_json(&cells, &json!({"metadata": {"name": "next"}}));
+    assert_eq!(st, 201, "{b}");
+    assert_eq!(rv(&b), rv(&list) + 1);
+}
+
+#[test]
+fn write_responses_honour_accept_yaml() {
+    let s = Server::start();
+    let c = Client::default();
+    let r = c.raw(
+        c.http
+            .post(s.api("/realms"))
+            .header("content-type", "application/yaml")
+            .header("accept", "application/yaml")
+            .body(shared_example("realm.yaml")),
+    );
+    assert_eq!(r.status(), 201);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/yaml")
+    );
+    let doc = yaml_json(&r.text().unwrap());
+    assert_eq!(doc, c.get(&s.api(REALM)).1);
+}
+
+#[test]
+fn unicode_names_round_trip_through_urls() {
+    let s = Server::start();
+    let c = Client::default();
+    let r = c.raw(
+        c.http
+            .post(s.api("/realms"))
+            .json(&json!({"metadata": {"name": "Ωmega.v1-x"}})),
+    );
+    assert_eq!(r.status(), 201);
+    let loc = r.headers()["location"].to_str().unwrap().to_string();
+    assert_eq!(loc, "/api/v1beta1/realms/%CE%A9mega.v1-x");
+    let (st, got) = c.get(&format!("{}{loc}", s.base));
+    assert_eq!(st, 200, "{got}");
+    assert_eq!(got["metadata"]["name"], "Ωmega.v1-x");
+    let (_, list) = c.get(&s.api("/realms"));
+    assert_eq!(item_names(&list), ["Ωmega.v1-x"]);
+}

@@ -51,7 +51,6 @@ fn full_container(id: &str, cell: &str, attachable: bool) -> Value {
         "restartPolicy": "on-failure"
     });
     if attachable {
-        c["root"] = json!(null);
         c.as_object_mut().unwrap().remove("root");
         c["attachable"] = json!(true);
         c["tty"] =
@@ -369,4 +368,73 @@ fn states_are_read_as_integers_and_written_as_names() {
         &json!({"status": {"state": "Bogus"}}),
     );
     assert_problem(&r, 400, "BadRequest", Some("status.state"));
+}
+
+/// A cell whose one tmpfs volume has `mode` written as in a YAML manifest.
+fn tmpfs_mode_yaml(name: &str, mode: &str) -> String {
+    format!(
+        "apiVersion: v1beta1\nkind: Cell\nmetadata:\n  name: {name}\nspec:\n  containers:\n    - id: a\n      volumes:\n        - kind: tmpfs\n          target: /scratch\n          mode: {mode}\n"
+    )
+}
+
+#[test]
+fn yaml_tmpfs_modes_in_octal_notation_are_read_as_kukeon_reads_them() {
+    // The wire format documents `mode` as "uint32 such as 0755" (kukeon:
+    // "a 4-digit octal value (e.g. 0755)"), and kukeon's Go YAML readers
+    // take a leading-zero integer as octal: 0755 is 493, 01777 is 1023.
+    let (s, c) = setup();
+    let cells = s.api(&format!("{STACK}/cells"));
+    for (i, (mode, want)) in [("0o755", 493), ("493", 493), ("0755", 493), ("01777", 1023)]
+        .into_iter()
+        .enumerate()
+    {
+        let (st, b) = c.post_yaml(&cells, &tmpfs_mode_yaml(&format!("c{i}"), mode));
+        assert_eq!(st, 201, "mode: {mode}: {b}");
+        assert_eq!(
+            b["spec"]["containers"][0]["volumes"][0]["mode"], want,
+            "mode: {mode}"
+        );
+    }
+}
+
+#[test]
+fn go_style_nulls_and_integral_floats_are_accepted() {
+    // Go marshals nil slices and maps as null, and JSON Schema tools write
+    // integers as 1.0: both read as the plain values.
+    let (s, c) = setup();
+    let doc = json!({
+        "apiVersion": "v1beta1", "kind": "Cell",
+        "metadata": {"name": "c", "labels": null},
+        "spec": {"tty": null, "containers": [{
+            "id": "a", "args": null, "env": null, "ports": null, "volumes": [
+                {"kind": "tmpfs", "target": "/t", "sizeBytes": 1024.0, "mode": 493.0}
+            ], "networks": null, "networksAliases": null, "capabilities": null,
+            "resources": {"memoryLimitBytes": 64.0, "cpuShares": null}
+        }]},
+        "status": {"containers": null, "subtreeControllers": null}
+    });
+    let (st, b) = c.post_json(&s.api(&format!("{STACK}/cells")), &doc);
+    assert_eq!(st, 201, "{b}");
+    let ctr = &b["spec"]["containers"][0];
+    assert_eq!(ctr["args"], json!([]));
+    assert_eq!(ctr["env"], json!([]));
+    assert_eq!(ctr["volumes"][0]["sizeBytes"], 1024);
+    assert_eq!(ctr["volumes"][0]["mode"], 493);
+    assert_eq!(ctr["resources"], json!({"memoryLimitBytes": 64}));
+    assert!(ctr.get("capabilities").is_none());
+    assert!(b["spec"].get("tty").is_none());
+    assert!(b["metadata"].get("labels").is_none());
+    assert_eq!(b["status"]["containers"], json!([]));
+    // Non-integral numbers are not integers.
+    let r = c.post_json(
+        &s.api(&format!("{STACK}/cells")),
+        &json!({"metadata": {"name": "d"}, "spec": {"containers": [{"id": "a", "volumes": [
+            {"kind": "tmpfs", "target": "/t", "sizeBytes": 1.5}]}]}}),
+    );
+    assert_problem(
+        &r,
+        400,
+        "BadRequest",
+        Some("spec.containers[0].volumes[0].sizeBytes"),
+    );
 }

@@ -635,3 +635,106 @@ fn bad_query_parameters_are_400() {
     );
     assert_eq!(c.get(&format!("{}/c", cells(&s))).0, 200);
 }
+
+#[test]
+fn odd_requests_are_4xx_never_5xx() {
+    let (s, c) = setup();
+    let rev = revision(&c, &s);
+    // Empty bodies.
+    for ctype in ["application/json", "application/yaml"] {
+        let r = c.send(
+            c.http
+                .post(cells(&s))
+                .header("content-type", ctype)
+                .body(""),
+        );
+        assert!((400..500).contains(&r.0), "{ctype}: {} {}", r.0, r.1);
+    }
+    // A YAML stream of several documents is for /apply, not a collection.
+    let r = c.post_yaml(&s.api("/realms"), &shared_example("multi-resource.yaml"));
+    assert!((400..500).contains(&r.0), "{} {}", r.0, r.1);
+    assert_eq!(c.get(&s.api("/realms/multi-realm")).0, 404);
+    // Odd names in paths.
+    let r = c.get(&s.api("/realms/%FF"));
+    assert!((400..500).contains(&r.0), "{} {}", r.0, r.1);
+    assert_problem(&c.get(&s.api("/realms/a%00b")), 404, "NotFound", None);
+    let r = c.put_json(&s.api("/realms/a%00b"), &json!({}));
+    assert!((400..500).contains(&r.0), "{} {}", r.0, r.1);
+    let r = c.post_json(&s.api("/realms"), &json!({"metadata": {"name": "a\u{0}b"}}));
+    assert_problem(&r, 422, "Invalid", Some("metadata.name"));
+    let r = c.get(&s.api("/cells?realm=a%00b"));
+    assert!((400..500).contains(&r.0), "{} {}", r.0, r.1);
+    // Unknown routes and methods.
+    assert_problem(&c.get(&s.api("/pods")), 404, "NotFound", None);
+    let r = c.post_json(&s.api("/realms/r"), &json!({}));
+    assert_eq!(r.0, 405, "{}", r.1);
+    assert_eq!(r.1["status"], 405);
+    assert_eq!(revision(&c, &s), rev);
+}
+
+#[test]
+fn bodies_up_to_the_documented_limit_are_accepted() {
+    let (s, c) = setup();
+    // 3 MiB: above common framework defaults, below the 16 MiB limit.
+    let env: Vec<String> = (0..3 * 1024)
+        .map(|i| format!("K{i}={}", "v".repeat(1000)))
+        .collect();
+    let (st, b) = c.post_json(
+        &cells(&s),
+        &cell_doc("big", json!([{"id": "a", "env": env}])),
+    );
+    assert_eq!(
+        st,
+        201,
+        "{}",
+        &b.to_string()[..200.min(b.to_string().len())]
+    );
+    let (st, got) = c.get(&format!("{}/big", cells(&s)));
+    assert_eq!(st, 200);
+    assert_eq!(got["spec"]["containers"][0]["env"], json!(env));
+    // Over the limit: 413 (or the server may close the connection early).
+    let huge = format!(
+        r#"{{"metadata":{{"name":"huge"}},"spec":{{"containers":[{{"id":"a","command":"{}"}}]}}}}"#,
+        "x".repeat(17 * 1024 * 1024)
+    );
+    if let Ok(r) = c
+        .http
+        .post(cells(&s))
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+    {
+        assert_eq!(r.status(), 413);
+        let p: Value = r.json().unwrap();
+        assert_eq!(p["reason"], "PayloadTooLarge");
+    }
+    assert_eq!(c.get(&format!("{}/huge", cells(&s))).0, 404);
+}
+
+#[test]
+fn deeply_nested_yaml_is_rejected_promptly() {
+    // A 200 KB body (far below the 16 MiB limit) of nested flow sequences.
+    // Nothing in a document nests deeper than a few levels, so it can be
+    // refused at once; parsing it takes time quadratic in the depth, on an
+    // async worker thread.
+    let (s, _) = setup();
+    let n = 100_000;
+    let body = format!("metadata: {}{}\n", "[".repeat(n), "]".repeat(n));
+    let http = reqwest::blocking::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let start = std::time::Instant::now();
+    let r = http
+        .post(cells(&s))
+        .header("content-type", "application/yaml")
+        .body(body)
+        .send();
+    let elapsed = start.elapsed();
+    let r = r.unwrap_or_else(|e| panic!("no answer after {elapsed:?}: {e}"));
+    assert_eq!(r.status(), 400);
+    assert!(
+        elapsed < std::time::Duration::from_secs(5),
+        "took {elapsed:?}"
+    );
+}
