@@ -154,6 +154,18 @@ impl From<StoreError> for ApiError {
             }
             StoreError::Gone(_) => ApiError::new(S::GONE, Reason::Gone, detail),
             StoreError::BadRequest(_) => ApiError::new(S::BAD_REQUEST, Reason::BadRequest, detail),
+            StoreError::Rejected {
+                invalid,
+                field,
+                message,
+            } => ApiError {
+                field,
+                ..if invalid {
+                    ApiError::new(S::UNPROCESSABLE_ENTITY, Reason::Invalid, message)
+                } else {
+                    ApiError::bad_request(message)
+                }
+            },
             StoreError::Closed => ApiError::new(S::SERVICE_UNAVAILABLE, Reason::Internal, detail),
             StoreError::FormatTooNew { .. } | StoreError::Internal(_) => {
                 // The cause goes to the log, not to the client.

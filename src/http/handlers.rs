@@ -16,6 +16,7 @@ use crate::api::v1beta1::{self, Decoded, Format, types::ListMeta};
 use crate::model::{
     AnyObject, Container, Kind, Path, Selector, apply_space_defaults_to_container, validate_object,
 };
+pub use crate::store::Part;
 use crate::store::{ListQuery, StoreError, WriteOp};
 
 /// Query parameters of collection GETs.
@@ -200,25 +201,11 @@ fn to_bad_request(i: crate::model::Invalid) -> ApiError {
     ApiError::bad_field(i.field.clone(), i.to_string())
 }
 
-/// Whether a write targets the spec (with labels) or the status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Part {
-    /// Labels and spec.
-    Main,
-    /// The status subresource.
-    Status,
-}
-
 fn write_op(part: Part, object: AnyObject, precondition: Option<u64>) -> WriteOp {
-    match part {
-        Part::Main => WriteOp::Replace {
-            object,
-            precondition,
-        },
-        Part::Status => WriteOp::ReplaceStatus {
-            object,
-            precondition,
-        },
+    WriteOp::Replace {
+        object,
+        part,
+        precondition,
     }
 }
 
@@ -302,8 +289,13 @@ pub async fn patch_object(
             serde_json::from_slice(&body.bytes)
                 .map_err(|e| ApiError::bad_request(format!("merge patch is not valid JSON: {e}")))?
         }
-        BodyType::Document(Format::Yaml) => yaml_serde::from_slice(&body.bytes)
-            .map_err(|e| ApiError::bad_request(format!("merge patch is not valid YAML: {e}")))?,
+        BodyType::Document(Format::Yaml) => {
+            let text = std::str::from_utf8(&body.bytes)
+                .map_err(|_| ApiError::bad_request("YAML body is not UTF-8"))?;
+            v1beta1::convert::check_yaml_nesting(text)?;
+            yaml_serde::from_str(text)
+                .map_err(|e| ApiError::bad_request(format!("merge patch is not valid YAML: {e}")))?
+        }
     };
     if !patch.is_object() {
         return Err(ApiError::bad_request("a merge patch must be a JSON object"));
@@ -325,40 +317,31 @@ pub async fn patch_object(
     };
     let client_pre = precondition(patch_rv, &headers)?;
     let path = Path::new(kind, names);
-    // Read-modify-write, guarded by the read's resourceVersion; without a
-    // client precondition a concurrent write just means trying again.
-    for _ in 0..16 {
-        let current = state.store.get(path.clone()).await?;
-        let current_rv = current.meta().resource_version;
-        if let Some(want) = client_pre
-            && want != current_rv
-        {
-            return Err(StoreError::Conflict {
-                path,
-                expected: want,
-                actual: current_rv,
-            }
-            .into());
-        }
-        let mut doc = v1beta1::to_value(&current);
+    // The merge runs inside the write transaction, on the stored object:
+    // concurrent patches serialize instead of conflicting.
+    let target = path.clone();
+    let update: crate::store::UpdateFn = Box::new(move |current: &AnyObject| {
+        let mut doc = v1beta1::to_value(current);
         merge_patch(&mut doc, &patch);
-        let decoded = v1beta1::decode_value(kind, doc)?;
-        let object = prepare(part, &path, decoded.object)?;
-        match state
-            .store
-            .write(write_op(part, object, Some(current_rv)))
-            .await
-        {
-            Ok(outcome) => return Ok(render_object(&outcome.object, &headers, StatusCode::OK)),
-            Err(StoreError::Conflict { .. }) if client_pre.is_none() => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(ApiError::new(
-        StatusCode::CONFLICT,
-        super::error::Reason::Conflict,
-        "the object kept changing during the patch; try again",
-    ))
+        let merged = v1beta1::decode_value(kind, doc)
+            .map_err(ApiError::from)
+            .and_then(|d| prepare(part, &target, d.object));
+        merged.map_err(|e| StoreError::Rejected {
+            invalid: e.status == StatusCode::UNPROCESSABLE_ENTITY,
+            field: e.field,
+            message: e.detail,
+        })
+    });
+    let outcome = state
+        .store
+        .write(WriteOp::Update {
+            path,
+            part,
+            precondition: client_pre,
+            update,
+        })
+        .await?;
+    Ok(render_object(&outcome.object, &headers, StatusCode::OK))
 }
 
 /// DELETE an object (`?cascade=true`: with its subtree).
@@ -416,7 +399,8 @@ fn list_query(
                 format!("{} are not scoped by {name}", kind.plural()),
             ));
         }
-        crate::model::validate_name(name, v)?;
+        crate::model::validate_name(name, v)
+            .map_err(|e| ApiError::bad_field(*name, e.to_string()))?;
         scope.resize(i + 1, None);
         scope[i] = Some(v.clone());
     }

@@ -177,7 +177,8 @@ pub async fn watch_all(
     .enumerate()
     {
         if let Some(v) = value {
-            crate::model::validate_name(name, v)?;
+            crate::model::validate_name(name, v)
+                .map_err(|e| ApiError::bad_field(name, e.to_string()))?;
             scope.resize(i + 1, None);
             scope[i] = Some(v.clone());
         }

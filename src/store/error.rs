@@ -36,6 +36,15 @@ pub enum StoreError {
     Gone(String),
     /// A malformed argument (e.g. a continue token).
     BadRequest(String),
+    /// An update computed inside the transaction was refused.
+    Rejected {
+        /// `true`: the content is invalid (422); `false`: malformed (400).
+        invalid: bool,
+        /// Wire path of the offending field.
+        field: Option<String>,
+        /// What is wrong.
+        message: String,
+    },
     /// The database was written by a newer storage format.
     FormatTooNew {
         /// Format found in the file.
@@ -78,6 +87,7 @@ impl fmt::Display for StoreError {
                  run a newer modelhub"
             ),
             StoreError::Closed => f.write_str("the store is shutting down"),
+            StoreError::Rejected { message, .. } => f.write_str(message),
         }
     }
 }

@@ -31,7 +31,7 @@ use tokio::sync::oneshot;
 
 pub use error::StoreError;
 pub use read::{EventsPage, ListIter, ListPage, ListQuery, Snapshots};
-pub use writer::{Change, ChangeType, CommitHook, WriteOp, WriteOutcome};
+pub use writer::{Change, ChangeType, CommitHook, Part, UpdateFn, WriteOp, WriteOutcome};
 
 use crate::model::{AnyObject, Path};
 

@@ -25,24 +25,45 @@ use crate::model::{AnyObject, Kind, Path};
 /// Most requests applied in one transaction.
 const MAX_BATCH: usize = 512;
 
+/// Which part of an object a replace or update writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// Labels and spec (status kept; generation +1 if the spec changed).
+    Main,
+    /// The status subresource (labels, spec and generation kept).
+    Status,
+}
+
+/// Computes an object's new version from its stored one, inside the write
+/// transaction (read-modify-write without a lost update). An error rejects
+/// the request.
+pub type UpdateFn = Box<dyn FnOnce(&AnyObject) -> Result<AnyObject, StoreError> + Send>;
+
 /// A write request.
-#[derive(Debug, Clone)]
 pub enum WriteOp {
     /// Create an object at its own path; its parent must exist.
     Create(AnyObject),
-    /// Replace labels and spec of an existing object (status kept).
+    /// Replace one part of an existing object.
     Replace {
-        /// The new labels and spec (path from its name and coordinates).
+        /// The new labels and spec, or status (path from its name and
+        /// coordinates).
         object: AnyObject,
+        /// Which part.
+        part: Part,
         /// Required current `resourceVersion`, if any.
         precondition: Option<u64>,
     },
-    /// Replace the status of an existing object (labels, spec kept).
-    ReplaceStatus {
-        /// The new status.
-        object: AnyObject,
+    /// Replace one part of an existing object with what `update` computes
+    /// from the stored object (e.g. a merge patch).
+    Update {
+        /// The object.
+        path: Path,
+        /// Which part.
+        part: Part,
         /// Required current `resourceVersion`, if any.
         precondition: Option<u64>,
+        /// The new version from the stored one.
+        update: UpdateFn,
     },
     /// Delete an object, with its subtree if `cascade`.
     Delete {
@@ -301,6 +322,7 @@ fn apply(
         }
         WriteOp::Replace {
             object,
+            part,
             precondition,
         } => {
             let path = object.path();
@@ -309,39 +331,27 @@ fn apply(
                 .get(path.kind(), &key)?
                 .ok_or_else(|| StoreError::NotFound(path.clone()))?;
             check_precondition(&path, &stored, precondition)?;
-            let same_spec = stored.same_spec(&object);
-            if same_spec && stored.meta().labels == object.meta().labels {
-                return Ok(unchanged(stored));
-            }
-            let mut updated = stored.with_spec_of(&object);
-            *rev += 1;
-            let meta = updated.meta_mut();
-            meta.labels = object.meta().labels.clone();
-            meta.resource_version = *rev;
-            if !same_spec {
-                meta.generation += 1;
-            }
-            put(tables, &key, &updated, *rev, ChangeType::Modified)?;
-            Ok(single(*rev, ChangeType::Modified, updated))
+            replace(tables, rev, &key, stored, &object, part)
         }
-        WriteOp::ReplaceStatus {
-            object,
+        WriteOp::Update {
+            path,
+            part,
             precondition,
+            update,
         } => {
-            let path = object.path();
             let key = keys::encode(path.names());
             let stored = tables
                 .get(path.kind(), &key)?
                 .ok_or_else(|| StoreError::NotFound(path.clone()))?;
             check_precondition(&path, &stored, precondition)?;
-            if stored.same_status(&object) {
-                return Ok(unchanged(stored));
+            let object = update(&stored)?;
+            if object.path() != path {
+                return Err(StoreError::BadRequest(format!(
+                    "an update may not move {path} to {}",
+                    object.path()
+                )));
             }
-            let mut updated = stored.with_status_of(&object);
-            *rev += 1;
-            updated.meta_mut().resource_version = *rev;
-            put(tables, &key, &updated, *rev, ChangeType::Modified)?;
-            Ok(single(*rev, ChangeType::Modified, updated))
+            replace(tables, rev, &key, stored, &object, part)
         }
         WriteOp::Delete {
             path,
@@ -411,6 +421,42 @@ fn apply(
             })
         }
     }
+}
+
+/// Writes `part` of `object` over `stored` (no revision if nothing changes).
+fn replace(
+    tables: &mut WriteTables<'_>,
+    rev: &mut u64,
+    key: &[u8],
+    stored: AnyObject,
+    object: &AnyObject,
+    part: Part,
+) -> Result<WriteOutcome, StoreError> {
+    let mut updated = match part {
+        Part::Main => {
+            let same_spec = stored.same_spec(object);
+            if same_spec && stored.meta().labels == object.meta().labels {
+                return Ok(unchanged(stored));
+            }
+            let mut updated = stored.with_spec_of(object);
+            let meta = updated.meta_mut();
+            meta.labels = object.meta().labels.clone();
+            if !same_spec {
+                meta.generation += 1;
+            }
+            updated
+        }
+        Part::Status => {
+            if stored.same_status(object) {
+                return Ok(unchanged(stored));
+            }
+            stored.with_status_of(object)
+        }
+    };
+    *rev += 1;
+    updated.meta_mut().resource_version = *rev;
+    put(tables, key, &updated, *rev, ChangeType::Modified)?;
+    Ok(single(*rev, ChangeType::Modified, updated))
 }
 
 fn single(revision: u64, change: ChangeType, object: AnyObject) -> WriteOutcome {

@@ -103,10 +103,49 @@ fn parse<T: DeserializeOwned>(format: Format, bytes: &[u8]) -> Result<T, DecodeE
                 field: None,
                 message: "YAML body is not UTF-8".into(),
             })?;
+            check_yaml_nesting(text)?;
             let de = yaml_serde::Deserializer::from_str(text);
             serde_path_to_error::deserialize(de).map_err(serde_error)
         }
     }
+}
+
+/// Deepest flow nesting (`[`/`{`) a YAML body may have.
+const MAX_YAML_FLOW_DEPTH: usize = 64;
+/// Widest indentation a YAML body may have (block nesting).
+const MAX_YAML_INDENT: usize = 256;
+
+/// Refuses YAML nested deeper than any kukeon document needs, before the
+/// parser (whose cost grows with the square of the depth) sees it.
+pub fn check_yaml_nesting(text: &str) -> Result<(), DecodeError> {
+    let too_deep = |what: &str| DecodeError::BadRequest {
+        field: None,
+        message: format!("YAML body is nested too deeply ({what})"),
+    };
+    if text
+        .lines()
+        .any(|l| l.len() - l.trim_start_matches([' ', '\t']).len() > MAX_YAML_INDENT)
+    {
+        return Err(too_deep(&format!(
+            "indentation over {MAX_YAML_INDENT} columns"
+        )));
+    }
+    let mut depth = 0usize;
+    for b in text.bytes() {
+        match b {
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_YAML_FLOW_DEPTH {
+                    return Err(too_deep(&format!(
+                        "more than {MAX_YAML_FLOW_DEPTH} nested flow collections"
+                    )));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, DecodeError> {
@@ -354,11 +393,11 @@ fn realm_spec_in(s: w::RealmSpec) -> Result<m::RealmSpec, Invalid> {
         .map(|(i, c)| {
             let w::RegistryCredentials {
                 username,
-                password,
+                password_given,
                 password_ref,
                 server_address,
             } = c;
-            if !password.is_empty() {
+            if password_given {
                 return Err(Invalid::new(
                     format!("spec.registryCredentials[{i}].password"),
                     "registry passwords are never stored: leave password empty and set \
@@ -398,7 +437,7 @@ fn realm_spec_out(s: &m::RealmSpec) -> w::RealmSpec {
                 } = c;
                 w::RegistryCredentials {
                     username: username.clone(),
-                    password: String::new(),
+                    password_given: false,
                     password_ref: password_ref.as_ref().map(|r| w::SecretSource {
                         from_file: r.from_file.clone(),
                         from_env: r.from_env.clone(),

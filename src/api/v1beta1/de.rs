@@ -104,6 +104,87 @@ pub fn int_list<'de, D: Deserializer<'de>, T: WireInt>(d: D) -> Result<Vec<T>, D
     d.deserialize_any(ListVisitor(PhantomData))
 }
 
+/// A file mode: an integer, or an octal string as YAML 1.1 (and kukeon's Go
+/// YAML) reads `0755`; YAML 1.2 parsers hand `0755` over as a string.
+pub fn mode<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    struct ModeVisitor;
+    impl<'de> Visitor<'de> for ModeVisitor {
+        type Value = u32;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a file mode: an integer such as 493, or octal such as 0755 or 0o755")
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<u32, E> {
+            IntVisitor::<u32>(PhantomData).visit_i64(v)
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<u32, E> {
+            IntVisitor::<u32>(PhantomData).visit_u64(v)
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<u32, E> {
+            IntVisitor::<u32>(PhantomData).visit_f64(v)
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<u32, E> {
+            let digits = v
+                .strip_prefix("0o")
+                .or_else(|| v.strip_prefix('0'))
+                .filter(|d| !d.is_empty() || v == "0");
+            match digits {
+                Some("") => Ok(0),
+                Some(d) if d.bytes().all(|b| (b'0'..=b'7').contains(&b)) => {
+                    u32::from_str_radix(d, 8)
+                        .map_err(|_| E::custom(format!("mode {v:?} is out of range")))
+                }
+                _ => Err(E::invalid_value(de::Unexpected::Str(v), &self)),
+            }
+        }
+    }
+    d.deserialize_any(ModeVisitor)
+}
+
+/// Whether a secret-valued field was given a non-empty value. The value
+/// itself is dropped unread, so it can never be echoed or stored.
+pub fn presence<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    struct PresenceVisitor;
+    impl<'de> Visitor<'de> for PresenceVisitor {
+        type Value = bool;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("any value")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<bool, E> {
+            Ok(!v.is_empty())
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_none<E: de::Error>(self) -> Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<bool, E> {
+            Ok(true)
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<bool, E> {
+            Ok(true)
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<bool, E> {
+            Ok(true)
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<bool, E> {
+            Ok(true)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+            while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+            Ok(true)
+        }
+        fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+            while map
+                .next_entry::<de::IgnoredAny, de::IgnoredAny>()?
+                .is_some()
+            {}
+            Ok(true)
+        }
+    }
+    d.deserialize_any(PresenceVisitor)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,6 +200,32 @@ mod tests {
         c: Vec<i64>,
         #[serde(default, deserialize_with = "null_default")]
         d: Vec<String>,
+    }
+
+    #[derive(Deserialize)]
+    struct M {
+        #[serde(deserialize_with = "mode")]
+        m: u32,
+    }
+
+    #[test]
+    fn modes_read_octal_strings() {
+        for (input, want) in [
+            ("493", 493),
+            ("\"0755\"", 493),
+            ("\"01777\"", 1023),
+            ("\"0o755\"", 493),
+            ("\"0\"", 0),
+        ] {
+            let m: M = serde_json::from_str(&format!("{{\"m\":{input}}}")).unwrap();
+            assert_eq!(m.m, want, "{input}");
+        }
+        for bad in ["\"755\"", "\"0789\"", "\"abc\"", "\"\"", "-1"] {
+            assert!(
+                serde_json::from_str::<M>(&format!("{{\"m\":{bad}}}")).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

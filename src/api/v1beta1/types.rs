@@ -243,9 +243,15 @@ pub struct RegistryCredentials {
     /// User name.
     #[serde(default, deserialize_with = "de::null_default")]
     pub username: String,
-    /// Accepted only empty; never returned.
-    #[serde(default, skip_serializing, deserialize_with = "de::null_default")]
-    pub password: String,
+    /// Must be empty or absent (use `passwordRef`). Only whether a value was
+    /// given is kept, never the value; never returned.
+    #[serde(
+        default,
+        rename = "password",
+        skip_serializing,
+        deserialize_with = "de::presence"
+    )]
+    pub password_given: bool,
     /// Where the daemon reads the password from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_ref: Option<SecretSource>,
@@ -774,8 +780,12 @@ pub struct VolumeMount {
     /// tmpfs size in bytes.
     #[serde(default, skip_serializing_if = "is_zero", deserialize_with = "de::int")]
     pub size_bytes: i64,
-    /// tmpfs mode, e.g. 0755 (as a number: 493).
-    #[serde(default, skip_serializing_if = "is_zero", deserialize_with = "de::int")]
+    /// tmpfs mode: a number (493) or an octal string (`"0755"`, `"0o755"`).
+    #[serde(
+        default,
+        skip_serializing_if = "is_zero",
+        deserialize_with = "de::mode"
+    )]
     pub mode: u32,
 }
 
