@@ -167,6 +167,18 @@ impl From<StoreError> for ApiError {
                 }
             },
             StoreError::Closed => ApiError::new(S::SERVICE_UNAVAILABLE, Reason::Internal, detail),
+            StoreError::Document { index, source } => {
+                let inner = ApiError::from(*source);
+                let prefix = format!("documents[{index}]");
+                ApiError {
+                    field: Some(match inner.field {
+                        Some(f) => format!("{prefix}.{f}"),
+                        None => prefix,
+                    }),
+                    detail: format!("documents[{index}]: {}", inner.detail),
+                    ..inner
+                }
+            }
             StoreError::FormatTooNew { .. } | StoreError::Internal(_) => {
                 // The cause goes to the log, not to the client.
                 tracing::error!(error = %detail, "store failure");

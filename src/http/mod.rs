@@ -2,6 +2,7 @@
 //! mapping. Handlers translate with [`crate::api`] and call the
 //! [`crate::store::Store`] facade; nothing below this module knows axum.
 
+pub mod apply;
 pub mod body;
 pub mod error;
 pub mod handlers;
@@ -142,6 +143,15 @@ pub fn router(state: AppState) -> Router {
                 |State(s): State<AppState>, Query(p): Query<watch::WatchParams>, h: HeaderMap| {
                     watch::watch_all(s, p, h)
                 },
+            ),
+        )
+        .route(
+            &format!("{BASE}/apply"),
+            axum::routing::post(
+                |State(s): State<AppState>,
+                 Query(p): Query<apply::ApplyParams>,
+                 h: HeaderMap,
+                 b: Body| { apply::apply(s, p, h, b) },
             ),
         )
         .route("/healthz", get(|| async { "ok\n" }))

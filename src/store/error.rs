@@ -54,6 +54,13 @@ pub enum StoreError {
     },
     /// The store is shutting down.
     Closed,
+    /// One document of a multi-document request failed.
+    Document {
+        /// The document's position in the request.
+        index: usize,
+        /// Why.
+        source: Box<StoreError>,
+    },
     /// A storage-engine or corruption failure (a server fault).
     Internal(String),
 }
@@ -88,6 +95,7 @@ impl fmt::Display for StoreError {
             ),
             StoreError::Closed => f.write_str("the store is shutting down"),
             StoreError::Rejected { message, .. } => f.write_str(message),
+            StoreError::Document { index, source } => write!(f, "documents[{index}]: {source}"),
         }
     }
 }

@@ -31,7 +31,9 @@ use tokio::sync::oneshot;
 
 pub use error::StoreError;
 pub use read::{EventsPage, ListIter, ListPage, ListQuery, Snapshots};
-pub use writer::{Change, ChangeType, CommitHook, Part, UpdateFn, WriteOp, WriteOutcome};
+pub use writer::{
+    Applied, ApplyOutcome, Change, ChangeType, CommitHook, Part, UpdateFn, WriteOp, WriteOutcome,
+};
 
 use crate::model::{AnyObject, Path};
 
@@ -110,6 +112,27 @@ impl Store {
             let (tx, _) = guard.as_ref().ok_or(StoreError::Closed)?;
             tx.send(writer::Job::Write { op, reply })
                 .map_err(|_| StoreError::Closed)?;
+        }
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Creates or configures `objects` in order, all in one transaction
+    /// (`dry_run`: computed, never committed).
+    pub async fn apply(
+        &self,
+        objects: Vec<AnyObject>,
+        dry_run: bool,
+    ) -> Result<ApplyOutcome, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        {
+            let guard = self.writer.lock().expect("writer handle");
+            let (tx, _) = guard.as_ref().ok_or(StoreError::Closed)?;
+            tx.send(writer::Job::Apply {
+                objects,
+                dry_run,
+                reply,
+            })
+            .map_err(|_| StoreError::Closed)?;
         }
         rx.await.map_err(|_| StoreError::Closed)?
     }

@@ -108,6 +108,29 @@ pub struct WriteOutcome {
     pub changes: Vec<Change>,
 }
 
+/// What applying one document did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// It did not exist: created.
+    Created,
+    /// It existed: labels or spec replaced.
+    Configured,
+    /// It existed with the same labels and spec: nothing written.
+    Unchanged,
+}
+
+/// The result of an apply request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApplyOutcome {
+    /// Per document, in order: what happened and the object afterwards.
+    pub items: Vec<(Applied, AnyObject)>,
+    /// The changes, in revision order (none for a dry run... of course they
+    /// are computed, but never committed or published).
+    pub changes: Vec<Change>,
+    /// The store revision after the request.
+    pub revision: u64,
+}
+
 /// Called after each commit with the batch's changes, in revision order.
 pub type CommitHook = Arc<dyn Fn(&[Change]) + Send + Sync>;
 
@@ -118,6 +141,13 @@ pub(super) enum Job {
     Write {
         op: WriteOp,
         reply: oneshot::Sender<Result<WriteOutcome, StoreError>>,
+    },
+    /// Create or configure several objects in one transaction of their own,
+    /// all or nothing (`dry_run`: never committed).
+    Apply {
+        objects: Vec<AnyObject>,
+        dry_run: bool,
+        reply: oneshot::Sender<Result<ApplyOutcome, StoreError>>,
     },
     /// Drop events older than the last `keep` revisions, one bounded chunk
     /// per transaction; answers how many were dropped.
@@ -145,6 +175,21 @@ pub(super) fn run(db: Arc<Database>, rx: Receiver<Job>, hook: Option<CommitHook>
         let (op, reply) = match first {
             Job::Compact { keep, reply } => {
                 let _ = reply.send(compact(&db, keep));
+                continue;
+            }
+            Job::Apply {
+                objects,
+                dry_run,
+                reply,
+            } => {
+                let result = apply_documents(&db, objects, dry_run);
+                if let (Ok(outcome), Some(hook)) = (&result, &hook)
+                    && !dry_run
+                    && !outcome.changes.is_empty()
+                {
+                    hook(&outcome.changes);
+                }
+                let _ = reply.send(result);
                 continue;
             }
             Job::Write { op, reply } => (op, reply),
@@ -187,6 +232,70 @@ pub(super) fn run(db: Arc<Database>, rx: Receiver<Job>, hook: Option<CommitHook>
             }
         }
     }
+}
+
+/// Applies documents in order in one transaction: each is created if
+/// missing, else gets its labels and spec replaced. Any failure (tagged
+/// with the document's index) aborts the whole transaction.
+fn apply_documents(
+    db: &Database,
+    objects: Vec<AnyObject>,
+    dry_run: bool,
+) -> Result<ApplyOutcome, StoreError> {
+    let txn = db.begin_write()?;
+    let mut items = Vec::with_capacity(objects.len());
+    let mut changes = Vec::new();
+    let (start, rev) = {
+        let mut meta = txn.open_table(META)?;
+        let start = meta.get(REVISION_KEY)?.map(|v| v.value()).unwrap_or(0);
+        let mut rev = start;
+        let mut tables = WriteTables::open(&txn)?;
+        let now = now();
+        for (index, object) in objects.into_iter().enumerate() {
+            let path = object.path();
+            let key = keys::encode(path.names());
+            let tag = |e: StoreError| match e {
+                StoreError::Internal(_) => e,
+                other => StoreError::Document {
+                    index,
+                    source: Box::new(other),
+                },
+            };
+            let stored = tables.get(path.kind(), &key).map_err(tag)?;
+            let (applied, outcome) = match stored {
+                None => (
+                    Applied::Created,
+                    apply(&mut tables, &mut rev, now, WriteOp::Create(object)).map_err(tag)?,
+                ),
+                Some(stored) => {
+                    let outcome = replace(&mut tables, &mut rev, &key, stored, &object, Part::Main)
+                        .map_err(tag)?;
+                    let applied = if outcome.changes.is_empty() {
+                        Applied::Unchanged
+                    } else {
+                        Applied::Configured
+                    };
+                    (applied, outcome)
+                }
+            };
+            changes.extend(outcome.changes);
+            items.push((applied, outcome.object));
+        }
+        if rev != start && !dry_run {
+            meta.insert(REVISION_KEY, rev)?;
+        }
+        (start, rev)
+    };
+    if rev != start && !dry_run {
+        txn.commit()?;
+    } else {
+        txn.abort()?;
+    }
+    Ok(ApplyOutcome {
+        items,
+        changes,
+        revision: if dry_run { start } else { rev },
+    })
 }
 
 fn compact(db: &Database, keep: u64) -> Result<u64, StoreError> {

@@ -1,0 +1,192 @@
+//! `POST /api/v1beta1/apply`: manifests (a YAML stream, one JSON document
+//! or a JSON array) created or configured in one transaction.
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde::{Deserialize, Serialize};
+
+use super::AppState;
+use super::body::{Body, BodyType, render, wants_yaml};
+use super::error::ApiError;
+use super::handlers::flag;
+use crate::api::v1beta1::{self, Format};
+use crate::model::{AnyObject, Kind, validate_name, validate_object};
+use crate::store::Applied;
+
+/// Query parameters of `/apply`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ApplyParams {
+    /// Validate and report without writing.
+    pub dry_run: Option<String>,
+}
+
+/// One document's result.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplyItem {
+    /// Position in the request.
+    pub index: usize,
+    /// Document kind.
+    pub kind: String,
+    /// `realm/space/...` path of the object.
+    pub path: String,
+    /// `created`, `configured` or `unchanged`.
+    pub outcome: String,
+    /// The object's `resourceVersion` after the request.
+    pub resource_version: String,
+    /// The object's generation after the request.
+    pub generation: u64,
+}
+
+/// The response of `/apply`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplyResult {
+    /// `v1beta1`.
+    pub api_version: String,
+    /// `ApplyResult`.
+    pub kind: String,
+    /// Whether this was a dry run (nothing written).
+    pub dry_run: bool,
+    /// The store revision after the request.
+    pub resource_version: String,
+    /// Per document, in request order.
+    pub items: Vec<ApplyItem>,
+}
+
+fn in_document(index: usize, e: ApiError) -> ApiError {
+    let prefix = format!("documents[{index}]");
+    ApiError {
+        field: Some(match &e.field {
+            Some(f) => format!("{prefix}.{f}"),
+            None => prefix.clone(),
+        }),
+        detail: format!("{prefix}: {}", e.detail),
+        ..e
+    }
+}
+
+/// Splits a body into its documents.
+fn documents(body: &Body) -> Result<Vec<serde_json::Value>, ApiError> {
+    match body.kind {
+        BodyType::Document(Format::Json) => {
+            let v: serde_json::Value = serde_json::from_slice(&body.bytes)
+                .map_err(|e| ApiError::bad_request(format!("body is not valid JSON: {e}")))?;
+            Ok(match v {
+                serde_json::Value::Array(items) => items,
+                other => vec![other],
+            })
+        }
+        BodyType::Document(Format::Yaml) => {
+            let text = std::str::from_utf8(&body.bytes)
+                .map_err(|_| ApiError::bad_request("YAML body is not UTF-8"))?;
+            v1beta1::convert::check_yaml_nesting(text)?;
+            let mut docs = Vec::new();
+            for (i, doc) in yaml_serde::Deserializer::from_str(text).enumerate() {
+                let v = serde_json::Value::deserialize(doc).map_err(|e| {
+                    in_document(i, ApiError::bad_request(format!("not valid YAML: {e}")))
+                })?;
+                if !v.is_null() {
+                    docs.push(v);
+                }
+            }
+            Ok(docs)
+        }
+        BodyType::MergePatch => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            super::error::Reason::BadRequest,
+            "apply takes application/yaml or application/json",
+        )),
+    }
+}
+
+/// Reads one manifest into a placed, validated object.
+fn object_of(doc: serde_json::Value) -> Result<AnyObject, ApiError> {
+    if !doc.is_object() {
+        return Err(ApiError::bad_request("a document must be a mapping"));
+    }
+    let kind_name = doc
+        .get("kind")
+        .and_then(|k| k.as_str())
+        .unwrap_or_default()
+        .to_string();
+    let kind = Kind::ALL
+        .into_iter()
+        .find(|k| k.as_str() == kind_name)
+        .ok_or_else(|| {
+            ApiError::bad_field(
+                "kind",
+                if kind_name.is_empty() {
+                    "kind is required (Realm, Space, Stack, Cell or Container)".to_string()
+                } else {
+                    format!("unknown kind {kind_name:?} (Realm, Space, Stack, Cell or Container)")
+                },
+            )
+        })?;
+    let mut object = v1beta1::decode_value(kind, doc)?.object;
+    object.default_id();
+    let path = object.path();
+    let coordinates = [
+        "spec.realmId",
+        "spec.spaceId",
+        "spec.stackId",
+        "spec.cellId",
+    ];
+    for (i, name) in path.names().iter().enumerate() {
+        let field = if i + 1 == path.names().len() {
+            "metadata.name"
+        } else {
+            coordinates[i]
+        };
+        validate_name(field, name)?;
+    }
+    validate_object(&mut object)?;
+    Ok(object)
+}
+
+/// `POST /api/v1beta1/apply`.
+pub async fn apply(
+    state: AppState,
+    params: ApplyParams,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let dry_run = flag("dryRun", params.dry_run.as_deref())?;
+    let docs = documents(&body)?;
+    if docs.is_empty() {
+        return Err(ApiError::bad_request("the request holds no documents"));
+    }
+    let objects = docs
+        .into_iter()
+        .enumerate()
+        .map(|(i, d)| object_of(d).map_err(|e| in_document(i, e)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let outcome = state.store.apply(objects, dry_run).await?;
+    let items = outcome
+        .items
+        .iter()
+        .enumerate()
+        .map(|(index, (applied, obj))| ApplyItem {
+            index,
+            kind: obj.kind().as_str().to_string(),
+            path: obj.path().names().join("/"),
+            outcome: match applied {
+                Applied::Created => "created",
+                Applied::Configured => "configured",
+                Applied::Unchanged => "unchanged",
+            }
+            .to_string(),
+            resource_version: obj.meta().resource_version.to_string(),
+            generation: obj.meta().generation,
+        })
+        .collect();
+    let result = ApplyResult {
+        api_version: v1beta1::API_VERSION.to_string(),
+        kind: "ApplyResult".into(),
+        dry_run,
+        resource_version: outcome.revision.to_string(),
+        items,
+    };
+    Ok(render(&result, wants_yaml(&headers), StatusCode::OK))
+}
