@@ -6,6 +6,7 @@
 //! defaulting) -> [`store`] (redb tables, revisions, snapshots).
 
 pub mod api;
+pub mod cli;
 pub mod client;
 pub mod http;
 pub mod model;

@@ -40,6 +40,87 @@ enum Command {
         #[arg(long, env = "MODELHUB_WATCH_BUFFER", default_value_t = modelhub::watch::HUB_CAPACITY)]
         watch_buffer: usize,
     },
+    /// Create or update the resources of a manifest, all in one transaction.
+    Apply {
+        /// Manifest file (a YAML stream, a JSON document or a JSON array); `-` reads stdin.
+        #[arg(short = 'f', long = "filename", value_name = "FILE")]
+        file: String,
+        /// Validate and report what would happen, writing nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Show one resource, or the resources of a kind under a path.
+    Get {
+        /// realm, space, stack, cell or container (singular or plural).
+        kind: String,
+        /// Slash-separated names from the realm down (e.g. demo/web/frontend);
+        /// a shorter path lists the resources of KIND under it.
+        path: Option<String>,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value_t = modelhub::cli::Output::Table)]
+        output: modelhub::cli::Output,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Delete a resource.
+    Delete {
+        /// realm, space, stack, cell or container (singular or plural).
+        kind: String,
+        /// The resource's full path (e.g. demo/web/frontend/shop).
+        path: String,
+        /// Also delete everything under it (otherwise a resource with children is refused).
+        #[arg(long)]
+        cascade: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Print changes as they happen (first the resources that exist), until Ctrl-C.
+    Watch {
+        /// Only this kind (default: all kinds).
+        kind: Option<String>,
+        /// Only under this realm.
+        #[arg(long)]
+        realm: Option<String>,
+        /// Only under this space (needs --realm).
+        #[arg(long)]
+        space: Option<String>,
+        /// Only under this stack (needs --space).
+        #[arg(long)]
+        stack: Option<String>,
+        /// Only under this cell (needs --stack).
+        #[arg(long)]
+        cell: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+/// Where the client commands send their requests.
+#[derive(clap::Args)]
+struct Remote {
+    /// The modelhub server (URL, or HOST:PORT).
+    #[arg(long, env = "MODELHUB_SERVER", default_value = modelhub::cli::DEFAULT_SERVER)]
+    server: String,
+}
+
+/// Runs one client command on a single-threaded runtime.
+fn run_client<F>(command: F) -> ExitCode
+where
+    F: std::future::Future<Output = Result<(), modelhub::cli::CliError>>,
+{
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("modelhub: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    modelhub::cli::report(runtime.block_on(command))
 }
 
 /// Parses `10s`, `500ms`, `2m` or plain seconds.
@@ -110,5 +191,57 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Apply {
+            file,
+            dry_run,
+            remote,
+        } => run_client(modelhub::cli::apply(
+            &remote.server,
+            &file,
+            dry_run,
+            &mut std::io::stdout(),
+        )),
+        Command::Get {
+            kind,
+            path,
+            output,
+            remote,
+        } => run_client(modelhub::cli::get(
+            &remote.server,
+            &kind,
+            path.as_deref(),
+            output,
+            &mut std::io::stdout(),
+        )),
+        Command::Delete {
+            kind,
+            path,
+            cascade,
+            remote,
+        } => run_client(modelhub::cli::delete(
+            &remote.server,
+            &kind,
+            &path,
+            cascade,
+            &mut std::io::stdout(),
+        )),
+        Command::Watch {
+            kind,
+            realm,
+            space,
+            stack,
+            cell,
+            remote,
+        } => run_client(modelhub::cli::watch(
+            &remote.server,
+            kind.as_deref(),
+            &modelhub::cli::Scope {
+                realm,
+                space,
+                stack,
+                cell,
+            },
+            &mut std::io::stdout(),
+        )),
     }
 }

@@ -12,6 +12,7 @@ use futures_util::{Stream, StreamExt};
 use serde_json::Value;
 
 use crate::api::v1beta1;
+pub use crate::http::apply::{ApplyItem, ApplyResult};
 use crate::model::{AnyObject, Kind, Path};
 
 /// Why a call failed.
@@ -129,15 +130,7 @@ impl Client {
         let status = resp.status().as_u16();
         let bytes = resp.bytes().await?;
         if status >= 400 {
-            let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            return Err(ClientError::Api {
-                status,
-                reason: v["reason"].as_str().unwrap_or("Unknown").to_string(),
-                detail: v["detail"]
-                    .as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned()),
-            });
+            return Err(problem(status, &bytes));
         }
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
     }
@@ -234,6 +227,49 @@ impl Client {
         Self::object(Self::answer(self.http.delete(self.url(&url)).send().await?).await?)
     }
 
+    /// Applies manifests (`POST /api/v1beta1/apply`): `body` is a YAML
+    /// stream (`application/yaml`), a JSON document or a JSON array
+    /// (`application/json`). All documents are written together or none
+    /// is; with `dry_run` nothing is written and the outcomes are reported.
+    pub async fn apply(
+        &self,
+        body: impl Into<reqwest::Body>,
+        content_type: &str,
+        dry_run: bool,
+    ) -> Result<ApplyResult, ClientError> {
+        let mut url = self.url("/api/v1beta1/apply");
+        if dry_run {
+            url.push_str("?dryRun=true");
+        }
+        let resp = self
+            .http
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body)
+            .send()
+            .await?;
+        serde_json::from_value(Self::answer(resp).await?)
+            .map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    /// GETs `path_and_query` (e.g. `/api/v1beta1/cells?realm=demo`) with
+    /// the given `Accept` and returns the body as text, as the server wrote
+    /// it. Error answers become [`ClientError::Api`].
+    pub async fn get_raw(&self, path_and_query: &str, accept: &str) -> Result<String, ClientError> {
+        let resp = self
+            .http
+            .get(self.url(path_and_query))
+            .header(reqwest::header::ACCEPT, accept)
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await?;
+        if status >= 400 {
+            return Err(problem(status, &bytes));
+        }
+        String::from_utf8(bytes.to_vec()).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
     /// Opens a watch stream; `resource_version: None` starts with a
     /// snapshot (ADDED per object, then a BOOKMARK).
     pub async fn watch(
@@ -272,6 +308,19 @@ impl Client {
             return Err(Self::answer(resp).await.expect_err("error status"));
         }
         Ok(ndjson_events(resp.bytes_stream()))
+    }
+}
+
+/// The error of a failed answer, from its problem document (or its text).
+fn problem(status: u16, bytes: &[u8]) -> ClientError {
+    let v: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
+    ClientError::Api {
+        status,
+        reason: v["reason"].as_str().unwrap_or("Unknown").to_string(),
+        detail: v["detail"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| String::from_utf8_lossy(bytes).into_owned()),
     }
 }
 
