@@ -40,6 +40,8 @@ enum Command {
         #[arg(long, env = "MODELHUB_WATCH_BUFFER", default_value_t = modelhub::watch::HUB_CAPACITY)]
         watch_buffer: usize,
     },
+    /// Print the OpenAPI document (what `openapi/v1beta1.json` holds).
+    Openapi,
     /// Create or update the resources of a manifest, all in one transaction.
     Apply {
         /// Manifest file (a YAML stream, a JSON document or a JSON array); `-` reads stdin.
@@ -154,6 +156,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     match cli.command {
+        Command::Openapi => {
+            print!("{}", modelhub::http::openapi::to_json());
+            ExitCode::SUCCESS
+        }
         Command::Serve {
             listen,
             data,

@@ -22,7 +22,7 @@ pub struct ApplyParams {
 }
 
 /// One document's result.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ApplyItem {
     /// Position in the request.
@@ -40,7 +40,7 @@ pub struct ApplyItem {
 }
 
 /// The response of `/apply`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ApplyResult {
     /// `v1beta1`.

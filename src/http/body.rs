@@ -195,7 +195,7 @@ pub fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
         return Ok(None);
     };
     let s = v.to_str().unwrap_or_default().trim();
-    if s == "*" {
+    if s.is_empty() || s == "*" {
         return Ok(None);
     }
     let digits = s.trim_start_matches("W/").trim_matches('"');

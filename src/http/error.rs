@@ -10,7 +10,7 @@ use crate::model::Invalid;
 use crate::store::StoreError;
 
 /// The `reason` of a problem: a stable, machine-readable cause.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub enum Reason {
     /// Malformed request.
     BadRequest,
@@ -34,8 +34,8 @@ pub enum Reason {
     Internal,
 }
 
-/// A problem+json body.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// A problem+json body (RFC 9457).
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Problem {
     /// Problem type URI.
     #[serde(rename = "type")]

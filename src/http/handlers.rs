@@ -62,7 +62,7 @@ pub struct ItemParams {
 pub fn flag(name: &str, value: Option<&str>) -> Result<bool, ApiError> {
     match value {
         None => Ok(false),
-        Some("" | "true" | "1") => Ok(true),
+        Some("true" | "1") => Ok(true),
         Some("false" | "0") => Ok(false),
         Some(v) => Err(ApiError::bad_field(
             name,
@@ -73,7 +73,7 @@ pub fn flag(name: &str, value: Option<&str>) -> Result<bool, ApiError> {
 
 fn effective_view(kind: Kind, view: Option<&str>) -> Result<bool, ApiError> {
     match view {
-        None | Some("") => Ok(false),
+        None => Ok(false),
         Some("effective") if kind == Kind::Container => Ok(true),
         Some("effective") => Err(ApiError::bad_field(
             "view",
@@ -409,7 +409,7 @@ fn list_query(
         Some(s) => Selector::parse(s).map_err(|e| ApiError::bad_field("labelSelector", e))?,
     };
     let limit = match params.limit.as_deref() {
-        None | Some("") => None,
+        None => None,
         Some(l) => Some(l.parse::<usize>().map_err(|_| {
             ApiError::bad_field(
                 "limit",

@@ -7,6 +7,7 @@ pub mod body;
 pub mod error;
 pub mod handlers;
 mod metrics;
+pub mod openapi;
 pub mod watch;
 
 use std::sync::Arc;
@@ -157,6 +158,16 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::render))
+        .merge(
+            utoipa_swagger_ui::SwaggerUi::new("/swagger-ui")
+                .url("/openapi.json", openapi::document().clone())
+                .config(
+                    utoipa_swagger_ui::Config::new(["/openapi.json"])
+                        .validator_url("none")
+                        .try_it_out_enabled(true)
+                        .display_operation_id(true),
+                ),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

@@ -10,6 +10,9 @@ use std::fmt;
 
 use serde::de::{self as sde, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
+use utoipa::ToSchema;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, SchemaType, Type};
 
 use super::de;
 
@@ -25,11 +28,17 @@ fn is_zero<T: Default + PartialEq>(v: &T) -> bool {
 }
 
 /// Name, labels and server-owned metadata.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ObjectMeta {
-    /// Object name (last path segment).
+    /// Object name (last path segment): no `_`, `/` or control characters,
+    /// not `.` or `..`, at most 253 bytes. Required on create; on other
+    /// writes it defaults from the URL.
     #[serde(default, deserialize_with = "de::null_default")]
+    #[schema(
+        pattern = r"^([^_/\s\x00-\x1f\x7f-\x9f]([^_/\x00-\x1f\x7f-\x9f]*[^_/\s\x00-\x1f\x7f-\x9f])?)?$",
+        max_length = 253
+    )]
     pub name: String,
     /// Labels.
     #[serde(
@@ -95,7 +104,58 @@ macro_rules! wire_state {
         impl StateName for $name {
             fn as_str(self) -> &'static str { $name::as_str(self) }
         }
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> RefOr<Schema> {
+                state_schema(stringify!($name), Self::ALL.iter().map(|s| s.as_str()).collect())
+            }
+        }
+
+        impl ToSchema for $name {}
     };
+}
+
+/// A state: written as its name, read as its name or kukeon v0.4's index.
+fn state_schema(name: &str, names: Vec<&'static str>) -> RefOr<Schema> {
+    let last = names.len() - 1;
+    OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(SchemaType::Type(Type::String))
+                .enum_values(Some(names))
+                .description(Some("The state's name (what the server writes).")),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(SchemaType::Type(Type::Integer))
+                .minimum(Some(0))
+                .maximum(Some(last))
+                .description(Some("kukeon v0.4's integer encoding (accepted on input).")),
+        )
+        .description(Some(format!(
+            "{name}: read by name or by index, written by name."
+        )))
+        .into()
+}
+
+/// A tmpfs mode: an integer, or an octal string such as `"0755"`.
+fn mode_schema() -> Schema {
+    OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(SchemaType::Type(Type::Integer))
+                .minimum(Some(0))
+                .maximum(Some(0o7777)),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(SchemaType::Type(Type::String))
+                .pattern(Some("^0(o?[0-7]{1,4})?$")),
+        )
+        .description(Some(
+            "tmpfs mode, e.g. 493 or \"0755\" (octal); tmpfs only.",
+        ))
+        .into()
 }
 
 /// Implemented by wire state enums for the shared visitor.
@@ -177,7 +237,7 @@ wire_state!(
 macro_rules! document {
     ($(#[$doc:meta])* $name:ident, $spec:ty, $status:ty) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
         #[serde(rename_all = "camelCase", deny_unknown_fields)]
         pub struct $name {
             /// `v1beta1`; empty is read as `v1beta1`.
@@ -221,7 +281,7 @@ document!(
 );
 
 /// Realm spec.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RealmSpec {
     /// containerd namespace.
@@ -237,7 +297,7 @@ pub struct RealmSpec {
 }
 
 /// Registry credentials. `password` must be empty: use `passwordRef`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RegistryCredentials {
     /// User name.
@@ -251,6 +311,7 @@ pub struct RegistryCredentials {
         skip_serializing,
         deserialize_with = "de::presence"
     )]
+    #[schema(value_type = Option<String>, write_only, max_length = 0)]
     pub password_given: bool,
     /// Where the daemon reads the password from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -265,7 +326,7 @@ pub struct RegistryCredentials {
 }
 
 /// A secret's location: exactly one of `fromFile`, `fromEnv`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SecretSource {
     /// File on the daemon's host.
@@ -285,7 +346,7 @@ pub struct SecretSource {
 }
 
 /// Realm status.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RealmStatus {
     /// State, by name (integers accepted on input).
@@ -308,7 +369,7 @@ pub struct RealmStatus {
 }
 
 /// Space spec.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SpaceSpec {
     /// Parent realm.
@@ -330,7 +391,7 @@ pub struct SpaceSpec {
 }
 
 /// Space network policy.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SpaceNetwork {
     /// Egress policy; absent: unconstrained.
@@ -339,7 +400,7 @@ pub struct SpaceNetwork {
 }
 
 /// Egress fallthrough action.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum EgressDefault {
     /// Allow unmatched traffic.
@@ -350,7 +411,7 @@ pub enum EgressDefault {
 }
 
 /// Egress policy.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EgressPolicy {
     /// `allow` or `deny`.
@@ -366,7 +427,7 @@ pub struct EgressPolicy {
 }
 
 /// One allowed destination: exactly one of `host`, `cidr`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EgressAllowRule {
     /// Host name.
@@ -393,7 +454,7 @@ pub struct EgressAllowRule {
 }
 
 /// Space defaults.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SpaceDefaults {
     /// Container isolation defaults.
@@ -402,7 +463,7 @@ pub struct SpaceDefaults {
 }
 
 /// Container isolation defaults of a space.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SpaceContainerDefaults {
     /// User.
@@ -438,7 +499,7 @@ pub struct SpaceContainerDefaults {
 }
 
 /// Space status.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SpaceStatus {
     /// State, by name (integers accepted on input).
@@ -461,7 +522,7 @@ pub struct SpaceStatus {
 }
 
 /// Stack spec.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StackSpec {
     /// Stack id (defaults to, and must equal, `metadata.name`).
@@ -476,7 +537,7 @@ pub struct StackSpec {
 }
 
 /// Stack status.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StackStatus {
     /// State, by name (integers accepted on input).
@@ -495,7 +556,7 @@ pub struct StackStatus {
 }
 
 /// Cell spec.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CellSpec {
     /// Cell id (defaults to, and must equal, `metadata.name`).
@@ -540,7 +601,7 @@ pub struct CellSpec {
 }
 
 /// Cell terminal settings.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CellTty {
     /// Attachable container picked by default.
@@ -553,7 +614,7 @@ pub struct CellTty {
 }
 
 /// Cell status.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CellStatus {
     /// State, by name (integers accepted on input).
@@ -585,7 +646,7 @@ pub struct CellStatus {
 }
 
 /// Cell network status.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CellNetworkStatus {
     /// Host-side bridge name.
@@ -598,7 +659,7 @@ pub struct CellNetworkStatus {
 }
 
 /// Container spec (standalone or embedded in a cell).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ContainerSpec {
     /// Container id (defaults to, and must equal, `metadata.name`).
@@ -750,7 +811,7 @@ pub struct ContainerSpec {
 }
 
 /// A mount: `bind` (source and target) or `tmpfs` (target only).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VolumeMount {
     /// `bind` or `tmpfs`; empty means bind.
@@ -786,11 +847,12 @@ pub struct VolumeMount {
         skip_serializing_if = "is_zero",
         deserialize_with = "de::mode"
     )]
+    #[schema(schema_with = mode_schema)]
     pub mode: u32,
 }
 
 /// Capability deltas.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ContainerCapabilities {
     /// Capabilities to drop.
@@ -810,7 +872,7 @@ pub struct ContainerCapabilities {
 }
 
 /// A tmpfs mount.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ContainerTmpfsMount {
     /// Absolute mount point.
@@ -829,7 +891,7 @@ pub struct ContainerTmpfsMount {
 }
 
 /// cgroup v2 limits; absent and 0 differ.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ContainerResources {
     /// memory.max in bytes.
@@ -856,7 +918,7 @@ pub struct ContainerResources {
 }
 
 /// A secret reference: `name` and exactly one of `fromFile`, `fromEnv`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ContainerSecret {
     /// Secret name.
@@ -886,7 +948,7 @@ pub struct ContainerSecret {
 }
 
 /// Container terminal settings.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ContainerTty {
     /// Prompt.
@@ -906,7 +968,7 @@ pub struct ContainerTty {
 }
 
 /// One tty init stage.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TtyStage {
     /// Script.
@@ -915,7 +977,7 @@ pub struct TtyStage {
 }
 
 /// Observed container state.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ContainerStatus {
     /// Container name.
@@ -948,7 +1010,7 @@ pub struct ContainerStatus {
 }
 
 /// List metadata.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ListMeta {
     /// Revision of the snapshot the items come from.
@@ -958,12 +1020,51 @@ pub struct ListMeta {
     pub continue_token: Option<String>,
 }
 
+macro_rules! list {
+    ($(#[$doc:meta])* $name:ident, $item:ty) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+        #[serde(rename_all = "camelCase")]
+        pub struct $name {
+            /// `v1beta1`.
+            pub api_version: String,
+            /// The list kind.
+            pub kind: String,
+            /// Snapshot revision and continue token.
+            pub metadata: ListMeta,
+            /// The items, ordered by path.
+            pub items: Vec<$item>,
+        }
+    };
+}
+
+list!(
+    /// A list of Realms from one snapshot.
+    RealmList, Realm
+);
+list!(
+    /// A list of Spaces from one snapshot.
+    SpaceList, Space
+);
+list!(
+    /// A list of Stacks from one snapshot.
+    StackList, Stack
+);
+list!(
+    /// A list of Cells from one snapshot.
+    CellList, Cell
+);
+list!(
+    /// A list of Containers from one snapshot.
+    ContainerList, Container
+);
+
 /// Any v1beta1 document, serialized as itself.
 #[expect(
     clippy::large_enum_variant,
     reason = "short-lived, serialized right away"
 )]
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum AnyDocument {
     /// A Realm.

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Runs Schemathesis against a freshly started server, for a bounded time.
+# Watch streams never end on their own, so they are excluded from fuzzing
+# (the `/watch` path and the `watch`/`resourceVersion`/`timeoutSeconds`
+# parameters are removed from the schema given to Schemathesis); the
+# integration tests cover them.
+#
+# YAML request bodies are also left out of the fuzzed schema: YAML scalars
+# are read as kukeon's Go YAML reads them (a plain `false` or `1000` is text
+# where the field is text), which JSON Schema cannot express; the
+# integration tests cover YAML input.
+#
+# Checks: all but `positive_data_acceptance`, because the contract itself
+# rejects some schema-valid requests (a body whose `spec.realmId` contradicts
+# the URL is 400; a parent that does not exist is 404; cross-field rules
+# such as "tty needs attachable" are 422).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MAX_TIME="${SCHEMATHESIS_MAX_TIME:-120}"
+work=$(mktemp -d)
+trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+
+if ! command -v st >/dev/null 2>&1; then
+  python3 -m pip install --quiet --disable-pip-version-check 'schemathesis>=4,<5'
+fi
+
+cargo build --release --quiet
+target/release/modelhub serve --listen 127.0.0.1:0 --data "$work/st.redb" >"$work/out" 2>"$work/log" &
+pid=$!
+for _ in $(seq 100); do grep -q "listening on" "$work/out" 2>/dev/null && break; sleep 0.1; done
+base=$(sed -n 's/^modelhub listening on //p' "$work/out")
+test -n "$base" || { echo "server did not start"; cat "$work/log"; exit 1; }
+
+curl -sf "$base/openapi.json" | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+d["paths"].pop("/api/v1beta1/watch")
+for item in d["paths"].values():
+    for op in item.values():
+        body = op.get("requestBody", {}).get("content", {})
+        if len(body) > 1:
+            body.pop("application/yaml", None)
+        op["parameters"] = [p for p in op.get("parameters", [])
+                            if p["name"] not in ("watch", "resourceVersion", "timeoutSeconds")]
+json.dump(d, sys.stdout)
+' >"$work/schema.json"
+
+st run "$work/schema.json" --url "$base" \
+  --checks all --exclude-checks positive_data_acceptance \
+  --max-time "$MAX_TIME" --request-timeout 5 --no-color

@@ -1,0 +1,745 @@
+//! The OpenAPI 3.1 document, built from the same kind table as the router
+//! (so every route is documented and every documented route exists), with
+//! schemas derived from the v1beta1 wire types.
+
+use std::sync::OnceLock;
+
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::OpenApi as _;
+use utoipa::ToSchema;
+use utoipa::openapi::path::{
+    HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, PathItem,
+};
+use utoipa::openapi::request_body::RequestBodyBuilder;
+use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+use utoipa::openapi::tag::TagBuilder;
+use utoipa::openapi::{
+    ContentBuilder, HeaderBuilder, InfoBuilder, OpenApi, PathsBuilder, Ref, RefOr, Required,
+    ResponseBuilder, Schema,
+};
+
+use super::apply::{ApplyItem, ApplyResult};
+use super::error::{Problem, Reason};
+use super::{BASE, collection_route, item_route};
+use crate::api::v1beta1::types::*;
+use crate::model::Kind;
+
+/// One watch event (a line of `application/x-ndjson`, or the `data` of a
+/// `text/event-stream` event).
+#[derive(Serialize, ToSchema)]
+pub struct WatchEventDoc {
+    /// `ADDED`, `MODIFIED`, `DELETED`, `BOOKMARK` or `ERROR`.
+    #[serde(rename = "type")]
+    #[schema(value_type = String, pattern = "^(ADDED|MODIFIED|DELETED|BOOKMARK|ERROR)$")]
+    pub type_: String,
+    /// The object (DELETED: its last state, at the deletion's revision);
+    /// for BOOKMARK only `kind` and `metadata.resourceVersion`; for ERROR a
+    /// problem document.
+    #[schema(value_type = Object)]
+    pub object: Value,
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(components(schemas(
+    Realm,
+    Space,
+    Stack,
+    Cell,
+    Container,
+    RealmList,
+    SpaceList,
+    StackList,
+    CellList,
+    ContainerList,
+    ObjectMeta,
+    ListMeta,
+    Problem,
+    Reason,
+    ApplyResult,
+    ApplyItem,
+    WatchEventDoc
+)))]
+struct Schemas;
+
+/// The document (built once).
+pub fn document() -> &'static OpenApi {
+    static DOC: OnceLock<OpenApi> = OnceLock::new();
+    DOC.get_or_init(build)
+}
+
+/// The document as pretty JSON with a trailing newline (what
+/// `modelhub openapi` prints and `openapi/v1beta1.json` holds).
+pub fn to_json() -> String {
+    let mut s = serde_json::to_string_pretty(document()).expect("the document serializes");
+    s.push('\n');
+    s
+}
+
+const JSON: &str = "application/json";
+const YAML: &str = "application/yaml";
+const PROBLEM: &str = "application/problem+json";
+const NDJSON: &str = "application/x-ndjson";
+const SSE: &str = "text/event-stream";
+const MERGE_PATCH: &str = "application/merge-patch+json";
+
+fn schema_ref(name: &str) -> RefOr<Schema> {
+    RefOr::Ref(Ref::from_schema_name(name))
+}
+
+fn string_schema() -> Schema {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::Type(Type::String))
+        .into()
+}
+
+fn example(kind: Kind) -> Option<Value> {
+    let yaml = match kind {
+        Kind::Realm => include_str!("../../tests/fixtures/examples/realm.yaml"),
+        Kind::Space => include_str!("../../tests/fixtures/examples/space.yaml"),
+        Kind::Stack => include_str!("../../tests/fixtures/examples/stack.yaml"),
+        Kind::Cell => include_str!("../../tests/fixtures/examples/cell.yaml"),
+        Kind::Container => include_str!("../../examples/manifests/container.yaml"),
+    };
+    yaml_serde::from_str(yaml).ok()
+}
+
+fn problem(status: u16, when: &str) -> (String, ResponseBuilder) {
+    (
+        status.to_string(),
+        ResponseBuilder::new().description(when).content(
+            PROBLEM,
+            ContentBuilder::new()
+                .schema(Some(schema_ref("Problem")))
+                .build(),
+        ),
+    )
+}
+
+fn errors(op: OperationBuilder, list: &[(u16, &str)]) -> OperationBuilder {
+    let mut op = op;
+    for (status, when) in list.iter().chain(&[
+        (500, "a server fault (details in the server log)"),
+        (503, "the server is shutting down"),
+    ]) {
+        let (code, resp) = problem(*status, when);
+        op = op.response(code, resp.build());
+    }
+    op
+}
+
+fn document_response(description: &str, schema: &str, etag: bool) -> ResponseBuilder {
+    let mut r = ResponseBuilder::new()
+        .description(description)
+        .content(
+            JSON,
+            ContentBuilder::new()
+                .schema(Some(schema_ref(schema)))
+                .build(),
+        )
+        .content(
+            YAML,
+            ContentBuilder::new()
+                .schema(Some(schema_ref(schema)))
+                .build(),
+        );
+    if etag {
+        r = r.header(
+            "ETag",
+            HeaderBuilder::new()
+                .schema(Some(string_schema()))
+                .description(Some("The object's resourceVersion, quoted."))
+                .build(),
+        );
+    }
+    r
+}
+
+fn request_body(kind: Kind, patch: bool, status_only: bool) -> RequestBodyBuilder {
+    let schema = kind.as_str();
+    let example = example(kind);
+    let content = |ex: Option<Value>| {
+        ContentBuilder::new()
+            .schema(Some(schema_ref(schema)))
+            .example(if status_only { None } else { ex })
+            .build()
+    };
+    let mut b = RequestBodyBuilder::new().required(Some(Required::True));
+    if patch {
+        b = b
+            .description(Some(
+                "A JSON merge patch (RFC 7386) of the document; `metadata.resourceVersion` in it is a precondition.",
+            ))
+            .content(MERGE_PATCH, content(None))
+            .content(JSON, content(None));
+    } else {
+        b = b
+            .description(Some(if status_only {
+                "A document of which only `status` (and `metadata.resourceVersion` as a precondition) is read."
+            } else {
+                "The whole document; unknown fields are rejected, `status` is ignored on replace."
+            }))
+            .content(JSON, content(example.clone()))
+            .content(YAML, content(example));
+    }
+    b
+}
+
+fn path_param(name: &str, description: String) -> utoipa::openapi::path::Parameter {
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Path)
+        .required(Required::True)
+        .description(Some(description))
+        .schema(Some(string_schema()))
+        .build()
+}
+
+/// A resource name: no `_`, `/` or control characters, not `.` or `..`,
+/// no surrounding whitespace, at most 253 bytes.
+pub const NAME_PATTERN: &str =
+    r"^(?!\.\.?$)[^_/\s\x00-\x1f\x7f-\x9f]([^_/\x00-\x1f\x7f-\x9f]*[^_/\s\x00-\x1f\x7f-\x9f])?$";
+
+fn name_schema() -> Schema {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::Type(Type::String))
+        .pattern(Some(NAME_PATTERN))
+        .max_length(Some(253))
+        .into()
+}
+
+fn name_query_param(name: &str) -> utoipa::openapi::path::Parameter {
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Query)
+        .required(Required::False)
+        .description(Some(format!("Only objects under this {name}.")))
+        .schema(Some(name_schema()))
+        .build()
+}
+
+fn query_param(name: &str, ty: Type, description: &str) -> utoipa::openapi::path::Parameter {
+    let integer = ty == Type::Integer;
+    let mut schema = ObjectBuilder::new().schema_type(SchemaType::Type(ty));
+    if integer {
+        schema = schema.minimum(Some(0));
+    }
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Query)
+        .required(Required::False)
+        .description(Some(description))
+        .schema(Some(schema))
+        .build()
+}
+
+fn path_params(kind: Kind, with_self: bool) -> Vec<utoipa::openapi::path::Parameter> {
+    Kind::ALL
+        .iter()
+        .filter(|k| **k < kind || (with_self && **k == kind))
+        .map(|k| {
+            let lower = k.as_str().to_ascii_lowercase();
+            path_param(&lower, format!("{} name", k.as_str()))
+        })
+        .collect()
+}
+
+fn list_params(kind: Kind, cross_scope: bool) -> Vec<utoipa::openapi::path::Parameter> {
+    let mut p = vec![
+        query_param(
+            "labelSelector",
+            Type::String,
+            "Label selector: `k=v`, `k!=v`, `k`, `!k`, `k in (a,b)`, `k notin (a,b)`, comma-separated (AND).",
+        ),
+        query_param(
+            "limit",
+            Type::Integer,
+            "Page size; a `continue` token is returned when more items remain.",
+        ),
+        ParameterBuilder::new()
+            .name("continue")
+            .parameter_in(ParameterIn::Query)
+            .required(Required::False)
+            .description(Some(
+                "Token of the previous page (same snapshot; expires: 410).",
+            ))
+            .schema(Some(
+                ObjectBuilder::new()
+                    .schema_type(SchemaType::Type(Type::String))
+                    .pattern(Some("^([0-9a-f]{1,16}\\.([0-9a-f]{2})+)?$")),
+            ))
+            .build(),
+        query_param(
+            "watch",
+            Type::Boolean,
+            "Stream events (NDJSON, or SSE with `Accept: text/event-stream`) instead of listing.",
+        ),
+        query_param(
+            "resourceVersion",
+            Type::String,
+            "Watch: every event after this revision (410 if compacted or newer than the current revision). Without it: a snapshot of ADDED events, then a BOOKMARK.",
+        ),
+        query_param(
+            "timeoutSeconds",
+            Type::Integer,
+            "Watch: end the stream after this many seconds.",
+        ),
+    ];
+    if kind == Kind::Container {
+        p.push(view_param());
+    }
+    if cross_scope {
+        for k in Kind::ALL.iter().filter(|k| **k < kind) {
+            p.push(name_query_param(&k.as_str().to_ascii_lowercase()));
+        }
+    }
+    p
+}
+
+fn view_param() -> utoipa::openapi::path::Parameter {
+    ParameterBuilder::new()
+        .name("view")
+        .parameter_in(ParameterIn::Query)
+        .required(Required::False)
+        .description(Some("`effective`: the container spec with its space's defaults applied (the stored object is unchanged)."))
+        .schema(Some(
+            ObjectBuilder::new()
+                .schema_type(SchemaType::Type(Type::String))
+                .enum_values(Some(["effective"])),
+        ))
+        .build()
+}
+
+fn list_response(kind: Kind) -> ResponseBuilder {
+    let list = format!("{}List", kind.as_str());
+    document_response(
+        "The list, from one snapshot, ordered by path; or, with `watch=true`, an event stream.",
+        &list,
+        false,
+    )
+    .content(
+        NDJSON,
+        ContentBuilder::new()
+            .schema(Some(schema_ref("WatchEventDoc")))
+            .build(),
+    )
+    .content(
+        SSE,
+        ContentBuilder::new()
+            .schema(Some(schema_ref("WatchEventDoc")))
+            .build(),
+    )
+}
+
+fn tag(kind: Kind) -> String {
+    format!("{}s", kind.as_str())
+}
+
+fn kind_paths(kind: Kind, paths: PathsBuilder) -> PathsBuilder {
+    let singular = kind.as_str().to_ascii_lowercase();
+    let plural = kind.plural();
+    let name = kind.as_str();
+    let parent_desc = kind.parent().map(|p| p.as_str()).unwrap_or("");
+    let op = |id: String, summary: String| {
+        OperationBuilder::new()
+            .operation_id(Some(id))
+            .summary(Some(summary))
+            .tag(tag(kind))
+    };
+    let list = errors(
+        op(
+            format!("list_{plural}"),
+            format!("List or watch the {plural} of one {parent_desc}"),
+        )
+        .parameters(Some(
+            path_params(kind, false)
+                .into_iter()
+                .chain(list_params(kind, false)),
+        ))
+        .response("200", list_response(kind).build()),
+        &[
+            (400, "a malformed parameter"),
+            (
+                410,
+                "the continue token expired, or the watch revision is gone",
+            ),
+        ],
+    );
+    let list = if kind == Kind::Realm {
+        list.summary(Some("List or watch every realm"))
+    } else {
+        list
+    };
+    let create = errors(
+        op(format!("create_{singular}"), format!("Create a {name}"))
+            .parameters(Some(path_params(kind, false)))
+            .request_body(Some(request_body(kind, false, false).build()))
+            .response(
+                "201",
+                document_response(&format!("The created {name}."), name, true).build(),
+            ),
+        &[
+            (
+                400,
+                "malformed body, unknown field, or coordinates that contradict the URL",
+            ),
+            (404, "the parent does not exist"),
+            (409, "an object with that name exists"),
+            (413, "the body is too large"),
+            (415, "unsupported Content-Type"),
+            (422, "a validation rule failed (`field` names it)"),
+        ],
+    );
+    let mut get_params = path_params(kind, true);
+    if kind == Kind::Container {
+        get_params.push(view_param());
+    }
+    let get = errors(
+        op(format!("get_{singular}"), format!("Read a {name}"))
+            .parameters(Some(get_params))
+            .response(
+                "200",
+                document_response(&format!("The {name}."), name, true).build(),
+            ),
+        &[(400, "a malformed parameter"), (404, "no such object")],
+    );
+    let write_errors: &[(u16, &str)] = &[
+        (
+            400,
+            "malformed body, unknown field, or coordinates that contradict the URL",
+        ),
+        (404, "no such object"),
+        (
+            409,
+            "the resourceVersion precondition failed (nothing was written)",
+        ),
+        (413, "the body is too large"),
+        (415, "unsupported Content-Type"),
+        (422, "a validation rule failed (`field` names it)"),
+    ];
+    let if_match = ParameterBuilder::new()
+        .name("If-Match")
+        .parameter_in(ParameterIn::Header)
+        .required(Required::False)
+        .description(Some(
+            "Precondition: the quoted resourceVersion the client last read (`*`: any).",
+        ))
+        .schema(Some(
+            ObjectBuilder::new()
+                .schema_type(SchemaType::Type(Type::String))
+                .pattern(Some(r#"^(\*|(W/)?"?[0-9]{1,19}"?)?$"#)),
+        ))
+        .build();
+    let write = |verb: &str, status: bool, patch: bool| {
+        let suffix = if status { "_status" } else { "" };
+        let what = if status {
+            format!("the status of a {name}")
+        } else {
+            format!("a {name}")
+        };
+        let summary = match (verb, patch) {
+            ("replace", _) => format!("Replace {what}"),
+            _ => format!("Merge-patch {what}"),
+        };
+        errors(
+            op(format!("{verb}_{singular}{suffix}"), summary)
+                .parameters(Some(
+                    path_params(kind, true)
+                        .into_iter()
+                        .chain([if_match.clone()]),
+                ))
+                .request_body(Some(request_body(kind, patch, status).build()))
+                .response(
+                    "200",
+                    document_response(&format!("The {name} after the write."), name, true).build(),
+                ),
+            write_errors,
+        )
+    };
+    let delete = errors(
+        op(format!("delete_{singular}"), format!("Delete a {name}"))
+            .parameters(Some(path_params(kind, true).into_iter().chain([
+                query_param(
+                    "cascade",
+                    Type::Boolean,
+                    "Also delete every object below it (children first, one transaction).",
+                ),
+                if_match.clone(),
+            ])))
+            .response(
+                "200",
+                document_response(
+                    "The last state of the object, at the deletion's revision.",
+                    name,
+                    true,
+                )
+                .build(),
+            ),
+        &[
+            (400, "a malformed parameter"),
+            (404, "no such object"),
+            (
+                409,
+                "it still has children (use cascade=true), or the precondition failed",
+            ),
+        ],
+    );
+    let get_status = errors(
+        op(
+            format!("get_{singular}_status"),
+            format!("Read a {name} (status subresource)"),
+        )
+        .parameters(Some(path_params(kind, true)))
+        .response(
+            "200",
+            document_response(&format!("The {name}."), name, true).build(),
+        ),
+        &[(404, "no such object")],
+    );
+    let mut paths = paths
+        .path(
+            collection_route(kind),
+            PathItem::from_http_methods([HttpMethod::Get], list.build()),
+        )
+        .path(
+            collection_route(kind),
+            PathItem::new(HttpMethod::Post, create.build()),
+        )
+        .path(
+            item_route(kind),
+            PathItem::new(HttpMethod::Get, get.build()),
+        )
+        .path(
+            item_route(kind),
+            PathItem::new(HttpMethod::Put, write("replace", false, false).build()),
+        )
+        .path(
+            item_route(kind),
+            PathItem::new(HttpMethod::Patch, write("patch", false, true).build()),
+        )
+        .path(
+            item_route(kind),
+            PathItem::new(HttpMethod::Delete, delete.build()),
+        );
+    let status = format!("{}/status", item_route(kind));
+    paths = paths
+        .path(&status, PathItem::new(HttpMethod::Get, get_status.build()))
+        .path(
+            &status,
+            PathItem::new(HttpMethod::Put, write("replace", true, false).build()),
+        )
+        .path(
+            &status,
+            PathItem::new(HttpMethod::Patch, write("patch", true, true).build()),
+        );
+    if kind != Kind::Realm {
+        let all = errors(
+            op(
+                format!("list_all_{plural}"),
+                format!("List or watch {plural} across scopes"),
+            )
+            .parameters(Some(list_params(kind, true)))
+            .response("200", list_response(kind).build()),
+            &[
+                (400, "a malformed parameter"),
+                (
+                    410,
+                    "the continue token expired, or the watch revision is gone",
+                ),
+            ],
+        );
+        paths = paths.path(
+            format!("{BASE}/{plural}"),
+            PathItem::new(HttpMethod::Get, all.build()),
+        );
+    }
+    paths
+}
+
+fn build() -> OpenApi {
+    let mut doc = Schemas::openapi();
+    doc.info = InfoBuilder::new()
+        .title("modelhub")
+        .version(env!("CARGO_PKG_VERSION"))
+        .description(Some(
+            "The metadata store behind kukeon: Realms, Spaces, Stacks, Cells and Containers as v1beta1 \
+             documents, with a store-wide resourceVersion, preconditions, a status subresource and durable, \
+             resumable watch streams. Every error is application/problem+json.",
+        ))
+        .build();
+    let mut paths = PathsBuilder::new();
+    for kind in Kind::ALL {
+        paths = kind_paths(kind, paths);
+    }
+    let mut watch_params = vec![query_param(
+        "kind",
+        Type::String,
+        "Kinds, comma-separated (Realm, Space, Stack, Cell, Container; plural and lower case accepted).",
+    )];
+    for k in ["realm", "space", "stack", "cell"] {
+        watch_params.push(name_query_param(k));
+    }
+    watch_params.extend(list_params(Kind::Realm, false).into_iter().filter(|p| {
+        ["labelSelector", "resourceVersion", "timeoutSeconds"].contains(&p.name.as_str())
+    }));
+    let watch = errors(
+        OperationBuilder::new()
+            .operation_id(Some("watch"))
+            .summary(Some("Watch every kind"))
+            .description(Some(
+                "One stream of events for all kinds, narrowed by kind and scope. The status and headers are sent \
+                 at once. Without resourceVersion: an ADDED per object in scope (one snapshot), a BOOKMARK, then \
+                 live events; BOOKMARKs at least every 10 s on idle streams.",
+            ))
+            .tag("Watch")
+            .parameters(Some(watch_params))
+            .response(
+                "200",
+                ResponseBuilder::new()
+                    .description("The event stream.")
+                    .content(NDJSON, ContentBuilder::new().schema(Some(schema_ref("WatchEventDoc"))).build())
+                    .content(SSE, ContentBuilder::new().schema(Some(schema_ref("WatchEventDoc"))).build())
+                    .build(),
+            ),
+        &[(400, "a malformed parameter"), (410, "the revision was compacted, or is newer than the current one")],
+    );
+    let apply_example: Value =
+        yaml_serde::from_str::<Value>(include_str!("../../tests/fixtures/examples/realm.yaml"))
+            .unwrap_or(Value::Null);
+    let apply = errors(
+        OperationBuilder::new()
+            .operation_id(Some("apply"))
+            .summary(Some("Apply manifests"))
+            .description(Some(
+                "A YAML stream of `---`-separated documents, one JSON document or a JSON array. Each document is \
+                 placed by its name and spec coordinates, created if missing or configured (labels and spec \
+                 replaced); all commit in one transaction or none does.",
+            ))
+            .tag("Apply")
+            .parameter(query_param("dryRun", Type::Boolean, "Validate and report without writing."))
+            .request_body(Some(
+                RequestBodyBuilder::new()
+                    .required(Some(Required::True))
+                    .content(YAML, ContentBuilder::new().schema(Some(string_schema())).build())
+                    .content(
+                        JSON,
+                        ContentBuilder::new()
+                            .schema(Some(
+                                utoipa::openapi::schema::OneOfBuilder::new()
+                                    .item(ObjectBuilder::new().schema_type(SchemaType::Type(Type::Object)))
+                                    .item(utoipa::openapi::schema::ArrayBuilder::new().items(
+                                        ObjectBuilder::new().schema_type(SchemaType::Type(Type::Object)),
+                                    )),
+                            ))
+                            .example(Some(apply_example))
+                            .build(),
+                    )
+                    .build(),
+            ))
+            .response("200", document_response("What happened to each document, in order.", "ApplyResult", false).build()),
+        &[
+            (400, "malformed body, unknown kind, apiVersion or field (`documents[i]...`)"),
+            (404, "a parent is neither stored nor earlier in the request"),
+            (409, "a conflict"),
+            (413, "the body is too large"),
+            (415, "unsupported Content-Type"),
+            (422, "a validation rule failed (`documents[i]...`)"),
+        ],
+    );
+    let text = |id: &str, summary: &str| {
+        OperationBuilder::new()
+            .operation_id(Some(id))
+            .summary(Some(summary))
+            .tag("Operations")
+            .response(
+                "200",
+                ResponseBuilder::new()
+                    .description("OK")
+                    .content(
+                        "text/plain",
+                        ContentBuilder::new().schema(Some(string_schema())).build(),
+                    )
+                    .build(),
+            )
+    };
+    paths = paths
+        .path(
+            format!("{BASE}/watch"),
+            PathItem::new(HttpMethod::Get, watch.build()),
+        )
+        .path(
+            format!("{BASE}/apply"),
+            PathItem::new(HttpMethod::Post, apply.build()),
+        )
+        .path(
+            "/healthz",
+            PathItem::new(HttpMethod::Get, text("healthz", "Liveness").build()),
+        )
+        .path(
+            "/readyz",
+            PathItem::new(
+                HttpMethod::Get,
+                errors(text("readyz", "Readiness (the database answers)"), &[]).build(),
+            ),
+        )
+        .path(
+            "/metrics",
+            PathItem::new(
+                HttpMethod::Get,
+                text("metrics", "Prometheus metrics").build(),
+            ),
+        );
+    doc.paths = paths.build();
+    let mut tags: Vec<_> = Kind::ALL
+        .iter()
+        .map(|k| {
+            TagBuilder::new()
+                .name(tag(*k))
+                .description(Some(format!(
+                    "{} documents: CRUD, status subresource, lists and watches.",
+                    k.as_str()
+                )))
+                .build()
+        })
+        .collect();
+    for (name, d) in [
+        ("Watch", "Event streams over every kind."),
+        ("Apply", "Manifests in, created or configured atomically."),
+        ("Operations", "Health and metrics."),
+    ] {
+        tags.push(TagBuilder::new().name(name).description(Some(d)).build());
+    }
+    doc.tags = Some(tags);
+    doc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operation_ids_are_unique_and_named_by_verb_and_kind() {
+        let v = serde_json::to_value(document()).unwrap();
+        let mut ids = Vec::new();
+        for (_, item) in v["paths"].as_object().unwrap() {
+            for (_, op) in item.as_object().unwrap() {
+                ids.push(op["operationId"].as_str().unwrap().to_string());
+            }
+        }
+        let n = ids.len();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), n, "duplicate operation ids");
+        for id in [
+            "list_cells",
+            "replace_cell_status",
+            "list_all_containers",
+            "delete_realm",
+            "watch",
+            "apply",
+        ] {
+            assert!(ids.contains(&id.to_string()), "{id}");
+        }
+        assert_eq!(v["openapi"].as_str().map(|s| &s[..3]), Some("3.1"));
+    }
+}
