@@ -39,6 +39,9 @@ enum Command {
         /// Watch events buffered in memory; slower watchers read the log.
         #[arg(long, env = "MODELHUB_WATCH_BUFFER", default_value_t = modelhub::watch::HUB_CAPACITY)]
         watch_buffer: usize,
+        /// Database page cache in MiB (bounds resident memory).
+        #[arg(long, env = "MODELHUB_CACHE_MB", default_value_t = 128)]
+        cache_mb: usize,
     },
     /// Print the OpenAPI document (what `openapi/v1beta1.json` holds).
     Openapi,
@@ -167,6 +170,7 @@ fn main() -> ExitCode {
             bookmark_interval,
             compaction_interval,
             watch_buffer,
+            cache_mb,
         } => {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -183,6 +187,7 @@ fn main() -> ExitCode {
                 bookmark_interval,
                 compaction_interval,
                 watch_buffer,
+                cache_bytes: cache_mb * 1024 * 1024,
                 ..modelhub::server::Config::new(listen, data)
             };
             match runtime.block_on(modelhub::server::serve(

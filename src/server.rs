@@ -29,6 +29,8 @@ pub struct Config {
     /// Frames buffered in memory for live watchers; a watcher further
     /// behind catches up from the event log.
     pub watch_buffer: usize,
+    /// redb page cache size in bytes.
+    pub cache_bytes: usize,
 }
 
 impl Config {
@@ -41,6 +43,7 @@ impl Config {
             bookmark_interval: Duration::from_secs(10),
             compaction_interval: Duration::from_secs(5),
             watch_buffer: crate::watch::HUB_CAPACITY,
+            cache_bytes: StoreOptions::default().cache_bytes,
         }
     }
 }
@@ -121,6 +124,7 @@ pub async fn serve(
     );
     let options = StoreOptions {
         on_commit: Some(hub.hook()),
+        cache_bytes: config.cache_bytes,
         ..StoreOptions::default()
     };
     let data = config.data.clone();

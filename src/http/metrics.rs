@@ -34,6 +34,15 @@ pub async fn render(State(s): State<AppState>) -> Response {
             c.load(Ordering::Relaxed)
         ));
     }
+    let (requests, commits) = s.store.write_stats();
+    out.push_str(&format!(
+        "# HELP modelhub_write_requests_total Write requests handled by the writer.\n\
+         # TYPE modelhub_write_requests_total counter\nmodelhub_write_requests_total {requests}\n\
+         # HELP modelhub_commits_total Durable transactions committed (group commit: fewer than requests).\n\
+         # TYPE modelhub_commits_total counter\nmodelhub_commits_total {commits}\n\
+         # HELP modelhub_watchers Open watch streams.\n# TYPE modelhub_watchers gauge\nmodelhub_watchers {}\n",
+        s.hub.watchers()
+    ));
     if let Ok(rev) = s.store.revision().await {
         out.push_str(&format!(
             "# HELP modelhub_revision The store-wide revision.\n# TYPE modelhub_revision gauge\nmodelhub_revision {rev}\n"

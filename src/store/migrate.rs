@@ -14,10 +14,16 @@ pub mod steps;
 /// The storage format this build writes.
 pub const CURRENT_FORMAT: u32 = 2;
 
+fn create(path: &FsPath, cache_bytes: usize) -> Result<Database, StoreError> {
+    Ok(redb::Builder::new()
+        .set_cache_size(cache_bytes)
+        .create(path)?)
+}
+
 /// Brings the database at `path` to [`CURRENT_FORMAT`], or refuses it.
-/// Returns the opened database.
-pub fn open(path: &FsPath) -> Result<Database, StoreError> {
-    let db = Database::create(path)?;
+/// Returns the opened database, with a page cache of `cache_bytes`.
+pub fn open(path: &FsPath, cache_bytes: usize) -> Result<Database, StoreError> {
+    let db = create(path, cache_bytes)?;
     let found = {
         let txn = db.begin_read()?;
         tables::read_meta(&txn, FORMAT_KEY)?
@@ -45,7 +51,7 @@ pub fn open(path: &FsPath) -> Result<Database, StoreError> {
             let backup = path.with_extension(format!("format-{from}.bak"));
             std::fs::copy(path, &backup)?;
             tracing::info!(from, to = CURRENT_FORMAT, backup = %backup.display(), "migrating database");
-            let db = Database::create(path)?;
+            let db = create(path, cache_bytes)?;
             let txn = db.begin_write()?;
             for version in from..CURRENT_FORMAT {
                 let step = steps::STEPS

@@ -46,6 +46,8 @@ pub struct StoreOptions {
     pub max_snapshots: usize,
     /// Told about every committed change, in revision order.
     pub on_commit: Option<CommitHook>,
+    /// redb's page cache, in bytes (bounds the resident memory).
+    pub cache_bytes: usize,
 }
 
 impl Default for StoreOptions {
@@ -54,6 +56,7 @@ impl Default for StoreOptions {
             snapshot_ttl: Duration::from_secs(300),
             max_snapshots: 1024,
             on_commit: None,
+            cache_bytes: 128 * 1024 * 1024,
         }
     }
 }
@@ -62,6 +65,7 @@ struct Inner {
     db: Arc<Database>,
     snapshots: Snapshots,
     path: PathBuf,
+    stats: Arc<writer::WriterStats>,
 }
 
 /// The writer thread's queue and join handle (taken on close).
@@ -77,21 +81,34 @@ pub struct Store {
 impl Store {
     /// Opens (creating or migrating) the database at `path`.
     pub fn open(path: &FsPath, options: StoreOptions) -> Result<Store, StoreError> {
-        let db = Arc::new(migrate::open(path)?);
+        let db = Arc::new(migrate::open(path, options.cache_bytes)?);
         let (tx, rx) = mpsc::channel();
         let hook = options.on_commit.clone();
         let writer_db = db.clone();
+        let stats = Arc::new(writer::WriterStats::default());
+        let writer_stats = stats.clone();
         let handle = std::thread::Builder::new()
             .name("modelhub-writer".into())
-            .spawn(move || writer::run(writer_db, rx, hook))?;
+            .spawn(move || writer::run(writer_db, rx, hook, writer_stats))?;
         Ok(Store {
             inner: Arc::new(Inner {
                 db,
                 snapshots: Snapshots::new(options.snapshot_ttl, options.max_snapshots),
                 path: path.to_path_buf(),
+                stats,
             }),
             writer: Arc::new(Mutex::new(Some((tx, handle)))),
         })
+    }
+
+    /// Write requests handled and transactions committed so far (group
+    /// commit makes the second smaller than the first under load).
+    pub fn write_stats(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.inner.stats.requests.load(Relaxed),
+            self.inner.stats.commits.load(Relaxed),
+        )
     }
 
     /// The database file.

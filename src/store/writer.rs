@@ -13,6 +13,7 @@
 //! - Observers ([`CommitHook`]) are told about changes only after commit.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
 
 use redb::{Database, ReadableTable};
@@ -161,8 +162,22 @@ pub(super) enum Job {
 /// never holds the writer for long.
 const COMPACT_CHUNK: u64 = 10_000;
 
+/// Counters of the writer's work.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Write requests handled (including failed ones).
+    pub requests: AtomicU64,
+    /// Transactions committed to disk.
+    pub commits: AtomicU64,
+}
+
 /// The writer thread's loop: runs until every sender is dropped.
-pub(super) fn run(db: Arc<Database>, rx: Receiver<Job>, hook: Option<CommitHook>) {
+pub(super) fn run(
+    db: Arc<Database>,
+    rx: Receiver<Job>,
+    hook: Option<CommitHook>,
+    stats: Arc<WriterStats>,
+) {
     let mut pending: Option<Job> = None;
     loop {
         let first = match pending.take() {
@@ -208,8 +223,14 @@ pub(super) fn run(db: Arc<Database>, rx: Receiver<Job>, hook: Option<CommitHook>
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             }
         }
+        stats
+            .requests
+            .fetch_add(ops.len() as u64, Ordering::Relaxed);
         match commit_batch(&db, ops) {
-            Ok(outcomes) => {
+            Ok((outcomes, committed)) => {
+                if committed {
+                    stats.commits.fetch_add(1, Ordering::Relaxed);
+                }
                 if let Some(hook) = &hook {
                     let changes: Vec<Change> = outcomes
                         .iter()
@@ -325,7 +346,9 @@ fn compact(db: &Database, keep: u64) -> Result<u64, StoreError> {
 
 type Outcomes = Vec<Result<WriteOutcome, StoreError>>;
 
-fn commit_batch(db: &Database, ops: Vec<WriteOp>) -> Result<Outcomes, StoreError> {
+/// Applies a batch in one transaction; answers the outcomes and whether
+/// anything was committed.
+fn commit_batch(db: &Database, ops: Vec<WriteOp>) -> Result<(Outcomes, bool), StoreError> {
     let txn = db.begin_write()?;
     let mut outcomes = Vec::with_capacity(ops.len());
     let changed;
@@ -351,7 +374,7 @@ fn commit_batch(db: &Database, ops: Vec<WriteOp>) -> Result<Outcomes, StoreError
     } else {
         txn.abort()?;
     }
-    Ok(outcomes)
+    Ok((outcomes, changed))
 }
 
 fn now() -> crate::model::Timestamp {
