@@ -115,17 +115,18 @@ fn run_client<F>(command: F) -> ExitCode
 where
     F: std::future::Future<Output = Result<(), modelhub::cli::CliError>>,
 {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("modelhub: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    modelhub::cli::report(runtime.block_on(command))
+    match runtime(tokio::runtime::Builder::new_current_thread()) {
+        Ok(runtime) => modelhub::cli::report(runtime.block_on(command)),
+        Err(code) => code,
+    }
+}
+
+/// Builds a tokio runtime, or says why not.
+fn runtime(mut builder: tokio::runtime::Builder) -> Result<tokio::runtime::Runtime, ExitCode> {
+    builder.enable_all().build().map_err(|e| {
+        eprintln!("modelhub: cannot start the runtime: {e}");
+        ExitCode::FAILURE
+    })
 }
 
 /// Parses `10s`, `500ms`, `2m` or plain seconds.
@@ -172,15 +173,9 @@ fn main() -> ExitCode {
             watch_buffer,
             cache_mb,
         } => {
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            let runtime = match runtime(tokio::runtime::Builder::new_multi_thread()) {
                 Ok(r) => r,
-                Err(e) => {
-                    eprintln!("modelhub: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+                Err(code) => return code,
             };
             let config = modelhub::server::Config {
                 history_revisions,

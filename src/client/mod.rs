@@ -159,7 +159,10 @@ impl Client {
             .enumerate()
         {
             url.push(if i == 0 { '?' } else { '&' });
-            url.push_str(&format!("{name}={}", urlencode(value)));
+            url.push_str(&format!(
+                "{name}={}",
+                crate::http::handlers::percent_encode(value)
+            ));
         }
         if kind == Kind::Realm {
             url = "/api/v1beta1/realms".into();
@@ -322,15 +325,6 @@ fn problem(status: u16, bytes: &[u8]) -> ClientError {
             .map(str::to_string)
             .unwrap_or_else(|| String::from_utf8_lossy(bytes).into_owned()),
     }
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 fn guarded(obj: &AnyObject) -> Value {

@@ -188,7 +188,9 @@ pub fn location(path: &Path) -> String {
     url
 }
 
-fn percent_encode(s: &str) -> String {
+/// Percent-encodes a path segment or query value (RFC 3986 unreserved
+/// characters pass through).
+pub fn percent_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'~' => (b as char).to_string(),

@@ -121,16 +121,23 @@ impl Store {
         &self.inner.db
     }
 
-    /// Runs a write request; resolves once it is durable (or failed).
-    pub async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
+    /// Queues a job for the writer thread and awaits its answer.
+    async fn submit<T>(
+        &self,
+        job: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> writer::Job,
+    ) -> Result<T, StoreError> {
         let (reply, rx) = oneshot::channel();
         {
             let guard = self.writer.lock().expect("writer handle");
             let (tx, _) = guard.as_ref().ok_or(StoreError::Closed)?;
-            tx.send(writer::Job::Write { op, reply })
-                .map_err(|_| StoreError::Closed)?;
+            tx.send(job(reply)).map_err(|_| StoreError::Closed)?;
         }
         rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs a write request; resolves once it is durable (or failed).
+    pub async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
+        self.submit(|reply| writer::Job::Write { op, reply }).await
     }
 
     /// Creates or configures `objects` in order, all in one transaction
@@ -140,31 +147,19 @@ impl Store {
         objects: Vec<AnyObject>,
         dry_run: bool,
     ) -> Result<ApplyOutcome, StoreError> {
-        let (reply, rx) = oneshot::channel();
-        {
-            let guard = self.writer.lock().expect("writer handle");
-            let (tx, _) = guard.as_ref().ok_or(StoreError::Closed)?;
-            tx.send(writer::Job::Apply {
-                objects,
-                dry_run,
-                reply,
-            })
-            .map_err(|_| StoreError::Closed)?;
-        }
-        rx.await.map_err(|_| StoreError::Closed)?
+        self.submit(|reply| writer::Job::Apply {
+            objects,
+            dry_run,
+            reply,
+        })
+        .await
     }
 
     /// Drops events older than the last `keep` revisions (one bounded chunk
     /// per call, interleaved with writes); answers how many were dropped.
     pub async fn compact(&self, keep: u64) -> Result<u64, StoreError> {
-        let (reply, rx) = oneshot::channel();
-        {
-            let guard = self.writer.lock().expect("writer handle");
-            let (tx, _) = guard.as_ref().ok_or(StoreError::Closed)?;
-            tx.send(writer::Job::Compact { keep, reply })
-                .map_err(|_| StoreError::Closed)?;
-        }
-        rx.await.map_err(|_| StoreError::Closed)?
+        self.submit(|reply| writer::Job::Compact { keep, reply })
+            .await
     }
 
     /// Events after revision `after` (at most `max`), checked against the
