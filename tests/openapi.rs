@@ -24,12 +24,16 @@ fn server_serves_the_document_and_swagger_ui() {
     let c = Client::default();
     let (st, served) = c.get(&format!("{}/openapi.json", s.base));
     assert_eq!(st, 200);
-    let generated: serde_json::Value = serde_json::from_str(&modelhub::http::openapi::to_json()).unwrap();
+    let generated: serde_json::Value =
+        serde_json::from_str(&modelhub::http::openapi::to_json()).unwrap();
     assert_eq!(served, generated);
     let ui = c.raw(c.http.get(format!("{}/swagger-ui/", s.base)));
     assert_eq!(ui.status(), 200);
     assert!(ui.text().unwrap().contains("swagger-ui"));
-    let init = c.raw(c.http.get(format!("{}/swagger-ui/swagger-initializer.js", s.base)));
+    let init = c.raw(
+        c.http
+            .get(format!("{}/swagger-ui/swagger-initializer.js", s.base)),
+    );
     let js = init.text().unwrap();
     assert!(js.contains(r#""validatorUrl": "none""#), "{js}");
     assert!(js.contains(r#""url": "/openapi.json""#), "{js}");
@@ -44,12 +48,16 @@ fn every_route_is_documented_with_its_errors() {
     for (path, item) in paths {
         for (verb, op) in item.as_object().unwrap() {
             let responses = op["responses"].as_object().unwrap();
-            assert!(responses.keys().any(|k| k.starts_with('2')), "{verb} {path}");
+            assert!(
+                responses.keys().any(|k| k.starts_with('2')),
+                "{verb} {path}"
+            );
             if path.starts_with("/api/") {
                 for code in ["500", "503"] {
                     let r = &responses[code];
                     assert!(
-                        r["content"]["application/problem+json"]["schema"]["$ref"] == "#/components/schemas/Problem",
+                        r["content"]["application/problem+json"]["schema"]["$ref"]
+                            == "#/components/schemas/Problem",
                         "{verb} {path} {code}"
                     );
                 }
@@ -59,7 +67,10 @@ fn every_route_is_documented_with_its_errors() {
     let cell = &doc["components"]["schemas"]["CellSpec"]["properties"];
     assert!(cell["containers"].is_object() && cell["rootContainerId"].is_object());
     let state = &doc["components"]["schemas"]["CellState"]["oneOf"];
-    assert_eq!(state[0]["enum"], serde_json::json!(["Pending", "Ready", "Stopped", "Failed", "Unknown"]));
+    assert_eq!(
+        state[0]["enum"],
+        serde_json::json!(["Pending", "Ready", "Stopped", "Failed", "Unknown"])
+    );
     assert_eq!(state[1]["type"], "integer");
 }
 
@@ -70,5 +81,8 @@ fn the_openapi_command_prints_the_committed_document() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    assert_eq!(String::from_utf8(out.stdout).unwrap(), std::fs::read_to_string(COMMITTED).unwrap());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        std::fs::read_to_string(COMMITTED).unwrap()
+    );
 }
