@@ -35,6 +35,20 @@ pub const HUB_CAPACITY: usize = 8192;
 const CATCH_UP_BATCH: usize = 512;
 /// Frames queued per watcher connection.
 const CONNECTION_QUEUE: usize = 64;
+/// Up to this many bytes of already-queued events are written as one chunk.
+const COALESCE_BYTES: usize = 64 * 1024;
+
+/// Joins frames into one chunk (no copy for a single frame).
+fn concat(mut parts: Vec<Bytes>, size: usize) -> Bytes {
+    if parts.len() == 1 {
+        return parts.pop().expect("one part");
+    }
+    let mut out = Vec::with_capacity(size);
+    for p in parts {
+        out.extend_from_slice(&p);
+    }
+    Bytes::from(out)
+}
 
 /// Serializes events for the wire (the API layer provides it, so this
 /// module stays independent of any API version).
@@ -477,20 +491,46 @@ impl Watcher {
                     _ = tokio::time::sleep_until(idle_deadline) => self.bookmark().await?,
                     received = live.recv() => match received {
                         Ok(frame) => {
-                            if frame.revision <= self.cursor {
-                                continue;
+                            // Take whatever else is already queued too, so a
+                            // busy stream writes one chunk instead of many.
+                            let mut out: Vec<Bytes> = Vec::new();
+                            let mut size = 0;
+                            let mut next = Some(frame);
+                            let mut behind = false;
+                            while let Some(frame) = next.take() {
+                                if frame.revision > self.cursor {
+                                    if frame.revision != self.cursor + 1 {
+                                        behind = true;
+                                        break;
+                                    }
+                                    self.cursor = frame.revision;
+                                    if self.filter.matches(frame.kind, &frame.names, &frame.labels) {
+                                        let b = match self.framing {
+                                            Framing::Ndjson => frame.line.clone(),
+                                            Framing::Sse => frame_bytes(self.framing, frame.event, Some(frame.revision), &frame.json),
+                                        };
+                                        size += b.len();
+                                        out.push(b);
+                                    }
+                                }
+                                if size >= COALESCE_BYTES {
+                                    break;
+                                }
+                                match live.try_recv() {
+                                    Ok(f) => next = Some(f),
+                                    Err(broadcast::error::TryRecvError::Lagged(_)) => {
+                                        behind = true;
+                                        break;
+                                    }
+                                    Err(_) => break,
+                                }
                             }
-                            if frame.revision != self.cursor + 1 {
+                            if !out.is_empty() {
+                                self.send(concat(out, size)).await?;
+                            }
+                            if behind {
                                 // Missed frames: they are in the log.
                                 continue 'outer;
-                            }
-                            self.cursor = frame.revision;
-                            if self.filter.matches(frame.kind, &frame.names, &frame.labels) {
-                                let b = match self.framing {
-                                    Framing::Ndjson => frame.line.clone(),
-                                    Framing::Sse => frame_bytes(self.framing, frame.event, Some(frame.revision), &frame.json),
-                                };
-                                self.send(b).await?;
                             }
                         }
                         Err(broadcast::error::RecvError::Lagged(missed)) => {
