@@ -353,6 +353,9 @@ async fn a_reader_that_does_not_read_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_thousand_watchers_each_get_every_event() {
+    // 1,000 connections on each side: raise the soft descriptor limit (the
+    // server inherits it) in case the shell's is the common 1,024.
+    rlimit::increase_nofile_limit(8192).expect("raise the open-file limit");
     let s = Server::start();
     let from = current_revision(&s).await;
     let url = s.api(&format!("/watch?resourceVersion={from}"));
