@@ -1,5 +1,5 @@
 //! Request handlers, written once for every kind: the kind is a parameter
-//! fixed when the router is built (see [`super::routes`]).
+//! fixed when the router is built (see [`super::router`]).
 
 use std::collections::HashMap;
 

@@ -3,10 +3,10 @@
 //!
 //! - [`keys`]: path -> key encoding (children of one parent are one range).
 //! - [`codec`]: record encoding (format byte + postcard).
-//! - [`tables`]: table definitions.
+//! - `tables`: table definitions.
 //! - [`writer`]: the single writer thread with group commit; every write is
 //!   atomic and durable before it is acknowledged.
-//! - [`read`]: point reads and snapshot list scans.
+//! - `read`: point reads and snapshot list scans.
 //! - [`migrate`]: storage format check and migrations.
 //!
 //! [`Store`] is the async facade the HTTP layer calls: redb work runs on the
