@@ -1,77 +1,565 @@
 //! `modelhub-bench`: drives a modelhub server over HTTP with realistic
 //! documents (Cells with 3 containers, ~1.5 KB of JSON) and reports
-//! throughput and latency percentiles. Not part of the test command.
+//! throughput and latency percentiles; with `--etcd URL` (feature `etcd`)
+//! it runs each workload against etcd too, right after, and prints the
+//! ratio modelhub/etcd. Not part of the test command. See `bench/README.md`.
 //!
 //! ```sh
 //! cargo build --release -p modelhub-bench -p modelhub
-//! target/release/modelhub-bench --spawn target/release/modelhub watch
+//! target/release/modelhub-bench --spawn target/release/modelhub all
 //! ```
 
+#[cfg(feature = "etcd")]
+mod etcd;
+mod report;
 mod util;
 mod workloads;
 
-use std::time::Duration;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
-/// Load generator for modelhub.
+use report::Targets;
+use util::{Run, Spawned, Stop};
+use workloads::{Hub, LIST_STACK};
+
+/// Load generator for modelhub, optionally side by side with etcd.
 #[derive(Parser)]
 struct Cli {
     /// A running modelhub (e.g. http://127.0.0.1:8080).
     #[arg(long, conflicts_with = "spawn")]
     server: Option<String>,
-    /// Start this modelhub binary on a temporary database instead.
+    /// Start this modelhub binary (on a temporary database unless --data).
     #[arg(long)]
     spawn: Option<String>,
-    /// Also run each workload against this etcd endpoint (feature `etcd`).
+    /// With --spawn: the database file to serve (created if missing, kept
+    /// afterwards; the server is stopped cleanly at the end).
+    #[arg(long, requires = "spawn")]
+    data: Option<PathBuf>,
+    /// Also run each workload against this etcd endpoint, e.g.
+    /// http://127.0.0.1:2379 (needs the bench built with --features etcd).
     #[arg(long)]
     etcd: Option<String>,
+    /// gRPC connections to etcd; concurrent clients share them round-robin.
+    #[arg(long, default_value_t = 1)]
+    etcd_conns: usize,
+    /// Length of each closed-loop workload (create, status, get), seconds.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Instead of --duration: this many requests per closed-loop workload.
+    #[arg(long)]
+    count: Option<u64>,
     #[command(subcommand)]
     workload: Workload,
 }
 
+#[derive(Args, Clone)]
+struct ListArgs {
+    /// Cells in the listed stack.
+    #[arg(long, default_value_t = 10_000)]
+    cells: usize,
+    /// Lists to time (one after the other).
+    #[arg(long, default_value_t = 20)]
+    repeat: usize,
+    /// Then load --big-objects other objects elsewhere and list again
+    /// (takes minutes).
+    #[arg(long)]
+    big: bool,
+    /// Objects loaded by --big.
+    #[arg(long, default_value_t = 1_000_000)]
+    big_objects: usize,
+    /// With --big: do not load etcd with the other objects.
+    #[arg(long)]
+    no_etcd_big: bool,
+}
+
+#[derive(Args, Clone)]
+struct WatchArgs {
+    /// Concurrent modelhub watchers.
+    #[arg(long, default_value_t = 1000)]
+    watchers: usize,
+    /// Concurrent etcd watchers.
+    #[arg(long, default_value_t = 100)]
+    etcd_watchers: usize,
+    /// Writes (cell creates).
+    #[arg(long, default_value_t = 2000)]
+    writes: usize,
+    /// Concurrent writers.
+    #[arg(long, default_value_t = 4)]
+    writers: usize,
+}
+
+#[derive(Args, Clone)]
+struct StartupArgs {
+    /// Restarts to measure.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+}
+
 #[derive(Subcommand, Clone)]
 enum Workload {
-    /// Watch fan-out: write-ack to receipt delay with many watchers.
-    Watch {
-        /// Concurrent watchers.
-        #[arg(long, default_value_t = 1000)]
-        watchers: usize,
-        /// Writes (cell creates).
-        #[arg(long, default_value_t = 2000)]
-        writes: usize,
-        /// Concurrent writers.
-        #[arg(long, default_value_t = 4)]
-        writers: usize,
+    /// Durable creates of new cells (POST .../cells; etcd: Put of a new key).
+    Create {
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
     },
+    /// Status writes on existing cells (PUT .../cells/{c}/status; etcd: Put
+    /// overwriting the cell with its status).
+    Status {
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        /// Existing cells written to (picked pseudo-randomly).
+        #[arg(long, default_value_t = 1000)]
+        cells: usize,
+    },
+    /// Reads of single cells (GET .../cells/{c}; etcd: Get by key).
+    Get {
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        /// Existing cells read (picked pseudo-randomly).
+        #[arg(long, default_value_t = 1000)]
+        cells: usize,
+    },
+    /// Full list of one stack's cells (etcd: range Get by prefix), then
+    /// optionally again with 1,000,000 other objects stored.
+    List(ListArgs),
+    /// Restart time and RSS of modelhub on --data (needs --spawn and --data).
+    Startup(StartupArgs),
+    /// Watch fan-out: write-ack to receipt delay with many watchers.
+    Watch(WatchArgs),
+    /// Everything in sequence: create (1, 16, 64 clients), status (64),
+    /// get (16), watch, list (and --big), startup; then the targets.
+    All {
+        #[command(flatten)]
+        list: ListArgs,
+        #[command(flatten)]
+        watch: WatchArgs,
+        #[command(flatten)]
+        startup: StartupArgs,
+    },
+}
+
+/// What the workloads run against.
+struct Ctx {
+    hub: Hub,
+    stop: Stop,
+    #[cfg(feature = "etcd")]
+    etcd: Option<etcd::Etcd>,
+}
+
+/// Runs `$body` with `$e` bound to the etcd target if there is one:
+/// `Some(result)`, else `None` (always `None` without the `etcd` feature).
+macro_rules! on_etcd {
+    ($ctx:expr, $e:ident => $body:expr) => {{
+        #[cfg(feature = "etcd")]
+        let r = match &$ctx.etcd {
+            Some($e) => Some($body),
+            None => None,
+        };
+        #[cfg(not(feature = "etcd"))]
+        let r = None;
+        r
+    }};
+}
+
+/// Closed-loop workload results, modelhub then etcd.
+type Pair = (Run, Option<Run>);
+
+async fn create(ctx: &Ctx, clients: usize) -> Pair {
+    let mh = ctx.hub.create(clients, ctx.stop).await;
+    let etcd = on_etcd!(ctx, e => e.create(clients, ctx.stop).await);
+    report::runs(
+        &format!("create: {clients} clients, {}, new 1.5 KB cells", ctx.stop),
+        &mh,
+        etcd.as_ref(),
+    );
+    (mh, etcd)
+}
+
+async fn status(ctx: &Ctx, clients: usize, cells: usize) -> Pair {
+    let mh = ctx.hub.status(clients, ctx.stop, cells).await;
+    let etcd = on_etcd!(ctx, e => e.status(clients, ctx.stop, cells).await);
+    report::runs(
+        &format!(
+            "status: {clients} clients, {}, on {cells} existing cells",
+            ctx.stop
+        ),
+        &mh,
+        etcd.as_ref(),
+    );
+    (mh, etcd)
+}
+
+async fn get(ctx: &Ctx, clients: usize, cells: usize) -> Pair {
+    let mh = ctx.hub.get(clients, ctx.stop, cells).await;
+    let etcd = on_etcd!(ctx, e => e.get(clients, ctx.stop, cells).await);
+    report::runs(
+        &format!("get: {clients} clients, {}, among {cells} cells", ctx.stop),
+        &mh,
+        etcd.as_ref(),
+    );
+    (mh, etcd)
+}
+
+/// List figures: before the load, and after it if `--big`.
+struct Lists {
+    small: (report::ListFigures, Option<report::ListFigures>),
+    big: Option<(report::ListFigures, Option<report::ListFigures>)>,
+}
+
+async fn list(ctx: &Ctx, args: &ListArgs) -> Lists {
+    ctx.hub.ensure_cells(LIST_STACK, args.cells).await;
+    let _: Option<()> = on_etcd!(ctx, e => e.ensure_list(args.cells).await);
+    let mh = ctx.hub.list(LIST_STACK, args.repeat).await;
+    let etcd = on_etcd!(ctx, e => e.list(LIST_STACK, args.repeat).await);
+    report::lists(
+        &format!(
+            "list: all {} cells of one stack, {} times",
+            args.cells, args.repeat
+        ),
+        &mh,
+        etcd.as_ref(),
+    );
+    let small = (mh, etcd);
+    if !args.big {
+        return Lists { small, big: None };
+    }
+    let mh_load = ctx.hub.load(args.big_objects).await;
+    let etcd_load: Option<Option<Duration>> = if args.no_etcd_big {
+        None
+    } else {
+        on_etcd!(ctx, e => e.load(args.big_objects).await)
+    };
+    let rate = |t: Option<Duration>| match t {
+        Some(t) => format!(
+            "{} in {:.1} s = {:.0}/s",
+            args.big_objects,
+            t.as_secs_f64(),
+            args.big_objects as f64 / t.as_secs_f64()
+        ),
+        None => "already loaded".to_string(),
+    };
+    println!("== load: {} small objects elsewhere", args.big_objects);
+    println!(
+        "  modelhub  {} (/apply, {} documents per request, 2 in flight)",
+        rate(mh_load),
+        workloads::APPLY_BATCH
+    );
+    if let Some(t) = etcd_load {
+        println!("  etcd      {} (txn of 128 puts, 8 in flight)", rate(t));
+    }
+    let mh = ctx.hub.list(LIST_STACK, args.repeat).await;
+    let etcd = if args.no_etcd_big {
+        None
+    } else {
+        on_etcd!(ctx, e => e.list(LIST_STACK, args.repeat).await)
+    };
+    report::lists(
+        &format!(
+            "list: the same {} cells with {} other objects stored (small cells in realm `load`){}",
+            args.cells,
+            args.big_objects,
+            if args.no_etcd_big && small.1.is_some() {
+                "; etcd not loaded (--no-etcd-big)"
+            } else {
+                ""
+            }
+        ),
+        &mh,
+        etcd.as_ref(),
+    );
+    Lists {
+        small,
+        big: Some((mh, etcd)),
+    }
+}
+
+/// Watch fan-out. With etcd and a different etcd watcher count, modelhub
+/// also runs with etcd's count, for a like-for-like line.
+async fn watch(
+    ctx: &Ctx,
+    args: &WatchArgs,
+) -> (report::WatchFigures, Option<report::WatchFigures>) {
+    let mh = ctx
+        .hub
+        .watch(args.watchers, args.writes, args.writers)
+        .await;
+    let etcd = on_etcd!(ctx, e => e.watch(args.etcd_watchers, args.writes, args.writers).await);
+    let mut rows = vec![mh.clone()];
+    if etcd.is_some() && args.etcd_watchers != args.watchers {
+        rows.push(
+            ctx.hub
+                .watch(args.etcd_watchers, args.writes, args.writers)
+                .await,
+        );
+    }
+    report::watches(&rows, etcd.as_ref());
+    (mh, etcd)
+}
+
+async fn startup(bin: &str, data: &std::path::Path, args: &StartupArgs) -> Vec<report::Startup> {
+    let (runs, objects) = workloads::startup(bin, data, args.runs, 1000).await;
+    let size = std::fs::metadata(data).map(|m| m.len()).unwrap_or(0);
+    report::startups(data, size, Some(objects), &runs);
+    runs
+}
+
+fn ms(d: Duration) -> String {
+    report::ms(d)
+}
+
+/// Runs everything and checks the project's targets.
+async fn all(
+    ctx: &Ctx,
+    server: Option<Spawned>,
+    list_args: &ListArgs,
+    watch_args: &WatchArgs,
+    startup_args: &StartupArgs,
+    bin: Option<&str>,
+) {
+    let mut targets = Targets::default();
+    let c1 = create(ctx, 1).await;
+    let _c16 = create(ctx, 16).await;
+    let c64 = create(ctx, 64).await;
+    let _status = status(ctx, 64, 1000).await;
+    let g16 = get(ctx, 16, 1000).await;
+    let w = watch(ctx, watch_args).await;
+    let lists = list(ctx, list_args).await;
+    let starts = match (server, bin) {
+        (Some(mut server), Some(bin)) => {
+            let data = server.data.clone();
+            let _dir = server.take_dir();
+            server.stop().await;
+            Some(startup(bin, &data, startup_args).await)
+        }
+        _ => {
+            println!("== startup: skipped (needs --spawn)");
+            None
+        }
+    };
+
+    match &c64.1 {
+        Some(e) => targets.add(
+            "create, 64 clients: >= 2x etcd ops/s and lower p99",
+            format!(
+                "{:.0} vs {:.0} ops/s ({:.2}x), p99 {} vs {}",
+                c64.0.ops_per_sec(),
+                e.ops_per_sec(),
+                c64.0.ops_per_sec() / e.ops_per_sec(),
+                ms(c64.0.p(99.0)),
+                ms(e.p(99.0))
+            ),
+            Some(c64.0.ops_per_sec() >= 2.0 * e.ops_per_sec() && c64.0.p(99.0) < e.p(99.0)),
+        ),
+        None => targets.add("create, 64 clients", "no etcd".into(), None),
+    }
+    match &c1.1 {
+        Some(e) => targets.add(
+            "create, 1 client: p50 no worse than etcd",
+            format!("p50 {} vs {}", ms(c1.0.p(50.0)), ms(e.p(50.0))),
+            Some(c1.0.p(50.0) <= e.p(50.0)),
+        ),
+        None => targets.add("create, 1 client", "no etcd".into(), None),
+    }
+    match &g16.1 {
+        Some(e) => targets.add(
+            "get, 16 clients: >= 2x etcd ops/s",
+            format!(
+                "{:.0} vs {:.0} ops/s ({:.2}x)",
+                g16.0.ops_per_sec(),
+                e.ops_per_sec(),
+                g16.0.ops_per_sec() / e.ops_per_sec()
+            ),
+            Some(g16.0.ops_per_sec() >= 2.0 * e.ops_per_sec()),
+        ),
+        None => targets.add("get, 16 clients", "no etcd".into(), None),
+    }
+    let (mh_small, etcd_small) = &lists.small;
+    match etcd_small {
+        Some(e) => targets.add(
+            "list of 10,000 cells: <= half etcd's time",
+            format!(
+                "median {} vs {} ({:.2}x)",
+                ms(mh_small.median()),
+                ms(e.median()),
+                mh_small.median().as_secs_f64() / e.median().as_secs_f64()
+            ),
+            Some(mh_small.median().as_secs_f64() <= 0.5 * e.median().as_secs_f64()),
+        ),
+        None => targets.add("list of 10,000 cells vs etcd", "no etcd".into(), None),
+    }
+    match &lists.big {
+        Some((mh_big, _)) => {
+            let growth = mh_big.median().as_secs_f64() / mh_small.median().as_secs_f64();
+            targets.add(
+                "list unchanged with 1M other objects (within +25%)",
+                format!(
+                    "median {} -> {} ({:+.0}%)",
+                    ms(mh_small.median()),
+                    ms(mh_big.median()),
+                    (growth - 1.0) * 100.0
+                ),
+                Some(growth <= 1.25),
+            );
+        }
+        None => targets.add("list with 1M other objects", "needs --big".into(), None),
+    }
+    let (mh_w, etcd_w) = &w;
+    match etcd_w {
+        Some(e) => targets.add(
+            "watch: p99 with modelhub's watchers no worse than etcd's with its watchers, 0 missing",
+            format!(
+                "{} watchers p99 {} (missing {}) vs etcd {} watchers p99 {} (missing {})",
+                mh_w.watchers,
+                ms(mh_w.p(99.0)),
+                mh_w.missing,
+                e.watchers,
+                ms(e.p(99.0)),
+                e.missing
+            ),
+            Some(mh_w.p(99.0) <= e.p(99.0) && mh_w.missing == 0),
+        ),
+        None => targets.add(
+            "watch: 0 missing",
+            format!("missing {}", mh_w.missing),
+            Some(mh_w.missing == 0),
+        ),
+    }
+    match &starts {
+        Some(runs) if !runs.is_empty() => {
+            let worst_ready = runs.iter().map(|r| r.ready).max().unwrap_or_default();
+            let worst_rss = runs.iter().map(|r| r.rss_kib).max().unwrap_or_default();
+            targets.add(
+                "startup < 1 s and RSS < 300 MB (worst run)",
+                format!(
+                    "ready {}, RSS {:.0} MB{}",
+                    ms(worst_ready),
+                    worst_rss as f64 / 1024.0,
+                    if lists.big.is_some() {
+                        ""
+                    } else {
+                        " (without --big: not the 1M database)"
+                    }
+                ),
+                Some(worst_ready < Duration::from_secs(1) && worst_rss < 300 * 1024),
+            );
+        }
+        _ => targets.add("startup", "not run".into(), None),
+    }
+    targets.print();
 }
 
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
-    let (base, _server) = match (&cli.server, &cli.spawn) {
-        (Some(url), _) => (url.clone(), None),
-        (None, Some(bin)) => {
-            let s = util::Spawned::start(bin).await;
-            (s.base.clone(), Some(s))
-        }
-        (None, None) => {
-            eprintln!("give --server URL or --spawn PATH");
-            std::process::exit(2);
-        }
-    };
     if cli.etcd.is_some() && !cfg!(feature = "etcd") {
         eprintln!("--etcd needs the bench built with --features etcd");
         std::process::exit(2);
     }
-    let started = std::time::Instant::now();
-    match cli.workload {
-        Workload::Watch {
-            watchers,
-            writes,
-            writers,
-        } => workloads::watch(&base, watchers, writes, writers).await,
+    let stop = match cli.count {
+        Some(n) => Stop::Count(n),
+        None => Stop::For(Duration::from_secs_f64(cli.duration)),
+    };
+    let started = Instant::now();
+    if let Workload::Startup(args) = &cli.workload {
+        let (Some(bin), Some(data)) = (&cli.spawn, &cli.data) else {
+            eprintln!(
+                "startup needs --spawn BIN and --data PATH (e.g. the database of `list --big`)"
+            );
+            std::process::exit(2);
+        };
+        startup(bin, data, args).await;
+        eprintln!("done in {:.1?}", started.elapsed());
+        return;
+    }
+    let server = match (&cli.server, &cli.spawn, &cli.data) {
+        (Some(_), _, _) => None,
+        (None, Some(bin), None) => Some(Spawned::start(bin).await),
+        (None, Some(bin), Some(data)) => Some(Spawned::start_on(bin, data).await),
+        (None, None, _) => {
+            eprintln!("give --server URL or --spawn PATH");
+            std::process::exit(2);
+        }
+    };
+    let base = match (&server, &cli.server) {
+        (Some(s), _) => s.base.clone(),
+        (None, Some(url)) => url.clone(),
+        (None, None) => unreachable!("checked above"),
+    };
+    let run = util::run_id();
+    #[cfg(feature = "etcd")]
+    let etcd = match &cli.etcd {
+        Some(url) => Some(etcd::Etcd::connect(url, cli.etcd_conns, &run).await),
+        None => None,
+    };
+    let ctx = Ctx {
+        hub: Hub::new(&base, &run),
+        stop,
+        #[cfg(feature = "etcd")]
+        etcd,
+    };
+    let _ = cli.etcd_conns;
+    match &cli.workload {
+        Workload::Create { clients } => {
+            create(&ctx, *clients).await;
+        }
+        Workload::Status { clients, cells } => {
+            status(&ctx, *clients, *cells).await;
+        }
+        Workload::Get { clients, cells } => {
+            get(&ctx, *clients, *cells).await;
+        }
+        Workload::List(args) => {
+            list(&ctx, args).await;
+        }
+        Workload::Watch(args) => {
+            watch(&ctx, args).await;
+        }
+        Workload::All {
+            list: l,
+            watch: w,
+            startup: s,
+        } => {
+            all(&ctx, server, l, w, s, cli.spawn.as_deref()).await;
+            eprintln!("done in {:.1?}", started.elapsed());
+            return;
+        }
+        Workload::Startup(_) => unreachable!("handled above"),
+    }
+    if let Some(server) = server {
+        server.stop().await;
     }
     eprintln!("done in {:.1?}", started.elapsed());
-    tokio::time::sleep(Duration::from_millis(10)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_parses() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn spread_is_a_permutation() {
+        let mut seen = vec![false; 1000];
+        for seq in 0..1000 {
+            seen[util::spread(seq, 1000)] = true;
+        }
+        assert!(seen.iter().all(|s| *s));
+    }
+
+    #[test]
+    fn percentiles() {
+        let v: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(util::percentile(&v, 50.0), Duration::from_millis(51));
+        assert_eq!(util::percentile(&v, 99.0), Duration::from_millis(99));
+        assert_eq!(util::percentile(&[], 99.0), Duration::ZERO);
+    }
 }

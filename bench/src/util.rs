@@ -1,27 +1,47 @@
-//! Shared pieces: a spawned server, documents, percentiles.
+//! Shared pieces: a spawned server, documents, the closed-loop driver,
+//! percentiles.
 
+use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-/// A modelhub started by the bench on a temporary database.
+/// A modelhub started by the bench, on a temporary database or a given file.
 pub struct Spawned {
     /// Its base URL.
     pub base: String,
-    _child: Child,
-    _dir: tempfile::TempDir,
+    /// The database file.
+    pub data: PathBuf,
+    /// Time from spawn to the "listening" line on stdout.
+    pub ready_after: Duration,
+    child: Child,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Spawned {
-    /// Starts `bin serve` on a free port and a fresh database.
+    /// Starts `bin serve` on a free port and a fresh temporary database
+    /// (removed when this is dropped).
     pub async fn start(bin: &str) -> Spawned {
         let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("bench.redb");
+        let mut s = Spawned::start_on(bin, &data).await;
+        s._dir = Some(dir);
+        s
+    }
+
+    /// Starts `bin serve` on a free port and the database file `data`
+    /// (created if missing, kept afterwards).
+    pub async fn start_on(bin: &str, data: &Path) -> Spawned {
+        let started = Instant::now();
         let mut child = Command::new(bin)
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(dir.path().join("bench.redb"))
+            .arg(data)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .kill_on_drop(true)
@@ -29,15 +49,64 @@ impl Spawned {
             .expect("spawn modelhub");
         let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
         let line = lines.next_line().await.expect("read").expect("a line");
+        let ready_after = started.elapsed();
         let base = line
             .strip_prefix("modelhub listening on ")
             .expect("listening line")
             .to_string();
+        // Keep draining stdout so the server never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Spawned {
             base,
-            _child: child,
-            _dir: dir,
+            data: data.to_path_buf(),
+            ready_after,
+            child,
+            _dir: None,
         }
+    }
+
+    /// Takes the temporary directory of the database (if any), so that it
+    /// outlives this server, e.g. to restart on the same file.
+    pub fn take_dir(&mut self) -> Option<tempfile::TempDir> {
+        self._dir.take()
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
+    /// `VmRSS` and `VmHWM` of the server, in KiB, from `/proc/<pid>/status`.
+    pub fn memory_kib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc/<pid>/status");
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    /// Stops the server with SIGTERM (it closes the database cleanly) and
+    /// waits for it; returns how long that took. Kills it after 120 s.
+    pub async fn stop(mut self) -> Duration {
+        let started = Instant::now();
+        let pid = self.pid();
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await;
+        match tokio::time::timeout(Duration::from_secs(120), self.child.wait()).await {
+            Ok(_) => {}
+            Err(_) => {
+                eprintln!("modelhub {pid} did not stop within 120 s after SIGTERM: killing it");
+                let _ = self.child.kill().await;
+            }
+        }
+        started.elapsed()
     }
 }
 
@@ -62,12 +131,64 @@ pub fn cell(name: &str) -> Value {
     })
 }
 
+/// [`cell`] as a self-placing document for `/apply`: kind and coordinates.
+pub fn cell_doc(stack: &str, name: &str) -> Value {
+    let mut doc = cell(name);
+    doc["apiVersion"] = json!("v1beta1");
+    doc["kind"] = json!("Cell");
+    doc["spec"]["realmId"] = json!("bench");
+    doc["spec"]["spaceId"] = json!("s");
+    doc["spec"]["stackId"] = json!(stack);
+    doc
+}
+
+/// A small cell (no containers, ~170 bytes), the filler of the 1M load.
+pub fn small_cell_doc(stack: &str, name: &str) -> Value {
+    json!({
+        "apiVersion": "v1beta1", "kind": "Cell",
+        "metadata": {"name": name, "labels": {"app": "filler", "tier": "load"}},
+        "spec": {"realmId": "load", "spaceId": "s", "stackId": stack}
+    })
+}
+
+/// The status a reconciler writes for a running cell; `n` goes into the
+/// restart counts so that every write really changes the status (a write
+/// that changes nothing is not written by modelhub).
+pub fn cell_status(stack: &str, name: &str, n: u64) -> Value {
+    let container = |id: &str| {
+        json!({
+            "name": id, "id": id, "state": "Ready", "restartCount": n,
+            "startTime": "2026-11-28T12:00:00Z"
+        })
+    };
+    json!({
+        "state": "Ready",
+        "cgroupPath": format!("/kukeon/bench/s/{stack}/{name}"),
+        "readyObserved": true,
+        "containers": [container("root"), container("web"), container("sidecar")]
+    })
+}
+
+/// Name of the `i`-th cell of a pre-created set.
+pub fn nth_cell(i: usize) -> String {
+    format!("c-{i:06}")
+}
+
 /// Creates realm/space/stack `bench/s/t` (ignores "already exists").
 pub async fn hierarchy(http: &reqwest::Client, base: &str) {
+    stack(http, base, "t").await;
+}
+
+/// Creates realm/space `bench/s` and stack `name` in it (ignores "already
+/// exists").
+pub async fn stack(http: &reqwest::Client, base: &str, name: &str) {
     for (url, name) in [
         ("/api/v1beta1/realms".to_string(), "bench"),
         ("/api/v1beta1/realms/bench/spaces".to_string(), "s"),
-        ("/api/v1beta1/realms/bench/spaces/s/stacks".to_string(), "t"),
+        (
+            "/api/v1beta1/realms/bench/spaces/s/stacks".to_string(),
+            name,
+        ),
     ] {
         let resp = http
             .post(format!("{base}{url}"))
@@ -85,7 +206,29 @@ pub async fn hierarchy(http: &reqwest::Client, base: &str) {
 
 /// The URL of the bench stack's cells.
 pub fn cells_url(base: &str) -> String {
-    format!("{base}/api/v1beta1/realms/bench/spaces/s/stacks/t/cells")
+    stack_cells_url(base, "t")
+}
+
+/// The URL of the cells of stack `bench/s/<stack>`.
+pub fn stack_cells_url(base: &str, stack: &str) -> String {
+    format!("{base}/api/v1beta1/realms/bench/spaces/s/stacks/{stack}/cells")
+}
+
+/// The etcd key of cell `name` in stack `bench/s/<stack>` (the layout
+/// kukeon's etcd store would use).
+#[cfg_attr(not(feature = "etcd"), expect(dead_code))]
+pub fn etcd_key(stack: &str, name: &str) -> String {
+    format!("/kukeon/bench/s/{stack}/{name}")
+}
+
+/// A short id unique to this bench run, so repeated runs against the same
+/// server or etcd never collide on names.
+pub fn run_id() -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
+    format!("{ms:x}")
 }
 
 /// The `p`-th percentile (0..=100) of sorted samples.
@@ -103,4 +246,105 @@ pub fn resource_version(line: &[u8]) -> Option<u64> {
     let start = line.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
     let end = line[start..].iter().position(|b| *b == b'"')? + start;
     std::str::from_utf8(&line[start..end]).ok()?.parse().ok()
+}
+
+/// When a closed-loop workload ends.
+#[derive(Clone, Copy, Debug)]
+pub enum Stop {
+    /// After this long (requests in flight finish).
+    For(Duration),
+    /// After this many requests in total.
+    Count(u64),
+}
+
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stop::For(d) => write!(f, "{} s", d.as_secs_f64()),
+            Stop::Count(n) => write!(f, "{n} requests"),
+        }
+    }
+}
+
+/// The outcome of a closed-loop run: one latency per successful request.
+#[derive(Clone, Debug, Default)]
+pub struct Run {
+    /// Sorted latencies of the successful requests.
+    pub lat: Vec<Duration>,
+    /// Failed requests.
+    pub errors: u64,
+    /// The first failure, for the report.
+    pub first_error: Option<String>,
+    /// Wall time of the whole run.
+    pub elapsed: Duration,
+}
+
+impl Run {
+    /// Successful requests per second.
+    pub fn ops_per_sec(&self) -> f64 {
+        self.lat.len() as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// The `p`-th percentile latency.
+    pub fn p(&self, p: f64) -> Duration {
+        percentile(&self.lat, p)
+    }
+}
+
+/// Runs `clients` concurrent loops, each calling `op(client, seq)` back to
+/// back until `stop`; `seq` is unique across clients (0, 1, 2, ...).
+pub async fn closed_loop<F, Fut>(clients: usize, stop: Stop, op: F) -> Run
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), String>> + Send + 'static,
+{
+    let op = Arc::new(op);
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = match stop {
+        Stop::For(d) => Some(started + d),
+        Stop::Count(_) => None,
+    };
+    let mut tasks = Vec::with_capacity(clients);
+    for c in 0..clients {
+        let (op, next) = (op.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut run = Run::default();
+            loop {
+                let seq = next.fetch_add(1, Ordering::Relaxed);
+                match (stop, deadline) {
+                    (Stop::Count(n), _) if seq >= n => break,
+                    (_, Some(d)) if Instant::now() >= d => break,
+                    _ => {}
+                }
+                let t = Instant::now();
+                match op(c, seq).await {
+                    Ok(()) => run.lat.push(t.elapsed()),
+                    Err(e) => {
+                        run.errors += 1;
+                        run.first_error.get_or_insert(e);
+                    }
+                }
+            }
+            run
+        }));
+    }
+    let mut all = Run::default();
+    for t in tasks {
+        let run = t.await.expect("client task");
+        all.lat.extend(run.lat);
+        all.errors += run.errors;
+        if all.first_error.is_none() {
+            all.first_error = run.first_error;
+        }
+    }
+    all.elapsed = started.elapsed();
+    all.lat.sort();
+    all
+}
+
+/// A pseudo-random index in `0..n` for request `seq` (a fixed permutation,
+/// so both stores see the same key sequence; no RNG dependency).
+pub fn spread(seq: u64, n: usize) -> usize {
+    (seq.wrapping_mul(2_654_435_761) % n as u64) as usize
 }

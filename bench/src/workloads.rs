@@ -1,150 +1,487 @@
-//! The workloads.
+//! The workloads against modelhub (HTTP). The etcd equivalents are in
+//! `etcd.rs`; each pair does the same operations on the same documents.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
-use crate::util::{self, percentile};
+use crate::report::{ListFigures, Startup, WatchFigures};
+use crate::util::{self, Run, Spawned, Stop};
 
-/// Watch fan-out: `watchers` streams, `writes` cell creates from `writers`
-/// clients; reports delivered events/s and write-ack -> receipt delay.
-pub async fn watch(base: &str, watchers: usize, writes: usize, writers: usize) {
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(writers + watchers)
-        .build()
-        .expect("client");
-    util::hierarchy(&http, base).await;
-    let list: serde_json::Value = http
-        .get(format!("{base}/api/v1beta1/realms?limit=1"))
-        .send()
-        .await
-        .expect("list")
-        .json()
-        .await
-        .expect("json");
-    let from: u64 = list["metadata"]["resourceVersion"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .expect("revision");
-    // Each watcher records when it saw each revision.
-    let mut streams = Vec::with_capacity(watchers);
-    for _ in 0..watchers {
-        let resp = http
-            .get(format!(
-                "{base}/api/v1beta1/watch?kind=Cell&resourceVersion={from}"
-            ))
+/// Stack holding the cells that `status` writes to.
+pub const RW_STACK: &str = "rw";
+/// Stack holding the cells that `get` reads (never overwritten, so etcd
+/// reads keys with one revision each, as after a compaction).
+pub const GET_STACK: &str = "ro";
+/// Stack holding the cells that `list` lists.
+pub const LIST_STACK: &str = "list";
+/// Documents per `/apply` request when loading.
+pub const APPLY_BATCH: usize = 1000;
+
+/// A modelhub to drive.
+pub struct Hub {
+    /// Base URL, e.g. `http://127.0.0.1:8080`.
+    pub base: String,
+    /// The HTTP/1.1 client (one keep-alive connection per concurrent client).
+    pub http: reqwest::Client,
+    /// Unique per bench run: a prefix for created names.
+    pub run: String,
+}
+
+impl Hub {
+    /// A client for `base`.
+    pub fn new(base: &str, run: &str) -> Hub {
+        Hub {
+            base: base.to_string(),
+            http: reqwest::Client::builder().build().expect("client"),
+            run: run.to_string(),
+        }
+    }
+
+    async fn apply(&self, docs: &[Value]) -> Result<(), String> {
+        let resp = self
+            .http
+            .post(format!("{}/api/v1beta1/apply", self.base))
+            .json(docs)
             .send()
             .await
-            .expect("watch");
-        assert_eq!(resp.status(), 200);
-        streams.push(resp);
+            .map_err(|e| e.to_string())?;
+        let status = resp.status();
+        let body = resp.bytes().await.map_err(|e| e.to_string())?;
+        if status != 200 {
+            return Err(format!(
+                "apply: {status}: {}",
+                String::from_utf8_lossy(&body)
+            ));
+        }
+        Ok(())
     }
-    eprintln!("{watchers} watchers connected from revision {from}");
-    let mut tasks = Vec::with_capacity(watchers);
-    for resp in streams {
-        tasks.push(tokio::spawn(async move {
-            let mut seen: Vec<Option<Instant>> = vec![None; writes];
-            let mut body = resp.bytes_stream();
-            let mut buf: Vec<u8> = Vec::new();
-            let mut got = 0;
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-            while got < writes {
-                let chunk = match tokio::time::timeout_at(deadline, body.next()).await {
-                    Ok(Some(Ok(c))) => c,
-                    _ => break,
-                };
-                buf.extend_from_slice(&chunk);
-                while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
-                    let now = Instant::now();
-                    if let Some(rv) = util::resource_version(&buf[..pos])
-                        && rv > from
-                        && !buf.starts_with(b"{\"type\":\"BOOKMARK\"")
-                    {
-                        let i = (rv - from - 1) as usize;
-                        if i < writes && seen[i].is_none() {
-                            seen[i] = Some(now);
-                            got += 1;
-                        }
-                    }
-                    buf.drain(..=pos);
-                }
-            }
-            seen
-        }));
+
+    /// Makes sure cells `c-000000..` (`n` of them, full 3-container cells)
+    /// exist in stack `bench/s/<stack>`, with `/apply` in batches.
+    pub async fn ensure_cells(&self, stack: &str, n: usize) {
+        util::stack(&self.http, &self.base, stack).await;
+        let started = Instant::now();
+        for start in (0..n).step_by(APPLY_BATCH) {
+            let docs: Vec<Value> = (start..(start + APPLY_BATCH).min(n))
+                .map(|i| util::cell_doc(stack, &util::nth_cell(i)))
+                .collect();
+            self.apply(&docs).await.expect("apply cells");
+        }
+        eprintln!(
+            "modelhub: {n} cells in bench/s/{stack} ready in {:.1?}",
+            started.elapsed()
+        );
     }
-    let acks: Arc<Mutex<Vec<(u64, Instant)>>> = Arc::new(Mutex::new(Vec::with_capacity(writes)));
-    let started = Instant::now();
-    let mut writer_tasks = Vec::new();
-    for w in 0..writers {
-        let (http, url, acks) = (http.clone(), util::cells_url(base), acks.clone());
-        writer_tasks.push(tokio::spawn(async move {
-            for i in (w..writes).step_by(writers) {
+
+    /// Durable creates of new cells from `clients` concurrent clients.
+    pub async fn create(&self, clients: usize, stop: Stop) -> Run {
+        util::hierarchy(&self.http, &self.base).await;
+        let url = Arc::new(util::cells_url(&self.base));
+        let (http, run) = (self.http.clone(), format!("{}-{clients}", self.run));
+        util::closed_loop(clients, stop, move |_, seq| {
+            let (http, url) = (http.clone(), url.clone());
+            let name = format!("c-{run}-{seq}");
+            async move {
                 let resp = http
-                    .post(&url)
-                    .json(&util::cell(&format!("w-{from}-{i}")))
+                    .post(url.as_str())
+                    .json(&util::cell(&name))
                     .send()
                     .await
-                    .expect("create");
-                let ack = Instant::now();
-                assert_eq!(resp.status(), 201);
-                let v: serde_json::Value = resp.json().await.expect("json");
-                let rv = v["metadata"]["resourceVersion"]
-                    .as_str()
-                    .and_then(|s| s.parse().ok())
-                    .expect("rv");
-                acks.lock().await.push((rv, ack));
+                    .map_err(|e| e.to_string())?;
+                let status = resp.status();
+                resp.bytes().await.map_err(|e| e.to_string())?;
+                if status != 201 {
+                    return Err(format!("create {name}: {status}"));
+                }
+                Ok(())
             }
+        })
+        .await
+    }
+
+    /// Status writes (`PUT .../cells/{c}/status`) on `cells` existing cells.
+    pub async fn status(&self, clients: usize, stop: Stop, cells: usize) -> Run {
+        self.ensure_cells(RW_STACK, cells).await;
+        let url = Arc::new(util::stack_cells_url(&self.base, RW_STACK));
+        // Restart counts start from a per-run offset so every write changes
+        // the stored status, even on a reused database.
+        let base_n: u64 = u64::from_str_radix(&self.run, 16).unwrap_or(0) % 1_000_000 * 1_000_000;
+        let http = self.http.clone();
+        util::closed_loop(clients, stop, move |_, seq| {
+            let (http, url) = (http.clone(), url.clone());
+            let name = util::nth_cell(util::spread(seq, cells));
+            async move {
+                let body = json!({"status": util::cell_status(RW_STACK, &name, base_n + seq)});
+                let resp = http
+                    .put(format!("{url}/{name}/status"))
+                    .json(&body)
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let status = resp.status();
+                resp.bytes().await.map_err(|e| e.to_string())?;
+                if status != 200 {
+                    return Err(format!("status {name}: {status}"));
+                }
+                Ok(())
+            }
+        })
+        .await
+    }
+
+    /// `GET` of single cells among `cells` existing ones.
+    pub async fn get(&self, clients: usize, stop: Stop, cells: usize) -> Run {
+        self.ensure_cells(GET_STACK, cells).await;
+        let url = Arc::new(util::stack_cells_url(&self.base, GET_STACK));
+        let http = self.http.clone();
+        util::closed_loop(clients, stop, move |_, seq| {
+            let (http, url) = (http.clone(), url.clone());
+            let name = util::nth_cell(util::spread(seq, cells));
+            async move {
+                let resp = http
+                    .get(format!("{url}/{name}"))
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let status = resp.status();
+                let body = resp.bytes().await.map_err(|e| e.to_string())?;
+                if status != 200 || body.len() < 1000 {
+                    return Err(format!("get {name}: {status}, {} bytes", body.len()));
+                }
+                Ok(())
+            }
+        })
+        .await
+    }
+
+    /// Lists every cell of `bench/s/<stack>` (no limit, the whole JSON body
+    /// read, not parsed) `repeat` times, one after the other.
+    pub async fn list(&self, stack: &str, repeat: usize) -> ListFigures {
+        let url = util::stack_cells_url(&self.base, stack);
+        // Untimed: check the count once.
+        let v: Value = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .expect("list")
+            .json()
+            .await
+            .expect("list json");
+        let items = v["items"].as_array().map_or(0, Vec::len);
+        let mut figures = ListFigures {
+            items,
+            ..ListFigures::default()
+        };
+        let started = Instant::now();
+        for _ in 0..repeat {
+            let t = Instant::now();
+            let resp = self.http.get(&url).send().await.expect("list");
+            assert_eq!(resp.status(), 200);
+            let body = resp.bytes().await.expect("list body");
+            figures.times.lat.push(t.elapsed());
+            figures.bytes = body.len();
+        }
+        figures.times.elapsed = started.elapsed();
+        figures.times.lat.sort();
+        figures
+    }
+
+    /// Loads `objects` small cells into realm `load` (space `s`, stacks of
+    /// 1,000 cells each), with `/apply` of 1,000 documents per request, two
+    /// requests in flight. Skipped if the last stack is already full.
+    pub async fn load(&self, objects: usize) -> Option<Duration> {
+        let stacks = objects.div_ceil(APPLY_BATCH);
+        let stack = |k: usize| format!("t{k:04}");
+        let last = format!(
+            "{}/api/v1beta1/realms/load/spaces/s/stacks/{}/cells?limit={APPLY_BATCH}",
+            self.base,
+            stack(stacks - 1)
+        );
+        if let Ok(resp) = self.http.get(&last).send().await
+            && resp.status() == 200
+            && let Ok(v) = resp.json::<Value>().await
+            && v["items"].as_array().map_or(0, Vec::len) == objects - (stacks - 1) * APPLY_BATCH
+        {
+            eprintln!("modelhub: {objects} objects already loaded in realm load");
+            return None;
+        }
+        let started = Instant::now();
+        let mut parents = vec![
+            json!({"kind": "Realm", "metadata": {"name": "load"}}),
+            json!({"kind": "Space", "metadata": {"name": "s"}, "spec": {"realmId": "load"}}),
+        ];
+        parents.extend((0..stacks).map(|k| {
+            json!({"kind": "Stack", "metadata": {"name": stack(k)},
+                   "spec": {"realmId": "load", "spaceId": "s"}})
         }));
+        self.apply(&parents).await.expect("apply parents");
+        let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        futures_util::stream::iter(0..stacks)
+            .map(|k| {
+                let done = done.clone();
+                async move {
+                    let docs: Vec<Value> = (k * APPLY_BATCH..((k + 1) * APPLY_BATCH).min(objects))
+                        .map(|i| util::small_cell_doc(&stack(k), &util::nth_cell(i)))
+                        .collect();
+                    self.apply(&docs).await.expect("apply load");
+                    let n = done.fetch_add(docs.len(), std::sync::atomic::Ordering::Relaxed)
+                        + docs.len();
+                    if n % 100_000 < APPLY_BATCH {
+                        eprintln!("modelhub: loaded {n} objects in {:.1?}", started.elapsed());
+                    }
+                }
+            })
+            .buffer_unordered(2)
+            .collect::<Vec<()>>()
+            .await;
+        let t = started.elapsed();
+        eprintln!(
+            "modelhub: loaded {objects} cells (+{} parents) in {t:.1?} = {:.0} objects/s",
+            stacks + 2,
+            objects as f64 / t.as_secs_f64()
+        );
+        Some(t)
     }
-    for t in writer_tasks {
-        t.await.expect("writer");
+
+    /// The store-wide revision now.
+    async fn revision(&self) -> u64 {
+        let list: Value = self
+            .http
+            .get(format!("{}/api/v1beta1/realms?limit=1", self.base))
+            .send()
+            .await
+            .expect("list")
+            .json()
+            .await
+            .expect("json");
+        list["metadata"]["resourceVersion"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .expect("revision")
     }
-    let write_time = started.elapsed();
-    let mut delays = Vec::with_capacity(watchers * writes);
-    let mut missing = 0usize;
-    let mut last_receipt = started;
-    let acks = acks.lock().await.clone();
+
+    /// Watch fan-out: `watchers` streams of every Cell event, `writes` cell
+    /// creates from `writers` clients; the delay from each write's ack to
+    /// its receipt by each watcher.
+    pub async fn watch(&self, watchers: usize, writes: usize, writers: usize) -> WatchFigures {
+        let base = &self.base;
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(writers + watchers)
+            .build()
+            .expect("client");
+        util::hierarchy(&http, base).await;
+        let from = self.revision().await;
+        // Each watcher records when it saw each revision.
+        let mut streams = Vec::with_capacity(watchers);
+        for _ in 0..watchers {
+            let resp = http
+                .get(format!(
+                    "{base}/api/v1beta1/watch?kind=Cell&resourceVersion={from}"
+                ))
+                .send()
+                .await
+                .expect("watch");
+            assert_eq!(resp.status(), 200);
+            streams.push(resp);
+        }
+        eprintln!("modelhub: {watchers} watchers connected from revision {from}");
+        let mut tasks = Vec::with_capacity(watchers);
+        for resp in streams {
+            tasks.push(tokio::spawn(async move {
+                let mut seen: Vec<Option<Instant>> = vec![None; writes];
+                let mut body = resp.bytes_stream();
+                let mut buf: Vec<u8> = Vec::new();
+                let mut got = 0;
+                let mut progress = tokio::time::Instant::now();
+                while got < writes {
+                    let idle_until = progress + Duration::from_secs(30);
+                    let chunk = match tokio::time::timeout_at(idle_until, body.next()).await {
+                        Ok(Some(Ok(c))) => c,
+                        _ => break,
+                    };
+                    buf.extend_from_slice(&chunk);
+                    while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                        let now = Instant::now();
+                        if let Some(rv) = util::resource_version(&buf[..pos])
+                            && rv > from
+                            && !buf.starts_with(b"{\"type\":\"BOOKMARK\"")
+                        {
+                            let i = (rv - from - 1) as usize;
+                            if i < writes && seen[i].is_none() {
+                                seen[i] = Some(now);
+                                got += 1;
+                                progress = tokio::time::Instant::now();
+                            }
+                        }
+                        buf.drain(..=pos);
+                    }
+                }
+                seen
+            }));
+        }
+        let acks: Arc<Mutex<Vec<(u64, Instant)>>> =
+            Arc::new(Mutex::new(Vec::with_capacity(writes)));
+        let started = Instant::now();
+        let mut writer_tasks = Vec::new();
+        for w in 0..writers {
+            let (http, url, acks) = (http.clone(), util::cells_url(base), acks.clone());
+            writer_tasks.push(tokio::spawn(async move {
+                for i in (w..writes).step_by(writers) {
+                    let resp = http
+                        .post(&url)
+                        .json(&util::cell(&format!("w-{from}-{i}")))
+                        .send()
+                        .await
+                        .expect("create");
+                    let ack = Instant::now();
+                    assert_eq!(resp.status(), 201);
+                    let v: Value = resp.json().await.expect("json");
+                    let rv = v["metadata"]["resourceVersion"]
+                        .as_str()
+                        .and_then(|s| s.parse().ok())
+                        .expect("rv");
+                    acks.lock().await.push((rv, ack));
+                }
+            }));
+        }
+        for t in writer_tasks {
+            t.await.expect("writer");
+        }
+        let write_time = started.elapsed();
+        let acks = acks.lock().await.clone();
+        let seen = futures_util::future::join_all(tasks)
+            .await
+            .into_iter()
+            .map(|t| t.expect("watcher"))
+            .collect();
+        fan_out_figures(from, acks, seen, started, write_time, writers)
+    }
+}
+
+/// Watch figures from the writers' acks `(revision, when)` and, per
+/// watcher, when it received the revision `from + 1 + i` (index `i`).
+pub fn fan_out_figures(
+    from: u64,
+    acks: Vec<(u64, Instant)>,
+    seen: Vec<Vec<Option<Instant>>>,
+    started: Instant,
+    write_time: Duration,
+    writers: usize,
+) -> WatchFigures {
+    let writes = acks.len();
     let mut ack_of = vec![None; writes];
     for (rv, at) in acks {
         if rv > from && ((rv - from - 1) as usize) < writes {
             ack_of[(rv - from - 1) as usize] = Some(at);
         }
     }
-    for t in tasks {
-        let seen = t.await.expect("watcher");
-        for (i, s) in seen.iter().enumerate() {
-            match (s, ack_of[i]) {
+    let mut figures = WatchFigures {
+        watchers: seen.len(),
+        writes,
+        writers,
+        write_time,
+        ..WatchFigures::default()
+    };
+    let mut last_receipt = started;
+    for watcher in &seen {
+        for (i, s) in watcher.iter().enumerate() {
+            match (s, ack_of.get(i).copied().flatten()) {
                 (Some(r), Some(a)) => {
-                    delays.push(r.saturating_duration_since(a));
+                    figures.delays.push(r.saturating_duration_since(a));
                     last_receipt = last_receipt.max(*r);
                 }
-                _ => missing += 1,
+                _ => figures.missing += 1,
             }
         }
     }
-    delays.sort();
-    let delivered = delays.len();
-    let span = last_receipt
-        .duration_since(started)
-        .max(Duration::from_millis(1));
-    println!(
-        "workload: watch fan-out, {watchers} watchers x {writes} cell creates ({writers} writers)"
-    );
-    println!(
-        "writes: {:.0}/s ({writes} in {write_time:.2?})",
-        writes as f64 / write_time.as_secs_f64()
-    );
-    println!(
-        "delivered: {delivered} events in {span:.2?} = {:.0} events/s",
-        delivered as f64 / span.as_secs_f64()
-    );
-    println!(
-        "write-ack -> receipt: p50 {:.2?}  p99 {:.2?}  max {:.2?}",
-        percentile(&delays, 50.0),
-        percentile(&delays, 99.0),
-        delays.last().copied().unwrap_or_default()
-    );
-    println!("missing: {missing}");
+    figures.delays.sort();
+    figures.delivered = figures.delays.len();
+    figures.span = last_receipt.duration_since(started);
+    figures
+}
+
+/// Restarts modelhub `runs` times on `data`: time to the "listening" line,
+/// then RSS after a few list and get requests, then a clean stop.
+/// On the last run it also counts the objects (after the RSS reading).
+pub async fn startup(bin: &str, data: &Path, runs: usize, get_cells: usize) -> (Vec<Startup>, u64) {
+    let mut out = Vec::with_capacity(runs);
+    let mut objects = 0;
+    for run in 0..runs {
+        let server = Spawned::start_on(bin, data).await;
+        let ready = server.ready_after;
+        let hub = Hub::new(&server.base, "startup");
+        // A few requests: the 10,000-cell list twice, 100 single gets, a
+        // paged cross-scope list.
+        let list = util::stack_cells_url(&hub.base, LIST_STACK);
+        for _ in 0..2 {
+            let resp = hub.http.get(&list).send().await.expect("list");
+            resp.bytes().await.expect("list body");
+        }
+        let ro = util::stack_cells_url(&hub.base, GET_STACK);
+        for i in 0..100 {
+            let name = util::nth_cell(util::spread(i, get_cells.max(1)));
+            let resp = hub
+                .http
+                .get(format!("{ro}/{name}"))
+                .send()
+                .await
+                .expect("get");
+            resp.bytes().await.expect("get body");
+        }
+        let resp = hub
+            .http
+            .get(format!("{}/api/v1beta1/cells?limit=500", hub.base))
+            .send()
+            .await
+            .expect("paged list");
+        resp.bytes().await.expect("paged list body");
+        let (rss_kib, hwm_kib) = server.memory_kib();
+        if run + 1 == runs {
+            objects = count_objects(&hub).await;
+        }
+        let stop = server.stop().await;
+        out.push(Startup {
+            ready,
+            rss_kib,
+            hwm_kib,
+            stop,
+        });
+    }
+    (out, objects)
+}
+
+/// Counts objects of each kind in the database (untimed; paged lists).
+pub async fn count_objects(hub: &Hub) -> u64 {
+    let mut total = 0;
+    for kind in ["realms", "spaces", "stacks", "cells", "containers"] {
+        let mut next: Option<String> = None;
+        loop {
+            let mut query = vec![("limit", "10000".to_string())];
+            if let Some(token) = &next {
+                query.push(("continue", token.clone()));
+            }
+            let v: Value = hub
+                .http
+                .get(format!("{}/api/v1beta1/{kind}", hub.base))
+                .query(&query)
+                .send()
+                .await
+                .expect("count")
+                .json()
+                .await
+                .expect("count json");
+            total += v["items"].as_array().map_or(0, Vec::len) as u64;
+            match v["metadata"]["continue"].as_str() {
+                Some(t) if !t.is_empty() => next = Some(t.to_string()),
+                _ => break,
+            }
+        }
+    }
+    total
 }

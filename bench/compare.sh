@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The side-by-side run of bench/README.md: a fresh etcd on loopback (temporary
+# data dir), a fresh modelhub database, then `modelhub-bench all --big` with
+# 5,000 watch writes. Extra arguments go to `all` (e.g. --duration 5 goes
+# before `all`: use BENCH_OPTS="--duration 5"). Needs etcd and protoc
+# (Debian: apt-get install -y etcd-server etcd-client protobuf-compiler).
+# Stops only the etcd it started, and removes its temporary directory.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+port=${ETCD_PORT:-23790}
+peer=$((port + 10))
+cargo build --release -p modelhub -p modelhub-bench --features modelhub-bench/etcd
+
+work=$(mktemp -d)
+etcd --data-dir "$work/etcd" \
+  --listen-client-urls "http://127.0.0.1:$port" --advertise-client-urls "http://127.0.0.1:$port" \
+  --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
+  --initial-cluster "default=http://127.0.0.1:$peer" >"$work/etcd.log" 2>&1 &
+etcd_pid=$!
+cleanup() {
+  kill "$etcd_pid" 2>/dev/null || true
+  wait "$etcd_pid" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+for _ in $(seq 50); do
+  ETCDCTL_API=3 etcdctl --endpoints "http://127.0.0.1:$port" endpoint health >/dev/null 2>&1 && break
+  sleep 0.2
+done
+
+# 1,000 watch connections plus the server's side of them.
+ulimit -n 20000 2>/dev/null || true
+echo "date: $(date -u +%Y-%m-%dT%H:%MZ)  nproc: $(nproc)  cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo "etcd: $(etcd --version | head -1)"
+# shellcheck disable=SC2086
+target/release/modelhub-bench --spawn target/release/modelhub --data "$work/modelhub.redb" \
+  --etcd "http://127.0.0.1:$port" ${BENCH_OPTS:-} all --big --writes 5000 "$@"

@@ -1,0 +1,334 @@
+//! The same workloads against etcd (feature `etcd`): the cell documents are
+//! stored as JSON values under `/kukeon/<realm>/<space>/<stack>/<cell>`,
+//! the layout a kukeon store on etcd would use. etcd acknowledges a write
+//! after its WAL is synced, so its writes are as durable as modelhub's.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use etcd_client::{Client, GetOptions, KvClient, Txn, TxnOp, WatchOptions};
+use futures_util::StreamExt;
+use tokio::sync::Mutex;
+
+use crate::report::{ListFigures, WatchFigures};
+use crate::util::{self, Run, Stop};
+use crate::workloads::{GET_STACK, LIST_STACK, RW_STACK, fan_out_figures};
+
+/// Puts per transaction when loading (etcd's default `--max-txn-ops`).
+const TXN_OPS: usize = 128;
+
+/// An etcd endpoint, reached over `conns` gRPC connections (HTTP/2); the
+/// concurrent clients of a workload share them round-robin.
+pub struct Etcd {
+    clients: Vec<Client>,
+    run: String,
+}
+
+fn e2s(e: etcd_client::Error) -> String {
+    e.to_string()
+}
+
+impl Etcd {
+    /// Connects `conns` times to `url` (e.g. `http://127.0.0.1:2379`).
+    pub async fn connect(url: &str, conns: usize, run: &str) -> Etcd {
+        let mut clients = Vec::with_capacity(conns.max(1));
+        for _ in 0..conns.max(1) {
+            clients.push(Client::connect([url], None).await.expect("connect to etcd"));
+        }
+        Etcd {
+            clients,
+            run: run.to_string(),
+        }
+    }
+
+    fn client(&self, i: usize) -> Client {
+        self.clients[i % self.clients.len()].clone()
+    }
+
+    /// The store revision now.
+    async fn revision(&self) -> i64 {
+        let resp = self
+            .client(0)
+            .get("/kukeon/", Some(GetOptions::new().with_count_only()))
+            .await
+            .expect("etcd get");
+        resp.header().expect("header").revision()
+    }
+
+    /// Number of keys under `prefix`.
+    async fn count(&self, prefix: &str) -> i64 {
+        self.client(0)
+            .get(
+                prefix,
+                Some(GetOptions::new().with_prefix().with_count_only()),
+            )
+            .await
+            .expect("etcd count")
+            .count()
+    }
+
+    /// Puts `(key, value)` pairs in transactions of [`TXN_OPS`], `inflight`
+    /// at a time.
+    async fn put_all(&self, pairs: Vec<(String, Vec<u8>)>, inflight: usize) {
+        let mut batches = Vec::new();
+        let mut pairs = pairs.into_iter().peekable();
+        while pairs.peek().is_some() {
+            batches.push(pairs.by_ref().take(TXN_OPS).collect::<Vec<_>>());
+        }
+        futures_util::stream::iter(batches.into_iter().enumerate())
+            .map(|(i, batch)| {
+                let mut c = self.client(i);
+                async move {
+                    let ops: Vec<TxnOp> = batch
+                        .into_iter()
+                        .map(|(k, v)| TxnOp::put(k, v, None))
+                        .collect();
+                    c.txn(Txn::new().and_then(ops)).await.expect("etcd txn");
+                }
+            })
+            .buffer_unordered(inflight)
+            .collect::<Vec<()>>()
+            .await;
+    }
+
+    /// Makes sure keys for cells `c-000000..` (`n`, the same JSON as
+    /// modelhub's) exist under `/kukeon/bench/s/<stack>/`.
+    pub async fn ensure_cells(&self, stack: &str, n: usize) {
+        let prefix = format!("/kukeon/bench/s/{stack}/");
+        if self.count(&prefix).await == n as i64 {
+            return;
+        }
+        let started = Instant::now();
+        let pairs = (0..n)
+            .map(|i| {
+                let name = util::nth_cell(i);
+                (
+                    util::etcd_key(stack, &name),
+                    serde_json::to_vec(&util::cell_doc(stack, &name)).expect("json"),
+                )
+            })
+            .collect();
+        self.put_all(pairs, 8).await;
+        eprintln!(
+            "etcd: {n} cells under {prefix} ready in {:.1?}",
+            started.elapsed()
+        );
+    }
+
+    /// Puts of new keys (the same cell JSON) from `clients` concurrent
+    /// clients.
+    pub async fn create(&self, clients: usize, stop: Stop) -> Run {
+        let pool: Arc<Vec<Client>> = Arc::new((0..clients).map(|c| self.client(c)).collect());
+        let run = format!("{}-{clients}", self.run);
+        util::closed_loop(clients, stop, move |c, seq| {
+            let mut client = pool[c].clone();
+            let name = format!("c-{run}-{seq}");
+            async move {
+                let value = serde_json::to_vec(&util::cell(&name)).map_err(|e| e.to_string())?;
+                client
+                    .put(util::etcd_key("t", &name), value, None)
+                    .await
+                    .map_err(e2s)?;
+                Ok(())
+            }
+        })
+        .await
+    }
+
+    /// Status writes: a Put overwriting the whole cell (etcd has no status
+    /// subresource), on `cells` existing keys.
+    pub async fn status(&self, clients: usize, stop: Stop, cells: usize) -> Run {
+        self.ensure_cells(RW_STACK, cells).await;
+        let pool: Arc<Vec<Client>> = Arc::new((0..clients).map(|c| self.client(c)).collect());
+        util::closed_loop(clients, stop, move |c, seq| {
+            let mut client = pool[c].clone();
+            let name = util::nth_cell(util::spread(seq, cells));
+            async move {
+                let mut doc = util::cell_doc(RW_STACK, &name);
+                doc["status"] = util::cell_status(RW_STACK, &name, seq);
+                let value = serde_json::to_vec(&doc).map_err(|e| e.to_string())?;
+                client
+                    .put(util::etcd_key(RW_STACK, &name), value, None)
+                    .await
+                    .map_err(e2s)?;
+                Ok(())
+            }
+        })
+        .await
+    }
+
+    /// Gets of single keys among `cells` existing ones.
+    pub async fn get(&self, clients: usize, stop: Stop, cells: usize) -> Run {
+        self.ensure_cells(GET_STACK, cells).await;
+        let pool: Arc<Vec<Client>> = Arc::new((0..clients).map(|c| self.client(c)).collect());
+        util::closed_loop(clients, stop, move |c, seq| {
+            let mut client = pool[c].clone();
+            let name = util::nth_cell(util::spread(seq, cells));
+            async move {
+                let resp = client
+                    .get(util::etcd_key(GET_STACK, &name), None)
+                    .await
+                    .map_err(e2s)?;
+                match resp.kvs().first() {
+                    Some(kv) if kv.value().len() > 1000 => Ok(()),
+                    _ => Err(format!("get {name}: missing or short")),
+                }
+            }
+        })
+        .await
+    }
+
+    fn big_kv(&self) -> KvClient {
+        self.client(0)
+            .kv_client()
+            .max_decoding_message_size(1 << 30)
+    }
+
+    /// Range-gets every key under `/kukeon/bench/s/<stack>/` `repeat` times.
+    pub async fn list(&self, stack: &str, repeat: usize) -> ListFigures {
+        let prefix = format!("/kukeon/bench/s/{stack}/");
+        let mut kv = self.big_kv();
+        let mut figures = ListFigures::default();
+        let started = Instant::now();
+        for _ in 0..repeat {
+            let t = Instant::now();
+            let resp = kv
+                .get(prefix.as_str(), Some(GetOptions::new().with_prefix()))
+                .await
+                .expect("etcd range");
+            figures.times.lat.push(t.elapsed());
+            figures.items = resp.kvs().len();
+            figures.bytes = resp
+                .kvs()
+                .iter()
+                .map(|kv| kv.key().len() + kv.value().len())
+                .sum();
+        }
+        figures.times.elapsed = started.elapsed();
+        figures.times.lat.sort();
+        figures
+    }
+
+    /// Ensures the list keys exist (see [`Etcd::ensure_cells`]).
+    pub async fn ensure_list(&self, n: usize) {
+        self.ensure_cells(LIST_STACK, n).await;
+    }
+
+    /// Loads `objects` small keys (the same small cell JSON as modelhub's
+    /// load) under `/kukeon/load/s/tNNNN/`, in transactions of 128 puts,
+    /// 8 in flight. Skipped if they are already there.
+    pub async fn load(&self, objects: usize) -> Option<Duration> {
+        if self.count("/kukeon/load/").await >= objects as i64 {
+            eprintln!("etcd: {objects} objects already loaded under /kukeon/load/");
+            return None;
+        }
+        let started = Instant::now();
+        let chunk = 100_000;
+        for start in (0..objects).step_by(chunk) {
+            let pairs = (start..(start + chunk).min(objects))
+                .map(|i| {
+                    let stack = format!("t{:04}", i / crate::workloads::APPLY_BATCH);
+                    let name = util::nth_cell(i);
+                    (
+                        format!("/kukeon/load/s/{stack}/{name}"),
+                        serde_json::to_vec(&util::small_cell_doc(&stack, &name)).expect("json"),
+                    )
+                })
+                .collect();
+            self.put_all(pairs, 8).await;
+            eprintln!(
+                "etcd: loaded {} objects in {:.1?}",
+                (start + chunk).min(objects),
+                started.elapsed()
+            );
+        }
+        let t = started.elapsed();
+        eprintln!(
+            "etcd: loaded {objects} keys in {t:.1?} = {:.0} keys/s",
+            objects as f64 / t.as_secs_f64()
+        );
+        Some(t)
+    }
+
+    /// Watch fan-out: `watchers` prefix watches on `/kukeon/bench/s/t/`,
+    /// `writes` puts of new cells from `writers` clients; the delay from each
+    /// put's ack to its receipt by each watcher.
+    pub async fn watch(&self, watchers: usize, writes: usize, writers: usize) -> WatchFigures {
+        let prefix = "/kukeon/bench/s/t/";
+        let from = self.revision().await as u64;
+        let mut streams = Vec::with_capacity(watchers);
+        for w in 0..watchers {
+            let options = WatchOptions::new()
+                .with_prefix()
+                .with_start_revision(from as i64 + 1);
+            let pair = self
+                .client(w)
+                .watch(prefix, Some(options))
+                .await
+                .expect("etcd watch");
+            streams.push(pair);
+        }
+        eprintln!("etcd: {watchers} watchers created from revision {from}");
+        let mut tasks = Vec::with_capacity(watchers);
+        for (watcher, mut stream) in streams {
+            tasks.push(tokio::spawn(async move {
+                let _keep = watcher;
+                let mut seen: Vec<Option<Instant>> = vec![None; writes];
+                let mut got = 0;
+                let mut progress = tokio::time::Instant::now();
+                while got < writes {
+                    let idle_until = progress + Duration::from_secs(30);
+                    let resp = match tokio::time::timeout_at(idle_until, stream.message()).await {
+                        Ok(Ok(Some(r))) => r,
+                        _ => break,
+                    };
+                    let now = Instant::now();
+                    for ev in resp.events() {
+                        let Some(kv) = ev.kv() else { continue };
+                        let rv = kv.mod_revision() as u64;
+                        if rv > from {
+                            let i = (rv - from - 1) as usize;
+                            if i < writes && seen[i].is_none() {
+                                seen[i] = Some(now);
+                                got += 1;
+                                progress = tokio::time::Instant::now();
+                            }
+                        }
+                    }
+                }
+                seen
+            }));
+        }
+        let acks: Arc<Mutex<Vec<(u64, Instant)>>> =
+            Arc::new(Mutex::new(Vec::with_capacity(writes)));
+        let started = Instant::now();
+        let mut writer_tasks = Vec::new();
+        for w in 0..writers {
+            let (mut client, acks) = (self.client(w), acks.clone());
+            writer_tasks.push(tokio::spawn(async move {
+                for i in (w..writes).step_by(writers) {
+                    let name = format!("w-{from}-{i}");
+                    let value = serde_json::to_vec(&util::cell(&name)).expect("json");
+                    let resp = client
+                        .put(format!("{prefix}{name}"), value, None)
+                        .await
+                        .expect("etcd put");
+                    let ack = Instant::now();
+                    let rv = resp.header().expect("header").revision() as u64;
+                    acks.lock().await.push((rv, ack));
+                }
+            }));
+        }
+        for t in writer_tasks {
+            t.await.expect("writer");
+        }
+        let write_time = started.elapsed();
+        let acks = acks.lock().await.clone();
+        let seen = futures_util::future::join_all(tasks)
+            .await
+            .into_iter()
+            .map(|t| t.expect("watcher"))
+            .collect();
+        fan_out_figures(from, acks, seen, started, write_time, writers)
+    }
+}
