@@ -147,6 +147,7 @@ pub async fn serve(
         store: store.clone(),
         metrics: Arc::new(Metrics::default()),
         hub: hub.clone(),
+        docs: Arc::new(crate::http::cache::DocCache::new(64 * 1024 * 1024)),
     };
     let stop_streams = hub.clone();
     // Watch frames are small writes that must not wait for Nagle's timer.

@@ -549,3 +549,49 @@ fn large_lists_stream_as_valid_json() {
     }
     assert_eq!(all["items"], json!(paged));
 }
+
+#[test]
+fn relisting_shows_every_change_of_cached_documents() {
+    // Lists reuse rendered documents keyed by resourceVersion; a write must
+    // never leave a stale rendering in a later list.
+    let s = Server::start();
+    let c = Client::default();
+    hierarchy(&c, &s, "r", "s", "t");
+    for n in ["a", "b"] {
+        post_cell(&c, &s, n, json!({"v": "1"}));
+    }
+    let names_and_labels = |c: &Client| -> Vec<(String, Value)> {
+        let (st, list) = c.get(&stack_cells(&s));
+        assert_eq!(st, 200);
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                (
+                    i["metadata"]["name"].as_str().unwrap().to_string(),
+                    i["metadata"]["labels"].clone(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(names_and_labels(&c)[0].1, json!({"v": "1"}));
+    let (st, _) = c.patch(
+        &format!("{}/a", stack_cells(&s)),
+        &json!({"metadata": {"labels": {"v": "2"}}}),
+    );
+    assert_eq!(st, 200);
+    let (st, _) = c.put_json(
+        &format!("{}/b/status", stack_cells(&s)),
+        &json!({"status": {"state": "Ready"}}),
+    );
+    assert_eq!(st, 200);
+    let after = names_and_labels(&c);
+    assert_eq!(after[0], ("a".to_string(), json!({"v": "2"})));
+    let (_, list) = c.get(&stack_cells(&s));
+    assert_eq!(list["items"][1]["status"]["state"], "Ready");
+    let (st, _) = c.delete(&format!("{}/a", stack_cells(&s)));
+    assert_eq!(st, 200);
+    post_cell(&c, &s, "a", json!({"v": "3"}));
+    assert_eq!(names_and_labels(&c)[0].1, json!({"v": "3"}));
+}

@@ -494,6 +494,7 @@ async fn stream_list(
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     let (opened_tx, opened_rx) = oneshot::channel::<Result<(), StoreError>>();
     let store = state.store.clone();
+    let docs = state.docs.clone();
     tokio::task::spawn_blocking(move || {
         let iter = match store.list_all(&query) {
             Ok(iter) => {
@@ -517,27 +518,43 @@ async fn stream_list(
         );
         let mut spaces: HashMap<Path, Option<AnyObject>> = HashMap::new();
         let mut first = true;
-        for entry in iter {
-            let mut obj = match entry {
-                Ok((_, obj)) => obj,
-                Err(e) => {
-                    tracing::error!(error = %e, "list stream failed");
-                    let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
-                    return;
-                }
+        let mut iter = iter;
+        while let Some(entry) = iter.next_raw() {
+            let fail = |e: StoreError| {
+                tracing::error!(error = %e, "list stream failed");
+                let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
             };
-            if effective {
-                let sp = space_of(&obj.path());
-                let space = spaces
-                    .entry(sp.clone())
-                    .or_insert_with(|| store.get_blocking(&sp).ok());
-                apply_effective(space.as_ref(), &mut obj);
-            }
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => return fail(e),
+            };
             if !first {
                 buf.push(b',');
             }
             first = false;
-            serde_json::to_writer(&mut buf, &v1beta1::encode(&obj)).expect("documents serialize");
+            let rev = entry.meta.resource_version;
+            match (effective, docs.get(kind, &entry.key, rev)) {
+                (false, Some(json)) => buf.extend_from_slice(&json),
+                _ => {
+                    let mut obj = match entry.object() {
+                        Ok(o) => o,
+                        Err(e) => return fail(e),
+                    };
+                    if effective {
+                        let sp = space_of(&obj.path());
+                        let space = spaces
+                            .entry(sp.clone())
+                            .or_insert_with(|| store.get_blocking(&sp).ok());
+                        apply_effective(space.as_ref(), &mut obj);
+                    }
+                    let json =
+                        serde_json::to_vec(&v1beta1::encode(&obj)).expect("documents serialize");
+                    buf.extend_from_slice(&json);
+                    if !effective {
+                        docs.insert(kind, entry.key, rev, Bytes::from(json));
+                    }
+                }
+            }
             if buf.len() >= CHUNK
                 && tx
                     .blocking_send(Ok(Bytes::from(std::mem::take(&mut buf))))

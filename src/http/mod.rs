@@ -4,6 +4,7 @@
 
 pub mod apply;
 pub mod body;
+pub mod cache;
 pub mod error;
 pub mod handlers;
 mod metrics;
@@ -36,6 +37,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Watch fan-out.
     pub hub: Arc<crate::watch::Hub>,
+    /// Rendered documents for lists.
+    pub docs: Arc<cache::DocCache>,
 }
 
 /// The API base path.

@@ -63,6 +63,18 @@ fn from_bytes<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     Ok(value)
 }
 
+/// Reads only the metadata at the front of a record (every record starts
+/// with its `ObjectMeta`), leaving spec and status undecoded.
+pub fn peek_meta(bytes: &[u8]) -> Result<crate::model::ObjectMeta, CodecError> {
+    let (&format, body) = bytes.split_first().ok_or(CodecError::Empty)?;
+    if format != RECORD_FORMAT {
+        return Err(CodecError::UnknownFormat(format));
+    }
+    postcard::take_from_bytes(body)
+        .map(|(meta, _)| meta)
+        .map_err(|e| CodecError::Corrupt(e.to_string()))
+}
+
 /// Encodes an object for its kind's table.
 pub fn encode(obj: &AnyObject) -> Vec<u8> {
     match obj {
@@ -338,6 +350,13 @@ pub(crate) mod tests {
             let bytes = encode(&obj);
             assert_eq!(bytes[0], RECORD_FORMAT);
             assert_eq!(decode(obj.kind(), &bytes).unwrap(), obj);
+        }
+    }
+
+    #[test]
+    fn metadata_peeks_without_decoding_the_rest() {
+        for obj in samples() {
+            assert_eq!(&peek_meta(&encode(&obj)).unwrap(), obj.meta());
         }
     }
 

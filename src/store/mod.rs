@@ -30,7 +30,7 @@ use redb::Database;
 use tokio::sync::oneshot;
 
 pub use error::StoreError;
-pub use read::{EventsPage, ListIter, ListPage, ListQuery, Snapshots};
+pub use read::{EventsPage, ListIter, ListPage, ListQuery, RawEntry, Snapshots};
 pub use writer::{
     Applied, ApplyOutcome, Change, ChangeType, CommitHook, Part, UpdateFn, WriteOp, WriteOutcome,
 };

@@ -60,10 +60,27 @@ impl ListIter {
     }
 }
 
-impl Iterator for ListIter {
-    type Item = Result<(Vec<u8>, AnyObject), StoreError>;
+/// A listed entry whose spec and status are not decoded yet.
+pub struct RawEntry {
+    /// The object's key.
+    pub key: Vec<u8>,
+    /// Its metadata (decoded).
+    pub meta: crate::model::ObjectMeta,
+    kind: Kind,
+    value: redb::AccessGuard<'static, &'static [u8]>,
+}
 
-    fn next(&mut self) -> Option<Self::Item> {
+impl RawEntry {
+    /// Decodes the whole object.
+    pub fn object(&self) -> Result<AnyObject, StoreError> {
+        Ok(codec::decode(self.kind, self.value.value())?)
+    }
+}
+
+impl ListIter {
+    /// The next entry in scope and matching the selector, decoding only its
+    /// metadata (callers with a rendering cache skip the rest).
+    pub fn next_raw(&mut self) -> Option<Result<RawEntry, StoreError>> {
         loop {
             let (k, v) = match self.range.next()? {
                 Ok(kv) => kv,
@@ -76,14 +93,31 @@ impl Iterator for ListIter {
                     continue;
                 }
             }
-            let obj = match codec::decode(self.kind, v.value()) {
-                Ok(o) => o,
+            let meta = match codec::peek_meta(v.value()) {
+                Ok(m) => m,
                 Err(e) => return Some(Err(e.into())),
             };
-            if self.selector.matches(&obj.meta().labels) {
-                return Some(Ok((key.to_vec(), obj)));
+            if self.selector.matches(&meta.labels) {
+                return Some(Ok(RawEntry {
+                    key: key.to_vec(),
+                    meta,
+                    kind: self.kind,
+                    value: v,
+                }));
             }
         }
+    }
+}
+
+impl Iterator for ListIter {
+    type Item = Result<(Vec<u8>, AnyObject), StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let entry = match self.next_raw()? {
+            Ok(e) => e,
+            Err(e) => return Some(Err(e)),
+        };
+        Some(entry.object().map(|o| (entry.key, o)))
     }
 }
 

@@ -209,7 +209,9 @@ impl Hub {
     pub fn hook(self: &Arc<Self>) -> CommitHook {
         let hub = Arc::downgrade(self);
         Arc::new(move |changes: &[Change]| {
-            if let Some(hub) = hub.upgrade() {
+            // Nobody listening: skip serializing (watchers that connect
+            // later read these events from the log).
+            if let Some(hub) = hub.upgrade().filter(|h| h.tx.receiver_count() > 0) {
                 for c in changes {
                     let _ =
                         hub.tx
