@@ -708,7 +708,9 @@ fn bodies_up_to_the_documented_limit_are_accepted() {
         let p: Value = r.json().unwrap();
         assert_eq!(p["reason"], "PayloadTooLarge");
     }
-    assert_eq!(c.get(&format!("{}/huge", cells(&s))).0, 404);
+    // A fresh client: the server closes the connection it did not read to
+    // the end, and a pooled client could otherwise race that close.
+    assert_eq!(Client::default().get(&format!("{}/huge", cells(&s))).0, 404);
 }
 
 #[test]
