@@ -25,7 +25,7 @@ if ! python3 -m schemathesis.cli --version >/dev/null 2>&1; then
 fi
 
 cargo build --release --quiet
-target/release/modelhub serve --listen 127.0.0.1:0 --data "$work/st.redb" >"$work/out" 2>"$work/log" &
+"${CARGO_TARGET_DIR:-target}/release/modelhub" serve --listen 127.0.0.1:0 --data "$work/st.redb" >"$work/out" 2>"$work/log" &
 pid=$!
 for _ in $(seq 100); do grep -q "listening on" "$work/out" 2>/dev/null && break; sleep 0.1; done
 base=$(sed -n 's/^modelhub listening on //p' "$work/out")
