@@ -428,6 +428,16 @@ fn list_query(
     })
 }
 
+/// A list document (same field order as the streamed form).
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ListBody {
+    api_version: &'static str,
+    kind: String,
+    metadata: ListMeta,
+    items: Vec<v1beta1::types::AnyDocument>,
+}
+
 /// GET a collection (scoped by `parent`, or cross-scope with `?realm=`...).
 pub async fn list_objects(
     state: AppState,
@@ -471,12 +481,15 @@ pub async fn list_objects(
                 apply_effective(spaces[&sp].as_ref(), item);
             }
         }
-        let list = serde_json::json!({
-            "apiVersion": v1beta1::API_VERSION,
-            "kind": list_kind_name(kind),
-            "metadata": ListMeta { resource_version: page.revision.to_string(), continue_token: page.continue_token },
-            "items": items.iter().map(v1beta1::encode).collect::<Vec<_>>(),
-        });
+        let list = ListBody {
+            api_version: v1beta1::API_VERSION,
+            kind: list_kind_name(kind),
+            metadata: ListMeta {
+                resource_version: page.revision.to_string(),
+                continue_token: page.continue_token,
+            },
+            items: items.iter().map(v1beta1::encode).collect(),
+        };
         return Ok(render(&list, wants_yaml(&headers), StatusCode::OK));
     }
     stream_list(state, kind, query, effective).await
