@@ -125,8 +125,8 @@ pub enum Applied {
 pub struct ApplyOutcome {
     /// Per document, in order: what happened and the object afterwards.
     pub items: Vec<(Applied, AnyObject)>,
-    /// The changes, in revision order (none for a dry run... of course they
-    /// are computed, but never committed or published).
+    /// The changes, in revision order (for a dry run: what would have been
+    /// written; never committed or published).
     pub changes: Vec<Change>,
     /// The store revision after the request.
     pub revision: u64,
