@@ -42,6 +42,9 @@ enum Command {
         /// Database page cache in MiB (bounds resident memory).
         #[arg(long, env = "MODELHUB_CACHE_MB", default_value_t = 128)]
         cache_mb: usize,
+        /// How long a paged list's continue token (and its snapshot) lives.
+        #[arg(long, env = "MODELHUB_CONTINUE_TTL", default_value = "5m", value_parser = parse_duration)]
+        continue_ttl: Duration,
     },
     /// Print the OpenAPI document (what `openapi/v1beta1.json` holds).
     Openapi,
@@ -172,6 +175,7 @@ fn main() -> ExitCode {
             compaction_interval,
             watch_buffer,
             cache_mb,
+            continue_ttl,
         } => {
             let runtime = match runtime(tokio::runtime::Builder::new_multi_thread()) {
                 Ok(r) => r,
@@ -183,6 +187,7 @@ fn main() -> ExitCode {
                 compaction_interval,
                 watch_buffer,
                 cache_bytes: cache_mb * 1024 * 1024,
+                continue_ttl,
                 ..modelhub::server::Config::new(listen, data)
             };
             match runtime.block_on(modelhub::server::serve(

@@ -31,6 +31,8 @@ pub struct Config {
     pub watch_buffer: usize,
     /// redb page cache size in bytes.
     pub cache_bytes: usize,
+    /// How long a paged list's continue token stays valid.
+    pub continue_ttl: Duration,
 }
 
 impl Config {
@@ -44,6 +46,7 @@ impl Config {
             compaction_interval: Duration::from_secs(5),
             watch_buffer: crate::watch::HUB_CAPACITY,
             cache_bytes: StoreOptions::default().cache_bytes,
+            continue_ttl: StoreOptions::default().snapshot_ttl,
         }
     }
 }
@@ -125,6 +128,7 @@ pub async fn serve(
     let options = StoreOptions {
         on_commit: Some(hub.hook()),
         cache_bytes: config.cache_bytes,
+        snapshot_ttl: config.continue_ttl,
         ..StoreOptions::default()
     };
     let data = config.data.clone();

@@ -595,3 +595,24 @@ fn relisting_shows_every_change_of_cached_documents() {
     post_cell(&c, &s, "a", json!({"v": "3"}));
     assert_eq!(names_and_labels(&c)[0].1, json!({"v": "3"}));
 }
+
+#[test]
+fn continue_tokens_expire_with_their_snapshot() {
+    let s = Server::start_args(&["--continue-ttl", "1s"]);
+    let c = Client::default();
+    hierarchy(&c, &s, "r", "s", "t");
+    for n in ["a", "b", "c"] {
+        post_cell(&c, &s, n, json!({}));
+    }
+    let (st, page) = c.get(&format!("{}?limit=1", stack_cells(&s)));
+    assert_eq!(st, 200);
+    let token = page["metadata"]["continue"].as_str().unwrap().to_string();
+    let (st, _) = c.get(&format!("{}?limit=1&continue={token}", stack_cells(&s)));
+    assert_eq!(st, 200, "valid while the snapshot lives");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let (st, body) = c.get(&format!("{}?limit=1&continue={token}", stack_cells(&s)));
+    assert_eq!((st, body["reason"].as_str()), (410, Some("Gone")), "{body}");
+    // Garbage that is not even ASCII is a 400, never a server error.
+    let (st, _) = c.get(&format!("{}?limit=1&continue=1.a%C3%A9a", stack_cells(&s)));
+    assert_eq!(st, 400);
+}

@@ -380,6 +380,16 @@ async fn a_thousand_watchers_each_get_every_event() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_enormous_timeout_means_no_deadline() {
+    let s = Server::start();
+    realm(&s, "a").await;
+    let mut w = Lines::open(&s.api("/watch?timeoutSeconds=18446744073709551615")).await;
+    let e = w.next().await;
+    assert_eq!((e["type"].as_str(), name(&e)), (Some("ADDED"), "a"));
+    assert_eq!(w.next().await["type"], "BOOKMARK");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn idle_streams_get_bookmarks() {
     let s = Server::start_args(&["--bookmark-interval", "200ms"]);
     realm(&s, "a").await;

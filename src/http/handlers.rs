@@ -555,9 +555,15 @@ async fn stream_list(
                     };
                     if effective {
                         let sp = space_of(&obj.path());
-                        let space = spaces
-                            .entry(sp.clone())
-                            .or_insert_with(|| store.get_blocking(&sp).ok());
+                        if !spaces.contains_key(&sp) {
+                            let found = match store.get_blocking(&sp) {
+                                Ok(space) => Some(space),
+                                Err(StoreError::NotFound(_)) => None,
+                                Err(e) => return fail(e),
+                            };
+                            spaces.insert(sp.clone(), found);
+                        }
+                        let space = &spaces[&sp];
                         apply_effective(space.as_ref(), &mut obj);
                     }
                     let json =

@@ -212,7 +212,7 @@ fn decode_token(token: &str) -> Result<(u64, Vec<u8>), StoreError> {
     let bad = || StoreError::BadRequest(format!("malformed continue token {token:?}"));
     let (id, hex) = token.split_once('.').ok_or_else(bad)?;
     let id = u64::from_str_radix(id, 16).map_err(|_| bad())?;
-    if hex.len() % 2 != 0 || hex.is_empty() {
+    if hex.len() % 2 != 0 || hex.is_empty() || !hex.is_ascii() {
         return Err(bad());
     }
     let key = (0..hex.len())
@@ -403,7 +403,7 @@ mod tests {
     fn tokens_round_trip_and_reject_garbage() {
         let t = encode_token(0xabc, &[0, 1, 255]);
         assert_eq!(decode_token(&t).unwrap(), (0xabc, vec![0, 1, 255]));
-        for bad in ["", "x", "1.", "1.0", "zz.00", "1.0g"] {
+        for bad in ["", "x", "1.", "1.0", "zz.00", "1.0g", "1.aéa", "é.00"] {
             assert!(decode_token(bad).is_err(), "{bad}");
         }
     }

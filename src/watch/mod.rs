@@ -304,7 +304,8 @@ pub async fn start(
             cursor: 0,
             last_sent: Instant::now(),
         };
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // A timeout too large to represent means no deadline.
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let run = w.run(start, live);
         match deadline {
             Some(d) => {
