@@ -66,6 +66,10 @@ fn every_route_is_documented_with_its_errors() {
     }
     let cell = &doc["components"]["schemas"]["CellSpec"]["properties"];
     assert!(cell["containers"].is_object() && cell["rootContainerId"].is_object());
+    for kind in ["Realm", "Space", "Stack", "Cell", "Container"] {
+        let ex = &doc["components"]["schemas"][kind]["examples"][0];
+        assert_eq!(ex["kind"], kind, "{kind} has an example document");
+    }
     let state = &doc["components"]["schemas"]["CellState"]["oneOf"];
     assert_eq!(
         state[0]["enum"],

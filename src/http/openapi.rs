@@ -690,6 +690,16 @@ fn build() -> OpenApi {
             ),
         );
     doc.paths = paths.build();
+    // An example per document schema, from kukeon's example manifests.
+    if let Some(components) = doc.components.as_mut() {
+        for kind in Kind::ALL {
+            if let (Some(RefOr::T(Schema::Object(obj))), Some(ex)) =
+                (components.schemas.get_mut(kind.as_str()), example(kind))
+            {
+                obj.examples = vec![ex];
+            }
+        }
+    }
     let mut tags: Vec<_> = Kind::ALL
         .iter()
         .map(|k| {
