@@ -109,11 +109,7 @@ fn merge_patches_without_precondition_never_conflict_under_contention() {
 fn patch_storm(threads: usize, each: usize) -> (usize, Vec<String>) {
     let s = Server::start();
     let c = Client::default();
-    assert_eq!(
-        c.post_json(&s.api("/realms"), &json!({"metadata": {"name": "r"}}))
-            .0,
-        201
-    );
+    create_realm(&c, &s, "r");
     let url = s.api("/realms/r");
     let outcomes: Vec<(String, Reply, Reply)> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)

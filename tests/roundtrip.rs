@@ -236,11 +236,7 @@ fn maximal_container_round_trips_every_field() {
 fn maximal_space_round_trips_every_field() {
     let s = Server::start();
     let c = Client::default();
-    assert_eq!(
-        c.post_json(&s.api("/realms"), &json!({"metadata": {"name": "r"}}))
-            .0,
-        201
-    );
+    create_realm(&c, &s, "r");
     let doc = json!({
         "apiVersion": "v1beta1",
         "kind": "Space",

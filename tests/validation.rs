@@ -276,11 +276,7 @@ fn invalid_names_are_422() {
 fn egress_rules_are_validated() {
     let s = Server::start();
     let c = Client::default();
-    assert_eq!(
-        c.post_json(&s.api("/realms"), &json!({"metadata": {"name": "r"}}))
-            .0,
-        201
-    );
+    create_realm(&c, &s, "r");
     let space = |allow: Value| json!({"metadata": {"name": "sp"}, "spec": {"network": {"egress": {"default": "deny", "allow": allow}}}});
     let url = s.api("/realms/r/spaces");
     let cases = [

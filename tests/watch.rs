@@ -73,21 +73,8 @@ fn name(event: &Value) -> &str {
     event["object"]["metadata"]["name"].as_str().unwrap()
 }
 
-async fn post(url: String, body: Value) -> Value {
-    let resp = reqwest::Client::new()
-        .post(&url)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status();
-    let v: Value = resp.json().await.unwrap();
-    assert!(status.is_success(), "{url}: {status} {v}");
-    v
-}
-
 async fn realm(s: &Server, n: &str) -> Value {
-    post(s.api("/realms"), json!({"metadata": {"name": n}})).await
+    post_ok(s.api("/realms"), json!({"metadata": {"name": n}})).await
 }
 
 /// An async client for this async test file (the blocking one of

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::Server;
+use common::{Server, post_ok};
 use futures_util::StreamExt;
 use modelhub::client::watcher::{Cache, Event, Watcher};
 use modelhub::client::{Client, WatchScope};
@@ -14,24 +14,14 @@ use modelhub::model::{AnyObject, CellState, Kind, Path};
 use serde_json::json;
 use tokio::sync::mpsc;
 
-async fn post(url: String, body: serde_json::Value) {
-    let resp = reqwest::Client::new()
-        .post(&url)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success(), "{url}: {}", resp.status());
-}
-
 async fn setup(s: &Server) {
-    post(s.api("/realms"), json!({"metadata": {"name": "r"}})).await;
-    post(
+    post_ok(s.api("/realms"), json!({"metadata": {"name": "r"}})).await;
+    post_ok(
         s.api("/realms/r/spaces"),
         json!({"metadata": {"name": "s"}}),
     )
     .await;
-    post(
+    post_ok(
         s.api("/realms/r/spaces/s/stacks"),
         json!({"metadata": {"name": "t"}}),
     )
@@ -39,7 +29,7 @@ async fn setup(s: &Server) {
 }
 
 async fn cell(s: &Server, name: &str) {
-    post(
+    post_ok(
         s.api("/realms/r/spaces/s/stacks/t/cells"),
         json!({"metadata": {"name": name}, "spec": {"containers": [{"id": "main", "image": "busybox"}]}}),
     )

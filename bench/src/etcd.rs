@@ -12,7 +12,7 @@ use tokio::sync::Mutex;
 
 use crate::report::{ListFigures, WatchFigures};
 use crate::util::{self, Run, Stop};
-use crate::workloads::{GET_STACK, LIST_STACK, RW_STACK, fan_out_figures};
+use crate::workloads::{GET_STACK, LIST_STACK, RW_STACK, finish_fan_out};
 
 /// Puts per transaction when loading (etcd's default `--max-txn-ops`).
 const TXN_OPS: usize = 128;
@@ -319,16 +319,6 @@ impl Etcd {
                 }
             }));
         }
-        for t in writer_tasks {
-            t.await.expect("writer");
-        }
-        let write_time = started.elapsed();
-        let acks = acks.lock().await.clone();
-        let seen = futures_util::future::join_all(tasks)
-            .await
-            .into_iter()
-            .map(|t| t.expect("watcher"))
-            .collect();
-        fan_out_figures(from, acks, seen, started, write_time, writers)
+        finish_fan_out(from, writer_tasks, tasks, &acks, started, writers).await
     }
 }

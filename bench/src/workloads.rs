@@ -350,23 +350,35 @@ impl Hub {
                 }
             }));
         }
-        for t in writer_tasks {
-            t.await.expect("writer");
-        }
-        let write_time = started.elapsed();
-        let acks = acks.lock().await.clone();
-        let seen = futures_util::future::join_all(tasks)
-            .await
-            .into_iter()
-            .map(|t| t.expect("watcher"))
-            .collect();
-        fan_out_figures(from, acks, seen, started, write_time, writers)
+        finish_fan_out(from, writer_tasks, tasks, &acks, started, writers).await
     }
 }
 
 /// Watch figures from the writers' acks `(revision, when)` and, per
 /// watcher, when it received the revision `from + 1 + i` (index `i`).
-pub fn fan_out_figures(
+/// Waits for the writers, then the watchers, and computes the figures.
+pub async fn finish_fan_out(
+    from: u64,
+    writer_tasks: Vec<tokio::task::JoinHandle<()>>,
+    tasks: Vec<tokio::task::JoinHandle<Vec<Option<Instant>>>>,
+    acks: &tokio::sync::Mutex<Vec<(u64, Instant)>>,
+    started: Instant,
+    writers: usize,
+) -> WatchFigures {
+    for t in writer_tasks {
+        t.await.expect("writer");
+    }
+    let write_time = started.elapsed();
+    let acks = acks.lock().await.clone();
+    let seen = futures_util::future::join_all(tasks)
+        .await
+        .into_iter()
+        .map(|t| t.expect("watcher"))
+        .collect();
+    fan_out_figures(from, acks, seen, started, write_time, writers)
+}
+
+fn fan_out_figures(
     from: u64,
     acks: Vec<(u64, Instant)>,
     seen: Vec<Vec<Option<Instant>>>,

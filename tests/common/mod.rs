@@ -349,3 +349,26 @@ impl Server {
         }
     }
 }
+
+/// Creates realm `name` (JSON) and checks it was created.
+pub fn create_realm(c: &Client, s: &Server, name: &str) {
+    let (st, b) = c.post_json(
+        &s.api("/realms"),
+        &serde_json::json!({"metadata": {"name": name}}),
+    );
+    assert_eq!(st, 201, "{b}");
+}
+
+/// POSTs JSON with an async client, asserts success, returns the body.
+pub async fn post_ok(url: String, body: Value) -> Value {
+    let resp = reqwest::Client::new()
+        .post(&url)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let v: Value = resp.json().await.unwrap_or(Value::Null);
+    assert!(status.is_success(), "{url}: {status} {v}");
+    v
+}
