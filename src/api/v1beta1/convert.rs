@@ -90,6 +90,12 @@ fn serde_error<E: fmt::Display>(err: serde_path_to_error::Error<E>) -> DecodeErr
 fn parse<T: DeserializeOwned>(format: Format, bytes: &[u8]) -> Result<T, DecodeError> {
     match format {
         Format::Json => {
+            // Fast path: most bodies are valid, and tracking the path costs
+            // as much as the parse itself. Only a failure is parsed again,
+            // with the path, to name the field.
+            if let Ok(v) = serde_json::from_slice(bytes) {
+                return Ok(v);
+            }
             let mut de = serde_json::Deserializer::from_slice(bytes);
             let v = serde_path_to_error::deserialize(&mut de).map_err(serde_error)?;
             de.end().map_err(|e| DecodeError::BadRequest {
@@ -149,6 +155,10 @@ pub fn check_yaml_nesting(text: &str) -> Result<(), DecodeError> {
 }
 
 fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, DecodeError> {
+    // As in `parse`: the path is tracked only to explain a failure.
+    if let Ok(v) = T::deserialize(&value) {
+        return Ok(v);
+    }
     serde_path_to_error::deserialize(value).map_err(serde_error)
 }
 
