@@ -35,4 +35,4 @@ echo "date: $(date -u +%Y-%m-%dT%H:%MZ)  nproc: $(nproc)  cpu: $(grep -m1 'model
 echo "etcd: $(etcd --version | head -1)"
 # shellcheck disable=SC2086
 target/release/modelhub-bench --spawn target/release/modelhub --data "$work/modelhub.redb" \
-  --etcd "http://127.0.0.1:$port" ${BENCH_OPTS:-} all --big --writes 5000 "$@"
+  --etcd "http://127.0.0.1:$port" --etcd-pid "$etcd_pid" ${BENCH_OPTS:-} all --big --writes 5000 "$@"

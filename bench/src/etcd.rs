@@ -120,11 +120,12 @@ impl Etcd {
     pub async fn create(&self, clients: usize, stop: Stop) -> Run {
         let pool: Arc<Vec<Client>> = Arc::new((0..clients).map(|c| self.client(c)).collect());
         let run = format!("{}-{clients}", self.run);
+        let template = Arc::new(util::CellTemplate::new());
         util::closed_loop(clients, stop, move |c, seq| {
             let mut client = pool[c].clone();
             let name = format!("c-{run}-{seq}");
+            let value = template.body(&name);
             async move {
-                let value = serde_json::to_vec(&util::cell(&name)).map_err(|e| e.to_string())?;
                 client
                     .put(util::etcd_key("t", &name), value, None)
                     .await

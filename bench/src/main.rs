@@ -11,6 +11,7 @@
 
 #[cfg(feature = "etcd")]
 mod etcd;
+mod raw;
 mod report;
 mod util;
 mod workloads;
@@ -41,6 +42,13 @@ struct Cli {
     /// http://127.0.0.1:2379 (needs the bench built with --features etcd).
     #[arg(long)]
     etcd: Option<String>,
+    /// The pid of the --server modelhub, to report its CPU per request
+    /// (known without this flag with --spawn).
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// The pid of the etcd server, to report its CPU per request.
+    #[arg(long)]
+    etcd_pid: Option<u32>,
     /// gRPC connections to etcd; concurrent clients share them round-robin.
     #[arg(long, default_value_t = 1)]
     etcd_conns: usize,
@@ -147,6 +155,8 @@ enum Workload {
 struct Ctx {
     hub: Hub,
     stop: Stop,
+    /// Server pids for CPU accounting: modelhub, etcd.
+    pids: (Option<u32>, Option<u32>),
     #[cfg(feature = "etcd")]
     etcd: Option<etcd::Etcd>,
 }
@@ -166,12 +176,19 @@ macro_rules! on_etcd {
     }};
 }
 
+/// Runs a closed-loop workload, recording the CPU it took.
+async fn measured(pid: Option<u32>, work: impl std::future::Future<Output = Run>) -> Run {
+    let (mut run, cpu) = util::with_cpu(pid, work).await;
+    run.cpu = cpu;
+    run
+}
+
 /// Closed-loop workload results, modelhub then etcd.
 type Pair = (Run, Option<Run>);
 
 async fn create(ctx: &Ctx, clients: usize) -> Pair {
-    let mh = ctx.hub.create(clients, ctx.stop).await;
-    let etcd = on_etcd!(ctx, e => e.create(clients, ctx.stop).await);
+    let mh = measured(ctx.pids.0, ctx.hub.create(clients, ctx.stop)).await;
+    let etcd = on_etcd!(ctx, e => measured(ctx.pids.1, e.create(clients, ctx.stop)).await);
     report::runs(
         &format!("create: {clients} clients, {}, new 1.5 KB cells", ctx.stop),
         &mh,
@@ -181,8 +198,8 @@ async fn create(ctx: &Ctx, clients: usize) -> Pair {
 }
 
 async fn status(ctx: &Ctx, clients: usize, cells: usize) -> Pair {
-    let mh = ctx.hub.status(clients, ctx.stop, cells).await;
-    let etcd = on_etcd!(ctx, e => e.status(clients, ctx.stop, cells).await);
+    let mh = measured(ctx.pids.0, ctx.hub.status(clients, ctx.stop, cells)).await;
+    let etcd = on_etcd!(ctx, e => measured(ctx.pids.1, e.status(clients, ctx.stop, cells)).await);
     report::runs(
         &format!(
             "status: {clients} clients, {}, on {cells} existing cells",
@@ -195,8 +212,8 @@ async fn status(ctx: &Ctx, clients: usize, cells: usize) -> Pair {
 }
 
 async fn get(ctx: &Ctx, clients: usize, cells: usize) -> Pair {
-    let mh = ctx.hub.get(clients, ctx.stop, cells).await;
-    let etcd = on_etcd!(ctx, e => e.get(clients, ctx.stop, cells).await);
+    let mh = measured(ctx.pids.0, ctx.hub.get(clients, ctx.stop, cells)).await;
+    let etcd = on_etcd!(ctx, e => measured(ctx.pids.1, e.get(clients, ctx.stop, cells)).await);
     report::runs(
         &format!("get: {clients} clients, {}, among {cells} cells", ctx.stop),
         &mh,
@@ -499,6 +516,10 @@ async fn main() {
     let ctx = Ctx {
         hub: Hub::new(&base, &run),
         stop,
+        pids: (
+            server.as_ref().map(Spawned::pid).or(cli.server_pid),
+            cli.etcd_pid,
+        ),
         #[cfg(feature = "etcd")]
         etcd,
     };

@@ -35,6 +35,19 @@ pub fn run_line(who: &str, run: &Run) {
         run.lat.len(),
         run.errors
     );
+    let (server, bench) = run.cpu_per_op();
+    if server.is_some() || bench.is_some() {
+        let us = |d: Option<Duration>| {
+            d.map_or("?".to_string(), |d| {
+                format!("{:.1} us", d.as_secs_f64() * 1e6)
+            })
+        };
+        println!(
+            "  {who:<9} CPU per op: server {}, load generator {}",
+            us(server),
+            us(bench)
+        );
+    }
     if let Some(e) = &run.first_error {
         println!("  {who:<9} first error: {e}");
     }

@@ -131,6 +131,41 @@ pub fn cell(name: &str) -> Value {
     })
 }
 
+/// [`cell`] serialized once, the name spliced in per request (building
+/// and serializing a JSON value per request would cost the load generator
+/// more CPU than parsing it costs the server).
+pub struct CellTemplate {
+    head: Vec<u8>,
+    tail: Vec<u8>,
+}
+
+impl CellTemplate {
+    const MARK: &str = "@@name@@";
+
+    /// The template of [`cell`].
+    pub fn new() -> CellTemplate {
+        let whole = serde_json::to_vec(&cell(Self::MARK)).expect("serialize");
+        let at = whole
+            .windows(Self::MARK.len())
+            .position(|w| w == Self::MARK.as_bytes())
+            .expect("marker");
+        CellTemplate {
+            head: whole[..at].to_vec(),
+            tail: whole[at + Self::MARK.len()..].to_vec(),
+        }
+    }
+
+    /// The JSON of `cell(name)` (`name` needs no escaping: cell names are
+    /// DNS labels).
+    pub fn body(&self, name: &str) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.head.len() + name.len() + self.tail.len());
+        out.extend_from_slice(&self.head);
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(&self.tail);
+        out
+    }
+}
+
 /// [`cell`] as a self-placing document for `/apply`: kind and coordinates.
 pub fn cell_doc(stack: &str, name: &str) -> Value {
     let mut doc = cell(name);
@@ -209,6 +244,11 @@ pub fn cells_url(base: &str) -> String {
     stack_cells_url(base, "t")
 }
 
+/// The URL path of the cells of stack `bench/s/<stack>`.
+pub fn cells_path(stack: &str) -> String {
+    format!("/api/v1beta1/realms/bench/spaces/s/stacks/{stack}/cells")
+}
+
 /// The URL of the cells of stack `bench/s/<stack>`.
 pub fn stack_cells_url(base: &str, stack: &str) -> String {
     format!("{base}/api/v1beta1/realms/bench/spaces/s/stacks/{stack}/cells")
@@ -266,9 +306,50 @@ impl std::fmt::Display for Stop {
     }
 }
 
+/// CPU time (user + system) of a process so far, from `/proc/<pid>/stat`
+/// (`self` for this process); `None` if it cannot be read.
+pub fn cpu_time(pid: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces): state is the
+    // first, utime and stime the 12th and 13th; in USER_HZ (100) ticks.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split(' ').skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_millis((user + system) * 10))
+}
+
+/// CPU spent during a run by the server and by this load generator.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Cpu {
+    /// The server's CPU time, if its pid is known.
+    pub server: Option<Duration>,
+    /// This process's CPU time.
+    pub bench: Option<Duration>,
+}
+
+/// Measures the CPU of `server_pid` (if known) and of this process across
+/// `work`.
+pub async fn with_cpu<T>(server_pid: Option<u32>, work: impl Future<Output = T>) -> (T, Cpu) {
+    let server = |pid: Option<u32>| pid.and_then(|p| cpu_time(&p.to_string()));
+    let (s0, b0) = (server(server_pid), cpu_time("self"));
+    let out = work.await;
+    let (s1, b1) = (server(server_pid), cpu_time("self"));
+    let diff = |a: Option<Duration>, b: Option<Duration>| Some(b?.saturating_sub(a?));
+    (
+        out,
+        Cpu {
+            server: diff(s0, s1),
+            bench: diff(b0, b1),
+        },
+    )
+}
+
 /// The outcome of a closed-loop run: one latency per successful request.
 #[derive(Clone, Debug, Default)]
 pub struct Run {
+    /// CPU used during the run (set by the caller that measured it).
+    pub cpu: Cpu,
     /// Sorted latencies of the successful requests.
     pub lat: Vec<Duration>,
     /// Failed requests.
@@ -288,6 +369,12 @@ impl Run {
     /// The `p`-th percentile latency.
     pub fn p(&self, p: f64) -> Duration {
         percentile(&self.lat, p)
+    }
+
+    /// Server and load-generator CPU per successful request, if measured.
+    pub fn cpu_per_op(&self) -> (Option<Duration>, Option<Duration>) {
+        let per = |d: Option<Duration>| Some(d? / u32::try_from(self.lat.len().max(1)).ok()?);
+        (per(self.cpu.server), per(self.cpu.bench))
     }
 }
 

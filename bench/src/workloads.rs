@@ -9,6 +9,7 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
+use crate::raw;
 use crate::report::{ListFigures, Startup, WatchFigures};
 use crate::util::{self, Run, Spawned, Stop};
 
@@ -81,22 +82,19 @@ impl Hub {
     /// Durable creates of new cells from `clients` concurrent clients.
     pub async fn create(&self, clients: usize, stop: Stop) -> Run {
         util::hierarchy(&self.http, &self.base).await;
-        let url = Arc::new(util::cells_url(&self.base));
-        let (http, run) = (self.http.clone(), format!("{}-{clients}", self.run));
-        util::closed_loop(clients, stop, move |_, seq| {
-            let (http, url) = (http.clone(), url.clone());
+        let path = Arc::new(util::cells_path("t"));
+        let pool = Arc::new(raw::Pool::new(&self.base, clients));
+        let template = Arc::new(util::CellTemplate::new());
+        let run = format!("{}-{clients}", self.run);
+        util::closed_loop(clients, stop, move |c, seq| {
+            let (pool, path, template) = (pool.clone(), path.clone(), template.clone());
             let name = format!("c-{run}-{seq}");
             async move {
-                let resp = http
-                    .post(url.as_str())
-                    .json(&util::cell(&name))
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let status = resp.status();
-                resp.bytes().await.map_err(|e| e.to_string())?;
-                if status != 201 {
-                    return Err(format!("create {name}: {status}"));
+                let resp = pool
+                    .request(c, "POST", &path, &template.body(&name))
+                    .await?;
+                if resp.status != 201 {
+                    return Err(format!("create {name}: {}", resp.status));
                 }
                 Ok(())
             }
@@ -107,26 +105,22 @@ impl Hub {
     /// Status writes (`PUT .../cells/{c}/status`) on `cells` existing cells.
     pub async fn status(&self, clients: usize, stop: Stop, cells: usize) -> Run {
         self.ensure_cells(RW_STACK, cells).await;
-        let url = Arc::new(util::stack_cells_url(&self.base, RW_STACK));
+        let path = Arc::new(util::cells_path(RW_STACK));
+        let pool = Arc::new(raw::Pool::new(&self.base, clients));
         // Restart counts start from a per-run offset so every write changes
         // the stored status, even on a reused database.
         let base_n: u64 = u64::from_str_radix(&self.run, 16).unwrap_or(0) % 1_000_000 * 1_000_000;
-        let http = self.http.clone();
-        util::closed_loop(clients, stop, move |_, seq| {
-            let (http, url) = (http.clone(), url.clone());
+        util::closed_loop(clients, stop, move |c, seq| {
+            let (pool, path) = (pool.clone(), path.clone());
             let name = util::nth_cell(util::spread(seq, cells));
             async move {
                 let body = json!({"status": util::cell_status(RW_STACK, &name, base_n + seq)});
-                let resp = http
-                    .put(format!("{url}/{name}/status"))
-                    .json(&body)
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let status = resp.status();
-                resp.bytes().await.map_err(|e| e.to_string())?;
-                if status != 200 {
-                    return Err(format!("status {name}: {status}"));
+                let body = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
+                let resp = pool
+                    .request(c, "PUT", &format!("{path}/{name}/status"), &body)
+                    .await?;
+                if resp.status != 200 {
+                    return Err(format!("status {name}: {}", resp.status));
                 }
                 Ok(())
             }
@@ -137,21 +131,17 @@ impl Hub {
     /// `GET` of single cells among `cells` existing ones.
     pub async fn get(&self, clients: usize, stop: Stop, cells: usize) -> Run {
         self.ensure_cells(GET_STACK, cells).await;
-        let url = Arc::new(util::stack_cells_url(&self.base, GET_STACK));
-        let http = self.http.clone();
-        util::closed_loop(clients, stop, move |_, seq| {
-            let (http, url) = (http.clone(), url.clone());
+        let path = Arc::new(util::cells_path(GET_STACK));
+        let pool = Arc::new(raw::Pool::new(&self.base, clients));
+        util::closed_loop(clients, stop, move |c, seq| {
+            let (pool, path) = (pool.clone(), path.clone());
             let name = util::nth_cell(util::spread(seq, cells));
             async move {
-                let resp = http
-                    .get(format!("{url}/{name}"))
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let status = resp.status();
-                let body = resp.bytes().await.map_err(|e| e.to_string())?;
-                if status != 200 || body.len() < 1000 {
-                    return Err(format!("get {name}: {status}, {} bytes", body.len()));
+                let resp = pool
+                    .request(c, "GET", &format!("{path}/{name}"), b"")
+                    .await?;
+                if resp.status != 200 || resp.len < 1000 {
+                    return Err(format!("get {name}: {}, {} bytes", resp.status, resp.len));
                 }
                 Ok(())
             }
