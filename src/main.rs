@@ -50,6 +50,11 @@ enum Command {
         /// How long a paged list's continue token (and its snapshot) lives.
         #[arg(long, env = "MODELHUB_CONTINUE_TTL", default_value = "5m", value_parser = parse_duration)]
         continue_ttl: Duration,
+        /// Longest time between checkpoints of the write-ahead log into the
+        /// database (writes are durable either way; a longer interval means
+        /// more to replay after a crash).
+        #[arg(long, env = "MODELHUB_CHECKPOINT_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+        checkpoint_interval: Duration,
     },
     /// Print the OpenAPI document (what `openapi/v1beta1.json` holds).
     Openapi,
@@ -181,6 +186,7 @@ fn main() -> ExitCode {
             watch_buffer,
             cache_mb,
             continue_ttl,
+            checkpoint_interval,
         } => {
             let runtime = match runtime(tokio::runtime::Builder::new_multi_thread()) {
                 Ok(r) => r,
@@ -193,6 +199,7 @@ fn main() -> ExitCode {
                 watch_buffer,
                 cache_bytes: cache_mb * 1024 * 1024,
                 continue_ttl,
+                checkpoint_interval,
                 ..modelhub::server::Config::new(listen, data)
             };
             match runtime.block_on(modelhub::server::serve(

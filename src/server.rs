@@ -33,6 +33,8 @@ pub struct Config {
     pub cache_bytes: usize,
     /// How long a paged list's continue token stays valid.
     pub continue_ttl: Duration,
+    /// Longest time between checkpoints of the write-ahead log.
+    pub checkpoint_interval: Duration,
 }
 
 impl Config {
@@ -47,6 +49,7 @@ impl Config {
             watch_buffer: crate::watch::HUB_CAPACITY,
             cache_bytes: StoreOptions::default().cache_bytes,
             continue_ttl: StoreOptions::default().snapshot_ttl,
+            checkpoint_interval: StoreOptions::default().checkpoint_interval,
         }
     }
 }
@@ -129,6 +132,7 @@ pub async fn serve(
         on_commit: Some(hub.hook()),
         cache_bytes: config.cache_bytes,
         snapshot_ttl: config.continue_ttl,
+        checkpoint_interval: config.checkpoint_interval,
         ..StoreOptions::default()
     };
     let data = config.data.clone();

@@ -306,6 +306,19 @@ fn secret_bytes_reach_neither_the_database_nor_the_log() {
     assert_eq!(item_names(&c.get(&cells).1), ["c"]);
     assert_eq!(item_names(&c.get(&s.api("/realms")).1), ["r", "reg"]);
 
+    // The write-ahead log first, while the writes are still in it (a
+    // graceful stop checkpoints them into the database).
+    let mut wal = s.data.clone().into_os_string();
+    wal.push(".wal");
+    let logged = std::fs::read(&wal).expect("write-ahead log");
+    assert!(
+        find(&logged, b"REG_PASSWORD"),
+        "the log holds the reference (sanity check of the search)"
+    );
+    assert!(
+        !find(&logged, secret.as_bytes()),
+        "the secret is in the write-ahead log"
+    );
     s.stop();
     let bytes = std::fs::read(&s.data).expect("database file");
     assert!(!bytes.is_empty());

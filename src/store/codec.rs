@@ -101,11 +101,22 @@ fn kind_byte(kind: Kind) -> u8 {
     kind as u8
 }
 
-fn change_byte(c: ChangeType) -> u8 {
+/// The byte of a change type in the event log and the write-ahead log.
+pub fn change_byte(c: ChangeType) -> u8 {
     match c {
         ChangeType::Added => 0,
         ChangeType::Modified => 1,
         ChangeType::Deleted => 2,
+    }
+}
+
+/// The change type of [`change_byte`]'s byte.
+pub fn change_from_byte(b: u8) -> Option<ChangeType> {
+    match b {
+        0 => Some(ChangeType::Added),
+        1 => Some(ChangeType::Modified),
+        2 => Some(ChangeType::Deleted),
+        _ => None,
     }
 }
 
@@ -127,12 +138,8 @@ pub fn decode_event(bytes: &[u8]) -> Result<(ChangeType, AnyObject), CodecError>
     if bytes[0] != RECORD_FORMAT {
         return Err(CodecError::UnknownFormat(bytes[0]));
     }
-    let change = match bytes[1] {
-        0 => ChangeType::Added,
-        1 => ChangeType::Modified,
-        2 => ChangeType::Deleted,
-        c => return Err(CodecError::Corrupt(format!("unknown change type {c}"))),
-    };
+    let change = change_from_byte(bytes[1])
+        .ok_or_else(|| CodecError::Corrupt(format!("unknown change type {}", bytes[1])))?;
     let kind = *Kind::ALL
         .get(usize::from(bytes[2]))
         .ok_or_else(|| CodecError::Corrupt(format!("unknown kind {}", bytes[2])))?;

@@ -118,6 +118,7 @@ internal_from!(
     redb::TableError,
     redb::StorageError,
     redb::CommitError,
+    redb::SetDurabilityError,
     super::codec::CodecError,
     std::io::Error
 );

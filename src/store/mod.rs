@@ -6,6 +6,8 @@
 //! - `tables`: table definitions.
 //! - [`writer`]: the single writer thread with group commit; every write is
 //!   atomic and durable before it is acknowledged.
+//! - `wal`: the write-ahead log that makes a batch durable with one
+//!   sequential write and sync (`<db>.wal`), checkpointed into redb.
 //! - `read`: point reads and snapshot list scans.
 //! - [`migrate`]: storage format check and migrations.
 //!
@@ -18,6 +20,7 @@ pub mod keys;
 pub mod migrate;
 mod read;
 mod tables;
+mod wal;
 pub mod writer;
 
 use std::path::{Path as FsPath, PathBuf};
@@ -48,6 +51,8 @@ pub struct StoreOptions {
     pub on_commit: Option<CommitHook>,
     /// redb's page cache, in bytes (bounds the resident memory).
     pub cache_bytes: usize,
+    /// Longest time between checkpoints of the write-ahead log.
+    pub checkpoint_interval: Duration,
 }
 
 impl Default for StoreOptions {
@@ -57,6 +62,7 @@ impl Default for StoreOptions {
             max_snapshots: 1024,
             on_commit: None,
             cache_bytes: 128 * 1024 * 1024,
+            checkpoint_interval: wal::DEFAULT_CHECKPOINT_INTERVAL,
         }
     }
 }
@@ -82,6 +88,7 @@ impl Store {
     /// Opens (creating or migrating) the database at `path`.
     pub fn open(path: &FsPath, options: StoreOptions) -> Result<Store, StoreError> {
         let db = Arc::new(migrate::open(path, options.cache_bytes)?);
+        let wal = wal::Wal::open(&wal::path_for(path), &db, options.checkpoint_interval)?;
         let (tx, rx) = mpsc::channel();
         let hook = options.on_commit.clone();
         let writer_db = db.clone();
@@ -89,7 +96,7 @@ impl Store {
         let writer_stats = stats.clone();
         let handle = std::thread::Builder::new()
             .name("modelhub-writer".into())
-            .spawn(move || writer::run(writer_db, rx, hook, writer_stats))?;
+            .spawn(move || writer::run(writer_db, wal, rx, hook, writer_stats))?;
         Ok(Store {
             inner: Arc::new(Inner {
                 db,

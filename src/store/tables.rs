@@ -6,6 +6,7 @@ use redb::{ReadTransaction, ReadableTable, Table, TableDefinition, WriteTransact
 
 use super::StoreError;
 use super::codec;
+use super::wal::Journal;
 use crate::model::{AnyObject, Kind};
 
 /// Store-wide metadata: [`FORMAT_KEY`], [`REVISION_KEY`].
@@ -56,10 +57,13 @@ pub fn read_meta(txn: &ReadTransaction, key: &str) -> Result<Option<u64>, StoreE
     }
 }
 
-/// The object tables of one write transaction, opened once per batch.
+/// The object tables of one write transaction, opened once per batch, and
+/// the journal of its changes for the write-ahead log.
 pub struct WriteTables<'txn> {
     tables: Vec<Table<'txn, &'static [u8], &'static [u8]>>,
     events: Table<'txn, u64, &'static [u8]>,
+    /// Every change logged in this transaction, in revision order.
+    pub journal: Journal,
 }
 
 impl<'txn> WriteTables<'txn> {
@@ -72,6 +76,7 @@ impl<'txn> WriteTables<'txn> {
         Ok(WriteTables {
             tables,
             events: txn.open_table(EVENTS)?,
+            journal: Journal::default(),
         })
     }
 

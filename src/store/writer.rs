@@ -1,6 +1,9 @@
 //! The single writer: every write request goes through one thread that
 //! applies queued requests in one redb write transaction and commits once
-//! (group commit), with immediate durability, before acknowledging any.
+//! (group commit), durable before any is acknowledged: the batch's changes
+//! are appended to the write-ahead log ([`super::wal`]) and synced, then
+//! committed to redb without durability; periodic checkpoints (durable redb
+//! commits) make the log's contents redundant.
 //!
 //! Invariants:
 //! - Each request is all-or-nothing: an operation checks everything
@@ -14,12 +17,13 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 
-use redb::{Database, ReadableTable};
+use redb::{Database, Durability, ReadableTable, WriteTransaction};
 use tokio::sync::oneshot;
 
 use super::tables::{COMPACTED_KEY, EVENTS, META, REVISION_KEY, WriteTables};
+use super::wal::{self, Appended, Journal, Wal};
 use super::{StoreError, codec, keys};
 use crate::model::{AnyObject, Kind, Path};
 
@@ -96,15 +100,15 @@ pub struct Change {
     /// What happened.
     pub change: ChangeType,
     /// The object after the change (for `Deleted`: its last state, with the
-    /// deletion's revision).
-    pub object: AnyObject,
+    /// deletion's revision). Shared with the request's outcome.
+    pub object: Arc<AnyObject>,
 }
 
 /// The result of a successful write request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WriteOutcome {
     /// The object as stored after the write (delete: its last state).
-    pub object: AnyObject,
+    pub object: Arc<AnyObject>,
     /// The changes, in revision order; empty when nothing changed.
     pub changes: Vec<Change>,
 }
@@ -124,7 +128,7 @@ pub enum Applied {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApplyOutcome {
     /// Per document, in order: what happened and the object afterwards.
-    pub items: Vec<(Applied, AnyObject)>,
+    pub items: Vec<(Applied, Arc<AnyObject>)>,
     /// The changes, in revision order (for a dry run: what would have been
     /// written; never committed or published).
     pub changes: Vec<Change>,
@@ -132,7 +136,8 @@ pub struct ApplyOutcome {
     pub revision: u64,
 }
 
-/// Called after each commit with the batch's changes, in revision order.
+/// Called after each commit with the batch's changes, in revision order
+/// (possibly in several calls, each with the next changes).
 pub type CommitHook = Arc<dyn Fn(&[Change]) + Send + Sync>;
 
 /// Work for the writer thread.
@@ -174,22 +179,35 @@ pub struct WriterStats {
 /// The writer thread's loop: runs until every sender is dropped.
 pub(super) fn run(
     db: Arc<Database>,
+    mut wal: Wal,
     rx: Receiver<Job>,
     hook: Option<CommitHook>,
     stats: Arc<WriterStats>,
 ) {
     let mut pending: Option<Job> = None;
     loop {
-        let first = match pending.take() {
-            Some(job) => job,
-            None => match rx.recv() {
-                Ok(job) => job,
-                Err(_) => return,
-            },
+        if wal.checkpoint_due() {
+            checkpoint(&db, &mut wal);
+        }
+        let next = match (pending.take(), wal.until_checkpoint()) {
+            (Some(job), _) => Ok(job),
+            (None, Some(wait)) => rx.recv_timeout(wait),
+            (None, None) => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        let first = match next {
+            Ok(job) => job,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => {
+                // Closing: leave nothing to replay.
+                if wal.until_checkpoint().is_some() {
+                    checkpoint(&db, &mut wal);
+                }
+                return;
+            }
         };
         let (op, reply) = match first {
             Job::Compact { keep, reply } => {
-                let _ = reply.send(compact(&db, keep));
+                let _ = reply.send(compact(&db, &mut wal, keep));
                 continue;
             }
             Job::Apply {
@@ -197,7 +215,7 @@ pub(super) fn run(
                 dry_run,
                 reply,
             } => {
-                let result = apply_documents(&db, objects, dry_run);
+                let result = apply_documents(&db, &mut wal, objects, dry_run);
                 if let (Ok(outcome), Some(hook)) = (&result, &hook)
                     && !dry_run
                     && !outcome.changes.is_empty()
@@ -226,19 +244,16 @@ pub(super) fn run(
         stats
             .requests
             .fetch_add(ops.len() as u64, Ordering::Relaxed);
-        match commit_batch(&db, ops) {
+        match commit_batch(&db, &mut wal, ops) {
             Ok((outcomes, committed)) => {
                 if committed {
                     stats.commits.fetch_add(1, Ordering::Relaxed);
                 }
                 if let Some(hook) = &hook {
-                    let changes: Vec<Change> = outcomes
-                        .iter()
-                        .filter_map(|o| o.as_ref().ok())
-                        .flat_map(|o| o.changes.iter().cloned())
-                        .collect();
-                    if !changes.is_empty() {
-                        hook(&changes);
+                    for outcome in outcomes.iter().filter_map(|o| o.as_ref().ok()) {
+                        if !outcome.changes.is_empty() {
+                            hook(&outcome.changes);
+                        }
                     }
                 }
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
@@ -260,13 +275,14 @@ pub(super) fn run(
 /// with the document's index) aborts the whole transaction.
 fn apply_documents(
     db: &Database,
+    wal: &mut Wal,
     objects: Vec<AnyObject>,
     dry_run: bool,
 ) -> Result<ApplyOutcome, StoreError> {
     let txn = db.begin_write()?;
     let mut items = Vec::with_capacity(objects.len());
     let mut changes = Vec::new();
-    let (start, rev) = {
+    let (start, rev, journal) = {
         let mut meta = txn.open_table(META)?;
         let start = meta.get(REVISION_KEY)?.map(|v| v.value()).unwrap_or(0);
         let mut rev = start;
@@ -305,10 +321,10 @@ fn apply_documents(
         if rev != start && !dry_run {
             meta.insert(REVISION_KEY, rev)?;
         }
-        (start, rev)
+        (start, rev, std::mem::take(&mut tables.journal))
     };
     if rev != start && !dry_run {
-        txn.commit()?;
+        commit(txn, wal, &journal)?;
     } else {
         txn.abort()?;
     }
@@ -319,7 +335,9 @@ fn apply_documents(
     })
 }
 
-fn compact(db: &Database, keep: u64) -> Result<u64, StoreError> {
+/// Compaction is not logged: its transaction is committed durably, which
+/// also checkpoints the log.
+fn compact(db: &Database, wal: &mut Wal, keep: u64) -> Result<u64, StoreError> {
     let txn = db.begin_write()?;
     let dropped = {
         let mut meta = txn.open_table(META)?;
@@ -339,6 +357,7 @@ fn compact(db: &Database, keep: u64) -> Result<u64, StoreError> {
         txn.abort()?;
     } else {
         txn.commit()?;
+        wal.reset();
         tracing::debug!(dropped, "compacted the event log");
     }
     Ok(dropped)
@@ -348,11 +367,15 @@ type Outcomes = Vec<Result<WriteOutcome, StoreError>>;
 
 /// Applies a batch in one transaction; answers the outcomes and whether
 /// anything was committed.
-fn commit_batch(db: &Database, ops: Vec<WriteOp>) -> Result<(Outcomes, bool), StoreError> {
+fn commit_batch(
+    db: &Database,
+    wal: &mut Wal,
+    ops: Vec<WriteOp>,
+) -> Result<(Outcomes, bool), StoreError> {
     let txn = db.begin_write()?;
     let mut outcomes = Vec::with_capacity(ops.len());
     let changed;
-    {
+    let journal = {
         let mut meta = txn.open_table(META)?;
         let start = meta.get(REVISION_KEY)?.map(|v| v.value()).unwrap_or(0);
         let mut rev = start;
@@ -368,13 +391,48 @@ fn commit_batch(db: &Database, ops: Vec<WriteOp>) -> Result<(Outcomes, bool), St
         if changed {
             meta.insert(REVISION_KEY, rev)?;
         }
-    }
+        std::mem::take(&mut tables.journal)
+    };
     if changed {
-        txn.commit()?;
+        commit(txn, wal, &journal)?;
     } else {
         txn.abort()?;
     }
     Ok((outcomes, changed))
+}
+
+/// Makes a transaction's changes durable and visible: logged and synced,
+/// then committed to redb without durability; if the log is full, committed
+/// durably instead (which empties the log).
+fn commit(mut txn: WriteTransaction, wal: &mut Wal, journal: &Journal) -> Result<(), StoreError> {
+    match wal.append(journal)? {
+        Appended::Logged => {
+            txn.set_durability(Durability::None)?;
+            if let Err(e) = txn.commit() {
+                // The logged record must not be replayed: the next one
+                // overwrites it.
+                wal.unappend();
+                return Err(e.into());
+            }
+        }
+        Appended::Full => {
+            txn.commit()?;
+            wal.reset();
+        }
+    }
+    Ok(())
+}
+
+/// A durable redb commit, after which the log starts over. A failure is
+/// logged and leaves the log as it is (the next attempt comes soon, and a
+/// full log falls back to durable commits).
+fn checkpoint(db: &Database, wal: &mut Wal) {
+    match wal::checkpoint(db) {
+        Ok(()) => wal.reset(),
+        Err(e) => {
+            tracing::error!(error = %e, "checkpoint failed; the write-ahead log keeps the changes")
+        }
+    }
 }
 
 fn now() -> crate::model::Timestamp {
@@ -406,19 +464,22 @@ fn put(
 ) -> Result<(), StoreError> {
     let record = codec::encode(obj);
     tables.of(obj.kind()).insert(key, record.as_slice())?;
-    log_event(tables, revision, change, obj.kind(), &record)
+    log_event(tables, revision, change, obj.kind(), key, &record)
 }
 
-/// Appends an event to the log, in the same transaction as the change.
+/// Appends an event to the log, in the same transaction as the change, and
+/// journals the change for the write-ahead log.
 fn log_event(
     tables: &mut WriteTables<'_>,
     revision: u64,
     change: ChangeType,
     kind: Kind,
+    key: &[u8],
     record: &[u8],
 ) -> Result<(), StoreError> {
     let event = codec::encode_event(change, kind, record);
     tables.events().insert(revision, event.as_slice())?;
+    tables.journal.push(revision, change, kind, key, record);
     Ok(())
 }
 
@@ -523,12 +584,13 @@ fn apply(
                     *rev,
                     ChangeType::Deleted,
                     kind,
+                    &k,
                     &codec::encode(&obj),
                 )?;
                 changes.push(Change {
                     revision: *rev,
                     change: ChangeType::Deleted,
-                    object: obj,
+                    object: Arc::new(obj),
                 });
             }
             tables.of(path.kind()).remove(key.as_slice())?;
@@ -540,8 +602,10 @@ fn apply(
                 *rev,
                 ChangeType::Deleted,
                 path.kind(),
+                &key,
                 &codec::encode(&last),
             )?;
+            let last = Arc::new(last);
             changes.push(Change {
                 revision: *rev,
                 change: ChangeType::Deleted,
@@ -592,6 +656,7 @@ fn replace(
 }
 
 fn single(revision: u64, change: ChangeType, object: AnyObject) -> WriteOutcome {
+    let object = Arc::new(object);
     WriteOutcome {
         changes: vec![Change {
             revision,
@@ -604,7 +669,7 @@ fn single(revision: u64, change: ChangeType, object: AnyObject) -> WriteOutcome 
 
 fn unchanged(object: AnyObject) -> WriteOutcome {
     WriteOutcome {
-        object,
+        object: Arc::new(object),
         changes: Vec::new(),
     }
 }
