@@ -18,9 +18,15 @@
 //! `change: u8 | kind: u8 | key len: u32 LE | key | record len: u32 LE |
 //! record` (entry `i` is revision `first + i`; the record is the object's
 //! stored record, for a deletion its last state). Replay stops at the first
-//! record that is torn (bad length or checksum) or does not continue the
-//! revisions; records at or below the database's revision (left from before
-//! a checkpoint) are skipped.
+//! record that is torn (bad length or checksum) or at the empty header
+//! written after the last record; records at or below the database's
+//! revision (left from before a checkpoint) are skipped, and a record that
+//! would leave a gap in the revisions (the database file was replaced)
+//! stops the start with an error rather than lose writes silently.
+//!
+//! After a failure to write the log or commit to redb, the writer refuses
+//! every further write (the failed requests' outcome is unknown: they may
+//! be replayed) until a restart recovers from the log.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -101,9 +107,9 @@ impl Journal {
 pub struct Wal {
     file: File,
     offset: u64,
-    last_offset: u64,
     last_checkpoint: Instant,
     interval: Duration,
+    failed: Option<String>,
 }
 
 /// What [`Wal::append`] did.
@@ -128,7 +134,7 @@ impl Wal {
             .open(path)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
-        let replayed = replay(db, &bytes)?;
+        let replayed = replay(db, &bytes, path)?;
         if replayed > 0 {
             tracing::info!(replayed, path = %path.display(), "replayed the write-ahead log");
         }
@@ -141,46 +147,89 @@ impl Wal {
         Ok(Wal {
             file,
             offset: 0,
-            last_offset: 0,
             last_checkpoint: Instant::now(),
             interval,
+            failed: None,
         })
     }
 
-    /// Appends `journal` and syncs it to disk.
+    /// Appends `journal` and syncs it to disk, followed by an empty
+    /// header that ends replay there (what lies beyond is from before the
+    /// last checkpoint).
     pub fn append(&mut self, journal: &Journal) -> Result<Appended, StoreError> {
-        let record = journal.encode();
-        if self.offset + record.len() as u64 > CAPACITY {
+        self.check()?;
+        let mut record = journal.encode();
+        let len = record.len() as u64;
+        if self.offset + len > CAPACITY {
             return Ok(Appended::Full);
         }
-        self.file.write_all_at(&record, self.offset)?;
-        self.file.sync_data()?;
-        self.last_offset = self.offset;
-        self.offset += record.len() as u64;
+        if self.offset + len + HEADER as u64 <= CAPACITY {
+            record.extend_from_slice(&[0; HEADER]);
+        }
+        if self.offset == 0 {
+            // The interval counts from the first change after a checkpoint.
+            self.last_checkpoint = Instant::now();
+        }
+        let written = self
+            .file
+            .write_all_at(&record, self.offset)
+            .and_then(|()| self.file.sync_data());
+        if let Err(e) = written {
+            // The record may or may not be on disk: its requests fail with
+            // an unknown outcome, and nothing more is written, so a restart
+            // replays (or not) exactly this record last.
+            self.fail(format!("write-ahead log write failed: {e}"));
+            return Err(e.into());
+        }
+        self.offset += len;
         Ok(Appended::Logged)
     }
 
-    /// Takes back the last appended record (its transaction failed): the
-    /// next append overwrites it.
-    pub fn unappend(&mut self) {
-        self.offset = self.last_offset;
+    /// Stops all further writing after a storage failure (`why`), until a
+    /// restart recovers from the log: what was logged is replayed, nothing
+    /// after it exists.
+    pub fn fail(&mut self, why: String) {
+        tracing::error!(error = %why, "storage failed; refusing writes until restarted");
+        self.failed.get_or_insert(why);
+    }
+
+    /// An error if storage failed earlier.
+    pub fn check(&self) -> Result<(), StoreError> {
+        match &self.failed {
+            None => Ok(()),
+            Some(why) => Err(StoreError::Internal(format!(
+                "storage failed earlier ({why}); restart the server to recover"
+            ))),
+        }
     }
 
     /// Whether a checkpoint is due.
     pub fn checkpoint_due(&self) -> bool {
-        self.offset > 0
+        self.failed.is_none()
+            && self.offset > 0
             && (self.offset >= CHECKPOINT_BYTES || self.last_checkpoint.elapsed() >= self.interval)
     }
 
-    /// How long until a checkpoint is due, if anything is logged.
+    /// How long until a checkpoint is due, if anything is logged (never
+    /// after a failure).
     pub fn until_checkpoint(&self) -> Option<Duration> {
+        if self.failed.is_some() {
+            return None;
+        }
         (self.offset > 0).then(|| self.interval.saturating_sub(self.last_checkpoint.elapsed()))
     }
 
-    /// Starts the log over, after a durable commit made it redundant.
+    /// Starts the log over, after a durable commit made it redundant. The
+    /// first header is zeroed (not synced: until it reaches the disk the
+    /// records there are merely stale), so that a log whose database was
+    /// deleted on purpose after a clean stop holds nothing to replay.
     pub fn reset(&mut self) {
+        if self.offset > 0
+            && let Err(e) = self.file.write_all_at(&[0; HEADER], 0)
+        {
+            tracing::warn!(error = %e, "could not clear the write-ahead log's first header");
+        }
         self.offset = 0;
-        self.last_offset = 0;
         self.last_checkpoint = Instant::now();
     }
 }
@@ -267,7 +316,7 @@ fn parse(payload: &[u8]) -> Option<(u64, Vec<Entry<'_>>)> {
 
 /// Applies the records of `bytes` that continue `db`'s revision, in one
 /// durable transaction; answers how many changes were applied.
-fn replay(db: &Database, bytes: &[u8]) -> Result<u64, StoreError> {
+fn replay(db: &Database, bytes: &[u8], path: &Path) -> Result<u64, StoreError> {
     let records = records(bytes);
     if records.is_empty() {
         return Ok(0);
@@ -279,12 +328,17 @@ fn replay(db: &Database, bytes: &[u8]) -> Result<u64, StoreError> {
         let mut rev = start;
         let mut tables = WriteTables::open(&txn)?;
         for (first, entries) in records {
-            let last = first + entries.len() as u64 - 1;
-            if entries.is_empty() || last <= rev {
+            if entries.is_empty() || first + entries.len() as u64 - 1 <= rev {
                 continue;
             }
             if first != rev + 1 {
-                break;
+                return Err(StoreError::Internal(format!(
+                    "the write-ahead log continues revision {} but the database is at revision \
+                     {rev}: the database file was replaced or lost writes; if that was on \
+                     purpose, move the log ({}) aside",
+                    first - 1,
+                    path.display()
+                )));
             }
             for e in entries {
                 rev += 1;
@@ -336,6 +390,10 @@ mod tests {
         super::super::migrate::open(&dir.path().join("t.redb"), 1 << 20).unwrap()
     }
 
+    fn run(db: &Database, bytes: &[u8]) -> Result<u64, StoreError> {
+        replay(db, bytes, Path::new("t.redb.wal"))
+    }
+
     fn revision(db: &Database) -> u64 {
         let txn = db.begin_read().unwrap();
         super::super::tables::read_meta(&txn, REVISION_KEY)
@@ -356,28 +414,73 @@ mod tests {
         let mut bytes = journal(1, 3).encode();
         bytes.extend(journal(4, 2).encode());
         bytes.extend([0u8; 32]);
-        assert_eq!(replay(&db, &bytes).unwrap(), 5);
+        assert_eq!(run(&db, &bytes).unwrap(), 5);
         assert_eq!(revision(&db), 5);
         assert_eq!(events(&db), vec![1, 2, 3, 4, 5]);
         // Replaying the same log again changes nothing.
-        assert_eq!(replay(&db, &bytes).unwrap(), 0);
+        assert_eq!(run(&db, &bytes).unwrap(), 0);
         assert_eq!(revision(&db), 5);
     }
 
     #[test]
-    fn replay_skips_stale_records_and_stops_at_a_gap() {
+    fn replay_skips_stale_records() {
         let dir = tempfile::tempdir().unwrap();
         let db = db(&dir);
-        assert_eq!(replay(&db, &journal(1, 5).encode()).unwrap(), 5);
-        // After a checkpoint the log restarts at offset 0: new records
-        // first, then what is left of the old ones (stale), then nothing
-        // that could continue.
+        assert_eq!(run(&db, &journal(1, 5).encode()).unwrap(), 5);
+        // A crash right after a checkpoint, before the next append: the
+        // log still holds records the database already has.
+        assert_eq!(run(&db, &journal(1, 5).encode()).unwrap(), 0);
         let mut bytes = journal(6, 2).encode();
         bytes.extend(journal(2, 3).encode());
-        bytes.extend(journal(10, 1).encode());
-        assert_eq!(replay(&db, &bytes).unwrap(), 2);
+        assert_eq!(run(&db, &bytes).unwrap(), 2);
         assert_eq!(revision(&db), 7);
         assert_eq!(events(&db), vec![1, 2, 3, 4, 5, 6, 7]);
+    }
+
+    #[test]
+    fn a_gap_between_database_and_log_refuses_to_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = db(&dir);
+        let err = run(&db, &journal(10, 1).encode()).unwrap_err().to_string();
+        assert!(err.contains("continues revision 9"), "{err}");
+        assert!(err.contains("at revision 0"), "{err}");
+        assert_eq!(revision(&db), 0);
+    }
+
+    #[test]
+    fn appends_end_with_an_empty_header_so_older_records_are_never_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = db(&dir);
+        let path = dir.path().join("t.redb.wal");
+        let mut wal = Wal::open(&path, &db, Duration::from_secs(60)).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), CAPACITY);
+        assert_eq!(wal.append(&journal(1, 3)).unwrap(), Appended::Logged);
+        assert_eq!(wal.append(&journal(4, 3)).unwrap(), Appended::Logged);
+        assert_eq!(records(&std::fs::read(&path).unwrap()).len(), 2);
+        wal.reset();
+        assert!(records(&std::fs::read(&path).unwrap()).is_empty());
+        assert_eq!(wal.append(&journal(7, 1)).unwrap(), Appended::Logged);
+        let bytes = std::fs::read(&path).unwrap();
+        let after = records(&bytes);
+        assert_eq!(after.len(), 1);
+        assert_eq!(after[0].0, 7);
+    }
+
+    #[test]
+    fn a_failed_wal_refuses_writes_and_checkpoints() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = db(&dir);
+        let mut wal = Wal::open(&dir.path().join("t.redb.wal"), &db, Duration::ZERO).unwrap();
+        assert_eq!(wal.append(&journal(1, 1)).unwrap(), Appended::Logged);
+        assert!(wal.checkpoint_due());
+        wal.fail("disk on fire".into());
+        assert!(!wal.checkpoint_due());
+        assert_eq!(wal.until_checkpoint(), None);
+        let err = wal.append(&journal(2, 1)).unwrap_err().to_string();
+        assert!(
+            err.contains("disk on fire") && err.contains("restart"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -386,7 +489,7 @@ mod tests {
         let db = db(&dir);
         let mut j = journal(1, 2);
         j.push(3, ChangeType::Deleted, Kind::Realm, b"k1", b"\x01rec");
-        assert_eq!(replay(&db, &j.encode()).unwrap(), 3);
+        assert_eq!(run(&db, &j.encode()).unwrap(), 3);
         let txn = db.begin_read().unwrap();
         let t = txn
             .open_table(super::super::tables::objects(Kind::Realm))

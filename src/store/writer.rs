@@ -279,6 +279,7 @@ fn apply_documents(
     objects: Vec<AnyObject>,
     dry_run: bool,
 ) -> Result<ApplyOutcome, StoreError> {
+    wal.check()?;
     let txn = db.begin_write()?;
     let mut items = Vec::with_capacity(objects.len());
     let mut changes = Vec::new();
@@ -338,6 +339,7 @@ fn apply_documents(
 /// Compaction is not logged: its transaction is committed durably, which
 /// also checkpoints the log.
 fn compact(db: &Database, wal: &mut Wal, keep: u64) -> Result<u64, StoreError> {
+    wal.check()?;
     let txn = db.begin_write()?;
     let dropped = {
         let mut meta = txn.open_table(META)?;
@@ -356,7 +358,10 @@ fn compact(db: &Database, wal: &mut Wal, keep: u64) -> Result<u64, StoreError> {
     if dropped == 0 {
         txn.abort()?;
     } else {
-        txn.commit()?;
+        if let Err(e) = txn.commit() {
+            wal.fail(format!("compaction commit failed: {e}"));
+            return Err(e.into());
+        }
         wal.reset();
         tracing::debug!(dropped, "compacted the event log");
     }
@@ -372,6 +377,7 @@ fn commit_batch(
     wal: &mut Wal,
     ops: Vec<WriteOp>,
 ) -> Result<(Outcomes, bool), StoreError> {
+    wal.check()?;
     let txn = db.begin_write()?;
     let mut outcomes = Vec::with_capacity(ops.len());
     let changed;
@@ -405,33 +411,34 @@ fn commit_batch(
 /// then committed to redb without durability; if the log is full, committed
 /// durably instead (which empties the log).
 fn commit(mut txn: WriteTransaction, wal: &mut Wal, journal: &Journal) -> Result<(), StoreError> {
+    txn.set_durability(Durability::None)?;
     match wal.append(journal)? {
         Appended::Logged => {
-            txn.set_durability(Durability::None)?;
             if let Err(e) = txn.commit() {
-                // The logged record must not be replayed: the next one
-                // overwrites it.
-                wal.unappend();
+                // Logged but maybe not applied: a restart replays it.
+                wal.fail(format!("commit failed after logging: {e}"));
                 return Err(e.into());
             }
         }
         Appended::Full => {
-            txn.commit()?;
+            txn.set_durability(Durability::Immediate)?;
+            if let Err(e) = txn.commit() {
+                wal.fail(format!("durable commit failed: {e}"));
+                return Err(e.into());
+            }
             wal.reset();
         }
     }
     Ok(())
 }
 
-/// A durable redb commit, after which the log starts over. A failure is
-/// logged and leaves the log as it is (the next attempt comes soon, and a
-/// full log falls back to durable commits).
+/// A durable redb commit, after which the log starts over. After a failure
+/// (redb then refuses further writes) the log keeps the changes for the
+/// restart, and nothing more is written.
 fn checkpoint(db: &Database, wal: &mut Wal) {
     match wal::checkpoint(db) {
         Ok(()) => wal.reset(),
-        Err(e) => {
-            tracing::error!(error = %e, "checkpoint failed; the write-ahead log keeps the changes")
-        }
+        Err(e) => wal.fail(format!("checkpoint failed: {e}")),
     }
 }
 
