@@ -545,7 +545,7 @@ async fn stream_list(
                 buf.push(b',');
             }
             first = false;
-            let rev = entry.meta.resource_version;
+            let rev = entry.resource_version;
             match (effective, docs.get(kind, &entry.key, rev)) {
                 (false, Some(json)) => buf.extend_from_slice(&json),
                 _ => {
@@ -574,12 +574,11 @@ async fn stream_list(
                     }
                 }
             }
-            if buf.len() >= CHUNK
-                && tx
-                    .blocking_send(Ok(Bytes::from(std::mem::take(&mut buf))))
-                    .is_err()
-            {
-                return;
+            if buf.len() >= CHUNK {
+                let chunk = std::mem::replace(&mut buf, Vec::with_capacity(CHUNK * 2));
+                if tx.blocking_send(Ok(Bytes::from(chunk))).is_err() {
+                    return;
+                }
             }
         }
         buf.extend_from_slice(b"]}");

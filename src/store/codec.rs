@@ -8,8 +8,8 @@
 //! fails or silently misreads: every change to a stored type needs a new
 //! [`RECORD_FORMAT`] and a migration, and decoding rejects trailing bytes.
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use super::writer::ChangeType;
 use crate::model::{AnyObject, Kind};
@@ -63,9 +63,35 @@ fn from_bytes<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     Ok(value)
 }
 
+/// The front of a record's `ObjectMeta`, borrowed from the record: what a
+/// list scan needs (labels for selectors, the revision for its rendering
+/// cache) without allocating strings.
+#[derive(Debug, Deserialize, PartialEq, Eq)]
+pub struct MetaPeek<'a> {
+    /// The object's name.
+    pub name: &'a str,
+    /// Its labels, in key order.
+    #[serde(borrow)]
+    pub labels: Vec<(&'a str, &'a str)>,
+    /// Its uid.
+    pub uid: &'a str,
+    /// Its `resourceVersion`.
+    pub resource_version: u64,
+}
+
+impl MetaPeek<'_> {
+    /// The value of label `key`.
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels
+            .binary_search_by(|(k, _)| (*k).cmp(key))
+            .ok()
+            .map(|i| self.labels[i].1)
+    }
+}
+
 /// Reads only the metadata at the front of a record (every record starts
 /// with its `ObjectMeta`), leaving spec and status undecoded.
-pub fn peek_meta(bytes: &[u8]) -> Result<crate::model::ObjectMeta, CodecError> {
+pub fn peek_meta(bytes: &[u8]) -> Result<MetaPeek<'_>, CodecError> {
     let (&format, body) = bytes.split_first().ok_or(CodecError::Empty)?;
     if format != RECORD_FORMAT {
         return Err(CodecError::UnknownFormat(format));
@@ -363,7 +389,22 @@ pub(crate) mod tests {
     #[test]
     fn metadata_peeks_without_decoding_the_rest() {
         for obj in samples() {
-            assert_eq!(&peek_meta(&encode(&obj)).unwrap(), obj.meta());
+            let bytes = encode(&obj);
+            let peek = peek_meta(&bytes).unwrap();
+            let meta = obj.meta();
+            assert_eq!(peek.name, meta.name);
+            assert_eq!(peek.uid, meta.uid);
+            assert_eq!(peek.resource_version, meta.resource_version);
+            let labels: Vec<(&str, &str)> = meta
+                .labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            assert_eq!(peek.labels, labels);
+            for (k, v) in &meta.labels {
+                assert_eq!(peek.label(k), Some(v.as_str()));
+            }
+            assert_eq!(peek.label("no-such-label"), None);
         }
     }
 

@@ -64,8 +64,8 @@ impl ListIter {
 pub struct RawEntry {
     /// The object's key.
     pub key: Vec<u8>,
-    /// Its metadata (decoded).
-    pub meta: crate::model::ObjectMeta,
+    /// Its `resourceVersion`.
+    pub resource_version: u64,
     kind: Kind,
     value: redb::AccessGuard<'static, &'static [u8]>,
 }
@@ -97,10 +97,11 @@ impl ListIter {
                 Ok(m) => m,
                 Err(e) => return Some(Err(e.into())),
             };
-            if self.selector.matches(&meta.labels) {
+            if self.selector.matches_with(|k| meta.label(k)) {
+                let resource_version = meta.resource_version;
                 return Some(Ok(RawEntry {
                     key: key.to_vec(),
-                    meta,
+                    resource_version,
                     kind: self.kind,
                     value: v,
                 }));
