@@ -11,8 +11,9 @@
 //! from its beginning. On open, records after the database's revision are
 //! replayed in one durable transaction.
 //!
-//! File: [`CAPACITY`] bytes, zero-filled when created (so that writes never
-//! change its size and `fdatasync` flushes data only). Record:
+//! File: up to [`CAPACITY`] bytes, zero-filled ahead of the records in
+//! steps of 4 MiB (so that appends almost never change its size and
+//! `fdatasync` flushes data only). Record:
 //! `len: u32 LE | crc32 of payload: u32 LE | payload`; payload:
 //! `first revision: u64 LE | count: u32 LE | entries`; entry:
 //! `change: u8 | kind: u8 | key len: u32 LE | key | record len: u32 LE |
@@ -41,8 +42,10 @@ use super::writer::ChangeType;
 use super::{StoreError, codec};
 use crate::model::Kind;
 
-/// Size of the log file.
+/// Largest size of the log file.
 pub const CAPACITY: u64 = 64 * 1024 * 1024;
+/// The file is zero-filled this much at a time, as the log first grows.
+const FILL_STEP: u64 = 4 * 1024 * 1024;
 /// Default longest time between checkpoints while writes arrive.
 pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 /// Checkpoint once the log holds this much, whatever the time.
@@ -106,6 +109,8 @@ impl Journal {
 /// The open log, owned by the writer thread.
 pub struct Wal {
     file: File,
+    /// Bytes of the file written (zeros or records) and synced.
+    filled: u64,
     offset: u64,
     last_checkpoint: Instant,
     interval: Duration,
@@ -138,14 +143,16 @@ impl Wal {
         if replayed > 0 {
             tracing::info!(replayed, path = %path.display(), "replayed the write-ahead log");
         }
-        if (bytes.len() as u64) < CAPACITY {
-            preallocate(&mut file, bytes.len() as u64)?;
+        let mut filled = bytes.len() as u64;
+        if filled < FILL_STEP {
+            filled = fill(&mut file, filled, FILL_STEP)?;
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 File::open(dir)?.sync_all()?;
             }
         }
         Ok(Wal {
             file,
+            filled,
             offset: 0,
             last_checkpoint: Instant::now(),
             interval,
@@ -165,6 +172,17 @@ impl Wal {
         }
         if self.offset + len + HEADER as u64 <= CAPACITY {
             record.extend_from_slice(&[0; HEADER]);
+        }
+        let end = self.offset + record.len() as u64;
+        if end > self.filled {
+            let target = end.max(self.filled + FILL_STEP).min(CAPACITY);
+            match fill(&mut self.file, self.filled, target) {
+                Ok(filled) => self.filled = filled,
+                Err(e) => {
+                    self.fail(format!("write-ahead log could not grow: {e}"));
+                    return Err(e);
+                }
+            }
         }
         if self.offset == 0 {
             // The interval counts from the first change after a checkpoint.
@@ -243,17 +261,19 @@ pub fn checkpoint(db: &Database) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn preallocate(file: &mut File, from: u64) -> Result<(), StoreError> {
+/// Zero-fills the file from `from` to `to` and syncs it, size included;
+/// answers `to`.
+fn fill(file: &mut File, from: u64, to: u64) -> Result<u64, StoreError> {
     let zeros = vec![0u8; 1024 * 1024];
     let mut at = from;
-    while at < CAPACITY {
-        let n = (CAPACITY - at).min(zeros.len() as u64) as usize;
+    while at < to {
+        let n = (to - at).min(zeros.len() as u64) as usize;
         file.write_all_at(&zeros[..n], at)?;
         at += n as u64;
     }
     file.flush()?;
     file.sync_all()?;
-    Ok(())
+    Ok(to)
 }
 
 /// One decoded change of a record.
@@ -453,7 +473,7 @@ mod tests {
         let db = db(&dir);
         let path = dir.path().join("t.redb.wal");
         let mut wal = Wal::open(&path, &db, Duration::from_secs(60)).unwrap();
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), CAPACITY);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), FILL_STEP);
         assert_eq!(wal.append(&journal(1, 3)).unwrap(), Appended::Logged);
         assert_eq!(wal.append(&journal(4, 3)).unwrap(), Appended::Logged);
         assert_eq!(records(&std::fs::read(&path).unwrap()).len(), 2);
@@ -464,6 +484,31 @@ mod tests {
         let after = records(&bytes);
         assert_eq!(after.len(), 1);
         assert_eq!(after[0].0, 7);
+    }
+
+    #[test]
+    fn the_file_grows_in_zero_filled_steps_up_to_its_capacity() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = db(&dir);
+        let path = dir.path().join("t.redb.wal");
+        let mut wal = Wal::open(&path, &db, Duration::from_secs(60)).unwrap();
+        let big = vec![7u8; 5 * 1024 * 1024];
+        let mut j = Journal::default();
+        j.push(1, ChangeType::Added, Kind::Realm, b"k", &big);
+        assert_eq!(wal.append(&j).unwrap(), Appended::Logged);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 2 * FILL_STEP);
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(records(&bytes)[0].1[0].record, big.as_slice());
+        // A record that can never fit asks for a durable commit instead.
+        let mut huge = Journal::default();
+        huge.push(
+            2,
+            ChangeType::Added,
+            Kind::Realm,
+            b"k",
+            &vec![0u8; CAPACITY as usize],
+        );
+        assert_eq!(wal.append(&huge).unwrap(), Appended::Full);
     }
 
     #[test]
