@@ -55,6 +55,11 @@ enum Command {
         /// more to replay after a crash).
         #[arg(long, env = "MODELHUB_CHECKPOINT_INTERVAL", default_value = "1s", value_parser = parse_duration)]
         checkpoint_interval: Duration,
+        /// Threads serving HTTP (default: one per CPU). The single writer
+        /// has its own thread; on 2 cores, 1 leaves it a core (+15-20%
+        /// creates under load) but slows fan-out to very many watchers.
+        #[arg(long, env = "MODELHUB_WORKERS", value_parser = clap::value_parser!(u16).range(1..))]
+        workers: Option<u16>,
     },
     /// Print the OpenAPI document (what `openapi/v1beta1.json` holds).
     Openapi,
@@ -187,8 +192,13 @@ fn main() -> ExitCode {
             cache_mb,
             continue_ttl,
             checkpoint_interval,
+            workers,
         } => {
-            let runtime = match runtime(tokio::runtime::Builder::new_multi_thread()) {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            if let Some(n) = workers {
+                builder.worker_threads(usize::from(n));
+            }
+            let runtime = match runtime(builder) {
                 Ok(r) => r,
                 Err(code) => return code,
             };

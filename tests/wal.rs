@@ -119,7 +119,7 @@ fn a_kill_loses_no_acknowledged_write_and_replays_their_events() {
 
 #[test]
 fn a_checkpoint_leaves_nothing_to_replay() {
-    let mut s = Server::start_args(&["--checkpoint-interval", "100ms"]);
+    let mut s = Server::start_args(&["--checkpoint-interval", "100ms", "--workers", "1"]);
     let c = Client::default();
     hierarchy(&c, &s, "r", "s", "t");
     let b = post_ok_blocking(&c, &s.api(CELLS), "one");
