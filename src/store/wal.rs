@@ -30,7 +30,7 @@
 //! be replayed) until a restart recovers from the log.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -137,13 +137,11 @@ impl Wal {
             .create(true)
             .truncate(false)
             .open(path)?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
-        let replayed = replay(db, &bytes, path)?;
+        let replayed = replay(db, &file, path)?;
         if replayed > 0 {
             tracing::info!(replayed, path = %path.display(), "replayed the write-ahead log");
         }
-        let mut filled = bytes.len() as u64;
+        let mut filled = file.metadata()?.len();
         if filled < FILL_STEP {
             filled = fill(&mut file, filled, FILL_STEP)?;
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -284,26 +282,65 @@ struct Entry<'a> {
     record: &'a [u8],
 }
 
-/// The valid records at the start of `bytes`: (first revision, entries).
-fn records(bytes: &[u8]) -> Vec<(u64, Vec<Entry<'_>>)> {
-    let mut out = Vec::new();
-    let mut at = 0usize;
-    while let Some(header) = bytes.get(at..at + HEADER) {
-        let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
-        let Some(payload) = bytes.get(at + HEADER..at + HEADER + len) else {
-            break;
-        };
-        if len < 12 || crc32fast::hash(payload) != crc {
-            break;
-        }
-        match parse(payload) {
-            Some(record) => out.push(record),
-            None => break,
-        }
-        at += HEADER + len;
+/// Where records are read from: the log file (or bytes, in tests).
+trait Source {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()>;
+}
+
+impl Source for File {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        FileExt::read_exact_at(self, buf, offset)
     }
-    out
+}
+
+impl Source for [u8] {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        let part = start
+            .checked_add(buf.len())
+            .and_then(|end| self.get(start..end))
+            .ok_or(std::io::ErrorKind::UnexpectedEof)?;
+        buf.copy_from_slice(part);
+        Ok(())
+    }
+}
+
+/// Calls `f` with each valid record from the start of the log, one at a
+/// time, until the first empty, torn or unparsable one (or the end of the
+/// file). Other read errors are errors.
+fn for_each_record(
+    src: &(impl Source + ?Sized),
+    mut f: impl FnMut(u64, Vec<Entry<'_>>) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let stop = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => Ok(()),
+        _ => Err(StoreError::from(e)),
+    };
+    let mut at = 0u64;
+    let mut payload = Vec::new();
+    loop {
+        let mut header = [0u8; HEADER];
+        if let Err(e) = src.read_exact_at(&mut header, at) {
+            return stop(e);
+        }
+        let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
+        let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
+        if len < 12 || at + HEADER as u64 + u64::from(len) > CAPACITY {
+            return Ok(());
+        }
+        payload.resize(len as usize, 0);
+        if let Err(e) = src.read_exact_at(&mut payload, at + HEADER as u64) {
+            return stop(e);
+        }
+        if crc32fast::hash(&payload) != crc {
+            return Ok(());
+        }
+        let Some((first, entries)) = parse(&payload) else {
+            return Ok(());
+        };
+        f(first, entries)?;
+        at += HEADER as u64 + u64::from(len);
+    }
 }
 
 fn parse(payload: &[u8]) -> Option<(u64, Vec<Entry<'_>>)> {
@@ -336,20 +373,16 @@ fn parse(payload: &[u8]) -> Option<(u64, Vec<Entry<'_>>)> {
 
 /// Applies the records of `bytes` that continue `db`'s revision, in one
 /// durable transaction; answers how many changes were applied.
-fn replay(db: &Database, bytes: &[u8], path: &Path) -> Result<u64, StoreError> {
-    let records = records(bytes);
-    if records.is_empty() {
-        return Ok(0);
-    }
+fn replay(db: &Database, src: &(impl Source + ?Sized), path: &Path) -> Result<u64, StoreError> {
     let txn = db.begin_write()?;
     let applied = {
         let mut meta = txn.open_table(META)?;
         let start = meta.get(REVISION_KEY)?.map(|v| v.value()).unwrap_or(0);
         let mut rev = start;
         let mut tables = WriteTables::open(&txn)?;
-        for (first, entries) in records {
+        for_each_record(src, |first, entries| {
             if entries.is_empty() || first + entries.len() as u64 - 1 <= rev {
-                continue;
+                return Ok(());
             }
             if first != rev + 1 {
                 return Err(StoreError::Internal(format!(
@@ -373,7 +406,8 @@ fn replay(db: &Database, bytes: &[u8], path: &Path) -> Result<u64, StoreError> {
                 let event = codec::encode_event(e.change, e.kind, e.record);
                 tables.events().insert(rev, event.as_slice())?;
             }
-        }
+            Ok(())
+        })?;
         if rev != start {
             meta.insert(REVISION_KEY, rev)?;
         }
@@ -412,6 +446,30 @@ mod tests {
 
     fn run(db: &Database, bytes: &[u8]) -> Result<u64, StoreError> {
         replay(db, bytes, Path::new("t.redb.wal"))
+    }
+
+    /// A record's entry, owned.
+    struct Owned {
+        key: Vec<u8>,
+        record: Vec<u8>,
+    }
+
+    /// The valid records at the start of `bytes`.
+    fn records(bytes: &[u8]) -> Vec<(u64, Vec<Owned>)> {
+        let mut out = Vec::new();
+        for_each_record(bytes, |first, entries| {
+            let entries = entries
+                .into_iter()
+                .map(|e| Owned {
+                    key: e.key.to_vec(),
+                    record: e.record.to_vec(),
+                })
+                .collect();
+            out.push((first, entries));
+            Ok(())
+        })
+        .unwrap();
+        out
     }
 
     fn revision(db: &Database) -> u64 {
