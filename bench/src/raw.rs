@@ -51,6 +51,19 @@ impl Conn {
 
     /// Sends one request with a JSON body (if any) and reads the response.
     pub async fn request(&mut self, method: &str, path: &str, body: &[u8]) -> io::Result<Response> {
+        self.send(method, path, body).await?;
+        self.read_response(None).await
+    }
+
+    /// Sends a `GET` and reads the whole response body into `into`
+    /// (cleared first; its capacity is kept across calls).
+    pub async fn get_into(&mut self, path: &str, into: &mut Vec<u8>) -> io::Result<Response> {
+        into.clear();
+        self.send("GET", path, b"").await?;
+        self.read_response(Some(into)).await
+    }
+
+    async fn send(&mut self, method: &str, path: &str, body: &[u8]) -> io::Result<()> {
         self.out.clear();
         self.out.extend_from_slice(method.as_bytes());
         self.out.push(b' ');
@@ -69,13 +82,12 @@ impl Conn {
             );
             self.out.extend_from_slice(body);
         }
-        self.stream.write_all(&self.out).await?;
-        self.read_response().await
+        self.stream.write_all(&self.out).await
     }
 
     async fn fill(&mut self) -> io::Result<()> {
         let start = self.buf.len();
-        self.buf.resize(start + 16 * 1024, 0);
+        self.buf.resize(start + 64 * 1024, 0);
         let n = self.stream.read(&mut self.buf[start..]).await?;
         self.buf.truncate(start + n);
         if n == 0 {
@@ -84,7 +96,7 @@ impl Conn {
         Ok(())
     }
 
-    async fn read_response(&mut self) -> io::Result<Response> {
+    async fn read_response(&mut self, mut sink: Option<&mut Vec<u8>>) -> io::Result<Response> {
         let head_end = loop {
             if let Some(i) = find(&self.buf, b"\r\n\r\n") {
                 break i + 4;
@@ -111,10 +123,13 @@ impl Conn {
         }
         self.buf.drain(..head_end);
         let len = match (length, chunked) {
-            (_, true) => self.read_chunked().await?,
+            (_, true) => self.read_chunked(sink).await?,
             (Some(n), false) => {
                 while self.buf.len() < n {
                     self.fill().await?;
+                }
+                if let Some(sink) = sink.as_deref_mut() {
+                    sink.extend_from_slice(&self.buf[..n]);
                 }
                 self.buf.drain(..n);
                 n
@@ -124,7 +139,7 @@ impl Conn {
         Ok(Response { status, len })
     }
 
-    async fn read_chunked(&mut self) -> io::Result<usize> {
+    async fn read_chunked(&mut self, mut sink: Option<&mut Vec<u8>>) -> io::Result<usize> {
         let mut total = 0;
         loop {
             let line_end = loop {
@@ -141,6 +156,9 @@ impl Conn {
             let need = line_end + 2 + size + 2;
             while self.buf.len() < need {
                 self.fill().await?;
+            }
+            if let Some(sink) = sink.as_deref_mut() {
+                sink.extend_from_slice(&self.buf[line_end + 2..line_end + 2 + size]);
             }
             self.buf.drain(..need);
             total += size;
