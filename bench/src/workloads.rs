@@ -299,11 +299,17 @@ impl Hub {
                         _ => break,
                     };
                     buf.extend_from_slice(&chunk);
-                    while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
-                        let now = Instant::now();
-                        if let Some(rv) = util::resource_version(&buf[..pos])
+                    // Every complete line of the buffer, then what is left
+                    // of it moved to the front once (a chunk holds many
+                    // events when the server coalesces them).
+                    let now = Instant::now();
+                    let mut start = 0;
+                    while let Some(len) = buf[start..].iter().position(|b| *b == b'\n') {
+                        let line = &buf[start..start + len];
+                        start += len + 1;
+                        if let Some(rv) = util::resource_version(line)
                             && rv > from
-                            && !buf.starts_with(b"{\"type\":\"BOOKMARK\"")
+                            && !line.starts_with(b"{\"type\":\"BOOKMARK\"")
                         {
                             let i = (rv - from - 1) as usize;
                             if i < writes && seen[i].is_none() {
@@ -312,8 +318,8 @@ impl Hub {
                                 progress = tokio::time::Instant::now();
                             }
                         }
-                        buf.drain(..=pos);
                     }
+                    buf.drain(..start);
                 }
                 seen
             }));
