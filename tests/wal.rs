@@ -155,3 +155,26 @@ fn post_ok_blocking(c: &Client, url: &str, name: &str) -> Value {
     assert_eq!(st, 201, "{b}");
     b
 }
+
+#[test]
+fn a_replayed_log_is_cleared_so_a_replaced_database_starts_empty() {
+    let mut s = Server::start_args(&["--checkpoint-interval", "60m"]);
+    let c = Client::default();
+    hierarchy(&c, &s, "r", "s", "t");
+    post_ok_blocking(&c, &s.api(CELLS), "one");
+    s.kill();
+    s.restart();
+    assert!(s.log_text().contains("replayed the write-ahead log"));
+    // A clean stop with no write since, then the database deleted on
+    // purpose: the next start must not bring the old objects back.
+    s.stop();
+    std::fs::remove_file(&s.data).unwrap();
+    s.restart();
+    assert!(
+        !s.log_text().contains("replayed the write-ahead log"),
+        "{}",
+        s.log_text()
+    );
+    assert_eq!(c.get(&s.api("/realms/r")).0, 404);
+    assert_eq!(c.get(&s.api("/realms")).1["items"], json!([]));
+}

@@ -1,15 +1,17 @@
 //! The write-ahead log: what makes a write durable before it is
 //! acknowledged, with one sequential write and one `fdatasync` of a
-//! preallocated file (etcd's WAL idea), instead of a durable redb commit
+//! zero-filled file (etcd's WAL idea), instead of a durable redb commit
 //! per batch, which writes and syncs a dozen pages scattered over the
 //! database file.
 //!
 //! The writer appends each batch's changes here and syncs, then commits the
-//! batch to redb without durability (readers see it at once). Every
-//! checkpoint interval ([`DEFAULT_CHECKPOINT_INTERVAL`]), or when the log is full, a durable redb commit
-//! (a checkpoint) persists everything before it, and the log starts again
-//! from its beginning. On open, records after the database's revision are
-//! replayed in one durable transaction.
+//! batch to redb without durability (readers see it at once). A checkpoint
+//! (a durable redb commit) persists everything before it and the log starts
+//! again from its beginning: one checkpoint interval
+//! ([`DEFAULT_CHECKPOINT_INTERVAL`]) after the first change since the last
+//! one, or once the log holds half its capacity, or when a record does not
+//! fit. On open, records after the database's revision are replayed in one
+//! durable transaction, and the log is cleared.
 //!
 //! File: up to [`CAPACITY`] bytes, zero-filled ahead of the records in
 //! steps of 4 MiB (so that appends almost never change its size and
@@ -141,12 +143,22 @@ impl Wal {
         if replayed > 0 {
             tracing::info!(replayed, path = %path.display(), "replayed the write-ahead log");
         }
+        // What the log held is in the database now (replayed durably, or
+        // already there): clear it, so that nothing is replayed again, even
+        // into another database file put in this one's place.
+        let mut first = [0u8; HEADER];
+        if FileExt::read_exact_at(&file, &mut first, 0).is_ok() && first != [0; HEADER] {
+            file.write_all_at(&[0; HEADER], 0)?;
+            file.sync_data()?;
+        }
         let mut filled = file.metadata()?.len();
         if filled < FILL_STEP {
             filled = fill(&mut file, filled, FILL_STEP)?;
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                File::open(dir)?.sync_all()?;
-            }
+            let dir = match path.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => Path::new("."),
+            };
+            File::open(dir)?.sync_all()?;
         }
         Ok(Wal {
             file,
@@ -371,7 +383,7 @@ fn parse(payload: &[u8]) -> Option<(u64, Vec<Entry<'_>>)> {
     rest.is_empty().then_some((first, entries))
 }
 
-/// Applies the records of `bytes` that continue `db`'s revision, in one
+/// Applies the records of `src` that continue `db`'s revision, in one
 /// durable transaction; answers how many changes were applied.
 fn replay(db: &Database, src: &(impl Source + ?Sized), path: &Path) -> Result<u64, StoreError> {
     let txn = db.begin_write()?;

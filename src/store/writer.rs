@@ -1,7 +1,7 @@
 //! The single writer: every write request goes through one thread that
 //! applies queued requests in one redb write transaction and commits once
 //! (group commit), durable before any is acknowledged: the batch's changes
-//! are appended to the write-ahead log ([`super::wal`]) and synced, then
+//! are appended to the write-ahead log (module `wal`) and synced, then
 //! committed to redb without durability; periodic checkpoints (durable redb
 //! commits) make the log's contents redundant.
 //!
