@@ -123,6 +123,11 @@ pub async fn serve(
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    // Poll `shutdown` once now, so that its signal handlers are installed
+    // before anyone can learn that the server is up: a SIGTERM that comes
+    // right after the "listening" line must still stop it gracefully.
+    let mut shutdown = Box::pin(shutdown);
+    let stopped_early = futures_util::poll!(shutdown.as_mut()).is_ready();
     let hub = Hub::new(
         Arc::new(V1beta1Events),
         config.watch_buffer,
@@ -166,7 +171,9 @@ pub async fn serve(
     });
     let result = axum::serve(listener, router(state))
         .with_graceful_shutdown(async move {
-            shutdown.await;
+            if !stopped_early {
+                shutdown.await;
+            }
             tracing::info!("shutdown requested: ending watch streams, draining requests");
             stop_streams.shutdown();
         })
