@@ -22,6 +22,8 @@ const TXN_OPS: usize = 128;
 pub struct Etcd {
     clients: Vec<Client>,
     run: String,
+    /// The etcd server's pid, if known, to measure its CPU.
+    pid: Option<u32>,
 }
 
 fn e2s(e: etcd_client::Error) -> String {
@@ -29,8 +31,9 @@ fn e2s(e: etcd_client::Error) -> String {
 }
 
 impl Etcd {
-    /// Connects `conns` times to `url` (e.g. `http://127.0.0.1:2379`).
-    pub async fn connect(url: &str, conns: usize, run: &str) -> Etcd {
+    /// Connects `conns` times to `url` (e.g. `http://127.0.0.1:2379`);
+    /// `pid` is the server's, if known.
+    pub async fn connect(url: &str, conns: usize, run: &str, pid: Option<u32>) -> Etcd {
         let mut clients = Vec::with_capacity(conns.max(1));
         for _ in 0..conns.max(1) {
             clients.push(Client::connect([url], None).await.expect("connect to etcd"));
@@ -38,6 +41,7 @@ impl Etcd {
         Etcd {
             clients,
             run: run.to_string(),
+            pid,
         }
     }
 
@@ -121,7 +125,7 @@ impl Etcd {
         let pool: Arc<Vec<Client>> = Arc::new((0..clients).map(|c| self.client(c)).collect());
         let run = format!("{}-{clients}", self.run);
         let template = Arc::new(util::CellTemplate::new());
-        util::closed_loop(clients, stop, move |c, seq| {
+        util::closed_loop(self.pid, clients, stop, move |c, seq| {
             let mut client = pool[c].clone();
             let name = format!("c-{run}-{seq}");
             let value = template.body(&name);
@@ -141,7 +145,7 @@ impl Etcd {
     pub async fn status(&self, clients: usize, stop: Stop, cells: usize) -> Run {
         self.ensure_cells(RW_STACK, cells).await;
         let pool: Arc<Vec<Client>> = Arc::new((0..clients).map(|c| self.client(c)).collect());
-        util::closed_loop(clients, stop, move |c, seq| {
+        util::closed_loop(self.pid, clients, stop, move |c, seq| {
             let mut client = pool[c].clone();
             let name = util::nth_cell(util::spread(seq, cells));
             async move {
@@ -162,7 +166,7 @@ impl Etcd {
     pub async fn get(&self, clients: usize, stop: Stop, cells: usize) -> Run {
         self.ensure_cells(GET_STACK, cells).await;
         let pool: Arc<Vec<Client>> = Arc::new((0..clients).map(|c| self.client(c)).collect());
-        util::closed_loop(clients, stop, move |c, seq| {
+        util::closed_loop(self.pid, clients, stop, move |c, seq| {
             let mut client = pool[c].clone();
             let name = util::nth_cell(util::spread(seq, cells));
             async move {

@@ -155,8 +155,6 @@ enum Workload {
 struct Ctx {
     hub: Hub,
     stop: Stop,
-    /// Server pids for CPU accounting: modelhub, etcd.
-    pids: (Option<u32>, Option<u32>),
     #[cfg(feature = "etcd")]
     etcd: Option<etcd::Etcd>,
 }
@@ -176,19 +174,12 @@ macro_rules! on_etcd {
     }};
 }
 
-/// Runs a closed-loop workload, recording the CPU it took.
-async fn measured(pid: Option<u32>, work: impl std::future::Future<Output = Run>) -> Run {
-    let (mut run, cpu) = util::with_cpu(pid, work).await;
-    run.cpu = cpu;
-    run
-}
-
 /// Closed-loop workload results, modelhub then etcd.
 type Pair = (Run, Option<Run>);
 
 async fn create(ctx: &Ctx, clients: usize) -> Pair {
-    let mh = measured(ctx.pids.0, ctx.hub.create(clients, ctx.stop)).await;
-    let etcd = on_etcd!(ctx, e => measured(ctx.pids.1, e.create(clients, ctx.stop)).await);
+    let mh = ctx.hub.create(clients, ctx.stop).await;
+    let etcd = on_etcd!(ctx, e => e.create(clients, ctx.stop).await);
     report::runs(
         &format!("create: {clients} clients, {}, new 1.5 KB cells", ctx.stop),
         &mh,
@@ -198,8 +189,8 @@ async fn create(ctx: &Ctx, clients: usize) -> Pair {
 }
 
 async fn status(ctx: &Ctx, clients: usize, cells: usize) -> Pair {
-    let mh = measured(ctx.pids.0, ctx.hub.status(clients, ctx.stop, cells)).await;
-    let etcd = on_etcd!(ctx, e => measured(ctx.pids.1, e.status(clients, ctx.stop, cells)).await);
+    let mh = ctx.hub.status(clients, ctx.stop, cells).await;
+    let etcd = on_etcd!(ctx, e => e.status(clients, ctx.stop, cells).await);
     report::runs(
         &format!(
             "status: {clients} clients, {}, on {cells} existing cells",
@@ -212,8 +203,8 @@ async fn status(ctx: &Ctx, clients: usize, cells: usize) -> Pair {
 }
 
 async fn get(ctx: &Ctx, clients: usize, cells: usize) -> Pair {
-    let mh = measured(ctx.pids.0, ctx.hub.get(clients, ctx.stop, cells)).await;
-    let etcd = on_etcd!(ctx, e => measured(ctx.pids.1, e.get(clients, ctx.stop, cells)).await);
+    let mh = ctx.hub.get(clients, ctx.stop, cells).await;
+    let etcd = on_etcd!(ctx, e => e.get(clients, ctx.stop, cells).await);
     report::runs(
         &format!("get: {clients} clients, {}, among {cells} cells", ctx.stop),
         &mh,
@@ -510,20 +501,20 @@ async fn main() {
     let run = util::run_id();
     #[cfg(feature = "etcd")]
     let etcd = match &cli.etcd {
-        Some(url) => Some(etcd::Etcd::connect(url, cli.etcd_conns, &run).await),
+        Some(url) => Some(etcd::Etcd::connect(url, cli.etcd_conns, &run, cli.etcd_pid).await),
         None => None,
     };
     let ctx = Ctx {
-        hub: Hub::new(&base, &run),
-        stop,
-        pids: (
+        hub: Hub::new(
+            &base,
+            &run,
             server.as_ref().map(Spawned::pid).or(cli.server_pid),
-            cli.etcd_pid,
         ),
+        stop,
         #[cfg(feature = "etcd")]
         etcd,
     };
-    let _ = cli.etcd_conns;
+    let _ = (cli.etcd_conns, cli.etcd_pid);
     match &cli.workload {
         Workload::Create { clients } => {
             create(&ctx, *clients).await;

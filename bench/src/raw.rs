@@ -1,8 +1,8 @@
 //! A minimal HTTP/1.1 keep-alive client (one connection per closed-loop
 //! client, requests written in one syscall, responses read by
 //! `Content-Length` or chunked framing), so that the load generator spends
-//! little of the CPU it shares with the server, as `wrk` does. Lists and
-//! watches, which stream, still go through reqwest.
+//! little of the CPU it shares with the server, as `wrk` does. Watches,
+//! which stream without end, still go through reqwest.
 
 use std::io;
 
@@ -86,17 +86,16 @@ impl Conn {
     }
 
     async fn fill(&mut self) -> io::Result<()> {
-        let start = self.buf.len();
-        self.buf.resize(start + 64 * 1024, 0);
-        let n = self.stream.read(&mut self.buf[start..]).await?;
-        self.buf.truncate(start + n);
+        // Reads into spare capacity (no zero-filling).
+        self.buf.reserve(64 * 1024);
+        let n = self.stream.read_buf(&mut self.buf).await?;
         if n == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
         Ok(())
     }
 
-    async fn read_response(&mut self, mut sink: Option<&mut Vec<u8>>) -> io::Result<Response> {
+    async fn read_response(&mut self, sink: Option<&mut Vec<u8>>) -> io::Result<Response> {
         let head_end = loop {
             if let Some(i) = find(&self.buf, b"\r\n\r\n") {
                 break i + 4;
@@ -128,7 +127,7 @@ impl Conn {
                 while self.buf.len() < n {
                     self.fill().await?;
                 }
-                if let Some(sink) = sink.as_deref_mut() {
+                if let Some(sink) = sink {
                     sink.extend_from_slice(&self.buf[..n]);
                 }
                 self.buf.drain(..n);

@@ -307,7 +307,8 @@ impl std::fmt::Display for Stop {
 }
 
 /// CPU time (user + system) of a process so far, from `/proc/<pid>/stat`
-/// (`self` for this process); `None` if it cannot be read.
+/// (`self` for this process); `None` if it cannot be read. Assumes Linux's
+/// USER_HZ of 100 (every mainstream architecture).
 pub fn cpu_time(pid: &str) -> Option<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may hold spaces): state is the
@@ -348,7 +349,7 @@ pub async fn with_cpu<T>(server_pid: Option<u32>, work: impl Future<Output = T>)
 /// The outcome of a closed-loop run: one latency per successful request.
 #[derive(Clone, Debug, Default)]
 pub struct Run {
-    /// CPU used during the run (set by the caller that measured it).
+    /// CPU used during the loops.
     pub cpu: Cpu,
     /// Sorted latencies of the successful requests.
     pub lat: Vec<Duration>,
@@ -379,8 +380,20 @@ impl Run {
 }
 
 /// Runs `clients` concurrent loops, each calling `op(client, seq)` back to
-/// back until `stop`; `seq` is unique across clients (0, 1, 2, ...).
-pub async fn closed_loop<F, Fut>(clients: usize, stop: Stop, op: F) -> Run
+/// back until `stop`; `seq` is unique across clients (0, 1, 2, ...). The
+/// CPU of `server_pid` (if known) and of this process during the loops
+/// goes into the run.
+pub async fn closed_loop<F, Fut>(server_pid: Option<u32>, clients: usize, stop: Stop, op: F) -> Run
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), String>> + Send + 'static,
+{
+    let (mut all, cpu) = with_cpu(server_pid, run_loops(clients, stop, op)).await;
+    all.cpu = cpu;
+    all
+}
+
+async fn run_loops<F, Fut>(clients: usize, stop: Stop, op: F) -> Run
 where
     F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), String>> + Send + 'static,

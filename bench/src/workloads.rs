@@ -27,17 +27,21 @@ pub const APPLY_BATCH: usize = 1000;
 pub struct Hub {
     /// Base URL, e.g. `http://127.0.0.1:8080`.
     pub base: String,
-    /// The HTTP/1.1 client (one keep-alive connection per concurrent client).
+    /// A reqwest client for set-up, loading and watches (the timed
+    /// requests go through [`crate::raw`]).
     pub http: reqwest::Client,
+    /// The server's pid, if known, to measure its CPU.
+    pub pid: Option<u32>,
     /// Unique per bench run: a prefix for created names.
     pub run: String,
 }
 
 impl Hub {
-    /// A client for `base`.
-    pub fn new(base: &str, run: &str) -> Hub {
+    /// A client for `base` (server pid `pid`, if known).
+    pub fn new(base: &str, run: &str, pid: Option<u32>) -> Hub {
         Hub {
             base: base.to_string(),
+            pid,
             http: reqwest::Client::builder().build().expect("client"),
             run: run.to_string(),
         }
@@ -86,7 +90,7 @@ impl Hub {
         let pool = Arc::new(raw::Pool::new(&self.base, clients));
         let template = Arc::new(util::CellTemplate::new());
         let run = format!("{}-{clients}", self.run);
-        util::closed_loop(clients, stop, move |c, seq| {
+        util::closed_loop(self.pid, clients, stop, move |c, seq| {
             let (pool, path, template) = (pool.clone(), path.clone(), template.clone());
             let name = format!("c-{run}-{seq}");
             async move {
@@ -110,7 +114,7 @@ impl Hub {
         // Restart counts start from a per-run offset so every write changes
         // the stored status, even on a reused database.
         let base_n: u64 = u64::from_str_radix(&self.run, 16).unwrap_or(0) % 1_000_000 * 1_000_000;
-        util::closed_loop(clients, stop, move |c, seq| {
+        util::closed_loop(self.pid, clients, stop, move |c, seq| {
             let (pool, path) = (pool.clone(), path.clone());
             let name = util::nth_cell(util::spread(seq, cells));
             async move {
@@ -133,7 +137,7 @@ impl Hub {
         self.ensure_cells(GET_STACK, cells).await;
         let path = Arc::new(util::cells_path(GET_STACK));
         let pool = Arc::new(raw::Pool::new(&self.base, clients));
-        util::closed_loop(clients, stop, move |c, seq| {
+        util::closed_loop(self.pid, clients, stop, move |c, seq| {
             let (pool, path) = (pool.clone(), path.clone());
             let name = util::nth_cell(util::spread(seq, cells));
             async move {
@@ -426,7 +430,7 @@ pub async fn startup(bin: &str, data: &Path, runs: usize, get_cells: usize) -> (
     for run in 0..runs {
         let server = Spawned::start_on(bin, data).await;
         let ready = server.ready_after;
-        let hub = Hub::new(&server.base, "startup");
+        let hub = Hub::new(&server.base, "startup", None);
         // A few requests: the 10,000-cell list twice, 100 single gets, a
         // paged cross-scope list.
         let list = util::stack_cells_url(&hub.base, LIST_STACK);
