@@ -56,7 +56,7 @@ enum Command {
         #[arg(long, env = "MODELHUB_CHECKPOINT_INTERVAL", default_value = "1s", value_parser = parse_duration)]
         checkpoint_interval: Duration,
         /// Threads serving HTTP (default: one per CPU). The single writer
-        /// has its own thread; on 2 cores, 1 leaves it a core (+15-20%
+        /// has its own thread; on 2 cores, 1 leaves it a core (+16-27%
         /// creates under load) but slows fan-out to very many watchers.
         #[arg(long, env = "MODELHUB_WORKERS", value_parser = clap::value_parser!(u16).range(1..))]
         workers: Option<u16>,
