@@ -17,31 +17,18 @@ fn concurrent_creates_get_unique_revisions_and_one_winner_per_name() {
     let cells = s.api("/realms/r/spaces/s/stacks/t/cells");
     const THREADS: usize = 6;
     const NAMES: usize = 20;
-    let results: Vec<Vec<(String, Reply)>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..THREADS)
-            .map(|t| {
-                let cells = cells.clone();
-                scope.spawn(move || {
-                    let c = Client::default();
-                    (0..NAMES)
-                        .map(|i| {
-                            // Each thread walks the names in its own order.
-                            let name = format!("c{:02}", (i + t * 7) % NAMES);
-                            let r = c.post_json(
-                                &cells,
-                                &json!({"metadata": {"name": name, "labels": {"thread": t.to_string()}}}),
-                            );
-                            (name, r)
-                        })
-                        .collect()
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    let results: Vec<(String, Reply)> = in_threads(THREADS, NAMES, |c, t, i| {
+        // Each thread walks the names in its own order.
+        let name = format!("c{:02}", (i + t * 7) % NAMES);
+        let r = c.post_json(
+            &cells,
+            &json!({"metadata": {"name": name, "labels": {"thread": t.to_string()}}}),
+        );
+        (name, r)
     });
     let mut winners: BTreeMap<String, u64> = BTreeMap::new();
     let mut revisions = HashSet::new();
-    for (name, (st, body)) in results.into_iter().flatten() {
+    for (name, (st, body)) in results {
         match st {
             201 => {
                 assert!(
@@ -111,32 +98,15 @@ fn patch_storm(threads: usize, each: usize) -> (usize, Vec<String>) {
     let c = Client::default();
     create_realm(&c, &s, "r");
     let url = s.api("/realms/r");
-    let outcomes: Vec<(String, Reply, Reply)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let url = url.clone();
-                scope.spawn(move || {
-                    let c = Client::default();
-                    (0..each)
-                        .map(|i| {
-                            let key = format!("t{t}-{i}");
-                            let labels =
-                                c.patch(&url, &json!({"metadata": {"labels": {&key: "x"}}}));
-                            // Status writes interleave with the label writes.
-                            let status = c.patch(
-                                &format!("{url}/status"),
-                                &json!({"status": {"cgroupPath": format!("/t{t}/{i}")}}),
-                            );
-                            (key, labels, status)
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap())
-            .collect()
+    let outcomes: Vec<(String, Reply, Reply)> = in_threads(threads, each, |c, t, i| {
+        let key = format!("t{t}-{i}");
+        let labels = c.patch(&url, &json!({"metadata": {"labels": {&key: "x"}}}));
+        // Status writes interleave with the label writes.
+        let status = c.patch(
+            &format!("{url}/status"),
+            &json!({"status": {"cgroupPath": format!("/t{t}/{i}")}}),
+        );
+        (key, labels, status)
     });
     let (_, got) = c.get(&url);
     let stored = got["metadata"]["labels"]

@@ -51,21 +51,8 @@ fn a_kill_loses_no_acknowledged_write_and_replays_their_events() {
     // Concurrent creates from 8 clients, then status writes, a merge patch
     // and a cascading delete.
     let cells = s.api(CELLS);
-    let created: Vec<Value> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..8)
-            .map(|t| {
-                let (c, cells) = (Client::default(), cells.clone());
-                scope.spawn(move || {
-                    (0..15)
-                        .map(|i| post_ok_blocking(&c, &cells, &format!("c{t}-{i:02}")))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap())
-            .collect()
+    let created = in_threads(8, 15, |c, t, i| {
+        post_ok_blocking(c, &cells, &format!("c{t}-{i:02}"))
     });
     let mut expected: std::collections::BTreeMap<String, Value> = created
         .into_iter()

@@ -159,6 +159,31 @@ impl Drop for Server {
     }
 }
 
+/// Runs `f(client, thread, i)` for `i` in `0..each` on each of `threads`
+/// threads at once, every thread with its own client; answers the results,
+/// thread by thread, each in call order.
+pub fn in_threads<T: Send>(
+    threads: usize,
+    each: usize,
+    f: impl Fn(&Client, usize, usize) -> T + Sync,
+) -> Vec<T> {
+    let f = &f;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || {
+                    let c = Client::default();
+                    (0..each).map(|i| f(&c, t, i)).collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    })
+}
+
 /// A blocking client with helpers returning (status, JSON body).
 pub struct Client {
     pub http: reqwest::blocking::Client,
