@@ -61,13 +61,18 @@ pub fn path_for(db: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
-/// One transaction's changes, in revision order, as a log payload.
-#[derive(Debug, Default)]
+/// One transaction's changes, in revision order, built in place as a log
+/// record (the header and the payload's first fields are filled in by
+/// [`Journal::seal`]), so that appending it copies nothing.
+#[derive(Debug, Default, Clone)]
 pub struct Journal {
     first: u64,
     count: u32,
-    entries: Vec<u8>,
+    buf: Vec<u8>,
 }
+
+/// Header plus the payload's first revision and count.
+const PREFIX: usize = HEADER + 12;
 
 impl Journal {
     /// Records the change at `revision` (the next one after the last).
@@ -81,30 +86,41 @@ impl Journal {
     ) {
         if self.count == 0 {
             self.first = revision;
+            self.buf.clear();
+            self.buf.resize(PREFIX, 0);
         }
         debug_assert_eq!(revision, self.first + u64::from(self.count));
         self.count += 1;
-        self.entries.push(codec::change_byte(change));
-        self.entries.push(kind as u8);
+        self.buf.push(codec::change_byte(change));
+        self.buf.push(kind as u8);
         for part in [key, record] {
-            self.entries
+            self.buf
                 .extend_from_slice(&(part.len() as u32).to_le_bytes());
-            self.entries.extend_from_slice(part);
+            self.buf.extend_from_slice(part);
         }
     }
 
-    /// The whole record: header and payload.
+    /// Fills in the header; answers the record's length.
+    fn seal(&mut self) -> usize {
+        if self.buf.len() < PREFIX {
+            self.buf.resize(PREFIX, 0);
+        }
+        let len = (self.buf.len() - HEADER) as u32;
+        self.buf[..4].copy_from_slice(&len.to_le_bytes());
+        self.buf[HEADER..HEADER + 8].copy_from_slice(&self.first.to_le_bytes());
+        self.buf[HEADER + 8..PREFIX].copy_from_slice(&self.count.to_le_bytes());
+        let crc = crc32fast::hash(&self.buf[HEADER..]);
+        self.buf[4..HEADER].copy_from_slice(&crc.to_le_bytes());
+        self.buf.len()
+    }
+
+    /// The whole record, as [`Wal::write`] appends it (without the empty
+    /// header after it).
+    #[cfg(test)]
     fn encode(&self) -> Vec<u8> {
-        let len = 12 + self.entries.len();
-        let mut out = Vec::with_capacity(HEADER + len);
-        out.extend_from_slice(&(len as u32).to_le_bytes());
-        out.extend_from_slice(&[0; 4]);
-        out.extend_from_slice(&self.first.to_le_bytes());
-        out.extend_from_slice(&self.count.to_le_bytes());
-        out.extend_from_slice(&self.entries);
-        let crc = crc32fast::hash(&out[HEADER..]);
-        out[4..8].copy_from_slice(&crc.to_le_bytes());
-        out
+        let mut sealed = self.clone();
+        sealed.seal();
+        sealed.buf
     }
 }
 
@@ -172,17 +188,17 @@ impl Wal {
 
     /// Appends `journal` and syncs it to disk, followed by an empty
     /// header that ends replay there (what lies beyond is from before the
-    /// last checkpoint).
-    pub fn append(&mut self, journal: &Journal) -> Result<Appended, StoreError> {
+    /// last checkpoint). The journal is used up.
+    pub fn append(&mut self, journal: &mut Journal) -> Result<Appended, StoreError> {
         self.check()?;
-        let mut record = journal.encode();
-        let len = record.len() as u64;
+        let len = journal.seal() as u64;
         if self.offset + len > CAPACITY {
             return Ok(Appended::Full);
         }
         if self.offset + len + HEADER as u64 <= CAPACITY {
-            record.extend_from_slice(&[0; HEADER]);
+            journal.buf.extend_from_slice(&[0; HEADER]);
         }
+        let record = &journal.buf;
         let end = self.offset + record.len() as u64;
         if end > self.filled {
             let target = end.max(self.filled + FILL_STEP).min(CAPACITY);
@@ -200,7 +216,7 @@ impl Wal {
         }
         let written = self
             .file
-            .write_all_at(&record, self.offset)
+            .write_all_at(record, self.offset)
             .and_then(|()| self.file.sync_data());
         if let Err(e) = written {
             // The record may or may not be on disk: its requests fail with
@@ -544,12 +560,12 @@ mod tests {
         let path = dir.path().join("t.redb.wal");
         let mut wal = Wal::open(&path, &db, Duration::from_secs(60)).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().len(), FILL_STEP);
-        assert_eq!(wal.append(&journal(1, 3)).unwrap(), Appended::Logged);
-        assert_eq!(wal.append(&journal(4, 3)).unwrap(), Appended::Logged);
+        assert_eq!(wal.append(&mut journal(1, 3)).unwrap(), Appended::Logged);
+        assert_eq!(wal.append(&mut journal(4, 3)).unwrap(), Appended::Logged);
         assert_eq!(records(&std::fs::read(&path).unwrap()).len(), 2);
         wal.reset();
         assert!(records(&std::fs::read(&path).unwrap()).is_empty());
-        assert_eq!(wal.append(&journal(7, 1)).unwrap(), Appended::Logged);
+        assert_eq!(wal.append(&mut journal(7, 1)).unwrap(), Appended::Logged);
         let bytes = std::fs::read(&path).unwrap();
         let after = records(&bytes);
         assert_eq!(after.len(), 1);
@@ -565,7 +581,7 @@ mod tests {
         let big = vec![7u8; 5 * 1024 * 1024];
         let mut j = Journal::default();
         j.push(1, ChangeType::Added, Kind::Realm, b"k", &big);
-        assert_eq!(wal.append(&j).unwrap(), Appended::Logged);
+        assert_eq!(wal.append(&mut j).unwrap(), Appended::Logged);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 2 * FILL_STEP);
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(records(&bytes)[0].1[0].record, big.as_slice());
@@ -578,7 +594,7 @@ mod tests {
             b"k",
             &vec![0u8; CAPACITY as usize],
         );
-        assert_eq!(wal.append(&huge).unwrap(), Appended::Full);
+        assert_eq!(wal.append(&mut huge).unwrap(), Appended::Full);
     }
 
     #[test]
@@ -586,12 +602,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = db(&dir);
         let mut wal = Wal::open(&dir.path().join("t.redb.wal"), &db, Duration::ZERO).unwrap();
-        assert_eq!(wal.append(&journal(1, 1)).unwrap(), Appended::Logged);
+        assert_eq!(wal.append(&mut journal(1, 1)).unwrap(), Appended::Logged);
         assert!(wal.checkpoint_due());
         wal.fail("disk on fire".into());
         assert!(!wal.checkpoint_due());
         assert_eq!(wal.until_checkpoint(), None);
-        let err = wal.append(&journal(2, 1)).unwrap_err().to_string();
+        let err = wal.append(&mut journal(2, 1)).unwrap_err().to_string();
         assert!(
             err.contains("disk on fire") && err.contains("restart"),
             "{err}"

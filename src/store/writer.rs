@@ -283,7 +283,7 @@ fn apply_documents(
     let txn = db.begin_write()?;
     let mut items = Vec::with_capacity(objects.len());
     let mut changes = Vec::new();
-    let (start, rev, journal) = {
+    let (start, rev, mut journal) = {
         let mut meta = txn.open_table(META)?;
         let start = meta.get(REVISION_KEY)?.map(|v| v.value()).unwrap_or(0);
         let mut rev = start;
@@ -325,7 +325,7 @@ fn apply_documents(
         (start, rev, std::mem::take(&mut tables.journal))
     };
     if rev != start && !dry_run {
-        commit(txn, wal, &journal)?;
+        commit(txn, wal, &mut journal)?;
     } else {
         txn.abort()?;
     }
@@ -381,7 +381,7 @@ fn commit_batch(
     let txn = db.begin_write()?;
     let mut outcomes = Vec::with_capacity(ops.len());
     let changed;
-    let journal = {
+    let mut journal = {
         let mut meta = txn.open_table(META)?;
         let start = meta.get(REVISION_KEY)?.map(|v| v.value()).unwrap_or(0);
         let mut rev = start;
@@ -400,7 +400,7 @@ fn commit_batch(
         std::mem::take(&mut tables.journal)
     };
     if changed {
-        commit(txn, wal, &journal)?;
+        commit(txn, wal, &mut journal)?;
     } else {
         txn.abort()?;
     }
@@ -410,7 +410,11 @@ fn commit_batch(
 /// Makes a transaction's changes durable and visible: logged and synced,
 /// then committed to redb without durability; if the log is full, committed
 /// durably instead (which empties the log).
-fn commit(mut txn: WriteTransaction, wal: &mut Wal, journal: &Journal) -> Result<(), StoreError> {
+fn commit(
+    mut txn: WriteTransaction,
+    wal: &mut Wal,
+    journal: &mut Journal,
+) -> Result<(), StoreError> {
     txn.set_durability(Durability::None)?;
     match wal.append(journal)? {
         Appended::Logged => {
