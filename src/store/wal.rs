@@ -421,6 +421,19 @@ fn replay(db: &Database, src: &(impl Source + ?Sized), path: &Path) -> Result<u6
                     path.display()
                 )));
             }
+            if let Some(e) = entries
+                .iter()
+                .find(|e| e.record.first() != Some(&codec::RECORD_FORMAT))
+            {
+                return Err(StoreError::Internal(format!(
+                    "the write-ahead log {} holds records of format {:?}, and this build \
+                     writes format {}: stop the server cleanly with the build that wrote it \
+                     (a clean stop leaves the log empty), then start this one",
+                    path.display(),
+                    e.record.first(),
+                    codec::RECORD_FORMAT
+                )));
+            }
             for e in entries {
                 rev += 1;
                 match e.change {
@@ -612,6 +625,20 @@ mod tests {
             err.contains("disk on fire") && err.contains("restart"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn records_of_another_format_refuse_to_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = db(&dir);
+        let mut j = Journal::default();
+        j.push(1, ChangeType::Added, Kind::Realm, b"k", b"\x09rec");
+        let err = run(&db, &j.encode()).unwrap_err().to_string();
+        assert!(
+            err.contains("format Some(9)") && err.contains("clean"),
+            "{err}"
+        );
+        assert_eq!(revision(&db), 0);
     }
 
     #[test]
