@@ -110,8 +110,15 @@ fn a_checkpoint_leaves_nothing_to_replay() {
     let c = Client::default();
     hierarchy(&c, &s, "r", "s", "t");
     let b = post_ok_blocking(&c, &s.api(CELLS), "one");
-    // Well past the interval: the writer checkpoints while idle.
-    std::thread::sleep(std::time::Duration::from_millis(600));
+    // The writer checkpoints once the interval is up, while idle.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while checkpoints(&c, &s) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint within 20 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     s.kill();
     s.restart();
     assert_kept_without_replay(&c, &s, &b);
@@ -123,6 +130,11 @@ fn a_graceful_stop_checkpoints() {
     let c = Client::default();
     hierarchy(&c, &s, "r", "s", "t");
     let b = post_ok_blocking(&c, &s.api(CELLS), "one");
+    assert_eq!(
+        checkpoints(&c, &s),
+        0,
+        "nothing checkpointed before the stop"
+    );
     s.restart();
     assert_kept_without_replay(&c, &s, &b);
 }
@@ -135,6 +147,19 @@ fn assert_kept_without_replay(c: &Client, s: &Server, one: &Value) {
         s.log_text()
     );
     assert_eq!(&c.get(&s.api(&format!("{CELLS}/one"))).1, one);
+}
+
+/// `modelhub_checkpoints_total` from `/metrics`.
+fn checkpoints(c: &Client, s: &Server) -> u64 {
+    let text = c
+        .raw(c.http.get(format!("{}/metrics", s.base)))
+        .text()
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("modelhub_checkpoints_total "))
+        .expect("checkpoint counter")
+        .parse()
+        .unwrap()
 }
 
 fn post_ok_blocking(c: &Client, url: &str, name: &str) -> Value {

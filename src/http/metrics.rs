@@ -40,7 +40,10 @@ pub async fn render(State(s): State<AppState>) -> Response {
          # TYPE modelhub_write_requests_total counter\nmodelhub_write_requests_total {requests}\n\
          # HELP modelhub_commits_total Durable transactions committed (group commit: fewer than requests).\n\
          # TYPE modelhub_commits_total counter\nmodelhub_commits_total {commits}\n\
+         # HELP modelhub_checkpoints_total Checkpoints of the write-ahead log into the database.\n\
+         # TYPE modelhub_checkpoints_total counter\nmodelhub_checkpoints_total {}\n\
          # HELP modelhub_watchers Open watch streams.\n# TYPE modelhub_watchers gauge\nmodelhub_watchers {}\n",
+        s.store.checkpoints(),
         s.hub.watchers()
     ));
     if let Ok(rev) = s.store.revision().await {

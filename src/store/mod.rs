@@ -118,6 +118,14 @@ impl Store {
         )
     }
 
+    /// Checkpoints of the write-ahead log so far.
+    pub fn checkpoints(&self) -> u64 {
+        self.inner
+            .stats
+            .checkpoints
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The database file.
     pub fn path(&self) -> &FsPath {
         &self.inner.path

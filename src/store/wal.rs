@@ -155,15 +155,17 @@ impl Wal {
             .create(true)
             .truncate(false)
             .open(path)?;
-        let replayed = replay(db, &file, path)?;
-        if replayed > 0 {
-            tracing::info!(replayed, path = %path.display(), "replayed the write-ahead log");
-        }
-        // What the log held is in the database now (replayed durably, or
-        // already there): clear it, so that nothing is replayed again, even
-        // into another database file put in this one's place.
+        // A clean stop leaves an empty first header: nothing to replay.
         let mut first = [0u8; HEADER];
         if FileExt::read_exact_at(&file, &mut first, 0).is_ok() && first != [0; HEADER] {
+            let replayed = replay(db, &file, path)?;
+            if replayed > 0 {
+                tracing::info!(replayed, path = %path.display(), "replayed the write-ahead log");
+            }
+            // What the log held is in the database now (replayed durably,
+            // or already there): clear it, so that nothing is replayed
+            // again, even into another database file put in this one's
+            // place.
             file.write_all_at(&[0; HEADER], 0)?;
             file.sync_data()?;
         }

@@ -174,6 +174,8 @@ pub struct WriterStats {
     pub requests: AtomicU64,
     /// Transactions committed to disk.
     pub commits: AtomicU64,
+    /// Checkpoints of the write-ahead log into the database.
+    pub checkpoints: AtomicU64,
 }
 
 /// The writer thread's loop: runs until every sender is dropped.
@@ -187,7 +189,7 @@ pub(super) fn run(
     let mut pending: Option<Job> = None;
     loop {
         if wal.checkpoint_due() {
-            checkpoint(&db, &mut wal);
+            checkpoint(&db, &mut wal, &stats);
         }
         let next = match (pending.take(), wal.until_checkpoint()) {
             (Some(job), _) => Ok(job),
@@ -200,7 +202,7 @@ pub(super) fn run(
             Err(RecvTimeoutError::Disconnected) => {
                 // Closing: leave nothing to replay.
                 if wal.until_checkpoint().is_some() {
-                    checkpoint(&db, &mut wal);
+                    checkpoint(&db, &mut wal, &stats);
                 }
                 return;
             }
@@ -439,9 +441,12 @@ fn commit(
 /// A durable redb commit, after which the log starts over. After a failure
 /// (redb then refuses further writes) the log keeps the changes for the
 /// restart, and nothing more is written.
-fn checkpoint(db: &Database, wal: &mut Wal) {
+fn checkpoint(db: &Database, wal: &mut Wal, stats: &WriterStats) {
     match wal::checkpoint(db) {
-        Ok(()) => wal.reset(),
+        Ok(()) => {
+            wal.reset();
+            stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+        }
         Err(e) => wal.fail(format!("checkpoint failed: {e}")),
     }
 }
