@@ -150,9 +150,11 @@ fn watch_line(who: &str, w: &WatchFigures) {
         w.delivered as f64 / w.span.as_secs_f64().max(1e-3)
     );
     println!(
-        "  {who:<9} write-ack -> receipt: p50 {:>9}  p99 {:>9}  max {:>9}   missing {}",
+        "  {who:<9} write-ack -> receipt: p50 {:>9}  p90 {:>9}  p99 {:>9}  p99.9 {:>9}  max {:>9}   missing {}",
         ms(w.p(50.0)),
+        ms(w.p(90.0)),
         ms(w.p(99.0)),
+        ms(w.p(99.9)),
         ms(w.delays.last().copied().unwrap_or_default()),
         w.missing
     );

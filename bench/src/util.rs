@@ -283,8 +283,8 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
 /// Reads `"resourceVersion":"N"` of an event line without parsing it all.
 pub fn resource_version(line: &[u8]) -> Option<u64> {
     const KEY: &[u8] = b"\"resourceVersion\":\"";
-    let start = line.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
-    let end = line[start..].iter().position(|b| *b == b'"')? + start;
+    let start = memchr::memmem::find(line, KEY)? + KEY.len();
+    let end = memchr::memchr(b'"', &line[start..])? + start;
     std::str::from_utf8(&line[start..end]).ok()?.parse().ok()
 }
 

@@ -302,14 +302,20 @@ impl Hub {
                         Ok(Some(Ok(c))) => c,
                         _ => break,
                     };
-                    buf.extend_from_slice(&chunk);
-                    // Every complete line of the buffer, then what is left
-                    // of it moved to the front once (a chunk holds many
-                    // events when the server coalesces them).
+                    // Whole lines are read from the chunk where they are;
+                    // only a line split across chunks is put together in
+                    // `buf` (a chunk holds many events when the server
+                    // coalesces them).
                     let now = Instant::now();
-                    let mut start = 0;
-                    while let Some(len) = buf[start..].iter().position(|b| *b == b'\n') {
-                        let line = &buf[start..start + len];
+                    let data: &[u8] = if buf.is_empty() {
+                        &chunk
+                    } else {
+                        buf.extend_from_slice(&chunk);
+                        &buf
+                    };
+                    let (mut start, before) = (0, got);
+                    while let Some(len) = memchr::memchr(b'\n', &data[start..]) {
+                        let line = &data[start..start + len];
                         start += len + 1;
                         if let Some(rv) = util::resource_version(line)
                             && rv > from
@@ -319,11 +325,14 @@ impl Hub {
                             if i < writes && seen[i].is_none() {
                                 seen[i] = Some(now);
                                 got += 1;
-                                progress = tokio::time::Instant::now();
                             }
                         }
                     }
-                    buf.drain(..start);
+                    if got > before {
+                        progress = tokio::time::Instant::now();
+                    }
+                    let rest = data[start..].to_vec();
+                    buf = rest;
                 }
                 seen
             }));
