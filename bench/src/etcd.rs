@@ -258,7 +258,8 @@ impl Etcd {
     /// Watch fan-out: `watchers` prefix watches on `/kukeon/bench/s/t/`,
     /// `writes` puts of new cells from `writers` clients; the delay from each
     /// put's ack to its receipt by each watcher.
-    pub async fn watch(&self, watchers: usize, writes: usize, writers: usize) -> WatchFigures {
+    pub async fn watch(&self, watchers: usize, load: util::WriteLoad) -> WatchFigures {
+        let (writes, writers) = (load.writes, load.writers);
         let prefix = "/kukeon/bench/s/t/";
         let from = self.revision().await as u64;
         let mut streams = Vec::with_capacity(watchers);
@@ -312,6 +313,7 @@ impl Etcd {
             let (mut client, acks) = (self.client(w), acks.clone());
             writer_tasks.push(tokio::spawn(async move {
                 for i in (w..writes).step_by(writers) {
+                    load.pace(started, i).await;
                     let name = format!("w-{from}-{i}");
                     let value = serde_json::to_vec(&util::cell(&name)).expect("json");
                     let resp = client
@@ -324,6 +326,6 @@ impl Etcd {
                 }
             }));
         }
-        finish_fan_out(from, writer_tasks, tasks, &acks, started, writers).await
+        finish_fan_out(from, writer_tasks, tasks, &acks, started, load).await
     }
 }

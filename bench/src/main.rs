@@ -96,6 +96,28 @@ struct WatchArgs {
     /// Concurrent writers.
     #[arg(long, default_value_t = 4)]
     writers: usize,
+    /// Then run again with the writers paced at this many writes per
+    /// second in all (open loop), to measure fan-out latency below
+    /// saturation (the closed loop writes as fast as acks come, so a queue
+    /// forms whenever fan-out is the slower side).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// modelhub watchers share HTTP/2 (h2c) connections, this many streams
+    /// each (at most 200, the server's limit per connection), as etcd's
+    /// watchers share its gRPC connection; 0: one HTTP/1.1 connection per
+    /// watcher.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=200))]
+    h2_streams: u16,
+}
+
+impl WatchArgs {
+    fn load(&self, rate: Option<f64>) -> util::WriteLoad {
+        util::WriteLoad {
+            writes: self.writes,
+            writers: self.writers,
+            rate,
+        }
+    }
 }
 
 #[derive(Args, Clone)]
@@ -292,18 +314,26 @@ async fn watch(
     ctx: &Ctx,
     args: &WatchArgs,
 ) -> (report::WatchFigures, Option<report::WatchFigures>) {
-    let mh = ctx
-        .hub
-        .watch(args.watchers, args.writes, args.writers)
-        .await;
-    let etcd = on_etcd!(ctx, e => e.watch(args.etcd_watchers, args.writes, args.writers).await);
+    let (mh, etcd) = watch_at(ctx, args, None).await;
+    if args.rate.is_some() {
+        watch_at(ctx, args, args.rate).await;
+    }
+    (mh, etcd)
+}
+
+/// One watch comparison, closed loop (`rate` None) or paced.
+async fn watch_at(
+    ctx: &Ctx,
+    args: &WatchArgs,
+    rate: Option<f64>,
+) -> (report::WatchFigures, Option<report::WatchFigures>) {
+    let load = args.load(rate);
+    let h2 = usize::from(args.h2_streams);
+    let mh = ctx.hub.watch(args.watchers, load, h2).await;
+    let etcd = on_etcd!(ctx, e => e.watch(args.etcd_watchers, load).await);
     let mut rows = vec![mh.clone()];
     if etcd.is_some() && args.etcd_watchers != args.watchers {
-        rows.push(
-            ctx.hub
-                .watch(args.etcd_watchers, args.writes, args.writers)
-                .await,
-        );
+        rows.push(ctx.hub.watch(args.etcd_watchers, load, h2).await);
     }
     report::watches(&rows, etcd.as_ref());
     (mh, etcd)

@@ -120,6 +120,8 @@ pub struct WatchFigures {
     pub writes: usize,
     /// Concurrent writers.
     pub writers: usize,
+    /// The writers' pace in writes per second, if paced (else closed loop).
+    pub rate: Option<f64>,
     /// Time to make all the writes.
     pub write_time: Duration,
     /// Events received (watchers x writes when nothing is missing).
@@ -141,10 +143,13 @@ impl WatchFigures {
 
 fn watch_line(who: &str, w: &WatchFigures) {
     println!(
-        "  {who:<9} {} watchers x {} writes ({} writers): writes {:.0}/s, delivered {} events = {:.0}/s",
+        "  {who:<9} {} watchers x {} writes ({} writers{}): writes {:.0}/s, delivered {} events = {:.0}/s",
         w.watchers,
         w.writes,
         w.writers,
+        w.rate
+            .map(|r| format!(", paced at {r}/s"))
+            .unwrap_or_default(),
         w.writes as f64 / w.write_time.as_secs_f64().max(1e-9),
         w.delivered,
         w.delivered as f64 / w.span.as_secs_f64().max(1e-3)

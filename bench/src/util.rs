@@ -271,6 +271,28 @@ pub fn run_id() -> String {
     format!("{ms:x}")
 }
 
+/// The writes of a watch workload.
+#[derive(Clone, Copy, Debug)]
+pub struct WriteLoad {
+    /// Writes (cell creates) in all.
+    pub writes: usize,
+    /// Concurrent writers; write `i` is made by writer `i % writers`.
+    pub writers: usize,
+    /// Writes per second in all (open loop); `None`: each writer writes as
+    /// soon as its previous write is acknowledged (closed loop).
+    pub rate: Option<f64>,
+}
+
+impl WriteLoad {
+    /// Waits until write `i` is due (at once in a closed loop).
+    pub async fn pace(&self, started: Instant, i: usize) {
+        if let Some(rate) = self.rate.filter(|r| *r > 0.0) {
+            let due = started + Duration::from_secs_f64(i as f64 / rate);
+            tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
+        }
+    }
+}
+
 /// The `p`-th percentile (0..=100) of sorted samples.
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {

@@ -266,7 +266,16 @@ impl Hub {
     /// Watch fan-out: `watchers` streams of every Cell event, `writes` cell
     /// creates from `writers` clients; the delay from each write's ack to
     /// its receipt by each watcher.
-    pub async fn watch(&self, watchers: usize, writes: usize, writers: usize) -> WatchFigures {
+    /// With `h2_streams` > 0 the watchers share HTTP/2 (h2c) connections,
+    /// that many streams each (as etcd's watchers share its gRPC
+    /// connection); with 0, each has its own HTTP/1.1 connection.
+    pub async fn watch(
+        &self,
+        watchers: usize,
+        load: util::WriteLoad,
+        h2_streams: usize,
+    ) -> WatchFigures {
+        let (writes, writers) = (load.writes, load.writers);
         let base = &self.base;
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(writers + watchers)
@@ -275,8 +284,23 @@ impl Hub {
         util::hierarchy(&http, base).await;
         let from = self.revision().await;
         // Each watcher records when it saw each revision.
+        let shared: Vec<reqwest::Client> = match h2_streams {
+            0 => Vec::new(),
+            n => (0..watchers.div_ceil(n))
+                .map(|_| {
+                    reqwest::Client::builder()
+                        .http2_prior_knowledge()
+                        .build()
+                        .expect("client")
+                })
+                .collect(),
+        };
         let mut streams = Vec::with_capacity(watchers);
-        for _ in 0..watchers {
+        for w in 0..watchers {
+            let http = match h2_streams {
+                0 => &http,
+                n => &shared[w / n],
+            };
             let resp = http
                 .get(format!(
                     "{base}/api/v1beta1/watch?kind=Cell&resourceVersion={from}"
@@ -287,7 +311,13 @@ impl Hub {
             assert_eq!(resp.status(), 200);
             streams.push(resp);
         }
-        eprintln!("modelhub: {watchers} watchers connected from revision {from}");
+        eprintln!(
+            "modelhub: {watchers} watchers connected from revision {from} ({})",
+            match h2_streams {
+                0 => "one HTTP/1.1 connection each".to_string(),
+                n => format!("HTTP/2, {n} streams per connection"),
+            }
+        );
         let mut tasks = Vec::with_capacity(watchers);
         for resp in streams {
             tasks.push(tokio::spawn(async move {
@@ -345,6 +375,7 @@ impl Hub {
             let (http, url, acks) = (http.clone(), util::cells_url(base), acks.clone());
             writer_tasks.push(tokio::spawn(async move {
                 for i in (w..writes).step_by(writers) {
+                    load.pace(started, i).await;
                     let resp = http
                         .post(&url)
                         .json(&util::cell(&format!("w-{from}-{i}")))
@@ -362,7 +393,7 @@ impl Hub {
                 }
             }));
         }
-        finish_fan_out(from, writer_tasks, tasks, &acks, started, writers).await
+        finish_fan_out(from, writer_tasks, tasks, &acks, started, load).await
     }
 }
 
@@ -375,7 +406,7 @@ pub async fn finish_fan_out(
     tasks: Vec<tokio::task::JoinHandle<Vec<Option<Instant>>>>,
     acks: &tokio::sync::Mutex<Vec<(u64, Instant)>>,
     started: Instant,
-    writers: usize,
+    load: util::WriteLoad,
 ) -> WatchFigures {
     for t in writer_tasks {
         t.await.expect("writer");
@@ -387,7 +418,7 @@ pub async fn finish_fan_out(
         .into_iter()
         .map(|t| t.expect("watcher"))
         .collect();
-    fan_out_figures(from, acks, seen, started, write_time, writers)
+    fan_out_figures(from, acks, seen, started, write_time, load)
 }
 
 fn fan_out_figures(
@@ -396,7 +427,7 @@ fn fan_out_figures(
     seen: Vec<Vec<Option<Instant>>>,
     started: Instant,
     write_time: Duration,
-    writers: usize,
+    load: util::WriteLoad,
 ) -> WatchFigures {
     let writes = acks.len();
     let mut ack_of = vec![None; writes];
@@ -408,7 +439,8 @@ fn fan_out_figures(
     let mut figures = WatchFigures {
         watchers: seen.len(),
         writes,
-        writers,
+        writers: load.writers,
+        rate: load.rate,
         write_time,
         ..WatchFigures::default()
     };
