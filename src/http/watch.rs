@@ -119,7 +119,7 @@ pub async fn respond(
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     let framing = framing(headers);
-    let rx = watch::start(
+    let stream = watch::start(
         state.hub.clone(),
         state.store.clone(),
         filter,
@@ -128,7 +128,6 @@ pub async fn respond(
         timeout,
     )
     .await?;
-    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
     let body = axum::body::Body::from_stream(futures_util::StreamExt::map(
         stream,
         Ok::<_, std::io::Error>,

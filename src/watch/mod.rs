@@ -11,18 +11,23 @@
 //!    skipping frames at or below its cursor (no duplicates at the hand-over)
 //!    and going back to the log whenever it sees a gap: it fell behind the
 //!    hub's bounded buffer (revisions are dense, one per change, so a gap is
-//!    exact to detect). Memory per watcher stays bounded; a slow reader only
-//!    ever loses events if the log itself was compacted past its cursor, and
-//!    then it gets an ERROR (410) event.
+//!    exact to detect). Memory per watcher stays bounded (one page of the
+//!    log at most); a slow reader only ever loses events if the log itself
+//!    was compacted past its cursor, and then it gets an ERROR (410) event.
 //!
-//! Streams end on hub shutdown, on `timeout`, or when the client leaves.
+//! A watcher is the response body's stream itself, polled by its connection:
+//! a new frame wakes the connection directly, and frames already queued are
+//! written as one chunk. Streams end on hub shutdown, on `timeout`, or when
+//! the client leaves.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use tokio::sync::{broadcast, mpsc, watch};
+use futures_util::{Stream, StreamExt};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::model::{AnyObject, Kind, Selector};
@@ -33,7 +38,7 @@ use crate::store::{Change, ChangeType, CommitHook, ListQuery, Store, StoreError}
 pub const HUB_CAPACITY: usize = 8192;
 /// Events read from the log per catch-up step.
 const CATCH_UP_BATCH: usize = 512;
-/// Frames queued per watcher connection.
+/// Snapshot frames queued between the reader thread and the stream.
 const CONNECTION_QUEUE: usize = 64;
 /// Up to this many bytes of already-queued events are written as one chunk.
 const COALESCE_BYTES: usize = 64 * 1024;
@@ -274,9 +279,15 @@ fn frame_bytes(framing: Framing, event: EventType, revision: Option<u64>, json: 
     }
 }
 
+/// A stream of framed event bytes, ready to be a response body.
+pub type EventStream = Pin<Box<dyn Stream<Item = Bytes> + Send>>;
+
 /// Starts a stream: checks `start` against the retained history (a
-/// compacted or future revision is `Gone`) and returns the receiver of
-/// framed bytes, fed by a task until the stream ends.
+/// compacted or future revision is `Gone`) and returns the stream of framed
+/// bytes. The stream is the watcher itself: whoever polls it (the
+/// connection) is woken by the hub directly, with no task or queue in
+/// between. It ends on hub shutdown, at `timeout`, after an ERROR event, or
+/// when it is dropped (the client left).
 pub async fn start(
     hub: Arc<Hub>,
     store: Store,
@@ -284,7 +295,7 @@ pub async fn start(
     start: Start,
     framing: Framing,
     timeout: Option<Duration>,
-) -> Result<mpsc::Receiver<Bytes>, StartError> {
+) -> Result<EventStream, StartError> {
     // Subscribe before anything is read, so no commit falls in between.
     let live = hub.tx.subscribe();
     if let Start::After(n) = start {
@@ -293,36 +304,76 @@ pub async fn start(
             .await
             .map_err(|e| StoreError::Internal(e.to_string()))??;
     }
-    let (tx, rx) = mpsc::channel(CONNECTION_QUEUE);
-    tokio::spawn(async move {
-        let mut w = Watcher {
-            hub,
-            store,
-            filter,
-            framing,
-            tx,
-            cursor: 0,
-            last_sent: Instant::now(),
+    let mut shutdown = hub.shutdown.subscribe();
+    // A timeout too large to represent means no deadline.
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    let end = async move {
+        let stop = async move {
+            let _ = shutdown.wait_for(|stopped| *stopped).await;
         };
-        // A timeout too large to represent means no deadline.
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
-        let run = w.run(start, live);
         match deadline {
             Some(d) => {
-                let _ = tokio::time::timeout_at(d, run).await;
+                tokio::select! {
+                    () = stop => {}
+                    () = tokio::time::sleep_until(d) => {}
+                }
             }
-            None => run.await,
+            None => stop.await,
         }
+    };
+    let (cursor, phase) = match start {
+        Start::Snapshot => (0, Phase::Snapshot),
+        Start::After(n) => (n, Phase::CatchUp),
+    };
+    let idle = Box::pin(tokio::time::sleep(hub.bookmark_interval));
+    let watcher = Watcher {
+        hub,
+        store,
+        filter,
+        framing,
+        live,
+        cursor,
+        phase,
+        out: VecDeque::new(),
+        last_sent: Instant::now(),
+        idle,
+    };
+    let stream = futures_util::stream::unfold(watcher, |mut w| async move {
+        let chunk = w.next_chunk().await?;
+        Some((chunk, w))
     });
-    Ok(rx)
+    Ok(Box::pin(stream.take_until(end)))
 }
 
 /// Why a stream ended early.
 enum Stop {
-    /// The client went away or the server is shutting down.
+    /// The stream is over (the hub closed, or the ERROR event was sent).
     Closed,
     /// The store failed (reported to the client as an ERROR event).
     Failed(StoreError),
+}
+
+/// Where a watcher is.
+enum Phase {
+    /// To send an ADDED per object in scope, then a BOOKMARK.
+    Snapshot,
+    /// Sending the snapshot's ADDEDs as a reader thread produces them.
+    Snapshotting {
+        frames: mpsc::Receiver<Result<Bytes, StoreError>>,
+        revision: oneshot::Receiver<u64>,
+    },
+    /// Reading the log after the cursor.
+    CatchUp,
+    /// Following the hub.
+    Live,
+    /// Nothing more to send.
+    Done,
+}
+
+/// What woke a live watcher.
+enum Woke {
+    Idle,
+    Frame(Result<Arc<Frame>, broadcast::error::RecvError>),
 }
 
 struct Watcher {
@@ -330,54 +381,122 @@ struct Watcher {
     store: Store,
     filter: Filter,
     framing: Framing,
-    tx: mpsc::Sender<Bytes>,
+    live: broadcast::Receiver<Arc<Frame>>,
     /// The last revision this watcher has processed (sent or filtered out).
     cursor: u64,
+    phase: Phase,
+    /// Framed events not yet handed to the connection.
+    out: VecDeque<Bytes>,
     last_sent: Instant,
+    /// Fires when a BOOKMARK may be due (checked against `last_sent`, so
+    /// that events do not reset the timer).
+    idle: Pin<Box<tokio::time::Sleep>>,
 }
 
 impl Watcher {
-    async fn run(&mut self, start: Start, live: broadcast::Receiver<Arc<Frame>>) {
-        let result = match start {
-            Start::After(n) => {
-                self.cursor = n;
-                self.follow(live).await
+    /// The next chunk for the connection; `None` ends the stream.
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        loop {
+            if let Some(chunk) = self.take_out() {
+                self.last_sent = Instant::now();
+                return Some(chunk);
             }
-            Start::Snapshot => match self.snapshot().await {
-                Ok(()) => self.follow(live).await,
-                Err(e) => Err(e),
-            },
-        };
-        if let Err(Stop::Failed(e)) = result {
-            let bytes = self.hub.encode.error(&e);
-            let _ = self
-                .tx
-                .send(frame_bytes(self.framing, EventType::Error, None, &bytes))
-                .await;
+            match self.step().await {
+                Ok(()) => {}
+                Err(Stop::Closed) => return None,
+                Err(Stop::Failed(e)) => {
+                    let bytes = self.hub.encode.error(&e);
+                    self.out
+                        .push_back(frame_bytes(self.framing, EventType::Error, None, &bytes));
+                    self.phase = Phase::Done;
+                }
+            }
         }
     }
 
-    async fn send(&mut self, bytes: Bytes) -> Result<(), Stop> {
-        self.tx.send(bytes).await.map_err(|_| Stop::Closed)?;
-        self.last_sent = Instant::now();
-        Ok(())
+    /// Queued frames joined into one chunk of up to [`COALESCE_BYTES`]
+    /// (more only if a single frame is larger).
+    fn take_out(&mut self) -> Option<Bytes> {
+        let first = self.out.pop_front()?;
+        let mut size = first.len();
+        let mut parts = vec![first];
+        while size < COALESCE_BYTES {
+            match self.out.front() {
+                Some(b) if size + b.len() <= COALESCE_BYTES => {
+                    size += b.len();
+                    parts.extend(self.out.pop_front());
+                }
+                _ => break,
+            }
+        }
+        Some(concat(parts, size))
     }
 
-    async fn bookmark(&mut self) -> Result<(), Stop> {
+    /// Advances by one step, queueing frames in `out`.
+    async fn step(&mut self) -> Result<(), Stop> {
+        match std::mem::replace(&mut self.phase, Phase::Done) {
+            Phase::Snapshot => {
+                self.phase = self.start_snapshot();
+                Ok(())
+            }
+            Phase::Snapshotting {
+                mut frames,
+                revision,
+            } => match frames.recv().await {
+                Some(first) => {
+                    let mut next = Some(first);
+                    let mut size = 0;
+                    while let Some(frame) = next.take() {
+                        let frame = frame.map_err(Stop::Failed)?;
+                        size += frame.len();
+                        self.out.push_back(frame);
+                        if size < COALESCE_BYTES {
+                            next = frames.try_recv().ok();
+                        }
+                    }
+                    self.phase = Phase::Snapshotting { frames, revision };
+                    Ok(())
+                }
+                None => {
+                    self.cursor = revision.await.map_err(|_| {
+                        Stop::Failed(StoreError::Internal("snapshot task failed".into()))
+                    })?;
+                    self.push_bookmark();
+                    self.phase = Phase::CatchUp;
+                    Ok(())
+                }
+            },
+            Phase::CatchUp => {
+                let current = self.catch_up_page().await?;
+                self.phase = if current { Phase::Live } else { Phase::CatchUp };
+                Ok(())
+            }
+            Phase::Live => {
+                self.phase = Phase::Live;
+                self.follow().await
+            }
+            Phase::Done => Err(Stop::Closed),
+        }
+    }
+
+    fn push_bookmark(&mut self) {
         let bytes = self
             .hub
             .encode
             .bookmark(self.filter.bookmark_kind(), self.cursor);
-        let framed = frame_bytes(self.framing, EventType::Bookmark, Some(self.cursor), &bytes);
-        self.send(framed).await
+        self.out.push_back(frame_bytes(
+            self.framing,
+            EventType::Bookmark,
+            Some(self.cursor),
+            &bytes,
+        ));
     }
 
-    /// Sends an ADDED for every object in scope from one snapshot, then a
-    /// BOOKMARK at its revision, which becomes the cursor.
-    async fn snapshot(&mut self) -> Result<(), Stop> {
-        let (frames_tx, mut frames_rx) =
-            mpsc::channel::<Result<Bytes, StoreError>>(CONNECTION_QUEUE);
-        let (rev_tx, rev_rx) = tokio::sync::oneshot::channel();
+    /// Starts a reader thread producing an ADDED per object in scope from
+    /// one snapshot, and its revision.
+    fn start_snapshot(&self) -> Phase {
+        let (frames_tx, frames) = mpsc::channel::<Result<Bytes, StoreError>>(CONNECTION_QUEUE);
+        let (rev_tx, revision) = oneshot::channel();
         let (store, filter, framing, encode) = (
             self.store.clone(),
             self.filter.clone(),
@@ -441,110 +560,103 @@ impl Watcher {
                 }
             }
         });
-        while let Some(msg) = frames_rx.recv().await {
-            self.send(msg.map_err(Stop::Failed)?).await?;
-        }
-        self.cursor = rev_rx
+        Phase::Snapshotting { frames, revision }
+    }
+
+    /// Queues one page of the log's events after the cursor; answers
+    /// whether the cursor is now current.
+    async fn catch_up_page(&mut self) -> Result<bool, Stop> {
+        let (store, after) = (self.store.clone(), self.cursor);
+        let page = tokio::task::spawn_blocking(move || store.read_events(after, CATCH_UP_BATCH))
             .await
-            .map_err(|_| Stop::Failed(StoreError::Internal("snapshot task failed".into())))?;
-        self.bookmark().await
-    }
-
-    /// Sends the log's events after the cursor until it is current.
-    async fn catch_up(&mut self) -> Result<(), Stop> {
-        loop {
-            let (store, after) = (self.store.clone(), self.cursor);
-            let page =
-                tokio::task::spawn_blocking(move || store.read_events(after, CATCH_UP_BATCH))
-                    .await
-                    .map_err(|e| Stop::Failed(StoreError::Internal(e.to_string())))?
-                    .map_err(Stop::Failed)?;
-            let n = page.events.len();
-            for (revision, change, obj) in page.events {
-                self.cursor = revision;
-                if self
-                    .filter
-                    .matches(obj.kind(), obj.path().names(), &obj.meta().labels)
-                {
-                    let event = EventType::from(change);
-                    let json = self.hub.encode.event(event, &obj);
-                    self.send(frame_bytes(self.framing, event, Some(revision), &json))
-                        .await?;
-                }
-            }
-            if n < CATCH_UP_BATCH {
-                return Ok(());
+            .map_err(|e| Stop::Failed(StoreError::Internal(e.to_string())))?
+            .map_err(Stop::Failed)?;
+        let n = page.events.len();
+        for (revision, change, obj) in page.events {
+            self.cursor = revision;
+            if self
+                .filter
+                .matches(obj.kind(), obj.path().names(), &obj.meta().labels)
+            {
+                let event = EventType::from(change);
+                let json = self.hub.encode.event(event, &obj);
+                self.out
+                    .push_back(frame_bytes(self.framing, event, Some(revision), &json));
             }
         }
+        Ok(n < CATCH_UP_BATCH)
     }
 
-    /// Catches up from the log, then follows the hub.
-    async fn follow(&mut self, mut live: broadcast::Receiver<Arc<Frame>>) -> Result<(), Stop> {
-        let mut shutdown = self.hub.shutdown.subscribe();
+    /// Waits for the hub's next frames (queueing what is wanted) or for an
+    /// idle BOOKMARK; goes back to the log on a gap.
+    async fn follow(&mut self) -> Result<(), Stop> {
+        let woke = tokio::select! {
+            () = &mut self.idle => Woke::Idle,
+            received = self.live.recv() => Woke::Frame(received),
+        };
         let interval = self.hub.bookmark_interval;
-        'outer: loop {
-            self.catch_up().await?;
-            loop {
-                if *shutdown.borrow() {
-                    return Err(Stop::Closed);
-                }
-                let idle_deadline = self.last_sent + interval;
-                tokio::select! {
-                    _ = shutdown.changed() => return Err(Stop::Closed),
-                    _ = tokio::time::sleep_until(idle_deadline) => self.bookmark().await?,
-                    received = live.recv() => match received {
-                        Ok(frame) => {
-                            // Take whatever else is already queued too, so a
-                            // busy stream writes one chunk instead of many.
-                            let mut out: Vec<Bytes> = Vec::new();
-                            let mut size = 0;
-                            let mut next = Some(frame);
-                            let mut behind = false;
-                            while let Some(frame) = next.take() {
-                                if frame.revision > self.cursor {
-                                    if frame.revision != self.cursor + 1 {
-                                        behind = true;
-                                        break;
-                                    }
-                                    self.cursor = frame.revision;
-                                    if self.filter.matches(frame.kind, &frame.names, &frame.labels) {
-                                        let b = match self.framing {
-                                            Framing::Ndjson => frame.line.clone(),
-                                            Framing::Sse => frame_bytes(self.framing, frame.event, Some(frame.revision), &frame.json),
-                                        };
-                                        size += b.len();
-                                        out.push(b);
-                                    }
-                                }
-                                if size >= COALESCE_BYTES {
-                                    break;
-                                }
-                                match live.try_recv() {
-                                    Ok(f) => next = Some(f),
-                                    Err(broadcast::error::TryRecvError::Lagged(_)) => {
-                                        behind = true;
-                                        break;
-                                    }
-                                    Err(_) => break,
-                                }
-                            }
-                            if !out.is_empty() {
-                                self.send(concat(out, size)).await?;
-                            }
-                            if behind {
-                                // Missed frames: they are in the log.
-                                continue 'outer;
-                            }
-                        }
-                        Err(broadcast::error::RecvError::Lagged(missed)) => {
-                            tracing::debug!(missed, cursor = self.cursor, "watcher fell behind; catching up from the log");
-                            continue 'outer;
-                        }
-                        Err(broadcast::error::RecvError::Closed) => return Err(Stop::Closed),
-                    },
+        match woke {
+            Woke::Idle => {
+                let due = self.last_sent + interval;
+                let now = Instant::now();
+                if now >= due {
+                    self.push_bookmark();
+                    self.idle.as_mut().reset(now + interval);
+                } else {
+                    self.idle.as_mut().reset(due);
                 }
             }
+            Woke::Frame(Ok(frame)) => {
+                // Take whatever else is already queued too, so a busy
+                // stream writes one chunk instead of many.
+                let mut size = 0;
+                let mut next = Some(frame);
+                while let Some(frame) = next.take() {
+                    if frame.revision > self.cursor {
+                        if frame.revision != self.cursor + 1 {
+                            // Missed frames: they are in the log.
+                            self.phase = Phase::CatchUp;
+                            break;
+                        }
+                        self.cursor = frame.revision;
+                        if self.filter.matches(frame.kind, &frame.names, &frame.labels) {
+                            let b = match self.framing {
+                                Framing::Ndjson => frame.line.clone(),
+                                Framing::Sse => frame_bytes(
+                                    self.framing,
+                                    frame.event,
+                                    Some(frame.revision),
+                                    &frame.json,
+                                ),
+                            };
+                            size += b.len();
+                            self.out.push_back(b);
+                        }
+                    }
+                    if size >= COALESCE_BYTES {
+                        break;
+                    }
+                    match self.live.try_recv() {
+                        Ok(f) => next = Some(f),
+                        Err(broadcast::error::TryRecvError::Lagged(_)) => {
+                            self.phase = Phase::CatchUp;
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }
+            Woke::Frame(Err(broadcast::error::RecvError::Lagged(missed))) => {
+                tracing::debug!(
+                    missed,
+                    cursor = self.cursor,
+                    "watcher fell behind; catching up from the log"
+                );
+                self.phase = Phase::CatchUp;
+            }
+            Woke::Frame(Err(broadcast::error::RecvError::Closed)) => return Err(Stop::Closed),
         }
+        Ok(())
     }
 }
 
