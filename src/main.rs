@@ -36,10 +36,10 @@ enum Command {
         #[arg(long, env = "MODELHUB_HISTORY_REVISIONS", default_value_t = 100_000)]
         history_revisions: u64,
         /// BOOKMARK idle watch streams this often (e.g. 10s, 500ms).
-        #[arg(long, env = "MODELHUB_BOOKMARK_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+        #[arg(long, env = "MODELHUB_BOOKMARK_INTERVAL", default_value = "10s", value_parser = parse_interval)]
         bookmark_interval: Duration,
         /// How often the event log is checked for compaction.
-        #[arg(long, env = "MODELHUB_COMPACTION_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+        #[arg(long, env = "MODELHUB_COMPACTION_INTERVAL", default_value = "5s", value_parser = parse_interval)]
         compaction_interval: Duration,
         /// Watch events buffered in memory; slower watchers read the log.
         #[arg(long, env = "MODELHUB_WATCH_BUFFER", default_value_t = modelhub::watch::HUB_CAPACITY)]
@@ -161,6 +161,15 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         "s" => Ok(Duration::from_secs(n)),
         "m" => Ok(Duration::from_secs(n * 60)),
         _ => Err(format!("{s:?}: unknown unit {unit:?} (ms, s, m)")),
+    }
+}
+
+/// Parses a duration that must be more than zero (a period of something
+/// repeated).
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err(format!("{s:?}: must be more than zero")),
+        d => Ok(d),
     }
 }
 

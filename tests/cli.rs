@@ -545,3 +545,19 @@ fn server_address_and_connection_failures() {
     }
     assert_eq!(c.get(&s.api("/realms/test-realm")).0, 200);
 }
+
+#[test]
+fn serve_refuses_zero_intervals() {
+    for flag in ["--bookmark-interval", "--compaction-interval"] {
+        let out = command()
+            .args(["serve", "--listen", "127.0.0.1:0", flag, "0s"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag}: {stderr}");
+        assert!(
+            stderr.contains(flag) && stderr.contains("must be more than zero"),
+            "{flag}: {stderr}"
+        );
+    }
+}

@@ -246,7 +246,8 @@ impl Hub {
 
     /// Ends every stream (on server shutdown).
     pub fn shutdown(&self) {
-        let _ = self.shutdown.send(true);
+        // Set even with no stream open, so that one starting now ends too.
+        self.shutdown.send_replace(true);
     }
 
     /// Number of live subscribers.
@@ -511,7 +512,6 @@ impl Watcher {
                     return;
                 }
             };
-            let _ = rev_tx.send(revision);
             for kind in filter.kinds() {
                 let query = ListQuery {
                     kind,
@@ -533,6 +533,10 @@ impl Watcher {
                     }
                 };
                 for entry in iter {
+                    if frames_tx.is_closed() {
+                        // The client left: stop scanning.
+                        return;
+                    }
                     let msg = entry.map(|(_, obj)| {
                         filter
                             .matches(kind, obj.path().names(), &obj.meta().labels)
@@ -559,6 +563,9 @@ impl Watcher {
                     }
                 }
             }
+            // Only a complete snapshot has a revision: a thread that died
+            // halfway leaves the stream with an ERROR, not a BOOKMARK.
+            let _ = rev_tx.send(revision);
         });
         Phase::Snapshotting { frames, revision }
     }
@@ -680,6 +687,29 @@ mod tests {
         assert!(!f.matches(Kind::Cell, &names(&["r", "s", "t", "c"]), &BTreeMap::new()));
         assert_eq!(f.bookmark_kind(), "Cell");
         assert_eq!(Filter::default().bookmark_kind(), "Bookmark");
+    }
+
+    struct Plain;
+
+    impl Encode for Plain {
+        fn event(&self, _: EventType, _: &AnyObject) -> Vec<u8> {
+            b"{}".to_vec()
+        }
+        fn error(&self, _: &StoreError) -> Vec<u8> {
+            b"{}".to_vec()
+        }
+        fn bookmark(&self, _: &str, _: u64) -> Vec<u8> {
+            b"{}".to_vec()
+        }
+    }
+
+    #[test]
+    fn shutdown_with_no_stream_open_still_ends_later_ones() {
+        let hub = Hub::new(Arc::new(Plain), 16, Duration::from_secs(1));
+        assert_eq!(hub.watchers(), 0);
+        hub.shutdown();
+        // A stream starting after the shutdown sees it at once.
+        assert!(*hub.shutdown.subscribe().borrow());
     }
 
     #[test]
