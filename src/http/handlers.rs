@@ -503,7 +503,7 @@ async fn stream_list(
     query: ListQuery,
     effective: bool,
 ) -> Result<Response, ApiError> {
-    const CHUNK: usize = 32 * 1024;
+    const CHUNK: usize = 256 * 1024;
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     let (opened_tx, opened_rx) = oneshot::channel::<Result<(), StoreError>>();
     let store = state.store.clone();
