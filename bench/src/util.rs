@@ -328,18 +328,36 @@ impl std::fmt::Display for Stop {
     }
 }
 
+/// Clock ticks per second of `/proc/<pid>/stat` times (USER_HZ), from
+/// `getconf CLK_TCK`, read once; 100 (Linux's value on every mainstream
+/// architecture) if that fails.
+fn clock_ticks() -> u64 {
+    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .filter(|t| *t > 0)
+            .unwrap_or(100)
+    })
+}
+
 /// CPU time (user + system) of a process so far, from `/proc/<pid>/stat`
-/// (`self` for this process); `None` if it cannot be read. Assumes Linux's
-/// USER_HZ of 100 (every mainstream architecture).
+/// (`self` for this process); `None` if it cannot be read.
 pub fn cpu_time(pid: &str) -> Option<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may hold spaces): state is the
-    // first, utime and stime the 12th and 13th; in USER_HZ (100) ticks.
+    // first, utime and stime the 12th and 13th, in clock ticks.
     let rest = &stat[stat.rfind(')')? + 2..];
     let mut fields = rest.split(' ').skip(11);
     let user: u64 = fields.next()?.parse().ok()?;
     let system: u64 = fields.next()?.parse().ok()?;
-    Some(Duration::from_millis((user + system) * 10))
+    Some(Duration::from_micros(
+        (user + system) * 1_000_000 / clock_ticks(),
+    ))
 }
 
 /// CPU spent during a run by the server and by this load generator.
