@@ -310,25 +310,21 @@ fn secret_bytes_reach_neither_the_database_nor_the_log() {
     // graceful stop checkpoints them into the database).
     let mut wal = s.data.clone().into_os_string();
     wal.push(".wal");
-    let logged = std::fs::read(&wal).expect("write-ahead log");
-    assert!(
-        find(&logged, b"REG_PASSWORD"),
-        "the log holds the reference (sanity check of the search)"
-    );
-    assert!(
-        !find(&logged, secret.as_bytes()),
-        "the secret is in the write-ahead log"
+    // Each file must hold the reference (a sanity check of the search)
+    // and never the secret.
+    let holds_reference_only = |bytes: &[u8], what: &str| {
+        assert!(!bytes.is_empty(), "{what} is empty");
+        assert!(find(bytes, b"REG_PASSWORD"), "{what} lacks the reference");
+        assert!(!find(bytes, secret.as_bytes()), "the secret is in {what}");
+    };
+    holds_reference_only(
+        &std::fs::read(&wal).expect("write-ahead log"),
+        "the write-ahead log",
     );
     s.stop();
-    let bytes = std::fs::read(&s.data).expect("database file");
-    assert!(!bytes.is_empty());
-    assert!(
-        find(&bytes, b"REG_PASSWORD"),
-        "the database holds the reference (sanity check of the search)"
-    );
-    assert!(
-        !find(&bytes, secret.as_bytes()),
-        "the secret is in the database file"
+    holds_reference_only(
+        &std::fs::read(&s.data).expect("database file"),
+        "the database file",
     );
     let log = s.log_text();
     assert!(!log.is_empty(), "the log was captured");

@@ -487,6 +487,13 @@ mod tests {
         super::super::migrate::open(&dir.path().join("t.redb"), 1 << 20).unwrap()
     }
 
+    /// The log beside `db` in `dir`, opened with a long checkpoint interval.
+    fn open_log(dir: &tempfile::TempDir, db: &Database) -> (PathBuf, Wal) {
+        let path = dir.path().join("t.redb.wal");
+        let wal = Wal::open(&path, db, Duration::from_secs(60)).unwrap();
+        (path, wal)
+    }
+
     fn run(db: &Database, bytes: &[u8]) -> Result<u64, StoreError> {
         replay(db, bytes, Path::new("t.redb.wal"))
     }
@@ -572,8 +579,7 @@ mod tests {
     fn appends_end_with_an_empty_header_so_older_records_are_never_read() {
         let dir = tempfile::tempdir().unwrap();
         let db = db(&dir);
-        let path = dir.path().join("t.redb.wal");
-        let mut wal = Wal::open(&path, &db, Duration::from_secs(60)).unwrap();
+        let (path, mut wal) = open_log(&dir, &db);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), FILL_STEP);
         assert_eq!(wal.append(&mut journal(1, 3)).unwrap(), Appended::Logged);
         assert_eq!(wal.append(&mut journal(4, 3)).unwrap(), Appended::Logged);
@@ -591,8 +597,7 @@ mod tests {
     fn the_file_grows_in_zero_filled_steps_up_to_its_capacity() {
         let dir = tempfile::tempdir().unwrap();
         let db = db(&dir);
-        let path = dir.path().join("t.redb.wal");
-        let mut wal = Wal::open(&path, &db, Duration::from_secs(60)).unwrap();
+        let (path, mut wal) = open_log(&dir, &db);
         let big = vec![7u8; 5 * 1024 * 1024];
         let mut j = Journal::default();
         j.push(1, ChangeType::Added, Kind::Realm, b"k", &big);
