@@ -82,7 +82,10 @@ mod tests {
             let k = encode(&under);
             prop_assert!(k >= start && k < end);
             let o = encode(&other);
-            let is_under = other.len() > parent.len() && other[..parent.len()] == parent[..];
+            // The prefix itself (`other == parent`) starts with the prefix too;
+            // it never occurs among the children (the parent is in its own
+            // kind's table).
+            let is_under = other.len() >= parent.len() && other[..parent.len()] == parent[..];
             prop_assert_eq!(o >= start && o < end, is_under);
         }
     }
