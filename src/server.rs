@@ -169,7 +169,7 @@ pub async fn serve(
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
     });
-    let result = axum::serve(listener, router(state))
+    let result = axum::serve(crate::http::conn::Coalescing(listener), router(state))
         .with_graceful_shutdown(async move {
             if !stopped_early {
                 shutdown.await;

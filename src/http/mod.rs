@@ -5,6 +5,7 @@
 pub mod apply;
 pub mod body;
 pub mod cache;
+pub mod conn;
 pub mod error;
 pub mod handlers;
 mod metrics;

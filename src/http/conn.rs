@@ -1,0 +1,324 @@
+//! Accepted connections, with HTTP/2 writes coalesced.
+//!
+//! The h2 crate writes each DATA frame of 256 bytes or more with a system
+//! call of its own (it chains the payload instead of copying it) and
+//! flushes after each, so one watch event sent to the 200 streams of a
+//! connection costs 200 `writev`s. [`Coalesce`] copies writes into a buffer
+//! and puts off a flush that follows a write: h2 ends every round of
+//! sending with a flush that no write precedes, and that one sends the
+//! whole buffer in one call. A put-off flush wakes the connection's task,
+//! so a flush is never lost even if the round ends early. HTTP/1.1
+//! connections pass through untouched (hyper already gathers their
+//! writes); the protocol is told by the first bytes the client sends.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// The HTTP/2 connection preface starts with this (no HTTP/1.1 method does).
+const H2_PREFIX: &[u8] = b"PRI";
+/// Buffered bytes beyond which a write first sends what is buffered.
+const HIGH_WATER: usize = 256 * 1024;
+/// A buffer that grew past this is freed once sent.
+const KEEP_CAPACITY: usize = 64 * 1024;
+
+/// The protocol of a connection, as far as known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Fewer than three bytes read yet.
+    Sniffing,
+    /// HTTP/1.x: pass through.
+    Plain,
+    /// HTTP/2: coalesce.
+    H2,
+}
+
+/// An accepted connection (see the module doc).
+#[derive(Debug)]
+pub struct Coalesce<T> {
+    inner: T,
+    mode: Mode,
+    head: Vec<u8>,
+    buf: Vec<u8>,
+    /// Bytes at the front of `buf` already sent.
+    sent: usize,
+    /// A write came after the last flush.
+    dirty: bool,
+}
+
+impl<T> Coalesce<T> {
+    /// Wraps an accepted connection.
+    pub fn new(inner: T) -> Coalesce<T> {
+        Coalesce {
+            inner,
+            mode: Mode::Sniffing,
+            head: Vec::with_capacity(H2_PREFIX.len()),
+            buf: Vec::new(),
+            sent: 0,
+            dirty: false,
+        }
+    }
+
+    fn sniff(&mut self, fresh: &[u8]) {
+        let take = (H2_PREFIX.len() - self.head.len()).min(fresh.len());
+        self.head.extend_from_slice(&fresh[..take]);
+        if self.head.len() == H2_PREFIX.len() {
+            self.mode = if self.head == H2_PREFIX {
+                Mode::H2
+            } else {
+                Mode::Plain
+            };
+            self.head = Vec::new();
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> Coalesce<T> {
+    /// Sends everything buffered.
+    fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.sent < self.buf.len() {
+            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.buf[self.sent..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.sent += n;
+        }
+        if self.buf.capacity() > KEEP_CAPACITY {
+            // A large response went out: do not hold its buffer for the
+            // connection's lifetime.
+            self.buf = Vec::new();
+        } else {
+            self.buf.clear();
+        }
+        self.sent = 0;
+        Poll::Ready(Ok(()))
+    }
+
+    /// Makes room before buffering more: sends the buffer once it is past
+    /// the high-water mark (pending only while it stays past it).
+    fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.buf.len() - self.sent >= HIGH_WATER {
+            match self.poll_send(cx) {
+                Poll::Pending if self.buf.len() - self.sent >= HIGH_WATER => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                _ => {}
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Coalesce<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = out.filled().len();
+        ready!(Pin::new(&mut this.inner).poll_read(cx, out))?;
+        if this.mode == Mode::Sniffing {
+            this.sniff(&out.filled()[before..]);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesce<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.mode != Mode::H2 {
+            return Pin::new(&mut this.inner).poll_write(cx, data);
+        }
+        ready!(this.poll_room(cx))?;
+        this.buf.extend_from_slice(data);
+        this.dirty = true;
+        Poll::Ready(Ok(data.len()))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.mode != Mode::H2 {
+            return Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        }
+        ready!(this.poll_room(cx))?;
+        let mut n = 0;
+        for b in bufs {
+            this.buf.extend_from_slice(b);
+            n += b.len();
+        }
+        this.dirty = true;
+        Poll::Ready(Ok(n))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.dirty {
+            // More frames may follow in this round: send them all with the
+            // round's last flush. The wake makes sure there is one.
+            this.dirty = false;
+            if this.sent < this.buf.len() {
+                cx.waker().wake_by_ref();
+            }
+            return Poll::Ready(Ok(()));
+        }
+        ready!(this.poll_send(cx))?;
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_send(cx))?;
+        this.dirty = false;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
+    }
+}
+
+/// A listener whose connections are [`Coalesce`]d.
+#[derive(Debug)]
+pub struct Coalescing<L>(pub L);
+
+impl<L> axum::serve::Listener for Coalescing<L>
+where
+    L: axum::serve::Listener,
+{
+    type Io = Coalesce<L::Io>;
+    type Addr = L::Addr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let (io, addr) = self.0.accept().await;
+        (Coalesce::new(io), addr)
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
+
+    /// A connection whose client sent `preface`, and the client's end.
+    async fn opened(
+        preface: &[u8],
+    ) -> (Coalesce<tokio::io::DuplexStream>, tokio::io::DuplexStream) {
+        let (server, mut client) = duplex(1 << 20);
+        let mut conn = Coalesce::new(server);
+        client.write_all(preface).await.unwrap();
+        let mut got = vec![0; preface.len()];
+        conn.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, preface);
+        (conn, client)
+    }
+
+    /// What the client can read right now.
+    async fn available(client: &mut tokio::io::DuplexStream) -> Vec<u8> {
+        let mut out = vec![0; 1 << 16];
+        match tokio::time::timeout(std::time::Duration::from_millis(20), client.read(&mut out))
+            .await
+        {
+            Ok(n) => {
+                out.truncate(n.unwrap());
+                out
+            }
+            Err(_) => Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn http2_writes_go_out_at_the_flush_no_write_precedes() {
+        let (mut conn, mut client) = opened(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
+        for frame in [&b"one"[..], b"two", b"three"] {
+            conn.write_all(frame).await.unwrap();
+            conn.flush().await.unwrap();
+        }
+        assert!(available(&mut client).await.is_empty(), "held back");
+        conn.flush().await.unwrap();
+        assert_eq!(available(&mut client).await, b"onetwothree");
+    }
+
+    #[tokio::test]
+    async fn a_put_off_flush_wakes_the_task() {
+        let (mut conn, _client) = opened(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
+        conn.write_all(b"frame").await.unwrap();
+        let waker = futures_util::task::noop_waker();
+        let counter = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        struct Count(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+        impl std::task::Wake for Count {
+            fn wake(self: std::sync::Arc<Self>) {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let counting = std::task::Waker::from(std::sync::Arc::new(Count(counter.clone())));
+        let mut cx = Context::from_waker(&counting);
+        assert!(Pin::new(&mut conn).poll_flush(&mut cx).is_ready());
+        assert_eq!(counter.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // The next flush sends, and wakes nobody.
+        let mut cx = Context::from_waker(&waker);
+        assert!(matches!(
+            Pin::new(&mut conn).poll_flush(&mut cx),
+            Poll::Ready(Ok(()))
+        ));
+        assert!(conn.buf.is_empty());
+        assert_eq!(counter.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn http1_passes_through() {
+        let (mut conn, mut client) = opened(b"GET / HTTP/1.1\r\n\r\n").await;
+        conn.write_all(b"HTTP/1.1 200 OK\r\n").await.unwrap();
+        assert_eq!(available(&mut client).await, b"HTTP/1.1 200 OK\r\n");
+        assert!(conn.buf.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_protocol_is_told_across_short_reads() {
+        let (server, mut client) = duplex(1 << 20);
+        let mut conn = Coalesce::new(server);
+        let mut one = [0u8; 1];
+        for b in b"PRI" {
+            client.write_all(&[*b]).await.unwrap();
+            conn.read_exact(&mut one).await.unwrap();
+        }
+        assert_eq!(conn.mode, Mode::H2);
+        let (server, mut client) = duplex(1 << 20);
+        let mut conn = Coalesce::new(server);
+        for b in b"PUT" {
+            client.write_all(&[*b]).await.unwrap();
+            conn.read_exact(&mut one).await.unwrap();
+        }
+        assert_eq!(conn.mode, Mode::Plain);
+    }
+
+    #[tokio::test]
+    async fn a_full_buffer_is_sent_before_more_is_taken() {
+        let (mut conn, mut client) = opened(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
+        let big = vec![7u8; HIGH_WATER];
+        conn.write_all(&big).await.unwrap();
+        conn.write_all(b"x").await.unwrap();
+        assert_eq!(conn.buf, b"x", "the full buffer went out first");
+        let mut got = vec![0; HIGH_WATER];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, big);
+        conn.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(rest, b"x");
+    }
+}
