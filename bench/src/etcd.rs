@@ -281,14 +281,22 @@ impl Etcd {
                 let _keep = watcher;
                 let mut seen: Vec<Option<Instant>> = vec![None; writes];
                 let mut got = 0;
-                let mut progress = tokio::time::Instant::now();
+                // As modelhub's watchers: one idle timer, re-armed at most
+                // once a second.
+                let idle = tokio::time::sleep(crate::workloads::WATCH_IDLE);
+                tokio::pin!(idle);
+                let mut armed = Instant::now();
                 while got < writes {
-                    let idle_until = progress + Duration::from_secs(30);
-                    let resp = match tokio::time::timeout_at(idle_until, stream.message()).await {
-                        Ok(Ok(Some(r))) => r,
-                        _ => break,
+                    let resp = tokio::select! {
+                        biased;
+                        r = stream.message() => match r {
+                            Ok(Some(r)) => r,
+                            _ => break,
+                        },
+                        () = &mut idle => break,
                     };
                     let now = Instant::now();
+                    let before = got;
                     for ev in resp.events() {
                         let Some(kv) = ev.kv() else { continue };
                         let rv = kv.mod_revision() as u64;
@@ -297,9 +305,13 @@ impl Etcd {
                             if i < writes && seen[i].is_none() {
                                 seen[i] = Some(now);
                                 got += 1;
-                                progress = tokio::time::Instant::now();
                             }
                         }
+                    }
+                    if got > before && now.duration_since(armed) >= Duration::from_secs(1) {
+                        armed = now;
+                        idle.as_mut()
+                            .reset(tokio::time::Instant::now() + crate::workloads::WATCH_IDLE);
                     }
                 }
                 seen

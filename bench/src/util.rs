@@ -305,7 +305,9 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
 /// Reads `"resourceVersion":"N"` of an event line without parsing it all.
 pub fn resource_version(line: &[u8]) -> Option<u64> {
     const KEY: &[u8] = b"\"resourceVersion\":\"";
-    let start = memchr::memmem::find(line, KEY)? + KEY.len();
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(KEY));
+    let start = FINDER.find(line)? + KEY.len();
     let end = memchr::memchr(b'"', &line[start..])? + start;
     std::str::from_utf8(&line[start..end]).ok()?.parse().ok()
 }

@@ -325,44 +325,39 @@ impl Hub {
                 let mut body = resp.bytes_stream();
                 let mut buf: Vec<u8> = Vec::new();
                 let mut got = 0;
-                let mut progress = tokio::time::Instant::now();
+                // Gives up after WATCH_IDLE without a new event. One timer,
+                // re-armed at most once a second, rather than one per chunk.
+                let idle = tokio::time::sleep(WATCH_IDLE);
+                tokio::pin!(idle);
+                let mut armed = Instant::now();
                 while got < writes {
-                    let idle_until = progress + Duration::from_secs(30);
-                    let chunk = match tokio::time::timeout_at(idle_until, body.next()).await {
-                        Ok(Some(Ok(c))) => c,
-                        _ => break,
+                    let chunk = tokio::select! {
+                        biased;
+                        c = body.next() => match c {
+                            Some(Ok(c)) => c,
+                            _ => break,
+                        },
+                        () = &mut idle => break,
                     };
                     // Whole lines are read from the chunk where they are;
                     // only a line split across chunks is put together in
                     // `buf` (a chunk holds many events when the server
                     // coalesces them).
                     let now = Instant::now();
-                    let data: &[u8] = if buf.is_empty() {
-                        &chunk
+                    let before = got;
+                    if buf.is_empty() {
+                        let used = note_events(&chunk, from, now, &mut seen, &mut got);
+                        buf.extend_from_slice(&chunk[used..]);
                     } else {
                         buf.extend_from_slice(&chunk);
-                        &buf
-                    };
-                    let (mut start, before) = (0, got);
-                    while let Some(len) = memchr::memchr(b'\n', &data[start..]) {
-                        let line = &data[start..start + len];
-                        start += len + 1;
-                        if let Some(rv) = util::resource_version(line)
-                            && rv > from
-                            && !line.starts_with(b"{\"type\":\"BOOKMARK\"")
-                        {
-                            let i = (rv - from - 1) as usize;
-                            if i < writes && seen[i].is_none() {
-                                seen[i] = Some(now);
-                                got += 1;
-                            }
-                        }
+                        let used = note_events(&buf, from, now, &mut seen, &mut got);
+                        buf.drain(..used);
                     }
-                    if got > before {
-                        progress = tokio::time::Instant::now();
+                    if got > before && now.duration_since(armed) >= Duration::from_secs(1) {
+                        armed = now;
+                        idle.as_mut()
+                            .reset(tokio::time::Instant::now() + WATCH_IDLE);
                     }
-                    let rest = data[start..].to_vec();
-                    buf = rest;
                 }
                 seen
             }));
@@ -395,6 +390,36 @@ impl Hub {
         }
         finish_fan_out(from, writer_tasks, tasks, &acks, started, load).await
     }
+}
+
+/// How long a watcher waits for its next event before giving up.
+pub const WATCH_IDLE: Duration = Duration::from_secs(30);
+
+/// Records, for each whole event line of `data`, when revision
+/// `from + 1 + i` arrived (`seen[i]`, first receipt only; BOOKMARKs are
+/// skipped); answers how many bytes of whole lines were read.
+fn note_events(
+    data: &[u8],
+    from: u64,
+    now: Instant,
+    seen: &mut [Option<Instant>],
+    got: &mut usize,
+) -> usize {
+    let mut start = 0;
+    while let Some(len) = memchr::memchr(b'\n', &data[start..]) {
+        let line = &data[start..start + len];
+        start += len + 1;
+        if let Some(rv) = util::resource_version(line)
+            && rv > from
+            && !line.starts_with(b"{\"type\":\"BOOKMARK\"")
+            && let Some(slot) = seen.get_mut((rv - from - 1) as usize)
+            && slot.is_none()
+        {
+            *slot = Some(now);
+            *got += 1;
+        }
+    }
+    start
 }
 
 /// Watch figures from the writers' acks `(revision, when)` and, per
