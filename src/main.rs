@@ -55,9 +55,9 @@ enum Command {
         /// more to replay after a crash).
         #[arg(long, env = "MODELHUB_CHECKPOINT_INTERVAL", default_value = "1s", value_parser = parse_duration)]
         checkpoint_interval: Duration,
-        /// Threads serving HTTP (default: one per CPU). The single writer
-        /// has its own thread; on 2 cores, 1 leaves it a core (+16-27%
-        /// creates under load) but slows fan-out to very many watchers.
+        /// Threads serving HTTP (default: one per CPU but one, at least
+        /// one: the single writer has a thread of its own and needs a core
+        /// under write load).
         #[arg(long, env = "MODELHUB_WORKERS", value_parser = clap::value_parser!(u16).range(1..))]
         workers: Option<u16>,
     },
@@ -139,6 +139,14 @@ where
     }
 }
 
+/// HTTP worker threads when `--workers` is not given: one per CPU but one
+/// (the writer's), at least one.
+fn default_workers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get().saturating_sub(1))
+        .max(1)
+}
+
 /// Builds a tokio runtime, or says why not.
 fn runtime(mut builder: tokio::runtime::Builder) -> Result<tokio::runtime::Runtime, ExitCode> {
     builder.enable_all().build().map_err(|e| {
@@ -204,9 +212,7 @@ fn main() -> ExitCode {
             workers,
         } => {
             let mut builder = tokio::runtime::Builder::new_multi_thread();
-            if let Some(n) = workers {
-                builder.worker_threads(usize::from(n));
-            }
+            builder.worker_threads(workers.map_or_else(default_workers, usize::from));
             let runtime = match runtime(builder) {
                 Ok(r) => r,
                 Err(code) => return code,
