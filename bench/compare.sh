@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The side-by-side run of bench/README.md: a fresh etcd on loopback (temporary
 # data dir), a fresh modelhub database, then `modelhub-bench all --big` with
-# 5,000 watch writes (closed loop, then paced at 100/s), after a watch run
-# with modelhub's watchers on HTTP/2. Extra arguments go to `all` (e.g. --duration 5 goes
-# before `all`: use BENCH_OPTS="--duration 5"). Needs etcd and protoc
+# 5,000 watch writes (closed loop, then paced at 100/s) to watchers on
+# HTTP/2, after a watch run with modelhub's watchers on HTTP/1.1. Extra
+# arguments go to `all` (e.g. --duration 5 goes before `all`: use
+# BENCH_OPTS="--duration 5"). Needs etcd and protoc
 # (Debian: apt-get install -y etcd-server etcd-client protobuf-compiler).
 # Stops only the etcd it started, and removes its temporary directory.
 set -euo pipefail
@@ -34,12 +35,14 @@ done
 ulimit -n 20000 2>/dev/null || true
 echo "date: $(date -u +%Y-%m-%dT%H:%MZ)  nproc: $(nproc)  cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "etcd: $(etcd --version | head -1)"
-# First the watch with modelhub's watchers sharing HTTP/2 connections, as
-# etcd's share its gRPC connection (a database of its own),
-# while etcd is fresh too.
+# First the watch with each of modelhub's 1,000 watchers on an HTTP/1.1
+# connection of its own (a database of its own), while etcd is fresh too.
 # shellcheck disable=SC2086
 target/release/modelhub-bench --spawn target/release/modelhub \
-  --etcd "http://127.0.0.1:$port" --etcd-pid "$etcd_pid" ${BENCH_OPTS:-} watch --writes 3000 --rate 100 --h2-streams 200
+  --etcd "http://127.0.0.1:$port" --etcd-pid "$etcd_pid" ${BENCH_OPTS:-} watch --writes 3000 --rate 100
+# Then everything, modelhub's watchers sharing HTTP/2 connections (200
+# streams each) as etcd's share its gRPC connection; the watch target
+# compares the run paced at 100 writes/s.
 # shellcheck disable=SC2086
 target/release/modelhub-bench --spawn target/release/modelhub --data "$work/modelhub.redb" \
-  --etcd "http://127.0.0.1:$port" --etcd-pid "$etcd_pid" ${BENCH_OPTS:-} all --big --writes 5000 --rate 100 "$@"
+  --etcd "http://127.0.0.1:$port" --etcd-pid "$etcd_pid" ${BENCH_OPTS:-} all --big --writes 5000 --rate 100 --h2-streams 200 "$@"
