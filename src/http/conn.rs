@@ -306,6 +306,77 @@ mod tests {
         assert_eq!(conn.mode, Mode::Plain);
     }
 
+    /// One step of a connection's writer: a write of `n` bytes (plain or
+    /// vectored in two slices) or a flush.
+    #[derive(Debug, Clone)]
+    enum Op {
+        Write(usize, bool),
+        Flush,
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            3 => (1usize..40_000, any::<bool>()).prop_map(|(n, v)| Op::Write(n, v)),
+            1 => Just(Op::Flush),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever the writes and flushes, the peer receives exactly the
+        /// bytes written, in order: a flush after a flush (as h2 ends each
+        /// round) sends everything, and so does a shutdown.
+        #[test]
+        fn the_byte_stream_is_kept(
+            ops in proptest::collection::vec(op(), 1..40),
+            just_shut in proptest::prelude::any::<bool>(),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let (mut conn, mut client) = opened(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
+                let reader = tokio::spawn(async move {
+                    let mut got = Vec::new();
+                    client.read_to_end(&mut got).await.unwrap();
+                    got
+                });
+                let mut sent = Vec::new();
+                let mut next = 0u8;
+                for op in ops {
+                    match op {
+                        Op::Write(n, vectored) => {
+                            let data: Vec<u8> = (0..n).map(|_| { next = next.wrapping_add(1); next }).collect();
+                            if vectored {
+                                let (a, b) = data.split_at(n / 2);
+                                let slices = [io::IoSlice::new(a), io::IoSlice::new(b)];
+                                let mut done = 0;
+                                while done < n {
+                                    // A short vectored write is resumed by hand.
+                                    done += if done == 0 {
+                                        conn.write_vectored(&slices).await.unwrap()
+                                    } else {
+                                        conn.write(&data[done..]).await.unwrap()
+                                    };
+                                }
+                            } else {
+                                conn.write_all(&data).await.unwrap();
+                            }
+                            sent.extend_from_slice(&data);
+                        }
+                        Op::Flush => conn.flush().await.unwrap(),
+                    }
+                }
+                if !just_shut {
+                    conn.flush().await.unwrap();
+                    conn.flush().await.unwrap();
+                    assert!(conn.buf.is_empty(), "a flush after a flush sends everything");
+                }
+                conn.shutdown().await.unwrap();
+                drop(conn);
+                assert_eq!(reader.await.unwrap(), sent);
+            });
+        }
+    }
+
     #[tokio::test]
     async fn a_full_buffer_is_sent_before_more_is_taken() {
         let (mut conn, mut client) = opened(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
