@@ -381,8 +381,10 @@ async fn many_watches_and_a_large_list_share_one_http2_connection() {
     // The server coalesces HTTP/2 writes: every stream must still get every
     // event, in order, and a list larger than the write buffer arrives whole.
     let s = Server::start();
+    // A stranded write would hang a request: fail it instead.
     let h2 = reqwest::Client::builder()
         .http2_prior_knowledge()
+        .timeout(std::time::Duration::from_secs(60))
         .build()
         .unwrap();
     let from = current_revision(&s).await;

@@ -4,12 +4,15 @@
 //! call of its own (it chains the payload instead of copying it) and
 //! flushes after each, so one watch event sent to the 200 streams of a
 //! connection costs 200 `writev`s. [`Coalesce`] copies writes into a buffer
-//! and puts off a flush that follows a write: h2 ends every round of
-//! sending with a flush that no write precedes, and that one sends the
-//! whole buffer in one call. A put-off flush wakes the connection's task,
-//! so a flush is never lost even if the round ends early. HTTP/1.1
-//! connections pass through untouched (hyper already gathers their
-//! writes); the protocol is told by the first bytes the client sends.
+//! and puts off a flush that follows a write. A round of sending whose last
+//! frame was such a DATA frame ends with a flush that no write precedes,
+//! which sends the whole buffer in one call. Otherwise the put-off flush
+//! has woken the connection's task, whose next poll (every poll of an h2
+//! connection reads until the socket has nothing, then sends) flushes
+//! again: data waits at most one poll, and a flush is never lost. The
+//! buffer stays under [`HIGH_WATER`] plus one write. HTTP/1.1 connections
+//! pass through untouched (hyper already gathers their writes); the
+//! protocol is told by the first bytes the client sends.
 
 use std::io;
 use std::pin::Pin;
@@ -46,6 +49,11 @@ pub struct Coalesce<T> {
     sent: usize,
     /// A write came after the last flush.
     dirty: bool,
+    /// Polls of the connection so far, as counted by reads that found
+    /// nothing to read (h2 reads until then at the start of every poll).
+    round: u64,
+    /// The round in which a flush of the buffered bytes was first put off.
+    held: Option<u64>,
 }
 
 impl<T> Coalesce<T> {
@@ -58,6 +66,8 @@ impl<T> Coalesce<T> {
             buf: Vec::new(),
             sent: 0,
             dirty: false,
+            round: 0,
+            held: None,
         }
     }
 
@@ -93,11 +103,14 @@ impl<T: AsyncWrite + Unpin> Coalesce<T> {
             self.buf.clear();
         }
         self.sent = 0;
+        self.held = None;
         Poll::Ready(Ok(()))
     }
 
     /// Makes room before buffering more: sends the buffer once it is past
-    /// the high-water mark (pending only while it stays past it).
+    /// the high-water mark (pending only while it stays past it), and drops
+    /// what a partial send already sent, so that a slow peer cannot make
+    /// the buffer grow.
     fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if self.buf.len() - self.sent >= HIGH_WATER {
             match self.poll_send(cx) {
@@ -105,6 +118,10 @@ impl<T: AsyncWrite + Unpin> Coalesce<T> {
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 _ => {}
             }
+        }
+        if self.sent > 0 {
+            self.buf.drain(..self.sent);
+            self.sent = 0;
         }
         Poll::Ready(Ok(()))
     }
@@ -118,7 +135,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for Coalesce<T> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let before = out.filled().len();
-        ready!(Pin::new(&mut this.inner).poll_read(cx, out))?;
+        let Poll::Ready(read) = Pin::new(&mut this.inner).poll_read(cx, out) else {
+            this.round += 1;
+            return Poll::Pending;
+        };
+        read?;
         if this.mode == Mode::Sniffing {
             this.sniff(&out.filled()[before..]);
         }
@@ -168,13 +189,17 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesce<T> {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if this.dirty {
-            // More frames may follow in this round: send them all with the
-            // round's last flush. The wake makes sure there is one.
             this.dirty = false;
-            if this.sent < this.buf.len() {
-                cx.waker().wake_by_ref();
+            let held_before = this.held.is_some_and(|r| r != this.round);
+            if !held_before {
+                // More frames may follow in this round: send them all with
+                // a later flush. The wake makes sure there is one.
+                if this.sent < this.buf.len() {
+                    this.held.get_or_insert(this.round);
+                    cx.waker().wake_by_ref();
+                }
+                return Poll::Ready(Ok(()));
             }
-            return Poll::Ready(Ok(()));
         }
         ready!(this.poll_send(cx))?;
         Pin::new(&mut this.inner).poll_flush(cx)
@@ -304,6 +329,55 @@ mod tests {
             conn.read_exact(&mut one).await.unwrap();
         }
         assert_eq!(conn.mode, Mode::Plain);
+    }
+
+    #[tokio::test]
+    async fn a_flush_put_off_in_one_poll_is_sent_in_the_next() {
+        let (mut conn, mut client) = opened(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
+        conn.write_all(b"small").await.unwrap();
+        conn.flush().await.unwrap();
+        assert!(available(&mut client).await.is_empty(), "held back");
+        // The connection's next poll: a read that finds nothing, then more
+        // frames and their flush, which now sends everything.
+        let mut none = [0u8; 16];
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut rb = ReadBuf::new(&mut none);
+        assert!(Pin::new(&mut conn).poll_read(&mut cx, &mut rb).is_pending());
+        conn.write_all(b"more").await.unwrap();
+        conn.flush().await.unwrap();
+        assert_eq!(available(&mut client).await, b"smallmore");
+    }
+
+    #[tokio::test]
+    async fn a_slow_peer_does_not_grow_the_buffer() {
+        let (server, mut client) = duplex(64 * 1024);
+        let mut conn = Coalesce::new(server);
+        let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        client.write_all(preface).await.unwrap();
+        conn.read_exact(&mut [0u8; 24]).await.unwrap();
+        let total = 4 * 1024 * 1024;
+        let reader = tokio::spawn(async move {
+            let (mut got, mut b) = (0, vec![0u8; 4096]);
+            while got < total {
+                got += client.read(&mut b).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            got
+        });
+        let chunk = vec![1u8; 16 * 1024];
+        let mut largest = 0;
+        for _ in 0..total / chunk.len() {
+            conn.write_all(&chunk).await.unwrap();
+            conn.flush().await.unwrap();
+            largest = largest.max(conn.buf.len());
+        }
+        conn.flush().await.unwrap();
+        assert!(
+            largest <= HIGH_WATER + chunk.len(),
+            "buffer reached {largest} bytes"
+        );
+        assert_eq!(reader.await.unwrap(), total);
     }
 
     /// One step of a connection's writer: a write of `n` bytes (plain or

@@ -467,19 +467,27 @@ pub async fn list_objects(
         let page = state.store.list_page(query).await?;
         let mut items = page.items;
         if effective {
-            let mut spaces = HashMap::new();
-            for item in &mut items {
-                let sp = space_of(&item.path());
-                if !spaces.contains_key(&sp) {
-                    let found = match state.store.get(sp.clone()).await {
-                        Ok(s) => Some(s),
-                        Err(StoreError::NotFound(_)) => None,
-                        Err(e) => return Err(e.into()),
-                    };
-                    spaces.insert(sp.clone(), found);
+            // One read per distinct space, off the async workers: a page
+            // may span many spaces.
+            let store = state.store.clone();
+            items = tokio::task::spawn_blocking(move || {
+                let mut spaces = HashMap::new();
+                for item in &mut items {
+                    let sp = space_of(&item.path());
+                    if !spaces.contains_key(&sp) {
+                        let found = match store.get_blocking(&sp) {
+                            Ok(s) => Some(s),
+                            Err(StoreError::NotFound(_)) => None,
+                            Err(e) => return Err(e),
+                        };
+                        spaces.insert(sp.clone(), found);
+                    }
+                    apply_effective(spaces[&sp].as_ref(), item);
                 }
-                apply_effective(spaces[&sp].as_ref(), item);
-            }
+                Ok(items)
+            })
+            .await
+            .map_err(|e| StoreError::Internal(format!("read task failed: {e}")))??;
         }
         let list = ListBody {
             api_version: v1beta1::API_VERSION,
