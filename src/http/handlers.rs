@@ -17,7 +17,7 @@ use crate::model::{
     AnyObject, Container, Kind, Path, Selector, apply_space_defaults_to_container, validate_object,
 };
 pub use crate::store::Part;
-use crate::store::{ListQuery, StoreError, WriteOp};
+use crate::store::{ListQuery, Store, StoreError, WriteOp};
 
 /// Query parameters of collection GETs.
 #[derive(Debug, Default, Deserialize)]
@@ -98,6 +98,28 @@ fn apply_effective(space: Option<&AnyObject>, obj: &mut AnyObject) {
 
 fn space_of(path: &Path) -> Path {
     Path::new(Kind::Space, path.names()[..2].to_vec())
+}
+
+/// The spaces of the objects of a list, each read once (on the calling,
+/// blocking thread), for the effective view.
+#[derive(Default)]
+struct Spaces(HashMap<Path, Option<AnyObject>>);
+
+impl Spaces {
+    /// Applies the defaults of `obj`'s space, if it exists, to `obj`.
+    fn apply(&mut self, store: &Store, obj: &mut AnyObject) -> Result<(), StoreError> {
+        let sp = space_of(&obj.path());
+        if !self.0.contains_key(&sp) {
+            let found = match store.get_blocking(&sp) {
+                Ok(space) => Some(space),
+                Err(StoreError::NotFound(_)) => None,
+                Err(e) => return Err(e),
+            };
+            self.0.insert(sp.clone(), found);
+        }
+        apply_effective(self.0[&sp].as_ref(), obj);
+        Ok(())
+    }
 }
 
 async fn with_effective(state: &AppState, mut obj: AnyObject) -> Result<AnyObject, ApiError> {
@@ -471,20 +493,11 @@ pub async fn list_objects(
             // may span many spaces.
             let store = state.store.clone();
             items = tokio::task::spawn_blocking(move || {
-                let mut spaces = HashMap::new();
+                let mut spaces = Spaces::default();
                 for item in &mut items {
-                    let sp = space_of(&item.path());
-                    if !spaces.contains_key(&sp) {
-                        let found = match store.get_blocking(&sp) {
-                            Ok(s) => Some(s),
-                            Err(StoreError::NotFound(_)) => None,
-                            Err(e) => return Err(e),
-                        };
-                        spaces.insert(sp.clone(), found);
-                    }
-                    apply_effective(spaces[&sp].as_ref(), item);
+                    spaces.apply(&store, item)?;
                 }
-                Ok(items)
+                Ok::<_, StoreError>(items)
             })
             .await
             .map_err(|e| StoreError::Internal(format!("read task failed: {e}")))??;
@@ -537,7 +550,7 @@ async fn stream_list(
             )
             .as_bytes(),
         );
-        let mut spaces: HashMap<Path, Option<AnyObject>> = HashMap::new();
+        let mut spaces = Spaces::default();
         let mut first = true;
         let mut iter = iter;
         while let Some(entry) = iter.next_raw() {
@@ -561,18 +574,8 @@ async fn stream_list(
                         Ok(o) => o,
                         Err(e) => return fail(e),
                     };
-                    if effective {
-                        let sp = space_of(&obj.path());
-                        if !spaces.contains_key(&sp) {
-                            let found = match store.get_blocking(&sp) {
-                                Ok(space) => Some(space),
-                                Err(StoreError::NotFound(_)) => None,
-                                Err(e) => return fail(e),
-                            };
-                            spaces.insert(sp.clone(), found);
-                        }
-                        let space = &spaces[&sp];
-                        apply_effective(space.as_ref(), &mut obj);
+                    if effective && let Err(e) = spaces.apply(&store, &mut obj) {
+                        return fail(e);
                     }
                     let json =
                         serde_json::to_vec(&v1beta1::encode(&obj)).expect("documents serialize");
