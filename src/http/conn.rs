@@ -10,7 +10,7 @@
 //! has woken the connection's task, whose next poll (every poll of an h2
 //! connection reads until the socket has nothing, then sends) flushes
 //! again: data waits at most one poll, and a flush is never lost. The
-//! buffer stays under [`HIGH_WATER`] plus one write. HTTP/1.1 connections
+//! buffer stays under 256 KiB plus one write. HTTP/1.1 connections
 //! pass through untouched (hyper already gathers their writes); the
 //! protocol is told by the first bytes the client sends.
 
