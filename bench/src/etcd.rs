@@ -12,7 +12,7 @@ use tokio::sync::Mutex;
 
 use crate::report::{ListFigures, WatchFigures};
 use crate::util::{self, Run, Stop};
-use crate::workloads::{GET_STACK, LIST_STACK, RW_STACK, finish_fan_out};
+use crate::workloads::{GET_STACK, LIST_STACK, RW_STACK, Receipts, finish_fan_out};
 
 /// Puts per transaction when loading (etcd's default `--max-txn-ops`).
 const TXN_OPS: usize = 128;
@@ -279,42 +279,17 @@ impl Etcd {
         for (watcher, mut stream) in streams {
             tasks.push(tokio::spawn(async move {
                 let _keep = watcher;
-                let mut seen: Vec<Option<Instant>> = vec![None; writes];
-                let mut got = 0;
-                // As modelhub's watchers: one idle timer, re-armed at most
-                // once a second.
-                let idle = tokio::time::sleep(crate::workloads::WATCH_IDLE);
-                tokio::pin!(idle);
-                let mut armed = Instant::now();
-                while got < writes {
-                    let resp = tokio::select! {
-                        biased;
-                        r = stream.message() => match r {
-                            Ok(Some(r)) => r,
-                            _ => break,
-                        },
-                        () = &mut idle => break,
+                let mut receipts = Receipts::new(from, writes);
+                while !receipts.complete() {
+                    let Some(Ok(Some(resp))) = receipts.or_idle(stream.message()).await else {
+                        break;
                     };
                     let now = Instant::now();
-                    let before = got;
-                    for ev in resp.events() {
-                        let Some(kv) = ev.kv() else { continue };
-                        let rv = kv.mod_revision() as u64;
-                        if rv > from {
-                            let i = (rv - from - 1) as usize;
-                            if i < writes && seen[i].is_none() {
-                                seen[i] = Some(now);
-                                got += 1;
-                            }
-                        }
-                    }
-                    if got > before && now.duration_since(armed) >= Duration::from_secs(1) {
-                        armed = now;
-                        idle.as_mut()
-                            .reset(tokio::time::Instant::now() + crate::workloads::WATCH_IDLE);
+                    for kv in resp.events().iter().filter_map(|ev| ev.kv()) {
+                        receipts.note(kv.mod_revision() as u64, now);
                     }
                 }
-                seen
+                receipts.into_times()
             }));
         }
         let acks: Arc<Mutex<Vec<(u64, Instant)>>> =

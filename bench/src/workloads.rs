@@ -321,45 +321,28 @@ impl Hub {
         let mut tasks = Vec::with_capacity(watchers);
         for resp in streams {
             tasks.push(tokio::spawn(async move {
-                let mut seen: Vec<Option<Instant>> = vec![None; writes];
+                let mut receipts = Receipts::new(from, writes);
                 let mut body = resp.bytes_stream();
                 let mut buf: Vec<u8> = Vec::new();
-                let mut got = 0;
-                // Gives up after WATCH_IDLE without a new event. One timer,
-                // re-armed at most once a second, rather than one per chunk.
-                let idle = tokio::time::sleep(WATCH_IDLE);
-                tokio::pin!(idle);
-                let mut armed = Instant::now();
-                while got < writes {
-                    let chunk = tokio::select! {
-                        biased;
-                        c = body.next() => match c {
-                            Some(Ok(c)) => c,
-                            _ => break,
-                        },
-                        () = &mut idle => break,
+                while !receipts.complete() {
+                    let Some(Some(Ok(chunk))) = receipts.or_idle(body.next()).await else {
+                        break;
                     };
                     // Whole lines are read from the chunk where they are;
                     // only a line split across chunks is put together in
                     // `buf` (a chunk holds many events when the server
                     // coalesces them).
                     let now = Instant::now();
-                    let before = got;
                     if buf.is_empty() {
-                        let used = note_events(&chunk, from, now, &mut seen, &mut got);
+                        let used = note_events(&chunk, now, &mut receipts);
                         buf.extend_from_slice(&chunk[used..]);
                     } else {
                         buf.extend_from_slice(&chunk);
-                        let used = note_events(&buf, from, now, &mut seen, &mut got);
+                        let used = note_events(&buf, now, &mut receipts);
                         buf.drain(..used);
                     }
-                    if got > before && now.duration_since(armed) >= Duration::from_secs(1) {
-                        armed = now;
-                        idle.as_mut()
-                            .reset(tokio::time::Instant::now() + WATCH_IDLE);
-                    }
                 }
-                seen
+                receipts.into_times()
             }));
         }
         let acks: Arc<Mutex<Vec<(u64, Instant)>>> =
@@ -393,30 +376,80 @@ impl Hub {
 }
 
 /// How long a watcher waits for its next event before giving up.
-pub const WATCH_IDLE: Duration = Duration::from_secs(30);
+const WATCH_IDLE: Duration = Duration::from_secs(30);
 
-/// Records, for each whole event line of `data`, when revision
-/// `from + 1 + i` arrived (`seen[i]`, first receipt only; BOOKMARKs are
-/// skipped); answers how many bytes of whole lines were read.
-fn note_events(
-    data: &[u8],
+/// One watcher's receipts: when it received each revision `from + 1 + i`
+/// (first receipt only), and its idle timeout (WATCH_IDLE without a new
+/// event: one timer, re-armed at most once a second rather than per
+/// message). The same for both stores' watchers.
+pub struct Receipts {
     from: u64,
-    now: Instant,
-    seen: &mut [Option<Instant>],
-    got: &mut usize,
-) -> usize {
+    at: Vec<Option<Instant>>,
+    got: usize,
+    idle: std::pin::Pin<Box<tokio::time::Sleep>>,
+    armed: Instant,
+}
+
+impl Receipts {
+    /// For a watch from revision `from` that should see `writes` events.
+    pub fn new(from: u64, writes: usize) -> Receipts {
+        Receipts {
+            from,
+            at: vec![None; writes],
+            got: 0,
+            idle: Box::pin(tokio::time::sleep(WATCH_IDLE)),
+            armed: Instant::now(),
+        }
+    }
+
+    /// Whether every event was received.
+    pub fn complete(&self) -> bool {
+        self.got == self.at.len()
+    }
+
+    /// What `next` gives, or `None` once the watcher has been idle too long.
+    pub async fn or_idle<T>(&mut self, next: impl std::future::Future<Output = T>) -> Option<T> {
+        tokio::select! {
+            biased;
+            v = next => Some(v),
+            () = &mut self.idle => None,
+        }
+    }
+
+    /// Notes revision `rv`, received `now`.
+    pub fn note(&mut self, rv: u64, now: Instant) {
+        if rv > self.from
+            && let Some(slot) = self.at.get_mut((rv - self.from - 1) as usize)
+            && slot.is_none()
+        {
+            *slot = Some(now);
+            self.got += 1;
+            if now.duration_since(self.armed) >= Duration::from_secs(1) {
+                self.armed = now;
+                self.idle
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + WATCH_IDLE);
+            }
+        }
+    }
+
+    /// The receipt times, by revision.
+    pub fn into_times(self) -> Vec<Option<Instant>> {
+        self.at
+    }
+}
+
+/// Notes every whole event line of `data` (BOOKMARKs skipped); answers how
+/// many bytes of whole lines were read.
+fn note_events(data: &[u8], now: Instant, receipts: &mut Receipts) -> usize {
     let mut start = 0;
     while let Some(len) = memchr::memchr(b'\n', &data[start..]) {
         let line = &data[start..start + len];
         start += len + 1;
         if let Some(rv) = util::resource_version(line)
-            && rv > from
             && !line.starts_with(b"{\"type\":\"BOOKMARK\"")
-            && let Some(slot) = seen.get_mut((rv - from - 1) as usize)
-            && slot.is_none()
         {
-            *slot = Some(now);
-            *got += 1;
+            receipts.note(rv, now);
         }
     }
     start
