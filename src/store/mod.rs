@@ -213,7 +213,7 @@ impl Store {
     /// handing the read to a blocking thread and back (two context
     /// switches, which made up a third of a GET's CPU).
     pub async fn get(&self, path: Path) -> Result<AnyObject, StoreError> {
-        read::get(&self.inner.db, &path)
+        self.get_blocking(&path)
     }
 
     /// Reads one object on the calling (blocking) thread.
