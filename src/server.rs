@@ -8,10 +8,16 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
+use crate::http::cache::{DocCache, ListCache};
 use crate::http::watch::V1beta1Events;
 use crate::http::{AppState, Metrics, router};
-use crate::store::{Store, StoreError, StoreOptions};
+use crate::store::{Change, CommitHook, Store, StoreError, StoreOptions};
 use crate::watch::Hub;
+
+/// Budget of the rendered-document cache.
+const DOC_CACHE_BYTES: usize = 64 * 1024 * 1024;
+/// Budget of the rendered-list cache (one list may take half).
+const LIST_CACHE_BYTES: usize = 64 * 1024 * 1024;
 
 /// Server configuration.
 #[derive(Debug, Clone)]
@@ -133,8 +139,16 @@ pub async fn serve(
         config.watch_buffer,
         config.bookmark_interval,
     );
+    let lists = Arc::new(ListCache::new(LIST_CACHE_BYTES));
+    let on_commit: CommitHook = {
+        let (watch, lists) = (hub.hook(), lists.clone());
+        Arc::new(move |changes: &[Change]| {
+            lists.observe(changes);
+            watch(changes);
+        })
+    };
     let options = StoreOptions {
-        on_commit: Some(hub.hook()),
+        on_commit: Some(on_commit),
         cache_bytes: config.cache_bytes,
         snapshot_ttl: config.continue_ttl,
         checkpoint_interval: config.checkpoint_interval,
@@ -160,7 +174,8 @@ pub async fn serve(
         store: store.clone(),
         metrics: Arc::new(Metrics::default()),
         hub: hub.clone(),
-        docs: Arc::new(crate::http::cache::DocCache::new(64 * 1024 * 1024)),
+        docs: Arc::new(DocCache::new(DOC_CACHE_BYTES)),
+        lists,
     };
     let stop_streams = hub.clone();
     // Watch frames are small writes that must not wait for Nagle's timer.

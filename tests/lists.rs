@@ -616,3 +616,253 @@ fn continue_tokens_expire_with_their_snapshot() {
     let (st, _) = c.get(&format!("{}?limit=1&continue=1.a%C3%A9a", stack_cells(&s)));
     assert_eq!(st, 400);
 }
+
+// ---- the list cache ----
+
+/// `modelhub_list_cache_hits_total` from `/metrics`.
+fn list_cache_hits(c: &Client, s: &Server) -> u64 {
+    let text = c
+        .http
+        .get(format!("{}/metrics", s.base))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("modelhub_list_cache_hits_total "))
+        .unwrap_or_else(|| panic!("no list cache counter in {text}"))
+        .parse()
+        .unwrap()
+}
+
+/// The same list through the paged path, which never uses the list cache.
+fn uncached(c: &Client, url: &str) -> Value {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let (st, list) = c.get(&format!("{url}{sep}limit=100000"));
+    assert_eq!(st, 200, "{list}");
+    list
+}
+
+/// A server with stacks `r/s/t` and `r/s/u`.
+fn two_stacks() -> (Server, Client) {
+    let s = Server::start();
+    let c = Client::default();
+    hierarchy(&c, &s, "r", "s", "t");
+    hierarchy(&c, &s, "r", "s", "u");
+    (s, c)
+}
+
+#[test]
+fn unchanged_relists_are_served_from_the_cache_at_the_newest_revision() {
+    let (s, c) = two_stacks();
+    for n in ["a", "b", "c"] {
+        post_cell(&c, &s, n, json!({"n": n}));
+    }
+    let (st, first) = c.get(&stack_cells(&s));
+    assert_eq!(st, 200);
+    let hits = list_cache_hits(&c, &s);
+    let (_, again) = c.get(&stack_cells(&s));
+    assert_eq!(list_cache_hits(&c, &s), hits + 1);
+    assert_eq!(again, first);
+
+    // A write to another stack leaves the entry valid, and the list is
+    // exact at the newer revision: what the uncached path answers.
+    let (st, other) = c.post_json(
+        &s.api("/realms/r/spaces/s/stacks/u/cells"),
+        &json!({"metadata": {"name": "x"}}),
+    );
+    assert_eq!(st, 201);
+    let (_, later) = c.get(&stack_cells(&s));
+    assert_eq!(list_cache_hits(&c, &s), hits + 2);
+    assert_eq!(rv(&later), rv(&other));
+    assert_eq!(later["items"], first["items"]);
+    assert_eq!(later, uncached(&c, &stack_cells(&s)));
+
+    // A watch from that revision misses nothing written after it.
+    post_cell(&c, &s, "d", json!({}));
+    let events = c
+        .http
+        .get(format!(
+            "{}?watch=true&resourceVersion={}&timeoutSeconds=1",
+            stack_cells(&s),
+            rv(&later)
+        ))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let names: Vec<String> = events
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["type"] != "BOOKMARK")
+        .map(|e| {
+            e["object"]["metadata"]["name"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(names, ["d"]);
+}
+
+/// One write of a random kind into one of two stacks, by whichever
+/// endpoint `choice` picks; answers a description for failure messages.
+fn random_write(c: &Client, s: &Server, choice: u64, n: u64) -> String {
+    let stack = ["t", "u"][(choice % 2) as usize];
+    let cells = s.api(&format!("/realms/r/spaces/s/stacks/{stack}/cells"));
+    let name = format!("c{}", n % 6);
+    let app = ["web", "db"][(n % 2) as usize];
+    let state = ["Ready", "Stopped"][(n % 2) as usize];
+    let label = json!({"app": app, "n": n.to_string()});
+    let (what, (st, body)) = match (choice / 2) % 7 {
+        0 => (
+            "create",
+            c.post_json(&cells, &json!({"metadata": {"name": name, "labels": label}})),
+        ),
+        1 => (
+            "replace",
+            c.put_json(
+                &format!("{cells}/{name}"),
+                &json!({"metadata": {"name": name, "labels": label}}),
+            ),
+        ),
+        2 => (
+            "patch",
+            c.patch(
+                &format!("{cells}/{name}"),
+                &json!({"metadata": {"labels": label}}),
+            ),
+        ),
+        3 => (
+            "status",
+            c.put_json(
+                &format!("{cells}/{name}/status"),
+                &json!({"status": {"state": state}}),
+            ),
+        ),
+        4 => ("delete", c.delete(&format!("{cells}/{name}"))),
+        5 => (
+            "apply",
+            c.send(
+                c.http
+                    .post(s.api("/apply"))
+                    .header("content-type", "application/yaml")
+                    .body(format!(
+                        "kind: Cell\nmetadata:\n  name: {name}\n  labels: {{app: web, n: \"{n}\"}}\n\
+                         spec:\n  realmId: r\n  spaceId: s\n  stackId: {stack}\n"
+                    )),
+            ),
+        ),
+        _ => (
+            "container",
+            c.post_json(
+                &format!("{cells}/{name}/containers"),
+                &json!({"metadata": {"name": format!("k{n}")}, "spec": {"image": "busybox"}}),
+            ),
+        ),
+    };
+    // Missing objects and existing names are part of the game.
+    assert!(
+        [200, 201, 404, 409].contains(&st),
+        "{what} {stack}/{name}: {st} {body}"
+    );
+    format!("{what} {stack}/{name} -> {st}")
+}
+
+#[test]
+fn cached_lists_always_equal_the_uncached_answer() {
+    // Random writes of every kind into two stacks, each followed by the
+    // unpaged lists (cached or not) of several scopes and selectors, each
+    // compared whole with the paged answer, which never uses the cache.
+    let (s, c) = two_stacks();
+    let lists = [
+        stack_cells(&s),
+        s.api("/realms/r/spaces/s/stacks/u/cells"),
+        s.api("/realms/r/spaces/s/stacks/t/cells?labelSelector=app%3Dweb"),
+        s.api("/cells"),
+        s.api("/cells?stack=u"),
+        s.api("/containers"),
+        s.api("/realms/r/spaces/s/stacks"),
+    ];
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let mut history = Vec::new();
+    for n in 0..240 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        history.push(random_write(&c, &s, seed % 1000, n));
+        for url in &lists {
+            let (st, list) = c.get(url);
+            assert_eq!(st, 200, "{url}: {list}");
+            assert_eq!(
+                list,
+                uncached(&c, url),
+                "{url} after {:?}",
+                &history[history.len().saturating_sub(5)..]
+            );
+        }
+    }
+    assert!(list_cache_hits(&c, &s) > 0, "the cache was never used");
+    // Deleting a stack's cells by cascade empties its cached list too.
+    let (_, _) = c.get(&stack_cells(&s));
+    let (st, _) = c.delete(&format!(
+        "{}?cascade=true",
+        s.api("/realms/r/spaces/s/stacks/t")
+    ));
+    assert_eq!(st, 200);
+    let (st, list) = c.get(&stack_cells(&s));
+    assert!(st == 404 || list["items"] == json!([]), "{st} {list}");
+}
+
+#[test]
+fn concurrent_writers_never_see_a_stale_cached_list() {
+    // Every list must hold every cell whose create was acknowledged before
+    // the list was asked for, at a revision no older than those acks.
+    let (s, c) = two_stacks();
+    let acked = std::sync::Mutex::new(Vec::<(String, u64)>::new());
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        for w in 0..2 {
+            let (s, acked, done) = (&s, &acked, &done);
+            scope.spawn(move || {
+                let c = Client::default();
+                for i in 0..150 {
+                    // Every third write goes to the other stack.
+                    let stack = if i % 3 == 0 { "u" } else { "t" };
+                    let name = format!("w{w}-{i}");
+                    let (st, doc) = c.post_json(
+                        &s.api(&format!("/realms/r/spaces/s/stacks/{stack}/cells")),
+                        &json!({"metadata": {"name": name}}),
+                    );
+                    assert_eq!(st, 201, "{doc}");
+                    if stack == "t" {
+                        acked.lock().unwrap().push((name, rv(&doc)));
+                    }
+                }
+                done.store(true, std::sync::atomic::Ordering::SeqCst);
+            });
+        }
+        let mut lists = 0;
+        while !done.load(std::sync::atomic::Ordering::SeqCst) || lists < 20 {
+            let before = acked.lock().unwrap().clone();
+            let (st, list) = c.get(&stack_cells(&s));
+            assert_eq!(st, 200);
+            let names: std::collections::HashSet<String> = item_names(&list).into_iter().collect();
+            for (name, at) in &before {
+                assert!(
+                    names.contains(name),
+                    "{name} (rv {at}) missing at rv {}",
+                    rv(&list)
+                );
+                assert!(rv(&list) >= *at, "list rv {} < acked {at}", rv(&list));
+            }
+            for item in list["items"].as_array().unwrap() {
+                assert!(rv(item) <= rv(&list), "item newer than its list: {item}");
+            }
+            lists += 1;
+        }
+    });
+    let (_, last) = c.get(&stack_cells(&s));
+    assert_eq!(item_names(&last).len(), acked.lock().unwrap().len());
+    assert_eq!(last, uncached(&c, &stack_cells(&s)));
+}

@@ -1,16 +1,30 @@
-//! Rendered documents, cached by object and revision, so relisting
-//! unchanged objects copies bytes instead of decoding and re-encoding them.
+//! Rendered JSON, cached so that reads of unchanged data copy bytes
+//! instead of decoding and re-encoding them.
 //!
-//! An entry is valid exactly for the `resourceVersion` it was rendered at;
-//! a newer write simply makes it miss. Memory is bounded by a byte budget
-//! (when full, the cache starts over).
+//! - [`DocCache`]: documents by object and revision. An entry is valid
+//!   exactly for the `resourceVersion` it was rendered at; a newer write
+//!   simply makes it miss. When its byte budget is full, it starts over.
+//! - [`ListCache`]: whole unpaged lists by query (kind, scope, label
+//!   selector), so that a relist storm of an unchanged scope (controllers
+//!   restarting, watchers reconnecting) reads nothing from the store. The
+//!   commit hook ([`ListCache::observe`]) records, per scope, the revision
+//!   of the last write to it; an entry rendered at revision `C` is served
+//!   while no write to its scope is newer than `C`, at the newest revision
+//!   the hook has published (no write to the scope lies between the two, so
+//!   the list is exact at that revision and a watch from it misses
+//!   nothing). The hook runs before any write is acknowledged, so a client
+//!   always sees its own writes. Least recently used entries go when the
+//!   byte budget is full.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 
-use crate::model::Kind;
+use crate::model::{AnyObject, Kind};
+use crate::store::Change;
 
 /// The cache; one per server.
 pub struct DocCache {
@@ -62,6 +76,218 @@ impl DocCache {
     }
 }
 
+/// Scopes are tracked in this many hashed slots: two scopes sharing a
+/// slot only cost each other cache hits, never correctness.
+const SLOTS: usize = 4096;
+
+/// What a cached list answers: the kind listed, the scope names (`None`:
+/// any) and the label selector as the client wrote it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ListKey {
+    kind: Kind,
+    scope: Vec<Option<String>>,
+    selector: Option<String>,
+}
+
+impl ListKey {
+    /// The key of a list query.
+    pub fn new(kind: Kind, scope: &[Option<String>], selector: Option<&str>) -> ListKey {
+        ListKey {
+            kind,
+            scope: scope.to_vec(),
+            selector: selector.filter(|s| !s.is_empty()).map(str::to_owned),
+        }
+    }
+
+    /// The slot of the exact parent scope, if the list names all of it
+    /// (otherwise any write of the kind concerns it).
+    fn slot(&self) -> Option<usize> {
+        if self.scope.len() != self.kind.depth() - 1 {
+            return None;
+        }
+        let mut h = scope_hasher(self.kind);
+        for name in &self.scope {
+            hash_name(&mut h, name.as_deref()?);
+        }
+        Some(h.finish() as usize % SLOTS)
+    }
+}
+
+fn scope_hasher(kind: Kind) -> DefaultHasher {
+    let mut h = DefaultHasher::new();
+    (kind as u8).hash(&mut h);
+    h
+}
+
+fn hash_name(h: &mut DefaultHasher, name: &str) {
+    h.write(name.as_bytes());
+    // Not in any UTF-8 text: names cannot run into each other.
+    h.write_u8(0xff);
+}
+
+/// The slot of an object's parent scope.
+fn parent_slot(obj: &AnyObject) -> usize {
+    let mut h = scope_hasher(obj.kind());
+    let parents: [&str; 4] = match obj {
+        AnyObject::Realm(_) => [""; 4],
+        AnyObject::Space(o) => [&o.spec.realm_name, "", "", ""],
+        AnyObject::Stack(o) => [&o.spec.realm_name, &o.spec.space_name, "", ""],
+        AnyObject::Cell(o) => [
+            &o.spec.realm_name,
+            &o.spec.space_name,
+            &o.spec.stack_name,
+            "",
+        ],
+        AnyObject::Container(o) => [
+            &o.spec.realm_name,
+            &o.spec.space_name,
+            &o.spec.stack_name,
+            &o.spec.cell_name,
+        ],
+    };
+    for name in &parents[..obj.kind().depth() - 1] {
+        hash_name(&mut h, name);
+    }
+    h.finish() as usize % SLOTS
+}
+
+/// A cached list: its items' JSON (comma-separated, in chunks) as of
+/// `revision`.
+struct ListEntry {
+    revision: u64,
+    items: Arc<[Bytes]>,
+    bytes: usize,
+    used: u64,
+}
+
+#[derive(Default)]
+struct ListInner {
+    entries: HashMap<ListKey, ListEntry>,
+    bytes: usize,
+    clock: u64,
+}
+
+/// The list cache; one per server (see the module documentation).
+pub struct ListCache {
+    budget: usize,
+    /// Per hashed parent scope: the revision of its last write.
+    slots: Box<[AtomicU64]>,
+    /// Per kind: the revision of its last write anywhere.
+    kinds: [AtomicU64; 5],
+    /// The newest revision whose writes are all recorded above.
+    published: AtomicU64,
+    hits: AtomicU64,
+    inner: Mutex<ListInner>,
+}
+
+impl ListCache {
+    /// A cache holding at most `budget` bytes of lists (one list at most
+    /// half of it).
+    pub fn new(budget: usize) -> ListCache {
+        ListCache {
+            budget,
+            slots: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            kinds: Default::default(),
+            published: AtomicU64::new(0),
+            hits: AtomicU64::new(0),
+            inner: Mutex::new(ListInner::default()),
+        }
+    }
+
+    /// Records committed changes (the commit hook: called in revision
+    /// order, before the writes are acknowledged).
+    pub fn observe(&self, changes: &[Change]) {
+        for c in changes {
+            self.slots[parent_slot(&c.object)].store(c.revision, Ordering::Release);
+            self.kinds[c.object.kind() as usize].store(c.revision, Ordering::Release);
+        }
+        if let Some(last) = changes.last() {
+            self.published.store(last.revision, Ordering::Release);
+        }
+    }
+
+    /// The most bytes one list may take to be cached.
+    pub fn max_entry(&self) -> usize {
+        self.budget / 2
+    }
+
+    /// The cached items of `key` and the revision to serve them at, if no
+    /// write to the list's scope came after they were rendered.
+    pub fn get(&self, key: &ListKey) -> Option<(u64, Arc<[Bytes]>)> {
+        // Published first: every write up to it is in the slots read next.
+        let published = self.published.load(Ordering::Acquire);
+        let last_write = self.last_write(key);
+        let mut inner = self.inner.lock().expect("list cache");
+        let entry = inner.entries.get(key)?;
+        if last_write > entry.revision {
+            let bytes = entry.bytes;
+            inner.entries.remove(key);
+            inner.bytes -= bytes;
+            return None;
+        }
+        inner.clock += 1;
+        let clock = inner.clock;
+        let entry = inner.entries.get_mut(key).expect("present");
+        entry.used = clock;
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        Some((entry.revision.max(published), entry.items.clone()))
+    }
+
+    /// Remembers the items of `key` as rendered from a snapshot at
+    /// `revision`. A write to the scope after `revision` makes it miss.
+    pub fn insert(&self, key: ListKey, revision: u64, items: Vec<Bytes>) {
+        let bytes = items.iter().map(Bytes::len).sum::<usize>();
+        if bytes > self.max_entry() {
+            return;
+        }
+        let mut inner = self.inner.lock().expect("list cache");
+        if let Some(old) = inner.entries.remove(&key) {
+            inner.bytes -= old.bytes;
+        }
+        while inner.bytes + bytes > self.budget {
+            let Some(oldest) = inner
+                .entries
+                .iter()
+                .min_by_key(|(_, e)| e.used)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            let gone = inner.entries.remove(&oldest).expect("present");
+            inner.bytes -= gone.bytes;
+        }
+        inner.clock += 1;
+        let used = inner.clock;
+        inner.bytes += bytes;
+        inner.entries.insert(
+            key,
+            ListEntry {
+                revision,
+                items: items.into(),
+                bytes,
+                used,
+            },
+        );
+    }
+
+    /// Lists answered from the cache so far.
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of lists held.
+    pub fn bytes(&self) -> usize {
+        self.inner.lock().expect("list cache").bytes
+    }
+
+    fn last_write(&self, key: &ListKey) -> u64 {
+        match key.slot() {
+            Some(slot) => self.slots[slot].load(Ordering::Acquire),
+            None => self.kinds[key.kind as usize].load(Ordering::Acquire),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,5 +313,142 @@ mod tests {
         c.insert(Kind::Cell, b"k".to_vec(), 1, Bytes::from_static(b"abcd"));
         c.insert(Kind::Cell, b"k".to_vec(), 2, Bytes::from_static(b"ab"));
         assert_eq!(c.inner.lock().unwrap().bytes, 3);
+    }
+}
+
+#[cfg(test)]
+mod list_tests {
+    use super::*;
+    use crate::model::{Cell, CellSpec, ObjectMeta, Realm};
+    use crate::store::ChangeType;
+
+    fn cell(stack: &str, name: &str) -> Arc<AnyObject> {
+        Arc::new(AnyObject::Cell(Cell {
+            meta: ObjectMeta {
+                name: name.into(),
+                ..ObjectMeta::default()
+            },
+            spec: CellSpec {
+                realm_name: "r".into(),
+                space_name: "s".into(),
+                stack_name: stack.into(),
+                ..CellSpec::default()
+            },
+            status: Default::default(),
+        }))
+    }
+
+    fn change(revision: u64, object: Arc<AnyObject>) -> Change {
+        Change {
+            revision,
+            change: ChangeType::Added,
+            object,
+        }
+    }
+
+    fn scope(names: &[&str]) -> Vec<Option<String>> {
+        names.iter().map(|n| Some(n.to_string())).collect()
+    }
+
+    fn items(text: &'static str) -> Vec<Bytes> {
+        vec![Bytes::from_static(text.as_bytes())]
+    }
+
+    #[test]
+    fn a_write_to_the_scope_misses_and_a_write_elsewhere_serves_at_its_revision() {
+        let cache = ListCache::new(1 << 20);
+        let key = ListKey::new(Kind::Cell, &scope(&["r", "s", "t"]), None);
+        cache.observe(&[change(1, cell("t", "a"))]);
+        cache.insert(key.clone(), 1, items("{a}"));
+        let (rev, got) = cache.get(&key).expect("cached");
+        assert_eq!((rev, &got[..]), (1, &items("{a}")[..]));
+
+        // Another stack, and a realm: served, at the newest revision.
+        cache.observe(&[change(2, cell("u", "b"))]);
+        let realm = AnyObject::Realm(Realm {
+            meta: ObjectMeta {
+                name: "x".into(),
+                ..ObjectMeta::default()
+            },
+            spec: Default::default(),
+            status: Default::default(),
+        });
+        cache.observe(&[change(3, Arc::new(realm))]);
+        assert_eq!(cache.get(&key).map(|(rev, _)| rev), Some(3));
+        assert_eq!(cache.hits(), 2);
+
+        // The same stack: gone for good (its bytes too).
+        cache.observe(&[change(4, cell("t", "c"))]);
+        assert!(cache.get(&key).is_none());
+        assert_eq!(cache.bytes(), 0);
+        // Rendered before that write: stale at once.
+        cache.insert(key.clone(), 3, items("{a}"));
+        assert!(cache.get(&key).is_none());
+    }
+
+    #[test]
+    fn wildcard_scopes_miss_on_any_write_of_the_kind() {
+        let cache = ListCache::new(1 << 20);
+        let all = ListKey::new(Kind::Cell, &[], None);
+        let realm_wide = ListKey::new(Kind::Cell, &[Some("r".into())], None);
+        let by_stack = ListKey::new(Kind::Cell, &[None, None, Some("t".into())], None);
+        let stacks = ListKey::new(Kind::Stack, &scope(&["r", "s"]), None);
+        for key in [&all, &realm_wide, &by_stack, &stacks] {
+            cache.insert(key.clone(), 0, items("{}"));
+        }
+        cache.observe(&[change(1, cell("elsewhere", "a"))]);
+        assert!(cache.get(&all).is_none());
+        assert!(cache.get(&realm_wide).is_none());
+        assert!(cache.get(&by_stack).is_none());
+        // Another kind is untouched.
+        assert_eq!(cache.get(&stacks).map(|(rev, _)| rev), Some(1));
+    }
+
+    #[test]
+    fn selectors_are_separate_entries() {
+        let cache = ListCache::new(1 << 20);
+        let plain = ListKey::new(Kind::Cell, &scope(&["r", "s", "t"]), None);
+        let empty = ListKey::new(Kind::Cell, &scope(&["r", "s", "t"]), Some(""));
+        let selected = ListKey::new(Kind::Cell, &scope(&["r", "s", "t"]), Some("app=web"));
+        assert_eq!(plain, empty);
+        cache.insert(plain.clone(), 0, items("{a},{b}"));
+        assert!(cache.get(&selected).is_none());
+        cache.insert(selected.clone(), 0, items("{b}"));
+        assert_eq!(
+            &cache.get(&selected).expect("cached").1[..],
+            &items("{b}")[..]
+        );
+        assert_eq!(
+            &cache.get(&plain).expect("cached").1[..],
+            &items("{a},{b}")[..]
+        );
+    }
+
+    #[test]
+    fn the_budget_evicts_the_least_recently_used_and_refuses_big_lists() {
+        let cache = ListCache::new(100);
+        let key = |t: &str| ListKey::new(Kind::Cell, &scope(&["r", "s", t]), None);
+        let forty = || vec![Bytes::from(vec![b'x'; 40])];
+        cache.insert(key("a"), 0, forty());
+        cache.insert(key("b"), 0, forty());
+        assert!(cache.get(&key("a")).is_some());
+        cache.insert(key("c"), 0, forty());
+        assert!(cache.get(&key("b")).is_none(), "least recently used");
+        assert!(cache.get(&key("a")).is_some());
+        assert!(cache.get(&key("c")).is_some());
+        assert_eq!(cache.bytes(), 80);
+        // Over half the budget: not kept.
+        cache.insert(key("d"), 0, vec![Bytes::from(vec![b'x'; 51])]);
+        assert!(cache.get(&key("d")).is_none());
+        assert_eq!(cache.bytes(), 80);
+    }
+
+    #[test]
+    fn scope_slots_agree_between_queries_and_objects() {
+        let key = ListKey::new(Kind::Cell, &scope(&["r", "s", "t"]), None);
+        assert_eq!(key.slot(), Some(parent_slot(&cell("t", "any"))));
+        // Names do not run into each other.
+        let other = ListKey::new(Kind::Cell, &scope(&["r", "st", ""]), None);
+        assert_ne!(key.slot(), other.slot());
     }
 }

@@ -2,6 +2,7 @@
 //! fixed when the router is built (see [`super::router`]).
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -11,6 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::AppState;
 use super::body::{Body, BodyType, if_match, render, render_object, wants_yaml};
+use super::cache::ListKey;
 use super::error::ApiError;
 use crate::api::v1beta1::{self, Decoded, Format, types::ListMeta};
 use crate::model::{
@@ -513,22 +515,57 @@ pub async fn list_objects(
         };
         return Ok(render(&list, wants_yaml(&headers), StatusCode::OK));
     }
-    stream_list(state, kind, query, effective).await
+    let cache_key =
+        (!effective).then(|| ListKey::new(kind, &query.scope, params.label_selector.as_deref()));
+    if let Some((revision, items)) = cache_key.as_ref().and_then(|k| state.lists.get(k)) {
+        let mut chunks = Vec::with_capacity(items.len() + 2);
+        chunks.push(Bytes::from(list_head(kind, revision)));
+        chunks.extend(items.iter().cloned());
+        chunks.push(Bytes::from_static(LIST_TAIL));
+        let stream = futures_util::stream::iter(chunks.into_iter().map(Ok::<_, Infallible>));
+        return Ok(json_stream(axum::body::Body::from_stream(stream)));
+    }
+    stream_list(state, kind, query, effective, cache_key).await
+}
+
+/// A streamed list's text before its items.
+fn list_head(kind: Kind, revision: u64) -> String {
+    format!(
+        r#"{{"apiVersion":"{}","kind":"{}","metadata":{{"resourceVersion":"{}"}},"items":["#,
+        v1beta1::API_VERSION,
+        list_kind_name(kind),
+        revision
+    )
+}
+
+/// A streamed list's text after its items.
+const LIST_TAIL: &[u8] = b"]}";
+
+fn json_stream(body: axum::body::Body) -> Response {
+    let mut resp = (StatusCode::OK, body).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
 }
 
 /// Streams a whole list as JSON from one snapshot, a chunk at a time, so
-/// memory does not grow with the list.
+/// memory does not grow with the list; with `cache_key`, the rendered items
+/// are also kept in the list cache, if small enough.
 async fn stream_list(
     state: AppState,
     kind: Kind,
     query: ListQuery,
     effective: bool,
+    cache_key: Option<ListKey>,
 ) -> Result<Response, ApiError> {
     const CHUNK: usize = 256 * 1024;
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     let (opened_tx, opened_rx) = oneshot::channel::<Result<(), StoreError>>();
     let store = state.store.clone();
     let docs = state.docs.clone();
+    let lists = state.lists.clone();
     tokio::task::spawn_blocking(move || {
         let iter = match store.list_all(&query) {
             Ok(iter) => {
@@ -540,16 +577,13 @@ async fn stream_list(
                 return;
             }
         };
+        let revision = iter.revision();
         let mut buf = Vec::with_capacity(CHUNK * 2);
-        buf.extend_from_slice(
-            format!(
-                r#"{{"apiVersion":"{}","kind":"{}","metadata":{{"resourceVersion":"{}"}},"items":["#,
-                v1beta1::API_VERSION,
-                list_kind_name(kind),
-                iter.revision()
-            )
-            .as_bytes(),
-        );
+        buf.extend_from_slice(list_head(kind, revision).as_bytes());
+        // Where this chunk's items start (after the head in the first one).
+        let mut items_from = buf.len();
+        // The items' chunks for the cache, while they fit in it.
+        let mut kept = cache_key.map(|key| (key, Vec::new(), 0usize));
         let mut spaces = Spaces::default();
         let mut first = true;
         let mut iter = iter;
@@ -586,25 +620,45 @@ async fn stream_list(
                 }
             }
             if buf.len() >= CHUNK {
-                let chunk = std::mem::replace(&mut buf, Vec::with_capacity(CHUNK * 2));
-                if tx.blocking_send(Ok(Bytes::from(chunk))).is_err() {
+                let chunk = Bytes::from(std::mem::replace(&mut buf, Vec::with_capacity(CHUNK * 2)));
+                keep(&mut kept, chunk.slice(items_from..), lists.max_entry());
+                items_from = 0;
+                if tx.blocking_send(Ok(chunk)).is_err() {
                     return;
                 }
             }
         }
-        buf.extend_from_slice(b"]}");
-        let _ = tx.blocking_send(Ok(Bytes::from(buf)));
+        buf.extend_from_slice(LIST_TAIL);
+        let last = Bytes::from(buf);
+        keep(
+            &mut kept,
+            last.slice(items_from..last.len() - LIST_TAIL.len()),
+            lists.max_entry(),
+        );
+        if let Some((key, items, _)) = kept {
+            lists.insert(key, revision, items);
+        }
+        let _ = tx.blocking_send(Ok(last));
     });
     opened_rx
         .await
         .map_err(|_| ApiError::from(StoreError::Internal("list task ended early".into())))??;
-    let body = axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
-    let mut resp = (StatusCode::OK, body).into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    Ok(resp)
+    Ok(json_stream(axum::body::Body::from_stream(
+        tokio_stream::wrappers::ReceiverStream::new(rx),
+    )))
+}
+
+/// Adds a chunk of items to those kept for the list cache, or gives up
+/// keeping them once they exceed `max` bytes.
+fn keep(kept: &mut Option<(ListKey, Vec<Bytes>, usize)>, items: Bytes, max: usize) {
+    if let Some((_, chunks, bytes)) = kept {
+        *bytes += items.len();
+        if *bytes > max {
+            *kept = None;
+        } else if !items.is_empty() {
+            chunks.push(items);
+        }
+    }
 }
 
 #[cfg(test)]

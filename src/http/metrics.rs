@@ -42,9 +42,15 @@ pub async fn render(State(s): State<AppState>) -> Response {
          # TYPE modelhub_commits_total counter\nmodelhub_commits_total {commits}\n\
          # HELP modelhub_checkpoints_total Checkpoints of the write-ahead log into the database.\n\
          # TYPE modelhub_checkpoints_total counter\nmodelhub_checkpoints_total {}\n\
-         # HELP modelhub_watchers Open watch streams.\n# TYPE modelhub_watchers gauge\nmodelhub_watchers {}\n",
+         # HELP modelhub_watchers Open watch streams.\n# TYPE modelhub_watchers gauge\nmodelhub_watchers {}\n\
+         # HELP modelhub_list_cache_hits_total Unpaged lists answered from the list cache.\n\
+         # TYPE modelhub_list_cache_hits_total counter\nmodelhub_list_cache_hits_total {}\n\
+         # HELP modelhub_list_cache_bytes Bytes of rendered lists cached.\n\
+         # TYPE modelhub_list_cache_bytes gauge\nmodelhub_list_cache_bytes {}\n",
         s.store.checkpoints(),
-        s.hub.watchers()
+        s.hub.watchers(),
+        s.lists.hits(),
+        s.lists.bytes(),
     ));
     if let Ok(rev) = s.store.revision().await {
         out.push_str(&format!(

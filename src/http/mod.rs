@@ -40,6 +40,8 @@ pub struct AppState {
     pub hub: Arc<crate::watch::Hub>,
     /// Rendered documents for lists.
     pub docs: Arc<cache::DocCache>,
+    /// Rendered whole lists (fed by the store's commit hook).
+    pub lists: Arc<cache::ListCache>,
 }
 
 /// The API base path.
