@@ -78,7 +78,7 @@ impl DocCache {
 
 /// Scopes are tracked in this many hashed slots: two scopes sharing a
 /// slot only cost each other cache hits, never correctness.
-const SLOTS: usize = 4096;
+const SLOTS: usize = 1 << 16;
 
 /// What a cached list answers: the kind listed, the scope names (`None`:
 /// any) and the label selector as the client wrote it.
