@@ -189,13 +189,26 @@ impl Etcd {
             .max_decoding_message_size(1 << 30)
     }
 
-    /// Range-gets every key under `/kukeon/bench/s/<stack>/` `repeat` times.
-    pub async fn list(&self, stack: &str, repeat: usize) -> ListFigures {
+    /// Range-gets every key under `/kukeon/bench/s/<stack>/` `repeat`
+    /// times; with `write_first`, each after an (untimed) put of one of the
+    /// cells with a new status, as modelhub's list does.
+    pub async fn list(&self, stack: &str, repeat: usize, write_first: bool) -> ListFigures {
         let prefix = format!("/kukeon/bench/s/{stack}/");
         let mut kv = self.big_kv();
+        let mut writer = self.client(0);
         let mut figures = ListFigures::default();
         let started = Instant::now();
-        for _ in 0..repeat {
+        for i in 0..repeat {
+            if write_first {
+                let name = util::nth_cell(i % figures.items.max(1));
+                let mut doc = util::cell_doc(stack, &name);
+                doc["status"] = util::cell_status(stack, &name, i as u64);
+                let value = serde_json::to_vec(&doc).expect("json");
+                writer
+                    .put(util::etcd_key(stack, &name), value, None)
+                    .await
+                    .expect("etcd put before a list");
+            }
             let t = Instant::now();
             let resp = kv
                 .get(prefix.as_str(), Some(GetOptions::new().with_prefix()))

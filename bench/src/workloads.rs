@@ -106,14 +106,19 @@ impl Hub {
         .await
     }
 
+    /// Restart counts of status writes start from this per-run offset, so
+    /// that every write changes the stored status, even on a reused
+    /// database.
+    fn status_base(&self) -> u64 {
+        u64::from_str_radix(&self.run, 16).unwrap_or(0) % 1_000_000 * 1_000_000
+    }
+
     /// Status writes (`PUT .../cells/{c}/status`) on `cells` existing cells.
     pub async fn status(&self, clients: usize, stop: Stop, cells: usize) -> Run {
         self.ensure_cells(RW_STACK, cells).await;
         let path = Arc::new(util::cells_path(RW_STACK));
         let pool = Arc::new(raw::Pool::new(&self.base, clients));
-        // Restart counts start from a per-run offset so every write changes
-        // the stored status, even on a reused database.
-        let base_n: u64 = u64::from_str_radix(&self.run, 16).unwrap_or(0) % 1_000_000 * 1_000_000;
+        let base_n = self.status_base();
         util::closed_loop(self.pid, clients, stop, move |c, seq| {
             let (pool, path) = (pool.clone(), path.clone());
             let name = util::nth_cell(util::spread(seq, cells));
@@ -155,8 +160,11 @@ impl Hub {
 
     /// Lists every cell of `bench/s/<stack>` (no limit, the whole JSON body
     /// read into one buffer, not parsed) `repeat` times, one after the other,
-    /// on one keep-alive connection of the minimal client.
-    pub async fn list(&self, stack: &str, repeat: usize) -> ListFigures {
+    /// on one keep-alive connection of the minimal client. With
+    /// `write_first`, each list follows an (untimed) status write to one of
+    /// the cells, on another connection: the list is then never one the
+    /// server has already rendered.
+    pub async fn list(&self, stack: &str, repeat: usize, write_first: bool) -> ListFigures {
         let url = util::stack_cells_url(&self.base, stack);
         // Untimed: check the count once.
         let v: Value = self
@@ -176,8 +184,20 @@ impl Hub {
         let path = util::cells_path(stack);
         let mut conn = raw::Conn::connect(&self.base).await.expect("connect");
         let mut body = Vec::new();
+        let mut writer = raw::Conn::connect(&self.base).await.expect("connect");
+        let base_n = self.status_base();
         let started = Instant::now();
-        for _ in 0..repeat {
+        for i in 0..repeat {
+            if write_first {
+                let name = util::nth_cell(i % items.max(1));
+                let status = json!({"status": util::cell_status(stack, &name, base_n + i as u64)});
+                let status = serde_json::to_vec(&status).expect("json");
+                let resp = writer
+                    .request("PUT", &format!("{path}/{name}/status"), &status)
+                    .await
+                    .expect("status write");
+                assert_eq!(resp.status, 200, "status write before a list");
+            }
             let t = Instant::now();
             let resp = conn.get_into(&path, &mut body).await.expect("list");
             assert_eq!(resp.status, 200);
