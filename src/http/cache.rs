@@ -80,6 +80,9 @@ impl DocCache {
 /// slot only cost each other cache hits, never correctness.
 const SLOTS: usize = 1 << 16;
 
+/// Most lists cached at once (evicting scans them all).
+const MAX_LISTS: usize = 4096;
+
 /// What a cached list answers: the kind listed, the scope names (`None`:
 /// any) and the label selector as the client wrote it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -182,7 +185,7 @@ pub struct ListCache {
 
 impl ListCache {
     /// A cache holding at most `budget` bytes of lists (one list at most
-    /// half of it).
+    /// half of it), and at most 4,096 lists.
     pub fn new(budget: usize) -> ListCache {
         ListCache {
             budget,
@@ -244,7 +247,7 @@ impl ListCache {
         if let Some(old) = inner.entries.remove(&key) {
             inner.bytes -= old.bytes;
         }
-        while inner.bytes + bytes > self.budget {
+        while inner.bytes + bytes > self.budget || inner.entries.len() >= MAX_LISTS {
             let Some(oldest) = inner
                 .entries
                 .iter()
@@ -437,6 +440,13 @@ mod list_tests {
         assert!(cache.get(&key("a")).is_some());
         assert!(cache.get(&key("c")).is_some());
         assert_eq!(cache.bytes(), 80);
+        // A count bound too.
+        let many = ListCache::new(1 << 30);
+        for i in 0..MAX_LISTS + 10 {
+            many.insert(key(&i.to_string()), 0, items("{}"));
+        }
+        assert_eq!(many.inner.lock().unwrap().entries.len(), MAX_LISTS);
+        assert!(many.get(&key(&(MAX_LISTS + 9).to_string())).is_some());
         // Over half the budget: not kept.
         cache.insert(key("d"), 0, vec![Bytes::from(vec![b'x'; 51])]);
         assert!(cache.get(&key("d")).is_none());
