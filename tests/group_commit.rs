@@ -235,3 +235,32 @@ async fn revisions_are_dense_ordered_and_survive_reopening() {
         .unwrap();
     assert_eq!(next.object.meta().resource_version, 301);
 }
+
+#[tokio::test]
+async fn the_committing_revision_follows_commits_only() {
+    // Readers compare it with what the commit hook has been told (the list
+    // cache): it must cover every committed revision, and nothing else.
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    assert_eq!(store.committing_revision(), 0, "nothing written yet");
+    for (i, name) in ["a", "b"].into_iter().enumerate() {
+        store
+            .write(WriteOp::Create(realm(name, "ns")))
+            .await
+            .unwrap();
+        assert_eq!(store.committing_revision(), i as u64 + 1);
+    }
+    let refused = store.write(WriteOp::Create(realm("a", "other"))).await;
+    assert!(matches!(refused, Err(StoreError::AlreadyExists(_))));
+    assert_eq!(
+        store.committing_revision(),
+        2,
+        "a refused write commits nothing"
+    );
+    let outcome = store
+        .apply(vec![realm("c", "ns"), realm("d", "ns")], false)
+        .await
+        .unwrap();
+    assert_eq!(outcome.revision, 4);
+    assert_eq!(store.committing_revision(), 4);
+}

@@ -782,7 +782,11 @@ fn cached_lists_always_equal_the_uncached_answer() {
         s.api("/cells"),
         s.api("/cells?stack=u"),
         s.api("/containers"),
+        s.api("/realms/r/spaces/s/stacks/t/cells/c0/containers"),
+        s.api("/cells?realm=r&space=s&stack=t"),
         s.api("/realms/r/spaces/s/stacks"),
+        s.api("/realms/r/spaces"),
+        s.api("/realms"),
     ];
     let mut seed = 0x2545_f491_4f6c_dd1d_u64;
     let mut history = Vec::new();
@@ -845,9 +849,22 @@ fn concurrent_writers_never_see_a_stale_cached_list() {
         let mut lists = 0;
         while !done.load(std::sync::atomic::Ordering::SeqCst) || lists < 20 {
             let before = acked.lock().unwrap().clone();
+            // A read through the uncached path first: the unpaged list
+            // after it must not go back in time (only creates here, so
+            // every later list holds every earlier list's cells).
+            let paged = uncached(&c, &stack_cells(&s));
             let (st, list) = c.get(&stack_cells(&s));
             assert_eq!(st, 200);
             let names: std::collections::HashSet<String> = item_names(&list).into_iter().collect();
+            assert!(
+                rv(&list) >= rv(&paged),
+                "list went back: {} < {}",
+                rv(&list),
+                rv(&paged)
+            );
+            for name in item_names(&paged) {
+                assert!(names.contains(&name), "{name} seen, then missing");
+            }
             for (name, at) in &before {
                 assert!(
                     names.contains(name),

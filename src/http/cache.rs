@@ -216,9 +216,16 @@ impl ListCache {
 
     /// The cached items of `key` and the revision to serve them at, if no
     /// write to the list's scope came after they were rendered.
-    pub fn get(&self, key: &ListKey) -> Option<(u64, Arc<[Bytes]>)> {
+    /// `committing` is the store's newest revision committed or being
+    /// committed: while it is ahead of what the hook has published, a read
+    /// elsewhere may already show a write not yet recorded here, and a
+    /// cached answer could then go back in time; so that misses.
+    pub fn get(&self, key: &ListKey, committing: u64) -> Option<(u64, Arc<[Bytes]>)> {
         // Published first: every write up to it is in the slots read next.
         let published = self.published.load(Ordering::Acquire);
+        if committing > published {
+            return None;
+        }
         let last_write = self.last_write(key);
         let mut inner = self.inner.lock().expect("list cache");
         let entry = inner.entries.get(key)?;
@@ -238,8 +245,10 @@ impl ListCache {
 
     /// Remembers the items of `key` as rendered from a snapshot at
     /// `revision`. A write to the scope after `revision` makes it miss.
-    pub fn insert(&self, key: ListKey, revision: u64, items: Vec<Bytes>) {
-        let bytes = items.iter().map(Bytes::len).sum::<usize>();
+    /// `bytes` is the memory the items hold (their buffers' capacity, at
+    /// least their length).
+    pub fn insert(&self, key: ListKey, revision: u64, items: Vec<Bytes>, bytes: usize) {
+        let bytes = bytes.max(items.iter().map(Bytes::len).sum());
         if bytes > self.max_entry() {
             return;
         }
@@ -247,17 +256,21 @@ impl ListCache {
         if let Some(old) = inner.entries.remove(&key) {
             inner.bytes -= old.bytes;
         }
-        while inner.bytes + bytes > self.budget || inner.entries.len() >= MAX_LISTS {
-            let Some(oldest) = inner
+        if inner.bytes + bytes > self.budget || inner.entries.len() >= MAX_LISTS {
+            // Oldest use first, sorted once.
+            let mut by_use: Vec<(u64, ListKey)> = inner
                 .entries
                 .iter()
-                .min_by_key(|(_, e)| e.used)
-                .map(|(k, _)| k.clone())
-            else {
-                break;
-            };
-            let gone = inner.entries.remove(&oldest).expect("present");
-            inner.bytes -= gone.bytes;
+                .map(|(k, e)| (e.used, k.clone()))
+                .collect();
+            by_use.sort_unstable_by_key(|(used, _)| *used);
+            for (_, oldest) in by_use {
+                if inner.bytes + bytes <= self.budget && inner.entries.len() < MAX_LISTS {
+                    break;
+                }
+                let gone = inner.entries.remove(&oldest).expect("present");
+                inner.bytes -= gone.bytes;
+            }
         }
         inner.clock += 1;
         let used = inner.clock;
@@ -362,8 +375,8 @@ mod list_tests {
         let cache = ListCache::new(1 << 20);
         let key = ListKey::new(Kind::Cell, &scope(&["r", "s", "t"]), None);
         cache.observe(&[change(1, cell("t", "a"))]);
-        cache.insert(key.clone(), 1, items("{a}"));
-        let (rev, got) = cache.get(&key).expect("cached");
+        cache.insert(key.clone(), 1, items("{a}"), 0);
+        let (rev, got) = cache.get(&key, 0).expect("cached");
         assert_eq!((rev, &got[..]), (1, &items("{a}")[..]));
 
         // Another stack, and a realm: served, at the newest revision.
@@ -377,16 +390,42 @@ mod list_tests {
             status: Default::default(),
         });
         cache.observe(&[change(3, Arc::new(realm))]);
-        assert_eq!(cache.get(&key).map(|(rev, _)| rev), Some(3));
+        assert_eq!(cache.get(&key, 0).map(|(rev, _)| rev), Some(3));
         assert_eq!(cache.hits(), 2);
 
         // The same stack: gone for good (its bytes too).
         cache.observe(&[change(4, cell("t", "c"))]);
-        assert!(cache.get(&key).is_none());
+        assert!(cache.get(&key, 0).is_none());
         assert_eq!(cache.bytes(), 0);
         // Rendered before that write: stale at once.
-        cache.insert(key.clone(), 3, items("{a}"));
-        assert!(cache.get(&key).is_none());
+        cache.insert(key.clone(), 3, items("{a}"), 0);
+        assert!(cache.get(&key, 0).is_none());
+    }
+
+    #[test]
+    fn a_commit_not_yet_published_misses_so_reads_never_go_back() {
+        let cache = ListCache::new(1 << 20);
+        let key = ListKey::new(Kind::Cell, &scope(&["r", "s", "t"]), None);
+        cache.observe(&[change(1, cell("t", "a"))]);
+        cache.insert(key.clone(), 1, items("{a}"), 0);
+        // Revision 2 (anywhere) is committing: a snapshot may show it, the
+        // hook has not recorded it yet.
+        assert!(cache.get(&key, 2).is_none());
+        cache.observe(&[change(2, cell("u", "b"))]);
+        assert_eq!(cache.get(&key, 2).map(|(rev, _)| rev), Some(2));
+    }
+
+    #[test]
+    fn the_memory_held_counts_not_just_the_lengths() {
+        let cache = ListCache::new(1000);
+        let key = ListKey::new(Kind::Cell, &scope(&["r", "s", "t"]), None);
+        cache.insert(key.clone(), 0, items("{a}"), 300);
+        assert_eq!(cache.bytes(), 300);
+        // Held beyond half the budget: not kept, however short.
+        let other = ListKey::new(Kind::Cell, &scope(&["r", "s", "u"]), None);
+        cache.insert(other.clone(), 0, items("{a}"), 501);
+        assert!(cache.get(&other, 0).is_none());
+        assert_eq!(cache.bytes(), 300);
     }
 
     #[test]
@@ -397,14 +436,14 @@ mod list_tests {
         let by_stack = ListKey::new(Kind::Cell, &[None, None, Some("t".into())], None);
         let stacks = ListKey::new(Kind::Stack, &scope(&["r", "s"]), None);
         for key in [&all, &realm_wide, &by_stack, &stacks] {
-            cache.insert(key.clone(), 0, items("{}"));
+            cache.insert(key.clone(), 0, items("{}"), 0);
         }
         cache.observe(&[change(1, cell("elsewhere", "a"))]);
-        assert!(cache.get(&all).is_none());
-        assert!(cache.get(&realm_wide).is_none());
-        assert!(cache.get(&by_stack).is_none());
+        assert!(cache.get(&all, 0).is_none());
+        assert!(cache.get(&realm_wide, 0).is_none());
+        assert!(cache.get(&by_stack, 0).is_none());
         // Another kind is untouched.
-        assert_eq!(cache.get(&stacks).map(|(rev, _)| rev), Some(1));
+        assert_eq!(cache.get(&stacks, 0).map(|(rev, _)| rev), Some(1));
     }
 
     #[test]
@@ -414,15 +453,15 @@ mod list_tests {
         let empty = ListKey::new(Kind::Cell, &scope(&["r", "s", "t"]), Some(""));
         let selected = ListKey::new(Kind::Cell, &scope(&["r", "s", "t"]), Some("app=web"));
         assert_eq!(plain, empty);
-        cache.insert(plain.clone(), 0, items("{a},{b}"));
-        assert!(cache.get(&selected).is_none());
-        cache.insert(selected.clone(), 0, items("{b}"));
+        cache.insert(plain.clone(), 0, items("{a},{b}"), 0);
+        assert!(cache.get(&selected, 0).is_none());
+        cache.insert(selected.clone(), 0, items("{b}"), 0);
         assert_eq!(
-            &cache.get(&selected).expect("cached").1[..],
+            &cache.get(&selected, 0).expect("cached").1[..],
             &items("{b}")[..]
         );
         assert_eq!(
-            &cache.get(&plain).expect("cached").1[..],
+            &cache.get(&plain, 0).expect("cached").1[..],
             &items("{a},{b}")[..]
         );
     }
@@ -432,24 +471,24 @@ mod list_tests {
         let cache = ListCache::new(100);
         let key = |t: &str| ListKey::new(Kind::Cell, &scope(&["r", "s", t]), None);
         let forty = || vec![Bytes::from(vec![b'x'; 40])];
-        cache.insert(key("a"), 0, forty());
-        cache.insert(key("b"), 0, forty());
-        assert!(cache.get(&key("a")).is_some());
-        cache.insert(key("c"), 0, forty());
-        assert!(cache.get(&key("b")).is_none(), "least recently used");
-        assert!(cache.get(&key("a")).is_some());
-        assert!(cache.get(&key("c")).is_some());
+        cache.insert(key("a"), 0, forty(), 0);
+        cache.insert(key("b"), 0, forty(), 0);
+        assert!(cache.get(&key("a"), 0).is_some());
+        cache.insert(key("c"), 0, forty(), 0);
+        assert!(cache.get(&key("b"), 0).is_none(), "least recently used");
+        assert!(cache.get(&key("a"), 0).is_some());
+        assert!(cache.get(&key("c"), 0).is_some());
         assert_eq!(cache.bytes(), 80);
         // A count bound too.
         let many = ListCache::new(1 << 30);
         for i in 0..MAX_LISTS + 10 {
-            many.insert(key(&i.to_string()), 0, items("{}"));
+            many.insert(key(&i.to_string()), 0, items("{}"), 0);
         }
         assert_eq!(many.inner.lock().unwrap().entries.len(), MAX_LISTS);
-        assert!(many.get(&key(&(MAX_LISTS + 9).to_string())).is_some());
+        assert!(many.get(&key(&(MAX_LISTS + 9).to_string()), 0).is_some());
         // Over half the budget: not kept.
-        cache.insert(key("d"), 0, vec![Bytes::from(vec![b'x'; 51])]);
-        assert!(cache.get(&key("d")).is_none());
+        cache.insert(key("d"), 0, vec![Bytes::from(vec![b'x'; 51])], 0);
+        assert!(cache.get(&key("d"), 0).is_none());
         assert_eq!(cache.bytes(), 80);
     }
 

@@ -517,7 +517,11 @@ pub async fn list_objects(
     }
     let cache_key =
         (!effective).then(|| ListKey::new(kind, &query.scope, params.label_selector.as_deref()));
-    if let Some((revision, items)) = cache_key.as_ref().and_then(|k| state.lists.get(k)) {
+    let committing = state.store.committing_revision();
+    if let Some((revision, items)) = cache_key
+        .as_ref()
+        .and_then(|k| state.lists.get(k, committing))
+    {
         let mut chunks = Vec::with_capacity(items.len() + 2);
         chunks.push(Bytes::from(list_head(kind, revision)));
         chunks.extend(items.iter().cloned());
@@ -561,6 +565,9 @@ async fn stream_list(
     cache_key: Option<ListKey>,
 ) -> Result<Response, ApiError> {
     const CHUNK: usize = 256 * 1024;
+    // Room for the document that crosses the mark; what is spare is held
+    // (and counted) by a cached list.
+    const CAPACITY: usize = CHUNK + CHUNK / 8;
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     let (opened_tx, opened_rx) = oneshot::channel::<Result<(), StoreError>>();
     let store = state.store.clone();
@@ -578,7 +585,7 @@ async fn stream_list(
             }
         };
         let revision = iter.revision();
-        let mut buf = Vec::with_capacity(CHUNK * 2);
+        let mut buf = Vec::with_capacity(CAPACITY);
         buf.extend_from_slice(list_head(kind, revision).as_bytes());
         // Where this chunk's items start (after the head in the first one).
         let mut items_from = buf.len();
@@ -620,8 +627,14 @@ async fn stream_list(
                 }
             }
             if buf.len() >= CHUNK {
-                let chunk = Bytes::from(std::mem::replace(&mut buf, Vec::with_capacity(CHUNK * 2)));
-                keep(&mut kept, chunk.slice(items_from..), lists.max_entry());
+                let held = buf.capacity();
+                let chunk = Bytes::from(std::mem::replace(&mut buf, Vec::with_capacity(CAPACITY)));
+                keep(
+                    &mut kept,
+                    chunk.slice(items_from..),
+                    held,
+                    lists.max_entry(),
+                );
                 items_from = 0;
                 if tx.blocking_send(Ok(chunk)).is_err() {
                     return;
@@ -629,14 +642,20 @@ async fn stream_list(
             }
         }
         buf.extend_from_slice(LIST_TAIL);
+        if kept.is_some() {
+            // The last chunk is mostly spare room: do not cache that.
+            buf.shrink_to_fit();
+        }
+        let held = buf.capacity();
         let last = Bytes::from(buf);
         keep(
             &mut kept,
             last.slice(items_from..last.len() - LIST_TAIL.len()),
+            held,
             lists.max_entry(),
         );
-        if let Some((key, items, _)) = kept {
-            lists.insert(key, revision, items);
+        if let Some((key, items, held)) = kept {
+            lists.insert(key, revision, items, held);
         }
         let _ = tx.blocking_send(Ok(last));
     });
@@ -648,11 +667,11 @@ async fn stream_list(
     )))
 }
 
-/// Adds a chunk of items to those kept for the list cache, or gives up
-/// keeping them once they exceed `max` bytes.
-fn keep(kept: &mut Option<(ListKey, Vec<Bytes>, usize)>, items: Bytes, max: usize) {
+/// Adds a chunk of items (in a buffer of `held` bytes) to those kept for
+/// the list cache, or gives up keeping them once they hold over `max`.
+fn keep(kept: &mut Option<(ListKey, Vec<Bytes>, usize)>, items: Bytes, held: usize, max: usize) {
     if let Some((_, chunks, bytes)) = kept {
-        *bytes += items.len();
+        *bytes += held;
         if *bytes > max {
             *kept = None;
         } else if !items.is_empty() {

@@ -118,6 +118,16 @@ impl Store {
         )
     }
 
+    /// The newest revision this process's writer has committed or is
+    /// committing (0 before its first write): a read may already see it
+    /// while the commit hook has not yet been told of it.
+    pub fn committing_revision(&self) -> u64 {
+        self.inner
+            .stats
+            .committing
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Checkpoints of the write-ahead log so far.
     pub fn checkpoints(&self) -> u64 {
         self.inner

@@ -100,6 +100,11 @@ impl Journal {
         }
     }
 
+    /// The revision of the last change recorded, if any.
+    pub fn last(&self) -> Option<u64> {
+        (self.count > 0).then(|| self.first + u64::from(self.count) - 1)
+    }
+
     /// Fills in the header; answers the record's length.
     fn seal(&mut self) -> usize {
         if self.buf.len() < PREFIX {

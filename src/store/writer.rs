@@ -176,6 +176,10 @@ pub struct WriterStats {
     pub commits: AtomicU64,
     /// Checkpoints of the write-ahead log into the database.
     pub checkpoints: AtomicU64,
+    /// The newest revision committed or being committed by this writer
+    /// (0 before its first commit): readers may see it from the moment its
+    /// commit starts, before the commit hook has been told.
+    pub committing: AtomicU64,
 }
 
 /// The writer thread's loop: runs until every sender is dropped.
@@ -217,7 +221,7 @@ pub(super) fn run(
                 dry_run,
                 reply,
             } => {
-                let result = apply_documents(&db, &mut wal, objects, dry_run);
+                let result = apply_documents(&db, &mut wal, objects, dry_run, &stats);
                 if let (Ok(outcome), Some(hook)) = (&result, &hook)
                     && !dry_run
                     && !outcome.changes.is_empty()
@@ -246,7 +250,7 @@ pub(super) fn run(
         stats
             .requests
             .fetch_add(ops.len() as u64, Ordering::Relaxed);
-        match commit_batch(&db, &mut wal, ops) {
+        match commit_batch(&db, &mut wal, ops, &stats) {
             Ok((outcomes, committed)) => {
                 if committed {
                     stats.commits.fetch_add(1, Ordering::Relaxed);
@@ -280,6 +284,7 @@ fn apply_documents(
     wal: &mut Wal,
     objects: Vec<AnyObject>,
     dry_run: bool,
+    stats: &WriterStats,
 ) -> Result<ApplyOutcome, StoreError> {
     wal.check()?;
     let txn = db.begin_write()?;
@@ -327,7 +332,7 @@ fn apply_documents(
         (start, rev, std::mem::take(&mut tables.journal))
     };
     if rev != start && !dry_run {
-        commit(txn, wal, &mut journal)?;
+        commit(txn, wal, &mut journal, stats)?;
     } else {
         txn.abort()?;
     }
@@ -378,6 +383,7 @@ fn commit_batch(
     db: &Database,
     wal: &mut Wal,
     ops: Vec<WriteOp>,
+    stats: &WriterStats,
 ) -> Result<(Outcomes, bool), StoreError> {
     wal.check()?;
     let txn = db.begin_write()?;
@@ -402,7 +408,7 @@ fn commit_batch(
         std::mem::take(&mut tables.journal)
     };
     if changed {
-        commit(txn, wal, &mut journal)?;
+        commit(txn, wal, &mut journal, stats)?;
     } else {
         txn.abort()?;
     }
@@ -411,12 +417,17 @@ fn commit_batch(
 
 /// Makes a transaction's changes durable and visible: logged and synced,
 /// then committed to redb without durability; if the log is full, committed
-/// durably instead (which empties the log).
+/// durably instead (which empties the log). `stats.committing` says so
+/// before readers can see the changes.
 fn commit(
     mut txn: WriteTransaction,
     wal: &mut Wal,
     journal: &mut Journal,
+    stats: &WriterStats,
 ) -> Result<(), StoreError> {
+    if let Some(last) = journal.last() {
+        stats.committing.store(last, Ordering::SeqCst);
+    }
     txn.set_durability(Durability::None)?;
     match wal.append(journal)? {
         Appended::Logged => {
