@@ -370,12 +370,19 @@ mod list_tests {
         vec![Bytes::from_static(text.as_bytes())]
     }
 
-    #[test]
-    fn a_write_to_the_scope_misses_and_a_write_elsewhere_serves_at_its_revision() {
+    /// A cache holding the list of stack `r/s/t`, rendered at revision 1
+    /// after its one write.
+    fn one_list_at_1() -> (ListCache, ListKey) {
         let cache = ListCache::new(1 << 20);
         let key = ListKey::new(Kind::Cell, &scope(&["r", "s", "t"]), None);
         cache.observe(&[change(1, cell("t", "a"))]);
         cache.insert(key.clone(), 1, items("{a}"), 0);
+        (cache, key)
+    }
+
+    #[test]
+    fn a_write_to_the_scope_misses_and_a_write_elsewhere_serves_at_its_revision() {
+        let (cache, key) = one_list_at_1();
         let (rev, got) = cache.get(&key, 0).expect("cached");
         assert_eq!((rev, &got[..]), (1, &items("{a}")[..]));
 
@@ -404,10 +411,7 @@ mod list_tests {
 
     #[test]
     fn a_commit_not_yet_published_misses_so_reads_never_go_back() {
-        let cache = ListCache::new(1 << 20);
-        let key = ListKey::new(Kind::Cell, &scope(&["r", "s", "t"]), None);
-        cache.observe(&[change(1, cell("t", "a"))]);
-        cache.insert(key.clone(), 1, items("{a}"), 0);
+        let (cache, key) = one_list_at_1();
         // Revision 2 (anywhere) is committing: a snapshot may show it, the
         // hook has not recorded it yet.
         assert!(cache.get(&key, 2).is_none());
