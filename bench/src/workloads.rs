@@ -34,6 +34,10 @@ pub struct Hub {
     pub pid: Option<u32>,
     /// Unique per bench run: a prefix for created names.
     pub run: String,
+    /// Status writes made before lists so far: each one's restart count
+    /// differs from every earlier one, so that it really changes the cell
+    /// (modelhub does not write a status that did not change).
+    list_writes: std::sync::atomic::AtomicU64,
 }
 
 impl Hub {
@@ -44,6 +48,7 @@ impl Hub {
             pid,
             http: reqwest::Client::builder().build().expect("client"),
             run: run.to_string(),
+            list_writes: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -190,7 +195,10 @@ impl Hub {
         for i in 0..repeat {
             if write_first {
                 let name = util::nth_cell(i % items.max(1));
-                let status = json!({"status": util::cell_status(stack, &name, base_n + i as u64)});
+                let n = self
+                    .list_writes
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let status = json!({"status": util::cell_status(stack, &name, base_n + n)});
                 let status = serde_json::to_vec(&status).expect("json");
                 let resp = writer
                     .request("PUT", &format!("{path}/{name}/status"), &status)
