@@ -108,50 +108,28 @@ impl ListKey {
         if self.scope.len() != self.kind.depth() - 1 {
             return None;
         }
-        let mut h = scope_hasher(self.kind);
-        for name in &self.scope {
-            hash_name(&mut h, name.as_deref()?);
-        }
-        Some(h.finish() as usize % SLOTS)
+        let names: Option<Vec<&str>> = self.scope.iter().map(Option::as_deref).collect();
+        Some(scope_slot(self.kind, &names?))
     }
 }
 
-fn scope_hasher(kind: Kind) -> DefaultHasher {
+/// The slot of the objects of `kind` whose parents are `names`.
+fn scope_slot<S: AsRef<str>>(kind: Kind, names: &[S]) -> usize {
     let mut h = DefaultHasher::new();
     (kind as u8).hash(&mut h);
-    h
-}
-
-fn hash_name(h: &mut DefaultHasher, name: &str) {
-    h.write(name.as_bytes());
-    // Not in any UTF-8 text: names cannot run into each other.
-    h.write_u8(0xff);
+    for name in names {
+        h.write(name.as_ref().as_bytes());
+        // Not in any UTF-8 text: names cannot run into each other.
+        h.write_u8(0xff);
+    }
+    h.finish() as usize % SLOTS
 }
 
 /// The slot of an object's parent scope.
 fn parent_slot(obj: &AnyObject) -> usize {
-    let mut h = scope_hasher(obj.kind());
-    let parents: [&str; 4] = match obj {
-        AnyObject::Realm(_) => [""; 4],
-        AnyObject::Space(o) => [&o.spec.realm_name, "", "", ""],
-        AnyObject::Stack(o) => [&o.spec.realm_name, &o.spec.space_name, "", ""],
-        AnyObject::Cell(o) => [
-            &o.spec.realm_name,
-            &o.spec.space_name,
-            &o.spec.stack_name,
-            "",
-        ],
-        AnyObject::Container(o) => [
-            &o.spec.realm_name,
-            &o.spec.space_name,
-            &o.spec.stack_name,
-            &o.spec.cell_name,
-        ],
-    };
-    for name in &parents[..obj.kind().depth() - 1] {
-        hash_name(&mut h, name);
-    }
-    h.finish() as usize % SLOTS
+    let path = obj.path();
+    let names = path.names();
+    scope_slot(obj.kind(), &names[..names.len() - 1])
 }
 
 /// A cached list: its items' JSON (comma-separated, in chunks) as of
@@ -228,17 +206,19 @@ impl ListCache {
         }
         let last_write = self.last_write(key);
         let mut inner = self.inner.lock().expect("list cache");
-        let entry = inner.entries.get(key)?;
+        let ListInner {
+            entries,
+            bytes,
+            clock,
+        } = &mut *inner;
+        let entry = entries.get_mut(key)?;
         if last_write > entry.revision {
-            let bytes = entry.bytes;
-            inner.entries.remove(key);
-            inner.bytes -= bytes;
+            *bytes -= entry.bytes;
+            entries.remove(key);
             return None;
         }
-        inner.clock += 1;
-        let clock = inner.clock;
-        let entry = inner.entries.get_mut(key).expect("present");
-        entry.used = clock;
+        *clock += 1;
+        entry.used = *clock;
         self.hits.fetch_add(1, Ordering::Relaxed);
         Some((entry.revision.max(published), entry.items.clone()))
     }

@@ -425,18 +425,16 @@ fn commit(
     journal: &mut Journal,
     stats: &WriterStats,
 ) -> Result<(), StoreError> {
+    let last = journal.last();
+    txn.set_durability(Durability::None)?;
+    let appended = wal.append(journal)?;
     // Said just before readers can see it: not earlier (lists are served
     // from their cache only while nothing is in flight), not later.
-    let last = journal.last();
-    let starting = || {
-        if let Some(last) = last {
-            stats.committing.store(last, Ordering::SeqCst);
-        }
-    };
-    txn.set_durability(Durability::None)?;
-    match wal.append(journal)? {
+    if let Some(last) = last {
+        stats.committing.store(last, Ordering::SeqCst);
+    }
+    match appended {
         Appended::Logged => {
-            starting();
             if let Err(e) = txn.commit() {
                 // Logged but maybe not applied: a restart replays it.
                 wal.fail(format!("commit failed after logging: {e}"));
@@ -445,7 +443,6 @@ fn commit(
         }
         Appended::Full => {
             txn.set_durability(Durability::Immediate)?;
-            starting();
             if let Err(e) = txn.commit() {
                 wal.fail(format!("durable commit failed: {e}"));
                 return Err(e.into());
