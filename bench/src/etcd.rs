@@ -302,11 +302,12 @@ impl Etcd {
                         receipts.note(kv.mod_revision() as u64, now);
                     }
                 }
-                receipts.into_times()
+                vec![receipts.into_times()]
             }));
         }
         let acks: Arc<Mutex<Vec<(u64, Instant)>>> =
             Arc::new(Mutex::new(Vec::with_capacity(writes)));
+        let cpu = util::CpuMark::now(self.pid);
         let started = Instant::now();
         let mut writer_tasks = Vec::new();
         for w in 0..writers {
@@ -326,6 +327,6 @@ impl Etcd {
                 }
             }));
         }
-        finish_fan_out(from, writer_tasks, tasks, &acks, started, load).await
+        finish_fan_out(from, writer_tasks, tasks, &acks, (started, cpu), load).await
     }
 }

@@ -11,6 +11,7 @@
 
 #[cfg(feature = "etcd")]
 mod etcd;
+mod h2raw;
 mod raw;
 mod report;
 mod util;
@@ -108,9 +109,21 @@ struct WatchArgs {
     /// watcher.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=200))]
     h2_streams: u16,
+    /// With --h2-streams: read the streams through reqwest (a task per
+    /// watcher) instead of the minimal client (a task per connection).
+    #[arg(long, requires = "h2_streams")]
+    h2_reqwest: bool,
 }
 
 impl WatchArgs {
+    fn client(&self) -> workloads::WatchClient {
+        match (usize::from(self.h2_streams), self.h2_reqwest) {
+            (0, _) => workloads::WatchClient::Http1,
+            (n, true) => workloads::WatchClient::Reqwest(n),
+            (n, false) => workloads::WatchClient::Raw(n),
+        }
+    }
+
     fn load(&self, rate: Option<f64>) -> util::WriteLoad {
         util::WriteLoad {
             writes: self.writes,
@@ -355,12 +368,12 @@ async fn watch_at(
     rate: Option<f64>,
 ) -> (report::WatchFigures, Option<report::WatchFigures>) {
     let load = args.load(rate);
-    let h2 = usize::from(args.h2_streams);
-    let mh = ctx.hub.watch(args.watchers, load, h2).await;
+    let client = args.client();
+    let mh = ctx.hub.watch(args.watchers, load, client).await;
     let etcd = on_etcd!(ctx, e => e.watch(args.etcd_watchers, load).await);
     let mut rows = vec![mh.clone()];
     if etcd.is_some() && args.etcd_watchers != args.watchers {
-        rows.push(ctx.hub.watch(args.etcd_watchers, load, h2).await);
+        rows.push(ctx.hub.watch(args.etcd_watchers, load, client).await);
     }
     report::watches(&rows, etcd.as_ref());
     (mh, etcd)

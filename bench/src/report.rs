@@ -132,6 +132,8 @@ pub struct WatchFigures {
     pub delays: Vec<Duration>,
     /// (watcher, write) pairs never received.
     pub missing: usize,
+    /// CPU used from the first write to the last receipt.
+    pub cpu: crate::util::Cpu,
 }
 
 impl WatchFigures {
@@ -162,6 +164,19 @@ fn watch_line(who: &str, w: &WatchFigures) {
         ms(w.p(99.9)),
         ms(w.delays.last().copied().unwrap_or_default()),
         w.missing
+    );
+    let per = |d: Option<Duration>| {
+        d.map_or("?".to_string(), |d| {
+            format!(
+                "{:.2} us",
+                d.as_secs_f64() * 1e6 / w.delivered.max(1) as f64
+            )
+        })
+    };
+    println!(
+        "  {who:<9} CPU per delivered event: server {}, load generator {}",
+        per(w.cpu.server),
+        per(w.cpu.bench)
     );
 }
 

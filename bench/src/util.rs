@@ -371,21 +371,41 @@ pub struct Cpu {
     pub bench: Option<Duration>,
 }
 
+/// CPU times of the server (if its pid is known) and of this process at
+/// one moment, to measure what both spend from then on.
+pub struct CpuMark {
+    pid: Option<u32>,
+    server: Option<Duration>,
+    bench: Option<Duration>,
+}
+
+impl CpuMark {
+    /// The CPU times now of `server_pid` (if known) and of this process.
+    pub fn now(server_pid: Option<u32>) -> CpuMark {
+        CpuMark {
+            pid: server_pid,
+            server: server_pid.and_then(|p| cpu_time(&p.to_string())),
+            bench: cpu_time("self"),
+        }
+    }
+
+    /// The CPU both have spent since the mark.
+    pub fn spent(&self) -> Cpu {
+        let now = CpuMark::now(self.pid);
+        let diff = |a: Option<Duration>, b: Option<Duration>| Some(b?.saturating_sub(a?));
+        Cpu {
+            server: diff(self.server, now.server),
+            bench: diff(self.bench, now.bench),
+        }
+    }
+}
+
 /// Measures the CPU of `server_pid` (if known) and of this process across
 /// `work`.
 pub async fn with_cpu<T>(server_pid: Option<u32>, work: impl Future<Output = T>) -> (T, Cpu) {
-    let server = |pid: Option<u32>| pid.and_then(|p| cpu_time(&p.to_string()));
-    let (s0, b0) = (server(server_pid), cpu_time("self"));
+    let mark = CpuMark::now(server_pid);
     let out = work.await;
-    let (s1, b1) = (server(server_pid), cpu_time("self"));
-    let diff = |a: Option<Duration>, b: Option<Duration>| Some(b?.saturating_sub(a?));
-    (
-        out,
-        Cpu {
-            server: diff(s0, s1),
-            bench: diff(b0, b1),
-        },
-    )
+    (out, mark.spent())
 }
 
 /// The outcome of a closed-loop run: one latency per successful request.

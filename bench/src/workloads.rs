@@ -9,9 +9,9 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
-use crate::raw;
 use crate::report::{ListFigures, Startup, WatchFigures};
 use crate::util::{self, Run, Spawned, Stop};
+use crate::{h2raw, raw};
 
 /// Stack holding the cells that `status` writes to.
 pub const RW_STACK: &str = "rw";
@@ -293,15 +293,12 @@ impl Hub {
 
     /// Watch fan-out: `watchers` streams of every Cell event, `writes` cell
     /// creates from `writers` clients; the delay from each write's ack to
-    /// its receipt by each watcher.
-    /// With `h2_streams` > 0 the watchers share HTTP/2 (h2c) connections,
-    /// that many streams each (as etcd's watchers share its gRPC
-    /// connection); with 0, each has its own HTTP/1.1 connection.
+    /// its receipt by each watcher, the watchers connected as `client` says.
     pub async fn watch(
         &self,
         watchers: usize,
         load: util::WriteLoad,
-        h2_streams: usize,
+        client: WatchClient,
     ) -> WatchFigures {
         let (writes, writers) = (load.writes, load.writers);
         let base = &self.base;
@@ -311,70 +308,31 @@ impl Hub {
             .expect("client");
         util::hierarchy(&http, base).await;
         let from = self.revision().await;
-        // Each watcher records when it saw each revision.
-        let shared: Vec<reqwest::Client> = match h2_streams {
-            0 => Vec::new(),
-            n => (0..watchers.div_ceil(n))
-                .map(|_| {
-                    reqwest::Client::builder()
-                        .http2_prior_knowledge()
-                        .build()
-                        .expect("client")
-                })
-                .collect(),
-        };
-        let mut streams = Vec::with_capacity(watchers);
-        for w in 0..watchers {
-            let http = match h2_streams {
-                0 => &http,
-                n => &shared[w / n],
-            };
-            let resp = http
-                .get(format!(
-                    "{base}/api/v1beta1/watch?kind=Cell&resourceVersion={from}"
-                ))
-                .send()
-                .await
-                .expect("watch");
-            assert_eq!(resp.status(), 200);
-            streams.push(resp);
-        }
-        eprintln!(
-            "modelhub: {watchers} watchers connected from revision {from} ({})",
-            match h2_streams {
-                0 => "one HTTP/1.1 connection each".to_string(),
-                n => format!("HTTP/2, {n} streams per connection"),
-            }
-        );
-        let mut tasks = Vec::with_capacity(watchers);
-        for resp in streams {
-            tasks.push(tokio::spawn(async move {
-                let mut receipts = Receipts::new(from, writes);
-                let mut body = resp.bytes_stream();
-                let mut buf: Vec<u8> = Vec::new();
-                while !receipts.complete() {
-                    let Some(Some(Ok(chunk))) = receipts.or_idle(body.next()).await else {
-                        break;
-                    };
-                    // Whole lines are read from the chunk where they are;
-                    // only a line split across chunks is put together in
-                    // `buf` (a chunk holds many events when the server
-                    // coalesces them).
-                    let now = Instant::now();
-                    if buf.is_empty() {
-                        let used = note_events(&chunk, now, &mut receipts);
-                        buf.extend_from_slice(&chunk[used..]);
-                    } else {
-                        buf.extend_from_slice(&chunk);
-                        let used = note_events(&buf, now, &mut receipts);
-                        buf.drain(..used);
-                    }
+        let url = format!("{base}/api/v1beta1/watch?kind=Cell&resourceVersion={from}");
+        let tasks = match client {
+            WatchClient::Raw(n) => raw_watchers(base, &url, watchers, n, from, writes).await,
+            WatchClient::Http1 => reqwest_watchers(&http, &url, watchers, from, writes).await,
+            WatchClient::Reqwest(n) => {
+                let shared: Vec<reqwest::Client> = (0..watchers.div_ceil(n))
+                    .map(|_| {
+                        reqwest::Client::builder()
+                            .http2_prior_knowledge()
+                            .build()
+                            .expect("client")
+                    })
+                    .collect();
+                let mut tasks = Vec::new();
+                for (c, http) in shared.iter().enumerate() {
+                    let k = n.min(watchers - c * n);
+                    tasks.extend(reqwest_watchers(http, &url, k, from, writes).await);
                 }
-                receipts.into_times()
-            }));
-        }
+                tasks
+            }
+        };
+        eprintln!("modelhub: {watchers} watchers connected from revision {from} ({client})");
         let acks: Arc<Mutex<Vec<(u64, Instant)>>> =
             Arc::new(Mutex::new(Vec::with_capacity(writes)));
+        let cpu = util::CpuMark::now(self.pid);
         let started = Instant::now();
         let mut writer_tasks = Vec::new();
         for w in 0..writers {
@@ -399,7 +357,146 @@ impl Hub {
                 }
             }));
         }
-        finish_fan_out(from, writer_tasks, tasks, &acks, started, load).await
+        finish_fan_out(from, writer_tasks, tasks, &acks, (started, cpu), load).await
+    }
+}
+
+/// How modelhub's watchers connect.
+#[derive(Clone, Copy, Debug)]
+pub enum WatchClient {
+    /// One HTTP/1.1 connection each (reqwest).
+    Http1,
+    /// HTTP/2 connections of this many streams each, through reqwest:
+    /// a task per watcher, woken by its connection's task.
+    Reqwest(usize),
+    /// HTTP/2 connections of this many streams each, through
+    /// [`crate::h2raw`]: one task per connection reads every stream.
+    Raw(usize),
+}
+
+impl std::fmt::Display for WatchClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WatchClient::Http1 => write!(f, "one HTTP/1.1 connection each"),
+            WatchClient::Reqwest(n) => write!(f, "HTTP/2, {n} streams per connection, reqwest"),
+            WatchClient::Raw(n) => write!(
+                f,
+                "HTTP/2, {n} streams per connection, one task per connection"
+            ),
+        }
+    }
+}
+
+/// Receipts of all of one task's watchers, by watcher.
+type Seen = Vec<Vec<Option<Instant>>>;
+
+/// `watchers` watches of `url` through `http`, each read by a task of its
+/// own; answers once every watch has been answered.
+async fn reqwest_watchers(
+    http: &reqwest::Client,
+    url: &str,
+    watchers: usize,
+    from: u64,
+    writes: usize,
+) -> Vec<tokio::task::JoinHandle<Seen>> {
+    let mut streams = Vec::with_capacity(watchers);
+    for _ in 0..watchers {
+        let resp = http.get(url).send().await.expect("watch");
+        assert_eq!(resp.status(), 200);
+        streams.push(resp);
+    }
+    streams
+        .into_iter()
+        .map(|resp| {
+            tokio::spawn(async move {
+                let mut receipts = Receipts::new(from, writes);
+                let mut body = resp.bytes_stream();
+                let mut lines = Lines::default();
+                while !receipts.complete() {
+                    let Some(Some(Ok(chunk))) = receipts.or_idle(body.next()).await else {
+                        break;
+                    };
+                    lines.note(&chunk, Instant::now(), &mut receipts);
+                }
+                vec![receipts.into_times()]
+            })
+        })
+        .collect()
+}
+
+/// `watchers` watches of `url` on HTTP/2 connections to `base` of
+/// `per_conn` streams each, a task per connection ([`crate::h2raw`]);
+/// answers once every stream has been answered.
+async fn raw_watchers(
+    base: &str,
+    url: &str,
+    watchers: usize,
+    per_conn: usize,
+    from: u64,
+    writes: usize,
+) -> Vec<tokio::task::JoinHandle<Seen>> {
+    let path = url.strip_prefix(base).expect("url under base").to_string();
+    let mut tasks = Vec::new();
+    let mut ready = Vec::new();
+    for first in (0..watchers).step_by(per_conn) {
+        let k = per_conn.min(watchers - first);
+        let paths = vec![path.clone(); k];
+        let base = base.to_string();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        ready.push(rx);
+        tasks.push(tokio::spawn(async move {
+            let mut receipts: Vec<Receipts> = (0..k).map(|_| Receipts::new(from, writes)).collect();
+            let mut lines: Vec<Lines> = (0..k).map(|_| Lines::default()).collect();
+            let mut complete = 0;
+            let mut tx = Some(tx);
+            let result = h2raw::watch(&base, &paths, WATCH_IDLE, |event| match event {
+                h2raw::Event::Ready => {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(());
+                    }
+                    false
+                }
+                h2raw::Event::Data { stream, data, at } => {
+                    let r = &mut receipts[stream];
+                    let was = r.complete();
+                    lines[stream].note(data, at, r);
+                    if !was && r.complete() {
+                        complete += 1;
+                    }
+                    complete == k
+                }
+            })
+            .await;
+            if let Err(e) = result {
+                eprintln!("modelhub: a watch connection failed: {e}");
+            }
+            receipts.into_iter().map(Receipts::into_times).collect()
+        }));
+    }
+    for rx in ready {
+        rx.await.expect("every watch stream answered 200");
+    }
+    tasks
+}
+
+/// Splits a watch body into lines as it arrives: whole lines are read from
+/// the chunk where they are; only a line split across chunks is put
+/// together (a chunk holds many events when the server coalesces them).
+#[derive(Default)]
+struct Lines {
+    partial: Vec<u8>,
+}
+
+impl Lines {
+    fn note(&mut self, chunk: &[u8], now: Instant, receipts: &mut Receipts) {
+        if self.partial.is_empty() {
+            let used = note_events(chunk, now, receipts);
+            self.partial.extend_from_slice(&chunk[used..]);
+        } else {
+            self.partial.extend_from_slice(chunk);
+            let used = note_events(&self.partial, now, receipts);
+            self.partial.drain(..used);
+        }
     }
 }
 
@@ -489,9 +586,9 @@ fn note_events(data: &[u8], now: Instant, receipts: &mut Receipts) -> usize {
 pub async fn finish_fan_out(
     from: u64,
     writer_tasks: Vec<tokio::task::JoinHandle<()>>,
-    tasks: Vec<tokio::task::JoinHandle<Vec<Option<Instant>>>>,
+    tasks: Vec<tokio::task::JoinHandle<Seen>>,
     acks: &tokio::sync::Mutex<Vec<(u64, Instant)>>,
-    started: Instant,
+    (started, cpu): (Instant, util::CpuMark),
     load: util::WriteLoad,
 ) -> WatchFigures {
     for t in writer_tasks {
@@ -502,9 +599,11 @@ pub async fn finish_fan_out(
     let seen = futures_util::future::join_all(tasks)
         .await
         .into_iter()
-        .map(|t| t.expect("watcher"))
+        .flat_map(|t| t.expect("watcher"))
         .collect();
-    fan_out_figures(from, acks, seen, started, write_time, load)
+    let mut figures = fan_out_figures(from, acks, seen, started, write_time, load);
+    figures.cpu = cpu.spent();
+    figures
 }
 
 fn fan_out_figures(
