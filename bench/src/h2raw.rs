@@ -97,6 +97,17 @@ fn get_headers(authority: &str, path: &str) -> Vec<u8> {
     block
 }
 
+/// What the caller made of an [`Event`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seen {
+    /// Nothing new (e.g. a bookmark, or an event already seen).
+    Nothing,
+    /// Something new: the idle timeout starts again.
+    New,
+    /// Everything wanted has arrived: the connection is closed.
+    Done,
+}
+
 /// What a watch connection reports for one of its streams.
 pub enum Event<'a> {
     /// Every stream answered `200`: the watches are registered.
@@ -108,19 +119,21 @@ pub enum Event<'a> {
         stream: usize,
         /// The bytes.
         data: &'a [u8],
-        /// When they were read from the socket.
+        /// When they were handed over: after the read, and after the
+        /// frames before them in the same read were handed over.
         at: Instant,
     },
 }
 
 /// Opens one connection to `base` (`http://host:port`) with one `GET`
-/// stream per path, and calls `on` for each [`Event`] until `on` answers
-/// `true` (everything wanted has arrived), the connection ends, or nothing
-/// arrives for `idle`. Fails if a stream is refused or reset, or on a
-/// protocol error; the caller keeps what it was given before.
+/// stream per path, and calls `on` for each [`Event`] until it answers
+/// [`Seen::Done`]. Fails if the connection ends first (closed, GOAWAY, or
+/// `idle` without anything [`Seen::New`]: bookmarks alone do not keep it
+/// open), if a stream is refused, reset or ended, or on a protocol error;
+/// the caller keeps what it was given before.
 pub async fn watch<F>(base: &str, paths: &[String], idle: Duration, mut on: F) -> io::Result<()>
 where
-    F: FnMut(Event<'_>) -> bool,
+    F: FnMut(Event<'_>) -> Seen,
 {
     let authority = base
         .strip_prefix("http://")
@@ -157,13 +170,18 @@ where
     // each stream's.
     let mut conn_unacked: u32 = 0;
     let mut unacked = vec![0u32; paths.len()];
-    let mut answered = 0;
+    let mut answered = vec![false; paths.len()];
+    let mut unanswered = paths.len();
+    // One timer, pushed back at most once a second while there is news.
+    let timer = tokio::time::sleep(idle);
+    tokio::pin!(timer);
+    let mut armed = Instant::now();
     let mut buf: Vec<u8> = Vec::with_capacity(256 * 1024);
     let mut start = 0;
     loop {
-        // Whole frames from `start`.
-        let now = Instant::now();
         out.clear();
+        let mut news = false;
+        // Whole frames from `start`.
         while buf.len() - start >= FRAME_HEADER {
             let head = &buf[start..start + FRAME_HEADER];
             let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
@@ -174,7 +192,7 @@ where
             let id = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & WINDOW;
             let payload = &buf[start + FRAME_HEADER..start + FRAME_HEADER + len];
             start += FRAME_HEADER + len;
-            match kind {
+            let seen = match kind {
                 DATA => {
                     let index = index_of(id, paths.len())?;
                     let data = unpad(payload, flags)?;
@@ -184,21 +202,27 @@ where
                         window_update(&mut out, id, unacked[index]);
                         unacked[index] = 0;
                     }
-                    if flags & END_STREAM != 0 {
-                        return Err(bad(format!("stream {id}: the watch ended")));
-                    }
-                    if !data.is_empty()
-                        && on(Event::Data {
+                    let seen = if data.is_empty() {
+                        Seen::Nothing
+                    } else {
+                        on(Event::Data {
                             stream: index,
                             data,
-                            at: now,
+                            at: Instant::now(),
                         })
-                    {
-                        return Ok(());
+                    };
+                    if flags & END_STREAM != 0 && seen != Seen::Done {
+                        return Err(bad(format!("stream {id}: the server ended the watch")));
                     }
+                    seen
                 }
                 HEADERS => {
-                    index_of(id, paths.len())?;
+                    let index = index_of(id, paths.len())?;
+                    if answered[index] || flags & END_STREAM != 0 {
+                        return Err(bad(format!(
+                            "stream {id}: a second header block, or the watch ended at once"
+                        )));
+                    }
                     if flags & END_HEADERS == 0 {
                         return Err(bad(format!("stream {id}: headers continue")));
                     }
@@ -206,20 +230,49 @@ where
                     if flags & PRIORITY != 0 {
                         block = block.get(5..).ok_or_else(|| bad("short HEADERS"))?;
                     }
-                    if block.first() != Some(&STATUS_200) {
+                    if status(block) != Some(STATUS_200) {
                         return Err(bad(format!("stream {id}: status is not 200")));
                     }
-                    answered += 1;
-                    if answered == paths.len() && on(Event::Ready) {
-                        return Ok(());
+                    answered[index] = true;
+                    unanswered -= 1;
+                    if unanswered == 0 {
+                        on(Event::Ready)
+                    } else {
+                        Seen::New
                     }
                 }
-                RST_STREAM => return Err(bad(format!("stream {id}: reset by the server"))),
-                SETTINGS if flags & ACK == 0 => frame(&mut out, SETTINGS, ACK, 0, &[]),
-                PING if flags & ACK == 0 => frame(&mut out, PING, ACK, 0, payload),
-                GOAWAY => return Ok(()),
-                _ => {}
+                RST_STREAM => {
+                    return Err(bad(format!(
+                        "stream {id}: reset by the server (error code {})",
+                        be32(payload)
+                    )));
+                }
+                GOAWAY => {
+                    return Err(bad(format!(
+                        "the server went away (last stream {}, error code {})",
+                        be32(payload) & WINDOW,
+                        be32(payload.get(4..).unwrap_or_default())
+                    )));
+                }
+                SETTINGS if flags & ACK == 0 => {
+                    frame(&mut out, SETTINGS, ACK, 0, &[]);
+                    Seen::Nothing
+                }
+                PING if flags & ACK == 0 => {
+                    frame(&mut out, PING, ACK, 0, payload);
+                    Seen::Nothing
+                }
+                _ => Seen::Nothing,
+            };
+            match seen {
+                Seen::Done => return Ok(()),
+                Seen::New => news = true,
+                Seen::Nothing => {}
             }
+        }
+        if news && armed.elapsed() >= Duration::from_secs(1) {
+            armed = Instant::now();
+            timer.as_mut().reset(tokio::time::Instant::now() + idle);
         }
         if conn_unacked >= REFILL {
             window_update(&mut out, 0, conn_unacked);
@@ -231,13 +284,43 @@ where
         buf.drain(..start);
         start = 0;
         buf.reserve(128 * 1024);
-        match tokio::time::timeout(idle, stream.read_buf(&mut buf)).await {
-            Err(_) => return Ok(()),
-            Ok(Ok(0)) => return Ok(()),
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(e),
+        tokio::select! {
+            biased;
+            read = stream.read_buf(&mut buf) => if read? == 0 {
+                return Err(bad("the server closed the connection"));
+            },
+            () = &mut timer => {
+                return Err(bad(format!("nothing new for {idle:?}")));
+            }
         }
     }
+}
+
+/// The first header of a response header block, past any dynamic table
+/// size updates (RFC 7541, 6.3: `001xxxxx`, a 5-bit prefix integer).
+fn status(mut block: &[u8]) -> Option<u8> {
+    while let Some(&first) = block.first() {
+        if first & 0xe0 != 0x20 {
+            return Some(first);
+        }
+        // The update's integer: continuation bytes have the high bit set.
+        let mut len = 1;
+        if first & 0x1f == 0x1f {
+            while block.get(len)? & 0x80 != 0 {
+                len += 1;
+            }
+            len += 1;
+        }
+        block = block.get(len..)?;
+    }
+    None
+}
+
+/// A 32-bit big-endian number at the start of `bytes` (0 if too short).
+fn be32(bytes: &[u8]) -> u32 {
+    bytes
+        .get(..4)
+        .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 /// The stream id of the `i`th request (client streams are odd).
@@ -298,6 +381,15 @@ mod tests {
         }
         assert!(index_of(2, 200).is_err());
         assert!(index_of(id_of(200), 200).is_err());
+    }
+
+    #[test]
+    fn status_skips_table_size_updates() {
+        assert_eq!(status(&[0x88, 0x5f]), Some(0x88));
+        // Size 0, then size 4096 (0x3f 0xe1 0x1f), then :status 200.
+        assert_eq!(status(&[0x20, 0x3f, 0xe1, 0x1f, 0x88]), Some(0x88));
+        assert_eq!(status(&[0x3f, 0xe1]), None);
+        assert_eq!(status(&[]), None);
     }
 
     #[test]

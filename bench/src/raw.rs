@@ -2,7 +2,8 @@
 //! client, requests written in one syscall, responses read by
 //! `Content-Length` or chunked framing), so that the load generator spends
 //! little of the CPU it shares with the server, as `wrk` does. Watches,
-//! which stream without end, still go through reqwest.
+//! which stream without end, go through reqwest over HTTP/1.1 and through
+//! [`crate::h2raw`] over HTTP/2.
 
 use std::io;
 

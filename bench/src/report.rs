@@ -132,7 +132,8 @@ pub struct WatchFigures {
     pub delays: Vec<Duration>,
     /// (watcher, write) pairs never received.
     pub missing: usize,
-    /// CPU used from the first write to the last receipt.
+    /// CPU used from just before the first write until every watcher has
+    /// finished (the load generator's includes its writers').
     pub cpu: crate::util::Cpu,
 }
 

@@ -309,11 +309,13 @@ impl Hub {
         util::hierarchy(&http, base).await;
         let from = self.revision().await;
         let url = format!("{base}/api/v1beta1/watch?kind=Cell&resourceVersion={from}");
+        // The HTTP/2 clients of `WatchClient::Reqwest`, kept to the end.
+        let mut shared: Vec<reqwest::Client> = Vec::new();
         let tasks = match client {
             WatchClient::Raw(n) => raw_watchers(base, &url, watchers, n, from, writes).await,
             WatchClient::Http1 => reqwest_watchers(&http, &url, watchers, from, writes).await,
             WatchClient::Reqwest(n) => {
-                let shared: Vec<reqwest::Client> = (0..watchers.div_ceil(n))
+                shared = (0..watchers.div_ceil(n))
                     .map(|_| {
                         reqwest::Client::builder()
                             .http2_prior_knowledge()
@@ -357,7 +359,9 @@ impl Hub {
                 }
             }));
         }
-        finish_fan_out(from, writer_tasks, tasks, &acks, (started, cpu), load).await
+        let figures = finish_fan_out(from, writer_tasks, tasks, &acks, (started, cpu), load).await;
+        drop(shared);
+        figures
     }
 }
 
@@ -445,7 +449,8 @@ async fn raw_watchers(
         let (tx, rx) = tokio::sync::oneshot::channel();
         ready.push(rx);
         tasks.push(tokio::spawn(async move {
-            let mut receipts: Vec<Receipts> = (0..k).map(|_| Receipts::new(from, writes)).collect();
+            let mut receipts: Vec<Receipts> =
+                (0..k).map(|_| Receipts::untimed(from, writes)).collect();
             let mut lines: Vec<Lines> = (0..k).map(|_| Lines::default()).collect();
             let mut complete = 0;
             let mut tx = Some(tx);
@@ -454,21 +459,30 @@ async fn raw_watchers(
                     if let Some(tx) = tx.take() {
                         let _ = tx.send(());
                     }
-                    false
+                    h2raw::Seen::New
                 }
                 h2raw::Event::Data { stream, data, at } => {
                     let r = &mut receipts[stream];
-                    let was = r.complete();
+                    let (was, got) = (r.complete(), r.got);
                     lines[stream].note(data, at, r);
                     if !was && r.complete() {
                         complete += 1;
                     }
-                    complete == k
+                    if complete == k {
+                        h2raw::Seen::Done
+                    } else if r.got > got {
+                        h2raw::Seen::New
+                    } else {
+                        h2raw::Seen::Nothing
+                    }
                 }
             })
             .await;
             if let Err(e) = result {
-                eprintln!("modelhub: a watch connection failed: {e}");
+                let missing: usize = receipts.iter().map(Receipts::missing).sum();
+                eprintln!(
+                    "modelhub: a watch connection ended ({e}); its {k} watchers miss {missing} events"
+                );
             }
             receipts.into_iter().map(Receipts::into_times).collect()
         }));
@@ -511,20 +525,35 @@ pub struct Receipts {
     from: u64,
     at: Vec<Option<Instant>>,
     got: usize,
-    idle: std::pin::Pin<Box<tokio::time::Sleep>>,
+    idle: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
     armed: Instant,
 }
 
 impl Receipts {
-    /// For a watch from revision `from` that should see `writes` events.
+    /// For a watch from revision `from` that should see `writes` events,
+    /// with the idle timer of [`Receipts::or_idle`].
     pub fn new(from: u64, writes: usize) -> Receipts {
+        Receipts {
+            idle: Some(Box::pin(tokio::time::sleep(WATCH_IDLE))),
+            ..Receipts::untimed(from, writes)
+        }
+    }
+
+    /// The same without an idle timer, for a caller that times out by
+    /// itself ([`h2raw::watch`]).
+    pub fn untimed(from: u64, writes: usize) -> Receipts {
         Receipts {
             from,
             at: vec![None; writes],
             got: 0,
-            idle: Box::pin(tokio::time::sleep(WATCH_IDLE)),
+            idle: None,
             armed: Instant::now(),
         }
+    }
+
+    /// Events not received (yet).
+    pub fn missing(&self) -> usize {
+        self.at.len() - self.got
     }
 
     /// Whether every event was received.
@@ -532,12 +561,16 @@ impl Receipts {
         self.got == self.at.len()
     }
 
-    /// What `next` gives, or `None` once the watcher has been idle too long.
+    /// What `next` gives, or `None` once the watcher has been idle too long
+    /// (never without the timer).
     pub async fn or_idle<T>(&mut self, next: impl std::future::Future<Output = T>) -> Option<T> {
+        let Some(idle) = self.idle.as_mut() else {
+            return Some(next.await);
+        };
         tokio::select! {
             biased;
             v = next => Some(v),
-            () = &mut self.idle => None,
+            () = idle => None,
         }
     }
 
@@ -549,10 +582,11 @@ impl Receipts {
         {
             *slot = Some(now);
             self.got += 1;
-            if now.duration_since(self.armed) >= Duration::from_secs(1) {
+            if let Some(idle) = self.idle.as_mut()
+                && now.duration_since(self.armed) >= Duration::from_secs(1)
+            {
                 self.armed = now;
-                self.idle
-                    .as_mut()
+                idle.as_mut()
                     .reset(tokio::time::Instant::now() + WATCH_IDLE);
             }
         }
