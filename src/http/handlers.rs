@@ -215,12 +215,19 @@ pub fn location(path: &Path) -> String {
 /// Percent-encodes a path segment or query value (RFC 3986 unreserved
 /// characters pass through).
 pub fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'~' => out.push(char::from(b)),
+            _ => {
+                out.push('%');
+                out.push(char::from(HEX[usize::from(b >> 4)]));
+                out.push(char::from(HEX[usize::from(b & 0xf)]));
+            }
+        }
+    }
+    out
 }
 
 fn to_bad_request(i: crate::model::Invalid) -> ApiError {
@@ -729,5 +736,7 @@ mod tests {
             location(&p),
             "/api/v1beta1/realms/r/spaces/s%20p/stacks/t/cells/c"
         );
+        assert_eq!(percent_encode("aZ09-.~"), "aZ09-.~");
+        assert_eq!(percent_encode("a/b?c_é"), "a%2Fb%3Fc%5F%C3%A9");
     }
 }
