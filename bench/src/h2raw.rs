@@ -218,10 +218,8 @@ where
                 }
                 HEADERS => {
                     let index = index_of(id, paths.len())?;
-                    if answered[index] || flags & END_STREAM != 0 {
-                        return Err(bad(format!(
-                            "stream {id}: a second header block, or the watch ended at once"
-                        )));
+                    if answered[index] {
+                        return Err(bad(format!("stream {id}: a second header block")));
                     }
                     if flags & END_HEADERS == 0 {
                         return Err(bad(format!("stream {id}: headers continue")));
@@ -232,6 +230,9 @@ where
                     }
                     if status(block) != Some(STATUS_200) {
                         return Err(bad(format!("stream {id}: status is not 200")));
+                    }
+                    if flags & END_STREAM != 0 {
+                        return Err(bad(format!("stream {id}: the watch ended at once")));
                     }
                     answered[index] = true;
                     unanswered -= 1;
@@ -353,6 +354,120 @@ fn unpad(payload: &[u8], flags: u8) -> io::Result<&[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use axum::body::{Body, Bytes};
+    use futures_util::StreamExt;
+
+    /// The line `i` of a test stream: 1.5 KB, like a watch event.
+    fn line(i: usize) -> String {
+        format!("{{\"n\":{i},\"pad\":\"{}\"}}\n", "x".repeat(1500))
+    }
+
+    /// An HTTP/2 (and HTTP/1.1) server, hyper's through axum as modelhub's
+    /// is: `/lines` answers `LINES` lines, then stays open; `/ended`
+    /// answers one line and ends.
+    const LINES: usize = 300;
+
+    async fn server() -> String {
+        let app = axum::Router::new()
+            .route(
+                "/lines",
+                axum::routing::get(|| async {
+                    let lines = futures_util::stream::iter(
+                        (0..LINES).map(|i| Ok::<_, std::io::Error>(Bytes::from(line(i)))),
+                    )
+                    .chain(futures_util::stream::pending());
+                    Body::from_stream(lines)
+                }),
+            )
+            .route("/ended", axum::routing::get(|| async { line(0) }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        base
+    }
+
+    #[tokio::test]
+    async fn every_stream_gets_its_whole_body_past_the_default_windows() {
+        // 300 lines of 1.5 KB per stream: 450 KB each, 2.7 MB in all, well
+        // past the default 64 KB windows of a stream and of the connection.
+        let base = server().await;
+        let paths = vec!["/lines".to_string(); 6];
+        let want: String = (0..LINES).map(line).collect();
+        let mut got = vec![Vec::new(); paths.len()];
+        let mut ready = 0;
+        let result = watch(
+            &base,
+            &paths,
+            Duration::from_secs(10),
+            |event| match event {
+                Event::Ready => {
+                    ready += 1;
+                    Seen::New
+                }
+                Event::Data { stream, data, .. } => {
+                    got[stream].extend_from_slice(data);
+                    if got.iter().all(|g| g.len() == want.len()) {
+                        Seen::Done
+                    } else {
+                        Seen::New
+                    }
+                }
+            },
+        )
+        .await;
+        result.unwrap();
+        assert_eq!(ready, 1);
+        for g in got {
+            assert_eq!(String::from_utf8(g).unwrap(), want);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_ends_is_an_error_after_its_data() {
+        let base = server().await;
+        let mut got = Vec::new();
+        let err = watch(
+            &base,
+            &["/ended".to_string()],
+            Duration::from_secs(10),
+            |event| {
+                if let Event::Data { data, .. } = event {
+                    got.extend_from_slice(data);
+                }
+                Seen::New
+            },
+        )
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("ended the watch"), "{err}");
+        assert_eq!(String::from_utf8(got).unwrap(), line(0));
+    }
+
+    /// The error that ends a watch of `path` whose every event is answered
+    /// `answer`.
+    async fn error_of(path: &str, idle: Duration, answer: Seen) -> String {
+        let base = server().await;
+        watch(&base, &[path.to_string()], idle, |_| answer)
+            .await
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[tokio::test]
+    async fn nothing_new_for_the_idle_time_is_an_error() {
+        let started = Instant::now();
+        let idle = Duration::from_millis(300);
+        let err = error_of("/lines", idle, Seen::Nothing).await;
+        assert!(err.contains("nothing new"), "{err}");
+        assert!(started.elapsed() >= idle);
+    }
+
+    #[tokio::test]
+    async fn a_refused_request_is_an_error() {
+        let err = error_of("/missing", Duration::from_secs(10), Seen::New).await;
+        assert!(err.contains("status is not 200"), "{err}");
+    }
 
     #[test]
     fn hpack_integers_follow_rfc_7541_examples() {
