@@ -308,11 +308,12 @@ impl Hub {
             .expect("client");
         util::hierarchy(&http, base).await;
         let from = self.revision().await;
-        let url = format!("{base}/api/v1beta1/watch?kind=Cell&resourceVersion={from}");
+        let path = format!("/api/v1beta1/watch?kind=Cell&resourceVersion={from}");
+        let url = format!("{base}{path}");
         // The HTTP/2 clients of `WatchClient::Reqwest`, kept to the end.
         let mut shared: Vec<reqwest::Client> = Vec::new();
         let tasks = match client {
-            WatchClient::Raw(n) => raw_watchers(base, &url, watchers, n, from, writes).await,
+            WatchClient::Raw(n) => raw_watchers(base, &path, watchers, n, from, writes).await,
             WatchClient::Http1 => reqwest_watchers(&http, &url, watchers, from, writes).await,
             WatchClient::Reqwest(n) => {
                 shared = (0..watchers.div_ceil(n))
@@ -428,23 +429,22 @@ async fn reqwest_watchers(
         .collect()
 }
 
-/// `watchers` watches of `url` on HTTP/2 connections to `base` of
+/// `watchers` watches of `path` on HTTP/2 connections to `base` of
 /// `per_conn` streams each, a task per connection ([`crate::h2raw`]);
 /// answers once every stream has been answered.
 async fn raw_watchers(
     base: &str,
-    url: &str,
+    path: &str,
     watchers: usize,
     per_conn: usize,
     from: u64,
     writes: usize,
 ) -> Vec<tokio::task::JoinHandle<Seen>> {
-    let path = url.strip_prefix(base).expect("url under base").to_string();
     let mut tasks = Vec::new();
     let mut ready = Vec::new();
     for first in (0..watchers).step_by(per_conn) {
         let k = per_conn.min(watchers - first);
-        let paths = vec![path.clone(); k];
+        let paths = vec![path.to_string(); k];
         let base = base.to_string();
         let (tx, rx) = tokio::sync::oneshot::channel();
         ready.push(rx);
@@ -463,17 +463,16 @@ async fn raw_watchers(
                 }
                 h2raw::Event::Data { stream, data, at } => {
                     let r = &mut receipts[stream];
-                    let (was, got) = (r.complete(), r.got);
-                    lines[stream].note(data, at, r);
-                    if !was && r.complete() {
-                        complete += 1;
-                    }
-                    if complete == k {
-                        h2raw::Seen::Done
-                    } else if r.got > got {
-                        h2raw::Seen::New
-                    } else {
+                    if lines[stream].note(data, at, r) == 0 {
                         h2raw::Seen::Nothing
+                    } else {
+                        // News completes a stream at most once.
+                        complete += usize::from(r.complete());
+                        if complete == k {
+                            h2raw::Seen::Done
+                        } else {
+                            h2raw::Seen::New
+                        }
                     }
                 }
             })
@@ -502,7 +501,9 @@ struct Lines {
 }
 
 impl Lines {
-    fn note(&mut self, chunk: &[u8], now: Instant, receipts: &mut Receipts) {
+    /// Notes the events of `chunk`; answers how many were new.
+    fn note(&mut self, chunk: &[u8], now: Instant, receipts: &mut Receipts) -> usize {
+        let before = receipts.got;
         if self.partial.is_empty() {
             let used = note_events(chunk, now, receipts);
             self.partial.extend_from_slice(&chunk[used..]);
@@ -511,6 +512,7 @@ impl Lines {
             let used = note_events(&self.partial, now, receipts);
             self.partial.drain(..used);
         }
+        receipts.got - before
     }
 }
 
