@@ -234,6 +234,46 @@ fn malformed_bodies_are_400_never_5xx() {
     assert_problem(&r, 400, "BadRequest", None);
 }
 
+/// serde would read a struct from a positional array (`[null]` as a Realm
+/// with every field defaulted); the schema says object, so the API refuses.
+#[test]
+fn arrays_where_objects_belong_are_400() {
+    let (s, c) = setup();
+    let rev = revision(&c, &s);
+    let r = c.send(
+        c.http
+            .put(s.api("/realms/r2"))
+            .header("content-type", "application/json")
+            .body("[null]"),
+    );
+    assert_problem(&r, 400, "BadRequest", None);
+    assert!(r.1.to_string().contains("sequence"), "{}", r.1);
+    let nested = [
+        (json!({"metadata": ["x"]}), "metadata"),
+        (json!({"metadata": {"name": "x"}, "spec": []}), "spec"),
+        (
+            json!({"metadata": {"name": "x"}, "spec": {"containers": [["a"]]}}),
+            "spec.containers[0]",
+        ),
+    ];
+    for (doc, field) in nested {
+        let r = c.post_json(&cells(&s), &doc);
+        assert_problem(&r, 400, "BadRequest", Some(field));
+    }
+    let r = c.put_yaml(&s.api("/realms/r2"), "- null\n");
+    assert_problem(&r, 400, "BadRequest", None);
+    let r = c.patch(&format!("{}/c", cells(&s)), &json!({"spec": [1]}));
+    assert_problem(&r, 400, "BadRequest", Some("spec"));
+    let r = c.send(
+        c.http
+            .post(s.api("/apply"))
+            .header("content-type", "application/json")
+            .body(r#"[[null]]"#),
+    );
+    assert_eq!(r.0, 400, "{}", r.1);
+    assert_nothing_written(&c, &s, rev);
+}
+
 // ---- 422: validation rules ----
 
 #[test]

@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use super::strict::Strict;
 use super::types as w;
 use crate::model::{self as m, AnyObject, Invalid, Kind};
 
@@ -93,11 +94,14 @@ fn parse<T: DeserializeOwned>(format: Format, bytes: &[u8]) -> Result<T, DecodeE
             // Fast path: most bodies are valid, and tracking the path costs
             // as much as the parse itself. Only a failure is parsed again,
             // with the path, to name the field.
-            if let Ok(v) = serde_json::from_slice(bytes) {
+            let mut de = serde_json::Deserializer::from_slice(bytes);
+            if let Ok(v) = T::deserialize(Strict(&mut de))
+                && de.end().is_ok()
+            {
                 return Ok(v);
             }
             let mut de = serde_json::Deserializer::from_slice(bytes);
-            let v = serde_path_to_error::deserialize(&mut de).map_err(serde_error)?;
+            let v = serde_path_to_error::deserialize(Strict(&mut de)).map_err(serde_error)?;
             de.end().map_err(|e| DecodeError::BadRequest {
                 field: None,
                 message: e.to_string(),
@@ -111,7 +115,7 @@ fn parse<T: DeserializeOwned>(format: Format, bytes: &[u8]) -> Result<T, DecodeE
             })?;
             check_yaml_nesting(text)?;
             let de = yaml_serde::Deserializer::from_str(text);
-            serde_path_to_error::deserialize(de).map_err(serde_error)
+            serde_path_to_error::deserialize(Strict(de)).map_err(serde_error)
         }
     }
 }
@@ -156,10 +160,10 @@ pub fn check_yaml_nesting(text: &str) -> Result<(), DecodeError> {
 
 fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, DecodeError> {
     // As in `parse`: the path is tracked only to explain a failure.
-    if let Ok(v) = T::deserialize(&value) {
+    if let Ok(v) = T::deserialize(Strict(&value)) {
         return Ok(v);
     }
-    serde_path_to_error::deserialize(value).map_err(serde_error)
+    serde_path_to_error::deserialize(Strict(value)).map_err(serde_error)
 }
 
 /// Reads one document of `kind` from a JSON or YAML body.

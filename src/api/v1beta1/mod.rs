@@ -4,6 +4,7 @@
 
 pub mod convert;
 mod de;
+mod strict;
 pub mod types;
 
 pub use convert::{
