@@ -416,6 +416,71 @@ fn stale_resource_version_in_put_body_is_409() {
     assert_unchanged(&c, &url, &v2);
 }
 
+/// An If-Match the server cannot read is a 400 naming the header, never a
+/// write without its precondition (a non-ASCII value used to read as
+/// absent).
+#[test]
+fn unreadable_if_match_is_400_and_writes_nothing() {
+    let s = Server::start();
+    let c = Client::default();
+    let url = s.api("/realms/r");
+    let v1 = realm_with_namespace(&c, &s, "one");
+    let current = rv(&v1);
+    let bad: Vec<reqwest::header::HeaderValue> = [
+        &b"\xc2\x84"[..],
+        b"\"\"5\"\"",
+        b"W/W/5",
+        b"abc",
+        b"\"\"",
+        b"12345678901234567890",
+    ]
+    .iter()
+    .map(|v| reqwest::header::HeaderValue::from_bytes(v).unwrap())
+    .collect();
+    for value in &bad {
+        let r = c.send(
+            c.http
+                .put(&url)
+                .header("if-match", value.clone())
+                .json(&json!({"metadata": {"name": "r"}, "spec": {"namespace": "two"}})),
+        );
+        assert_problem(&r, 400, "BadRequest", Some("If-Match"));
+        let r = c.send(
+            c.http
+                .put(format!("{url}/status"))
+                .header("if-match", value.clone())
+                .json(&json!({"status": {"state": "Ready"}})),
+        );
+        assert_problem(&r, 400, "BadRequest", Some("If-Match"));
+        let r = c.send(c.http.delete(&url).header("if-match", value.clone()));
+        assert_problem(&r, 400, "BadRequest", Some("If-Match"));
+    }
+    assert_unchanged(&c, &url, &v1);
+    // The forms the OpenAPI pattern allows are read: a stale one is 409, the
+    // current one writes.
+    let forms: [fn(u64) -> String; 3] = [
+        |v| format!("\"{v}\""),
+        |v| format!("W/\"{v}\""),
+        |v| v.to_string(),
+    ];
+    let mut current = current;
+    for (i, form) in forms.iter().enumerate() {
+        let state = if i % 2 == 0 { "Ready" } else { "Failed" };
+        let put = |tag: String| {
+            c.send(
+                c.http
+                    .put(format!("{url}/status"))
+                    .header("if-match", tag)
+                    .json(&json!({"status": {"state": state}})),
+            )
+        };
+        assert_problem(&put(form(current - 1)), 409, "Conflict", None);
+        let r = put(form(current));
+        assert_eq!(r.0, 200, "{}: {}", form(current), r.1);
+        current = rv(&r.1);
+    }
+}
+
 #[test]
 fn stale_if_match_on_put_patch_status_and_delete_is_409() {
     let s = Server::start();

@@ -225,6 +225,17 @@ fn malformed_bodies_are_400_never_5xx() {
             .body("x"),
     );
     assert_eq!(r.0, 415, "{}", r.1);
+    // A Content-Type that is not ASCII is unsupported, not absent.
+    let r = c.send(
+        c.http
+            .post(cells(&s))
+            .header(
+                "content-type",
+                reqwest::header::HeaderValue::from_bytes(b"application/json\xc2\x84").unwrap(),
+            )
+            .body(r#"{"metadata":{"name":"x"}}"#),
+    );
+    assert_eq!(r.0, 415, "{}", r.1);
     let r = c.send(
         c.http
             .patch(format!("{}/c", cells(&s)))

@@ -35,14 +35,20 @@ pub struct Body {
     pub kind: BodyType,
 }
 
+/// The media type of a header, lower-cased, without parameters. A value
+/// that is not visible ASCII comes back as is (lossily), so it is refused
+/// as unsupported rather than read as absent.
 fn media_type(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
-    headers.get(name).and_then(|v| v.to_str().ok()).map(|s| {
-        s.split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase()
-    })
+    headers
+        .get(name)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()))
+        .map(|s| {
+            s.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        })
 }
 
 impl<S: Send + Sync> FromRequest<S> for Body {
@@ -195,15 +201,26 @@ pub fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     let Some(v) = headers.get(header::IF_MATCH) else {
         return Ok(None);
     };
-    let s = v.to_str().unwrap_or_default().trim();
+    let bad = |shown: &str| {
+        ApiError::bad_field(
+            "If-Match",
+            format!("If-Match {shown:?} is not a quoted resourceVersion"),
+        )
+    };
+    // A value that is not visible ASCII is refused, never read as absent:
+    // dropping a precondition would let the write through unchecked.
+    let s = v
+        .to_str()
+        .map_err(|_| bad(&String::from_utf8_lossy(v.as_bytes())))?
+        .trim();
     if s.is_empty() || s == "*" {
         return Ok(None);
     }
-    let digits = s.trim_start_matches("W/").trim_matches('"');
-    digits.parse::<u64>().map(Some).map_err(|_| {
-        ApiError::bad_field(
-            "If-Match",
-            format!("If-Match {s:?} is not a quoted resourceVersion"),
-        )
-    })
+    let tag = s.strip_prefix("W/").unwrap_or(s);
+    let tag = tag.strip_prefix('"').unwrap_or(tag);
+    let digits = tag.strip_suffix('"').unwrap_or(tag);
+    if digits.is_empty() || digits.len() > 19 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad(s));
+    }
+    digits.parse::<u64>().map(Some).map_err(|_| bad(s))
 }

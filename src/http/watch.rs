@@ -66,8 +66,14 @@ pub struct WatchParams {
 
 /// The stream's start from `resourceVersion` (or SSE's `Last-Event-ID`).
 pub fn start_of(resource_version: Option<&str>, headers: &HeaderMap) -> Result<Start, ApiError> {
-    let last_event_id = headers.get("last-event-id").and_then(|v| v.to_str().ok());
-    match resource_version.filter(|s| !s.is_empty()).or(last_event_id) {
+    // Read lossily: an unreadable Last-Event-ID is refused, not ignored.
+    let last_event_id = headers
+        .get("last-event-id")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()));
+    match resource_version
+        .filter(|s| !s.is_empty())
+        .or(last_event_id.as_deref())
+    {
         None => Ok(Start::Snapshot),
         Some(s) => s.parse::<u64>().map(Start::After).map_err(|_| {
             ApiError::bad_field(
