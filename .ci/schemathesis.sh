@@ -10,6 +10,9 @@
 # where the field is text), which JSON Schema cannot express; the
 # integration tests cover YAML input.
 #
+# Extra arguments are passed to Schemathesis (e.g. `--seed N` to replay a
+# run CI printed).
+#
 # Checks: all but `positive_data_acceptance`, because the contract itself
 # rejects some schema-valid requests (a body whose `spec.realmId` contradicts
 # the URL is 400; a parent that does not exist is 404; cross-field rules
@@ -47,4 +50,4 @@ json.dump(d, sys.stdout)
 
 python3 -m schemathesis.cli run "$work/schema.json" --url "$base" \
   --checks all --exclude-checks positive_data_acceptance \
-  --max-time "$MAX_TIME" --request-timeout 5 --no-color
+  --max-time "$MAX_TIME" --request-timeout 5 --no-color "$@"

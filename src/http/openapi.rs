@@ -8,11 +8,12 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::OpenApi as _;
 use utoipa::ToSchema;
+use utoipa::openapi::link::LinkBuilder;
 use utoipa::openapi::path::{
     HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, PathItem,
 };
 use utoipa::openapi::request_body::RequestBodyBuilder;
-use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, SchemaType, Type};
 use utoipa::openapi::tag::TagBuilder;
 use utoipa::openapi::{
     ContentBuilder, HeaderBuilder, InfoBuilder, OpenApi, PathsBuilder, Ref, RefOr, Required,
@@ -155,12 +156,88 @@ fn document_response(description: &str, schema: &str, etag: bool) -> ResponseBui
     r
 }
 
-fn request_body(kind: Kind, patch: bool, status_only: bool) -> RequestBodyBuilder {
-    let schema = kind.as_str();
+/// The spec field of a document that holds the name of its ancestor `kind`.
+fn ancestor_field(kind: Kind) -> String {
+    format!("{}Id", kind.as_str().to_ascii_lowercase())
+}
+
+/// OpenAPI links from a response carrying a `kind` document to the
+/// operations on that object and to creating and listing its children, so
+/// that clients (and Schemathesis' stateful tests) can follow a create
+/// down the hierarchy. Path parameters come from the body: the object's
+/// `metadata.name` and its ancestors' names in `spec.<kind>Id`.
+fn links(kind: Kind, mut r: ResponseBuilder) -> ResponseBuilder {
+    let singular = kind.as_str().to_ascii_lowercase();
+    let own: Vec<(String, String)> = Kind::ALL
+        .iter()
+        .filter(|k| **k < kind)
+        .map(|k| {
+            (
+                k.as_str().to_ascii_lowercase(),
+                format!("$response.body#/spec/{}", ancestor_field(*k)),
+            )
+        })
+        .chain([(singular.clone(), "$response.body#/metadata/name".into())])
+        .collect();
+    let link = |op: String| {
+        let mut l = LinkBuilder::new().operation_id(op);
+        for (name, expr) in &own {
+            l = l.parameter(name.clone(), expr.clone());
+        }
+        l.build()
+    };
+    let ops = ["get", "replace", "patch", "delete"]
+        .iter()
+        .map(|verb| format!("{verb}_{singular}"))
+        .chain(
+            ["get", "replace", "patch"]
+                .iter()
+                .map(|verb| format!("{verb}_{singular}_status")),
+        );
+    for op in ops {
+        r = r.link(op.clone(), link(op));
+    }
+    if let Some(child) = kind.child() {
+        let lower = child.as_str().to_ascii_lowercase();
+        r = r.link(format!("create_{lower}"), link(format!("create_{lower}")));
+        r = r.link(
+            format!("list_{}", child.plural()),
+            link(format!("list_{}", child.plural())),
+        );
+    }
+    r
+}
+
+/// The schema of a create's body: the document, with `metadata.name`
+/// required (other writes take the name from the URL).
+fn create_schema(kind: Kind) -> RefOr<Schema> {
+    let name = ObjectBuilder::new()
+        .schema_type(SchemaType::Type(Type::String))
+        .min_length(Some(1));
+    let metadata = ObjectBuilder::new()
+        .schema_type(SchemaType::Type(Type::Object))
+        .property("name", name)
+        .required("name");
+    AllOfBuilder::new()
+        .item(schema_ref(kind.as_str()))
+        .item(
+            ObjectBuilder::new()
+                .property("metadata", metadata)
+                .required("metadata"),
+        )
+        .into()
+}
+
+fn request_body(kind: Kind, patch: bool, status_only: bool, create: bool) -> RequestBodyBuilder {
     let example = example(kind);
     let content = |ex: Option<Value>| {
+        let schema = if create {
+            create_schema(kind)
+        } else {
+            schema_ref(kind.as_str())
+        };
         ContentBuilder::new()
-            .schema(Some(schema_ref(schema)))
+            .schema(Some(schema))
             .example(if status_only { None } else { ex })
             .build()
     };
@@ -373,10 +450,14 @@ fn kind_paths(kind: Kind, paths: PathsBuilder) -> PathsBuilder {
     let create = errors(
         op(format!("create_{singular}"), format!("Create a {name}"))
             .parameters(Some(path_params(kind, false)))
-            .request_body(Some(request_body(kind, false, false).build()))
+            .request_body(Some(request_body(kind, false, false, true).build()))
             .response(
                 "201",
-                document_response(&format!("The created {name}."), name, true).build(),
+                links(
+                    kind,
+                    document_response(&format!("The created {name}."), name, true),
+                )
+                .build(),
             ),
         &[
             (
@@ -448,7 +529,7 @@ fn kind_paths(kind: Kind, paths: PathsBuilder) -> PathsBuilder {
                         .into_iter()
                         .chain([if_match.clone()]),
                 ))
-                .request_body(Some(request_body(kind, patch, status).build()))
+                .request_body(Some(request_body(kind, patch, status, false).build()))
                 .response(
                     "200",
                     document_response(&format!("The {name} after the write."), name, true).build(),
@@ -690,13 +771,36 @@ fn build() -> OpenApi {
             ),
         );
     doc.paths = paths.build();
-    // An example per document schema, from kukeon's example manifests.
+    // An example per document schema, from kukeon's example manifests;
+    // and the envelope's rules: `apiVersion` and `kind` empty or the one
+    // value the path takes.
     if let Some(components) = doc.components.as_mut() {
+        // Label keys must not be empty (422 otherwise).
+        if let Some(RefOr::T(Schema::Object(meta))) = components.schemas.get_mut("ObjectMeta")
+            && let Some(RefOr::T(Schema::Object(labels))) = meta.properties.get_mut("labels")
+        {
+            labels.property_names = Some(Box::new(
+                ObjectBuilder::new()
+                    .schema_type(SchemaType::Type(Type::String))
+                    .min_length(Some(1))
+                    .into(),
+            ));
+        }
         for kind in Kind::ALL {
-            if let (Some(RefOr::T(Schema::Object(obj))), Some(ex)) =
-                (components.schemas.get_mut(kind.as_str()), example(kind))
-            {
+            let Some(RefOr::T(Schema::Object(obj))) = components.schemas.get_mut(kind.as_str())
+            else {
+                continue;
+            };
+            if let Some(ex) = example(kind) {
                 obj.examples = vec![ex];
+            }
+            for (field, value) in [
+                ("apiVersion", crate::api::v1beta1::API_VERSION),
+                ("kind", kind.as_str()),
+            ] {
+                if let Some(RefOr::T(Schema::Object(prop))) = obj.properties.get_mut(field) {
+                    prop.pattern = Some(format!("^({value})?$"));
+                }
             }
         }
     }
@@ -726,6 +830,7 @@ fn build() -> OpenApi {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn operation_ids_are_unique_and_named_by_verb_and_kind() {
@@ -751,5 +856,161 @@ mod tests {
             assert!(ids.contains(&id.to_string()), "{id}");
         }
         assert_eq!(v["openapi"].as_str().map(|s| &s[..3]), Some("3.1"));
+    }
+
+    /// Every link names an operation that exists and supplies exactly its
+    /// path parameters, each from a field the response document has.
+    #[test]
+    fn create_links_reach_real_operations_with_their_path_parameters() {
+        let v = serde_json::to_value(document()).unwrap();
+        let mut ops = std::collections::HashMap::new();
+        for (_, item) in v["paths"].as_object().unwrap() {
+            for (_, op) in item.as_object().unwrap() {
+                let path_params: Vec<String> = op["parameters"]
+                    .as_array()
+                    .map(|ps| {
+                        ps.iter()
+                            .filter(|p| p["in"] == "path")
+                            .map(|p| p["name"].as_str().unwrap().to_string())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                ops.insert(
+                    op["operationId"].as_str().unwrap().to_string(),
+                    (op.clone(), path_params),
+                );
+            }
+        }
+        let mut seen = 0;
+        for kind in Kind::ALL {
+            let create = &ops[&format!("create_{}", kind.as_str().to_ascii_lowercase())].0;
+            let links = create["responses"]["201"]["links"].as_object().unwrap();
+            let expected = 7 + if kind.child().is_some() { 2 } else { 0 };
+            assert_eq!(links.len(), expected, "{kind:?}");
+            let example = example(kind).unwrap();
+            for (name, link) in links {
+                let target = link["operationId"].as_str().unwrap();
+                let (_, wanted) = ops
+                    .get(target)
+                    .unwrap_or_else(|| panic!("{name}: no {target}"));
+                let mut given: Vec<String> = link["parameters"]
+                    .as_object()
+                    .unwrap()
+                    .keys()
+                    .cloned()
+                    .collect();
+                let mut wanted = wanted.clone();
+                given.sort();
+                wanted.sort();
+                assert_eq!(given, wanted, "{name}");
+                for expr in link["parameters"].as_object().unwrap().values() {
+                    let pointer = expr
+                        .as_str()
+                        .unwrap()
+                        .strip_prefix("$response.body#")
+                        .unwrap();
+                    assert!(
+                        example.pointer(pointer).is_some_and(Value::is_string),
+                        "{kind:?} example has no {pointer}"
+                    );
+                }
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, 5 * 7 + 4 * 2);
+    }
+
+    /// Follows `$ref`s and nullable `oneOf` wrappers to the schema that
+    /// describes a non-null value.
+    fn resolve<'a>(doc: &'a Value, mut schema: &'a Value) -> &'a Value {
+        loop {
+            if let Some(r) = schema["$ref"].as_str() {
+                let name = r.rsplit('/').next().unwrap();
+                schema = &doc["components"]["schemas"][name];
+            } else if let Some(items) = schema["oneOf"].as_array()
+                && let Some(inner) = items.iter().find(|i| i["$ref"].is_string())
+            {
+                schema = inner;
+            } else {
+                return schema;
+            }
+        }
+    }
+
+    fn allows_null(doc: &Value, schema: &Value) -> bool {
+        let schema = match schema["$ref"].as_str() {
+            Some(r) => &doc["components"]["schemas"][r.rsplit('/').next().unwrap()],
+            None => schema,
+        };
+        schema["type"] == "null"
+            || schema["type"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|t| t == "null"))
+            || schema["oneOf"]
+                .as_array()
+                .is_some_and(|o| o.iter().any(|s| allows_null(doc, s)))
+    }
+
+    /// Every field of the example documents that the server reads as
+    /// `null` is nullable in the schema, and every field it refuses `null`
+    /// for is not (Schemathesis sends `null` where the schema forbids it
+    /// and expects a 4xx).
+    #[test]
+    fn schema_says_null_exactly_where_the_server_reads_it() {
+        let doc = serde_json::to_value(document()).unwrap();
+        fn walk(
+            doc: &Value,
+            kind: Kind,
+            root: &Value,
+            at: &Value,
+            schema: &Value,
+            pointer: String,
+            checked: &mut usize,
+        ) {
+            let schema_here = resolve(doc, schema);
+            let children: Vec<(String, &Value, &Value)> = match at {
+                Value::Object(m) => m
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v, &schema_here["properties"][k]))
+                    .collect(),
+                Value::Array(a) => a
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| (i.to_string(), v, &schema_here["items"]))
+                    .collect(),
+                _ => return,
+            };
+            for (key, value, prop) in children {
+                let path = format!("{pointer}/{key}");
+                assert!(!prop.is_null(), "{kind:?}{path}: not in the schema");
+                if !at.is_array() {
+                    let mut nulled = root.clone();
+                    *nulled.pointer_mut(&path).unwrap() = Value::Null;
+                    let accepted = crate::api::v1beta1::decode_value(kind, nulled).is_ok();
+                    assert_eq!(
+                        allows_null(doc, prop),
+                        accepted,
+                        "{kind:?}{path}: server accepts null: {accepted}"
+                    );
+                    *checked += 1;
+                }
+                walk(doc, kind, root, value, prop, path, checked);
+            }
+        }
+        let mut checked = 0;
+        for kind in Kind::ALL {
+            let example = example(kind).unwrap();
+            let schema = json!({"$ref": format!("#/components/schemas/{}", kind.as_str())});
+            walk(
+                &doc,
+                kind,
+                &example,
+                &example,
+                &schema,
+                String::new(),
+                &mut checked,
+            );
+        }
+        assert!(checked > 40, "only {checked} fields checked");
     }
 }

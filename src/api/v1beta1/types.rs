@@ -35,6 +35,7 @@ pub struct ObjectMeta {
     /// not `.` or `..`, at most 253 bytes. Required on create; on other
     /// writes it defaults from the URL.
     #[serde(default, deserialize_with = "de::null_default")]
+    #[schema(nullable)]
     #[schema(
         pattern = r"^([^_/\s\x00-\x1f\x7f-\x9f]([^_/\x00-\x1f\x7f-\x9f]*[^_/\s\x00-\x1f\x7f-\x9f])?)?$",
         max_length = 253
@@ -46,12 +47,14 @@ pub struct ObjectMeta {
         skip_serializing_if = "BTreeMap::is_empty",
         deserialize_with = "de::null_default"
     )]
+    #[schema(nullable)]
     pub labels: BTreeMap<String, String>,
     /// Server-owned: stable object id (ignored on input).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uid: Option<String>,
-    /// Revision of the last write; on input a precondition.
+    /// Revision of the last write; on input a precondition (empty: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^(\+?[0-9]+)?$")]
     pub resource_version: Option<String>,
     /// Server-owned: spec generation (ignored on input).
     #[serde(
@@ -242,18 +245,23 @@ macro_rules! document {
         pub struct $name {
             /// `v1beta1`; empty is read as `v1beta1`.
             #[serde(default, deserialize_with = "de::null_default")]
+            #[schema(nullable)]
             pub api_version: String,
             /// The document kind; if present it must match.
             #[serde(default, deserialize_with = "de::null_default")]
+            #[schema(nullable)]
             pub kind: String,
             /// Name, labels and server-owned metadata.
             #[serde(default, deserialize_with = "de::null_default")]
+            #[schema(nullable)]
             pub metadata: ObjectMeta,
             /// Desired state.
             #[serde(default, deserialize_with = "de::null_default")]
+            #[schema(nullable)]
             pub spec: $spec,
             /// Observed state (written through the status subresource).
             #[serde(default, deserialize_with = "de::null_default")]
+            #[schema(nullable)]
             pub status: $status,
         }
     };
@@ -286,6 +294,7 @@ document!(
 pub struct RealmSpec {
     /// containerd namespace.
     #[serde(default, deserialize_with = "de::null_default")]
+    #[schema(nullable)]
     pub namespace: String,
     /// Registry credentials; passwords only by reference.
     #[serde(
@@ -293,6 +302,7 @@ pub struct RealmSpec {
         skip_serializing_if = "Vec::is_empty",
         deserialize_with = "de::null_default"
     )]
+    #[schema(nullable)]
     pub registry_credentials: Vec<RegistryCredentials>,
 }
 
@@ -302,6 +312,7 @@ pub struct RealmSpec {
 pub struct RegistryCredentials {
     /// User name.
     #[serde(default, deserialize_with = "de::null_default")]
+    #[schema(nullable)]
     pub username: String,
     /// Must be empty or absent (use `passwordRef`). Only whether a value was
     /// given is kept, never the value; never returned.
@@ -322,6 +333,7 @@ pub struct RegistryCredentials {
         skip_serializing_if = "String::is_empty",
         deserialize_with = "de::null_default"
     )]
+    #[schema(nullable)]
     pub server_address: String,
 }
 
@@ -335,6 +347,7 @@ pub struct SecretSource {
         skip_serializing_if = "String::is_empty",
         deserialize_with = "de::null_default"
     )]
+    #[schema(nullable)]
     pub from_file: String,
     /// Environment variable of the daemon.
     #[serde(
@@ -342,6 +355,7 @@ pub struct SecretSource {
         skip_serializing_if = "String::is_empty",
         deserialize_with = "de::null_default"
     )]
+    #[schema(nullable)]
     pub from_env: String,
 }
 
@@ -358,6 +372,7 @@ pub struct RealmStatus {
         skip_serializing_if = "String::is_empty",
         deserialize_with = "de::null_default"
     )]
+    #[schema(nullable)]
     pub cgroup_path: String,
     /// Delegated cgroup-v2 controllers.
     #[serde(
@@ -365,6 +380,7 @@ pub struct RealmStatus {
         skip_serializing_if = "Vec::is_empty",
         deserialize_with = "de::null_default"
     )]
+    #[schema(nullable)]
     pub subtree_controllers: Vec<String>,
 }
 
@@ -374,6 +390,7 @@ pub struct RealmStatus {
 pub struct SpaceSpec {
     /// Parent realm.
     #[serde(default, deserialize_with = "de::null_default")]
+    #[schema(nullable)]
     pub realm_id: String,
     /// CNI configuration path.
     #[serde(
@@ -381,6 +398,7 @@ pub struct SpaceSpec {
         skip_serializing_if = "String::is_empty",
         deserialize_with = "de::null_default"
     )]
+    #[schema(nullable)]
     pub cni_config_path: String,
     /// Network policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -423,6 +441,7 @@ pub struct EgressPolicy {
         skip_serializing_if = "Vec::is_empty",
         deserialize_with = "de::null_default"
     )]
+    #[schema(nullable)]
     pub allow: Vec<EgressAllowRule>,
 }
 
@@ -436,6 +455,7 @@ pub struct EgressAllowRule {
         skip_serializing_if = "String::is_empty",
         deserialize_with = "de::null_default"
     )]
+    #[schema(nullable)]
     pub host: String,
     /// CIDR block.
     #[serde(
@@ -443,6 +463,7 @@ pub struct EgressAllowRule {
         skip_serializing_if = "String::is_empty",
         deserialize_with = "de::null_default"
     )]
+    #[schema(nullable)]
     pub cidr: String,
     /// Ports 1..65535; empty: any.
     #[serde(
@@ -472,6 +493,7 @@ pub struct SpaceContainerDefaults {
         skip_serializing_if = "String::is_empty",
         deserialize_with = "de::null_default"
     )]
+    #[schema(nullable)]
     pub user: String,
     /// Read-only root filesystem; null: no default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -485,6 +507,7 @@ pub struct SpaceContainerDefaults {
         skip_serializing_if = "Vec::is_empty",
         deserialize_with = "de::null_default"
     )]
+    #[schema(nullable)]
     pub security_opts: Vec<String>,
     /// tmpfs mounts.
     #[serde(
@@ -492,6 +515,7 @@ pub struct SpaceContainerDefaults {
         skip_serializing_if = "Vec::is_empty",
         deserialize_with = "de::null_default"
     )]
+    #[schema(nullable)]
     pub tmpfs: Vec<ContainerTmpfsMount>,
     /// cgroup limits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -511,6 +535,7 @@ pub struct SpaceStatus {
         skip_serializing_if = "String::is_empty",
         deserialize_with = "de::null_default"
     )]
+    #[schema(nullable)]
     pub cgroup_path: String,
     /// Delegated cgroup-v2 controllers.
     #[serde(
@@ -518,6 +543,7 @@ pub struct SpaceStatus {
         skip_serializing_if = "Vec::is_empty",
         deserialize_with = "de::null_default"
     )]
+    #[schema(nullable)]
     pub subtree_controllers: Vec<String>,
 }
 
@@ -527,12 +553,15 @@ pub struct SpaceStatus {
 pub struct StackSpec {
     /// Stack id (defaults to, and must equal, `metadata.name`).
     #[serde(default, deserialize_with = "de::null_default")]
+    #[schema(nullable)]
     pub id: String,
     /// Parent realm.
     #[serde(default, deserialize_with = "de::null_default")]
+    #[schema(nullable)]
     pub realm_id: String,
     /// Parent space.
     #[serde(default, deserialize_with = "de::null_default")]
+    #[schema(nullable)]
     pub space_id: String,
 }
 
@@ -545,6 +574,7 @@ pub struct StackStatus {
     pub state: StackState,
     /// cgroup path.
     #[serde(default, deserialize_with = "de::null_default")]
+    #[schema(nullable)]
     pub cgroup_path: String,
     /// Delegated cgroup-v2 controllers.
     #[serde(
@@ -552,6 +582,7 @@ pub struct StackStatus {
         skip_serializing_if = "Vec::is_empty",
         deserialize_with = "de::null_default"
     )]
+    #[schema(nullable)]
     pub subtree_controllers: Vec<String>,
 }
 
@@ -561,15 +592,19 @@ pub struct StackStatus {
 pub struct CellSpec {
     /// Cell id (defaults to, and must equal, `metadata.name`).
     #[serde(default, deserialize_with = "de::null_default")]
+    #[schema(nullable)]
     pub id: String,
     /// Parent realm.
     #[serde(default, deserialize_with = "de::null_default")]
+    #[schema(nullable)]
     pub realm_id: String,
     /// Parent space.
     #[serde(default, deserialize_with = "de::null_default")]
+    #[schema(nullable)]
     pub space_id: String,
     /// Parent stack.
     #[serde(default, deserialize_with = "de::null_default")]
+    #[schema(nullable)]
     pub stack_id: String,
     /// Id of the root container.
     #[serde(
@@ -577,12 +612,14 @@ pub struct CellSpec {
         skip_serializing_if = "String::is_empty",
         deserialize_with = "de::null_default"
     )]
+    #[schema(nullable)]
     pub root_container_id: String,
     /// Terminal settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tty: Option<CellTty>,
     /// The cell's containers.
     #[serde(default, deserialize_with = "de::null_default")]
+    #[schema(nullable)]
     pub containers: Vec<ContainerSpec>,
     /// Delete the cell once it stops after having been ready.
     #[serde(
@@ -590,6 +627,7 @@ pub struct CellSpec {
         skip_serializing_if = "is_false",
         deserialize_with = "de::null_default"
     )]
+    #[schema(nullable)]
     pub auto_delete: bool,
     /// Delegate all cgroup controllers to an inner runtime.
     #[serde(
@@ -597,6 +635,7 @@ pub struct CellSpec {
         skip_serializing_if = "is_false",
         deserialize_with = "de::null_default"
     )]
+    #[schema(nullable)]
     pub nested_cgroup_runtime: bool,
 }
 
@@ -610,6 +649,7 @@ pub struct CellTty {
         skip_serializing_if = "String::is_empty",
         deserialize_with = "de::null_default"
     )]
+    #[schema(nullable)]
     pub default: String,
 }
 
@@ -622,6 +662,7 @@ pub struct CellStatus {
     pub state: CellState,
     /// cgroup path.
     #[serde(default, deserialize_with = "de::null_default")]
+    #[schema(nullable)]
     pub cgroup_path: String,
     /// Delegated cgroup-v2 controllers.
     #[serde(
@@ -629,12 +670,14 @@ pub struct CellStatus {
         skip_serializing_if = "Vec::is_empty",
         deserialize_with = "de::null_default"
     )]
+    #[schema(nullable)]
     pub subtree_controllers: Vec<String>,
     /// Network attachment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<CellNetworkStatus>,
     /// Per-container status.
     #[serde(default, deserialize_with = "de::null_default")]
+    #[schema(nullable)]
     pub containers: Vec<ContainerStatus>,
     /// Latch: observed Ready at least once.
     #[serde(
@@ -642,6 +685,7 @@ pub struct CellStatus {
         skip_serializing_if = "is_false",
         deserialize_with = "de::null_default"
     )]
+    #[schema(nullable)]
     pub ready_observed: bool,
 }
 
@@ -655,6 +699,7 @@ pub struct CellNetworkStatus {
         skip_serializing_if = "String::is_empty",
         deserialize_with = "de::null_default"
     )]
+    #[schema(nullable)]
     pub bridge_name: String,
 }
 
@@ -664,6 +709,7 @@ pub struct CellNetworkStatus {
 pub struct ContainerSpec {
     /// Container id (defaults to, and must equal, `metadata.name`).
     #[serde(default, deserialize_with = "de::null_default")]
+    #[schema(nullable)]
     pub id: String,
     /// containerd id.
     #[serde(
@@ -671,18 +717,23 @@ pub struct ContainerSpec {
         skip_serializing_if = "String::is_empty",
         deserialize_with = "de::null_default"
     )]
+    #[schema(nullable)]
     pub containerd_id: String,
     /// Parent realm.
     #[serde(default, deserialize_with = "de::null_default")]
+    #[schema(nullable)]
     pub realm_id: String,
     /// Parent space.
     #[serde(default, deserialize_with = "de::null_default")]
+    #[schema(nullable)]
     pub space_id: String,
     /// Parent stack.
     #[serde(default, deserialize_with = "de::null_default")]
+    #[schema(nullable)]
     pub stack_id: String,
     /// Parent cell.
     #[serde(default, deserialize_with = "de::null_default")]
+    #[schema(nullable)]
     pub cell_id: String,
     /// Root container of its cell.
     #[serde(
@@ -690,15 +741,19 @@ pub struct ContainerSpec {
         skip_serializing_if = "is_false",
         deserialize_with = "de::null_default"
     )]
+    #[schema(nullable)]
     pub root: bool,
     /// Image reference.
     #[serde(default, deserialize_with = "de::null_default")]
+    #[schema(nullable)]
     pub image: String,
     /// Command.
     #[serde(default, deserialize_with = "de::null_default")]
+    #[schema(nullable)]
     pub command: String,
     /// Arguments.
     #[serde(default, deserialize_with = "de::null_default")]
+    #[schema(nullable)]
     pub args: Vec<String>,
     /// Working directory.
     #[serde(
@@ -706,24 +761,31 @@ pub struct ContainerSpec {
         skip_serializing_if = "String::is_empty",
         deserialize_with = "de::null_default"
     )]
+    #[schema(nullable)]
     pub working_dir: String,
     /// Environment, `KEY=value`.
     #[serde(default, deserialize_with = "de::null_default")]
+    #[schema(nullable)]
     pub env: Vec<String>,
     /// Port mappings.
     #[serde(default, deserialize_with = "de::null_default")]
+    #[schema(nullable)]
     pub ports: Vec<String>,
     /// Mounts.
     #[serde(default, deserialize_with = "de::null_default")]
+    #[schema(nullable)]
     pub volumes: Vec<VolumeMount>,
     /// Networks.
     #[serde(default, deserialize_with = "de::null_default")]
+    #[schema(nullable)]
     pub networks: Vec<String>,
     /// Network aliases.
     #[serde(default, deserialize_with = "de::null_default")]
+    #[schema(nullable)]
     pub networks_aliases: Vec<String>,
     /// Privileged mode.
     #[serde(default, deserialize_with = "de::null_default")]
+    #[schema(nullable)]
     pub privileged: bool,
     /// Host network namespace.
     #[serde(
@@ -731,6 +793,7 @@ pub struct ContainerSpec {
         skip_serializing_if = "is_false",
         deserialize_with = "de::null_default"
     )]
+    #[schema(nullable)]
     pub host_network: bool,
     /// Host PID namespace.
     #[serde(
@@ -739,6 +802,7 @@ pub struct ContainerSpec {
         skip_serializing_if = "is_false",
         deserialize_with = "de::null_default"
     )]
+    #[schema(nullable)]
     pub host_pid: bool,
     /// Host cgroup namespace.
     #[serde(
@@ -746,6 +810,7 @@ pub struct ContainerSpec {
         skip_serializing_if = "is_false",
         deserialize_with = "de::null_default"
     )]
+    #[schema(nullable)]
     pub host_cgroup: bool,
     /// User.
     #[serde(
@@ -753,6 +818,7 @@ pub struct ContainerSpec {
         skip_serializing_if = "String::is_empty",
         deserialize_with = "de::null_default"
     )]
+    #[schema(nullable)]
     pub user: String,
     /// Read-only root filesystem.
     #[serde(
@@ -760,6 +826,7 @@ pub struct ContainerSpec {
         skip_serializing_if = "is_false",
         deserialize_with = "de::null_default"
     )]
+    #[schema(nullable)]
     pub read_only_root_filesystem: bool,
     /// Capability deltas.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -770,6 +837,7 @@ pub struct ContainerSpec {
         skip_serializing_if = "Vec::is_empty",
         deserialize_with = "de::null_default"
     )]
+    #[schema(nullable)]
     pub security_opts: Vec<String>,
     /// tmpfs mounts.
     #[serde(
@@ -777,6 +845,7 @@ pub struct ContainerSpec {
         skip_serializing_if = "Vec::is_empty",
         deserialize_with = "de::null_default"
     )]
+    #[schema(nullable)]
     pub tmpfs: Vec<ContainerTmpfsMount>,
     /// cgroup limits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -787,6 +856,7 @@ pub struct ContainerSpec {
         skip_serializing_if = "Vec::is_empty",
         deserialize_with = "de::null_default"
     )]
+    #[schema(nullable)]
     pub secrets: Vec<ContainerSecret>,
     /// CNI configuration path.
     #[serde(
@@ -794,9 +864,11 @@ pub struct ContainerSpec {
         skip_serializing_if = "String::is_empty",
         deserialize_with = "de::null_default"
     )]
+    #[schema(nullable)]
     pub cni_config_path: String,
     /// Restart policy.
     #[serde(default, deserialize_with = "de::null_default")]
+    #[schema(nullable)]
     pub restart_policy: String,
     /// Whether a terminal can attach.
     #[serde(
@@ -804,6 +876,7 @@ pub struct ContainerSpec {
         skip_serializing_if = "is_false",
         deserialize_with = "de::null_default"
     )]
+    #[schema(nullable)]
     pub attachable: bool,
     /// Terminal settings (requires `attachable`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -820,6 +893,7 @@ pub struct VolumeMount {
         skip_serializing_if = "String::is_empty",
         deserialize_with = "de::null_default"
     )]
+    #[schema(nullable)]
     pub kind: String,
     /// Host path (bind only).
     #[serde(
@@ -827,9 +901,11 @@ pub struct VolumeMount {
         skip_serializing_if = "String::is_empty",
         deserialize_with = "de::null_default"
     )]
+    #[schema(nullable)]
     pub source: String,
     /// Absolute path in the container.
     #[serde(default, deserialize_with = "de::null_default")]
+    #[schema(nullable)]
     pub target: String,
     /// Read-only.
     #[serde(
@@ -837,6 +913,7 @@ pub struct VolumeMount {
         skip_serializing_if = "is_false",
         deserialize_with = "de::null_default"
     )]
+    #[schema(nullable)]
     pub read_only: bool,
     /// tmpfs size in bytes.
     #[serde(default, skip_serializing_if = "is_zero", deserialize_with = "de::int")]
@@ -861,6 +938,7 @@ pub struct ContainerCapabilities {
         skip_serializing_if = "Vec::is_empty",
         deserialize_with = "de::null_default"
     )]
+    #[schema(nullable)]
     pub drop: Vec<String>,
     /// Capabilities to add.
     #[serde(
@@ -868,6 +946,7 @@ pub struct ContainerCapabilities {
         skip_serializing_if = "Vec::is_empty",
         deserialize_with = "de::null_default"
     )]
+    #[schema(nullable)]
     pub add: Vec<String>,
 }
 
@@ -877,6 +956,7 @@ pub struct ContainerCapabilities {
 pub struct ContainerTmpfsMount {
     /// Absolute mount point.
     #[serde(default, deserialize_with = "de::null_default")]
+    #[schema(nullable)]
     pub path: String,
     /// Size in bytes.
     #[serde(default, skip_serializing_if = "is_zero", deserialize_with = "de::int")]
@@ -887,6 +967,7 @@ pub struct ContainerTmpfsMount {
         skip_serializing_if = "Vec::is_empty",
         deserialize_with = "de::null_default"
     )]
+    #[schema(nullable)]
     pub options: Vec<String>,
 }
 
@@ -923,6 +1004,7 @@ pub struct ContainerResources {
 pub struct ContainerSecret {
     /// Secret name.
     #[serde(default, deserialize_with = "de::null_default")]
+    #[schema(nullable)]
     pub name: String,
     /// File holding the value.
     #[serde(
@@ -930,6 +1012,7 @@ pub struct ContainerSecret {
         skip_serializing_if = "String::is_empty",
         deserialize_with = "de::null_default"
     )]
+    #[schema(nullable)]
     pub from_file: String,
     /// Environment variable holding the value.
     #[serde(
@@ -937,6 +1020,7 @@ pub struct ContainerSecret {
         skip_serializing_if = "String::is_empty",
         deserialize_with = "de::null_default"
     )]
+    #[schema(nullable)]
     pub from_env: String,
     /// Absolute mount path, for mount mode.
     #[serde(
@@ -944,6 +1028,7 @@ pub struct ContainerSecret {
         skip_serializing_if = "String::is_empty",
         deserialize_with = "de::null_default"
     )]
+    #[schema(nullable)]
     pub mount_path: String,
 }
 
@@ -957,6 +1042,7 @@ pub struct ContainerTty {
         skip_serializing_if = "String::is_empty",
         deserialize_with = "de::null_default"
     )]
+    #[schema(nullable)]
     pub prompt: String,
     /// Scripts run on attach.
     #[serde(
@@ -964,6 +1050,7 @@ pub struct ContainerTty {
         skip_serializing_if = "Vec::is_empty",
         deserialize_with = "de::null_default"
     )]
+    #[schema(nullable)]
     pub on_init: Vec<TtyStage>,
 }
 
@@ -973,6 +1060,7 @@ pub struct ContainerTty {
 pub struct TtyStage {
     /// Script.
     #[serde(default, deserialize_with = "de::null_default")]
+    #[schema(nullable)]
     pub script: String,
 }
 
@@ -982,9 +1070,11 @@ pub struct TtyStage {
 pub struct ContainerStatus {
     /// Container name.
     #[serde(default, deserialize_with = "de::null_default")]
+    #[schema(nullable)]
     pub name: String,
     /// Container id.
     #[serde(default, deserialize_with = "de::null_default")]
+    #[schema(nullable)]
     pub id: String,
     /// State, by name (integers accepted on input).
     #[serde(default)]
@@ -994,18 +1084,22 @@ pub struct ContainerStatus {
     pub restart_count: i64,
     /// RFC 3339; `0001-01-01T00:00:00Z` when unset.
     #[serde(default, deserialize_with = "de::null_default")]
+    #[schema(nullable)]
     pub restart_time: String,
     /// RFC 3339; `0001-01-01T00:00:00Z` when unset.
     #[serde(default, deserialize_with = "de::null_default")]
+    #[schema(nullable)]
     pub start_time: String,
     /// RFC 3339; `0001-01-01T00:00:00Z` when unset.
     #[serde(default, deserialize_with = "de::null_default")]
+    #[schema(nullable)]
     pub finish_time: String,
     /// Exit code.
     #[serde(default, deserialize_with = "de::int")]
     pub exit_code: i64,
     /// Exit signal.
     #[serde(default, deserialize_with = "de::null_default")]
+    #[schema(nullable)]
     pub exit_signal: String,
 }
 
