@@ -786,6 +786,23 @@ fn build() -> OpenApi {
                     .into(),
             ));
         }
+        // `password` is read (only whether it was given) but never written,
+        // so the derive leaves it out; it may be sent empty or null.
+        if let Some(RefOr::T(Schema::Object(creds))) =
+            components.schemas.get_mut("RegistryCredentials")
+        {
+            creds.properties.insert(
+                "password".into(),
+                ObjectBuilder::new()
+                    .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+                    .max_length(Some(0))
+                    .write_only(true)
+                    .description(Some(
+                        "Must be empty or absent: use `passwordRef`. Never stored or returned.",
+                    ))
+                    .into(),
+            );
+        }
         for kind in Kind::ALL {
             let Some(RefOr::T(Schema::Object(obj))) = components.schemas.get_mut(kind.as_str())
             else {
@@ -951,66 +968,90 @@ mod tests {
                 .is_some_and(|o| o.iter().any(|s| allows_null(doc, s)))
     }
 
-    /// Every field of the example documents that the server reads as
-    /// `null` is nullable in the schema, and every field it refuses `null`
-    /// for is not (Schemathesis sends `null` where the schema forbids it
-    /// and expects a 4xx).
+    /// Every field of the example documents and of the maximal ones in
+    /// `tests/fixtures/maximal.json` that the server reads as `null` is
+    /// nullable in the schema, and every field it refuses `null` for is not
+    /// (Schemathesis sends `null` where the schema forbids it and expects a
+    /// 4xx).
     #[test]
     fn schema_says_null_exactly_where_the_server_reads_it() {
-        let doc = serde_json::to_value(document()).unwrap();
-        fn walk(
-            doc: &Value,
+        /// One document's walk: nulls each field in turn and compares.
+        struct Walk<'a> {
+            doc: &'a Value,
             kind: Kind,
-            root: &Value,
-            at: &Value,
-            schema: &Value,
-            pointer: String,
-            checked: &mut usize,
-        ) {
-            let schema_here = resolve(doc, schema);
-            let children: Vec<(String, &Value, &Value)> = match at {
-                Value::Object(m) => m
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v, &schema_here["properties"][k]))
-                    .collect(),
-                Value::Array(a) => a
-                    .iter()
-                    .enumerate()
-                    .map(|(i, v)| (i.to_string(), v, &schema_here["items"]))
-                    .collect(),
-                _ => return,
-            };
-            for (key, value, prop) in children {
-                let path = format!("{pointer}/{key}");
-                assert!(!prop.is_null(), "{kind:?}{path}: not in the schema");
-                if !at.is_array() {
-                    let mut nulled = root.clone();
-                    *nulled.pointer_mut(&path).unwrap() = Value::Null;
-                    let accepted = crate::api::v1beta1::decode_value(kind, nulled).is_ok();
-                    assert_eq!(
-                        allows_null(doc, prop),
-                        accepted,
-                        "{kind:?}{path}: server accepts null: {accepted}"
-                    );
-                    *checked += 1;
+            root: &'a Value,
+            checked: usize,
+            wrong: Vec<String>,
+        }
+        impl Walk<'_> {
+            fn walk(&mut self, at: &Value, schema: &Value, pointer: &str) {
+                let (doc, kind) = (self.doc, self.kind);
+                let schema_here = resolve(doc, schema);
+                let children: Vec<(String, &Value, &Value)> = match at {
+                    Value::Object(m) => m
+                        .iter()
+                        .map(|(k, v)| {
+                            let prop = match &schema_here["properties"][k] {
+                                Value::Null => &schema_here["additionalProperties"],
+                                p => p,
+                            };
+                            (k.clone(), v, prop)
+                        })
+                        .collect(),
+                    Value::Array(a) => a
+                        .iter()
+                        .enumerate()
+                        .map(|(i, v)| (i.to_string(), v, &schema_here["items"]))
+                        .collect(),
+                    _ => return,
+                };
+                for (key, value, prop) in children {
+                    let path = format!("{pointer}/{key}");
+                    assert!(!prop.is_null(), "{kind:?}{path}: not in the schema");
+                    if !at.is_array() {
+                        let mut nulled = self.root.clone();
+                        *nulled.pointer_mut(&path).unwrap() = Value::Null;
+                        let accepted = crate::api::v1beta1::decode_value(kind, nulled).is_ok();
+                        if allows_null(doc, prop) != accepted {
+                            self.wrong
+                                .push(format!("{kind:?}{path} (server accepts null: {accepted})"));
+                        }
+                        self.checked += 1;
+                    }
+                    self.walk(value, prop, &path);
                 }
-                walk(doc, kind, root, value, prop, path, checked);
             }
         }
+        let doc = serde_json::to_value(document()).unwrap();
+        let maximal: Value =
+            serde_json::from_str(include_str!("../../tests/fixtures/maximal.json")).unwrap();
         let mut checked = 0;
+        let mut wrong = Vec::new();
         for kind in Kind::ALL {
-            let example = example(kind).unwrap();
             let schema = json!({"$ref": format!("#/components/schemas/{}", kind.as_str())});
-            walk(
-                &doc,
-                kind,
-                &example,
-                &example,
-                &schema,
-                String::new(),
-                &mut checked,
+            let full = maximal[kind.as_str()].clone();
+            assert!(
+                crate::api::v1beta1::decode_value(kind, full.clone()).is_ok(),
+                "{kind:?}: the maximal document itself must decode"
             );
+            for root in [example(kind).unwrap(), full] {
+                let mut w = Walk {
+                    doc: &doc,
+                    kind,
+                    root: &root,
+                    checked: 0,
+                    wrong: Vec::new(),
+                };
+                w.walk(&root, &schema, "");
+                checked += w.checked;
+                wrong.extend(w.wrong);
+            }
         }
-        assert!(checked > 40, "only {checked} fields checked");
+        assert!(
+            wrong.is_empty(),
+            "nullability differs:\n{}",
+            wrong.join("\n")
+        );
+        assert!(checked > 250, "only {checked} fields checked");
     }
 }

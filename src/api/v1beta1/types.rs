@@ -121,6 +121,7 @@ macro_rules! wire_state {
 /// A state: written as its name, read as its name or kukeon v0.4's index.
 fn state_schema(name: &str, names: Vec<&'static str>) -> RefOr<Schema> {
     let last = names.len() - 1;
+    let null_reads_as = format!("`null`, read as {} (on input).", names[0]);
     OneOfBuilder::new()
         .item(
             ObjectBuilder::new()
@@ -134,6 +135,11 @@ fn state_schema(name: &str, names: Vec<&'static str>) -> RefOr<Schema> {
                 .minimum(Some(0))
                 .maximum(Some(last))
                 .description(Some("kukeon v0.4's integer encoding (accepted on input).")),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(SchemaType::Type(Type::Null))
+                .description(Some(null_reads_as)),
         )
         .description(Some(format!(
             "{name}: read by name or by index, written by name."
@@ -471,6 +477,7 @@ pub struct EgressAllowRule {
         skip_serializing_if = "Vec::is_empty",
         deserialize_with = "de::int_list"
     )]
+    #[schema(nullable)]
     pub ports: Vec<i64>,
 }
 
