@@ -3,7 +3,7 @@
 //! - `null` for a list, map, string or struct reads as its empty value
 //!   (YAML `labels:` with nothing after it is `null`).
 //! - Integers also arrive as integral JSON numbers such as `1.0`, which JSON
-//!   Schema calls integers.
+//!   Schema calls integers (up to 2^53, where floats stop being exact).
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -34,6 +34,9 @@ macro_rules! wire_int {
 }
 wire_int!(i64, u32, u64, i32);
 
+/// The largest integer every smaller one of which an `f64` holds exactly.
+const MAX_EXACT_FLOAT_INT: f64 = 9_007_199_254_740_992.0;
+
 struct IntVisitor<T>(PhantomData<T>);
 
 impl<'de, T: WireInt> Visitor<'de> for IntVisitor<T> {
@@ -52,7 +55,10 @@ impl<'de, T: WireInt> Visitor<'de> for IntVisitor<T> {
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<T, E> {
-        if v.fract() == 0.0 && v.is_finite() && v.abs() < 9.3e18 {
+        // Beyond 2^53 a float no longer says which integer was written (an
+        // integer literal past i64's range arrives as a float that rounds
+        // into it), so only the exactly representable ones are taken.
+        if v.fract() == 0.0 && v.is_finite() && v.abs() <= MAX_EXACT_FLOAT_INT {
             self.visit_i64(v as i64)
         } else {
             Err(E::custom(format!("{v} is not an integer")))
@@ -237,5 +243,22 @@ mod tests {
         assert!(serde_json::from_str::<T>(r#"{"a":1.5}"#).is_err());
         assert!(serde_json::from_str::<T>(r#"{"a":1,"b":-1}"#).is_err());
         assert!(serde_json::from_str::<T>(r#"{"a":"1"}"#).is_err());
+        // Integer literals past i64's range arrive as floats that round
+        // into it; they are refused, as are floats past 2^53.
+        for out_of_range in [
+            "-9223372036854775809",
+            "9223372036854775808.0",
+            "1e300",
+            "9007199254740994.0",
+        ] {
+            assert!(
+                serde_json::from_str::<T>(&format!("{{\"a\":{out_of_range}}}")).is_err(),
+                "{out_of_range}"
+            );
+        }
+        let t: T = serde_json::from_str(r#"{"a":9007199254740992.0}"#).unwrap();
+        assert_eq!(t.a, 9_007_199_254_740_992);
+        let t: T = serde_json::from_str(r#"{"a":-9223372036854775808}"#).unwrap();
+        assert_eq!(t.a, i64::MIN);
     }
 }
