@@ -162,10 +162,12 @@ fn ancestor_field(kind: Kind) -> String {
 }
 
 /// OpenAPI links from a response carrying a `kind` document to the
-/// operations on that object and to creating and listing its children, so
-/// that clients (and Schemathesis' stateful tests) can follow a create
-/// down the hierarchy. Path parameters come from the body: the object's
-/// `metadata.name` and its ancestors' names in `spec.<kind>Id`.
+/// operations on that object and to creating its children, so that
+/// clients (and Schemathesis' stateful tests) can follow a create down the
+/// hierarchy. Path parameters come from the body: the object's
+/// `metadata.name` and its ancestors' names in `spec.<kind>Id`. Listing the
+/// children is not linked: a list under a missing parent is an empty list
+/// (as Kubernetes answers for a missing namespace), not the object's 404.
 fn links(kind: Kind, mut r: ResponseBuilder) -> ResponseBuilder {
     let singular = kind.as_str().to_ascii_lowercase();
     let own: Vec<(String, String)> = Kind::ALL
@@ -200,10 +202,6 @@ fn links(kind: Kind, mut r: ResponseBuilder) -> ResponseBuilder {
     if let Some(child) = kind.child() {
         let lower = child.as_str().to_ascii_lowercase();
         r = r.link(format!("create_{lower}"), link(format!("create_{lower}")));
-        r = r.link(
-            format!("list_{}", child.plural()),
-            link(format!("list_{}", child.plural())),
-        );
     }
     r
 }
@@ -296,11 +294,17 @@ fn name_query_param(name: &str) -> utoipa::openapi::path::Parameter {
 }
 
 fn query_param(name: &str, ty: Type, description: &str) -> utoipa::openapi::path::Parameter {
-    let integer = ty == Type::Integer;
-    let mut schema = ObjectBuilder::new().schema_type(SchemaType::Type(ty));
-    if integer {
-        schema = schema.minimum(Some(0));
-    }
+    let schema = match ty {
+        Type::Integer => ObjectBuilder::new()
+            .schema_type(SchemaType::Type(ty))
+            .minimum(Some(0)),
+        // Flags read `true`/`false` and also `1`/`0`, as Go's clients send.
+        Type::Boolean => ObjectBuilder::new()
+            .schema_type(SchemaType::from_iter([Type::Boolean, Type::Integer]))
+            .minimum(Some(0))
+            .maximum(Some(1)),
+        _ => ObjectBuilder::new().schema_type(SchemaType::Type(ty)),
+    };
     ParameterBuilder::new()
         .name(name)
         .parameter_in(ParameterIn::Query)
@@ -902,7 +906,7 @@ mod tests {
         for kind in Kind::ALL {
             let create = &ops[&format!("create_{}", kind.as_str().to_ascii_lowercase())].0;
             let links = create["responses"]["201"]["links"].as_object().unwrap();
-            let expected = 7 + if kind.child().is_some() { 2 } else { 0 };
+            let expected = 7 + usize::from(kind.child().is_some());
             assert_eq!(links.len(), expected, "{kind:?}");
             let example = example(kind).unwrap();
             for (name, link) in links {
@@ -934,7 +938,7 @@ mod tests {
                 seen += 1;
             }
         }
-        assert_eq!(seen, 5 * 7 + 4 * 2);
+        assert_eq!(seen, 5 * 7 + 4);
     }
 
     /// Follows `$ref`s and nullable `oneOf` wrappers to the schema that
