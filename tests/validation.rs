@@ -430,6 +430,14 @@ fn volumes_are_validated() {
             json!({"kind": "nfs", "source": "/host", "target": "/t"}),
             "volumes[0].kind",
         ),
+        (
+            json!({"kind": "tmpfs", "target": "/t", "mode": 4096}),
+            "volumes[0].mode",
+        ),
+        (
+            json!({"kind": "tmpfs", "target": "/t", "mode": "010000"}),
+            "volumes[0].mode",
+        ),
     ];
     for (vol, field) in cases {
         let r = c.post_json(
@@ -453,6 +461,85 @@ fn volumes_are_validated() {
         &json!({"metadata": {"name": "n"}, "spec": {"tmpfs": [{"path": "tmp"}]}}),
     );
     assert_problem(&r, 422, "Invalid", Some("spec.tmpfs[0].path"));
+    assert_nothing_written(&c, &s, rev);
+}
+
+/// A status write reads only the status, but its body is still a document
+/// about the object: another name or coordinates are 400, invalid labels or
+/// an out-of-range mode 422; a merge patch deleting a field no document
+/// has is 400 naming it. Nothing is written by any of them.
+#[test]
+fn status_bodies_and_patch_deletions_are_checked_too() {
+    let (s, c) = setup();
+    let rev = revision(&c, &s);
+    let cell = format!("{}/c", cells(&s));
+    let status = format!("{cell}/status");
+    let cases = [
+        (
+            json!({"metadata": {"name": "other"}, "status": {"state": "Ready"}}),
+            400,
+            "metadata.name",
+        ),
+        (
+            json!({"metadata": {"name": "a_b"}, "status": {"state": "Ready"}}),
+            400,
+            "metadata.name",
+        ),
+        (
+            json!({"spec": {"stackId": "elsewhere"}, "status": {"state": "Ready"}}),
+            400,
+            "spec.stackId",
+        ),
+        (
+            json!({"metadata": {"labels": {"": "x"}}, "status": {"state": "Ready"}}),
+            422,
+            "metadata.labels",
+        ),
+        (
+            json!({"spec": {"containers": [{"id": "a", "volumes": [{"kind": "tmpfs", "target": "/t", "mode": 5000}]}]}, "status": {"state": "Ready"}}),
+            422,
+            "spec.containers[0].volumes[0].mode",
+        ),
+    ];
+    for (body, code, field) in &cases {
+        let r = c.put_json(&status, body);
+        let reason = if *code == 400 {
+            "BadRequest"
+        } else {
+            "Invalid"
+        };
+        assert_problem(&r, *code, reason, Some(field));
+        let r = c.patch(&status, body);
+        assert_problem(&r, *code, reason, Some(field));
+    }
+    // The same body naming this very cell is fine.
+    let r = c.put_json(
+        &status,
+        &json!({"metadata": {"name": "c", "labels": {"k": "v"}}, "spec": {"stackId": "t"}, "status": {"state": "Pending"}}),
+    );
+    assert_eq!(r.0, 200, "{}", r.1);
+    // Deleting unknown fields: a typo must not pass as a no-op.
+    for (patch, field) in [
+        (json!({"": null}), ""),
+        (json!({"specc": null}), "specc"),
+        (
+            json!({"spec": {"rootContainer": null}}),
+            "spec.rootContainer",
+        ),
+        (json!({"metadata": {"lables": null}}), "metadata.lables"),
+    ] {
+        let r = c.patch(&cell, &patch);
+        assert_eq!(r.0, 400, "{patch}: {}", r.1);
+        if !field.is_empty() {
+            assert_problem(&r, 400, "BadRequest", Some(field));
+        }
+    }
+    // Deleting known fields, present or not, is fine.
+    let r = c.patch(
+        &cell,
+        &json!({"spec": {"rootContainerId": null, "tty": null}, "metadata": {"labels": null}}),
+    );
+    assert_eq!(r.0, 200, "{}", r.1);
     assert_nothing_written(&c, &s, rev);
 }
 

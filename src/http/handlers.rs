@@ -252,7 +252,13 @@ fn prepare(part: Part, path: &Path, decoded: AnyObject) -> Result<AnyObject, Api
             Ok(object)
         }
         Part::Status => {
-            // Only the status is read: start from an empty object at the path.
+            // Only the status is read, but the body is still a document
+            // about this object: a name or coordinates naming another one
+            // are refused (400), and so are invalid labels.
+            let mut decoded = decoded;
+            decoded.place(path).map_err(to_bad_request)?;
+            crate::model::validate_labels(&decoded.meta().labels)?;
+            // Start from an empty object at the path.
             let mut object = empty(path.kind()).with_status_of(&decoded);
             object.place(path).map_err(to_bad_request)?;
             Ok(object)
@@ -308,6 +314,42 @@ pub fn merge_patch(target: &mut serde_json::Value, patch: &serde_json::Value) {
     }
 }
 
+/// A merge patch's `null` deletes a field. One aimed at a field the
+/// document does not have would delete nothing and hide a typo, so it is
+/// refused as an unknown field in a body is (400 naming it). Each deletion
+/// is checked alone, as a document holding just that `null`.
+fn refuse_unknown_deletions(kind: Kind, patch: &serde_json::Value) -> Result<(), ApiError> {
+    fn deletions(v: &serde_json::Value, at: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+        if let serde_json::Value::Object(m) = v {
+            for (k, v) in m {
+                at.push(k.clone());
+                if v.is_null() {
+                    out.push(at.clone());
+                } else {
+                    deletions(v, at, out);
+                }
+                at.pop();
+            }
+        }
+    }
+    let mut found = Vec::new();
+    deletions(patch, &mut Vec::new(), &mut found);
+    for path in found {
+        let probe = path
+            .iter()
+            .rev()
+            .fold(serde_json::Value::Null, |inner, key| {
+                serde_json::Value::Object([(key.clone(), inner)].into_iter().collect())
+            });
+        if let Err(e @ v1beta1::DecodeError::BadRequest { .. }) = v1beta1::decode_value(kind, probe)
+            && e.to_string().starts_with("unknown field")
+        {
+            return Err(e.into());
+        }
+    }
+    Ok(())
+}
+
 /// PATCH an object or its status with a JSON merge patch.
 pub async fn patch_object(
     state: AppState,
@@ -333,6 +375,7 @@ pub async fn patch_object(
     if !patch.is_object() {
         return Err(ApiError::bad_request("a merge patch must be a JSON object"));
     }
+    refuse_unknown_deletions(kind, &patch)?;
     let patch_rv = match patch.pointer("/metadata/resourceVersion") {
         None | Some(serde_json::Value::Null) => None,
         Some(serde_json::Value::String(s)) => Some(s.parse::<u64>().map_err(|_| {

@@ -22,4 +22,4 @@ pub use path::{Kind, Path};
 pub use selector::{Requirement, Selector};
 pub use state::{CellState, ContainerState, RealmState, SpaceState, StackState};
 pub use types::*;
-pub use validate::{Invalid, validate_name, validate_object};
+pub use validate::{Invalid, validate_labels, validate_name, validate_object};

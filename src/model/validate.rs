@@ -71,14 +71,7 @@ pub fn validate_name(field: &str, name: &str) -> Result {
 /// Normalises and validates an object (any kind) before it is stored.
 pub fn validate_object(obj: &mut AnyObject) -> Result {
     validate_name("metadata.name", &obj.meta().name)?;
-    for key in obj.meta().labels.keys() {
-        if key.is_empty() {
-            return Err(Invalid::new(
-                "metadata.labels",
-                "label keys must not be empty",
-            ));
-        }
-    }
+    validate_labels(&obj.meta().labels)?;
     match obj {
         AnyObject::Realm(r) => validate_realm(&r.spec),
         AnyObject::Space(s) => validate_space(&s.spec),
@@ -86,6 +79,17 @@ pub fn validate_object(obj: &mut AnyObject) -> Result {
         AnyObject::Cell(c) => validate_cell(&mut c.spec),
         AnyObject::Container(c) => validate_container("spec", &c.spec),
     }
+}
+
+/// Label keys must not be empty.
+pub fn validate_labels(labels: &std::collections::BTreeMap<String, String>) -> Result {
+    if labels.keys().any(String::is_empty) {
+        return Err(Invalid::new(
+            "metadata.labels",
+            "label keys must not be empty",
+        ));
+    }
+    Ok(())
 }
 
 fn validate_realm(spec: &RealmSpec) -> Result {
@@ -263,12 +267,6 @@ fn validate_container(field: &str, c: &ContainerSpec) -> Result {
                     return Err(Invalid::new(
                         format!("{vf}.sizeBytes"),
                         "must not be negative",
-                    ));
-                }
-                if v.mode > 0o7777 {
-                    return Err(Invalid::new(
-                        format!("{vf}.mode"),
-                        "must be a permission mode up to 07777",
                     ));
                 }
             }

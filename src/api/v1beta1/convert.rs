@@ -850,6 +850,14 @@ fn container_spec_in(field: &str, s: w::ContainerSpec) -> Result<m::ContainerSpe
                     ));
                 }
             };
+            // Checked here rather than in validation so that every write
+            // path refuses it, status bodies included (the schema bounds it).
+            if mode > 0o7777 {
+                return Err(Invalid::new(
+                    format!("{field}.volumes[{i}].mode"),
+                    "must be a permission mode up to 07777",
+                ));
+            }
             Ok(m::VolumeMount {
                 kind,
                 source,
