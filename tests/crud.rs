@@ -432,7 +432,8 @@ fn unreadable_if_match_is_400_and_writes_nothing() {
         b"W/W/5",
         b"abc",
         b"\"\"",
-        b"12345678901234567890",
+        b"+5",
+        b"99999999999999999999",
     ]
     .iter()
     .map(|v| reqwest::header::HeaderValue::from_bytes(v).unwrap())
@@ -455,6 +456,13 @@ fn unreadable_if_match_is_400_and_writes_nothing() {
         let r = c.send(c.http.delete(&url).header("if-match", value.clone()));
         assert_problem(&r, 400, "BadRequest", Some("If-Match"));
     }
+    // A revision of 20 digits is read (and is stale here), as in the body.
+    let r = c.send(
+        c.http
+            .delete(&url)
+            .header("if-match", "\"12345678901234567890\""),
+    );
+    assert_problem(&r, 409, "Conflict", None);
     assert_unchanged(&c, &url, &v1);
     // The forms the OpenAPI pattern allows are read: a stale one is 409, the
     // current one writes.

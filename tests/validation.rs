@@ -273,15 +273,17 @@ fn arrays_where_objects_belong_are_400() {
     }
     let r = c.put_yaml(&s.api("/realms/r2"), "- null\n");
     assert_problem(&r, 400, "BadRequest", None);
-    let r = c.patch(&format!("{}/c", cells(&s)), &json!({"spec": [1]}));
+    // An empty array would have read as a spec with every field defaulted.
+    let r = c.patch(&format!("{}/c", cells(&s)), &json!({"spec": []}));
     assert_problem(&r, 400, "BadRequest", Some("spec"));
     let r = c.send(
         c.http
             .post(s.api("/apply"))
             .header("content-type", "application/json")
-            .body(r#"[[null]]"#),
+            .body(r#"[{"kind": "Realm", "metadata": ["r9"]}]"#),
     );
     assert_eq!(r.0, 400, "{}", r.1);
+    assert!(r.1.to_string().contains("metadata"), "{}", r.1);
     assert_nothing_written(&c, &s, rev);
 }
 
@@ -464,7 +466,7 @@ fn volumes_are_validated() {
     assert_nothing_written(&c, &s, rev);
 }
 
-/// A status write reads only the status, but its body is still a document
+/// A status write writes only the status, but its body is still a document
 /// about the object: another name or coordinates are 400, invalid labels or
 /// an out-of-range mode 422; a merge patch deleting a field no document
 /// has is 400 naming it. Nothing is written by any of them.
@@ -512,12 +514,26 @@ fn status_bodies_and_patch_deletions_are_checked_too() {
         let r = c.patch(&status, body);
         assert_problem(&r, *code, reason, Some(field));
     }
-    // The same body naming this very cell is fine.
-    let r = c.put_json(
+    assert_nothing_written(&c, &s, rev);
+    // What a reconciler sends is fine: the object as read, its status
+    // changed (JSON or YAML), or just a status; an empty resourceVersion is
+    // no precondition.
+    let (_, mut read) = c.get(&cell);
+    read["status"]["state"] = json!("Ready");
+    let r = c.put_json(&status, &read);
+    assert_eq!(r.0, 200, "{}", r.1);
+    assert_eq!(r.1["status"]["state"], "Ready");
+    let yaml = "apiVersion: v1beta1\nkind: Cell\nmetadata:\n  name: c\nspec:\n  stackId: t\nstatus:\n  state: Failed\n";
+    let r = c.put_yaml(&status, yaml);
+    assert_eq!(r.0, 200, "{}", r.1);
+    assert_eq!(r.1["status"]["state"], "Failed");
+    let r = c.patch(
         &status,
-        &json!({"metadata": {"name": "c", "labels": {"k": "v"}}, "spec": {"stackId": "t"}, "status": {"state": "Pending"}}),
+        &json!({"metadata": {"resourceVersion": ""}, "status": {"state": "Pending"}}),
     );
     assert_eq!(r.0, 200, "{}", r.1);
+    assert_eq!(r.1["status"]["state"], "Pending");
+    let rev = revision(&c, &s);
     // Deleting unknown fields: a typo must not pass as a no-op.
     for (patch, field) in [
         (json!({"": null}), ""),

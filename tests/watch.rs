@@ -479,6 +479,18 @@ async fn sse_framing() {
         .unwrap();
     let text = resp.text().await.unwrap();
     assert!(text.starts_with("id: 2\nevent: ADDED\ndata: "), "{text}");
+    // One it cannot read is refused, not taken as "from the start".
+    let resp = reqwest::Client::new()
+        .get(s.api("/watch?timeoutSeconds=1"))
+        .header("accept", "text/event-stream")
+        .header(
+            "last-event-id",
+            reqwest::header::HeaderValue::from_bytes(b"1\xc2\x84").unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

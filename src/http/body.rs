@@ -46,7 +46,7 @@ fn media_type(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
             s.split(';')
                 .next()
                 .unwrap_or_default()
-                .trim()
+                .trim_matches([' ', '\t'])
                 .to_ascii_lowercase()
         })
 }
@@ -219,7 +219,7 @@ pub fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     let tag = s.strip_prefix("W/").unwrap_or(s);
     let tag = tag.strip_prefix('"').unwrap_or(tag);
     let digits = tag.strip_suffix('"').unwrap_or(tag);
-    if digits.is_empty() || digits.len() > 19 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad(s));
     }
     digits.parse::<u64>().map(Some).map_err(|_| bad(s))

@@ -252,9 +252,10 @@ fn prepare(part: Part, path: &Path, decoded: AnyObject) -> Result<AnyObject, Api
             Ok(object)
         }
         Part::Status => {
-            // Only the status is read, but the body is still a document
-            // about this object: a name or coordinates naming another one
-            // are refused (400), and so are invalid labels.
+            // Only the status is written, but the body is still a document
+            // about this object (as Kubernetes checks on a status update): a
+            // name or coordinates naming another one are 400, invalid labels
+            // 422.
             let mut decoded = decoded;
             decoded.place(path).map_err(to_bad_request)?;
             crate::model::validate_labels(&decoded.meta().labels)?;
@@ -378,6 +379,7 @@ pub async fn patch_object(
     refuse_unknown_deletions(kind, &patch)?;
     let patch_rv = match patch.pointer("/metadata/resourceVersion") {
         None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) if s.is_empty() => None,
         Some(serde_json::Value::String(s)) => Some(s.parse::<u64>().map_err(|_| {
             ApiError::bad_field(
                 "metadata.resourceVersion",

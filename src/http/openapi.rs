@@ -512,7 +512,7 @@ fn kind_paths(kind: Kind, paths: PathsBuilder) -> PathsBuilder {
         .schema(Some(
             ObjectBuilder::new()
                 .schema_type(SchemaType::Type(Type::String))
-                .pattern(Some(r#"^(\*|(W/)?"?[0-9]{1,19}"?)?$"#)),
+                .pattern(Some(r#"^(\*|(W/)?"?[0-9]+"?)?$"#)),
         ))
         .build();
     let write = |verb: &str, status: bool, patch: bool| {

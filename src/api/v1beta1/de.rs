@@ -3,7 +3,7 @@
 //! - `null` for a list, map, string or struct reads as its empty value
 //!   (YAML `labels:` with nothing after it is `null`).
 //! - Integers also arrive as integral JSON numbers such as `1.0`, which JSON
-//!   Schema calls integers (up to 2^53, where floats stop being exact).
+//!   Schema calls integers (below 2^52, see `MAX_EXACT_FLOAT_INT`).
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -34,8 +34,11 @@ macro_rules! wire_int {
 }
 wire_int!(i64, u32, u64, i32);
 
-/// The largest integer every smaller one of which an `f64` holds exactly.
-const MAX_EXACT_FLOAT_INT: f64 = 9_007_199_254_740_992.0;
+/// The largest integral float taken as an integer: 2^52 - 1. From 2^53 on,
+/// several integer literals round to one float; and serde_json (without
+/// `float_roundtrip`) may parse a float one unit in the last place off,
+/// which below 2^52 leaves a fraction (refused) instead of another integer.
+const MAX_EXACT_FLOAT_INT: f64 = 4_503_599_627_370_495.0;
 
 struct IntVisitor<T>(PhantomData<T>);
 
@@ -256,8 +259,18 @@ mod tests {
                 "{out_of_range}"
             );
         }
-        let t: T = serde_json::from_str(r#"{"a":9007199254740992.0}"#).unwrap();
-        assert_eq!(t.a, 9_007_199_254_740_992);
+        let t: T = serde_json::from_str(r#"{"a":1000000000000000.0}"#).unwrap();
+        assert_eq!(t.a, 1_000_000_000_000_000);
+        // 2^53 + 1 rounds to 2^53, and serde_json reads 9007199254740991.0
+        // as ...990: none of these is taken as a float.
+        for ambiguous in [
+            "9007199254740993.0",
+            "9007199254740992.0",
+            "9007199254740991.0",
+            "4503599627370496.0",
+        ] {
+            assert!(serde_json::from_str::<T>(&format!("{{\"a\":{ambiguous}}}")).is_err());
+        }
         let t: T = serde_json::from_str(r#"{"a":-9223372036854775808}"#).unwrap();
         assert_eq!(t.a, i64::MIN);
     }
