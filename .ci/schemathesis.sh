@@ -10,6 +10,11 @@
 # where the field is text), which JSON Schema cannot express; the
 # integration tests cover YAML input.
 #
+# Hypothesis' `filter_too_much` health check is suppressed: on the deepest
+# paths (five path parameters) a random draw can discard too many of its
+# generated URLs and stop the phase with an error that says nothing about
+# the server (seen once in a dozen random runs).
+#
 # Extra arguments are passed to Schemathesis (e.g. `--seed N` to replay a
 # run CI printed).
 #
@@ -55,4 +60,5 @@ json.dump(d, sys.stdout)
 
 python3 -m schemathesis.cli run "$work/schema.json" --url "$base" \
   --checks all --exclude-checks positive_data_acceptance,use_after_free \
-  --max-time "$MAX_TIME" --request-timeout 5 --no-color "$@"
+  --max-time "$MAX_TIME" --request-timeout 5 --no-color \
+  --suppress-health-check=filter_too_much "$@"
