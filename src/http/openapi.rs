@@ -13,7 +13,9 @@ use utoipa::openapi::path::{
     HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, PathItem,
 };
 use utoipa::openapi::request_body::RequestBodyBuilder;
-use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, SchemaType, Type};
+use utoipa::openapi::schema::{
+    AdditionalProperties, AllOfBuilder, ObjectBuilder, SchemaType, Type,
+};
 use utoipa::openapi::tag::TagBuilder;
 use utoipa::openapi::{
     ContentBuilder, HeaderBuilder, InfoBuilder, OpenApi, PathsBuilder, Ref, RefOr, Required,
@@ -226,11 +228,50 @@ fn create_schema(kind: Kind) -> RefOr<Schema> {
         .into()
 }
 
+/// The schema of a merge patch: the document's top-level fields, each
+/// `null` (delete) or a partial value. Below the top level the schema
+/// leaves the patch free: a `null` anywhere deletes (RFC 7386), which the
+/// document's own schema cannot say. The server still refuses unknown
+/// fields and invalid results, naming the field.
+fn patch_schema(kind: Kind) -> RefOr<Schema> {
+    let partial = |what: &str| {
+        ObjectBuilder::new()
+            .schema_type(SchemaType::from_iter([Type::Object, Type::Null]))
+            .description(Some(format!(
+                "Partial {what} (see the {} schema); `null` deletes.",
+                kind.as_str()
+            )))
+    };
+    let exactly = |value: &str| {
+        ObjectBuilder::new()
+            .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+            .pattern(Some(format!("^({value})?$")))
+    };
+    ObjectBuilder::new()
+        .schema_type(SchemaType::Type(Type::Object))
+        .description(Some(format!(
+            "A JSON merge patch of a {} document.",
+            kind.as_str()
+        )))
+        .property("apiVersion", exactly(crate::api::v1beta1::API_VERSION))
+        .property("kind", exactly(kind.as_str()))
+        .property(
+            "metadata",
+            partial("metadata; `resourceVersion` in it is a precondition"),
+        )
+        .property("spec", partial("spec"))
+        .property("status", partial("status"))
+        .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+        .into()
+}
+
 fn request_body(kind: Kind, patch: bool, status_only: bool, create: bool) -> RequestBodyBuilder {
     let example = example(kind);
     let content = |ex: Option<Value>| {
         let schema = if create {
             create_schema(kind)
+        } else if patch {
+            patch_schema(kind)
         } else {
             schema_ref(kind.as_str())
         };
@@ -1057,5 +1098,27 @@ mod tests {
             wrong.join("\n")
         );
         assert!(checked > 250, "only {checked} fields checked");
+    }
+
+    /// A merge patch may `null` any field (RFC 7386: delete), so its body
+    /// schema constrains only the top level; the server's own checks do
+    /// the rest (tests/validation.rs).
+    #[test]
+    fn patch_bodies_allow_null_below_the_top_level() {
+        let v = serde_json::to_value(document()).unwrap();
+        let patch = &v["paths"]["/api/v1beta1/realms/{realm}"]["patch"]["requestBody"]["content"]
+            [MERGE_PATCH]["schema"];
+        assert_eq!(patch["additionalProperties"], false);
+        for field in ["metadata", "spec", "status"] {
+            assert_eq!(
+                patch["properties"][field]["type"],
+                json!(["object", "null"])
+            );
+            assert!(patch["properties"][field].get("properties").is_none());
+        }
+        assert_eq!(patch["properties"]["kind"]["pattern"], "^(Realm)?$");
+        let put = &v["paths"]["/api/v1beta1/realms/{realm}"]["put"]["requestBody"]["content"][JSON]
+            ["schema"];
+        assert_eq!(put["$ref"], "#/components/schemas/Realm");
     }
 }
