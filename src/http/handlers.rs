@@ -379,13 +379,7 @@ pub async fn patch_object(
     refuse_unknown_deletions(kind, &patch)?;
     let patch_rv = match patch.pointer("/metadata/resourceVersion") {
         None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::String(s)) if s.is_empty() => None,
-        Some(serde_json::Value::String(s)) => Some(s.parse::<u64>().map_err(|_| {
-            ApiError::bad_field(
-                "metadata.resourceVersion",
-                format!("{s:?} is not a resource version"),
-            )
-        })?),
+        Some(serde_json::Value::String(s)) => v1beta1::convert::resource_version(Some(s))?,
         Some(_) => {
             return Err(ApiError::bad_field(
                 "metadata.resourceVersion",

@@ -278,17 +278,26 @@ fn finish<T: Envelope>(kind: Kind, doc: T) -> Result<Decoded, DecodeError> {
             ),
         });
     }
-    let resource_version = match meta.resource_version.as_deref() {
-        None | Some("") => None,
-        Some(s) => Some(s.parse::<u64>().map_err(|_| DecodeError::BadRequest {
-            field: Some("metadata.resourceVersion".into()),
-            message: format!("{s:?} is not a resource version (a decimal revision)"),
-        })?),
-    };
+    let resource_version = resource_version(meta.resource_version.as_deref())?;
     Ok(Decoded {
         object: doc.into_model()?,
         resource_version,
     })
+}
+
+/// Reads a `metadata.resourceVersion` precondition: absent or empty is
+/// none, otherwise a decimal revision.
+pub fn resource_version(rv: Option<&str>) -> Result<Option<u64>, DecodeError> {
+    match rv {
+        None | Some("") => Ok(None),
+        Some(s) => s
+            .parse::<u64>()
+            .map(Some)
+            .map_err(|_| DecodeError::BadRequest {
+                field: Some("metadata.resourceVersion".into()),
+                message: format!("{s:?} is not a resource version (a decimal revision)"),
+            }),
+    }
 }
 
 /// The v1beta1 document for a stored object.
