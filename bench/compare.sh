@@ -3,8 +3,9 @@
 # data dir), a fresh modelhub database, then `modelhub-bench all --big` with
 # 5,000 watch writes (closed loop, then paced at 100/s) to watchers on
 # HTTP/2, after a watch run with modelhub's watchers on HTTP/1.1. Extra
-# arguments go to `all` (e.g. --duration 5 goes before `all`: use
-# BENCH_OPTS="--duration 5"). Needs etcd and protoc
+# arguments go to `all`; global options go in BENCH_OPTS, except the
+# closed-loop length and rounds, ROUNDS_OPTS (default "--duration 15
+# --rounds 3"; e.g. ROUNDS_OPTS="--duration 4 --rounds 2"). Needs etcd and protoc
 # (Debian: apt-get install -y etcd-server etcd-client protobuf-compiler).
 # Stops only the etcd it started, and removes its temporary directory.
 set -euo pipefail
@@ -42,7 +43,8 @@ target/release/modelhub-bench --spawn target/release/modelhub \
   --etcd "http://127.0.0.1:$port" --etcd-pid "$etcd_pid" ${BENCH_OPTS:-} watch --writes 3000 --rate 100
 # Then everything, modelhub's watchers sharing HTTP/2 connections (200
 # streams each) as etcd's share its gRPC connection; the watch target
-# compares the run paced at 100 writes/s.
+# compares the run paced at 100 writes/s. Each closed-loop workload runs
+# 15 s per store, in 3 rounds alternating the two (ROUNDS_OPTS= to change).
 # shellcheck disable=SC2086
 target/release/modelhub-bench --spawn target/release/modelhub --data "$work/modelhub.redb" \
-  --etcd "http://127.0.0.1:$port" --etcd-pid "$etcd_pid" ${BENCH_OPTS:-} all --big --writes 5000 --rate 100 --h2-streams 200 "$@"
+  --etcd "http://127.0.0.1:$port" --etcd-pid "$etcd_pid" ${ROUNDS_OPTS---duration 15 --rounds 3} ${BENCH_OPTS:-} all --big --writes 5000 --rate 100 --h2-streams 200 "$@"

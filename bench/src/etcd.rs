@@ -121,9 +121,9 @@ impl Etcd {
 
     /// Puts of new keys (the same cell JSON) from `clients` concurrent
     /// clients.
-    pub async fn create(&self, clients: usize, stop: Stop) -> Run {
+    pub async fn create(&self, clients: usize, stop: Stop, round: u32) -> Run {
         let pool: Arc<Vec<Client>> = Arc::new((0..clients).map(|c| self.client(c)).collect());
-        let run = format!("{}-{clients}", self.run);
+        let run = util::create_tag(&self.run, clients, round);
         let template = Arc::new(util::CellTemplate::new());
         util::closed_loop(self.pid, clients, stop, move |c, seq| {
             let mut client = pool[c].clone();

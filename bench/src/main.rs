@@ -59,6 +59,14 @@ struct Cli {
     /// Instead of --duration: this many requests per closed-loop workload.
     #[arg(long)]
     count: Option<u64>,
+    /// With --etcd: split each closed-loop workload into this many rounds
+    /// that alternate modelhub and etcd (modelhub first in the first
+    /// round, etcd first in the second, ...), each with its share of
+    /// --duration or --count, so that a slow phase of the machine falls on
+    /// both; figures are over all rounds, with each round's ratio.
+    #[arg(long, default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=workloads::MAX_ROUNDS as i64))]
+    rounds: u32,
     #[command(subcommand)]
     workload: Workload,
 }
@@ -190,6 +198,8 @@ enum Workload {
 struct Ctx {
     hub: Hub,
     stop: Stop,
+    /// Rounds of each closed-loop workload when etcd runs too.
+    rounds: u32,
     #[cfg(feature = "etcd")]
     etcd: Option<etcd::Etcd>,
 }
@@ -209,43 +219,115 @@ macro_rules! on_etcd {
     }};
 }
 
-/// Closed-loop workload results, modelhub then etcd.
-type Pair = (Run, Option<Run>);
+impl Ctx {
+    /// Whether the workloads run against etcd too.
+    fn has_etcd(&self) -> bool {
+        #[cfg(feature = "etcd")]
+        let has = self.etcd.is_some();
+        #[cfg(not(feature = "etcd"))]
+        let has = false;
+        has
+    }
+
+    /// Rounds a closed-loop workload runs in: `--rounds` beside etcd, else 1.
+    fn rounds(&self) -> u32 {
+        if self.has_etcd() { self.rounds } else { 1 }
+    }
+
+    /// How long (or how many requests) each closed-loop workload runs.
+    fn span(&self) -> String {
+        match self.rounds() {
+            1 => self.stop.to_string(),
+            n => format!("{} in {n} alternating rounds", self.stop),
+        }
+    }
+}
+
+/// Closed-loop workload results: modelhub, etcd if run, and each round's
+/// modelhub/etcd ops/s.
+type Pair = (Run, Option<Run>, Vec<f64>);
+
+/// Adds `run` to `acc`, which holds the rounds so far, if any.
+fn merge(acc: &mut Option<Run>, run: Run) {
+    match acc {
+        Some(a) => a.absorb(run),
+        None => *acc = Some(run),
+    }
+}
+
+/// Runs a closed-loop workload on modelhub (`mh`) and etcd (`etcd`,
+/// `None` without one) in [`Ctx::rounds`] rounds, each with its share of
+/// the stop, the first of each round alternating; prints and answers the
+/// merged runs and each round's ratio.
+async fn alternate(
+    ctx: &Ctx,
+    title: &str,
+    mh: impl AsyncFn(Stop, u32) -> Run,
+    etcd: impl AsyncFn(Stop, u32) -> Option<Run>,
+) -> Pair {
+    let rounds = ctx.rounds();
+    let stop = ctx.stop.split(rounds);
+    let (mut mh_all, mut etcd_all, mut ratios) = (None, None, Vec::new());
+    for round in 0..rounds {
+        let (m, e) = if round % 2 == 0 {
+            let m = mh(stop, round).await;
+            (m, etcd(stop, round).await)
+        } else {
+            let e = etcd(stop, round).await;
+            (mh(stop, round).await, e)
+        };
+        if let Some(e) = e {
+            ratios.push(m.ops_per_sec() / e.ops_per_sec().max(1e-9));
+            merge(&mut etcd_all, e);
+        }
+        merge(&mut mh_all, m);
+    }
+    let mh_all = mh_all.unwrap_or_default();
+    report::runs(title, &mh_all, etcd_all.as_ref());
+    report::rounds(&ratios);
+    (mh_all, etcd_all, ratios)
+}
 
 async fn create(ctx: &Ctx, clients: usize) -> Pair {
-    let mh = ctx.hub.create(clients, ctx.stop).await;
-    let etcd = on_etcd!(ctx, e => e.create(clients, ctx.stop).await);
-    report::runs(
-        &format!("create: {clients} clients, {}, new 1.5 KB cells", ctx.stop),
-        &mh,
-        etcd.as_ref(),
+    let title = format!(
+        "create: {clients} clients, {}, new 1.5 KB cells",
+        ctx.span()
     );
-    (mh, etcd)
+    alternate(
+        ctx,
+        &title,
+        async |stop, round| ctx.hub.create(clients, stop, round).await,
+        async |_stop, _round| on_etcd!(ctx, e => e.create(clients, _stop, _round).await),
+    )
+    .await
 }
 
 async fn status(ctx: &Ctx, clients: usize, cells: usize) -> Pair {
-    let mh = ctx.hub.status(clients, ctx.stop, cells).await;
-    let etcd = on_etcd!(ctx, e => e.status(clients, ctx.stop, cells).await);
-    report::runs(
-        &format!(
-            "status: {clients} clients, {}, on {cells} existing cells",
-            ctx.stop
-        ),
-        &mh,
-        etcd.as_ref(),
+    let title = format!(
+        "status: {clients} clients, {}, on {cells} existing cells",
+        ctx.span()
     );
-    (mh, etcd)
+    alternate(
+        ctx,
+        &title,
+        async |stop, round| ctx.hub.status(clients, stop, cells, round).await,
+        async |_stop, _round| on_etcd!(ctx, e => e.status(clients, _stop, cells).await),
+    )
+    .await
 }
 
 async fn get(ctx: &Ctx, clients: usize, cells: usize) -> Pair {
-    let mh = ctx.hub.get(clients, ctx.stop, cells).await;
-    let etcd = on_etcd!(ctx, e => e.get(clients, ctx.stop, cells).await);
-    report::runs(
-        &format!("get: {clients} clients, {}, among {cells} cells", ctx.stop),
-        &mh,
-        etcd.as_ref(),
+    let title = format!(
+        "get: {clients} clients, {}, among {cells} cells",
+        ctx.span()
     );
-    (mh, etcd)
+    alternate(
+        ctx,
+        &title,
+        async |stop, _round| ctx.hub.get(clients, stop, cells).await,
+        async |_stop, _round| on_etcd!(ctx, e => e.get(clients, _stop, cells).await),
+    )
+    .await
 }
 
 /// modelhub's list figures and etcd's, if run.
@@ -424,10 +506,11 @@ async fn all(
         Some(e) => targets.add(
             "create, 64 clients: >= 2x etcd ops/s and lower p99",
             format!(
-                "{:.0} vs {:.0} ops/s ({:.2}x), p99 {} vs {}",
+                "{:.0} vs {:.0} ops/s ({:.2}x{}), p99 {} vs {}",
                 c64.0.ops_per_sec(),
                 e.ops_per_sec(),
                 c64.0.ops_per_sec() / e.ops_per_sec(),
+                report::round_range(&c64.2),
                 ms(c64.0.p(99.0)),
                 ms(e.p(99.0))
             ),
@@ -447,10 +530,11 @@ async fn all(
         Some(e) => targets.add(
             "get, 16 clients: >= 2x etcd ops/s",
             format!(
-                "{:.0} vs {:.0} ops/s ({:.2}x)",
+                "{:.0} vs {:.0} ops/s ({:.2}x{})",
                 g16.0.ops_per_sec(),
                 e.ops_per_sec(),
-                g16.0.ops_per_sec() / e.ops_per_sec()
+                g16.0.ops_per_sec() / e.ops_per_sec(),
+                report::round_range(&g16.2)
             ),
             Some(g16.0.ops_per_sec() >= 2.0 * e.ops_per_sec()),
         ),
@@ -603,6 +687,7 @@ async fn main() {
             server.as_ref().map(Spawned::pid).or(cli.server_pid),
         ),
         stop,
+        rounds: cli.rounds,
         #[cfg(feature = "etcd")]
         etcd,
     };
@@ -657,6 +742,71 @@ mod tests {
             seen[util::spread(seq, 1000)] = true;
         }
         assert!(seen.iter().all(|s| *s));
+    }
+
+    #[test]
+    fn a_stop_splits_into_rounds() {
+        assert_eq!(
+            Stop::For(Duration::from_secs(15)).split(3).to_string(),
+            "5 s"
+        );
+        assert_eq!(Stop::Count(10).split(3).to_string(), "4 requests");
+        assert_eq!(Stop::Count(10).split(0).to_string(), "10 requests");
+    }
+
+    #[test]
+    fn rounds_merge_into_one_run() {
+        let run = |ms: &[u64], secs: u64, server: Option<u64>| Run {
+            cpu: util::Cpu {
+                server: server.map(Duration::from_millis),
+                bench: Some(Duration::from_millis(10)),
+            },
+            lat: ms.iter().copied().map(Duration::from_millis).collect(),
+            errors: 1,
+            first_error: (secs == 2).then(|| "second".to_string()),
+            elapsed: Duration::from_secs(secs),
+        };
+        let mut acc = None;
+        merge(&mut acc, run(&[3, 5], 1, Some(100)));
+        merge(&mut acc, run(&[1, 4], 2, Some(50)));
+        let all = acc.expect("merged");
+        let ms = |v: &[u64]| {
+            v.iter()
+                .copied()
+                .map(Duration::from_millis)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(all.lat, ms(&[1, 3, 4, 5]), "sorted, all requests");
+        assert_eq!((all.errors, all.elapsed), (2, Duration::from_secs(3)));
+        assert_eq!(all.first_error.as_deref(), Some("second"));
+        assert!((all.ops_per_sec() - 4.0 / 3.0).abs() < 1e-9);
+        assert_eq!(all.cpu.server, Some(Duration::from_millis(150)));
+        // CPU unknown in one round is unknown over all of them.
+        let mut acc = None;
+        merge(&mut acc, run(&[1], 1, Some(100)));
+        merge(&mut acc, run(&[1], 1, None));
+        assert_eq!(acc.expect("merged").cpu.server, None);
+    }
+
+    #[test]
+    fn round_ratios_are_summarised() {
+        assert_eq!(report::median(&[]), 0.0);
+        assert_eq!(report::median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(report::median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert_eq!(report::round_range(&[1.5]), "");
+        assert_eq!(
+            report::round_range(&[1.5, 1.2, 1.4]),
+            "; rounds 1.20x-1.50x, median 1.40x"
+        );
+    }
+
+    #[test]
+    fn rounds_create_other_names() {
+        assert_eq!(util::create_tag("ab12", 64, 0), "ab12-64");
+        assert_ne!(
+            util::create_tag("ab12", 64, 1),
+            util::create_tag("ab12", 641, 0)
+        );
     }
 
     #[test]

@@ -68,6 +68,44 @@ pub fn runs(title: &str, mh: &Run, etcd: Option<&Run>) {
     }
 }
 
+/// Prints each round's modelhub/etcd ops/s of a workload run in rounds.
+pub fn rounds(ratios: &[f64]) {
+    if ratios.len() > 1 {
+        let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}x")).collect();
+        println!(
+            "  rounds, modelhub/etcd ops/s: {} (median {:.2}x)",
+            each.join(" "),
+            median(ratios)
+        );
+    }
+}
+
+/// `"; rounds 1.21x-1.48x, median 1.30x"` for a workload run in rounds,
+/// else nothing.
+pub fn round_range(ratios: &[f64]) -> String {
+    if ratios.len() < 2 {
+        return String::new();
+    }
+    let min = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!(
+        "; rounds {min:.2}x-{max:.2}x, median {:.2}x",
+        median(ratios)
+    )
+}
+
+/// The median of some figures (the mean of the middle two of an even
+/// count; 0 for none).
+pub fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
 /// Repeated full lists of one scope.
 #[derive(Clone, Debug, Default)]
 pub struct ListFigures {

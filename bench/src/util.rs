@@ -204,6 +204,15 @@ pub fn cell_status(stack: &str, name: &str, n: u64) -> Value {
     })
 }
 
+/// The part of created cells' names that tells one closed-loop create run
+/// from another: the run id, the clients, and (after the first) the round.
+pub fn create_tag(run: &str, clients: usize, round: u32) -> String {
+    match round {
+        0 => format!("{run}-{clients}"),
+        r => format!("{run}-{clients}r{r}"),
+    }
+}
+
 /// Name of the `i`-th cell of a pre-created set.
 pub fn nth_cell(i: usize) -> String {
     format!("c-{i:06}")
@@ -321,6 +330,18 @@ pub enum Stop {
     Count(u64),
 }
 
+impl Stop {
+    /// One of `n` equal parts of this stop (a count rounded up), for a
+    /// workload run in `n` rounds.
+    pub fn split(self, n: u32) -> Stop {
+        let n = n.max(1);
+        match self {
+            Stop::For(d) => Stop::For(d / n),
+            Stop::Count(c) => Stop::Count(c.div_ceil(u64::from(n))),
+        }
+    }
+}
+
 impl std::fmt::Display for Stop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -432,6 +453,23 @@ impl Run {
     /// The `p`-th percentile latency.
     pub fn p(&self, p: f64) -> Duration {
         percentile(&self.lat, p)
+    }
+
+    /// Adds another run of the same workload to this one, as if the two
+    /// had been one run: requests, errors, wall time and CPU add up.
+    pub fn absorb(&mut self, other: Run) {
+        self.lat.extend(other.lat);
+        self.lat.sort();
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+        self.elapsed += other.elapsed;
+        let add = |a: Option<Duration>, b: Option<Duration>| Some(a? + b?);
+        self.cpu = Cpu {
+            server: add(self.cpu.server, other.cpu.server),
+            bench: add(self.cpu.bench, other.cpu.bench),
+        };
     }
 
     /// Server and load-generator CPU per successful request, if measured.

@@ -22,6 +22,11 @@ pub const GET_STACK: &str = "ro";
 pub const LIST_STACK: &str = "list";
 /// Documents per `/apply` request when loading.
 pub const APPLY_BATCH: usize = 1000;
+/// Most rounds a closed-loop workload may be split into (`--rounds`).
+pub const MAX_ROUNDS: u64 = 10;
+/// Restart counts one round of status writes may use (far more requests
+/// than a round makes).
+const ROUND_STRIDE: u64 = 100_000_000;
 
 /// A modelhub to drive.
 pub struct Hub {
@@ -88,13 +93,14 @@ impl Hub {
         );
     }
 
-    /// Durable creates of new cells from `clients` concurrent clients.
-    pub async fn create(&self, clients: usize, stop: Stop) -> Run {
+    /// Durable creates of new cells from `clients` concurrent clients
+    /// (`round`: which run of this workload, so names never repeat).
+    pub async fn create(&self, clients: usize, stop: Stop, round: u32) -> Run {
         util::hierarchy(&self.http, &self.base).await;
         let path = Arc::new(util::cells_path("t"));
         let pool = Arc::new(raw::Pool::new(&self.base, clients));
         let template = Arc::new(util::CellTemplate::new());
-        let run = format!("{}-{clients}", self.run);
+        let run = util::create_tag(&self.run, clients, round);
         util::closed_loop(self.pid, clients, stop, move |c, seq| {
             let (pool, path, template) = (pool.clone(), path.clone(), template.clone());
             let name = format!("c-{run}-{seq}");
@@ -113,17 +119,19 @@ impl Hub {
 
     /// Restart counts of status writes start from this per-run offset, so
     /// that every write changes the stored status, even on a reused
-    /// database.
+    /// database; each round of the run has [`ROUND_STRIDE`] of its own.
     fn status_base(&self) -> u64 {
-        u64::from_str_radix(&self.run, 16).unwrap_or(0) % 1_000_000 * 1_000_000
+        u64::from_str_radix(&self.run, 16).unwrap_or(0) % 1_000_000 * (ROUND_STRIDE * MAX_ROUNDS)
     }
 
-    /// Status writes (`PUT .../cells/{c}/status`) on `cells` existing cells.
-    pub async fn status(&self, clients: usize, stop: Stop, cells: usize) -> Run {
+    /// Status writes (`PUT .../cells/{c}/status`) on `cells` existing cells
+    /// (`round`: which run of this workload, so that no round writes a
+    /// status an earlier one left).
+    pub async fn status(&self, clients: usize, stop: Stop, cells: usize, round: u32) -> Run {
         self.ensure_cells(RW_STACK, cells).await;
         let path = Arc::new(util::cells_path(RW_STACK));
         let pool = Arc::new(raw::Pool::new(&self.base, clients));
-        let base_n = self.status_base();
+        let base_n = self.status_base() + u64::from(round) * ROUND_STRIDE;
         util::closed_loop(self.pid, clients, stop, move |c, seq| {
             let (pool, path) = (pool.clone(), path.clone());
             let name = util::nth_cell(util::spread(seq, cells));
