@@ -28,10 +28,12 @@ fn ratio(a: f64, b: f64) -> String {
 /// Prints a closed-loop run's line.
 pub fn run_line(who: &str, run: &Run) {
     println!(
-        "  {who:<9} {:>8.0} ops/s   p50 {:>9}   p99 {:>9}   ({} ok, {} errors)",
+        "  {who:<9} {:>8.0} ops/s   p50 {:>9}   p99 {:>9}   p99.9 {:>9}   max {:>9}   ({} ok, {} errors)",
         run.ops_per_sec(),
         ms(run.p(50.0)),
         ms(run.p(99.0)),
+        ms(run.p(99.9)),
+        ms(run.p(100.0)),
         run.lat.len(),
         run.errors
     );
