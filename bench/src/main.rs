@@ -14,6 +14,7 @@ mod etcd;
 mod h2raw;
 mod raw;
 mod report;
+mod steps;
 mod util;
 mod workloads;
 
@@ -182,6 +183,16 @@ enum Workload {
     Startup(StartupArgs),
     /// Watch fan-out: write-ack to receipt delay with many watchers.
     Watch(WatchArgs),
+    /// In-process CPU cost of a create's steps in the server (decode,
+    /// validate, record, render) on the bench's cell; needs no server.
+    Steps {
+        /// Rounds per step (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Calls per round.
+        #[arg(long, default_value_t = 100_000)]
+        calls: u32,
+    },
     /// Everything in sequence: create (1, 16, 64 clients), status (64),
     /// get (16), watch, list (and --big), startup; then the targets.
     All {
@@ -649,6 +660,11 @@ async fn main() {
         None => Stop::For(Duration::from_secs_f64(cli.duration)),
     };
     let started = Instant::now();
+    if let Workload::Steps { rounds, calls } = &cli.workload {
+        let (body, record) = steps::sizes();
+        steps::print(&steps::run(*rounds, *calls), body, record);
+        return;
+    }
     if let Workload::Startup(args) = &cli.workload {
         let (Some(bin), Some(data)) = (&cli.spawn, &cli.data) else {
             eprintln!(
@@ -717,7 +733,7 @@ async fn main() {
             eprintln!("done in {:.1?}", started.elapsed());
             return;
         }
-        Workload::Startup(_) => unreachable!("handled above"),
+        Workload::Startup(_) | Workload::Steps { .. } => unreachable!("handled above"),
     }
     if let Some(server) = server {
         server.stop().await;
