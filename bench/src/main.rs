@@ -267,19 +267,18 @@ fn merge(acc: &mut Option<Run>, run: Run) {
 }
 
 /// Runs a closed-loop workload on modelhub (`mh`) and etcd (`etcd`,
-/// `None` without one) in [`Ctx::rounds`] rounds, each with its share of
-/// the stop, the first of each round alternating; prints and answers the
-/// merged runs and each round's ratio.
+/// `None` without one) in `rounds` rounds, each with its share of `stop`,
+/// modelhub first in even rounds and etcd first in odd ones; answers the
+/// merged runs and each round's modelhub/etcd ops/s.
 async fn alternate(
-    ctx: &Ctx,
-    title: &str,
+    rounds: u32,
+    stop: Stop,
     mh: impl AsyncFn(Stop, u32) -> Run,
     etcd: impl AsyncFn(Stop, u32) -> Option<Run>,
 ) -> Pair {
-    let rounds = ctx.rounds();
-    let stop = ctx.stop.split(rounds);
+    let stop = stop.split(rounds);
     let (mut mh_all, mut etcd_all, mut ratios) = (None, None, Vec::new());
-    for round in 0..rounds {
+    for round in 0..rounds.max(1) {
         let (m, e) = if round % 2 == 0 {
             let m = mh(stop, round).await;
             (m, etcd(stop, round).await)
@@ -293,20 +292,33 @@ async fn alternate(
         }
         merge(&mut mh_all, m);
     }
-    let mh_all = mh_all.unwrap_or_default();
-    report::runs(title, &mh_all, etcd_all.as_ref());
-    report::rounds(&ratios);
-    (mh_all, etcd_all, ratios)
+    (mh_all.unwrap_or_default(), etcd_all, ratios)
+}
+
+/// [`alternate`] in the context's rounds, printed under
+/// `"<head>, <span>, <tail>"`.
+async fn closed(
+    ctx: &Ctx,
+    head: &str,
+    tail: &str,
+    mh: impl AsyncFn(Stop, u32) -> Run,
+    etcd: impl AsyncFn(Stop, u32) -> Option<Run>,
+) -> Pair {
+    let pair = alternate(ctx.rounds(), ctx.stop, mh, etcd).await;
+    report::runs(
+        &format!("{head}, {}, {tail}", ctx.span()),
+        &pair.0,
+        pair.1.as_ref(),
+    );
+    report::rounds(&pair.2);
+    pair
 }
 
 async fn create(ctx: &Ctx, clients: usize) -> Pair {
-    let title = format!(
-        "create: {clients} clients, {}, new 1.5 KB cells",
-        ctx.span()
-    );
-    alternate(
+    closed(
         ctx,
-        &title,
+        &format!("create: {clients} clients"),
+        "new 1.5 KB cells",
         async |stop, round| ctx.hub.create(clients, stop, round).await,
         async |_stop, _round| on_etcd!(ctx, e => e.create(clients, _stop, _round).await),
     )
@@ -314,13 +326,10 @@ async fn create(ctx: &Ctx, clients: usize) -> Pair {
 }
 
 async fn status(ctx: &Ctx, clients: usize, cells: usize) -> Pair {
-    let title = format!(
-        "status: {clients} clients, {}, on {cells} existing cells",
-        ctx.span()
-    );
-    alternate(
+    closed(
         ctx,
-        &title,
+        &format!("status: {clients} clients"),
+        &format!("on {cells} existing cells"),
         async |stop, round| ctx.hub.status(clients, stop, cells, round).await,
         async |_stop, _round| on_etcd!(ctx, e => e.status(clients, _stop, cells).await),
     )
@@ -328,13 +337,10 @@ async fn status(ctx: &Ctx, clients: usize, cells: usize) -> Pair {
 }
 
 async fn get(ctx: &Ctx, clients: usize, cells: usize) -> Pair {
-    let title = format!(
-        "get: {clients} clients, {}, among {cells} cells",
-        ctx.span()
-    );
-    alternate(
+    closed(
         ctx,
-        &title,
+        &format!("get: {clients} clients"),
+        &format!("among {cells} cells"),
         async |stop, _round| ctx.hub.get(clients, stop, cells).await,
         async |_stop, _round| on_etcd!(ctx, e => e.get(clients, _stop, cells).await),
     )
@@ -661,8 +667,7 @@ async fn main() {
     };
     let started = Instant::now();
     if let Workload::Steps { rounds, calls } = &cli.workload {
-        let (body, record) = steps::sizes();
-        steps::print(&steps::run(*rounds, *calls), body, record);
+        steps::print(&steps::run(*rounds, *calls));
         return;
     }
     if let Workload::Startup(args) = &cli.workload {
@@ -802,6 +807,65 @@ mod tests {
         merge(&mut acc, run(&[1], 1, Some(100)));
         merge(&mut acc, run(&[1], 1, None));
         assert_eq!(acc.expect("merged").cpu.server, None);
+    }
+
+    #[tokio::test]
+    async fn rounds_alternate_which_store_goes_first() {
+        let calls = std::sync::Mutex::new(Vec::new());
+        // modelhub does 2 requests per second of its share, etcd 1.
+        let run = |n: usize, stop: Stop| Run {
+            lat: vec![Duration::from_millis(1); n],
+            elapsed: match stop {
+                Stop::For(d) => d,
+                Stop::Count(_) => Duration::from_secs(1),
+            },
+            ..Run::default()
+        };
+        let (mh, etcd, ratios) = alternate(
+            3,
+            Stop::For(Duration::from_secs(6)),
+            async |stop, round| {
+                calls.lock().unwrap().push(("mh", round, stop.to_string()));
+                run(4, stop)
+            },
+            async |stop, round| {
+                calls
+                    .lock()
+                    .unwrap()
+                    .push(("etcd", round, stop.to_string()));
+                Some(run(2, stop))
+            },
+        )
+        .await;
+        let order: Vec<_> = calls
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(who, round, stop)| format!("{who}{round} {stop}"))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                "mh0 2 s",
+                "etcd0 2 s",
+                "etcd1 2 s",
+                "mh1 2 s",
+                "mh2 2 s",
+                "etcd2 2 s"
+            ]
+        );
+        assert_eq!(ratios, [2.0, 2.0, 2.0]);
+        assert_eq!((mh.lat.len(), mh.elapsed), (12, Duration::from_secs(6)));
+        assert_eq!(etcd.map(|e| e.lat.len()), Some(6));
+        // Without etcd: modelhub alone, no ratios.
+        let (mh, etcd, ratios) = alternate(
+            1,
+            Stop::Count(5),
+            async |stop, _| run(5, stop),
+            async |_, _| None,
+        )
+        .await;
+        assert_eq!((mh.lat.len(), etcd.is_none(), ratios.len()), (5, true, 0));
     }
 
     #[test]

@@ -14,6 +14,17 @@ use modelhub::store::codec;
 
 use crate::util;
 
+/// What [`run`] measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Steps {
+    /// Bytes of the cell's JSON body.
+    pub body_len: usize,
+    /// Bytes of its stored record.
+    pub record_len: usize,
+    /// Each step, in the order a create takes them.
+    pub steps: Vec<Step>,
+}
+
 /// One step's figures.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Step {
@@ -59,12 +70,12 @@ fn time(rounds: usize, calls: u32, mut f: impl FnMut()) -> Duration {
 }
 
 /// Times every step: `calls` calls per round, `rounds` rounds each.
-pub fn run(rounds: usize, calls: u32) -> Vec<Step> {
+pub fn run(rounds: usize, calls: u32) -> Steps {
     let body = serde_json::to_vec(&util::cell("c-000123")).expect("json");
     let (obj, path) = stored(&body);
     let rounds = rounds.max(1);
     let step = |name, per_call| Step { name, per_call };
-    vec![
+    let steps = vec![
         step(
             "decode",
             time(rounds, calls, || {
@@ -112,15 +123,21 @@ pub fn run(rounds: usize, calls: u32) -> Vec<Step> {
                 black_box(out);
             }),
         ),
-    ]
+    ];
+    Steps {
+        body_len: body.len(),
+        record_len: codec::encode(&obj).len(),
+        steps,
+    }
 }
 
 /// Prints the steps.
-pub fn print(steps: &[Step], body_len: usize, record_len: usize) {
+pub fn print(m: &Steps) {
     println!(
-        "== steps of a create, in-process: the bench's cell ({body_len} bytes of JSON, a {record_len}-byte record)"
+        "== steps of a create, in-process: the bench's cell ({} bytes of JSON, a {}-byte record)",
+        m.body_len, m.record_len
     );
-    for s in steps {
+    for s in &m.steps {
         println!(
             "  {:<16} {:>8.2} us",
             s.name,
@@ -129,21 +146,14 @@ pub fn print(steps: &[Step], body_len: usize, record_len: usize) {
     }
 }
 
-/// Sizes of the body and of the stored record, for the report.
-pub fn sizes() -> (usize, usize) {
-    let body = serde_json::to_vec(&util::cell("c-000123")).expect("json");
-    let (obj, _) = stored(&body);
-    (body.len(), codec::encode(&obj).len())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn every_step_runs_on_the_bench_cell() {
-        let steps = run(1, 2);
-        let names: Vec<_> = steps.iter().map(|s| s.name).collect();
+        let m = run(1, 2);
+        let names: Vec<_> = m.steps.iter().map(|s| s.name).collect();
         assert_eq!(
             names,
             [
@@ -155,8 +165,12 @@ mod tests {
                 "render"
             ]
         );
-        let (body, record) = sizes();
-        assert!(body > 1400 && record > 1000, "{body} / {record}");
+        assert!(
+            m.body_len > 1400 && m.record_len > 1000,
+            "{} / {}",
+            m.body_len,
+            m.record_len
+        );
     }
 
     #[test]
