@@ -485,6 +485,19 @@ async fn startup(bin: &str, data: &std::path::Path, args: &StartupArgs) -> Vec<r
     runs
 }
 
+/// `"; CPU per create, server + load generator, 84.5 vs 124.2 us
+/// (0.68x)"`, when both runs know it ([`Run::shared_cpu_per_op`]).
+fn shared_cpu(mh: &Run, etcd: &Run) -> String {
+    match (mh.shared_cpu_per_op(), etcd.shared_cpu_per_op()) {
+        (Some(m), Some(e)) => format!(
+            "; CPU per create, server + load generator, {:.1} vs {:.1} us ({:.2}x)",
+            m.as_secs_f64() * 1e6,
+            e.as_secs_f64() * 1e6,
+            m.as_secs_f64() / e.as_secs_f64()
+        ),
+        _ => String::new(),
+    }
+}
 fn ms(d: Duration) -> String {
     report::ms(d)
 }
@@ -523,13 +536,14 @@ async fn all(
         Some(e) => targets.add(
             "create, 64 clients: >= 2x etcd ops/s and lower p99",
             format!(
-                "{:.0} vs {:.0} ops/s ({:.2}x{}), p99 {} vs {}",
+                "{:.0} vs {:.0} ops/s ({:.2}x{}), p99 {} vs {}{}",
                 c64.0.ops_per_sec(),
                 e.ops_per_sec(),
                 c64.0.ops_per_sec() / e.ops_per_sec(),
                 report::round_range(&c64.2),
                 ms(c64.0.p(99.0)),
-                ms(e.p(99.0))
+                ms(e.p(99.0)),
+                shared_cpu(&c64.0, e)
             ),
             Some(c64.0.ops_per_sec() >= 2.0 * e.ops_per_sec() && c64.0.p(99.0) < e.p(99.0)),
         ),
@@ -773,6 +787,35 @@ mod tests {
         );
         assert_eq!(Stop::Count(10).split(3).to_string(), "4 requests");
         assert_eq!(Stop::Count(10).split(0).to_string(), "10 requests");
+    }
+
+    #[test]
+    fn shared_cpu_adds_server_and_load_generator_per_request() {
+        let run = |server: Option<u64>, bench: u64| Run {
+            cpu: util::Cpu {
+                server: server.map(Duration::from_millis),
+                bench: Some(Duration::from_millis(bench)),
+            },
+            lat: vec![Duration::from_millis(1); 1000],
+            errors: 0,
+            first_error: None,
+            elapsed: Duration::from_secs(1),
+        };
+        let mh = run(Some(70), 15);
+        let etcd = run(Some(90), 35);
+        assert_eq!(mh.shared_cpu_per_op(), Some(Duration::from_micros(85)));
+        assert_eq!(
+            shared_cpu(&mh, &etcd),
+            "; CPU per create, server + load generator, 85.0 vs 125.0 us (0.68x)"
+        );
+        assert_eq!(
+            report::shared_cpu_ratio(&mh, &etcd),
+            "   CPU per op 0.68x (server + load generator)"
+        );
+        let unknown = run(None, 15);
+        assert_eq!(unknown.shared_cpu_per_op(), None);
+        assert_eq!(shared_cpu(&unknown, &etcd), "");
+        assert_eq!(report::shared_cpu_ratio(&mh, &unknown), "");
     }
 
     #[test]

@@ -62,11 +62,24 @@ pub fn runs(title: &str, mh: &Run, etcd: Option<&Run>) {
     if let Some(e) = etcd {
         run_line("etcd", e);
         println!(
-            "  modelhub/etcd: ops/s {}   p50 {}   p99 {}",
+            "  modelhub/etcd: ops/s {}   p50 {}   p99 {}{}",
             ratio(mh.ops_per_sec(), e.ops_per_sec()),
             ratio(mh.p(50.0).as_secs_f64(), e.p(50.0).as_secs_f64()),
             ratio(mh.p(99.0).as_secs_f64(), e.p(99.0).as_secs_f64()),
+            shared_cpu_ratio(mh, e),
         );
+    }
+}
+
+/// `"   CPU per op 0.68x (server + load generator)"` when both runs know
+/// their shared CPU per request ([`Run::shared_cpu_per_op`]), else nothing.
+pub fn shared_cpu_ratio(mh: &Run, etcd: &Run) -> String {
+    match (mh.shared_cpu_per_op(), etcd.shared_cpu_per_op()) {
+        (Some(m), Some(e)) => format!(
+            "   CPU per op {} (server + load generator)",
+            ratio(m.as_secs_f64(), e.as_secs_f64())
+        ),
+        _ => String::new(),
     }
 }
 

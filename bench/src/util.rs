@@ -477,6 +477,16 @@ impl Run {
         let per = |d: Option<Duration>| Some(d? / u32::try_from(self.lat.len().max(1)).ok()?);
         (per(self.cpu.server), per(self.cpu.bench))
     }
+
+    /// Server plus load-generator CPU per successful request, when both
+    /// were measured: what one request costs the cores the two share.
+    /// Unlike ops/s, it hardly moves with the machine's slow and fast
+    /// phases, and when both sides keep the cores busy the ops/s ratio
+    /// follows its inverse.
+    pub fn shared_cpu_per_op(&self) -> Option<Duration> {
+        let (server, bench) = self.cpu_per_op();
+        Some(server? + bench?)
+    }
 }
 
 /// Runs `clients` concurrent loops, each calling `op(client, seq)` back to
