@@ -485,19 +485,20 @@ async fn startup(bin: &str, data: &std::path::Path, args: &StartupArgs) -> Vec<r
     runs
 }
 
-/// `"; CPU per create, server + load generator, 84.5 vs 124.2 us
-/// (0.68x)"`, when both runs know it ([`Run::shared_cpu_per_op`]).
+/// `"; CPU per create 84.5 vs 124.2 us (0.68x, server + load
+/// generator)"`, when both runs know it ([`Run::shared_cpu_per_op`]).
 fn shared_cpu(mh: &Run, etcd: &Run) -> String {
     match (mh.shared_cpu_per_op(), etcd.shared_cpu_per_op()) {
         (Some(m), Some(e)) => format!(
-            "; CPU per create, server + load generator, {:.1} vs {:.1} us ({:.2}x)",
+            "; CPU per create {:.1} vs {:.1} us ({}, server + load generator)",
             m.as_secs_f64() * 1e6,
             e.as_secs_f64() * 1e6,
-            m.as_secs_f64() / e.as_secs_f64()
+            report::ratio(m.as_secs_f64(), e.as_secs_f64())
         ),
         _ => String::new(),
     }
 }
+
 fn ms(d: Duration) -> String {
     report::ms(d)
 }
@@ -806,7 +807,7 @@ mod tests {
         assert_eq!(mh.shared_cpu_per_op(), Some(Duration::from_micros(85)));
         assert_eq!(
             shared_cpu(&mh, &etcd),
-            "; CPU per create, server + load generator, 85.0 vs 125.0 us (0.68x)"
+            "; CPU per create 85.0 vs 125.0 us (0.68x, server + load generator)"
         );
         assert_eq!(
             report::shared_cpu_ratio(&mh, &etcd),

@@ -17,7 +17,8 @@ pub fn ms(d: Duration) -> String {
     }
 }
 
-fn ratio(a: f64, b: f64) -> String {
+/// `a / b` as `"0.68x"`, or `"n/a"` when `b` is 0.
+pub fn ratio(a: f64, b: f64) -> String {
     if b == 0.0 {
         "n/a".into()
     } else {

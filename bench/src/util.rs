@@ -480,9 +480,8 @@ impl Run {
 
     /// Server plus load-generator CPU per successful request, when both
     /// were measured: what one request costs the cores the two share.
-    /// Unlike ops/s, it hardly moves with the machine's slow and fast
-    /// phases, and when both sides keep the cores busy the ops/s ratio
-    /// follows its inverse.
+    /// When both stores keep the cores busy, the ops/s ratio roughly
+    /// follows the inverse of this one's.
     pub fn shared_cpu_per_op(&self) -> Option<Duration> {
         let (server, bench) = self.cpu_per_op();
         Some(server? + bench?)

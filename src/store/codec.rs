@@ -50,10 +50,11 @@ impl std::error::Error for CodecError {}
 /// 1.2 KB, so most records are written without growing the buffer.
 const RECORD_CAPACITY: usize = 2048;
 
-/// A postcard output that appends slices whole. postcard's own
-/// `ExtendFlavor` pushes byte by byte through an iterator and starts from
-/// whatever capacity it is given, which made encoding a record several
-/// times slower than the copying it amounts to.
+/// A postcard output that appends slices whole into a buffer that
+/// already holds the format byte and room for a record (postcard's
+/// `AllocVec` appends the same way but cannot be given such a buffer;
+/// `to_extend` copies byte by byte). 10,230 instead of 15,320
+/// instructions for the bench's cell record.
 struct Record(Vec<u8>);
 
 impl postcard::ser_flavors::Flavor for Record {
@@ -407,8 +408,8 @@ pub(crate) mod tests {
         ]
     }
 
-    /// The slice-appending output writes exactly postcard's bytes, so
-    /// records written before it read back the same.
+    /// The slice-appending output writes exactly postcard's bytes, so the
+    /// stored format is unchanged and needs no new [`RECORD_FORMAT`].
     #[test]
     fn records_are_postcard_bytes_after_the_format_byte() {
         for obj in samples() {
