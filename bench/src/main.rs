@@ -485,20 +485,6 @@ async fn startup(bin: &str, data: &std::path::Path, args: &StartupArgs) -> Vec<r
     runs
 }
 
-/// `"; CPU per create 84.5 vs 124.2 us (0.68x, server + load
-/// generator)"`, when both runs know it ([`Run::shared_cpu_per_op`]).
-fn shared_cpu(mh: &Run, etcd: &Run) -> String {
-    match (mh.shared_cpu_per_op(), etcd.shared_cpu_per_op()) {
-        (Some(m), Some(e)) => format!(
-            "; CPU per create {:.1} vs {:.1} us ({}, server + load generator)",
-            m.as_secs_f64() * 1e6,
-            e.as_secs_f64() * 1e6,
-            report::ratio(m.as_secs_f64(), e.as_secs_f64())
-        ),
-        _ => String::new(),
-    }
-}
-
 fn ms(d: Duration) -> String {
     report::ms(d)
 }
@@ -544,7 +530,7 @@ async fn all(
                 report::round_range(&c64.2),
                 ms(c64.0.p(99.0)),
                 ms(e.p(99.0)),
-                shared_cpu(&c64.0, e)
+                report::shared_cpu_detail(&c64.0, e)
             ),
             Some(c64.0.ops_per_sec() >= 2.0 * e.ops_per_sec() && c64.0.p(99.0) < e.p(99.0)),
         ),
@@ -806,7 +792,7 @@ mod tests {
         let etcd = run(Some(90), 35);
         assert_eq!(mh.shared_cpu_per_op(), Some(Duration::from_micros(85)));
         assert_eq!(
-            shared_cpu(&mh, &etcd),
+            report::shared_cpu_detail(&mh, &etcd),
             "; CPU per create 85.0 vs 125.0 us (0.68x, server + load generator)"
         );
         assert_eq!(
@@ -815,7 +801,7 @@ mod tests {
         );
         let unknown = run(None, 15);
         assert_eq!(unknown.shared_cpu_per_op(), None);
-        assert_eq!(shared_cpu(&unknown, &etcd), "");
+        assert_eq!(report::shared_cpu_detail(&unknown, &etcd), "");
         assert_eq!(report::shared_cpu_ratio(&mh, &unknown), "");
     }
 

@@ -18,7 +18,7 @@ pub fn ms(d: Duration) -> String {
 }
 
 /// `a / b` as `"0.68x"`, or `"n/a"` when `b` is 0.
-pub fn ratio(a: f64, b: f64) -> String {
+fn ratio(a: f64, b: f64) -> String {
     if b == 0.0 {
         "n/a".into()
     } else {
@@ -72,16 +72,30 @@ pub fn runs(title: &str, mh: &Run, etcd: Option<&Run>) {
     }
 }
 
-/// `"   CPU per op 0.68x (server + load generator)"` when both runs know
-/// their shared CPU per request ([`Run::shared_cpu_per_op`]), else nothing.
+/// Both runs' shared CPU per request ([`Run::shared_cpu_per_op`]) in
+/// microseconds, when both know it.
+fn shared_cpu_us(mh: &Run, etcd: &Run) -> Option<(f64, f64)> {
+    let us = |r: &Run| Some(r.shared_cpu_per_op()?.as_secs_f64() * 1e6);
+    Some((us(mh)?, us(etcd)?))
+}
+
+/// `"   CPU per op 0.68x (server + load generator)"`, or nothing when a
+/// run does not know its shared CPU.
 pub fn shared_cpu_ratio(mh: &Run, etcd: &Run) -> String {
-    match (mh.shared_cpu_per_op(), etcd.shared_cpu_per_op()) {
-        (Some(m), Some(e)) => format!(
-            "   CPU per op {} (server + load generator)",
-            ratio(m.as_secs_f64(), e.as_secs_f64())
-        ),
-        _ => String::new(),
-    }
+    shared_cpu_us(mh, etcd).map_or_else(String::new, |(m, e)| {
+        format!("   CPU per op {} (server + load generator)", ratio(m, e))
+    })
+}
+
+/// `"; CPU per create 84.5 vs 124.2 us (0.68x, server + load
+/// generator)"`, for the targets, or nothing as [`shared_cpu_ratio`].
+pub fn shared_cpu_detail(mh: &Run, etcd: &Run) -> String {
+    shared_cpu_us(mh, etcd).map_or_else(String::new, |(m, e)| {
+        format!(
+            "; CPU per create {m:.1} vs {e:.1} us ({}, server + load generator)",
+            ratio(m, e)
+        )
+    })
 }
 
 /// Prints each round's modelhub/etcd ops/s of a workload run in rounds.
