@@ -1,6 +1,6 @@
 //! Storage migration steps, one per format version step.
 //!
-//! Compiled into the store as `crate::store::migrate::steps` (see
+//! Compiled into the redb backend as `crate::store::redb::migrate::steps` (see
 //! `README.md` in this directory for the procedure). A step upgrades a
 //! database from `from` to `from + 1` inside the caller's write transaction;
 //! it must be idempotent and must not touch data it does not own.
@@ -9,7 +9,7 @@ mod v1_to_v2;
 
 use redb::WriteTransaction;
 
-use crate::store::StoreError;
+use crate::store::error::StoreError;
 
 /// One migration step.
 pub struct Step {

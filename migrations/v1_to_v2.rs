@@ -9,7 +9,7 @@
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
 use super::Step;
-use crate::store::StoreError;
+use crate::store::error::StoreError;
 
 /// Frozen copies of the format-2 definitions this step creates.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");

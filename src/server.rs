@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use crate::http::cache::{DocCache, ListCache};
 use crate::http::watch::V1beta1Events;
 use crate::http::{AppState, Metrics, router};
-use crate::store::{Change, CommitHook, Store, StoreError, StoreOptions};
+use crate::store::{Backend, Change, Store, StoreError, StoreOptions};
 use crate::watch::Hub;
 
 /// Budget of the rendered-document cache.
@@ -140,15 +140,7 @@ pub async fn serve(
         config.bookmark_interval,
     );
     let lists = Arc::new(ListCache::new(LIST_CACHE_BYTES));
-    let on_commit: CommitHook = {
-        let (watch, lists) = (hub.hook(), lists.clone());
-        Arc::new(move |changes: &[Change]| {
-            lists.observe(changes);
-            watch(changes);
-        })
-    };
     let options = StoreOptions {
-        on_commit: Some(on_commit),
         cache_bytes: config.cache_bytes,
         snapshot_ttl: config.continue_ttl,
         checkpoint_interval: config.checkpoint_interval,
@@ -159,6 +151,14 @@ pub async fn serve(
         .await
         .map_err(|e| ServeError::Io(std::io::Error::other(e)))?
         .map_err(ServeError::Store)?;
+    // Subscribed before anything is served, so no change is missed.
+    {
+        let (watch, lists) = (hub.subscriber(), lists.clone());
+        store.feed().subscribe(Arc::new(move |changes: &[Change]| {
+            lists.observe(changes);
+            watch(changes);
+        }));
+    }
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(ServeError::Io)?;

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use modelhub::model::{AnyObject, Kind, ObjectMeta, Path, Realm, RealmSpec};
-use modelhub::store::{Part, Store, StoreError, StoreOptions, WriteOp};
+use modelhub::store::{Backend, Part, Store, StoreError, StoreOptions, WriteOp};
 
 fn realm(name: &str, namespace: &str) -> AnyObject {
     AnyObject::Realm(Realm {
@@ -59,7 +59,8 @@ async fn concurrent_creates_of_one_name_let_exactly_one_win() {
         1,
         "only the winner took a revision"
     );
-    let (requests, commits) = store.write_stats();
+    let stats = store.stats();
+    let (requests, commits) = (stats.requests, stats.commits);
     assert_eq!(requests, 200);
     assert_eq!(commits, 1, "refused requests commit nothing");
 }
@@ -118,7 +119,7 @@ async fn one_failing_precondition_among_many_fails_alone() {
         "99 unique, consecutive revisions"
     );
     let guarded = store
-        .get(Path::new(Kind::Realm, vec!["guarded".into()]))
+        .get(&Path::new(Kind::Realm, vec!["guarded".into()]))
         .await
         .unwrap();
     let AnyObject::Realm(g) = guarded else {
@@ -145,7 +146,7 @@ async fn concurrent_conflicting_updates_serialize_without_lost_writes() {
                     path: Path::new(Kind::Realm, vec!["counter".into()]),
                     part: Part::Main,
                     precondition: None,
-                    update: Box::new(move |cur: &AnyObject| {
+                    update: Arc::new(move |cur: &AnyObject| {
                         let AnyObject::Realm(r) = cur else {
                             unreachable!()
                         };
@@ -160,7 +161,7 @@ async fn concurrent_conflicting_updates_serialize_without_lost_writes() {
         r.unwrap();
     }
     let AnyObject::Realm(r) = store
-        .get(Path::new(Kind::Realm, vec!["counter".into()]))
+        .get(&Path::new(Kind::Realm, vec!["counter".into()]))
         .await
         .unwrap()
     else {
@@ -204,7 +205,8 @@ async fn revisions_are_dense_ordered_and_survive_reopening() {
         by_rev.iter().map(|(r, _)| *r).collect::<Vec<_>>(),
         (1..=300).collect::<Vec<_>>()
     );
-    let (requests, commits) = store.write_stats();
+    let stats = store.stats();
+    let (requests, commits) = (stats.requests, stats.commits);
     assert_eq!(requests, 300);
     assert!(
         commits < requests,
@@ -212,7 +214,7 @@ async fn revisions_are_dense_ordered_and_survive_reopening() {
     );
     // The event log agrees with the acknowledgements, in revision order.
     let s = store.clone();
-    let page = tokio::task::spawn_blocking(move || s.read_events(0, 1000))
+    let page = tokio::task::spawn_blocking(move || s.events(0, 1000))
         .await
         .unwrap()
         .unwrap();

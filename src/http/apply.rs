@@ -11,7 +11,7 @@ use super::error::ApiError;
 use super::handlers::flag;
 use crate::api::v1beta1::{self, Format};
 use crate::model::{AnyObject, Kind, validate_name, validate_object};
-use crate::store::Applied;
+use crate::store::{Applied, Backend};
 
 /// Query parameters of `/apply`.
 #[derive(Debug, Default, Deserialize)]

@@ -337,6 +337,7 @@ mod list_tests {
     fn change(revision: u64, object: Arc<AnyObject>) -> Change {
         Change {
             revision,
+            prev: revision - 1,
             change: ChangeType::Added,
             object,
         }

@@ -184,7 +184,7 @@ impl From<StoreError> for ApiError {
                     ..inner
                 }
             }
-            StoreError::FormatTooNew { .. } | StoreError::Internal(_) => {
+            StoreError::FormatTooNew { .. } | StoreError::Engine(_) | StoreError::Internal(_) => {
                 // The cause goes to the log, not to the client.
                 tracing::error!(error = %detail, "store failure");
                 ApiError::new(

@@ -19,7 +19,7 @@ use crate::model::{
     AnyObject, Container, Kind, Path, Selector, apply_space_defaults_to_container, validate_object,
 };
 pub use crate::store::Part;
-use crate::store::{ListQuery, Store, StoreError, WriteOp};
+use crate::store::{Backend, ListQuery, Snapshot, StoreError, WriteOp};
 
 /// Query parameters of collection GETs.
 #[derive(Debug, Default, Deserialize)]
@@ -109,10 +109,10 @@ struct Spaces(HashMap<Path, Option<AnyObject>>);
 
 impl Spaces {
     /// Applies the defaults of `obj`'s space, if it exists, to `obj`.
-    fn apply(&mut self, store: &Store, obj: &mut AnyObject) -> Result<(), StoreError> {
+    fn apply(&mut self, snapshot: &Snapshot, obj: &mut AnyObject) -> Result<(), StoreError> {
         let sp = space_of(&obj.path());
         if !self.0.contains_key(&sp) {
-            let found = match store.get_blocking(&sp) {
+            let found = match snapshot.get(&sp) {
                 Ok(space) => Some(space),
                 Err(StoreError::NotFound(_)) => None,
                 Err(e) => return Err(e),
@@ -125,7 +125,7 @@ impl Spaces {
 }
 
 async fn with_effective(state: &AppState, mut obj: AnyObject) -> Result<AnyObject, ApiError> {
-    let space = match state.store.get(space_of(&obj.path())).await {
+    let space = match state.store.get(&space_of(&obj.path())).await {
         Ok(s) => Some(s),
         Err(StoreError::NotFound(_)) => None,
         Err(e) => return Err(e.into()),
@@ -143,7 +143,7 @@ pub async fn get_object(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let effective = effective_view(kind, params.view.as_deref())?;
-    let mut obj = state.store.get(Path::new(kind, names)).await?;
+    let mut obj = state.store.get(&Path::new(kind, names)).await?;
     if effective {
         obj = with_effective(&state, obj).await?;
     }
@@ -392,7 +392,7 @@ pub async fn patch_object(
     // The merge runs inside the write transaction, on the stored object:
     // concurrent patches serialize instead of conflicting.
     let target = path.clone();
-    let update: crate::store::UpdateFn = Box::new(move |current: &AnyObject| {
+    let update: crate::store::UpdateFn = std::sync::Arc::new(move |current: &AnyObject| {
         let mut doc = v1beta1::to_value(current);
         merge_patch(&mut doc, &patch);
         let merged = v1beta1::decode_value(kind, doc)
@@ -541,9 +541,10 @@ pub async fn list_objects(
             // may span many spaces.
             let store = state.store.clone();
             items = tokio::task::spawn_blocking(move || {
+                let snapshot = store.snapshot()?;
                 let mut spaces = Spaces::default();
                 for item in &mut items {
-                    spaces.apply(&store, item)?;
+                    spaces.apply(&snapshot, item)?;
                 }
                 Ok::<_, StoreError>(items)
             })
@@ -620,10 +621,11 @@ async fn stream_list(
     let docs = state.docs.clone();
     let lists = state.lists.clone();
     tokio::task::spawn_blocking(move || {
-        let iter = match store.list_all(&query) {
-            Ok(iter) => {
+        let opened = store.snapshot().and_then(|s| Ok((s.list(&query)?, s)));
+        let (iter, snapshot) = match opened {
+            Ok(opened) => {
                 let _ = opened_tx.send(Ok(()));
-                iter
+                opened
             }
             Err(e) => {
                 let _ = opened_tx.send(Err(e));
@@ -661,7 +663,7 @@ async fn stream_list(
                         Ok(o) => o,
                         Err(e) => return fail(e),
                     };
-                    if effective && let Err(e) = spaces.apply(&store, &mut obj) {
+                    if effective && let Err(e) = spaces.apply(&snapshot, &mut obj) {
                         return fail(e);
                     }
                     let json =

@@ -7,6 +7,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
+use crate::store::Backend;
 
 /// Response counters by status class.
 #[derive(Debug, Default)]
@@ -34,7 +35,8 @@ pub async fn render(State(s): State<AppState>) -> Response {
             c.load(Ordering::Relaxed)
         ));
     }
-    let (requests, commits) = s.store.write_stats();
+    let stats = s.store.stats();
+    let (requests, commits) = (stats.requests, stats.commits);
     out.push_str(&format!(
         "# HELP modelhub_write_requests_total Write requests handled by the writer.\n\
          # TYPE modelhub_write_requests_total counter\nmodelhub_write_requests_total {requests}\n\
@@ -47,7 +49,7 @@ pub async fn render(State(s): State<AppState>) -> Response {
          # TYPE modelhub_list_cache_hits_total counter\nmodelhub_list_cache_hits_total {}\n\
          # HELP modelhub_list_cache_bytes Bytes of rendered lists cached.\n\
          # TYPE modelhub_list_cache_bytes gauge\nmodelhub_list_cache_bytes {}\n",
-        s.store.checkpoints(),
+        stats.checkpoints,
         s.hub.watchers(),
         s.lists.hits(),
         s.lists.bytes(),

@@ -27,7 +27,7 @@ use body::{Body, Names, Query};
 use handlers::{ItemParams, ListParams, Part};
 
 use crate::model::Kind;
-use crate::store::Store;
+use crate::store::{Backend, Store};
 
 /// Shared state of every handler.
 #[derive(Clone)]

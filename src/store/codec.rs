@@ -11,7 +11,8 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::writer::ChangeType;
+use super::change::ChangeType;
+use super::error::{EngineError, StoreError};
 use crate::model::{AnyObject, Kind};
 
 /// Version of the record layout written by this build.
@@ -45,6 +46,13 @@ impl std::fmt::Display for CodecError {
 }
 
 impl std::error::Error for CodecError {}
+
+/// A record that cannot be read is a storage failure (with its cause).
+impl From<CodecError> for StoreError {
+    fn from(e: CodecError) -> Self {
+        StoreError::Engine(EngineError::new("storage error", e))
+    }
+}
 
 /// Room reserved for a record up front: a typical cell's record is about
 /// 1.2 KB, so most records are written without growing the buffer.

@@ -1,6 +1,9 @@
-//! The store's error type.
+//! The store's error type, one for every backend: request-level refusals
+//! (which a client can act on) and storage failures, whose engine-specific
+//! cause is kept, boxed, in [`EngineError`].
 
 use std::fmt;
+use std::sync::Arc;
 
 use crate::model::Path;
 
@@ -61,9 +64,103 @@ pub enum StoreError {
         /// Why.
         source: Box<StoreError>,
     },
-    /// A storage-engine or corruption failure (a server fault).
+    /// The storage engine failed (I/O, corruption, a failed commit): a
+    /// server fault, with its cause.
+    Engine(EngineError),
+    /// A fault of this process that is not the engine's (a task that died).
     Internal(String),
 }
+
+impl StoreError {
+    /// Whether this is a storage failure rather than a refusal of the
+    /// request: it fails every request sharing the transaction.
+    pub fn is_storage_failure(&self) -> bool {
+        matches!(self, StoreError::Engine(_) | StoreError::Internal(_))
+    }
+}
+
+/// A storage-engine failure: what failed, and the engine's error as its
+/// [`std::error::Error::source`], so that callers can tell, say, a full
+/// disk ([`EngineError::io_kind`]) from corruption.
+#[derive(Debug, Clone)]
+pub struct EngineError {
+    context: Arc<str>,
+    cause: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl EngineError {
+    /// A failure described by `context`, caused by `cause`.
+    pub fn new(
+        context: impl Into<String>,
+        cause: impl std::error::Error + Send + Sync + 'static,
+    ) -> EngineError {
+        EngineError {
+            context: context.into().into(),
+            cause: Some(Arc::new(cause)),
+        }
+    }
+
+    /// A failure with no underlying error value (e.g. a log that does not
+    /// continue the database).
+    pub fn msg(context: impl Into<String>) -> EngineError {
+        EngineError {
+            context: context.into().into(),
+            cause: None,
+        }
+    }
+
+    /// The same cause under a description made from this one (e.g.
+    /// "storage failed earlier (...)" for the writes after a failure).
+    pub fn reworded(&self, context: impl FnOnce(&str) -> String) -> EngineError {
+        EngineError {
+            context: context(&self.context).into(),
+            cause: self.cause.clone(),
+        }
+    }
+
+    /// The kind of the first I/O error in the cause chain, if any.
+    pub fn io_kind(&self) -> Option<std::io::ErrorKind> {
+        let mut next: Option<&(dyn std::error::Error + 'static)> = match &self.cause {
+            Some(c) => Some(c.as_ref()),
+            None => None,
+        };
+        while let Some(e) = next {
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                return Some(io.kind());
+            }
+            next = e.source();
+        }
+        None
+    }
+}
+
+impl fmt::Display for EngineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.cause {
+            Some(c) => write!(f, "{}: {c}", self.context),
+            None => f.write_str(&self.context),
+        }
+    }
+}
+
+impl std::error::Error for EngineError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.cause {
+            Some(c) => Some(c.as_ref()),
+            None => None,
+        }
+    }
+}
+
+/// Equal when they describe the same failure (the cause compared by its
+/// message: engine errors are not comparable).
+impl PartialEq for EngineError {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_string() == other.to_string()
+    }
+}
+
+impl Eq for EngineError {}
 
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -88,6 +185,7 @@ impl fmt::Display for StoreError {
             StoreError::Gone(m) | StoreError::BadRequest(m) | StoreError::Internal(m) => {
                 f.write_str(m)
             }
+            StoreError::Engine(e) => e.fmt(f),
             StoreError::FormatTooNew { found, supported } => write!(
                 f,
                 "database storage format {found} is newer than this build supports ({supported}); \
@@ -100,25 +198,24 @@ impl fmt::Display for StoreError {
     }
 }
 
-impl std::error::Error for StoreError {}
-
-macro_rules! internal_from {
-    ($($t:ty),*) => {$(
-        impl From<$t> for StoreError {
-            fn from(e: $t) -> Self {
-                StoreError::Internal(format!("storage error: {e}"))
-            }
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StoreError::Engine(e) => Some(e),
+            StoreError::Document { source, .. } => Some(source.as_ref()),
+            _ => None,
         }
-    )*};
+    }
 }
-internal_from!(
-    redb::Error,
-    redb::DatabaseError,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError,
-    redb::SetDurabilityError,
-    super::codec::CodecError,
-    std::io::Error
-);
+
+impl From<EngineError> for StoreError {
+    fn from(e: EngineError) -> Self {
+        StoreError::Engine(e)
+    }
+}
+
+impl From<std::io::Error> for StoreError {
+    fn from(e: std::io::Error) -> Self {
+        StoreError::Engine(EngineError::new("storage error", e))
+    }
+}

@@ -10,10 +10,13 @@
 //! 3. catches up from the log up to the newest event, then follows the hub,
 //!    skipping frames at or below its cursor (no duplicates at the hand-over)
 //!    and going back to the log whenever it sees a gap: it fell behind the
-//!    hub's bounded buffer (revisions are dense, one per change, so a gap is
-//!    exact to detect). Memory per watcher stays bounded (one page of the
-//!    log at most); a slow reader only ever loses events if the log itself
-//!    was compacted past its cursor, and then it gets an ERROR (410) event.
+//!    hub's bounded buffer. The hub is fed by the store's ordered change
+//!    feed, where each change names its predecessor's revision, so a gap is
+//!    exact to detect (a frame whose predecessor is newer than the cursor)
+//!    whether or not revisions are dense. Memory per watcher stays bounded
+//!    (one page of the log at most); a slow reader only ever loses events if
+//!    the log itself was compacted past its cursor, and then it gets an
+//!    ERROR (410) event.
 //!
 //! A watcher is the response body's stream itself, polled by its connection:
 //! a new frame wakes the connection directly, and frames already queued are
@@ -25,13 +28,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
+use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::model::{AnyObject, Kind, Selector};
-use crate::store::{Change, ChangeType, CommitHook, ListQuery, Store, StoreError};
+use crate::store::{Backend, Change, ChangeType, ListQuery, Store, StoreError, Subscriber};
 
 /// Default number of frames the hub buffers before a lagging watcher has
 /// to catch up from the log.
@@ -112,6 +115,8 @@ impl From<ChangeType> for EventType {
 pub struct Frame {
     /// The change's revision.
     pub revision: u64,
+    /// The revision of the change before it in the store's feed.
+    pub prev: u64,
     /// The event type.
     pub event: EventType,
     /// The object's kind.
@@ -210,25 +215,26 @@ impl Hub {
         })
     }
 
-    /// The store hook that publishes every committed change.
-    pub fn hook(self: &Arc<Self>) -> CommitHook {
+    /// The subscriber to the store's change feed that publishes every
+    /// committed change to the watchers.
+    pub fn subscriber(self: &Arc<Self>) -> Subscriber {
         let hub = Arc::downgrade(self);
         Arc::new(move |changes: &[Change]| {
             // Nobody listening: skip serializing (watchers that connect
             // later read these events from the log).
             if let Some(hub) = hub.upgrade().filter(|h| h.tx.receiver_count() > 0) {
                 for c in changes {
-                    let _ =
-                        hub.tx
-                            .send(Arc::new(hub.frame(c.revision, c.change.into(), &c.object)));
+                    let _ = hub.tx.send(Arc::new(hub.frame(c)));
                 }
             }
         })
     }
 
-    fn frame(&self, revision: u64, event: EventType, obj: &AnyObject) -> Frame {
+    fn frame(&self, change: &Change) -> Frame {
+        let (event, obj) = (EventType::from(change.change), &*change.object);
         let mut frame = Frame {
-            revision,
+            revision: change.revision,
+            prev: change.prev,
             event,
             kind: obj.kind(),
             names: obj.path().names().to_vec(),
@@ -255,9 +261,6 @@ impl Hub {
         self.tx.receiver_count()
     }
 }
-
-/// Why a stream could not start.
-pub type StartError = StoreError;
 
 fn frame_bytes(framing: Framing, event: EventType, revision: Option<u64>, json: &[u8]) -> Bytes {
     match framing {
@@ -296,12 +299,12 @@ pub async fn start(
     start: Start,
     framing: Framing,
     timeout: Option<Duration>,
-) -> Result<EventStream, StartError> {
+) -> Result<EventStream, StoreError> {
     // Subscribe before anything is read, so no commit falls in between.
     let live = hub.tx.subscribe();
     if let Start::After(n) = start {
         let s = store.clone();
-        tokio::task::spawn_blocking(move || s.read_events(n, 0))
+        tokio::task::spawn_blocking(move || s.events(n, 0))
             .await
             .map_err(|e| StoreError::Internal(e.to_string()))??;
     }
@@ -505,7 +508,7 @@ impl Watcher {
             self.hub.encode.clone(),
         );
         tokio::task::spawn_blocking(move || {
-            let (txn, revision) = match store.snapshot() {
+            let snapshot = match store.snapshot() {
                 Ok(s) => s,
                 Err(e) => {
                     let _ = frames_tx.blocking_send(Err(e));
@@ -525,7 +528,7 @@ impl Watcher {
                     limit: None,
                     continue_token: None,
                 };
-                let iter = match store.list_in(txn.clone(), revision, &query) {
+                let iter = match snapshot.list(&query) {
                     Ok(i) => i,
                     Err(e) => {
                         let _ = frames_tx.blocking_send(Err(e));
@@ -565,7 +568,7 @@ impl Watcher {
             }
             // Only a complete snapshot has a revision: a thread that died
             // halfway leaves the stream with an ERROR, not a BOOKMARK.
-            let _ = rev_tx.send(revision);
+            let _ = rev_tx.send(snapshot.revision());
         });
         Phase::Snapshotting { frames, revision }
     }
@@ -574,7 +577,7 @@ impl Watcher {
     /// whether the cursor is now current.
     async fn catch_up_page(&mut self) -> Result<bool, Stop> {
         let (store, after) = (self.store.clone(), self.cursor);
-        let page = tokio::task::spawn_blocking(move || store.read_events(after, CATCH_UP_BATCH))
+        let page = tokio::task::spawn_blocking(move || store.events(after, CATCH_UP_BATCH))
             .await
             .map_err(|e| Stop::Failed(StoreError::Internal(e.to_string())))?
             .map_err(Stop::Failed)?;
@@ -620,7 +623,7 @@ impl Watcher {
                 let mut next = Some(frame);
                 while let Some(frame) = next.take() {
                     if frame.revision > self.cursor {
-                        if frame.revision != self.cursor + 1 {
+                        if frame.prev > self.cursor {
                             // Missed frames: they are in the log.
                             self.phase = Phase::CatchUp;
                             break;
@@ -710,6 +713,58 @@ mod tests {
         hub.shutdown();
         // A stream starting after the shutdown sees it at once.
         assert!(*hub.shutdown.subscribe().borrow());
+    }
+
+    /// A watcher following the hub from `cursor`, on an empty store.
+    fn live_watcher(hub: &Arc<Hub>, cursor: u64) -> (Watcher, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("w.redb"), Default::default()).unwrap();
+        let watcher = Watcher {
+            hub: hub.clone(),
+            store,
+            filter: Filter::default(),
+            framing: Framing::Ndjson,
+            live: hub.tx.subscribe(),
+            cursor,
+            phase: Phase::Live,
+            out: VecDeque::new(),
+            last_sent: Instant::now(),
+            idle: Box::pin(tokio::time::sleep(Duration::from_secs(3600))),
+        };
+        (watcher, dir)
+    }
+
+    fn change(revision: u64, prev: u64) -> Change {
+        let mut realm = crate::model::Realm::default();
+        realm.meta.name = format!("r{revision}");
+        Change {
+            revision,
+            prev,
+            change: ChangeType::Added,
+            object: Arc::new(AnyObject::Realm(realm)),
+        }
+    }
+
+    #[tokio::test]
+    async fn gaps_are_found_by_the_predecessor_not_by_density() {
+        let hub = Hub::new(Arc::new(Plain), 16, Duration::from_secs(3600));
+        let (mut w, _dir) = live_watcher(&hub, 10);
+        let publish = hub.subscriber();
+        // Sparse but chained revisions: nothing was missed.
+        publish(&[change(15, 10), change(20, 15)]);
+        w.step().await.ok().unwrap();
+        assert_eq!((w.cursor, w.out.len()), (20, 2));
+        assert!(matches!(w.phase, Phase::Live));
+        // Frames at or below the cursor (the hand-over from the log) are
+        // skipped.
+        publish(&[change(20, 15)]);
+        w.step().await.ok().unwrap();
+        assert_eq!((w.cursor, w.out.len()), (20, 2));
+        // A frame whose predecessor this watcher never saw: back to the log.
+        publish(&[change(30, 25)]);
+        w.step().await.ok().unwrap();
+        assert_eq!(w.cursor, 20, "nothing skipped");
+        assert!(matches!(w.phase, Phase::CatchUp));
     }
 
     #[test]

@@ -4,10 +4,10 @@
 
 use redb::{ReadTransaction, ReadableTable, Table, TableDefinition, WriteTransaction};
 
-use super::StoreError;
-use super::codec;
-use super::wal::Journal;
 use crate::model::{AnyObject, Kind};
+use crate::store::error::StoreError;
+use crate::store::plan::ReadView;
+use crate::store::{codec, keys};
 
 /// Store-wide metadata: [`FORMAT_KEY`], [`REVISION_KEY`].
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -57,13 +57,16 @@ pub fn read_meta(txn: &ReadTransaction, key: &str) -> Result<Option<u64>, StoreE
     }
 }
 
-/// The object tables of one write transaction, opened once per batch, and
-/// the journal of its changes for the write-ahead log.
+/// The store's revision in the metadata table of a write transaction.
+pub fn revision(meta: &Table<'_, &str, u64>) -> Result<u64, StoreError> {
+    Ok(meta.get(REVISION_KEY)?.map(|v| v.value()).unwrap_or(0))
+}
+
+/// The object tables and the event log of one write transaction, opened
+/// once per batch.
 pub struct WriteTables<'txn> {
     tables: Vec<Table<'txn, &'static [u8], &'static [u8]>>,
     events: Table<'txn, u64, &'static [u8]>,
-    /// Every change logged in this transaction, in revision order.
-    pub journal: Journal,
 }
 
 impl<'txn> WriteTables<'txn> {
@@ -76,7 +79,6 @@ impl<'txn> WriteTables<'txn> {
         Ok(WriteTables {
             tables,
             events: txn.open_table(EVENTS)?,
-            journal: Journal::default(),
         })
     }
 
@@ -96,5 +98,37 @@ impl<'txn> WriteTables<'txn> {
             Some(v) => Ok(Some(codec::decode(kind, v.value())?)),
             None => Ok(None),
         }
+    }
+}
+
+/// Planners read the transaction's own state: what earlier requests of the
+/// same batch wrote included.
+impl ReadView for WriteTables<'_> {
+    fn get(&mut self, kind: Kind, key: &[u8]) -> Result<Option<AnyObject>, StoreError> {
+        WriteTables::get(self, kind, key)
+    }
+
+    fn exists(&mut self, kind: Kind, key: &[u8]) -> Result<bool, StoreError> {
+        Ok(self.of(kind).get(key)?.is_some())
+    }
+
+    fn scan(
+        &mut self,
+        kind: Kind,
+        prefix: &[u8],
+        limit: Option<usize>,
+    ) -> Result<Vec<(Vec<u8>, AnyObject)>, StoreError> {
+        let (start, end) = keys::prefix_range(prefix);
+        let table = self.of(kind);
+        let range = match &end {
+            Some(end) => table.range(start.as_slice()..end.as_slice())?,
+            None => table.range(start.as_slice()..)?,
+        };
+        let mut out = Vec::new();
+        for entry in range.take(limit.unwrap_or(usize::MAX)) {
+            let (k, v) = entry?;
+            out.push((k.value().to_vec(), codec::decode(kind, v.value())?));
+        }
+        Ok(out)
     }
 }

@@ -5,10 +5,10 @@ use std::path::Path as FsPath;
 
 use redb::{Database, ReadableDatabase};
 
-use super::StoreError;
 use super::tables::{self, COMPACTED_KEY, FORMAT_KEY, META};
+use crate::store::error::{EngineError, StoreError};
 
-#[path = "../../migrations/mod.rs"]
+#[path = "../../../migrations/mod.rs"]
 pub mod steps;
 
 /// The storage format this build writes.
@@ -58,7 +58,9 @@ pub fn open(path: &FsPath, cache_bytes: usize) -> Result<Database, StoreError> {
                     .iter()
                     .find(|s| s.from == version)
                     .ok_or_else(|| {
-                        StoreError::Internal(format!("no migration step from format {version}"))
+                        StoreError::Engine(EngineError::msg(format!(
+                            "no migration step from format {version}"
+                        )))
                     })?;
                 tracing::info!(
                     from = version,

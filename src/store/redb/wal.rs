@@ -10,8 +10,9 @@
 //! again from its beginning: one checkpoint interval
 //! ([`DEFAULT_CHECKPOINT_INTERVAL`]) after the first change since the last
 //! one, or once the log holds half its capacity, or when a record does not
-//! fit. On open, records after the database's revision are replayed in one
-//! durable transaction, and the log is cleared.
+//! fit. On open, the writer replays the records after the database's
+//! revision ([`Records::for_each_record`]) in one durable transaction, and the
+//! log is cleared ([`Wal::clear`]).
 //!
 //! File: up to [`CAPACITY`] bytes, zero-filled ahead of the records in
 //! steps of 4 MiB (so that appends almost never change its size and
@@ -37,12 +38,12 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use redb::{Database, Durability, ReadableTable};
+use redb::{Database, Durability};
 
-use super::tables::{META, REVISION_KEY, WriteTables};
-use super::writer::ChangeType;
-use super::{StoreError, codec};
 use crate::model::Kind;
+use crate::store::change::ChangeType;
+use crate::store::codec;
+use crate::store::error::{EngineError, StoreError};
 
 /// Largest size of the log file.
 pub const CAPACITY: u64 = 64 * 1024 * 1024;
@@ -119,10 +120,10 @@ impl Journal {
         self.buf.len()
     }
 
-    /// The whole record, as [`Wal::write`] appends it (without the empty
+    /// The whole record, as [`Wal::append`] writes it (without the empty
     /// header after it).
     #[cfg(test)]
-    fn encode(&self) -> Vec<u8> {
+    pub(super) fn encode(&self) -> Vec<u8> {
         let mut sealed = self.clone();
         sealed.seal();
         sealed.buf
@@ -137,7 +138,7 @@ pub struct Wal {
     offset: u64,
     last_checkpoint: Instant,
     interval: Duration,
-    failed: Option<String>,
+    failed: Option<EngineError>,
 }
 
 /// What [`Wal::append`] did.
@@ -150,30 +151,17 @@ pub enum Appended {
 }
 
 impl Wal {
-    /// Opens (creating and zero-filling if needed) the log at `path` and
-    /// replays into `db` what the database lacks. The log is empty after.
+    /// Opens (creating and zero-filling if needed) the log at `path`. What
+    /// it holds from a run that did not stop cleanly is read with
+    /// [`Records::for_each_record`], then dropped with [`Wal::clear`].
     /// Checkpoints are due every `interval` while writes arrive.
-    pub fn open(path: &Path, db: &Database, interval: Duration) -> Result<Wal, StoreError> {
+    pub fn open(path: &Path, interval: Duration) -> Result<Wal, StoreError> {
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .open(path)?;
-        // A clean stop leaves an empty first header: nothing to replay.
-        let mut first = [0u8; HEADER];
-        if FileExt::read_exact_at(&file, &mut first, 0).is_ok() && first != [0; HEADER] {
-            let replayed = replay(db, &file, path)?;
-            if replayed > 0 {
-                tracing::info!(replayed, path = %path.display(), "replayed the write-ahead log");
-            }
-            // What the log held is in the database now (replayed durably,
-            // or already there): clear it, so that nothing is replayed
-            // again, even into another database file put in this one's
-            // place.
-            file.write_all_at(&[0; HEADER], 0)?;
-            file.sync_data()?;
-        }
         let mut filled = file.metadata()?.len();
         if filled < FILL_STEP {
             filled = fill(&mut file, filled, FILL_STEP)?;
@@ -191,6 +179,22 @@ impl Wal {
             interval,
             failed: None,
         })
+    }
+
+    /// Whether the log may hold records: a clean stop leaves an empty
+    /// first header.
+    pub fn holds_records(&self) -> bool {
+        let mut first = [0u8; HEADER];
+        FileExt::read_exact_at(&self.file, &mut first, 0).is_ok() && first != [0; HEADER]
+    }
+
+    /// Empties the log, durably, once what it held is in the database (so
+    /// that nothing is replayed again, even into another database file put
+    /// in this one's place).
+    pub fn clear(&mut self) -> Result<(), StoreError> {
+        self.file.write_all_at(&[0; HEADER], 0)?;
+        self.file.sync_data()?;
+        Ok(())
     }
 
     /// Appends `journal` and syncs it to disk, followed by an empty
@@ -212,8 +216,9 @@ impl Wal {
             match fill(&mut self.file, self.filled, target) {
                 Ok(filled) => self.filled = filled,
                 Err(e) => {
-                    self.fail(format!("write-ahead log could not grow: {e}"));
-                    return Err(e);
+                    let e = EngineError::new("write-ahead log could not grow", e);
+                    self.fail(e.clone());
+                    return Err(e.into());
                 }
             }
         }
@@ -229,7 +234,8 @@ impl Wal {
             // The record may or may not be on disk: its requests fail with
             // an unknown outcome, and nothing more is written, so a restart
             // replays (or not) exactly this record last.
-            self.fail(format!("write-ahead log write failed: {e}"));
+            let e = EngineError::new("write-ahead log write failed", e);
+            self.fail(e.clone());
             return Err(e.into());
         }
         self.offset += len;
@@ -239,7 +245,7 @@ impl Wal {
     /// Stops all further writing after a storage failure (`why`), until a
     /// restart recovers from the log: what was logged is replayed, nothing
     /// after it exists.
-    pub fn fail(&mut self, why: String) {
+    pub fn fail(&mut self, why: EngineError) {
         tracing::error!(error = %why, "storage failed; refusing writes until restarted");
         self.failed.get_or_insert(why);
     }
@@ -248,9 +254,9 @@ impl Wal {
     pub fn check(&self) -> Result<(), StoreError> {
         match &self.failed {
             None => Ok(()),
-            Some(why) => Err(StoreError::Internal(format!(
-                "storage failed earlier ({why}); restart the server to recover"
-            ))),
+            Some(why) => Err(StoreError::Engine(why.reworded(|what| {
+                format!("storage failed earlier ({what}); restart the server to recover")
+            }))),
         }
     }
 
@@ -309,15 +315,51 @@ fn fill(file: &mut File, from: u64, to: u64) -> Result<u64, StoreError> {
     Ok(to)
 }
 
-/// One decoded change of a record.
-struct Entry<'a> {
-    change: ChangeType,
-    kind: Kind,
-    key: &'a [u8],
-    record: &'a [u8],
+/// One decoded change of a record (entry `i` of a record is revision
+/// `first + i`).
+pub struct Entry<'a> {
+    /// What happened.
+    pub change: ChangeType,
+    /// The object's kind.
+    pub kind: Kind,
+    /// The object's key.
+    pub key: &'a [u8],
+    /// The object's stored record (for a deletion, its last state).
+    pub record: &'a [u8],
 }
 
-/// Where records are read from: the log file (or bytes, in tests).
+/// Told about each record in turn: its first revision and its entries.
+pub type OnRecord<'f> = dyn FnMut(u64, Vec<Entry<'_>>) -> Result<(), StoreError> + 'f;
+
+/// Something that holds log records: the open log, or its bytes.
+pub trait Records {
+    /// Calls `f` with each valid record from the start (its first revision
+    /// and its entries), until the first empty, torn or unparsable one.
+    fn for_each_record(
+        &self,
+        f: &mut OnRecord<'_>,
+    ) -> Result<(), StoreError>;
+}
+
+impl Records for Wal {
+    fn for_each_record(
+        &self,
+        f: &mut OnRecord<'_>,
+    ) -> Result<(), StoreError> {
+        for_each_record(&self.file, f)
+    }
+}
+
+impl Records for [u8] {
+    fn for_each_record(
+        &self,
+        f: &mut OnRecord<'_>,
+    ) -> Result<(), StoreError> {
+        for_each_record(self, f)
+    }
+}
+
+/// Where records are read from: the log file, or bytes.
 trait Source {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()>;
 }
@@ -345,7 +387,7 @@ impl Source for [u8] {
 /// file). Other read errors are errors.
 fn for_each_record(
     src: &(impl Source + ?Sized),
-    mut f: impl FnMut(u64, Vec<Entry<'_>>) -> Result<(), StoreError>,
+    f: &mut OnRecord<'_>,
 ) -> Result<(), StoreError> {
     let stop = |e: std::io::Error| match e.kind() {
         std::io::ErrorKind::UnexpectedEof => Ok(()),
@@ -406,73 +448,9 @@ fn parse(payload: &[u8]) -> Option<(u64, Vec<Entry<'_>>)> {
     rest.is_empty().then_some((first, entries))
 }
 
-/// Applies the records of `src` that continue `db`'s revision, in one
-/// durable transaction; answers how many changes were applied.
-fn replay(db: &Database, src: &(impl Source + ?Sized), path: &Path) -> Result<u64, StoreError> {
-    let txn = db.begin_write()?;
-    let applied = {
-        let mut meta = txn.open_table(META)?;
-        let start = meta.get(REVISION_KEY)?.map(|v| v.value()).unwrap_or(0);
-        let mut rev = start;
-        let mut tables = WriteTables::open(&txn)?;
-        for_each_record(src, |first, entries| {
-            if entries.is_empty() || first + entries.len() as u64 - 1 <= rev {
-                return Ok(());
-            }
-            if first != rev + 1 {
-                return Err(StoreError::Internal(format!(
-                    "the write-ahead log continues revision {} but the database is at revision \
-                     {rev}: the database file was replaced or lost writes; if that was on \
-                     purpose, move the log ({}) aside",
-                    first - 1,
-                    path.display()
-                )));
-            }
-            if let Some(e) = entries
-                .iter()
-                .find(|e| e.record.first() != Some(&codec::RECORD_FORMAT))
-            {
-                return Err(StoreError::Internal(format!(
-                    "the write-ahead log {} holds records of format {:?}, and this build \
-                     writes format {}: stop the server cleanly with the build that wrote it \
-                     (a clean stop leaves the log empty), then start this one",
-                    path.display(),
-                    e.record.first(),
-                    codec::RECORD_FORMAT
-                )));
-            }
-            for e in entries {
-                rev += 1;
-                match e.change {
-                    ChangeType::Deleted => {
-                        tables.of(e.kind).remove(e.key)?;
-                    }
-                    ChangeType::Added | ChangeType::Modified => {
-                        tables.of(e.kind).insert(e.key, e.record)?;
-                    }
-                }
-                let event = codec::encode_event(e.change, e.kind, e.record);
-                tables.events().insert(rev, event.as_slice())?;
-            }
-            Ok(())
-        })?;
-        if rev != start {
-            meta.insert(REVISION_KEY, rev)?;
-        }
-        rev - start
-    };
-    if applied > 0 {
-        txn.commit()?;
-    } else {
-        txn.abort()?;
-    }
-    Ok(applied)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use redb::ReadableDatabase;
 
     fn journal(first: u64, n: u64) -> Journal {
         let mut j = Journal::default();
@@ -488,19 +466,11 @@ mod tests {
         j
     }
 
-    fn db(dir: &tempfile::TempDir) -> Database {
-        super::super::migrate::open(&dir.path().join("t.redb"), 1 << 20).unwrap()
-    }
-
-    /// The log beside `db` in `dir`, opened with a long checkpoint interval.
-    fn open_log(dir: &tempfile::TempDir, db: &Database) -> (PathBuf, Wal) {
+    /// The log in `dir`, opened with a long checkpoint interval.
+    fn open_log(dir: &tempfile::TempDir) -> (PathBuf, Wal) {
         let path = dir.path().join("t.redb.wal");
-        let wal = Wal::open(&path, db, Duration::from_secs(60)).unwrap();
+        let wal = Wal::open(&path, Duration::from_secs(60)).unwrap();
         (path, wal)
-    }
-
-    fn run(db: &Database, bytes: &[u8]) -> Result<u64, StoreError> {
-        replay(db, bytes, Path::new("t.redb.wal"))
     }
 
     /// A record's entry, owned.
@@ -512,7 +482,7 @@ mod tests {
     /// The valid records at the start of `bytes`.
     fn records(bytes: &[u8]) -> Vec<(u64, Vec<Owned>)> {
         let mut out = Vec::new();
-        for_each_record(bytes, |first, entries| {
+        for_each_record(bytes, &mut |first, entries| {
             let entries = entries
                 .into_iter()
                 .map(|e| Owned {
@@ -527,64 +497,10 @@ mod tests {
         out
     }
 
-    fn revision(db: &Database) -> u64 {
-        let txn = db.begin_read().unwrap();
-        super::super::tables::read_meta(&txn, REVISION_KEY)
-            .unwrap()
-            .unwrap_or(0)
-    }
-
-    fn events(db: &Database) -> Vec<u64> {
-        let txn = db.begin_read().unwrap();
-        let t = txn.open_table(super::super::tables::EVENTS).unwrap();
-        t.iter().unwrap().map(|e| e.unwrap().0.value()).collect()
-    }
-
-    #[test]
-    fn replay_applies_what_continues_the_database_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = db(&dir);
-        let mut bytes = journal(1, 3).encode();
-        bytes.extend(journal(4, 2).encode());
-        bytes.extend([0u8; 32]);
-        assert_eq!(run(&db, &bytes).unwrap(), 5);
-        assert_eq!(revision(&db), 5);
-        assert_eq!(events(&db), vec![1, 2, 3, 4, 5]);
-        // Replaying the same log again changes nothing.
-        assert_eq!(run(&db, &bytes).unwrap(), 0);
-        assert_eq!(revision(&db), 5);
-    }
-
-    #[test]
-    fn replay_skips_stale_records() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = db(&dir);
-        assert_eq!(run(&db, &journal(1, 5).encode()).unwrap(), 5);
-        // A crash right after a checkpoint, before the next append: the
-        // log still holds records the database already has.
-        assert_eq!(run(&db, &journal(1, 5).encode()).unwrap(), 0);
-        let mut bytes = journal(6, 2).encode();
-        bytes.extend(journal(2, 3).encode());
-        assert_eq!(run(&db, &bytes).unwrap(), 2);
-        assert_eq!(revision(&db), 7);
-        assert_eq!(events(&db), vec![1, 2, 3, 4, 5, 6, 7]);
-    }
-
-    #[test]
-    fn a_gap_between_database_and_log_refuses_to_start() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = db(&dir);
-        let err = run(&db, &journal(10, 1).encode()).unwrap_err().to_string();
-        assert!(err.contains("continues revision 9"), "{err}");
-        assert!(err.contains("at revision 0"), "{err}");
-        assert_eq!(revision(&db), 0);
-    }
-
     #[test]
     fn appends_end_with_an_empty_header_so_older_records_are_never_read() {
         let dir = tempfile::tempdir().unwrap();
-        let db = db(&dir);
-        let (path, mut wal) = open_log(&dir, &db);
+        let (path, mut wal) = open_log(&dir);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), FILL_STEP);
         assert_eq!(wal.append(&mut journal(1, 3)).unwrap(), Appended::Logged);
         assert_eq!(wal.append(&mut journal(4, 3)).unwrap(), Appended::Logged);
@@ -601,8 +517,7 @@ mod tests {
     #[test]
     fn the_file_grows_in_zero_filled_steps_up_to_its_capacity() {
         let dir = tempfile::tempdir().unwrap();
-        let db = db(&dir);
-        let (path, mut wal) = open_log(&dir, &db);
+        let (path, mut wal) = open_log(&dir);
         let big = vec![7u8; 5 * 1024 * 1024];
         let mut j = Journal::default();
         j.push(1, ChangeType::Added, Kind::Realm, b"k", &big);
@@ -625,11 +540,10 @@ mod tests {
     #[test]
     fn a_failed_wal_refuses_writes_and_checkpoints() {
         let dir = tempfile::tempdir().unwrap();
-        let db = db(&dir);
-        let mut wal = Wal::open(&dir.path().join("t.redb.wal"), &db, Duration::ZERO).unwrap();
+        let mut wal = Wal::open(&dir.path().join("t.redb.wal"), Duration::ZERO).unwrap();
         assert_eq!(wal.append(&mut journal(1, 1)).unwrap(), Appended::Logged);
         assert!(wal.checkpoint_due());
-        wal.fail("disk on fire".into());
+        wal.fail(EngineError::msg("disk on fire"));
         assert!(!wal.checkpoint_due());
         assert_eq!(wal.until_checkpoint(), None);
         let err = wal.append(&mut journal(2, 1)).unwrap_err().to_string();
@@ -637,39 +551,6 @@ mod tests {
             err.contains("disk on fire") && err.contains("restart"),
             "{err}"
         );
-    }
-
-    #[test]
-    fn records_of_another_format_refuse_to_start() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = db(&dir);
-        let mut j = Journal::default();
-        j.push(1, ChangeType::Added, Kind::Realm, b"k", b"\x09rec");
-        let err = run(&db, &j.encode()).unwrap_err().to_string();
-        assert!(
-            err.contains("format Some(9)") && err.contains("clean"),
-            "{err}"
-        );
-        assert_eq!(revision(&db), 0);
-    }
-
-    #[test]
-    fn deletions_replay_as_removals() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = db(&dir);
-        let mut j = journal(1, 2);
-        j.push(3, ChangeType::Deleted, Kind::Realm, b"k1", b"\x01rec");
-        assert_eq!(run(&db, &j.encode()).unwrap(), 3);
-        let txn = db.begin_read().unwrap();
-        let t = txn
-            .open_table(super::super::tables::objects(Kind::Realm))
-            .unwrap();
-        let keys: Vec<Vec<u8>> = t
-            .iter()
-            .unwrap()
-            .map(|e| e.unwrap().0.value().to_vec())
-            .collect();
-        assert_eq!(keys, vec![b"k2".to_vec()]);
     }
 
     #[test]

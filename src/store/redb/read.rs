@@ -13,38 +13,47 @@ use std::time::{Duration, Instant};
 use redb::{Database, ReadTransaction, ReadableDatabase};
 
 use super::tables::{self, COMPACTED_KEY, REVISION_KEY};
-use super::writer::ChangeType;
-use super::{StoreError, codec, keys};
 use crate::model::{AnyObject, Kind, Path, Selector};
+use crate::store::error::StoreError;
+use crate::store::query::{EventsPage, ListPage, ListQuery};
+use crate::store::{codec, keys};
 
-/// What to list.
-#[derive(Debug, Clone)]
-pub struct ListQuery {
-    /// The kind listed.
-    pub kind: Kind,
-    /// Scope names from realm down (`None`: any), at most `kind.depth() - 1`.
-    pub scope: Vec<Option<String>>,
-    /// Label selector.
-    pub selector: Selector,
-    /// Page size (`None`: everything).
-    pub limit: Option<usize>,
-    /// Continue token of the previous page.
-    pub continue_token: Option<String>,
+/// A read transaction and the revision it shows.
+#[derive(Clone)]
+pub struct RedbSnapshot {
+    txn: Arc<ReadTransaction>,
+    revision: u64,
 }
 
-/// One page of a list.
-#[derive(Debug, Clone)]
-pub struct ListPage {
-    /// Revision of the snapshot.
-    pub revision: u64,
-    /// Items in path order.
-    pub items: Vec<AnyObject>,
-    /// Token for the next page, if more items remain.
-    pub continue_token: Option<String>,
+impl RedbSnapshot {
+    /// Opens a read transaction on `db`.
+    pub fn open(db: &Database) -> Result<RedbSnapshot, StoreError> {
+        let txn = db.begin_read()?;
+        let revision = tables::read_meta(&txn, REVISION_KEY)?.unwrap_or(0);
+        Ok(RedbSnapshot {
+            txn: Arc::new(txn),
+            revision,
+        })
+    }
+
+    /// The revision it shows.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// A cursor over every item of `query`.
+    pub fn list(&self, query: &ListQuery) -> Result<RedbIter, StoreError> {
+        cursor(self, query, None)
+    }
+
+    /// The object at `path`.
+    pub fn get(&self, path: &Path) -> Result<AnyObject, StoreError> {
+        get_in(&self.txn, path)
+    }
 }
 
 /// An owned cursor over a list's items in path order.
-pub struct ListIter {
+pub struct RedbIter {
     revision: u64,
     kind: Kind,
     range: redb::Range<'static, &'static [u8], &'static [u8]>,
@@ -53,34 +62,37 @@ pub struct ListIter {
     _txn: Arc<ReadTransaction>,
 }
 
-impl ListIter {
-    /// Revision of the snapshot being read.
-    pub fn revision(&self) -> u64 {
-        self.revision
+/// A stored record borrowed from redb's pages.
+pub struct Guard(redb::AccessGuard<'static, &'static [u8]>);
+
+impl Guard {
+    /// The record's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        self.0.value()
     }
 }
 
-/// A listed entry whose spec and status are not decoded yet.
-pub struct RawEntry {
+/// A listed entry whose record is not decoded yet.
+pub struct RedbEntry {
     /// The object's key.
     pub key: Vec<u8>,
     /// Its `resourceVersion`.
     pub resource_version: u64,
-    kind: Kind,
-    value: redb::AccessGuard<'static, &'static [u8]>,
+    /// Its kind.
+    pub kind: Kind,
+    /// Its record.
+    pub value: Guard,
 }
 
-impl RawEntry {
-    /// Decodes the whole object.
-    pub fn object(&self) -> Result<AnyObject, StoreError> {
-        Ok(codec::decode(self.kind, self.value.value())?)
+impl RedbIter {
+    /// Revision of the snapshot being read.
+    pub fn revision(&self) -> u64 {
+        self.revision
     }
-}
 
-impl ListIter {
     /// The next entry in scope and matching the selector, decoding only its
-    /// metadata (callers with a rendering cache skip the rest).
-    pub fn next_raw(&mut self) -> Option<Result<RawEntry, StoreError>> {
+    /// metadata.
+    pub fn next_raw(&mut self) -> Option<Result<RedbEntry, StoreError>> {
         loop {
             let (k, v) = match self.range.next()? {
                 Ok(kv) => kv,
@@ -99,32 +111,19 @@ impl ListIter {
             };
             if self.selector.matches_with(|k| meta.label(k)) {
                 let resource_version = meta.resource_version;
-                return Some(Ok(RawEntry {
+                return Some(Ok(RedbEntry {
                     key: key.to_vec(),
                     resource_version,
                     kind: self.kind,
-                    value: v,
+                    value: Guard(v),
                 }));
             }
         }
     }
 }
 
-impl Iterator for ListIter {
-    type Item = Result<(Vec<u8>, AnyObject), StoreError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let entry = match self.next_raw()? {
-            Ok(e) => e,
-            Err(e) => return Some(Err(e)),
-        };
-        Some(entry.object().map(|o| (entry.key, o)))
-    }
-}
-
-struct Snapshot {
-    txn: Arc<ReadTransaction>,
-    revision: u64,
+struct Kept {
+    snapshot: RedbSnapshot,
     expires: Instant,
 }
 
@@ -133,7 +132,7 @@ pub struct Snapshots {
     ttl: Duration,
     max: usize,
     next_id: Mutex<u64>,
-    map: Mutex<HashMap<u64, Snapshot>>,
+    map: Mutex<HashMap<u64, Kept>>,
 }
 
 impl Snapshots {
@@ -147,7 +146,7 @@ impl Snapshots {
         }
     }
 
-    fn insert(&self, txn: Arc<ReadTransaction>, revision: u64) -> u64 {
+    fn insert(&self, snapshot: RedbSnapshot) -> u64 {
         let id = {
             let mut n = self.next_id.lock().expect("snapshot ids");
             *n = n.wrapping_add(1);
@@ -165,30 +164,19 @@ impl Snapshots {
         }
         map.insert(
             id,
-            Snapshot {
-                txn,
-                revision,
+            Kept {
+                snapshot,
                 expires: now + self.ttl,
             },
         );
         id
     }
 
-    fn get(&self, id: u64) -> Option<(Arc<ReadTransaction>, u64)> {
+    fn get(&self, id: u64) -> Option<RedbSnapshot> {
         let now = Instant::now();
         let mut map = self.map.lock().expect("snapshots");
         map.retain(|_, s| s.expires > now);
-        map.get(&id).map(|s| (s.txn.clone(), s.revision))
-    }
-
-    /// Number of live snapshots.
-    pub fn len(&self) -> usize {
-        self.map.lock().expect("snapshots").len()
-    }
-
-    /// Whether no snapshot is live.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        map.get(&id).map(|s| s.snapshot.clone())
     }
 
     /// Drops every snapshot (before the database closes).
@@ -226,7 +214,10 @@ fn decode_token(token: &str) -> Result<(u64, Vec<u8>), StoreError> {
 
 /// Reads the object at `path`.
 pub fn get(db: &Database, path: &Path) -> Result<AnyObject, StoreError> {
-    let txn = db.begin_read()?;
+    get_in(&db.begin_read()?, path)
+}
+
+fn get_in(txn: &ReadTransaction, path: &Path) -> Result<AnyObject, StoreError> {
     let table = txn.open_table(tables::objects(path.kind()))?;
     let key = keys::encode(path.names());
     let value = table
@@ -241,13 +232,13 @@ pub fn revision(db: &Database) -> Result<u64, StoreError> {
     Ok(tables::read_meta(&txn, REVISION_KEY)?.unwrap_or(0))
 }
 
-/// A cursor over `query` in `txn`, starting after key `after` if given.
-pub fn cursor(
-    txn: Arc<ReadTransaction>,
-    revision: u64,
+/// A cursor over `query` in `snapshot`, starting after key `after` if
+/// given.
+fn cursor(
+    snapshot: &RedbSnapshot,
     query: &ListQuery,
     after: Option<Vec<u8>>,
-) -> Result<ListIter, StoreError> {
+) -> Result<RedbIter, StoreError> {
     if query.scope.len() >= query.kind.depth() {
         return Err(StoreError::BadRequest(format!(
             "{} has no scope below {} levels",
@@ -264,7 +255,7 @@ pub fn cursor(
         .filter_map(|(i, n)| n.clone().map(|n| (i, n)))
         .collect();
     let (start, end) = keys::prefix_range(&keys::encode(&leading));
-    let table = txn.open_table(tables::objects(query.kind))?;
+    let table = snapshot.txn.open_table(tables::objects(query.kind))?;
     let lower = match after {
         Some(k) => {
             if k < start || end.as_ref().is_some_and(|e| &k >= e) {
@@ -284,30 +275,14 @@ pub fn cursor(
         lower.as_ref().map(Vec::as_slice),
         upper.as_ref().map(Vec::as_slice),
     ))?;
-    Ok(ListIter {
-        revision,
+    Ok(RedbIter {
+        revision: snapshot.revision,
         kind: query.kind,
         range,
         filters,
         selector: query.selector.clone(),
-        _txn: txn,
+        _txn: snapshot.txn.clone(),
     })
-}
-
-/// Opens a read snapshot and reads its revision.
-pub fn snapshot(db: &Database) -> Result<(Arc<ReadTransaction>, u64), StoreError> {
-    let txn = db.begin_read()?;
-    let revision = tables::read_meta(&txn, REVISION_KEY)?.unwrap_or(0);
-    Ok((Arc::new(txn), revision))
-}
-
-/// A page of the event log.
-#[derive(Debug, Clone)]
-pub struct EventsPage {
-    /// Events in revision order.
-    pub events: Vec<(u64, ChangeType, AnyObject)>,
-    /// The current revision when the page was read.
-    pub current: u64,
 }
 
 /// Reads at most `max` events after revision `after`. A revision before
@@ -338,46 +313,37 @@ pub fn read_events(db: &Database, after: u64, max: usize) -> Result<EventsPage, 
     Ok(EventsPage { events, current })
 }
 
-/// A cursor over every item of `query` (its limit and token are ignored).
-pub fn list_all(db: &Database, query: &ListQuery) -> Result<ListIter, StoreError> {
-    let txn = db.begin_read()?;
-    let revision = tables::read_meta(&txn, REVISION_KEY)?.unwrap_or(0);
-    cursor(Arc::new(txn), revision, query, None)
-}
-
 /// One page of `query`.
 pub fn list_page(
     db: &Database,
     snapshots: &Snapshots,
     query: &ListQuery,
 ) -> Result<ListPage, StoreError> {
-    let (txn, revision, after, id) = match &query.continue_token {
+    let (snapshot, after, id) = match &query.continue_token {
         Some(token) => {
             let (id, after) = decode_token(token)?;
-            let (txn, revision) = snapshots.get(id).ok_or_else(|| {
+            let snapshot = snapshots.get(id).ok_or_else(|| {
                 StoreError::Gone(
                     "the continue token has expired (its snapshot is gone): list again from the start"
                         .into(),
                 )
             })?;
-            (txn, revision, Some(after), Some(id))
+            (snapshot, Some(after), Some(id))
         }
-        None => {
-            let txn = db.begin_read()?;
-            let revision = tables::read_meta(&txn, REVISION_KEY)?.unwrap_or(0);
-            (Arc::new(txn), revision, None, None)
-        }
+        None => (RedbSnapshot::open(db)?, None, None),
     };
-    let mut iter = cursor(txn.clone(), revision, query, after)?;
+    let revision = snapshot.revision;
+    let mut iter = cursor(&snapshot, query, after)?;
     let limit = query.limit.filter(|l| *l > 0).unwrap_or(usize::MAX);
     let mut items = Vec::new();
     let mut last_key = None;
-    for entry in iter.by_ref() {
-        let (key, obj) = entry?;
+    while let Some(entry) = iter.next_raw() {
+        let entry = entry?;
+        let (key, obj) = (entry.key, codec::decode(entry.kind, entry.value.bytes())?);
         if items.len() == limit {
             let id = match id {
                 Some(id) => id,
-                None => snapshots.insert(txn, revision),
+                None => snapshots.insert(snapshot),
             };
             let last: Vec<u8> = last_key.expect("limit > 0 when a page is full");
             return Ok(ListPage {

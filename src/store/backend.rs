@@ -1,0 +1,90 @@
+//! The storage contract: what the HTTP layer and the watch hub may ask of
+//! a store, whatever engine is underneath (kube-apiserver's
+//! `storage.Interface`, shaped for modelhub).
+//!
+//! Guarantees every implementation keeps:
+//! - **Atomic, durable writes.** A request is all or nothing; once it is
+//!   acknowledged it survives a crash. A refused request changes nothing.
+//! - **Revisions.** Every change gets a unique revision, strictly
+//!   increasing in commit order; a request changing k objects gets k
+//!   revisions in order, with no other change between them. Revisions need
+//!   not be dense across requests ([`super::Change::prev`] chains them).
+//! - **The rules of [`super::plan`]**: generation, no-op writes, status
+//!   writes, parents, cascade order, apply's outcome per document.
+//! - **Consistent reads.** A [`Snapshot`], a list page, and every later
+//!   page of the same list show the store at one revision.
+//! - **History.** [`Backend::events`] answers every change after a revision
+//!   still retained, in order; a revision compacted away or beyond the
+//!   current one is `Gone` (410).
+//! - **The change feed** ([`Feed`]) publishes every change once, in order,
+//!   before the write that made it is acknowledged.
+//!
+//! `tests/backend.rs` checks these against any implementation. The trait
+//! exists for that suite; the server holds a [`super::Store`], an enum over
+//! engines, so the redb path stays monomorphic.
+
+use std::future::Future;
+
+use super::change::{ApplyOutcome, WriteOp, WriteOutcome};
+use super::cursor::Snapshot;
+use super::error::StoreError;
+use super::feed::Feed;
+use super::query::{EventsPage, ListPage, ListQuery, StoreStats};
+use crate::model::{AnyObject, Path};
+
+/// A store engine behind the storage contract (see the module docs).
+pub trait Backend: Send + Sync + 'static {
+    /// Runs one write request; resolves once it is durable (or refused).
+    fn write(&self, op: WriteOp) -> impl Future<Output = Result<WriteOutcome, StoreError>> + Send;
+
+    /// Creates or configures `objects` in order, all in one transaction
+    /// (`dry_run`: computed, never committed or published).
+    fn apply(
+        &self,
+        objects: Vec<AnyObject>,
+        dry_run: bool,
+    ) -> impl Future<Output = Result<ApplyOutcome, StoreError>> + Send;
+
+    /// Reads one object.
+    fn get(&self, path: &Path) -> impl Future<Output = Result<AnyObject, StoreError>> + Send;
+
+    /// The current revision: every change up to it is visible to reads
+    /// that start afterwards.
+    fn revision(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// One page of a list (all of it when `query.limit` is `None`); later
+    /// pages come from the same snapshot, through the continue token.
+    fn list_page(
+        &self,
+        query: ListQuery,
+    ) -> impl Future<Output = Result<ListPage, StoreError>> + Send;
+
+    /// A consistent snapshot of the whole store, for scans (blocking: call
+    /// it off the async workers, as its cursors are iterated).
+    fn snapshot(&self) -> Result<Snapshot, StoreError>;
+
+    /// At most `max` changes after revision `after`, in order (blocking).
+    fn events(&self, after: u64, max: usize) -> Result<EventsPage, StoreError>;
+
+    /// Drops history older than the last `keep` revisions, a bounded
+    /// chunk per call; answers how many changes were dropped.
+    fn compact(&self, keep: u64) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// The ordered change feed of committed writes.
+    fn feed(&self) -> &Feed;
+
+    /// The newest revision a read may already see although the feed may
+    /// not have published it yet (a cache fed by the feed is current only
+    /// when this equals what it was told).
+    fn committing_revision(&self) -> u64;
+
+    /// Whether the store answers reads.
+    fn ready(&self) -> impl Future<Output = bool> + Send;
+
+    /// Counters for `/metrics`.
+    fn stats(&self) -> StoreStats;
+
+    /// Finishes queued writes and releases the engine; later calls answer
+    /// `Closed`.
+    fn close(&self);
+}

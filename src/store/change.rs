@@ -1,0 +1,124 @@
+//! The store's vocabulary, shared by every backend and by the store's
+//! callers: write requests ([`WriteOp`]), their outcomes, and the changes
+//! a committed write publishes. This module imports nothing else from the
+//! store.
+
+use std::sync::Arc;
+
+use super::error::StoreError;
+use crate::model::{AnyObject, Path};
+
+/// Which part of an object a replace or update writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// Labels and spec (status kept; generation +1 if the spec changed).
+    Main,
+    /// The status subresource (labels, spec and generation kept).
+    Status,
+}
+
+/// Computes an object's new version from its stored one, inside the write
+/// (read-modify-write without a lost update). A backend may call it more
+/// than once (a backend that retries on conflict re-runs it on the newer
+/// stored object), so it must not have side effects. An error rejects the
+/// request.
+pub type UpdateFn = Arc<dyn Fn(&AnyObject) -> Result<AnyObject, StoreError> + Send + Sync>;
+
+/// A write request. Cloning is cheap but for the object a create or
+/// replace carries; a backend that retries plans a clone each time.
+#[derive(Clone)]
+pub enum WriteOp {
+    /// Create an object at its own path; its parent must exist.
+    Create(AnyObject),
+    /// Replace one part of an existing object.
+    Replace {
+        /// The new labels and spec, or status (path from its name and
+        /// coordinates).
+        object: AnyObject,
+        /// Which part.
+        part: Part,
+        /// Required current `resourceVersion`, if any.
+        precondition: Option<u64>,
+    },
+    /// Replace one part of an existing object with what `update` computes
+    /// from the stored object (e.g. a merge patch).
+    Update {
+        /// The object.
+        path: Path,
+        /// Which part.
+        part: Part,
+        /// Required current `resourceVersion`, if any.
+        precondition: Option<u64>,
+        /// The new version from the stored one.
+        update: UpdateFn,
+    },
+    /// Delete an object, with its subtree if `cascade`.
+    Delete {
+        /// The object.
+        path: Path,
+        /// Remove children too (children first).
+        cascade: bool,
+        /// Required current `resourceVersion`, if any.
+        precondition: Option<u64>,
+    },
+}
+
+/// What a change did to an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeType {
+    /// Created.
+    Added,
+    /// Labels, spec or status replaced.
+    Modified,
+    /// Removed.
+    Deleted,
+}
+
+/// One object changed at one revision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    /// The revision of this change (also the object's `resourceVersion`).
+    pub revision: u64,
+    /// The revision of the change before this one in the store's change
+    /// feed (0 for the first). Revisions are unique and increasing; they
+    /// need not be dense, so a consumer that has seen everything up to `r`
+    /// has missed nothing exactly when `prev <= r`.
+    pub prev: u64,
+    /// What happened.
+    pub change: ChangeType,
+    /// The object after the change (for `Deleted`: its last state, with the
+    /// deletion's revision). Shared with the request's outcome.
+    pub object: Arc<AnyObject>,
+}
+
+/// The result of a successful write request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WriteOutcome {
+    /// The object as stored after the write (delete: its last state).
+    pub object: Arc<AnyObject>,
+    /// The changes, in revision order; empty when nothing changed.
+    pub changes: Vec<Change>,
+}
+
+/// What applying one document did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// It did not exist: created.
+    Created,
+    /// It existed: labels or spec replaced.
+    Configured,
+    /// It existed with the same labels and spec: nothing written.
+    Unchanged,
+}
+
+/// The result of an apply request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApplyOutcome {
+    /// Per document, in order: what happened and the object afterwards.
+    pub items: Vec<(Applied, Arc<AnyObject>)>,
+    /// The changes, in revision order (for a dry run: what would have been
+    /// written; never committed or published).
+    pub changes: Vec<Change>,
+    /// The store revision after the request.
+    pub revision: u64,
+}

@@ -1,0 +1,58 @@
+//! The ordered change feed: how a backend tells the rest of the process
+//! (the watch hub, the list cache) what was committed.
+//!
+//! Contract, for every backend: the feed is told (`Feed::publish`) every
+//! committed change exactly once, in revision order, each change's `prev`
+//! naming the revision of the one before it; and, for writes made through
+//! this process, before the write is acknowledged (so that a reader who saw
+//! the acknowledgement never gets an older answer from a cache fed here).
+//! Subscribers run on the publishing thread and must be quick.
+
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::change::Change;
+
+/// Told about each batch of committed changes, in revision order.
+pub type Subscriber = std::sync::Arc<dyn Fn(&[Change]) + Send + Sync>;
+
+/// A backend's change feed: its subscribers and the last revision
+/// published.
+#[derive(Default)]
+pub struct Feed {
+    subscribers: RwLock<Vec<Subscriber>>,
+    last: AtomicU64,
+}
+
+impl Feed {
+    /// Adds a subscriber; it is told about every change published from now
+    /// on. Subscribe before the store takes writes to miss none (earlier
+    /// ones are in the history, [`super::Backend::events`]).
+    pub fn subscribe(&self, subscriber: Subscriber) {
+        self.subscribers
+            .write()
+            .expect("feed subscribers")
+            .push(subscriber);
+    }
+
+    /// Publishes committed changes (in revision order, continuing the
+    /// previous call's) to every subscriber. Called by the backend only.
+    pub(crate) fn publish(&self, changes: &[Change]) {
+        let Some(last) = changes.last() else {
+            return;
+        };
+        debug_assert!(
+            changes.windows(2).all(|w| w[1].prev == w[0].revision),
+            "a batch's changes are chained"
+        );
+        self.last.store(last.revision, Ordering::Release);
+        for s in self.subscribers.read().expect("feed subscribers").iter() {
+            s(changes);
+        }
+    }
+
+    /// The revision of the last change published (0 before the first).
+    pub fn last_published(&self) -> u64 {
+        self.last.load(Ordering::Acquire)
+    }
+}

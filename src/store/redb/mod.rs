@@ -1,0 +1,230 @@
+//! The redb backend: the whole store in one embedded database file, made
+//! durable by a write-ahead log beside it.
+//!
+//! - `tables`: table definitions, and the write transaction as a
+//!   [`crate::store::plan::ReadView`].
+//! - `wal`: the write-ahead log (`<db>.wal`): one sequential write and
+//!   sync per batch; checkpointed into redb.
+//! - `writer`: the single writer thread: group commit, plan execution, the
+//!   commit protocol, checkpoints, compaction and log replay.
+//! - `read`: point reads, snapshots and list cursors, the paged-list
+//!   snapshot registry.
+//! - [`migrate`]: storage format check and migrations.
+//!
+//! No type of the `redb` crate leaves this module: [`RedbStore`] answers in
+//! the store's own types.
+
+pub mod migrate;
+pub(super) mod read;
+mod tables;
+mod wal;
+mod writer;
+
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use redb::Database;
+use tokio::sync::oneshot;
+
+use crate::model::{AnyObject, Path};
+use crate::store::change::{ApplyOutcome, WriteOp, WriteOutcome};
+use crate::store::error::{EngineError, StoreError};
+use crate::store::feed::Feed;
+use crate::store::query::{EventsPage, ListPage, ListQuery, StoreStats};
+
+pub use wal::DEFAULT_CHECKPOINT_INTERVAL;
+
+/// Tunables of the redb backend.
+#[derive(Debug, Clone)]
+pub struct RedbOptions {
+    /// How long a paged list's snapshot lives.
+    pub snapshot_ttl: Duration,
+    /// How many paged-list snapshots may be live at once.
+    pub max_snapshots: usize,
+    /// redb's page cache, in bytes (bounds the resident memory).
+    pub cache_bytes: usize,
+    /// Longest time between checkpoints of the write-ahead log.
+    pub checkpoint_interval: Duration,
+}
+
+/// The writer thread's queue and join handle (taken on close).
+type WriterHandle = (mpsc::Sender<writer::Job>, JoinHandle<()>);
+
+/// An open redb store; cheap to clone.
+#[derive(Clone)]
+pub struct RedbStore {
+    db: Arc<Database>,
+    snapshots: Arc<read::Snapshots>,
+    path: PathBuf,
+    stats: Arc<writer::WriterStats>,
+    feed: Arc<Feed>,
+    writer: Arc<Mutex<Option<WriterHandle>>>,
+}
+
+impl RedbStore {
+    /// Opens (creating or migrating) the database at `path`, replays what
+    /// its write-ahead log holds, and starts the writer thread.
+    pub fn open(path: &FsPath, options: &RedbOptions) -> Result<RedbStore, StoreError> {
+        let db = Arc::new(migrate::open(path, options.cache_bytes)?);
+        let log = wal::path_for(path);
+        let mut wal = wal::Wal::open(&log, options.checkpoint_interval)?;
+        if wal.holds_records() {
+            let replayed = writer::replay(&db, &wal, &log)?;
+            if replayed > 0 {
+                tracing::info!(replayed, path = %log.display(), "replayed the write-ahead log");
+            }
+            // What the log held is in the database now (replayed durably,
+            // or already there).
+            wal.clear()?;
+        }
+        let (tx, rx) = mpsc::channel();
+        let feed = Arc::new(Feed::default());
+        let stats = Arc::new(writer::WriterStats::default());
+        let handle = {
+            let (db, feed, stats) = (db.clone(), feed.clone(), stats.clone());
+            std::thread::Builder::new()
+                .name("modelhub-writer".into())
+                .spawn(move || writer::run(db, wal, rx, feed, stats))?
+        };
+        Ok(RedbStore {
+            db,
+            snapshots: Arc::new(read::Snapshots::new(
+                options.snapshot_ttl,
+                options.max_snapshots,
+            )),
+            path: path.to_path_buf(),
+            stats,
+            feed,
+            writer: Arc::new(Mutex::new(Some((tx, handle)))),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &FsPath {
+        &self.path
+    }
+
+    /// Queues a job for the writer thread and awaits its answer.
+    async fn submit<T>(
+        &self,
+        job: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> writer::Job,
+    ) -> Result<T, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        {
+            let guard = self.writer.lock().expect("writer handle");
+            let (tx, _) = guard.as_ref().ok_or(StoreError::Closed)?;
+            tx.send(job(reply)).map_err(|_| StoreError::Closed)?;
+        }
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// See [`crate::store::Backend::write`].
+    pub async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
+        self.submit(|reply| writer::Job::Write { op, reply }).await
+    }
+
+    /// See [`crate::store::Backend::apply`].
+    pub async fn apply(
+        &self,
+        objects: Vec<AnyObject>,
+        dry_run: bool,
+    ) -> Result<ApplyOutcome, StoreError> {
+        self.submit(|reply| writer::Job::Apply {
+            objects,
+            dry_run,
+            reply,
+        })
+        .await
+    }
+
+    /// See [`crate::store::Backend::compact`].
+    pub async fn compact(&self, keep: u64) -> Result<u64, StoreError> {
+        self.submit(|reply| writer::Job::Compact { keep, reply })
+            .await
+    }
+
+    /// See [`crate::store::Backend::events`].
+    pub fn events(&self, after: u64, max: usize) -> Result<EventsPage, StoreError> {
+        read::read_events(&self.db, after, max)
+    }
+
+    /// A read snapshot of the whole database.
+    pub fn snapshot(&self) -> Result<read::RedbSnapshot, StoreError> {
+        read::RedbSnapshot::open(&self.db)
+    }
+
+    /// Reads one object on the calling thread: a few B-tree pages, almost
+    /// always in the page cache, cost less than a hand-over to a blocking
+    /// thread and back.
+    pub fn get(&self, path: &Path) -> Result<AnyObject, StoreError> {
+        read::get(&self.db, path)
+    }
+
+    /// The current revision (a point read, like [`RedbStore::get`]).
+    pub fn revision(&self) -> Result<u64, StoreError> {
+        read::revision(&self.db)
+    }
+
+    /// One page of a list (on a blocking thread).
+    pub async fn list_page(&self, query: ListQuery) -> Result<ListPage, StoreError> {
+        let (db, snapshots) = (self.db.clone(), self.snapshots.clone());
+        tokio::task::spawn_blocking(move || read::list_page(&db, &snapshots, &query))
+            .await
+            .map_err(|e| StoreError::Internal(format!("read task failed: {e}")))?
+    }
+
+    /// The change feed of this store's writer.
+    pub fn feed(&self) -> &Feed {
+        &self.feed
+    }
+
+    /// The newest revision the writer has committed or is committing.
+    pub fn committing_revision(&self) -> u64 {
+        self.stats.committing.load(Ordering::SeqCst)
+    }
+
+    /// The writer's counters.
+    pub fn stats(&self) -> StoreStats {
+        StoreStats {
+            requests: self.stats.requests.load(Ordering::Relaxed),
+            commits: self.stats.commits.load(Ordering::Relaxed),
+            checkpoints: self.stats.checkpoints.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops the writer after the queued requests and releases snapshots.
+    /// The database file is closed when the last handle is dropped.
+    pub fn close(&self) {
+        let taken = self.writer.lock().expect("writer handle").take();
+        if let Some((tx, handle)) = taken {
+            drop(tx);
+            if handle.join().is_err() {
+                tracing::error!("writer thread panicked");
+            }
+        }
+        self.snapshots.clear();
+    }
+}
+
+macro_rules! engine_error_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Engine(EngineError::new("storage error", e))
+            }
+        }
+    )*};
+}
+engine_error_from!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);

@@ -1,0 +1,621 @@
+//! The storage contract (`modelhub::store::Backend`), checked against
+//! every backend: creates, preconditions, cascade, apply atomicity, lists
+//! at one revision, paging, history and 410, no-op writes, and revision
+//! order on the change feed.
+//!
+//! Each check is a generic `async fn` over `B: Backend` that starts from an
+//! empty store; [`suite!`] runs all of them against one backend. Another
+//! backend runs them unchanged by adding one `suite!` line.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use modelhub::model::{AnyObject, Cell, Kind, ObjectMeta, Path, Realm, Selector, Space, Stack};
+use modelhub::store::{
+    Applied, Backend, Change, ChangeType, ListQuery, Part, Store, StoreError, StoreOptions, WriteOp,
+};
+
+fn meta(name: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: name.into(),
+        ..ObjectMeta::default()
+    }
+}
+
+fn realm(name: &str) -> AnyObject {
+    let mut r = Realm {
+        meta: meta(name),
+        ..Realm::default()
+    };
+    r.spec.namespace = format!("ns-{name}");
+    AnyObject::Realm(r)
+}
+
+fn space(realm: &str, name: &str) -> AnyObject {
+    let mut s = Space {
+        meta: meta(name),
+        ..Space::default()
+    };
+    s.spec.realm_name = realm.into();
+    AnyObject::Space(s)
+}
+
+fn stack(realm: &str, space: &str, name: &str) -> AnyObject {
+    let mut s = Stack {
+        meta: meta(name),
+        ..Stack::default()
+    };
+    s.spec.realm_name = realm.into();
+    s.spec.space_name = space.into();
+    s.spec.id = name.into();
+    AnyObject::Stack(s)
+}
+
+fn cell(path: [&str; 3], name: &str, labels: &[(&str, &str)]) -> AnyObject {
+    let mut c = Cell {
+        meta: meta(name),
+        ..Cell::default()
+    };
+    c.meta.labels = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    c.spec.realm_name = path[0].into();
+    c.spec.space_name = path[1].into();
+    c.spec.stack_name = path[2].into();
+    c.spec.id = name.into();
+    AnyObject::Cell(c)
+}
+
+fn path(kind: Kind, names: &[&str]) -> Path {
+    Path::new(kind, names.iter().map(|n| n.to_string()).collect())
+}
+
+fn list(kind: Kind, scope: &[&str], limit: Option<usize>) -> ListQuery {
+    ListQuery {
+        kind,
+        scope: scope.iter().map(|s| Some(s.to_string())).collect(),
+        selector: Selector::default(),
+        limit,
+        continue_token: None,
+    }
+}
+
+async fn create<B: Backend>(b: &B, obj: AnyObject) -> u64 {
+    b.write(WriteOp::Create(obj))
+        .await
+        .expect("create")
+        .object
+        .meta()
+        .resource_version
+}
+
+/// realm r / space s / stack t, and cells c0..c{n} under it.
+async fn tree<B: Backend>(b: &B, cells: usize) {
+    create(b, realm("r")).await;
+    create(b, space("r", "s")).await;
+    create(b, stack("r", "s", "t")).await;
+    for i in 0..cells {
+        create(b, cell(["r", "s", "t"], &format!("c{i:03}"), &[])).await;
+    }
+}
+
+/// Every change the feed publishes, in order.
+fn record<B: Backend>(b: &B) -> Arc<Mutex<Vec<Change>>> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    b.feed().subscribe(Arc::new(move |c: &[Change]| {
+        sink.lock().unwrap().extend_from_slice(c)
+    }));
+    seen
+}
+
+fn names(items: &[AnyObject]) -> Vec<String> {
+    items.iter().map(|o| o.meta().name.clone()).collect()
+}
+
+/// A create needs its parent, refuses a duplicate, and sets the server's
+/// fields; a refused create takes no revision.
+async fn create_checks_parent_duplicates_and_sets_server_fields<B: Backend>(b: B) {
+    let err = b.write(WriteOp::Create(space("r", "s"))).await.unwrap_err();
+    assert!(matches!(err, StoreError::ParentNotFound { .. }), "{err:?}");
+    assert_eq!(b.revision().await.unwrap(), 0);
+    let out = b.write(WriteOp::Create(realm("r"))).await.unwrap();
+    let m = out.object.meta();
+    assert_eq!((m.generation, m.uid.len()), (1, 36));
+    assert!(m.creation_timestamp > 0);
+    assert_eq!(out.changes.len(), 1);
+    assert_eq!(out.changes[0].change, ChangeType::Added);
+    let err = b.write(WriteOp::Create(realm("r"))).await.unwrap_err();
+    assert!(matches!(err, StoreError::AlreadyExists(_)), "{err:?}");
+    assert_eq!(b.revision().await.unwrap(), m.resource_version);
+    assert_eq!(
+        &b.get(&path(Kind::Realm, &["r"])).await.unwrap(),
+        &*out.object
+    );
+    let err = b.get(&path(Kind::Realm, &["x"])).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+}
+
+/// A stale `resourceVersion` refuses replace, update and delete, and
+/// changes nothing; a current one is accepted.
+async fn preconditions_refuse_stale_versions_and_change_nothing<B: Backend>(b: B) {
+    let rv = create(&b, realm("r")).await;
+    let mut changed = realm("r");
+    if let AnyObject::Realm(r) = &mut changed {
+        r.spec.namespace = "other".into();
+    }
+    let stale = Some(rv + 100);
+    let ops = [
+        WriteOp::Replace {
+            object: changed.clone(),
+            part: Part::Main,
+            precondition: stale,
+        },
+        WriteOp::Update {
+            path: path(Kind::Realm, &["r"]),
+            part: Part::Main,
+            precondition: stale,
+            update: Arc::new(|o: &AnyObject| Ok(o.clone())),
+        },
+        WriteOp::Delete {
+            path: path(Kind::Realm, &["r"]),
+            cascade: true,
+            precondition: stale,
+        },
+    ];
+    for op in ops {
+        let err = b.write(op).await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::Conflict { expected, actual, .. } if expected == rv + 100 && actual == rv),
+            "{err:?}"
+        );
+    }
+    assert_eq!(b.revision().await.unwrap(), rv);
+    let out = b
+        .write(WriteOp::Replace {
+            object: changed,
+            part: Part::Main,
+            precondition: Some(rv),
+        })
+        .await
+        .unwrap();
+    assert_eq!(out.object.meta().generation, 2, "the spec changed");
+    assert!(out.object.meta().resource_version > rv);
+}
+
+/// Writing the same labels and spec, or the same status, writes nothing:
+/// no revision, no change on the feed. A label-only write keeps the
+/// generation; a status write keeps labels, spec and generation.
+async fn no_op_writes_take_no_revision_and_status_keeps_the_spec<B: Backend>(b: B) {
+    let rv = create(&b, realm("r")).await;
+    let seen = record(&b);
+    let same = b
+        .write(WriteOp::Replace {
+            object: realm("r"),
+            part: Part::Main,
+            precondition: None,
+        })
+        .await
+        .unwrap();
+    assert!(same.changes.is_empty());
+    assert_eq!(same.object.meta().resource_version, rv);
+    assert_eq!(b.revision().await.unwrap(), rv);
+    assert!(seen.lock().unwrap().is_empty(), "nothing published");
+
+    let mut labelled = realm("r");
+    labelled.meta_mut().labels = BTreeMap::from([("a".into(), "1".into())]);
+    let out = b
+        .write(WriteOp::Replace {
+            object: labelled,
+            part: Part::Main,
+            precondition: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(out.object.meta().generation, 1, "labels only");
+
+    let mut status = realm("r");
+    if let AnyObject::Realm(r) = &mut status {
+        r.spec.namespace = "ignored by a status write".into();
+        r.status.cgroup_path = "/sys/fs/cgroup/r".into();
+    }
+    let out = b
+        .write(WriteOp::Replace {
+            object: status.clone(),
+            part: Part::Status,
+            precondition: None,
+        })
+        .await
+        .unwrap();
+    let AnyObject::Realm(r) = &*out.object else {
+        panic!("a realm")
+    };
+    assert_eq!(r.spec.namespace, "ns-r", "spec kept");
+    assert_eq!(r.meta.labels.len(), 1, "labels kept");
+    assert_eq!(r.meta.generation, 1, "generation kept");
+    assert_eq!(r.status.cgroup_path, "/sys/fs/cgroup/r");
+    let again = b
+        .write(WriteOp::Replace {
+            object: status,
+            part: Part::Status,
+            precondition: None,
+        })
+        .await
+        .unwrap();
+    assert!(again.changes.is_empty(), "same status: nothing written");
+    assert_eq!(seen.lock().unwrap().len(), 2);
+}
+
+/// An update computes the new object from the stored one; it may refuse,
+/// and may not move the object.
+async fn updates_run_on_the_stored_object<B: Backend>(b: B) {
+    create(&b, realm("r")).await;
+    let p = path(Kind::Realm, &["r"]);
+    let out = b
+        .write(WriteOp::Update {
+            path: p.clone(),
+            part: Part::Main,
+            precondition: None,
+            update: Arc::new(|o: &AnyObject| {
+                let mut o = o.clone();
+                if let AnyObject::Realm(r) = &mut o {
+                    r.spec.namespace.push_str("-x");
+                }
+                Ok(o)
+            }),
+        })
+        .await
+        .unwrap();
+    let AnyObject::Realm(r) = &*out.object else {
+        panic!("a realm")
+    };
+    assert_eq!(r.spec.namespace, "ns-r-x");
+    let rv = b.revision().await.unwrap();
+    let refused = b
+        .write(WriteOp::Update {
+            path: p.clone(),
+            part: Part::Main,
+            precondition: None,
+            update: Arc::new(|_: &AnyObject| Err(StoreError::BadRequest("no".into()))),
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, StoreError::BadRequest(_)), "{refused:?}");
+    let moved = b
+        .write(WriteOp::Update {
+            path: p,
+            part: Part::Main,
+            precondition: None,
+            update: Arc::new(|_: &AnyObject| Ok(realm("elsewhere"))),
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(moved, StoreError::BadRequest(_)), "{moved:?}");
+    assert_eq!(b.revision().await.unwrap(), rv, "refusals write nothing");
+}
+
+/// A delete refuses an object with children unless cascading; a cascade
+/// removes the subtree children first, one change and one revision each,
+/// consecutive, with nothing left behind.
+async fn cascade_deletes_children_first_in_consecutive_revisions<B: Backend>(b: B) {
+    tree(&b, 3).await;
+    create(&b, realm("other")).await;
+    let before = b.revision().await.unwrap();
+    let refused = b
+        .write(WriteOp::Delete {
+            path: path(Kind::Realm, &["r"]),
+            cascade: false,
+            precondition: None,
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, StoreError::HasChildren { .. }),
+        "{refused:?}"
+    );
+    assert_eq!(b.revision().await.unwrap(), before);
+    let seen = record(&b);
+    let out = b
+        .write(WriteOp::Delete {
+            path: path(Kind::Realm, &["r"]),
+            cascade: true,
+            precondition: None,
+        })
+        .await
+        .unwrap();
+    let kinds: Vec<Kind> = out.changes.iter().map(|c| c.object.kind()).collect();
+    assert_eq!(
+        kinds,
+        [
+            Kind::Cell,
+            Kind::Cell,
+            Kind::Cell,
+            Kind::Stack,
+            Kind::Space,
+            Kind::Realm
+        ]
+    );
+    assert!(out.changes.iter().all(|c| c.change == ChangeType::Deleted));
+    for w in out.changes.windows(2) {
+        assert_eq!(w[1].prev, w[0].revision, "consecutive in the feed");
+        assert!(w[1].revision > w[0].revision);
+    }
+    assert_eq!(out.object.kind(), Kind::Realm, "answers the object itself");
+    assert_eq!(*seen.lock().unwrap(), out.changes);
+    for kind in [Kind::Space, Kind::Stack, Kind::Cell] {
+        let page = b.list_page(list(kind, &[], None)).await.unwrap();
+        assert!(page.items.is_empty(), "{kind:?} left behind");
+    }
+    let realms = b.list_page(list(Kind::Realm, &[], None)).await.unwrap();
+    assert_eq!(names(&realms.items), ["other"]);
+}
+
+/// Apply is all or nothing: a bad document anywhere writes none of them
+/// and names its index; a dry run computes the outcome and commits
+/// nothing; each document sees the ones before it.
+async fn apply_is_atomic_and_reports_each_document<B: Backend>(b: B) {
+    let seen = record(&b);
+    let err = b
+        .apply(
+            vec![realm("r"), space("r", "s"), space("missing", "s")],
+            false,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Document { index: 2, .. }),
+        "{err:?}"
+    );
+    assert_eq!(b.revision().await.unwrap(), 0, "nothing written");
+
+    let dry = b
+        .apply(vec![realm("r"), space("r", "s")], true)
+        .await
+        .unwrap();
+    assert_eq!(dry.items.len(), 2);
+    assert_eq!(dry.changes.len(), 2);
+    assert_eq!(dry.revision, 0);
+    assert_eq!(b.revision().await.unwrap(), 0, "a dry run commits nothing");
+    assert!(seen.lock().unwrap().is_empty(), "nor publishes");
+
+    let out = b
+        .apply(vec![realm("r"), space("r", "s")], false)
+        .await
+        .unwrap();
+    let applied: Vec<Applied> = out.items.iter().map(|(a, _)| *a).collect();
+    assert_eq!(applied, [Applied::Created, Applied::Created]);
+    assert_eq!(out.revision, b.revision().await.unwrap());
+    let mut changed = realm("r");
+    if let AnyObject::Realm(r) = &mut changed {
+        r.spec.namespace = "other".into();
+    }
+    let out = b
+        .apply(vec![changed, space("r", "s")], false)
+        .await
+        .unwrap();
+    let applied: Vec<Applied> = out.items.iter().map(|(a, _)| *a).collect();
+    assert_eq!(applied, [Applied::Configured, Applied::Unchanged]);
+    assert_eq!(out.changes.len(), 1);
+    assert_eq!(out.items[0].1.meta().generation, 2);
+    assert_eq!(seen.lock().unwrap().len(), 3, "published once committed");
+}
+
+/// A snapshot lists the store as it was when taken, whatever is written
+/// afterwards, for every kind.
+async fn snapshots_list_one_revision<B: Backend>(b: B) {
+    tree(&b, 2).await;
+    let snap = b.snapshot().unwrap();
+    let at = snap.revision();
+    assert_eq!(at, b.revision().await.unwrap());
+    create(&b, cell(["r", "s", "t"], "late", &[])).await;
+    b.write(WriteOp::Delete {
+        path: path(Kind::Cell, &["r", "s", "t", "c000"]),
+        cascade: false,
+        precondition: None,
+    })
+    .await
+    .unwrap();
+    let listed: Vec<String> = snap
+        .list(&list(Kind::Cell, &["r"], None))
+        .unwrap()
+        .map(|e| e.unwrap().1.meta().name.clone())
+        .collect();
+    assert_eq!(listed, ["c000", "c001"]);
+    assert!(
+        snap.get(&path(Kind::Cell, &["r", "s", "t", "late"]))
+            .is_err()
+    );
+    assert!(
+        snap.get(&path(Kind::Cell, &["r", "s", "t", "c000"]))
+            .is_ok()
+    );
+    let now = b.list_page(list(Kind::Cell, &["r"], None)).await.unwrap();
+    assert_eq!(names(&now.items), ["c001", "late"]);
+    assert!(now.revision > at);
+}
+
+/// Pages come in path order, all from the first page's snapshot; a token
+/// from elsewhere is refused.
+async fn pages_come_from_one_snapshot<B: Backend>(b: B) {
+    tree(&b, 7).await;
+    let first = b
+        .list_page(list(Kind::Cell, &["r", "s", "t"], Some(3)))
+        .await
+        .unwrap();
+    assert_eq!(names(&first.items), ["c000", "c001", "c002"]);
+    // Written between pages: not seen by the rest of this list.
+    create(&b, cell(["r", "s", "t"], "c0015", &[])).await;
+    let mut all = names(&first.items);
+    let mut token = first.continue_token.clone();
+    while let Some(t) = token {
+        let mut q = list(Kind::Cell, &["r", "s", "t"], Some(3));
+        q.continue_token = Some(t);
+        let page = b.list_page(q).await.unwrap();
+        assert_eq!(page.revision, first.revision, "same snapshot");
+        all.extend(names(&page.items));
+        token = page.continue_token;
+    }
+    assert_eq!(all, (0..7).map(|i| format!("c{i:03}")).collect::<Vec<_>>());
+    let mut bad = list(Kind::Cell, &[], Some(3));
+    bad.continue_token = Some("not a token".into());
+    let err = b.list_page(bad).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::BadRequest(_) | StoreError::Gone(_)),
+        "{err:?}"
+    );
+}
+
+/// Lists filter by scope at any level and by label selector.
+async fn lists_filter_by_scope_and_selector<B: Backend>(b: B) {
+    tree(&b, 0).await;
+    create(&b, stack("r", "s", "u")).await;
+    create(&b, cell(["r", "s", "t"], "a", &[("tier", "front")])).await;
+    create(&b, cell(["r", "s", "u"], "b", &[("tier", "back")])).await;
+    let mut q = list(Kind::Cell, &[], None);
+    q.scope = vec![Some("r".into()), None, Some("u".into())];
+    assert_eq!(names(&b.list_page(q).await.unwrap().items), ["b"]);
+    let mut q = list(Kind::Cell, &["r"], None);
+    q.selector = Selector::parse("tier in (front)").unwrap();
+    assert_eq!(names(&b.list_page(q).await.unwrap().items), ["a"]);
+}
+
+/// History answers every change after a revision, in order, as the feed
+/// published them; a revision compacted away, or beyond the current one,
+/// is `Gone`.
+async fn history_matches_the_feed_and_ends_in_gone<B: Backend>(b: B) {
+    let seen = record(&b);
+    tree(&b, 3).await;
+    b.write(WriteOp::Delete {
+        path: path(Kind::Stack, &["r", "s", "t"]),
+        cascade: true,
+        precondition: None,
+    })
+    .await
+    .unwrap();
+    let published: Vec<(u64, ChangeType, String)> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|c| (c.revision, c.change, c.object.path().to_string()))
+        .collect();
+    let current = b.revision().await.unwrap();
+    let page = b.events(0, 1000).unwrap();
+    assert_eq!(page.current, current);
+    let logged: Vec<(u64, ChangeType, String)> = page
+        .events
+        .iter()
+        .map(|(r, c, o)| (*r, *c, o.path().to_string()))
+        .collect();
+    assert_eq!(logged, published);
+    let tail = b.events(logged[3].0, 2).unwrap();
+    assert_eq!(tail.events.len(), 2);
+    assert_eq!(tail.events[0].0, logged[4].0);
+    assert!(b.events(current, 10).unwrap().events.is_empty());
+    let err = b.events(current + 1, 10).unwrap_err();
+    assert!(matches!(err, StoreError::Gone(_)), "{err:?}");
+    let dropped = b.compact(2).await.unwrap();
+    assert!(dropped > 0);
+    let err = b.events(0, 10).unwrap_err();
+    assert!(matches!(err, StoreError::Gone(_)), "{err:?}");
+    let kept = b.events(current - 2, 10).unwrap();
+    assert_eq!(kept.events.len(), 2);
+}
+
+/// Concurrent writers: every change is published exactly once, in
+/// strictly increasing revisions chained by `prev`, and each request's
+/// changes are consecutive.
+async fn the_feed_is_ordered_and_complete_under_concurrency<B: Backend + Clone>(b: B) {
+    create(&b, realm("r")).await;
+    let seen = record(&b);
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let b = b.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut outcomes = Vec::new();
+            for i in 0..20 {
+                let name = format!("s{w}-{i}");
+                let out = b.write(WriteOp::Create(space("r", &name))).await.unwrap();
+                outcomes.push(out.changes);
+                if i % 5 == 4 {
+                    let out = b
+                        .write(WriteOp::Delete {
+                            path: path(Kind::Space, &["r", &name]),
+                            cascade: true,
+                            precondition: None,
+                        })
+                        .await
+                        .unwrap();
+                    outcomes.push(out.changes);
+                }
+            }
+            outcomes
+        }));
+    }
+    let mut acknowledged = Vec::new();
+    for t in tasks {
+        acknowledged.extend(t.await.unwrap());
+    }
+    let seen = seen.lock().unwrap().clone();
+    for w in seen.windows(2) {
+        assert!(w[1].revision > w[0].revision, "strictly increasing");
+        assert_eq!(w[1].prev, w[0].revision, "chained");
+    }
+    let mut from_acks: Vec<u64> = acknowledged.iter().flatten().map(|c| c.revision).collect();
+    from_acks.sort_unstable();
+    let published: Vec<u64> = seen.iter().map(|c| c.revision).collect();
+    assert_eq!(published, from_acks, "every acknowledged change, once");
+    assert_eq!(published.last().copied(), Some(b.revision().await.unwrap()));
+}
+
+/// After close, requests answer `Closed`; reads of what was written before
+/// remain correct up to then.
+async fn close_refuses_later_writes<B: Backend>(b: B) {
+    create(&b, realm("r")).await;
+    assert!(b.ready().await);
+    b.close();
+    let err = b.write(WriteOp::Create(realm("x"))).await.unwrap_err();
+    assert!(matches!(err, StoreError::Closed), "{err:?}");
+}
+
+/// Runs every check against the backend `open()` makes (fresh and empty
+/// each time); `open` may keep a guard (say, a temporary directory) in its
+/// second value.
+macro_rules! suite {
+    ($name:ident, $open:expr) => {
+        mod $name {
+            use super::*;
+
+            suite!(@tests $open;
+                create_checks_parent_duplicates_and_sets_server_fields,
+                preconditions_refuse_stale_versions_and_change_nothing,
+                no_op_writes_take_no_revision_and_status_keeps_the_spec,
+                updates_run_on_the_stored_object,
+                cascade_deletes_children_first_in_consecutive_revisions,
+                apply_is_atomic_and_reports_each_document,
+                snapshots_list_one_revision,
+                pages_come_from_one_snapshot,
+                lists_filter_by_scope_and_selector,
+                history_matches_the_feed_and_ends_in_gone,
+                the_feed_is_ordered_and_complete_under_concurrency,
+                close_refuses_later_writes
+            );
+        }
+    };
+    (@tests $open:expr; $($check:ident),*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $check() {
+            let (backend, _guard) = $open;
+            super::$check(backend).await;
+        }
+    )*};
+}
+
+/// A redb store in a fresh temporary directory.
+fn redb() -> (Store, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("b.redb"), StoreOptions::default()).unwrap();
+    (store, dir)
+}
+
+suite!(redb_backend, redb());
