@@ -73,10 +73,10 @@ fn concurrent_merge_patches_lose_no_acknowledged_update() {
 
 #[test]
 fn merge_patches_without_precondition_never_conflict_under_contention() {
-    // API.md: PATCH follows PUT's rules for preconditions; without one, a
-    // write does not fail because others wrote first (409 Conflict is "a
-    // precondition failed"). The server's optimistic read-merge-write loop
-    // gives up after 16 lost races instead.
+    // API.md ("Writes"): PATCH follows PUT's rules for preconditions;
+    // without one, a write does not fail because others wrote first (409
+    // Conflict is "a precondition failed"). The server's optimistic
+    // read-merge-write loop gives up after 16 lost races instead.
     let (labels, conflicts) = patch_storm(8, 25);
     assert_eq!(
         conflicts.len(),

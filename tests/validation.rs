@@ -1,6 +1,7 @@
 //! Rejected bodies: 400 for malformed documents (unknown fields, wrong
 //! apiVersion/kind, URL mismatches), 422 for every validation rule of
-//! API.md, each naming the field; and a rejected write changes nothing.
+//! `API.md` ("Validation"), each naming the field; and a rejected write
+//! changes nothing.
 
 mod common;
 use common::*;
