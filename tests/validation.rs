@@ -47,10 +47,6 @@ fn assert_nothing_written(c: &Client, s: &Server, rev: u64) {
     assert_eq!(item_names(&list), Vec::<String>::new());
 }
 
-fn revision(c: &Client, s: &Server) -> u64 {
-    rv(&c.get(&s.api("/realms")).1)
-}
-
 // ---- 400: malformed documents ----
 
 #[test]
@@ -323,7 +319,7 @@ fn invalid_names_are_422() {
         c.delete(&s.api(&format!("/realms/{}", "x".repeat(253)))).0,
         200
     );
-    assert_eq!(rv(&c.get(&s.api("/realms")).1), rev + 2);
+    assert_eq!(revision(&c, &s), rev + 2);
 }
 
 #[test]
