@@ -39,13 +39,6 @@ fn outcomes(result: &Value) -> Vec<&str> {
         .collect()
 }
 
-/// The store revision, read from a list's `metadata.resourceVersion`.
-fn revision(c: &Client, s: &Server) -> u64 {
-    let (st, list) = c.get(&s.api("/realms"));
-    assert_eq!(st, 200, "{list}");
-    rv(&list)
-}
-
 const MULTI: [&str; 3] = [
     "/realms/multi-realm",
     "/realms/multi-realm/spaces/multi-space",
@@ -153,26 +146,12 @@ fn multi_resource_is_created_then_unchanged_then_configured() {
     assert_eq!(stack["metadata"]["labels"]["tier"], "web");
 }
 
-fn hierarchy_with_cell() -> String {
-    let mut docs: Vec<String> = ["realm.yaml", "space.yaml", "stack.yaml", "cell.yaml"]
-        .iter()
-        .map(|f| shared_example(f))
-        .collect();
-    docs.push(
-        "apiVersion: v1beta1\nkind: Container\nmetadata:\n  name: sidecar\nspec:\n  id: sidecar\n  \
-         realmId: test-realm\n  spaceId: test-space\n  stackId: test-stack\n  cellId: test-cell\n  \
-         image: registry.eminwux.com/busybox:latest\n"
-            .to_string(),
-    );
-    docs.join("---\n")
-}
-
 #[test]
 fn a_hierarchy_and_its_cell_in_one_request() {
     let s = Server::start();
     let c = Client::default();
     let before = revision(&c, &s);
-    let (st, result) = apply_yaml(&c, &s, &hierarchy_with_cell());
+    let (st, result) = apply_yaml(&c, &s, &hierarchy_with_cell_and_container());
     assert_eq!(st, 200, "{result}");
     assert_eq!(outcomes(&result), ["created"; 5]);
     let paths: Vec<&str> = result["items"]

@@ -79,13 +79,6 @@ fn example_path(name: &str) -> String {
         .into_owned()
 }
 
-/// Realm, space, stack and cell of the shared examples as one YAML stream.
-fn hierarchy_with_cell() -> String {
-    ["realm.yaml", "space.yaml", "stack.yaml", "cell.yaml"]
-        .map(shared_example)
-        .join("---\n")
-}
-
 const CELL: &str = "test-realm/test-space/test-stack/test-cell";
 const CELL_URL: &str = "/realms/test-realm/spaces/test-space/stacks/test-stack/cells/test-cell";
 
@@ -154,7 +147,7 @@ fn apply_from_a_file_and_from_stdin() {
     assert_eq!(generation(&realm), 2);
 
     // --dry-run reports and writes nothing.
-    let before = rv(&c.get(&s.api("/realms")).1);
+    let before = revision(&c, &s);
     let r = run_with(
         &s,
         &["apply", "-f", "-", "--dry-run"],
@@ -169,7 +162,7 @@ fn apply_from_a_file_and_from_stdin() {
         ]
     );
     assert_eq!(c.get(&s.api("/realms/dry")).0, 404);
-    assert_eq!(rv(&c.get(&s.api("/realms")).1), before);
+    assert_eq!(revision(&c, &s), before);
 
     // An invalid document: exit 1, the server's problem on stderr, nothing written.
     let r = run_with(
@@ -187,7 +180,7 @@ fn apply_from_a_file_and_from_stdin() {
         "{r:?}"
     );
     assert_eq!(c.get(&s.api("/realms/half")).0, 404);
-    assert_eq!(rv(&c.get(&s.api("/realms")).1), before);
+    assert_eq!(revision(&c, &s), before);
 
     // A missing file and an empty stdin fail before any request.
     let r = run(&s, &["apply", "-f", "/nonexistent/manifest.yaml"]).failed();
@@ -329,7 +322,7 @@ fn delete_with_and_without_cascade() {
     let c = Client::default();
     run_with(&s, &["apply", "-f", "-"], &hierarchy_with_cell()).ok();
     run(&s, &["apply", "-f", &example_path("multi-resource.yaml")]).ok();
-    let before = rv(&c.get(&s.api("/realms")).1);
+    let before = revision(&c, &s);
 
     // A realm with children: 409 with the server's detail, nothing deleted.
     let r = run(&s, &["delete", "realm", "test-realm"]).failed();
@@ -339,7 +332,7 @@ fn delete_with_and_without_cascade() {
     assert!(first.contains("test-realm"), "{r:?}");
     assert!(r.stderr.contains("hint: add --cascade"), "{r:?}");
     assert_eq!(c.get(&s.api(CELL_URL)).0, 200);
-    assert_eq!(rv(&c.get(&s.api("/realms")).1), before);
+    assert_eq!(revision(&c, &s), before);
 
     // A leaf: deleted without --cascade.
     let r = run(
@@ -368,7 +361,7 @@ fn delete_with_and_without_cascade() {
         assert_eq!(c.get(&s.api(url)).0, 404, "{url} survived the cascade");
     }
     // Four objects removed (one revision each), plus the stack earlier.
-    assert_eq!(rv(&c.get(&s.api("/realms")).1), before + 5);
+    assert_eq!(revision(&c, &s), before + 5);
 
     // Errors.
     let r = run(&s, &["delete", "realm", "test-realm"]).failed();
@@ -473,7 +466,7 @@ fn watch_prints_one_line_per_event() {
     );
     let r = run(&s, &["delete", "stack", "multi-realm/multi-space/live"]).ok();
     assert_eq!(r.lines(), ["stack/multi-realm/multi-space/live deleted"]);
-    let deleted_at = rv(&c.get(&s.api("/realms")).1);
+    let deleted_at = revision(&c, &s);
     assert_eq!(
         w.next(),
         format!("DELETED stack multi-realm/multi-space/live rv={deleted_at}")

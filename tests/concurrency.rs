@@ -13,7 +13,7 @@ fn concurrent_creates_get_unique_revisions_and_one_winner_per_name() {
     let s = Server::start();
     let c = Client::default();
     hierarchy(&c, &s, "r", "s", "t");
-    let base = rv(&c.get(&s.api("/realms")).1);
+    let base = revision(&c, &s);
     let cells = s.api("/realms/r/spaces/s/stacks/t/cells");
     const THREADS: usize = 6;
     const NAMES: usize = 20;
@@ -64,19 +64,13 @@ fn concurrent_creates_get_unique_revisions_and_one_winner_per_name() {
 }
 
 #[test]
-fn concurrent_merge_patches_lose_no_acknowledged_update() {
-    // Every acknowledged patch is in the final object (checked in
-    // `patch_storm`); refusals are the subject of the next test.
-    let (labels, _) = patch_storm(4, 10);
-    assert!(labels > 0);
-}
-
-#[test]
 fn merge_patches_without_precondition_never_conflict_under_contention() {
-    // API.md: PATCH follows PUT's rules for preconditions; without one, a
-    // write does not fail because others wrote first (409 Conflict is "a
-    // precondition failed"). The server's optimistic read-merge-write loop
-    // gives up after 16 lost races instead.
+    // Every acknowledged patch is in the final object and no refused one
+    // applied (checked in `patch_storm`). And none is refused: API.md
+    // ("Writes"): PATCH follows PUT's rules for preconditions; without one,
+    // a write does not fail because others wrote first (409 Conflict is "a
+    // precondition failed"). The server merges each patch inside the write
+    // transaction, into the object as it is then.
     let (labels, conflicts) = patch_storm(8, 25);
     assert_eq!(
         conflicts.len(),

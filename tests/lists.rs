@@ -6,10 +6,6 @@ use common::*;
 
 use serde_json::{Value, json};
 
-fn revision(c: &Client, s: &Server) -> u64 {
-    rv(&c.get(&s.api("/realms")).1)
-}
-
 /// Creates realm/space/stack/cell/container under `r`, two of each below
 /// the realm: 1 + 2 + 4 + 8 + 16 = 31 objects.
 fn populate(c: &Client, s: &Server, r: &str) -> usize {

@@ -180,8 +180,8 @@ fn maximal_cell_round_trips_through_yaml() {
 
 #[test]
 fn create_keeps_the_status_sent_with_the_document() {
-    // API.md does not say create ignores the status (only PUT does): the
-    // server stores the decoded document, status included.
+    // API.md ("Writes") does not say create ignores the status (only PUT
+    // does): the server stores the decoded document, status included.
     let (s, c) = setup();
     let status = json!({
         "state": "Ready", "cgroupPath": "/k/c", "subtreeControllers": ["cpu"],

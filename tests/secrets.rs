@@ -333,9 +333,10 @@ fn secret_bytes_reach_neither_the_database_nor_the_log() {
 
 #[test]
 fn a_non_string_password_is_also_422_without_echo() {
-    // API.md: `password` must be empty or absent, else 422 telling the
-    // client to use passwordRef. A numeric password (JSON, or what a YAML
-    // tool emits for an all-digit value) is a password all the same.
+    // API.md ("Secrets"): `password` must be empty or absent, else 422
+    // telling the client to use passwordRef. A numeric password (JSON, or
+    // what a YAML tool emits for an all-digit value) is a password all the
+    // same.
     let s = Server::start();
     let c = Client::default();
     let digits: u64 = 7_000_000_000 + u64::from(uuid::Uuid::new_v4().as_u128() as u32);

@@ -1,6 +1,7 @@
 //! Rejected bodies: 400 for malformed documents (unknown fields, wrong
 //! apiVersion/kind, URL mismatches), 422 for every validation rule of
-//! API.md, each naming the field; and a rejected write changes nothing.
+//! `API.md` ("Validation"), each naming the field; and a rejected write
+//! changes nothing.
 
 mod common;
 use common::*;
@@ -44,10 +45,6 @@ fn assert_nothing_written(c: &Client, s: &Server, rev: u64) {
     assert_eq!(rv(&list), rev, "no revision was used");
     let (_, list) = c.get(&s.api("/containers"));
     assert_eq!(item_names(&list), Vec::<String>::new());
-}
-
-fn revision(c: &Client, s: &Server) -> u64 {
-    rv(&c.get(&s.api("/realms")).1)
 }
 
 // ---- 400: malformed documents ----
@@ -322,7 +319,7 @@ fn invalid_names_are_422() {
         c.delete(&s.api(&format!("/realms/{}", "x".repeat(253)))).0,
         200
     );
-    assert_eq!(rv(&c.get(&s.api("/realms")).1), rev + 2);
+    assert_eq!(revision(&c, &s), rev + 2);
 }
 
 #[test]

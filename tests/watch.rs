@@ -65,14 +65,6 @@ impl Lines {
     }
 }
 
-fn rv(event: &Value) -> u64 {
-    event["object"]["metadata"]["resourceVersion"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 fn name(event: &Value) -> &str {
     event["object"]["metadata"]["name"].as_str().unwrap()
 }
@@ -121,22 +113,13 @@ async fn each_gets_the_next(watchers: Vec<Lines>, from: u64, n: usize) {
     let mut tasks = Vec::new();
     for mut w in watchers {
         tasks.push(tokio::spawn(async move {
-            w.take(n).await.iter().map(rv).collect::<Vec<_>>()
+            w.take(n).await.iter().map(event_rv).collect::<Vec<_>>()
         }));
     }
     let want: Vec<u64> = (from + 1..=from + n as u64).collect();
     for t in tasks {
         assert_eq!(t.await.unwrap(), want);
     }
-}
-
-async fn current_revision(s: &Server) -> u64 {
-    let (_, v) = AClient::default().get(&s.api("/realms?limit=1")).await;
-    v["metadata"]["resourceVersion"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -155,7 +138,7 @@ async fn snapshot_then_bookmark_then_live() {
         (Some("ADDED"), "b")
     );
     assert_eq!(first[2]["type"], "BOOKMARK");
-    assert_eq!(rv(&first[2]), 2);
+    assert_eq!(event_rv(&first[2]), 2);
     assert_eq!(
         first[2]["object"].as_object().unwrap().len(),
         2,
@@ -164,7 +147,7 @@ async fn snapshot_then_bookmark_then_live() {
     realm(&s, "c").await;
     let live = w.next().await;
     assert_eq!(
-        (live["type"].as_str(), name(&live), rv(&live)),
+        (live["type"].as_str(), name(&live), event_rv(&live)),
         (Some("ADDED"), "c", 3)
     );
 }
@@ -175,7 +158,7 @@ async fn resume_across_restart_without_gap_or_duplicate() {
     realm(&s, "r0").await;
     let mut w = Lines::open(&s.api("/watch?kind=Realm")).await;
     let seen = w.take(2).await;
-    let resume_at = rv(&seen[1]);
+    let resume_at = event_rv(&seen[1]);
     drop(w);
     for i in 1..=5 {
         realm(&s, &format!("before-{i}")).await;
@@ -186,7 +169,7 @@ async fn resume_across_restart_without_gap_or_duplicate() {
     }
     let mut w = Lines::open(&s.api(&format!("/watch?resourceVersion={resume_at}"))).await;
     let events = w.take(10).await;
-    let revs: Vec<u64> = events.iter().map(rv).collect();
+    let revs: Vec<u64> = events.iter().map(event_rv).collect();
     assert_eq!(revs, (resume_at + 1..=resume_at + 10).collect::<Vec<_>>());
     let names: Vec<&str> = events.iter().map(name).collect();
     assert_eq!(&names[..2], ["before-1", "before-2"]);
@@ -218,7 +201,7 @@ async fn cascade_delete_is_one_deleted_per_object_children_first() {
         )
         .await;
     assert_eq!(st, 201);
-    let from = current_revision(&s).await;
+    let from = revision_async(&s).await;
     let mut w = Lines::open(&s.api(&format!("/watch?resourceVersion={from}"))).await;
     let (st, _) = c.delete(&s.api("/realms/r?cascade=true")).await;
     assert_eq!(st, 200);
@@ -232,7 +215,7 @@ async fn cascade_delete_is_one_deleted_per_object_children_first() {
         ["Container", "Cell", "Cell", "Stack", "Space", "Realm"]
     );
     assert!(events[..6].iter().all(|e| e["type"] == "DELETED"));
-    let revs: Vec<u64> = events[..6].iter().map(rv).collect();
+    let revs: Vec<u64> = events[..6].iter().map(event_rv).collect();
     assert_eq!(revs, (from + 1..=from + 6).collect::<Vec<_>>());
     assert_eq!(events[6]["type"], "BOOKMARK", "nothing else was deleted");
 }
@@ -241,7 +224,7 @@ async fn cascade_delete_is_one_deleted_per_object_children_first() {
 async fn kind_and_scope_filters() {
     let s = Server::start_args(&["--bookmark-interval", "300ms"]);
     let c = AClient::default();
-    let from = current_revision(&s).await;
+    let from = revision_async(&s).await;
     let mut cells_of_x =
         Lines::open(&s.api(&format!("/watch?kind=Cell&realm=x&resourceVersion={from}"))).await;
     let mut scoped = Lines::open(&s.api(&format!(
@@ -302,7 +285,7 @@ async fn compacted_and_future_revisions_are_gone() {
     assert!(gone, "revision 1 was never compacted");
     // The retained window still resumes.
     let mut w = Lines::open(&s.api("/watch?resourceVersion=17")).await;
-    let revs: Vec<u64> = w.take(3).await.iter().map(rv).collect();
+    let revs: Vec<u64> = w.take(3).await.iter().map(event_rv).collect();
     assert_eq!(revs, [18, 19, 20]);
     let resp = reqwest::get(s.api("/watch?resourceVersion=20&timeoutSeconds=1"))
         .await
@@ -319,7 +302,7 @@ async fn a_reader_that_does_not_read_loses_nothing() {
     // A tiny in-memory buffer: the reader must fall behind it and catch up
     // from the event log.
     let s = Server::start_args(&["--watch-buffer", "16"]);
-    let from = current_revision(&s).await;
+    let from = revision_async(&s).await;
     let mut w = Lines::open(&s.api(&format!("/watch?resourceVersion={from}"))).await;
     let writers = 32;
     let per_writer = 5000 / writers + 1;
@@ -345,7 +328,7 @@ async fn a_reader_that_does_not_read_loses_nothing() {
     let total = (writers * per_writer) as u64;
     assert!(total >= 5000);
     let events = w.take(total as usize).await;
-    let revs: Vec<u64> = events.iter().map(rv).collect();
+    let revs: Vec<u64> = events.iter().map(event_rv).collect();
     assert_eq!(
         revs,
         (from + 1..=from + total).collect::<Vec<_>>(),
@@ -363,7 +346,7 @@ async fn a_thousand_watchers_each_get_every_event() {
     // server inherits it) in case the shell's is the common 1,024.
     rlimit::increase_nofile_limit(8192).expect("raise the open-file limit");
     let s = Server::start();
-    let from = current_revision(&s).await;
+    let from = revision_async(&s).await;
     let url = s.api(&format!("/watch?resourceVersion={from}"));
     let mut watchers = Vec::new();
     for _ in 0..1000 {
@@ -387,7 +370,7 @@ async fn many_watches_and_a_large_list_share_one_http2_connection() {
         .timeout(std::time::Duration::from_secs(60))
         .build()
         .unwrap();
-    let from = current_revision(&s).await;
+    let from = revision_async(&s).await;
     let url = s.api(&format!("/watch?kind=Realm&resourceVersion={from}"));
     let mut watchers = Vec::new();
     for _ in 0..50 {
@@ -444,7 +427,7 @@ async fn idle_streams_get_bookmarks() {
             .expect("a bookmark");
         assert_eq!(e["type"], "BOOKMARK");
         assert_eq!(e["object"]["kind"], "Realm");
-        assert_eq!(rv(&e), 1);
+        assert_eq!(event_rv(&e), 1);
     }
 }
 
@@ -547,7 +530,7 @@ async fn format_1_database_migrates_once_and_watches() {
     let (_, cell) = c.get(&s.api(paths[3])).await;
     assert_eq!(cell["status"]["state"], "Ready");
     assert_eq!(cell["spec"]["containers"].as_array().unwrap().len(), 3);
-    assert_eq!(current_revision(&s).await, 8);
+    assert_eq!(revision_async(&s).await, 8);
     // History before the migration does not exist: resuming from it is 410.
     let (st, _) = c.get(&s.api("/watch?resourceVersion=3")).await;
     assert_eq!(st, 410);
@@ -555,11 +538,11 @@ async fn format_1_database_migrates_once_and_watches() {
     let events = w.take(8).await;
     assert!(events[..7].iter().all(|e| e["type"] == "ADDED"));
     assert_eq!(
-        (events[7]["type"].as_str(), rv(&events[7])),
+        (events[7]["type"].as_str(), event_rv(&events[7])),
         (Some("BOOKMARK"), 8)
     );
     realm(&s, "new").await;
-    assert_eq!(rv(&w.next().await), 9);
+    assert_eq!(event_rv(&w.next().await), 9);
     drop(w);
     // Opening again is a no-op: no second migration.
     let before = std::fs::read(dir.path().join("old.format-1.bak")).unwrap();
@@ -573,7 +556,7 @@ async fn format_1_database_migrates_once_and_watches() {
         std::fs::read(dir.path().join("old.format-1.bak")).unwrap(),
         before
     );
-    assert_eq!(current_revision(&s).await, 9);
+    assert_eq!(revision_async(&s).await, 9);
     let mut w = Lines::open(&s.api("/watch?resourceVersion=8")).await;
     assert_eq!(name(&w.next().await), "new");
 }

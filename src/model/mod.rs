@@ -12,6 +12,8 @@
 
 mod defaults;
 mod path;
+#[cfg(test)]
+pub(crate) mod samples;
 mod selector;
 mod state;
 mod types;
@@ -19,6 +21,8 @@ mod validate;
 
 pub use defaults::apply_space_defaults_to_container;
 pub use path::{Kind, Path};
+#[cfg(test)]
+pub(crate) use samples::samples;
 pub use selector::{Requirement, Selector};
 pub use state::{CellState, ContainerState, RealmState, SpaceState, StackState};
 pub use types::*;

@@ -3,18 +3,23 @@
 use std::fmt;
 
 /// The five resource kinds, ordered by depth in the hierarchy.
+///
+/// The discriminants are stored: the event log and the write-ahead log
+/// write a kind as `kind as u8` and read it back as `Kind::ALL[byte]`.
+/// Never renumber or reorder them (pinned by the test
+/// `kind_bytes_are_stored_and_never_change`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
     /// Top level: `realm`.
-    Realm,
+    Realm = 0,
     /// `realm/space`.
-    Space,
+    Space = 1,
     /// `realm/space/stack`.
-    Stack,
+    Stack = 2,
     /// `realm/space/stack/cell`.
-    Cell,
+    Cell = 3,
     /// `realm/space/stack/cell/container`.
-    Container,
+    Container = 4,
 }
 
 impl Kind {
@@ -163,5 +168,27 @@ mod tests {
         assert_eq!(p.parent().unwrap().names(), ["r", "s"]);
         assert_eq!(p.child("c").unwrap().kind(), Kind::Cell);
         assert_eq!(p.to_string(), "Stack r/s/t");
+    }
+
+    /// The event log and the write-ahead log store a kind as its
+    /// discriminant and read it back by indexing [`Kind::ALL`].
+    #[test]
+    fn kind_bytes_are_stored_and_never_change() {
+        let stored = [
+            (Kind::Realm, 0u8),
+            (Kind::Space, 1),
+            (Kind::Stack, 2),
+            (Kind::Cell, 3),
+            (Kind::Container, 4),
+        ];
+        assert_eq!(
+            stored.len(),
+            Kind::ALL.len(),
+            "a new kind needs its byte here"
+        );
+        for (kind, byte) in stored {
+            assert_eq!(kind as u8, byte, "{kind}");
+            assert_eq!(Kind::ALL[usize::from(byte)], kind, "{kind}");
+        }
     }
 }

@@ -2,7 +2,11 @@
 //!
 //! Field names follow the internal model (`realm_name`, not `realmId`).
 //! These structs are persisted with postcard: any change to them is a new
-//! storage format version with a migration (see `migrations/`).
+//! storage format version with a migration (see `migrations/`). postcard
+//! writes fields in declaration order and enum values as variant indexes,
+//! so reordering fields or variants is such a change too. The golden tests
+//! pin the bytes: `store::codec`'s (every kind's record) and `model::state`'s
+//! (every enum value, [`VolumeKind`] and [`EgressDefault`] included).
 
 use std::collections::BTreeMap;
 

@@ -35,11 +35,7 @@ pub struct Server {
 impl Server {
     /// Starts a server on a fresh temporary database.
     pub fn start() -> Server {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let data = dir.path().join("hub.redb");
-        let mut s = Server::start_with(&data, &[]);
-        s._dir = Some(dir);
-        s
+        Server::start_args(&[])
     }
 
     /// Starts a server on a fresh temporary database with extra arguments.
@@ -280,6 +276,48 @@ pub fn rv(doc: &Value) -> u64 {
         .unwrap_or_else(|| panic!("no metadata.resourceVersion in {doc}"))
         .parse()
         .unwrap_or_else(|_| panic!("resourceVersion is not a number in {doc}"))
+}
+
+/// `object.metadata.resourceVersion` of a watch event, as a number.
+pub fn event_rv(event: &Value) -> u64 {
+    rv(&event["object"])
+}
+
+/// The store revision: the `metadata.resourceVersion` of the realm list.
+pub fn revision(c: &Client, s: &Server) -> u64 {
+    let (st, list) = c.get(&s.api("/realms"));
+    assert_eq!(st, 200, "{list}");
+    rv(&list)
+}
+
+/// The store revision, for async tests (the blocking [`Client`] must not
+/// run inside their runtime): the `metadata.resourceVersion` of a one-item
+/// page of the realm list.
+pub async fn revision_async(s: &Server) -> u64 {
+    let list: Value = reqwest::get(s.api("/realms?limit=1"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    rv(&list)
+}
+
+/// The shared examples' realm, space, stack and cell as one YAML stream.
+pub fn hierarchy_with_cell() -> String {
+    ["realm.yaml", "space.yaml", "stack.yaml", "cell.yaml"]
+        .map(shared_example)
+        .join("---\n")
+}
+
+/// [`hierarchy_with_cell`] followed by a Container `sidecar` in that cell.
+pub fn hierarchy_with_cell_and_container() -> String {
+    format!(
+        "{}---\napiVersion: v1beta1\nkind: Container\nmetadata:\n  name: sidecar\nspec:\n  \
+         id: sidecar\n  realmId: test-realm\n  spaceId: test-space\n  stackId: test-stack\n  \
+         cellId: test-cell\n  image: registry.eminwux.com/busybox:latest\n",
+        hierarchy_with_cell()
+    )
 }
 
 /// `metadata.generation` of a document.

@@ -1229,7 +1229,7 @@ mod tests {
 
     #[test]
     fn documents_keep_server_metadata() {
-        for obj in crate::store::codec::tests::samples() {
+        for obj in crate::model::samples() {
             let mut want = obj.clone();
             if let AnyObject::Cell(c) = &mut want {
                 for ctr in &mut c.spec.containers {

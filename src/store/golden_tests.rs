@@ -1,0 +1,145 @@
+//! Golden bytes of the stored records (declared from `codec.rs`).
+//!
+//! Every kind's sample from [`crate::model::samples`] (every field set, no
+//! state the default one) must encode, with [`encode`], to exactly the
+//! bytes committed in `tests/fixtures/golden/<kind>.hex`, and those bytes
+//! must decode back to the sample; so must its event-log records, which
+//! are the same bytes behind a header. A difference means the stored format changed:
+//! that needs a new [`RECORD_FORMAT`] and a migration
+//! (`migrations/README.md`) and a `CHANGELOG.md` entry. Then, and only
+//! then, regenerate the files and review their diff:
+//!
+//! ```text
+//! MODELHUB_BLESS=1 cargo test --lib golden_tests
+//! ```
+//!
+//! A change to the samples themselves needs the same regeneration. Without
+//! `MODELHUB_BLESS=1`, a missing file fails the test; it is never created
+//! silently. The files are hex dumps, 16 bytes a line with the printable
+//! bytes beside them, so that a diff shows where a record changed.
+
+use std::path::PathBuf;
+
+use super::*;
+use crate::model::samples;
+
+const BLESS: &str = "MODELHUB_BLESS";
+
+fn golden_path(kind: Kind) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/golden")
+        .join(format!("{}.hex", kind.as_str().to_lowercase()))
+}
+
+/// The file text for `bytes`: two comment lines, then 16 bytes a line.
+fn dump(kind: Kind, bytes: &[u8]) -> String {
+    let mut out = format!(
+        "# {kind} record, record format {RECORD_FORMAT}, {} bytes (src/store/golden_tests.rs).\n\
+         # Regenerate only after a format change: {BLESS}=1 cargo test --lib golden_tests\n",
+        bytes.len()
+    );
+    for line in bytes.chunks(16) {
+        let hex: Vec<String> = line.iter().map(|b| format!("{b:02x}")).collect();
+        let text: String = line
+            .iter()
+            .map(|&b| {
+                if b.is_ascii_graphic() || b == b' ' {
+                    char::from(b)
+                } else {
+                    '.'
+                }
+            })
+            .collect();
+        out.push_str(&format!("{:<47}  |{text}|\n", hex.join(" ")));
+    }
+    out
+}
+
+/// The bytes of a dump: the hex before each line's `|`; `#` lines are
+/// comments.
+fn parse(path: &std::path::Path, text: &str) -> Vec<u8> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .flat_map(|l| l.split('|').next().unwrap_or_default().split_whitespace())
+        .map(|h| {
+            u8::from_str_radix(h, 16)
+                .unwrap_or_else(|e| panic!("{}: {h:?} is not a hex byte: {e}", path.display()))
+        })
+        .collect()
+}
+
+/// The committed bytes for `kind`, or (with `MODELHUB_BLESS=1`) `actual`,
+/// written to the file first.
+fn golden(kind: Kind, actual: &[u8]) -> Vec<u8> {
+    let path = golden_path(kind);
+    if std::env::var_os(BLESS).is_some_and(|v| v == "1") {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, dump(kind, actual)).unwrap();
+    }
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; a new golden file is made with {BLESS}=1 (see golden_tests.rs)",
+            path.display()
+        )
+    });
+    parse(&path, &text)
+}
+
+#[test]
+fn every_kind_has_a_sample() {
+    let kinds: Vec<Kind> = samples().iter().map(AnyObject::kind).collect();
+    assert_eq!(kinds, Kind::ALL);
+}
+
+/// Every kind's record is its golden bytes, and so is its event-log
+/// record behind the header `[format, change, kind]` (one test, so that
+/// blessing writes each file once).
+#[test]
+fn records_of_every_kind_are_the_golden_bytes() {
+    let changes = [
+        (ChangeType::Added, 0u8),
+        (ChangeType::Modified, 1),
+        (ChangeType::Deleted, 2),
+    ];
+    for (obj, kind_byte) in samples().into_iter().zip(0u8..) {
+        let kind = obj.kind();
+        let actual = encode(&obj);
+        let want = golden(kind, &actual);
+        if let Some(at) = (0..actual.len().max(want.len())).find(|&i| actual.get(i) != want.get(i))
+        {
+            panic!(
+                "the {kind} record differs from {} at byte {at} (line {}): {} bytes written, \
+                 {} committed. The stored format changed: that needs a new RECORD_FORMAT, a \
+                 migration and a CHANGELOG entry before the file is regenerated (see \
+                 golden_tests.rs)",
+                golden_path(kind).display(),
+                at / 16 + 3,
+                actual.len(),
+                want.len(),
+            );
+        }
+        assert_eq!(
+            decode(kind, &want),
+            Ok(obj.clone()),
+            "{kind}: the committed bytes decode"
+        );
+
+        for (change, change_byte) in changes {
+            let mut event = vec![want[0], change_byte, kind_byte];
+            event.extend_from_slice(&want[1..]);
+            assert_eq!(
+                encode_event(change, kind, &actual),
+                event,
+                "{change:?} {kind}"
+            );
+            assert_eq!(decode_event(&event), Ok((change, obj.clone())));
+        }
+    }
+}
+
+#[test]
+fn dumps_parse_back() {
+    let bytes: Vec<u8> = (0..=255).collect();
+    let path = golden_path(Kind::Realm);
+    assert_eq!(parse(&path, &dump(Kind::Realm, &bytes)), bytes);
+}
