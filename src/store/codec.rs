@@ -1,12 +1,15 @@
 //! Stored values: one record-format byte, then the postcard encoding of the
 //! internal record.
 //!
-//! postcard (not bincode, which the design card named: every bincode
-//! release is flagged unmaintained by RUSTSEC-2025-0141 and 3.0 is a
-//! tombstone) is compact and has a stable wire format, but, like bincode, it
-//! does not describe its fields. So a record decoded with another layout
-//! fails or silently misreads: every change to a stored type needs a new
-//! [`RECORD_FORMAT`] and a migration, and decoding rejects trailing bytes.
+//! postcard (every bincode release is flagged unmaintained by
+//! RUSTSEC-2025-0141) is compact and has a stable wire format, but it does
+//! not describe its fields, and it stores an enum's variant by its
+//! position. So a record decoded with another layout fails or silently
+//! misreads: every change to a stored type (a field, or the order of an
+//! enum's variants) needs a new [`RECORD_FORMAT`], a migration and a
+//! CHANGELOG entry, and decoding rejects trailing bytes. The golden tests
+//! (`golden_tests.rs`, `model::state`) pin every kind's record and every
+//! stored enum value.
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -61,8 +64,7 @@ const RECORD_CAPACITY: usize = 2048;
 /// A postcard output that appends slices whole into a buffer that
 /// already holds the format byte and room for a record (postcard's
 /// `AllocVec` appends the same way but cannot be given such a buffer;
-/// `to_extend` copies byte by byte). 10,230 instead of 15,320
-/// instructions for the bench's cell record.
+/// `to_extend` copies byte by byte; bench/README.md has the measurement).
 struct Record(Vec<u8>);
 
 impl postcard::ser_flavors::Flavor for Record {

@@ -1,5 +1,5 @@
 //! v1beta1 wire documents, field for field as in kukeon's
-//! `pkg/api/model/v1beta1` (see the wire-format reference).
+//! `pkg/api/model/v1beta1` (the contract: `API.md` and `openapi/v1beta1.json`).
 //!
 //! Decoding rejects unknown fields (a typo must not drop configuration),
 //! reads `null` as empty and integral floats as integers. Fields marked
