@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex};
 
 use modelhub::model::{AnyObject, Cell, Kind, ObjectMeta, Path, Realm, Selector, Space, Stack};
 use modelhub::store::{
-    Applied, Backend, Change, ChangeType, ListQuery, Part, Store, StoreError, StoreOptions, WriteOp,
+    Applied, Backend, Change, ChangeType, ListQuery, Part, Store, StoreError, StoreOptions,
+    WriteOp, WriteOutcome,
 };
 
 fn meta(name: &str) -> ObjectMeta {
@@ -88,6 +89,27 @@ async fn create<B: Backend>(b: &B, obj: AnyObject) -> u64 {
         .object
         .meta()
         .resource_version
+}
+
+/// Replaces `part` of `object` without a precondition.
+async fn replace<B: Backend>(b: &B, object: AnyObject, part: Part) -> WriteOutcome {
+    b.write(WriteOp::Replace {
+        object,
+        part,
+        precondition: None,
+    })
+    .await
+    .expect("replace")
+}
+
+/// Deletes the object at `path` without a precondition.
+async fn delete<B: Backend>(b: &B, path: Path, cascade: bool) -> Result<WriteOutcome, StoreError> {
+    b.write(WriteOp::Delete {
+        path,
+        cascade,
+        precondition: None,
+    })
+    .await
 }
 
 /// realm r / space s / stack t, and cells c0..c{n} under it.
@@ -190,14 +212,7 @@ async fn preconditions_refuse_stale_versions_and_change_nothing<B: Backend>(b: B
 async fn no_op_writes_take_no_revision_and_status_keeps_the_spec<B: Backend>(b: B) {
     let rv = create(&b, realm("r")).await;
     let seen = record(&b);
-    let same = b
-        .write(WriteOp::Replace {
-            object: realm("r"),
-            part: Part::Main,
-            precondition: None,
-        })
-        .await
-        .unwrap();
+    let same = replace(&b, realm("r"), Part::Main).await;
     assert!(same.changes.is_empty());
     assert_eq!(same.object.meta().resource_version, rv);
     assert_eq!(b.revision().await.unwrap(), rv);
@@ -205,14 +220,7 @@ async fn no_op_writes_take_no_revision_and_status_keeps_the_spec<B: Backend>(b: 
 
     let mut labelled = realm("r");
     labelled.meta_mut().labels = BTreeMap::from([("a".into(), "1".into())]);
-    let out = b
-        .write(WriteOp::Replace {
-            object: labelled,
-            part: Part::Main,
-            precondition: None,
-        })
-        .await
-        .unwrap();
+    let out = replace(&b, labelled, Part::Main).await;
     assert_eq!(out.object.meta().generation, 1, "labels only");
 
     let mut status = realm("r");
@@ -220,14 +228,7 @@ async fn no_op_writes_take_no_revision_and_status_keeps_the_spec<B: Backend>(b: 
         r.spec.namespace = "ignored by a status write".into();
         r.status.cgroup_path = "/sys/fs/cgroup/r".into();
     }
-    let out = b
-        .write(WriteOp::Replace {
-            object: status.clone(),
-            part: Part::Status,
-            precondition: None,
-        })
-        .await
-        .unwrap();
+    let out = replace(&b, status.clone(), Part::Status).await;
     let AnyObject::Realm(r) = &*out.object else {
         panic!("a realm")
     };
@@ -235,14 +236,7 @@ async fn no_op_writes_take_no_revision_and_status_keeps_the_spec<B: Backend>(b: 
     assert_eq!(r.meta.labels.len(), 1, "labels kept");
     assert_eq!(r.meta.generation, 1, "generation kept");
     assert_eq!(r.status.cgroup_path, "/sys/fs/cgroup/r");
-    let again = b
-        .write(WriteOp::Replace {
-            object: status,
-            part: Part::Status,
-            precondition: None,
-        })
-        .await
-        .unwrap();
+    let again = replace(&b, status, Part::Status).await;
     assert!(again.changes.is_empty(), "same status: nothing written");
     assert_eq!(seen.lock().unwrap().len(), 2);
 }
@@ -302,12 +296,7 @@ async fn cascade_deletes_children_first_in_consecutive_revisions<B: Backend>(b: 
     tree(&b, 3).await;
     create(&b, realm("other")).await;
     let before = b.revision().await.unwrap();
-    let refused = b
-        .write(WriteOp::Delete {
-            path: path(Kind::Realm, &["r"]),
-            cascade: false,
-            precondition: None,
-        })
+    let refused = delete(&b, path(Kind::Realm, &["r"]), false)
         .await
         .unwrap_err();
     assert!(
@@ -316,14 +305,7 @@ async fn cascade_deletes_children_first_in_consecutive_revisions<B: Backend>(b: 
     );
     assert_eq!(b.revision().await.unwrap(), before);
     let seen = record(&b);
-    let out = b
-        .write(WriteOp::Delete {
-            path: path(Kind::Realm, &["r"]),
-            cascade: true,
-            precondition: None,
-        })
-        .await
-        .unwrap();
+    let out = delete(&b, path(Kind::Realm, &["r"]), true).await.unwrap();
     let kinds: Vec<Kind> = out.changes.iter().map(|c| c.object.kind()).collect();
     assert_eq!(
         kinds,
@@ -409,13 +391,9 @@ async fn snapshots_list_one_revision<B: Backend>(b: B) {
     let at = snap.revision();
     assert_eq!(at, b.revision().await.unwrap());
     create(&b, cell(["r", "s", "t"], "late", &[])).await;
-    b.write(WriteOp::Delete {
-        path: path(Kind::Cell, &["r", "s", "t", "c000"]),
-        cascade: false,
-        precondition: None,
-    })
-    .await
-    .unwrap();
+    delete(&b, path(Kind::Cell, &["r", "s", "t", "c000"]), false)
+        .await
+        .unwrap();
     let listed: Vec<String> = snap
         .list(&list(Kind::Cell, &["r"], None))
         .unwrap()
@@ -486,13 +464,9 @@ async fn lists_filter_by_scope_and_selector<B: Backend>(b: B) {
 async fn history_matches_the_feed_and_ends_in_gone<B: Backend>(b: B) {
     let seen = record(&b);
     tree(&b, 3).await;
-    b.write(WriteOp::Delete {
-        path: path(Kind::Stack, &["r", "s", "t"]),
-        cascade: true,
-        precondition: None,
-    })
-    .await
-    .unwrap();
+    delete(&b, path(Kind::Stack, &["r", "s", "t"]), true)
+        .await
+        .unwrap();
     let published: Vec<(u64, ChangeType, String)> = seen
         .lock()
         .unwrap()
@@ -538,12 +512,7 @@ async fn the_feed_is_ordered_and_complete_under_concurrency<B: Backend + Clone>(
                 let out = b.write(WriteOp::Create(space("r", &name))).await.unwrap();
                 outcomes.push(out.changes);
                 if i % 5 == 4 {
-                    let out = b
-                        .write(WriteOp::Delete {
-                            path: path(Kind::Space, &["r", &name]),
-                            cascade: true,
-                            precondition: None,
-                        })
+                    let out = delete(&b, path(Kind::Space, &["r", &name]), true)
                         .await
                         .unwrap();
                     outcomes.push(out.changes);

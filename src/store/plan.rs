@@ -25,6 +25,9 @@ use super::error::StoreError;
 use super::keys;
 use crate::model::{AnyObject, Kind, Path, Timestamp};
 
+/// Objects of one kind under a key prefix, in key order, with their keys.
+pub type Scanned = Result<Vec<(Vec<u8>, AnyObject)>, StoreError>;
+
 /// The store as a write sees it (inside its transaction, for redb).
 pub trait ReadView {
     /// The object of `kind` at `key`, if any.
@@ -33,12 +36,7 @@ pub trait ReadView {
     fn exists(&mut self, kind: Kind, key: &[u8]) -> Result<bool, StoreError>;
     /// The objects of `kind` whose keys start with `prefix`, in key order,
     /// at most `limit` of them.
-    fn scan(
-        &mut self,
-        kind: Kind,
-        prefix: &[u8],
-        limit: Option<usize>,
-    ) -> Result<Vec<(Vec<u8>, AnyObject)>, StoreError>;
+    fn scan(&mut self, kind: Kind, prefix: &[u8], limit: Option<usize>) -> Scanned;
 }
 
 /// One object to put (`Added`, `Modified`) or delete (`Deleted`); it takes
@@ -216,12 +214,7 @@ impl<V: ReadView> ReadView for Overlay<'_, V> {
         }
     }
 
-    fn scan(
-        &mut self,
-        kind: Kind,
-        prefix: &[u8],
-        limit: Option<usize>,
-    ) -> Result<Vec<(Vec<u8>, AnyObject)>, StoreError> {
+    fn scan(&mut self, kind: Kind, prefix: &[u8], limit: Option<usize>) -> Scanned {
         let mut merged: std::collections::BTreeMap<Vec<u8>, AnyObject> =
             self.base.scan(kind, prefix, None)?.into_iter().collect();
         for ((k, key), value) in &self.written {
@@ -335,12 +328,7 @@ mod tests {
         fn exists(&mut self, kind: Kind, key: &[u8]) -> Result<bool, StoreError> {
             Ok(self.0.contains_key(&(kind, key.to_vec())))
         }
-        fn scan(
-            &mut self,
-            kind: Kind,
-            prefix: &[u8],
-            limit: Option<usize>,
-        ) -> Result<Vec<(Vec<u8>, AnyObject)>, StoreError> {
+        fn scan(&mut self, kind: Kind, prefix: &[u8], limit: Option<usize>) -> Scanned {
             Ok(self
                 .0
                 .iter()

@@ -6,7 +6,7 @@ use redb::{ReadTransaction, ReadableTable, Table, TableDefinition, WriteTransact
 
 use crate::model::{AnyObject, Kind};
 use crate::store::error::StoreError;
-use crate::store::plan::ReadView;
+use crate::store::plan::{ReadView, Scanned};
 use crate::store::{codec, keys};
 
 /// Store-wide metadata: [`FORMAT_KEY`], [`REVISION_KEY`].
@@ -112,12 +112,7 @@ impl ReadView for WriteTables<'_> {
         Ok(self.of(kind).get(key)?.is_some())
     }
 
-    fn scan(
-        &mut self,
-        kind: Kind,
-        prefix: &[u8],
-        limit: Option<usize>,
-    ) -> Result<Vec<(Vec<u8>, AnyObject)>, StoreError> {
+    fn scan(&mut self, kind: Kind, prefix: &[u8], limit: Option<usize>) -> Scanned {
         let (start, end) = keys::prefix_range(prefix);
         let table = self.of(kind);
         let range = match &end {

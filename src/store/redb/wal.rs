@@ -335,26 +335,17 @@ pub type OnRecord<'f> = dyn FnMut(u64, Vec<Entry<'_>>) -> Result<(), StoreError>
 pub trait Records {
     /// Calls `f` with each valid record from the start (its first revision
     /// and its entries), until the first empty, torn or unparsable one.
-    fn for_each_record(
-        &self,
-        f: &mut OnRecord<'_>,
-    ) -> Result<(), StoreError>;
+    fn for_each_record(&self, f: &mut OnRecord<'_>) -> Result<(), StoreError>;
 }
 
 impl Records for Wal {
-    fn for_each_record(
-        &self,
-        f: &mut OnRecord<'_>,
-    ) -> Result<(), StoreError> {
+    fn for_each_record(&self, f: &mut OnRecord<'_>) -> Result<(), StoreError> {
         for_each_record(&self.file, f)
     }
 }
 
 impl Records for [u8] {
-    fn for_each_record(
-        &self,
-        f: &mut OnRecord<'_>,
-    ) -> Result<(), StoreError> {
+    fn for_each_record(&self, f: &mut OnRecord<'_>) -> Result<(), StoreError> {
         for_each_record(self, f)
     }
 }
@@ -385,10 +376,7 @@ impl Source for [u8] {
 /// Calls `f` with each valid record from the start of the log, one at a
 /// time, until the first empty, torn or unparsable one (or the end of the
 /// file). Other read errors are errors.
-fn for_each_record(
-    src: &(impl Source + ?Sized),
-    f: &mut OnRecord<'_>,
-) -> Result<(), StoreError> {
+fn for_each_record(src: &(impl Source + ?Sized), f: &mut OnRecord<'_>) -> Result<(), StoreError> {
     let stop = |e: std::io::Error| match e.kind() {
         std::io::ErrorKind::UnexpectedEof => Ok(()),
         _ => Err(StoreError::from(e)),
@@ -449,10 +437,11 @@ fn parse(payload: &[u8]) -> Option<(u64, Vec<Entry<'_>>)> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn journal(first: u64, n: u64) -> Journal {
+    /// A journal of `n` realm creations from revision `first`.
+    pub(in crate::store::redb) fn journal(first: u64, n: u64) -> Journal {
         let mut j = Journal::default();
         for r in first..first + n {
             j.push(

@@ -204,7 +204,12 @@ impl Batch<'_> {
                         .insert(step.key.as_slice(), record.as_slice())?;
                 }
             }
-            self.log(revision, step.change, step.kind, &step.key, &record)?;
+            // The event goes in the same transaction as the change; the
+            // journal carries both to the write-ahead log.
+            let event = codec::encode_event(step.change, step.kind, &record);
+            self.tables.events().insert(revision, event.as_slice())?;
+            self.journal
+                .push(revision, step.change, step.kind, &step.key, &record);
             changes.push(Change {
                 revision,
                 prev: revision - 1,
@@ -214,22 +219,6 @@ impl Batch<'_> {
         }
         let object = changes.last().expect("a plan has steps").object.clone();
         Ok(WriteOutcome { object, changes })
-    }
-
-    /// Appends an event to the log, in the same transaction as the change,
-    /// and journals the change for the write-ahead log.
-    fn log(
-        &mut self,
-        revision: u64,
-        change: ChangeType,
-        kind: Kind,
-        key: &[u8],
-        record: &[u8],
-    ) -> Result<(), StoreError> {
-        let event = codec::encode_event(change, kind, record);
-        self.tables.events().insert(revision, event.as_slice())?;
-        self.journal.push(revision, change, kind, key, record);
-        Ok(())
     }
 }
 
@@ -484,22 +473,9 @@ pub(super) fn replay(
 
 #[cfg(test)]
 mod tests {
+    use super::super::wal::tests::journal;
     use super::*;
     use redb::{ReadableDatabase, ReadableTable};
-
-    fn journal(first: u64, n: u64) -> Journal {
-        let mut j = Journal::default();
-        for r in first..first + n {
-            j.push(
-                r,
-                ChangeType::Added,
-                Kind::Realm,
-                format!("k{r}").as_bytes(),
-                b"\x01rec",
-            );
-        }
-        j
-    }
 
     fn db(dir: &tempfile::TempDir) -> Database {
         super::super::migrate::open(&dir.path().join("t.redb"), 1 << 20).unwrap()
