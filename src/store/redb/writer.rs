@@ -28,7 +28,7 @@ use tokio::sync::oneshot;
 
 use super::tables::{self, COMPACTED_KEY, EVENTS, META, REVISION_KEY, WriteTables};
 use super::wal::{self, Appended, Journal, Records, Wal};
-use crate::model::{AnyObject, Kind};
+use crate::model::AnyObject;
 use crate::store::change::{ApplyOutcome, Change, ChangeType, WriteOp, WriteOutcome};
 use crate::store::codec;
 use crate::store::error::{EngineError, StoreError};
