@@ -475,6 +475,7 @@ pub(super) fn replay(
 mod tests {
     use super::super::wal::tests::journal;
     use super::*;
+    use crate::model::Kind;
     use redb::{ReadableDatabase, ReadableTable};
 
     fn db(dir: &tempfile::TempDir) -> Database {
