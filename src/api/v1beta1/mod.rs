@@ -1,13 +1,20 @@
-//! The v1beta1 API: wire documents ([`types`]), lenient decoding helpers
-//! and the one translation layer to and from the internal model
-//! ([`convert`]). Nothing here knows about HTTP or the store.
+//! The v1beta1 API: every shape that goes over the wire, and the one
+//! translation layer to and from the internal model.
+//!
+//! - [`types`]: the documents and their lists;
+//! - [`convert`]: decoding (with lenient helpers) and translation;
+//! - [`problem`]: the problem document and which failure gets which status.
+//!
+//! Nothing here knows axum.
 
 pub mod convert;
 mod de;
+pub mod problem;
 mod strict;
 pub mod types;
 
 pub use convert::{
     DecodeError, Decoded, Format, decode, decode_document, decode_value, encode, to_value,
 };
+pub use problem::{ApiError, Problem, Reason};
 pub use types::API_VERSION;
