@@ -416,9 +416,10 @@ pub async fn watch(
             }
             Some(Err(e)) => return Err(fail(e)),
             Some(Ok(WatchEvent::Bookmark(_))) => continue,
-            Some(Ok(WatchEvent::Error { status, detail })) => {
+            Some(Ok(WatchEvent::Error(problem))) => {
                 return Err(CliError::WatchEnded(format!(
-                    "{status} watch ended by the server: {detail}"
+                    "{} watch ended by the server: {}",
+                    problem.status, problem.detail
                 )));
             }
             Some(Ok(WatchEvent::Added(o))) => ("ADDED", o),

@@ -12,6 +12,7 @@ use futures_util::{Stream, StreamExt};
 use serde_json::Value;
 
 use crate::api::v1beta1;
+pub use crate::api::v1beta1::WatchEvent;
 pub use crate::http::apply::{ApplyItem, ApplyResult};
 use crate::model::{AnyObject, Kind, Path};
 
@@ -63,26 +64,6 @@ impl From<reqwest::Error> for ClientError {
     fn from(e: reqwest::Error) -> Self {
         ClientError::Transport(e)
     }
-}
-
-/// One event of a watch stream.
-#[derive(Debug, Clone, PartialEq)]
-pub enum WatchEvent {
-    /// Created, or present in the initial snapshot.
-    Added(AnyObject),
-    /// Changed.
-    Modified(AnyObject),
-    /// Removed (last state, at the deletion's revision).
-    Deleted(AnyObject),
-    /// The stream is at this revision.
-    Bookmark(u64),
-    /// The server ended the stream with this problem (410: re-list).
-    Error {
-        /// HTTP status of the problem.
-        status: u16,
-        /// What happened.
-        detail: String,
-    },
 }
 
 /// What to watch: a kind (or all) and a scope.
@@ -279,8 +260,10 @@ impl Client {
         &self,
         what: &WatchScope,
         resource_version: Option<u64>,
-    ) -> Result<impl Stream<Item = Result<WatchEvent, ClientError>> + Send + 'static, ClientError>
-    {
+    ) -> Result<
+        impl Stream<Item = Result<WatchEvent<AnyObject>, ClientError>> + Send + 'static,
+        ClientError,
+    > {
         let mut q: Vec<(String, String)> = Vec::new();
         if !what.kinds.is_empty() {
             q.push((
@@ -338,30 +321,16 @@ fn guarded(obj: &AnyObject) -> Value {
 }
 
 /// Parses one NDJSON line into an event.
-pub fn parse_event(line: &[u8]) -> Result<WatchEvent, ClientError> {
-    let v: Value = serde_json::from_slice(line).map_err(|e| ClientError::Decode(e.to_string()))?;
-    let object = v.get("object").cloned().unwrap_or(Value::Null);
-    match v["type"].as_str().unwrap_or_default() {
-        "ADDED" => Client::object(object).map(WatchEvent::Added),
-        "MODIFIED" => Client::object(object).map(WatchEvent::Modified),
-        "DELETED" => Client::object(object).map(WatchEvent::Deleted),
-        "BOOKMARK" => object["metadata"]["resourceVersion"]
-            .as_str()
-            .and_then(|s| s.parse().ok())
-            .map(WatchEvent::Bookmark)
-            .ok_or_else(|| ClientError::Decode("BOOKMARK without resourceVersion".into())),
-        "ERROR" => Ok(WatchEvent::Error {
-            status: object["status"].as_u64().unwrap_or(500) as u16,
-            detail: object["detail"].as_str().unwrap_or_default().to_string(),
-        }),
-        other => Err(ClientError::Decode(format!("unknown event type {other:?}"))),
-    }
+pub fn parse_event(line: &[u8]) -> Result<WatchEvent<AnyObject>, ClientError> {
+    serde_json::from_slice::<WatchEvent<Value>>(line)
+        .map_err(|e| ClientError::Decode(e.to_string()))?
+        .try_map(Client::object)
 }
 
 /// Splits a byte stream into NDJSON events.
 fn ndjson_events<S>(
     bytes: S,
-) -> impl Stream<Item = Result<WatchEvent, ClientError>> + Send + 'static
+) -> impl Stream<Item = Result<WatchEvent<AnyObject>, ClientError>> + Send + 'static
 where
     S: Stream<Item = Result<bytes::Bytes, reqwest::Error>> + Send + 'static,
 {

@@ -4,10 +4,8 @@
 
 use std::sync::OnceLock;
 
-use serde::Serialize;
 use serde_json::Value;
 use utoipa::OpenApi as _;
-use utoipa::ToSchema;
 use utoipa::openapi::link::LinkBuilder;
 use utoipa::openapi::path::{
     HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, PathItem,
@@ -21,27 +19,13 @@ use utoipa::openapi::{
     ContentBuilder, HeaderBuilder, InfoBuilder, OpenApi, PathsBuilder, Ref, RefOr, Required,
     ResponseBuilder, Schema,
 };
+use utoipa::{PartialSchema, ToSchema};
 
 use super::apply::{ApplyItem, ApplyResult};
-use super::error::{Problem, Reason};
 use super::{BASE, collection_route, item_route};
 use crate::api::v1beta1::types::*;
+use crate::api::v1beta1::{Problem, Reason, WatchEvent};
 use crate::model::Kind;
-
-/// One watch event (a line of `application/x-ndjson`, or the `data` of a
-/// `text/event-stream` event).
-#[derive(Serialize, ToSchema)]
-pub struct WatchEventDoc {
-    /// `ADDED`, `MODIFIED`, `DELETED`, `BOOKMARK` or `ERROR`.
-    #[serde(rename = "type")]
-    #[schema(value_type = String, pattern = "^(ADDED|MODIFIED|DELETED|BOOKMARK|ERROR)$")]
-    pub type_: String,
-    /// The object (DELETED: its last state, at the deletion's revision);
-    /// for BOOKMARK only `kind` and `metadata.resourceVersion`; for ERROR a
-    /// problem document.
-    #[schema(value_type = Object)]
-    pub object: Value,
-}
 
 #[derive(utoipa::OpenApi)]
 #[openapi(components(schemas(
@@ -60,8 +44,7 @@ pub struct WatchEventDoc {
     Problem,
     Reason,
     ApplyResult,
-    ApplyItem,
-    WatchEventDoc
+    ApplyItem
 )))]
 struct Schemas;
 
@@ -88,6 +71,11 @@ const MERGE_PATCH: &str = "application/merge-patch+json";
 
 fn schema_ref(name: &str) -> RefOr<Schema> {
     RefOr::Ref(Ref::from_schema_name(name))
+}
+
+/// A reference to the watch event's schema.
+fn watch_event_ref() -> RefOr<Schema> {
+    schema_ref(&WatchEvent::<AnyDocument>::name())
 }
 
 fn string_schema() -> Schema {
@@ -442,13 +430,13 @@ fn list_response(kind: Kind) -> ResponseBuilder {
     .content(
         NDJSON,
         ContentBuilder::new()
-            .schema(Some(schema_ref("WatchEventDoc")))
+            .schema(Some(watch_event_ref()))
             .build(),
     )
     .content(
         SSE,
         ContentBuilder::new()
-            .schema(Some(schema_ref("WatchEventDoc")))
+            .schema(Some(watch_event_ref()))
             .build(),
     )
 }
@@ -684,6 +672,13 @@ fn kind_paths(kind: Kind, paths: PathsBuilder) -> PathsBuilder {
 
 fn build() -> OpenApi {
     let mut doc = Schemas::openapi();
+    // The watch event's schema is written by hand, not derived.
+    if let Some(components) = doc.components.as_mut() {
+        components.schemas.insert(
+            WatchEvent::<AnyDocument>::name().into_owned(),
+            WatchEvent::<AnyDocument>::schema(),
+        );
+    }
     doc.info = InfoBuilder::new()
         .title("modelhub")
         .version(env!("CARGO_PKG_VERSION"))
@@ -723,8 +718,8 @@ fn build() -> OpenApi {
                 "200",
                 ResponseBuilder::new()
                     .description("The event stream.")
-                    .content(NDJSON, ContentBuilder::new().schema(Some(schema_ref("WatchEventDoc"))).build())
-                    .content(SSE, ContentBuilder::new().schema(Some(schema_ref("WatchEventDoc"))).build())
+                    .content(NDJSON, ContentBuilder::new().schema(Some(watch_event_ref())).build())
+                    .content(SSE, ContentBuilder::new().schema(Some(watch_event_ref())).build())
                     .build(),
             ),
         &[(400, "a malformed parameter"), (410, "the revision was compacted, or is newer than the current one")],

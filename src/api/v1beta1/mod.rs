@@ -3,7 +3,8 @@
 //!
 //! - [`types`]: the documents and their lists;
 //! - [`convert`]: decoding (with lenient helpers) and translation;
-//! - [`problem`]: the problem document and which failure gets which status.
+//! - [`problem`]: the problem document and which failure gets which status;
+//! - [`watch`]: the watch event and the hub's encoder for it.
 //!
 //! Nothing here knows axum.
 
@@ -12,9 +13,11 @@ mod de;
 pub mod problem;
 mod strict;
 pub mod types;
+pub mod watch;
 
 pub use convert::{
     DecodeError, Decoded, Format, decode, decode_document, decode_value, encode, to_value,
 };
 pub use problem::{ApiError, Problem, Reason};
 pub use types::API_VERSION;
+pub use watch::{Bookmark, BookmarkMeta, V1beta1Events, WatchEvent};

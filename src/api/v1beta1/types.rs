@@ -1179,14 +1179,3 @@ pub enum AnyDocument {
     /// A Container.
     Container(Container),
 }
-
-/// A watch event: one line of an NDJSON stream (or one SSE `data` field).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct WatchEvent<T> {
-    /// `ADDED`, `MODIFIED`, `DELETED`, `BOOKMARK` or `ERROR`.
-    #[serde(rename = "type")]
-    pub type_: &'static str,
-    /// The object (DELETED: its last state at the deletion's revision;
-    /// BOOKMARK: only `kind` and `metadata.resourceVersion`; ERROR: a problem).
-    pub object: T,
-}
