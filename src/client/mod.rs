@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::api::v1beta1;
 pub use crate::api::v1beta1::WatchEvent;
-pub use crate::http::apply::{ApplyItem, ApplyResult};
+pub use crate::api::v1beta1::types::{ApplyItem, ApplyResult};
 use crate::model::{AnyObject, Kind, Path};
 
 /// Why a call failed.

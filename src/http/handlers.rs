@@ -14,6 +14,7 @@ use super::AppState;
 use super::body::{Body, BodyType, if_match, render, render_object, wants_yaml};
 use super::cache::ListKey;
 use super::error::ApiError;
+use crate::api::v1beta1::list::{LIST_TAIL, ListBody, list_head, list_kind_name};
 use crate::api::v1beta1::{self, Decoded, Format, types::ListMeta};
 use crate::model::{
     AnyObject, Container, Kind, Path, Selector, apply_space_defaults_to_container, validate_object,
@@ -437,10 +438,6 @@ pub async fn delete_object(
     Ok(render_object(&outcome.object, &headers, StatusCode::OK))
 }
 
-fn list_kind_name(kind: Kind) -> String {
-    format!("{}List", kind.as_str())
-}
-
 /// Builds the list query from the path scope and the parameters.
 fn list_query(
     kind: Kind,
@@ -496,16 +493,6 @@ fn list_query(
         limit: limit.filter(|l| *l > 0),
         continue_token: params.continue_token.clone().filter(|t| !t.is_empty()),
     })
-}
-
-/// A list document (same field order as the streamed form).
-#[derive(serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ListBody {
-    api_version: &'static str,
-    kind: String,
-    metadata: ListMeta,
-    items: Vec<v1beta1::types::AnyDocument>,
 }
 
 /// GET a collection (scoped by `parent`, or cross-scope with `?realm=`...).
@@ -577,19 +564,6 @@ pub async fn list_objects(
     }
     stream_list(state, kind, query, effective, cache_key).await
 }
-
-/// A streamed list's text before its items.
-fn list_head(kind: Kind, revision: u64) -> String {
-    format!(
-        r#"{{"apiVersion":"{}","kind":"{}","metadata":{{"resourceVersion":"{}"}},"items":["#,
-        v1beta1::API_VERSION,
-        list_kind_name(kind),
-        revision
-    )
-}
-
-/// A streamed list's text after its items.
-const LIST_TAIL: &[u8] = b"]}";
 
 fn json_stream(body: axum::body::Body) -> Response {
     let mut resp = (StatusCode::OK, body).into_response();

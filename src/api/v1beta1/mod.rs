@@ -1,7 +1,8 @@
 //! The v1beta1 API: every shape that goes over the wire, and the one
 //! translation layer to and from the internal model.
 //!
-//! - [`types`]: the documents and their lists;
+//! - [`types`]: the documents, their lists and the apply result;
+//! - [`list`]: the list document of any kind, whole and streamed;
 //! - [`convert`]: decoding (with lenient helpers) and translation;
 //! - [`problem`]: the problem document and which failure gets which status;
 //! - [`watch`]: the watch event and the hub's encoder for it.
@@ -10,6 +11,7 @@
 
 pub mod convert;
 mod de;
+pub mod list;
 pub mod problem;
 mod strict;
 pub mod types;

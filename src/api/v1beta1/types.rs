@@ -1179,3 +1179,37 @@ pub enum AnyDocument {
     /// A Container.
     Container(Container),
 }
+
+/// One document's result.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplyItem {
+    /// Position in the request.
+    pub index: usize,
+    /// Document kind.
+    pub kind: String,
+    /// `realm/space/...` path of the object.
+    pub path: String,
+    /// `created`, `configured` or `unchanged`.
+    pub outcome: String,
+    /// The object's `resourceVersion` after the request.
+    pub resource_version: String,
+    /// The object's generation after the request.
+    pub generation: u64,
+}
+
+/// The response of `/apply`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplyResult {
+    /// `v1beta1`.
+    pub api_version: String,
+    /// `ApplyResult`.
+    pub kind: String,
+    /// Whether this was a dry run (nothing written).
+    pub dry_run: bool,
+    /// The store revision after the request.
+    pub resource_version: String,
+    /// Per document, in request order.
+    pub items: Vec<ApplyItem>,
+}
