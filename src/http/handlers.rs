@@ -15,6 +15,7 @@ use super::body::{Body, BodyType, if_match, render, render_object, wants_yaml};
 use super::cache::ListKey;
 use super::error::ApiError;
 use crate::api::v1beta1::list::{LIST_TAIL, ListBody, list_head, list_kind_name};
+use crate::api::v1beta1::patch::{merge_patch, refuse_unknown_deletions};
 use crate::api::v1beta1::{self, Decoded, Format, types::ListMeta};
 use crate::model::{
     AnyObject, Container, Kind, Path, Selector, apply_space_defaults_to_container, validate_object,
@@ -293,63 +294,6 @@ pub async fn replace_object(
     let object = prepare(part, &path, decoded.object)?;
     let outcome = state.store.write(write_op(part, object, pre)).await?;
     Ok(render_object(&outcome.object, &headers, StatusCode::OK))
-}
-
-/// RFC 7386 JSON merge patch.
-pub fn merge_patch(target: &mut serde_json::Value, patch: &serde_json::Value) {
-    use serde_json::Value;
-    match patch {
-        Value::Object(p) => {
-            if !target.is_object() {
-                *target = Value::Object(Default::default());
-            }
-            let t = target.as_object_mut().expect("object");
-            for (k, v) in p {
-                if v.is_null() {
-                    t.remove(k);
-                } else {
-                    merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
-                }
-            }
-        }
-        other => *target = other.clone(),
-    }
-}
-
-/// A merge patch's `null` deletes a field. One aimed at a field the
-/// document does not have would delete nothing and hide a typo, so it is
-/// refused as an unknown field in a body is (400 naming it). Each deletion
-/// is checked alone, as a document holding just that `null`.
-fn refuse_unknown_deletions(kind: Kind, patch: &serde_json::Value) -> Result<(), ApiError> {
-    fn deletions(v: &serde_json::Value, at: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
-        if let serde_json::Value::Object(m) = v {
-            for (k, v) in m {
-                at.push(k.clone());
-                if v.is_null() {
-                    out.push(at.clone());
-                } else {
-                    deletions(v, at, out);
-                }
-                at.pop();
-            }
-        }
-    }
-    let mut found = Vec::new();
-    deletions(patch, &mut Vec::new(), &mut found);
-    for path in found {
-        let probe = path
-            .iter()
-            .rev()
-            .fold(serde_json::Value::Null, |inner, key| {
-                serde_json::Value::Object([(key.clone(), inner)].into_iter().collect())
-            });
-        if let Err(e @ v1beta1::DecodeError::BadRequest { .. }) = v1beta1::decode_value(kind, probe)
-            && e.to_string().starts_with("unknown field")
-        {
-            return Err(e.into());
-        }
-    }
-    Ok(())
 }
 
 /// PATCH an object or its status with a JSON merge patch.
@@ -703,41 +647,6 @@ fn keep(kept: &mut Option<(ListKey, Vec<Bytes>, usize)>, items: Bytes, held: usi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn merge_patch_follows_rfc7386() {
-        // The examples of RFC 7386, appendix A.
-        let cases = [
-            (json!({"a":"b"}), json!({"a":"c"}), json!({"a":"c"})),
-            (json!({"a":"b"}), json!({"b":"c"}), json!({"a":"b","b":"c"})),
-            (json!({"a":"b"}), json!({"a":null}), json!({})),
-            (
-                json!({"a":"b","b":"c"}),
-                json!({"a":null}),
-                json!({"b":"c"}),
-            ),
-            (json!({"a":["b"]}), json!({"a":"c"}), json!({"a":"c"})),
-            (json!({"a":"c"}), json!({"a":["b"]}), json!({"a":["b"]})),
-            (
-                json!({"a":{"b":"c"}}),
-                json!({"a":{"b":"d","c":null}}),
-                json!({"a":{"b":"d"}}),
-            ),
-            (json!({"a":[{"b":"c"}]}), json!({"a":[1]}), json!({"a":[1]})),
-            (json!({"e":null}), json!({"a":1}), json!({"e":null,"a":1})),
-            (json!([1, 2]), json!({"a":"b","c":null}), json!({"a":"b"})),
-            (
-                json!({}),
-                json!({"a":{"bb":{"ccc":null}}}),
-                json!({"a":{"bb":{}}}),
-            ),
-        ];
-        for (mut target, patch, want) in cases {
-            merge_patch(&mut target, &patch);
-            assert_eq!(target, want, "patch {patch}");
-        }
-    }
 
     #[test]
     fn locations_are_percent_encoded() {

@@ -217,7 +217,7 @@ fn create_schema(kind: Kind) -> RefOr<Schema> {
 
 /// The schema of a merge patch: the document's top-level fields, each
 /// `null` (delete) or a partial value. Below the top level the schema
-/// leaves the patch free: a `null` anywhere deletes (RFC 7386), which the
+/// leaves the patch free: a `null` anywhere deletes (RFC 7396), which the
 /// document's own schema cannot say. The server still refuses unknown
 /// fields and invalid results, naming the field.
 fn patch_schema(kind: Kind) -> RefOr<Schema> {
@@ -1094,7 +1094,7 @@ mod tests {
         assert!(checked > 250, "only {checked} fields checked");
     }
 
-    /// A merge patch may `null` any field (RFC 7386: delete), so its body
+    /// A merge patch may `null` any field (RFC 7396: delete), so its body
     /// schema constrains only the top level; the server's own checks do
     /// the rest (tests/validation.rs).
     #[test]

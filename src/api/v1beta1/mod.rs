@@ -4,6 +4,7 @@
 //! - [`types`]: the documents, their lists and the apply result;
 //! - [`list`]: the list document of any kind, whole and streamed;
 //! - [`convert`]: decoding (with lenient helpers) and translation;
+//! - [`patch`]: JSON merge patch;
 //! - [`problem`]: the problem document and which failure gets which status;
 //! - [`watch`]: the watch event and the hub's encoder for it.
 //!
@@ -12,6 +13,7 @@
 pub mod convert;
 mod de;
 pub mod list;
+pub mod patch;
 pub mod problem;
 mod strict;
 pub mod types;
