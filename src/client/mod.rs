@@ -3,6 +3,10 @@
 //!
 //! Objects come back as model objects ([`AnyObject`]) with their
 //! server-owned metadata (`uid`, `resource_version`, `generation`).
+//!
+//! Wire shapes and URLs come from [`crate::api::v1beta1`] (as the server's
+//! do) and objects from [`crate::model`]; nothing here uses the server's
+//! [`crate::http`] layer.
 
 pub mod watcher;
 
@@ -11,9 +15,9 @@ use std::fmt;
 use futures_util::{Stream, StreamExt};
 use serde_json::Value;
 
-use crate::api::v1beta1;
 pub use crate::api::v1beta1::WatchEvent;
 pub use crate::api::v1beta1::types::{ApplyItem, ApplyResult};
+use crate::api::v1beta1::{self, paths};
 use crate::model::{AnyObject, Kind, Path};
 
 /// Why a call failed.
@@ -86,7 +90,7 @@ pub struct Client {
 
 /// The URL path of an object (`/api/v1beta1/realms/r/spaces/s`).
 pub fn object_url(path: &Path) -> String {
-    crate::http::handlers::location(path)
+    paths::object_path(path)
 }
 
 impl Client {
@@ -133,20 +137,17 @@ impl Client {
         kind: Kind,
         scope: &[&str],
     ) -> Result<(Vec<AnyObject>, u64), ClientError> {
-        let mut url = format!("/api/v1beta1/{}", kind.plural());
+        let mut url = paths::cross_scope_route(kind);
         for (i, (name, value)) in ["realm", "space", "stack", "cell"]
             .iter()
             .zip(scope)
             .enumerate()
         {
             url.push(if i == 0 { '?' } else { '&' });
-            url.push_str(&format!(
-                "{name}={}",
-                crate::http::handlers::percent_encode(value)
-            ));
+            url.push_str(&format!("{name}={}", paths::percent_encode(value)));
         }
         if kind == Kind::Realm {
-            url = "/api/v1beta1/realms".into();
+            url = paths::collection_route(Kind::Realm);
         }
         let v = Self::answer(self.http.get(self.url(&url)).send().await?).await?;
         let revision = v["metadata"]["resourceVersion"]
@@ -166,11 +167,10 @@ impl Client {
     /// Creates an object under its parent.
     pub async fn create(&self, obj: &AnyObject) -> Result<AnyObject, ClientError> {
         let path = obj.path();
-        let parent = path
-            .parent()
-            .map(|p| object_url(&p))
-            .unwrap_or_else(|| "/api/v1beta1".into());
-        let url = format!("{parent}/{}", obj.kind().plural());
+        let url = match path.parent() {
+            Some(parent) => format!("{}/{}", object_url(&parent), obj.kind().plural()),
+            None => paths::collection_route(obj.kind()),
+        };
         let resp = self
             .http
             .post(self.url(&url))
@@ -221,7 +221,7 @@ impl Client {
         content_type: &str,
         dry_run: bool,
     ) -> Result<ApplyResult, ClientError> {
-        let mut url = self.url("/api/v1beta1/apply");
+        let mut url = self.url(&paths::apply_route());
         if dry_run {
             url.push_str("?dryRun=true");
         }
@@ -286,7 +286,7 @@ impl Client {
         }
         let resp = self
             .http
-            .get(self.url("/api/v1beta1/watch"))
+            .get(self.url(&paths::watch_route()))
             .query(&q)
             .send()
             .await?;

@@ -16,6 +16,7 @@ use super::cache::ListKey;
 use super::error::ApiError;
 use crate::api::v1beta1::list::{LIST_TAIL, ListBody, list_head, list_kind_name};
 use crate::api::v1beta1::patch::{merge_patch, refuse_unknown_deletions};
+use crate::api::v1beta1::paths::object_path;
 use crate::api::v1beta1::{self, Decoded, Format, types::ListMeta};
 use crate::model::{
     AnyObject, Container, Kind, Path, Selector, apply_space_defaults_to_container, validate_object,
@@ -196,40 +197,10 @@ pub async fn create_object(
     validate_object(&mut object)?;
     let outcome = state.store.write(WriteOp::Create(object)).await?;
     let mut resp = render_object(&outcome.object, &headers, StatusCode::CREATED);
-    if let Ok(loc) = HeaderValue::from_str(&location(&outcome.object.path())) {
+    if let Ok(loc) = HeaderValue::from_str(&object_path(&outcome.object.path())) {
         resp.headers_mut().insert(header::LOCATION, loc);
     }
     Ok(resp)
-}
-
-/// The URL path of an object.
-pub fn location(path: &Path) -> String {
-    let mut url = String::from("/api/v1beta1");
-    for (kind, name) in Kind::ALL.iter().zip(path.names()) {
-        url.push('/');
-        url.push_str(kind.plural());
-        url.push('/');
-        url.push_str(&percent_encode(name));
-    }
-    url
-}
-
-/// Percent-encodes a path segment or query value (RFC 3986 unreserved
-/// characters pass through).
-pub fn percent_encode(s: &str) -> String {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'~' => out.push(char::from(b)),
-            _ => {
-                out.push('%');
-                out.push(char::from(HEX[usize::from(b >> 4)]));
-                out.push(char::from(HEX[usize::from(b & 0xf)]));
-            }
-        }
-    }
-    out
 }
 
 fn to_bad_request(i: crate::model::Invalid) -> ApiError {
@@ -641,24 +612,5 @@ fn keep(kept: &mut Option<(ListKey, Vec<Bytes>, usize)>, items: Bytes, held: usi
         } else if !items.is_empty() {
             chunks.push(items);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn locations_are_percent_encoded() {
-        let p = Path::new(
-            Kind::Cell,
-            vec!["r".into(), "s p".into(), "t".into(), "c".into()],
-        );
-        assert_eq!(
-            location(&p),
-            "/api/v1beta1/realms/r/spaces/s%20p/stacks/t/cells/c"
-        );
-        assert_eq!(percent_encode("aZ09-.~"), "aZ09-.~");
-        assert_eq!(percent_encode("a/b?c_é"), "a%2Fb%3Fc%5F%C3%A9");
     }
 }

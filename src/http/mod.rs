@@ -26,6 +26,7 @@ pub use metrics::Metrics;
 use body::{Body, Names, Query};
 use handlers::{ItemParams, ListParams, Part};
 
+use crate::api::v1beta1::paths::{BASE, collection_route, item_route};
 use crate::model::Kind;
 use crate::store::Store;
 
@@ -42,33 +43,6 @@ pub struct AppState {
     pub docs: Arc<cache::DocCache>,
     /// Rendered whole lists (fed by the store's commit hook).
     pub lists: Arc<cache::ListCache>,
-}
-
-/// The API base path.
-pub const BASE: &str = "/api/v1beta1";
-
-/// The route of `kind`'s collection under its parents (`/realms/{realm}/spaces`).
-pub fn collection_route(kind: Kind) -> String {
-    let mut route = String::from(BASE);
-    for k in Kind::ALL.iter().take_while(|k| **k < kind) {
-        route.push_str(&format!(
-            "/{}/{{{}}}",
-            k.plural(),
-            k.as_str().to_ascii_lowercase()
-        ));
-    }
-    route.push('/');
-    route.push_str(kind.plural());
-    route
-}
-
-/// The route of one object of `kind`.
-pub fn item_route(kind: Kind) -> String {
-    format!(
-        "{}/{{{}}}",
-        collection_route(kind),
-        kind.as_str().to_ascii_lowercase()
-    )
 }
 
 fn collection(kind: Kind) -> MethodRouter<AppState> {
@@ -211,18 +185,4 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
         Reason::BadRequest,
         format!("{method} is not allowed on {}", uri.path()),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn routes_follow_the_hierarchy() {
-        assert_eq!(collection_route(Kind::Realm), "/api/v1beta1/realms");
-        assert_eq!(
-            item_route(Kind::Container),
-            "/api/v1beta1/realms/{realm}/spaces/{space}/stacks/{stack}/cells/{cell}/containers/{container}"
-        );
-    }
 }

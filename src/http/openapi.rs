@@ -21,7 +21,7 @@ use utoipa::openapi::{
 };
 use utoipa::{PartialSchema, ToSchema};
 
-use super::{BASE, collection_route, item_route};
+use crate::api::v1beta1::paths::{BASE, collection_route, item_route};
 use crate::api::v1beta1::types::*;
 use crate::api::v1beta1::{Problem, Reason, WatchEvent};
 use crate::model::Kind;

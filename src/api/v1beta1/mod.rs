@@ -5,6 +5,7 @@
 //! - [`list`]: the list document of any kind, whole and streamed;
 //! - [`convert`]: decoding (with lenient helpers) and translation;
 //! - [`patch`]: JSON merge patch;
+//! - [`paths`]: the URL layout, route templates and object paths;
 //! - [`problem`]: the problem document and which failure gets which status;
 //! - [`watch`]: the watch event and the hub's encoder for it.
 //!
@@ -14,6 +15,7 @@ pub mod convert;
 mod de;
 pub mod list;
 pub mod patch;
+pub mod paths;
 pub mod problem;
 mod strict;
 pub mod types;
