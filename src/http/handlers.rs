@@ -1,5 +1,5 @@
 //! Request handlers, written once for every kind: the kind is a parameter
-//! fixed when the router is built (see [`super::router`]).
+//! fixed when the route table is built (see [`super::routes`]).
 
 use std::collections::HashMap;
 use std::convert::Infallible;

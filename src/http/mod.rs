@@ -1,6 +1,9 @@
-//! The HTTP layer: routes, extraction, rendering and the problem+json
-//! mapping. Handlers translate with [`crate::api`] and call the
-//! [`crate::store::Store`] facade; nothing below this module knows axum.
+//! The HTTP layer: the route table ([`routes`]) and the router built from
+//! it, request extraction ([`body`]), handlers, rendering and its caches,
+//! the OpenAPI document ([`openapi`]) and problem+json responses
+//! ([`error`]). Wire shapes, URL templates and which failure gets which
+//! status come from [`crate::api::v1beta1`]; handlers call the
+//! [`crate::store::Store`] facade.
 
 pub mod apply;
 pub mod body;
@@ -10,24 +13,19 @@ pub mod error;
 pub mod handlers;
 mod metrics;
 pub mod openapi;
+pub mod routes;
 pub mod watch;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get};
 
 pub use error::{ApiError, Problem, Reason};
 pub use metrics::Metrics;
 
-use body::{Body, Names, Query};
-use handlers::{ItemParams, ListParams, Part};
-
-use crate::api::v1beta1::paths::{BASE, collection_route, item_route};
-use crate::model::Kind;
 use crate::store::Store;
 
 /// Shared state of every handler.
@@ -45,99 +43,14 @@ pub struct AppState {
     pub lists: Arc<cache::ListCache>,
 }
 
-fn collection(kind: Kind) -> MethodRouter<AppState> {
-    get(
-        move |State(s): State<AppState>, Names(n), Query(p): Query<ListParams>, h: HeaderMap| {
-            handlers::list_objects(s, kind, n, p, h)
-        },
-    )
-    .post(
-        move |State(s): State<AppState>, Names(n), h: HeaderMap, b: Body| {
-            handlers::create_object(s, kind, n, h, b)
-        },
-    )
-}
-
-fn item(kind: Kind) -> MethodRouter<AppState> {
-    get(
-        move |State(s): State<AppState>, Names(n), Query(p): Query<ItemParams>, h: HeaderMap| {
-            handlers::get_object(s, kind, n, p, h)
-        },
-    )
-    .put(
-        move |State(s): State<AppState>, Names(n), h: HeaderMap, b: Body| {
-            handlers::replace_object(s, kind, Part::Main, n, h, b)
-        },
-    )
-    .patch(
-        move |State(s): State<AppState>, Names(n), h: HeaderMap, b: Body| {
-            handlers::patch_object(s, kind, Part::Main, n, h, b)
-        },
-    )
-    .delete(
-        move |State(s): State<AppState>, Names(n), Query(p): Query<ItemParams>, h: HeaderMap| {
-            handlers::delete_object(s, kind, n, p, h)
-        },
-    )
-}
-
-fn status(kind: Kind) -> MethodRouter<AppState> {
-    get(move |State(s): State<AppState>, Names(n), h: HeaderMap| {
-        handlers::get_object(s, kind, n, ItemParams::default(), h)
-    })
-    .put(
-        move |State(s): State<AppState>, Names(n), h: HeaderMap, b: Body| {
-            handlers::replace_object(s, kind, Part::Status, n, h, b)
-        },
-    )
-    .patch(
-        move |State(s): State<AppState>, Names(n), h: HeaderMap, b: Body| {
-            handlers::patch_object(s, kind, Part::Status, n, h, b)
-        },
-    )
-}
-
-fn cross_scope(kind: Kind) -> MethodRouter<AppState> {
-    get(
-        move |State(s): State<AppState>, Query(p): Query<ListParams>, h: HeaderMap| {
-            handlers::list_objects(s, kind, Vec::new(), p, h)
-        },
-    )
-}
-
-/// The whole application.
+/// The whole application: the routes of [`routes::table`], the Swagger UI
+/// with the document it shows, and the problem+json fallbacks.
 pub fn router(state: AppState) -> Router {
     let mut router = Router::new();
-    for kind in Kind::ALL {
-        router = router
-            .route(&collection_route(kind), collection(kind))
-            .route(&item_route(kind), item(kind))
-            .route(&format!("{}/status", item_route(kind)), status(kind));
-        if kind != Kind::Realm {
-            router = router.route(&format!("{BASE}/{}", kind.plural()), cross_scope(kind));
-        }
+    for route in routes::table() {
+        router = router.route(&route.path, route.handler);
     }
     router
-        .route(
-            &format!("{BASE}/watch"),
-            get(
-                |State(s): State<AppState>, Query(p): Query<watch::WatchParams>, h: HeaderMap| {
-                    watch::watch_all(s, p, h)
-                },
-            ),
-        )
-        .route(
-            &format!("{BASE}/apply"),
-            axum::routing::post(
-                |State(s): State<AppState>,
-                 Query(p): Query<apply::ApplyParams>,
-                 h: HeaderMap,
-                 b: Body| { apply::apply(s, p, h, b) },
-            ),
-        )
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics::render))
         .merge(
             utoipa_swagger_ui::SwaggerUi::new("/swagger-ui")
                 .url("/openapi.json", openapi::document().clone())
