@@ -1,5 +1,6 @@
-//! The v1beta1 API: every shape that goes over the wire, and the one
-//! translation layer to and from the internal model.
+//! The v1beta1 API: the shapes that go over the wire, and the one
+//! translation layer to and from the internal model. (Query parameters are
+//! parsed where they are read, in [`crate::http`].)
 //!
 //! - [`types`]: the documents, their lists and the apply result;
 //! - [`list`]: the list document of any kind, whole and streamed;
@@ -9,7 +10,11 @@
 //! - [`problem`]: the problem document and which failure gets which status;
 //! - [`watch`]: the watch event and the hub's encoder for it.
 //!
-//! Nothing here knows axum.
+//! The server's HTTP layer and the client take their wire types and URLs
+//! from here. Nothing here knows axum. Two pieces reach into the server's
+//! other layers: [`watch::V1beta1Events`] implements the watch hub's
+//! [`crate::watch::Encode`], and [`problem`] maps
+//! [`crate::store::StoreError`] to problems.
 
 pub mod convert;
 mod de;
