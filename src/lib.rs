@@ -1,9 +1,17 @@
 //! modelhub: the metadata store behind kukeon.
 //!
-//! Data flows through the modules in this order:
-//! [`http`] (axum routes, problem+json) -> [`api`] (versioned wire types and
-//! their translation) -> [`model`] (internal records, validation,
-//! defaulting) -> [`store`] (redb tables, revisions, snapshots).
+//! A request flows through the modules in this order:
+//! [`http`] (the route table, axum handlers, problem+json responses) ->
+//! [`api`] (versioned wire shapes and their translation) -> [`model`]
+//! (internal records, validation, defaulting) -> [`store`] (redb tables,
+//! revisions, snapshots). Committed changes flow back out through
+//! [`watch`], which fans them out to watch streams in the encoding
+//! [`api`] gives it.
+//!
+//! [`server`] wires these together and runs the service. [`client`] (a
+//! typed client and a kube-style watcher) and [`cli`] (the command line)
+//! talk to a server over HTTP; they build on [`api`] and [`model`], never
+//! on [`http`].
 
 pub mod api;
 pub mod cli;

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
+use crate::api::v1beta1::V1beta1Events;
 use crate::http::cache::{DocCache, ListCache};
-use crate::http::watch::V1beta1Events;
 use crate::http::{AppState, Metrics, router};
 use crate::store::{Backend, Change, Store, StoreError, StoreOptions};
 use crate::watch::Hub;

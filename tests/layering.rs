@@ -24,8 +24,12 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 /// `#[cfg(test)] mod tests` (tests may reach anywhere).
 fn code(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap();
-    let text = match text.find("#[cfg(test)]\nmod tests") {
-        Some(i) => &text[..i],
+    let tests = text.match_indices("#[cfg(test)]\n").find(|(i, m)| {
+        let next = text[i + m.len()..].lines().next().unwrap_or("");
+        next.trim_start_matches("pub(super) ").starts_with("mod tests")
+    });
+    let text = match tests {
+        Some((i, _)) => &text[..i],
         None => &text,
     };
     text.lines()

@@ -260,7 +260,7 @@ pub async fn get(
     let url = if single {
         object_url(&Path::new(kind, names.clone()))
     } else {
-        let mut url = format!("/api/v1beta1/{}", kind.plural());
+        let mut url = v1beta1::paths::cross_scope_route(kind);
         let mut query = form_urlencoded::Serializer::new(String::new());
         for (param, name) in ["realm", "space", "stack", "cell"].iter().zip(&names) {
             query.append_pair(param, name);
@@ -416,9 +416,10 @@ pub async fn watch(
             }
             Some(Err(e)) => return Err(fail(e)),
             Some(Ok(WatchEvent::Bookmark(_))) => continue,
-            Some(Ok(WatchEvent::Error { status, detail })) => {
+            Some(Ok(WatchEvent::Error(problem))) => {
                 return Err(CliError::WatchEnded(format!(
-                    "{status} watch ended by the server: {detail}"
+                    "{} watch ended by the server: {}",
+                    problem.status, problem.detail
                 )));
             }
             Some(Ok(WatchEvent::Added(o))) => ("ADDED", o),

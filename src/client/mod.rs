@@ -3,6 +3,10 @@
 //!
 //! Objects come back as model objects ([`AnyObject`]) with their
 //! server-owned metadata (`uid`, `resource_version`, `generation`).
+//!
+//! Wire shapes and URLs come from [`crate::api::v1beta1`] (as the server's
+//! do) and objects from [`crate::model`]; nothing here uses the server's
+//! [`crate::http`] layer.
 
 pub mod watcher;
 
@@ -11,8 +15,9 @@ use std::fmt;
 use futures_util::{Stream, StreamExt};
 use serde_json::Value;
 
-use crate::api::v1beta1;
-pub use crate::http::apply::{ApplyItem, ApplyResult};
+pub use crate::api::v1beta1::WatchEvent;
+pub use crate::api::v1beta1::types::{ApplyItem, ApplyResult};
+use crate::api::v1beta1::{self, paths};
 use crate::model::{AnyObject, Kind, Path};
 
 /// Why a call failed.
@@ -65,26 +70,6 @@ impl From<reqwest::Error> for ClientError {
     }
 }
 
-/// One event of a watch stream.
-#[derive(Debug, Clone, PartialEq)]
-pub enum WatchEvent {
-    /// Created, or present in the initial snapshot.
-    Added(AnyObject),
-    /// Changed.
-    Modified(AnyObject),
-    /// Removed (last state, at the deletion's revision).
-    Deleted(AnyObject),
-    /// The stream is at this revision.
-    Bookmark(u64),
-    /// The server ended the stream with this problem (410: re-list).
-    Error {
-        /// HTTP status of the problem.
-        status: u16,
-        /// What happened.
-        detail: String,
-    },
-}
-
 /// What to watch: a kind (or all) and a scope.
 #[derive(Debug, Clone, Default)]
 pub struct WatchScope {
@@ -105,7 +90,7 @@ pub struct Client {
 
 /// The URL path of an object (`/api/v1beta1/realms/r/spaces/s`).
 pub fn object_url(path: &Path) -> String {
-    crate::http::handlers::location(path)
+    paths::object_path(path)
 }
 
 impl Client {
@@ -152,20 +137,17 @@ impl Client {
         kind: Kind,
         scope: &[&str],
     ) -> Result<(Vec<AnyObject>, u64), ClientError> {
-        let mut url = format!("/api/v1beta1/{}", kind.plural());
+        let mut url = paths::cross_scope_route(kind);
         for (i, (name, value)) in ["realm", "space", "stack", "cell"]
             .iter()
             .zip(scope)
             .enumerate()
         {
             url.push(if i == 0 { '?' } else { '&' });
-            url.push_str(&format!(
-                "{name}={}",
-                crate::http::handlers::percent_encode(value)
-            ));
+            url.push_str(&format!("{name}={}", paths::percent_encode(value)));
         }
         if kind == Kind::Realm {
-            url = "/api/v1beta1/realms".into();
+            url = paths::collection_route(Kind::Realm);
         }
         let v = Self::answer(self.http.get(self.url(&url)).send().await?).await?;
         let revision = v["metadata"]["resourceVersion"]
@@ -185,11 +167,10 @@ impl Client {
     /// Creates an object under its parent.
     pub async fn create(&self, obj: &AnyObject) -> Result<AnyObject, ClientError> {
         let path = obj.path();
-        let parent = path
-            .parent()
-            .map(|p| object_url(&p))
-            .unwrap_or_else(|| "/api/v1beta1".into());
-        let url = format!("{parent}/{}", obj.kind().plural());
+        let url = match path.parent() {
+            Some(parent) => format!("{}/{}", object_url(&parent), obj.kind().plural()),
+            None => paths::collection_route(obj.kind()),
+        };
         let resp = self
             .http
             .post(self.url(&url))
@@ -240,7 +221,7 @@ impl Client {
         content_type: &str,
         dry_run: bool,
     ) -> Result<ApplyResult, ClientError> {
-        let mut url = self.url("/api/v1beta1/apply");
+        let mut url = self.url(&paths::apply_route());
         if dry_run {
             url.push_str("?dryRun=true");
         }
@@ -279,8 +260,10 @@ impl Client {
         &self,
         what: &WatchScope,
         resource_version: Option<u64>,
-    ) -> Result<impl Stream<Item = Result<WatchEvent, ClientError>> + Send + 'static, ClientError>
-    {
+    ) -> Result<
+        impl Stream<Item = Result<WatchEvent<AnyObject>, ClientError>> + Send + 'static,
+        ClientError,
+    > {
         let mut q: Vec<(String, String)> = Vec::new();
         if !what.kinds.is_empty() {
             q.push((
@@ -303,7 +286,7 @@ impl Client {
         }
         let resp = self
             .http
-            .get(self.url("/api/v1beta1/watch"))
+            .get(self.url(&paths::watch_route()))
             .query(&q)
             .send()
             .await?;
@@ -338,30 +321,16 @@ fn guarded(obj: &AnyObject) -> Value {
 }
 
 /// Parses one NDJSON line into an event.
-pub fn parse_event(line: &[u8]) -> Result<WatchEvent, ClientError> {
-    let v: Value = serde_json::from_slice(line).map_err(|e| ClientError::Decode(e.to_string()))?;
-    let object = v.get("object").cloned().unwrap_or(Value::Null);
-    match v["type"].as_str().unwrap_or_default() {
-        "ADDED" => Client::object(object).map(WatchEvent::Added),
-        "MODIFIED" => Client::object(object).map(WatchEvent::Modified),
-        "DELETED" => Client::object(object).map(WatchEvent::Deleted),
-        "BOOKMARK" => object["metadata"]["resourceVersion"]
-            .as_str()
-            .and_then(|s| s.parse().ok())
-            .map(WatchEvent::Bookmark)
-            .ok_or_else(|| ClientError::Decode("BOOKMARK without resourceVersion".into())),
-        "ERROR" => Ok(WatchEvent::Error {
-            status: object["status"].as_u64().unwrap_or(500) as u16,
-            detail: object["detail"].as_str().unwrap_or_default().to_string(),
-        }),
-        other => Err(ClientError::Decode(format!("unknown event type {other:?}"))),
-    }
+pub fn parse_event(line: &[u8]) -> Result<WatchEvent<AnyObject>, ClientError> {
+    serde_json::from_slice::<WatchEvent<Value>>(line)
+        .map_err(|e| ClientError::Decode(e.to_string()))?
+        .try_map(Client::object)
 }
 
 /// Splits a byte stream into NDJSON events.
 fn ndjson_events<S>(
     bytes: S,
-) -> impl Stream<Item = Result<WatchEvent, ClientError>> + Send + 'static
+) -> impl Stream<Item = Result<WatchEvent<AnyObject>, ClientError>> + Send + 'static
 where
     S: Stream<Item = Result<bytes::Bytes, reqwest::Error>> + Send + 'static,
 {

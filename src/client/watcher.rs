@@ -163,7 +163,8 @@ impl Watcher {
                         initial.as_mut().expect("syncing").push(o);
                         continue;
                     }
-                    Ok(WatchEvent::Bookmark(rv)) => {
+                    Ok(WatchEvent::Bookmark(bookmark)) => {
+                        let rv = bookmark.metadata.resource_version;
                         resume = Some(rv);
                         backoff = self.min_backoff;
                         match initial.take() {
@@ -179,16 +180,17 @@ impl Watcher {
                     }
                     Ok(WatchEvent::Added(o) | WatchEvent::Modified(o)) => Event::Applied(o),
                     Ok(WatchEvent::Deleted(o)) => Event::Deleted(o),
-                    Ok(WatchEvent::Error {
-                        status: 410,
-                        detail,
-                    }) => {
-                        tracing::info!(%detail, "watch history gone: re-syncing");
+                    Ok(WatchEvent::Error(problem)) if problem.status == 410 => {
+                        tracing::info!(detail = %problem.detail, "watch history gone: re-syncing");
                         resume = None;
                         break;
                     }
-                    Ok(WatchEvent::Error { status, detail }) => {
-                        tracing::warn!(status, %detail, "watch ended with an error");
+                    Ok(WatchEvent::Error(problem)) => {
+                        tracing::warn!(
+                            status = problem.status,
+                            detail = %problem.detail,
+                            "watch ended with an error"
+                        );
                         break;
                     }
                     Err(e) => {

@@ -3,12 +3,13 @@
 
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::AppState;
 use super::body::{Body, BodyType, render, wants_yaml};
 use super::error::ApiError;
 use super::handlers::flag;
+use crate::api::v1beta1::types::{ApplyItem, ApplyResult};
 use crate::api::v1beta1::{self, Format};
 use crate::model::{AnyObject, Kind, validate_name, validate_object};
 use crate::store::{Applied, Backend};
@@ -19,40 +20,6 @@ use crate::store::{Applied, Backend};
 pub struct ApplyParams {
     /// Validate and report without writing.
     pub dry_run: Option<String>,
-}
-
-/// One document's result.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ApplyItem {
-    /// Position in the request.
-    pub index: usize,
-    /// Document kind.
-    pub kind: String,
-    /// `realm/space/...` path of the object.
-    pub path: String,
-    /// `created`, `configured` or `unchanged`.
-    pub outcome: String,
-    /// The object's `resourceVersion` after the request.
-    pub resource_version: String,
-    /// The object's generation after the request.
-    pub generation: u64,
-}
-
-/// The response of `/apply`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ApplyResult {
-    /// `v1beta1`.
-    pub api_version: String,
-    /// `ApplyResult`.
-    pub kind: String,
-    /// Whether this was a dry run (nothing written).
-    pub dry_run: bool,
-    /// The store revision after the request.
-    pub resource_version: String,
-    /// Per document, in request order.
-    pub items: Vec<ApplyItem>,
 }
 
 fn in_document(index: usize, e: ApiError) -> ApiError {

@@ -22,7 +22,7 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 pub enum BodyType {
     /// A whole document in JSON or YAML.
     Document(Format),
-    /// An RFC 7386 merge patch.
+    /// An RFC 7396 merge patch.
     MergePatch,
 }
 

@@ -1,5 +1,5 @@
 //! Request handlers, written once for every kind: the kind is a parameter
-//! fixed when the router is built (see [`super::router`]).
+//! fixed when the route table is built (see [`super::routes`]).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -14,6 +14,9 @@ use super::AppState;
 use super::body::{Body, BodyType, if_match, render, render_object, wants_yaml};
 use super::cache::ListKey;
 use super::error::ApiError;
+use crate::api::v1beta1::list::{LIST_TAIL, ListBody, list_head, list_kind_name};
+use crate::api::v1beta1::patch::{merge_patch, refuse_unknown_deletions};
+use crate::api::v1beta1::paths::object_path;
 use crate::api::v1beta1::{self, Decoded, Format, types::ListMeta};
 use crate::model::{
     AnyObject, Container, Kind, Path, Selector, apply_space_defaults_to_container, validate_object,
@@ -194,40 +197,10 @@ pub async fn create_object(
     validate_object(&mut object)?;
     let outcome = state.store.write(WriteOp::Create(object)).await?;
     let mut resp = render_object(&outcome.object, &headers, StatusCode::CREATED);
-    if let Ok(loc) = HeaderValue::from_str(&location(&outcome.object.path())) {
+    if let Ok(loc) = HeaderValue::from_str(&object_path(&outcome.object.path())) {
         resp.headers_mut().insert(header::LOCATION, loc);
     }
     Ok(resp)
-}
-
-/// The URL path of an object.
-pub fn location(path: &Path) -> String {
-    let mut url = String::from("/api/v1beta1");
-    for (kind, name) in Kind::ALL.iter().zip(path.names()) {
-        url.push('/');
-        url.push_str(kind.plural());
-        url.push('/');
-        url.push_str(&percent_encode(name));
-    }
-    url
-}
-
-/// Percent-encodes a path segment or query value (RFC 3986 unreserved
-/// characters pass through).
-pub fn percent_encode(s: &str) -> String {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'~' => out.push(char::from(b)),
-            _ => {
-                out.push('%');
-                out.push(char::from(HEX[usize::from(b >> 4)]));
-                out.push(char::from(HEX[usize::from(b & 0xf)]));
-            }
-        }
-    }
-    out
 }
 
 fn to_bad_request(i: crate::model::Invalid) -> ApiError {
@@ -292,63 +265,6 @@ pub async fn replace_object(
     let object = prepare(part, &path, decoded.object)?;
     let outcome = state.store.write(write_op(part, object, pre)).await?;
     Ok(render_object(&outcome.object, &headers, StatusCode::OK))
-}
-
-/// RFC 7386 JSON merge patch.
-pub fn merge_patch(target: &mut serde_json::Value, patch: &serde_json::Value) {
-    use serde_json::Value;
-    match patch {
-        Value::Object(p) => {
-            if !target.is_object() {
-                *target = Value::Object(Default::default());
-            }
-            let t = target.as_object_mut().expect("object");
-            for (k, v) in p {
-                if v.is_null() {
-                    t.remove(k);
-                } else {
-                    merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
-                }
-            }
-        }
-        other => *target = other.clone(),
-    }
-}
-
-/// A merge patch's `null` deletes a field. One aimed at a field the
-/// document does not have would delete nothing and hide a typo, so it is
-/// refused as an unknown field in a body is (400 naming it). Each deletion
-/// is checked alone, as a document holding just that `null`.
-fn refuse_unknown_deletions(kind: Kind, patch: &serde_json::Value) -> Result<(), ApiError> {
-    fn deletions(v: &serde_json::Value, at: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
-        if let serde_json::Value::Object(m) = v {
-            for (k, v) in m {
-                at.push(k.clone());
-                if v.is_null() {
-                    out.push(at.clone());
-                } else {
-                    deletions(v, at, out);
-                }
-                at.pop();
-            }
-        }
-    }
-    let mut found = Vec::new();
-    deletions(patch, &mut Vec::new(), &mut found);
-    for path in found {
-        let probe = path
-            .iter()
-            .rev()
-            .fold(serde_json::Value::Null, |inner, key| {
-                serde_json::Value::Object([(key.clone(), inner)].into_iter().collect())
-            });
-        if let Err(e @ v1beta1::DecodeError::BadRequest { .. }) = v1beta1::decode_value(kind, probe)
-            && e.to_string().starts_with("unknown field")
-        {
-            return Err(e.into());
-        }
-    }
-    Ok(())
 }
 
 /// PATCH an object or its status with a JSON merge patch.
@@ -437,10 +353,6 @@ pub async fn delete_object(
     Ok(render_object(&outcome.object, &headers, StatusCode::OK))
 }
 
-fn list_kind_name(kind: Kind) -> String {
-    format!("{}List", kind.as_str())
-}
-
 /// Builds the list query from the path scope and the parameters.
 fn list_query(
     kind: Kind,
@@ -496,16 +408,6 @@ fn list_query(
         limit: limit.filter(|l| *l > 0),
         continue_token: params.continue_token.clone().filter(|t| !t.is_empty()),
     })
-}
-
-/// A list document (same field order as the streamed form).
-#[derive(serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ListBody {
-    api_version: &'static str,
-    kind: String,
-    metadata: ListMeta,
-    items: Vec<v1beta1::types::AnyDocument>,
 }
 
 /// GET a collection (scoped by `parent`, or cross-scope with `?realm=`...).
@@ -578,19 +480,6 @@ pub async fn list_objects(
     }
     stream_list(state, kind, query, effective, cache_key).await
 }
-
-/// A streamed list's text before its items.
-fn list_head(kind: Kind, revision: u64) -> String {
-    format!(
-        r#"{{"apiVersion":"{}","kind":"{}","metadata":{{"resourceVersion":"{}"}},"items":["#,
-        v1beta1::API_VERSION,
-        list_kind_name(kind),
-        revision
-    )
-}
-
-/// A streamed list's text after its items.
-const LIST_TAIL: &[u8] = b"]}";
 
 fn json_stream(body: axum::body::Body) -> Response {
     let mut resp = (StatusCode::OK, body).into_response();
@@ -725,59 +614,5 @@ fn keep(kept: &mut Option<(ListKey, Vec<Bytes>, usize)>, items: Bytes, held: usi
         } else if !items.is_empty() {
             chunks.push(items);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn merge_patch_follows_rfc7386() {
-        // The examples of RFC 7386, appendix A.
-        let cases = [
-            (json!({"a":"b"}), json!({"a":"c"}), json!({"a":"c"})),
-            (json!({"a":"b"}), json!({"b":"c"}), json!({"a":"b","b":"c"})),
-            (json!({"a":"b"}), json!({"a":null}), json!({})),
-            (
-                json!({"a":"b","b":"c"}),
-                json!({"a":null}),
-                json!({"b":"c"}),
-            ),
-            (json!({"a":["b"]}), json!({"a":"c"}), json!({"a":"c"})),
-            (json!({"a":"c"}), json!({"a":["b"]}), json!({"a":["b"]})),
-            (
-                json!({"a":{"b":"c"}}),
-                json!({"a":{"b":"d","c":null}}),
-                json!({"a":{"b":"d"}}),
-            ),
-            (json!({"a":[{"b":"c"}]}), json!({"a":[1]}), json!({"a":[1]})),
-            (json!({"e":null}), json!({"a":1}), json!({"e":null,"a":1})),
-            (json!([1, 2]), json!({"a":"b","c":null}), json!({"a":"b"})),
-            (
-                json!({}),
-                json!({"a":{"bb":{"ccc":null}}}),
-                json!({"a":{"bb":{}}}),
-            ),
-        ];
-        for (mut target, patch, want) in cases {
-            merge_patch(&mut target, &patch);
-            assert_eq!(target, want, "patch {patch}");
-        }
-    }
-
-    #[test]
-    fn locations_are_percent_encoded() {
-        let p = Path::new(
-            Kind::Cell,
-            vec!["r".into(), "s p".into(), "t".into(), "c".into()],
-        );
-        assert_eq!(
-            location(&p),
-            "/api/v1beta1/realms/r/spaces/s%20p/stacks/t/cells/c"
-        );
-        assert_eq!(percent_encode("aZ09-.~"), "aZ09-.~");
-        assert_eq!(percent_encode("a/b?c_é"), "a%2Fb%3Fc%5F%C3%A9");
     }
 }

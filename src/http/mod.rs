@@ -1,6 +1,9 @@
-//! The HTTP layer: routes, extraction, rendering and the problem+json
-//! mapping. Handlers translate with [`crate::api`] and call the
-//! [`crate::store::Store`] facade; nothing below this module knows axum.
+//! The HTTP layer: the route table ([`routes`]) and the router built from
+//! it, request extraction ([`body`]), handlers, rendering and its caches,
+//! the OpenAPI document ([`openapi`]) and problem+json responses
+//! ([`error`]). Wire shapes, URL templates and which failure gets which
+//! status come from [`crate::api::v1beta1`]; handlers call the
+//! [`crate::store::Store`] facade.
 
 pub mod apply;
 pub mod body;
@@ -10,23 +13,19 @@ pub mod error;
 pub mod handlers;
 mod metrics;
 pub mod openapi;
+pub mod routes;
 pub mod watch;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get};
 
 pub use error::{ApiError, Problem, Reason};
 pub use metrics::Metrics;
 
-use body::{Body, Names, Query};
-use handlers::{ItemParams, ListParams, Part};
-
-use crate::model::Kind;
 use crate::store::{Backend, Store};
 
 /// Shared state of every handler.
@@ -44,126 +43,14 @@ pub struct AppState {
     pub lists: Arc<cache::ListCache>,
 }
 
-/// The API base path.
-pub const BASE: &str = "/api/v1beta1";
-
-/// The route of `kind`'s collection under its parents (`/realms/{realm}/spaces`).
-pub fn collection_route(kind: Kind) -> String {
-    let mut route = String::from(BASE);
-    for k in Kind::ALL.iter().take_while(|k| **k < kind) {
-        route.push_str(&format!(
-            "/{}/{{{}}}",
-            k.plural(),
-            k.as_str().to_ascii_lowercase()
-        ));
-    }
-    route.push('/');
-    route.push_str(kind.plural());
-    route
-}
-
-/// The route of one object of `kind`.
-pub fn item_route(kind: Kind) -> String {
-    format!(
-        "{}/{{{}}}",
-        collection_route(kind),
-        kind.as_str().to_ascii_lowercase()
-    )
-}
-
-fn collection(kind: Kind) -> MethodRouter<AppState> {
-    get(
-        move |State(s): State<AppState>, Names(n), Query(p): Query<ListParams>, h: HeaderMap| {
-            handlers::list_objects(s, kind, n, p, h)
-        },
-    )
-    .post(
-        move |State(s): State<AppState>, Names(n), h: HeaderMap, b: Body| {
-            handlers::create_object(s, kind, n, h, b)
-        },
-    )
-}
-
-fn item(kind: Kind) -> MethodRouter<AppState> {
-    get(
-        move |State(s): State<AppState>, Names(n), Query(p): Query<ItemParams>, h: HeaderMap| {
-            handlers::get_object(s, kind, n, p, h)
-        },
-    )
-    .put(
-        move |State(s): State<AppState>, Names(n), h: HeaderMap, b: Body| {
-            handlers::replace_object(s, kind, Part::Main, n, h, b)
-        },
-    )
-    .patch(
-        move |State(s): State<AppState>, Names(n), h: HeaderMap, b: Body| {
-            handlers::patch_object(s, kind, Part::Main, n, h, b)
-        },
-    )
-    .delete(
-        move |State(s): State<AppState>, Names(n), Query(p): Query<ItemParams>, h: HeaderMap| {
-            handlers::delete_object(s, kind, n, p, h)
-        },
-    )
-}
-
-fn status(kind: Kind) -> MethodRouter<AppState> {
-    get(move |State(s): State<AppState>, Names(n), h: HeaderMap| {
-        handlers::get_object(s, kind, n, ItemParams::default(), h)
-    })
-    .put(
-        move |State(s): State<AppState>, Names(n), h: HeaderMap, b: Body| {
-            handlers::replace_object(s, kind, Part::Status, n, h, b)
-        },
-    )
-    .patch(
-        move |State(s): State<AppState>, Names(n), h: HeaderMap, b: Body| {
-            handlers::patch_object(s, kind, Part::Status, n, h, b)
-        },
-    )
-}
-
-fn cross_scope(kind: Kind) -> MethodRouter<AppState> {
-    get(
-        move |State(s): State<AppState>, Query(p): Query<ListParams>, h: HeaderMap| {
-            handlers::list_objects(s, kind, Vec::new(), p, h)
-        },
-    )
-}
-
-/// The whole application.
+/// The whole application: the routes of [`routes::table`], the Swagger UI
+/// with the document it shows, and the problem+json fallbacks.
 pub fn router(state: AppState) -> Router {
     let mut router = Router::new();
-    for kind in Kind::ALL {
-        router = router
-            .route(&collection_route(kind), collection(kind))
-            .route(&item_route(kind), item(kind))
-            .route(&format!("{}/status", item_route(kind)), status(kind));
-        if kind != Kind::Realm {
-            router = router.route(&format!("{BASE}/{}", kind.plural()), cross_scope(kind));
-        }
+    for route in routes::table() {
+        router = router.route(&route.path, route.handler);
     }
     router
-        .route(
-            &format!("{BASE}/watch"),
-            get(
-                |State(s): State<AppState>, Query(p): Query<watch::WatchParams>, h: HeaderMap| {
-                    watch::watch_all(s, p, h)
-                },
-            ),
-        )
-        .route(
-            &format!("{BASE}/apply"),
-            axum::routing::post(
-                |State(s): State<AppState>,
-                 Query(p): Query<apply::ApplyParams>,
-                 h: HeaderMap,
-                 b: Body| { apply::apply(s, p, h, b) },
-            ),
-        )
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics::render))
         .merge(
             utoipa_swagger_ui::SwaggerUi::new("/swagger-ui")
                 .url("/openapi.json", openapi::document().clone())
@@ -211,18 +98,4 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
         Reason::BadRequest,
         format!("{method} is not allowed on {}", uri.path()),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn routes_follow_the_hierarchy() {
-        assert_eq!(collection_route(Kind::Realm), "/api/v1beta1/realms");
-        assert_eq!(
-            item_route(Kind::Container),
-            "/api/v1beta1/realms/{realm}/spaces/{space}/stacks/{stack}/cells/{cell}/containers/{container}"
-        );
-    }
 }

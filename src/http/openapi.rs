@@ -1,16 +1,16 @@
-//! The OpenAPI 3.1 document, built from the same kind table as the router
-//! (so every route is documented and every documented route exists), with
-//! schemas derived from the v1beta1 wire types.
+//! The OpenAPI 3.1 document: its `paths` come from the route table the
+//! router is built from ([`super::routes`]), one operation per route (the
+//! `*_operation` builders here), and its schemas are derived from the
+//! v1beta1 wire types.
 
 use std::sync::OnceLock;
 
-use serde::Serialize;
+use axum::http::Method;
 use serde_json::Value;
 use utoipa::OpenApi as _;
-use utoipa::ToSchema;
 use utoipa::openapi::link::LinkBuilder;
 use utoipa::openapi::path::{
-    HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, PathItem,
+    HttpMethod, Operation, OperationBuilder, ParameterBuilder, ParameterIn, PathItem,
 };
 use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::schema::{
@@ -21,27 +21,11 @@ use utoipa::openapi::{
     ContentBuilder, HeaderBuilder, InfoBuilder, OpenApi, PathsBuilder, Ref, RefOr, Required,
     ResponseBuilder, Schema,
 };
+use utoipa::{PartialSchema, ToSchema};
 
-use super::apply::{ApplyItem, ApplyResult};
-use super::error::{Problem, Reason};
-use super::{BASE, collection_route, item_route};
 use crate::api::v1beta1::types::*;
+use crate::api::v1beta1::{Problem, Reason, WatchEvent};
 use crate::model::Kind;
-
-/// One watch event (a line of `application/x-ndjson`, or the `data` of a
-/// `text/event-stream` event).
-#[derive(Serialize, ToSchema)]
-pub struct WatchEventDoc {
-    /// `ADDED`, `MODIFIED`, `DELETED`, `BOOKMARK` or `ERROR`.
-    #[serde(rename = "type")]
-    #[schema(value_type = String, pattern = "^(ADDED|MODIFIED|DELETED|BOOKMARK|ERROR)$")]
-    pub type_: String,
-    /// The object (DELETED: its last state, at the deletion's revision);
-    /// for BOOKMARK only `kind` and `metadata.resourceVersion`; for ERROR a
-    /// problem document.
-    #[schema(value_type = Object)]
-    pub object: Value,
-}
 
 #[derive(utoipa::OpenApi)]
 #[openapi(components(schemas(
@@ -60,8 +44,7 @@ pub struct WatchEventDoc {
     Problem,
     Reason,
     ApplyResult,
-    ApplyItem,
-    WatchEventDoc
+    ApplyItem
 )))]
 struct Schemas;
 
@@ -88,6 +71,11 @@ const MERGE_PATCH: &str = "application/merge-patch+json";
 
 fn schema_ref(name: &str) -> RefOr<Schema> {
     RefOr::Ref(Ref::from_schema_name(name))
+}
+
+/// A reference to the watch event's schema.
+fn watch_event_ref() -> RefOr<Schema> {
+    schema_ref(&WatchEvent::<AnyDocument>::name())
 }
 
 fn string_schema() -> Schema {
@@ -230,7 +218,7 @@ fn create_schema(kind: Kind) -> RefOr<Schema> {
 
 /// The schema of a merge patch: the document's top-level fields, each
 /// `null` (delete) or a partial value. Below the top level the schema
-/// leaves the patch free: a `null` anywhere deletes (RFC 7386), which the
+/// leaves the patch free: a `null` anywhere deletes (RFC 7396), which the
 /// document's own schema cannot say. The server still refuses unknown
 /// fields and invalid results, naming the field.
 fn patch_schema(kind: Kind) -> RefOr<Schema> {
@@ -442,13 +430,13 @@ fn list_response(kind: Kind) -> ResponseBuilder {
     .content(
         NDJSON,
         ContentBuilder::new()
-            .schema(Some(schema_ref("WatchEventDoc")))
+            .schema(Some(watch_event_ref()))
             .build(),
     )
     .content(
         SSE,
         ContentBuilder::new()
-            .schema(Some(schema_ref("WatchEventDoc")))
+            .schema(Some(watch_event_ref()))
             .build(),
     )
 }
@@ -457,93 +445,42 @@ fn tag(kind: Kind) -> String {
     format!("{}s", kind.as_str())
 }
 
-fn kind_paths(kind: Kind, paths: PathsBuilder) -> PathsBuilder {
-    let singular = kind.as_str().to_ascii_lowercase();
-    let plural = kind.plural();
-    let name = kind.as_str();
-    let parent_desc = kind.parent().map(|p| p.as_str()).unwrap_or("");
-    let op = |id: String, summary: String| {
-        OperationBuilder::new()
-            .operation_id(Some(id))
-            .summary(Some(summary))
-            .tag(tag(kind))
-    };
-    let list = errors(
-        op(
-            format!("list_{plural}"),
-            format!("List or watch the {plural} of one {parent_desc}"),
-        )
-        .parameters(Some(
-            path_params(kind, false)
-                .into_iter()
-                .chain(list_params(kind, false)),
-        ))
-        .response("200", list_response(kind).build()),
-        &[
-            (400, "a malformed parameter"),
-            (
-                410,
-                "the continue token expired, or the watch revision is gone",
-            ),
-        ],
-    );
-    let list = if kind == Kind::Realm {
-        list.summary(Some("List or watch every realm"))
-    } else {
-        list
-    };
-    let create = errors(
-        op(format!("create_{singular}"), format!("Create a {name}"))
-            .parameters(Some(path_params(kind, false)))
-            .request_body(Some(request_body(kind, false, false, true).build()))
-            .response(
-                "201",
-                links(
-                    kind,
-                    document_response(&format!("The created {name}."), name, true),
-                )
-                .build(),
-            ),
-        &[
-            (
-                400,
-                "malformed body, unknown field, or coordinates that contradict the URL",
-            ),
-            (404, "the parent does not exist"),
-            (409, "an object with that name exists"),
-            (413, "the body is too large"),
-            (415, "unsupported Content-Type"),
-            (422, "a validation rule failed (`field` names it)"),
-        ],
-    );
-    let mut get_params = path_params(kind, true);
-    if kind == Kind::Container {
-        get_params.push(view_param());
-    }
-    let get = errors(
-        op(format!("get_{singular}"), format!("Read a {name}"))
-            .parameters(Some(get_params))
-            .response(
-                "200",
-                document_response(&format!("The {name}."), name, true).build(),
-            ),
-        &[(400, "a malformed parameter"), (404, "no such object")],
-    );
-    let write_errors: &[(u16, &str)] = &[
-        (
-            400,
-            "malformed body, unknown field, or coordinates that contradict the URL",
-        ),
-        (404, "no such object"),
-        (
-            409,
-            "the resourceVersion precondition failed (nothing was written)",
-        ),
-        (413, "the body is too large"),
-        (415, "unsupported Content-Type"),
-        (422, "a validation rule failed (`field` names it)"),
-    ];
-    let if_match = ParameterBuilder::new()
+/// An operation on `kind`'s objects, tagged with the kind.
+fn kind_operation(kind: Kind, id: String, summary: String) -> OperationBuilder {
+    OperationBuilder::new()
+        .operation_id(Some(id))
+        .summary(Some(summary))
+        .tag(tag(kind))
+}
+
+/// The errors of a list or watch.
+const LIST_ERRORS: &[(u16, &str)] = &[
+    (400, "a malformed parameter"),
+    (
+        410,
+        "the continue token expired, or the watch revision is gone",
+    ),
+];
+
+/// The errors of a replace or patch.
+const WRITE_ERRORS: &[(u16, &str)] = &[
+    (
+        400,
+        "malformed body, unknown field, or coordinates that contradict the URL",
+    ),
+    (404, "no such object"),
+    (
+        409,
+        "the resourceVersion precondition failed (nothing was written)",
+    ),
+    (413, "the body is too large"),
+    (415, "unsupported Content-Type"),
+    (422, "a validation rule failed (`field` names it)"),
+];
+
+/// The `If-Match` precondition header.
+fn if_match_param() -> utoipa::openapi::path::Parameter {
+    ParameterBuilder::new()
         .name("If-Match")
         .parameter_in(ParameterIn::Header)
         .required(Required::False)
@@ -555,52 +492,160 @@ fn kind_paths(kind: Kind, paths: PathsBuilder) -> PathsBuilder {
                 .schema_type(SchemaType::Type(Type::String))
                 .pattern(Some(r#"^(\*|(W/)?"?[0-9]+"?)?$"#)),
         ))
-        .build();
-    let write = |verb: &str, status: bool, patch: bool| {
-        let suffix = if status { "_status" } else { "" };
-        let what = if status {
-            format!("the status of a {name}")
-        } else {
-            format!("a {name}")
-        };
-        let summary = match (verb, patch) {
-            ("replace", _) => format!("Replace {what}"),
-            _ => format!("Merge-patch {what}"),
-        };
-        errors(
-            op(format!("{verb}_{singular}{suffix}"), summary)
-                .parameters(Some(
-                    path_params(kind, true)
-                        .into_iter()
-                        .chain([if_match.clone()]),
-                ))
-                .request_body(Some(request_body(kind, patch, status, false).build()))
-                .response(
-                    "200",
-                    document_response(&format!("The {name} after the write."), name, true).build(),
-                ),
-            write_errors,
+        .build()
+}
+
+/// `GET` a collection: list or watch the objects of one parent.
+pub(super) fn list_operation(kind: Kind) -> Operation {
+    let plural = kind.plural();
+    let parent_desc = kind.parent().map(|p| p.as_str()).unwrap_or("");
+    let list = errors(
+        kind_operation(
+            kind,
+            format!("list_{plural}"),
+            format!("List or watch the {plural} of one {parent_desc}"),
         )
+        .parameters(Some(
+            path_params(kind, false)
+                .into_iter()
+                .chain(list_params(kind, false)),
+        ))
+        .response("200", list_response(kind).build()),
+        LIST_ERRORS,
+    );
+    let list = if kind == Kind::Realm {
+        list.summary(Some("List or watch every realm"))
+    } else {
+        list
     };
-    let delete = errors(
-        op(format!("delete_{singular}"), format!("Delete a {name}"))
-            .parameters(Some(path_params(kind, true).into_iter().chain([
-                query_param(
-                    "cascade",
-                    Type::Boolean,
-                    "Also delete every object below it (children first, one transaction).",
-                ),
-                if_match.clone(),
-            ])))
+    list.build()
+}
+
+/// `POST` to a collection: create.
+pub(super) fn create_operation(kind: Kind) -> Operation {
+    let singular = kind.as_str().to_ascii_lowercase();
+    let name = kind.as_str();
+    errors(
+        kind_operation(
+            kind,
+            format!("create_{singular}"),
+            format!("Create a {name}"),
+        )
+        .parameters(Some(path_params(kind, false)))
+        .request_body(Some(request_body(kind, false, false, true).build()))
+        .response(
+            "201",
+            links(
+                kind,
+                document_response(&format!("The created {name}."), name, true),
+            )
+            .build(),
+        ),
+        &[
+            (
+                400,
+                "malformed body, unknown field, or coordinates that contradict the URL",
+            ),
+            (404, "the parent does not exist"),
+            (409, "an object with that name exists"),
+            (413, "the body is too large"),
+            (415, "unsupported Content-Type"),
+            (422, "a validation rule failed (`field` names it)"),
+        ],
+    )
+    .build()
+}
+
+/// `GET` one object.
+pub(super) fn get_operation(kind: Kind) -> Operation {
+    let singular = kind.as_str().to_ascii_lowercase();
+    let name = kind.as_str();
+    let mut params = path_params(kind, true);
+    if kind == Kind::Container {
+        params.push(view_param());
+    }
+    errors(
+        kind_operation(kind, format!("get_{singular}"), format!("Read a {name}"))
+            .parameters(Some(params))
             .response(
                 "200",
-                document_response(
-                    "The last state of the object, at the deletion's revision.",
-                    name,
-                    true,
-                )
-                .build(),
+                document_response(&format!("The {name}."), name, true).build(),
             ),
+        &[(400, "a malformed parameter"), (404, "no such object")],
+    )
+    .build()
+}
+
+/// `PUT` (`patch` false) or `PATCH` an object, or its status.
+fn write_operation(kind: Kind, status: bool, patch: bool) -> Operation {
+    let singular = kind.as_str().to_ascii_lowercase();
+    let name = kind.as_str();
+    let verb = if patch { "patch" } else { "replace" };
+    let suffix = if status { "_status" } else { "" };
+    let what = if status {
+        format!("the status of a {name}")
+    } else {
+        format!("a {name}")
+    };
+    let summary = if patch {
+        format!("Merge-patch {what}")
+    } else {
+        format!("Replace {what}")
+    };
+    errors(
+        kind_operation(kind, format!("{verb}_{singular}{suffix}"), summary)
+            .parameters(Some(
+                path_params(kind, true)
+                    .into_iter()
+                    .chain([if_match_param()]),
+            ))
+            .request_body(Some(request_body(kind, patch, status, false).build()))
+            .response(
+                "200",
+                document_response(&format!("The {name} after the write."), name, true).build(),
+            ),
+        WRITE_ERRORS,
+    )
+    .build()
+}
+
+/// `PUT` an object (`status` false) or its status.
+pub(super) fn replace_operation(kind: Kind, status: bool) -> Operation {
+    write_operation(kind, status, false)
+}
+
+/// `PATCH` an object (`status` false) or its status.
+pub(super) fn patch_operation(kind: Kind, status: bool) -> Operation {
+    write_operation(kind, status, true)
+}
+
+/// `DELETE` an object.
+pub(super) fn delete_operation(kind: Kind) -> Operation {
+    let singular = kind.as_str().to_ascii_lowercase();
+    let name = kind.as_str();
+    errors(
+        kind_operation(
+            kind,
+            format!("delete_{singular}"),
+            format!("Delete a {name}"),
+        )
+        .parameters(Some(path_params(kind, true).into_iter().chain([
+            query_param(
+                "cascade",
+                Type::Boolean,
+                "Also delete every object below it (children first, one transaction).",
+            ),
+            if_match_param(),
+        ])))
+        .response(
+            "200",
+            document_response(
+                "The last state of the object, at the deletion's revision.",
+                name,
+                true,
+            )
+            .build(),
+        ),
         &[
             (400, "a malformed parameter"),
             (404, "no such object"),
@@ -609,9 +654,17 @@ fn kind_paths(kind: Kind, paths: PathsBuilder) -> PathsBuilder {
                 "it still has children (use cascade=true), or the precondition failed",
             ),
         ],
-    );
-    let get_status = errors(
-        op(
+    )
+    .build()
+}
+
+/// `GET` an object's status subresource.
+pub(super) fn get_status_operation(kind: Kind) -> Operation {
+    let singular = kind.as_str().to_ascii_lowercase();
+    let name = kind.as_str();
+    errors(
+        kind_operation(
+            kind,
             format!("get_{singular}_status"),
             format!("Read a {name} (status subresource)"),
         )
@@ -621,82 +674,28 @@ fn kind_paths(kind: Kind, paths: PathsBuilder) -> PathsBuilder {
             document_response(&format!("The {name}."), name, true).build(),
         ),
         &[(404, "no such object")],
-    );
-    let mut paths = paths
-        .path(
-            collection_route(kind),
-            PathItem::from_http_methods([HttpMethod::Get], list.build()),
-        )
-        .path(
-            collection_route(kind),
-            PathItem::new(HttpMethod::Post, create.build()),
-        )
-        .path(
-            item_route(kind),
-            PathItem::new(HttpMethod::Get, get.build()),
-        )
-        .path(
-            item_route(kind),
-            PathItem::new(HttpMethod::Put, write("replace", false, false).build()),
-        )
-        .path(
-            item_route(kind),
-            PathItem::new(HttpMethod::Patch, write("patch", false, true).build()),
-        )
-        .path(
-            item_route(kind),
-            PathItem::new(HttpMethod::Delete, delete.build()),
-        );
-    let status = format!("{}/status", item_route(kind));
-    paths = paths
-        .path(&status, PathItem::new(HttpMethod::Get, get_status.build()))
-        .path(
-            &status,
-            PathItem::new(HttpMethod::Put, write("replace", true, false).build()),
-        )
-        .path(
-            &status,
-            PathItem::new(HttpMethod::Patch, write("patch", true, true).build()),
-        );
-    if kind != Kind::Realm {
-        let all = errors(
-            op(
-                format!("list_all_{plural}"),
-                format!("List or watch {plural} across scopes"),
-            )
-            .parameters(Some(list_params(kind, true)))
-            .response("200", list_response(kind).build()),
-            &[
-                (400, "a malformed parameter"),
-                (
-                    410,
-                    "the continue token expired, or the watch revision is gone",
-                ),
-            ],
-        );
-        paths = paths.path(
-            format!("{BASE}/{plural}"),
-            PathItem::new(HttpMethod::Get, all.build()),
-        );
-    }
-    paths
+    )
+    .build()
 }
 
-fn build() -> OpenApi {
-    let mut doc = Schemas::openapi();
-    doc.info = InfoBuilder::new()
-        .title("modelhub")
-        .version(env!("CARGO_PKG_VERSION"))
-        .description(Some(
-            "The metadata store behind kukeon: Realms, Spaces, Stacks, Cells and Containers as v1beta1 \
-             documents, with a store-wide resourceVersion, preconditions, a status subresource and durable, \
-             resumable watch streams. Every error is application/problem+json.",
-        ))
-        .build();
-    let mut paths = PathsBuilder::new();
-    for kind in Kind::ALL {
-        paths = kind_paths(kind, paths);
-    }
+/// `GET` the objects of `kind` across scopes.
+pub(super) fn list_all_operation(kind: Kind) -> Operation {
+    let plural = kind.plural();
+    errors(
+        kind_operation(
+            kind,
+            format!("list_all_{plural}"),
+            format!("List or watch {plural} across scopes"),
+        )
+        .parameters(Some(list_params(kind, true)))
+        .response("200", list_response(kind).build()),
+        LIST_ERRORS,
+    )
+    .build()
+}
+
+/// `GET` the watch over every kind.
+pub(super) fn watch_operation() -> Operation {
     let mut watch_params = vec![query_param(
         "kind",
         Type::String,
@@ -708,7 +707,7 @@ fn build() -> OpenApi {
     watch_params.extend(list_params(Kind::Realm, false).into_iter().filter(|p| {
         ["labelSelector", "resourceVersion", "timeoutSeconds"].contains(&p.name.as_str())
     }));
-    let watch = errors(
+    errors(
         OperationBuilder::new()
             .operation_id(Some("watch"))
             .summary(Some("Watch every kind"))
@@ -723,16 +722,21 @@ fn build() -> OpenApi {
                 "200",
                 ResponseBuilder::new()
                     .description("The event stream.")
-                    .content(NDJSON, ContentBuilder::new().schema(Some(schema_ref("WatchEventDoc"))).build())
-                    .content(SSE, ContentBuilder::new().schema(Some(schema_ref("WatchEventDoc"))).build())
+                    .content(NDJSON, ContentBuilder::new().schema(Some(watch_event_ref())).build())
+                    .content(SSE, ContentBuilder::new().schema(Some(watch_event_ref())).build())
                     .build(),
             ),
         &[(400, "a malformed parameter"), (410, "the revision was compacted, or is newer than the current one")],
-    );
+    )
+    .build()
+}
+
+/// `POST` manifests to apply.
+pub(super) fn apply_operation() -> Operation {
     let apply_example: Value =
         yaml_serde::from_str::<Value>(include_str!("../../tests/fixtures/examples/realm.yaml"))
             .unwrap_or(Value::Null);
-    let apply = errors(
+    errors(
         OperationBuilder::new()
             .operation_id(Some("apply"))
             .summary(Some("Apply manifests"))
@@ -771,50 +775,87 @@ fn build() -> OpenApi {
             (415, "unsupported Content-Type"),
             (422, "a validation rule failed (`documents[i]...`)"),
         ],
-    );
-    let text = |id: &str, summary: &str| {
-        OperationBuilder::new()
-            .operation_id(Some(id))
-            .summary(Some(summary))
-            .tag("Operations")
-            .response(
-                "200",
-                ResponseBuilder::new()
-                    .description("OK")
-                    .content(
-                        "text/plain",
-                        ContentBuilder::new().schema(Some(string_schema())).build(),
-                    )
-                    .build(),
-            )
-    };
-    paths = paths
-        .path(
-            format!("{BASE}/watch"),
-            PathItem::new(HttpMethod::Get, watch.build()),
+    )
+    .build()
+}
+
+/// A plain-text operational endpoint.
+fn text_operation(id: &str, summary: &str) -> OperationBuilder {
+    OperationBuilder::new()
+        .operation_id(Some(id))
+        .summary(Some(summary))
+        .tag("Operations")
+        .response(
+            "200",
+            ResponseBuilder::new()
+                .description("OK")
+                .content(
+                    "text/plain",
+                    ContentBuilder::new().schema(Some(string_schema())).build(),
+                )
+                .build(),
         )
-        .path(
-            format!("{BASE}/apply"),
-            PathItem::new(HttpMethod::Post, apply.build()),
-        )
-        .path(
-            "/healthz",
-            PathItem::new(HttpMethod::Get, text("healthz", "Liveness").build()),
-        )
-        .path(
-            "/readyz",
-            PathItem::new(
-                HttpMethod::Get,
-                errors(text("readyz", "Readiness (the database answers)"), &[]).build(),
-            ),
-        )
-        .path(
-            "/metrics",
-            PathItem::new(
-                HttpMethod::Get,
-                text("metrics", "Prometheus metrics").build(),
-            ),
+}
+
+/// `GET /healthz`.
+pub(super) fn healthz_operation() -> Operation {
+    text_operation("healthz", "Liveness").build()
+}
+
+/// `GET /readyz`.
+pub(super) fn readyz_operation() -> Operation {
+    errors(
+        text_operation("readyz", "Readiness (the database answers)"),
+        &[],
+    )
+    .build()
+}
+
+/// `GET /metrics`.
+pub(super) fn metrics_operation() -> Operation {
+    text_operation("metrics", "Prometheus metrics").build()
+}
+
+/// The method as the document spells it.
+fn http_method(method: &Method) -> HttpMethod {
+    match *method {
+        Method::GET => HttpMethod::Get,
+        Method::POST => HttpMethod::Post,
+        Method::PUT => HttpMethod::Put,
+        Method::PATCH => HttpMethod::Patch,
+        Method::DELETE => HttpMethod::Delete,
+        Method::HEAD => HttpMethod::Head,
+        Method::OPTIONS => HttpMethod::Options,
+        Method::TRACE => HttpMethod::Trace,
+        ref other => panic!("{other} has no OpenAPI operation"),
+    }
+}
+
+fn build() -> OpenApi {
+    let mut doc = Schemas::openapi();
+    // The watch event's schema is written by hand, not derived.
+    if let Some(components) = doc.components.as_mut() {
+        components.schemas.insert(
+            WatchEvent::<AnyDocument>::name().into_owned(),
+            WatchEvent::<AnyDocument>::schema(),
         );
+    }
+    doc.info = InfoBuilder::new()
+        .title("modelhub")
+        .version(env!("CARGO_PKG_VERSION"))
+        .description(Some(
+            "The metadata store behind kukeon: Realms, Spaces, Stacks, Cells and Containers as v1beta1 \
+             documents, with a store-wide resourceVersion, preconditions, a status subresource and durable, \
+             resumable watch streams. Every error is application/problem+json.",
+        ))
+        .build();
+    let mut paths = PathsBuilder::new();
+    for route in super::routes::table() {
+        paths = paths.path(
+            route.path,
+            PathItem::new(http_method(&route.method), route.operation),
+        );
+    }
     doc.paths = paths.build();
     // An example per document schema, from kukeon's example manifests;
     // and the envelope's rules: `apiVersion` and `kind` empty or the one
@@ -1100,7 +1141,7 @@ mod tests {
         assert!(checked > 250, "only {checked} fields checked");
     }
 
-    /// A merge patch may `null` any field (RFC 7386: delete), so its body
+    /// A merge patch may `null` any field (RFC 7396: delete), so its body
     /// schema constrains only the top level; the server's own checks do
     /// the rest (tests/validation.rs).
     #[test]

@@ -8,39 +8,8 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::error::ApiError;
-use crate::api::v1beta1::{self, types::WatchEvent};
-use crate::model::{AnyObject, Kind, Selector};
-use crate::store::StoreError;
-use crate::watch::{self, Encode, EventType, Filter, Framing, Start};
-
-/// The v1beta1 event encoder for the watch hub.
-pub struct V1beta1Events;
-
-impl Encode for V1beta1Events {
-    fn event(&self, event: EventType, object: &AnyObject) -> Vec<u8> {
-        serde_json::to_vec(&WatchEvent {
-            type_: event.as_str(),
-            object: v1beta1::encode(object),
-        })
-        .expect("documents serialize")
-    }
-
-    fn error(&self, error: &StoreError) -> Vec<u8> {
-        serde_json::to_vec(&WatchEvent {
-            type_: EventType::Error.as_str(),
-            object: ApiError::from(error.clone()).problem(),
-        })
-        .expect("problems serialize")
-    }
-
-    fn bookmark(&self, kind: &str, revision: u64) -> Vec<u8> {
-        serde_json::to_vec(&WatchEvent {
-            type_: EventType::Bookmark.as_str(),
-            object: serde_json::json!({"kind": kind, "metadata": {"resourceVersion": revision.to_string()}}),
-        })
-        .expect("json")
-    }
-}
+use crate::model::{Kind, Selector};
+use crate::watch::{self, Filter, Framing, Start};
 
 /// Query parameters of `/api/v1beta1/watch`.
 #[derive(Debug, Default, Deserialize)]

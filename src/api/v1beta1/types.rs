@@ -1180,13 +1180,36 @@ pub enum AnyDocument {
     Container(Container),
 }
 
-/// A watch event: one line of an NDJSON stream (or one SSE `data` field).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct WatchEvent<T> {
-    /// `ADDED`, `MODIFIED`, `DELETED`, `BOOKMARK` or `ERROR`.
-    #[serde(rename = "type")]
-    pub type_: &'static str,
-    /// The object (DELETED: its last state at the deletion's revision;
-    /// BOOKMARK: only `kind` and `metadata.resourceVersion`; ERROR: a problem).
-    pub object: T,
+/// One document's result.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplyItem {
+    /// Position in the request.
+    pub index: usize,
+    /// Document kind.
+    pub kind: String,
+    /// `realm/space/...` path of the object.
+    pub path: String,
+    /// `created`, `configured` or `unchanged`.
+    pub outcome: String,
+    /// The object's `resourceVersion` after the request.
+    pub resource_version: String,
+    /// The object's generation after the request.
+    pub generation: u64,
+}
+
+/// The response of `/apply`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplyResult {
+    /// `v1beta1`.
+    pub api_version: String,
+    /// `ApplyResult`.
+    pub kind: String,
+    /// Whether this was a dry run (nothing written).
+    pub dry_run: bool,
+    /// The store revision after the request.
+    pub resource_version: String,
+    /// Per document, in request order.
+    pub items: Vec<ApplyItem>,
 }

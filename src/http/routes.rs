@@ -1,0 +1,249 @@
+//! The route table: every documented route once, with its method, path
+//! template, kind, the access it needs, its handler and its OpenAPI
+//! operation. The router ([`super::router`]) and the document's `paths`
+//! ([`super::openapi::document`]) are both built from [`table`], so no route
+//! is served without being documented, or documented without being served.
+//!
+//! Handlers are written once for every kind ([`super::handlers`]); the
+//! kind is fixed here, when the table is built.
+
+use axum::extract::State;
+use axum::handler::Handler;
+use axum::http::{HeaderMap, Method};
+use axum::routing::{MethodFilter, MethodRouter};
+use utoipa::openapi::path::Operation;
+
+use super::body::{Body, Names, Query};
+use super::handlers::{self, ItemParams, ListParams, Part};
+use super::openapi as doc;
+use super::{AppState, apply, metrics, watch};
+use crate::api::v1beta1::paths::{
+    apply_route, collection_route, cross_scope_route, item_route, status_route, watch_route,
+};
+use crate::model::Kind;
+
+/// The access a route needs: what an authorization rule is keyed by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// None: the liveness and readiness probes.
+    Public,
+    /// Reading objects, lists and watch streams.
+    Read,
+    /// Writing objects (create, replace, patch, delete, apply), all but
+    /// their status.
+    WriteSpec,
+    /// Writing the status subresource.
+    WriteStatus,
+    /// Operating the server (its metrics).
+    Admin,
+}
+
+/// One route: a method on a path template, what serves it and how the
+/// OpenAPI document describes it.
+pub struct Route {
+    /// The HTTP method.
+    pub method: Method,
+    /// The path template (`/api/v1beta1/realms/{realm}`), as axum and
+    /// OpenAPI both spell it.
+    pub path: String,
+    /// The kind of the objects it serves, if one.
+    pub kind: Option<Kind>,
+    /// The access it needs.
+    pub access: Access,
+    /// The handler, for this method only.
+    pub(super) handler: MethodRouter<AppState>,
+    /// The OpenAPI operation.
+    pub(super) operation: Operation,
+}
+
+impl Route {
+    fn new<H, T>(
+        method: Method,
+        path: String,
+        kind: Option<Kind>,
+        access: Access,
+        handler: H,
+        operation: Operation,
+    ) -> Route
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        let filter = MethodFilter::try_from(method.clone()).expect("a standard method");
+        Route {
+            method,
+            path,
+            kind,
+            access,
+            handler: axum::routing::on(filter, handler),
+            operation,
+        }
+    }
+}
+
+/// Every documented route, in the order of the document's `paths`.
+pub fn table() -> Vec<Route> {
+    let mut routes: Vec<Route> = Kind::ALL.into_iter().flat_map(kind_routes).collect();
+    routes.extend([
+        Route::new(
+            Method::GET,
+            watch_route(),
+            None,
+            Access::Read,
+            |State(s): State<AppState>, Query(p): Query<watch::WatchParams>, h: HeaderMap| {
+                watch::watch_all(s, p, h)
+            },
+            doc::watch_operation(),
+        ),
+        Route::new(
+            Method::POST,
+            apply_route(),
+            None,
+            Access::WriteSpec,
+            |State(s): State<AppState>,
+             Query(p): Query<apply::ApplyParams>,
+             h: HeaderMap,
+             b: Body| { apply::apply(s, p, h, b) },
+            doc::apply_operation(),
+        ),
+        Route::new(
+            Method::GET,
+            "/healthz".into(),
+            None,
+            Access::Public,
+            || async { "ok\n" },
+            doc::healthz_operation(),
+        ),
+        Route::new(
+            Method::GET,
+            "/readyz".into(),
+            None,
+            Access::Public,
+            super::readyz,
+            doc::readyz_operation(),
+        ),
+        Route::new(
+            Method::GET,
+            "/metrics".into(),
+            None,
+            Access::Admin,
+            metrics::render,
+            doc::metrics_operation(),
+        ),
+    ]);
+    routes
+}
+
+/// The routes of one kind: its collection, its objects, their status and,
+/// below realms, the cross-scope list.
+fn kind_routes(kind: Kind) -> Vec<Route> {
+    let k = Some(kind);
+    let mut routes = vec![
+        Route::new(
+            Method::GET,
+            collection_route(kind),
+            k,
+            Access::Read,
+            move |State(s): State<AppState>,
+                  Names(n),
+                  Query(p): Query<ListParams>,
+                  h: HeaderMap| { handlers::list_objects(s, kind, n, p, h) },
+            doc::list_operation(kind),
+        ),
+        Route::new(
+            Method::POST,
+            collection_route(kind),
+            k,
+            Access::WriteSpec,
+            move |State(s): State<AppState>, Names(n), h: HeaderMap, b: Body| {
+                handlers::create_object(s, kind, n, h, b)
+            },
+            doc::create_operation(kind),
+        ),
+        Route::new(
+            Method::GET,
+            item_route(kind),
+            k,
+            Access::Read,
+            move |State(s): State<AppState>,
+                  Names(n),
+                  Query(p): Query<ItemParams>,
+                  h: HeaderMap| { handlers::get_object(s, kind, n, p, h) },
+            doc::get_operation(kind),
+        ),
+        Route::new(
+            Method::PUT,
+            item_route(kind),
+            k,
+            Access::WriteSpec,
+            move |State(s): State<AppState>, Names(n), h: HeaderMap, b: Body| {
+                handlers::replace_object(s, kind, Part::Main, n, h, b)
+            },
+            doc::replace_operation(kind, false),
+        ),
+        Route::new(
+            Method::PATCH,
+            item_route(kind),
+            k,
+            Access::WriteSpec,
+            move |State(s): State<AppState>, Names(n), h: HeaderMap, b: Body| {
+                handlers::patch_object(s, kind, Part::Main, n, h, b)
+            },
+            doc::patch_operation(kind, false),
+        ),
+        Route::new(
+            Method::DELETE,
+            item_route(kind),
+            k,
+            Access::WriteSpec,
+            move |State(s): State<AppState>,
+                  Names(n),
+                  Query(p): Query<ItemParams>,
+                  h: HeaderMap| { handlers::delete_object(s, kind, n, p, h) },
+            doc::delete_operation(kind),
+        ),
+        Route::new(
+            Method::GET,
+            status_route(kind),
+            k,
+            Access::Read,
+            move |State(s): State<AppState>, Names(n), h: HeaderMap| {
+                handlers::get_object(s, kind, n, ItemParams::default(), h)
+            },
+            doc::get_status_operation(kind),
+        ),
+        Route::new(
+            Method::PUT,
+            status_route(kind),
+            k,
+            Access::WriteStatus,
+            move |State(s): State<AppState>, Names(n), h: HeaderMap, b: Body| {
+                handlers::replace_object(s, kind, Part::Status, n, h, b)
+            },
+            doc::replace_operation(kind, true),
+        ),
+        Route::new(
+            Method::PATCH,
+            status_route(kind),
+            k,
+            Access::WriteStatus,
+            move |State(s): State<AppState>, Names(n), h: HeaderMap, b: Body| {
+                handlers::patch_object(s, kind, Part::Status, n, h, b)
+            },
+            doc::patch_operation(kind, true),
+        ),
+    ];
+    if kind != Kind::Realm {
+        routes.push(Route::new(
+            Method::GET,
+            cross_scope_route(kind),
+            k,
+            Access::Read,
+            move |State(s): State<AppState>, Query(p): Query<ListParams>, h: HeaderMap| {
+                handlers::list_objects(s, kind, Vec::new(), p, h)
+            },
+            doc::list_all_operation(kind),
+        ));
+    }
+    routes
+}
