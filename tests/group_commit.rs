@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use modelhub::model::{AnyObject, Kind, ObjectMeta, Path, Realm, RealmSpec};
-use modelhub::store::{Backend, Part, Store, StoreError, StoreOptions, WriteOp};
+use modelhub::store::{Backend, Part, Store, StoreError, StoreOptions, WriteOp, WriteOutcome};
 
 fn realm(name: &str, namespace: &str) -> AnyObject {
     AnyObject::Realm(Realm {
@@ -34,20 +34,26 @@ async fn all<T: Send + 'static>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T
     out
 }
 
+/// Creates every object from its own task at once; the outcomes in order.
+async fn create_concurrently(
+    store: &Store,
+    objects: impl Iterator<Item = AnyObject>,
+) -> Vec<Result<WriteOutcome, StoreError>> {
+    let tasks = objects
+        .map(|o| {
+            let s = store.clone();
+            tokio::spawn(async move { s.write(WriteOp::Create(o)).await })
+        })
+        .collect();
+    all(tasks).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_creates_of_one_name_let_exactly_one_win() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
-    let tasks = (0..200)
-        .map(|i| {
-            let s = store.clone();
-            tokio::spawn(async move {
-                s.write(WriteOp::Create(realm("same", &format!("ns{i}"))))
-                    .await
-            })
-        })
-        .collect();
-    let results = all(tasks).await;
+    let results =
+        create_concurrently(&store, (0..200).map(|i| realm("same", &format!("ns{i}")))).await;
     let wins = results.iter().filter(|r| r.is_ok()).count();
     let lost = results
         .iter()
@@ -183,17 +189,9 @@ async fn concurrent_conflicting_updates_serialize_without_lost_writes() {
 async fn revisions_are_dense_ordered_and_survive_reopening() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
-    let tasks = (0..300)
-        .map(|i| {
-            let s = store.clone();
-            tokio::spawn(async move {
-                s.write(WriteOp::Create(realm(&format!("r{i:03}"), "x")))
-                    .await
-            })
-        })
-        .collect();
-    let mut by_rev: Vec<(u64, String)> = all(tasks)
-        .await
+    let created =
+        create_concurrently(&store, (0..300).map(|i| realm(&format!("r{i:03}"), "x"))).await;
+    let mut by_rev: Vec<(u64, String)> = created
         .into_iter()
         .map(|r| {
             let o = r.unwrap().object;

@@ -26,7 +26,8 @@ fn code(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap();
     let tests = text.match_indices("#[cfg(test)]\n").find(|(i, m)| {
         let next = text[i + m.len()..].lines().next().unwrap_or("");
-        next.trim_start_matches("pub(super) ").starts_with("mod tests")
+        next.trim_start_matches("pub(super) ")
+            .starts_with("mod tests")
     });
     let text = match tests {
         Some((i, _)) => &text[..i],

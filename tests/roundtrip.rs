@@ -345,14 +345,7 @@ fn states_are_read_as_integers_and_written_as_names() {
     assert_eq!(st, 200, "{b}");
     assert_eq!(b["status"]["state"], "Ready");
     // Cell: 2 = Stopped.
-    assert_eq!(
-        c.post_json(
-            &s.api(&format!("{STACK}/cells")),
-            &json!({"metadata": {"name": "c"}})
-        )
-        .0,
-        201
-    );
+    create_named(&c, &s, &format!("{STACK}/cells"), "c");
     let (st, b) = c.put_json(
         &s.api(&format!("{STACK}/cells/c/status")),
         &json!({"status": {"state": 2}}),

@@ -14,14 +14,7 @@ fn setup() -> (Server, Client) {
     let s = Server::start();
     let c = Client::default();
     hierarchy(&c, &s, "r", "s", "t");
-    assert_eq!(
-        c.post_json(
-            &s.api(&format!("{STACK}/cells")),
-            &json!({"metadata": {"name": "c"}})
-        )
-        .0,
-        201
-    );
+    create_named(&c, &s, &format!("{STACK}/cells"), "c");
     (s, c)
 }
 

@@ -96,11 +96,8 @@ fn every_kind_has_a_sample() {
 /// blessing writes each file once).
 #[test]
 fn records_of_every_kind_are_the_golden_bytes() {
-    let changes = [
-        (ChangeType::Added, 0u8),
-        (ChangeType::Modified, 1),
-        (ChangeType::Deleted, 2),
-    ];
+    // The change bytes: Added 0, Modified 1, Deleted 2.
+    let changes = [ChangeType::Added, ChangeType::Modified, ChangeType::Deleted];
     for (obj, kind_byte) in samples().into_iter().zip(0u8..) {
         let kind = obj.kind();
         let actual = encode(&obj);
@@ -124,7 +121,7 @@ fn records_of_every_kind_are_the_golden_bytes() {
             "{kind}: the committed bytes decode"
         );
 
-        for (change, change_byte) in changes {
+        for (change, change_byte) in changes.into_iter().zip(0u8..) {
             let mut event = vec![want[0], change_byte, kind_byte];
             event.extend_from_slice(&want[1..]);
             assert_eq!(
