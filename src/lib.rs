@@ -3,10 +3,12 @@
 //! A request flows through the modules in this order:
 //! [`http`] (the route table, axum handlers, problem+json responses) ->
 //! [`api`] (versioned wire shapes and their translation) -> [`model`]
-//! (internal records, validation, defaulting) -> [`store`] (redb tables,
-//! revisions, snapshots). Committed changes flow back out through
-//! [`watch`], which fans them out to watch streams in the encoding
-//! [`api`] gives it.
+//! (internal records, validation, defaulting) -> [`store`] (one storage
+//! contract, revisions, snapshots; the redb engine beneath it). Committed
+//! changes flow back out through the store's change feed to [`watch`],
+//! which fans them out to watch streams in the encoding [`api`] gives it.
+//!
+//! `ARCHITECTURE.md` maps the modules and their invariants.
 //!
 //! [`server`] wires these together and runs the service. [`client`] (a
 //! typed client and a kube-style watcher) and [`cli`] (the command line)
