@@ -11,6 +11,7 @@
 
 #[cfg(feature = "etcd")]
 mod etcd;
+mod guard;
 mod h2raw;
 mod raw;
 mod report;
@@ -68,6 +69,10 @@ struct Cli {
     #[arg(long, default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..=workloads::MAX_ROUNDS as i64))]
     rounds: u32,
+    /// Append modelhub's headline figures of each workload to this file,
+    /// one tab-separated line per figure (for bench/guard.sh).
+    #[arg(long)]
+    figures: Option<PathBuf>,
     #[command(subcommand)]
     workload: Workload,
 }
@@ -193,6 +198,24 @@ enum Workload {
         #[arg(long, default_value_t = 100_000)]
         calls: u32,
     },
+    /// Judges the figures of a bench/guard.sh run: per figure, side b's
+    /// median over side a's, each side's spread and server CPU per
+    /// operation, PASS or REGRESSION; exits with 1 if any figure fails.
+    GuardReport {
+        /// Lines of `side round <--figures line>`, tab-separated (side a:
+        /// the baseline, b: under test).
+        file: PathBuf,
+        /// Largest loss allowed, percent of side a's median (lower
+        /// throughput or higher latency; a better figure always passes).
+        #[arg(long, default_value_t = 5.0)]
+        threshold: f64,
+        /// Name of side a in the report.
+        #[arg(long, default_value = "baseline")]
+        a_name: String,
+        /// Name of side b in the report.
+        #[arg(long, default_value = "current")]
+        b_name: String,
+    },
     /// Everything in sequence: create (1, 16, 64 clients), status (64),
     /// get (16), watch, list (and --big), startup; then the targets.
     All {
@@ -211,6 +234,8 @@ struct Ctx {
     stop: Stop,
     /// Rounds of each closed-loop workload when etcd runs too.
     rounds: u32,
+    /// Where modelhub's headline figures go (`--figures`).
+    figures: guard::Sink,
     #[cfg(feature = "etcd")]
     etcd: Option<etcd::Etcd>,
 }
@@ -311,13 +336,22 @@ async fn closed(
         pair.1.as_ref(),
     );
     report::rounds(&pair.2);
+    ctx.figures.emit(&guard::of_run(head, &pair.0));
     pair
+}
+
+/// `"1 client"`, `"64 clients"`.
+fn clients_label(clients: usize) -> String {
+    match clients {
+        1 => "1 client".to_string(),
+        n => format!("{n} clients"),
+    }
 }
 
 async fn create(ctx: &Ctx, clients: usize) -> Pair {
     closed(
         ctx,
-        &format!("create: {clients} clients"),
+        &format!("create: {}", clients_label(clients)),
         "new 1.5 KB cells",
         async |stop, round| ctx.hub.create(clients, stop, round).await,
         async |_stop, _round| on_etcd!(ctx, e => e.create(clients, _stop, _round).await),
@@ -328,7 +362,7 @@ async fn create(ctx: &Ctx, clients: usize) -> Pair {
 async fn status(ctx: &Ctx, clients: usize, cells: usize) -> Pair {
     closed(
         ctx,
-        &format!("status: {clients} clients"),
+        &format!("status: {}", clients_label(clients)),
         &format!("on {cells} existing cells"),
         async |stop, round| ctx.hub.status(clients, stop, cells, round).await,
         async |_stop, _round| on_etcd!(ctx, e => e.status(clients, _stop, cells).await),
@@ -339,7 +373,7 @@ async fn status(ctx: &Ctx, clients: usize, cells: usize) -> Pair {
 async fn get(ctx: &Ctx, clients: usize, cells: usize) -> Pair {
     closed(
         ctx,
-        &format!("get: {clients} clients"),
+        &format!("get: {}", clients_label(clients)),
         &format!("among {cells} cells"),
         async |stop, _round| ctx.hub.get(clients, stop, cells).await,
         async |_stop, _round| on_etcd!(ctx, e => e.get(clients, _stop, cells).await),
@@ -364,7 +398,7 @@ async fn list_series(
     args: &ListArgs,
     write_first: bool,
     skip_etcd: bool,
-    title: &str,
+    (title, key): (&str, &str),
 ) -> ListPair {
     let mh = ctx.hub.list(LIST_STACK, args.repeat, write_first).await;
     let etcd = if skip_etcd {
@@ -382,6 +416,12 @@ async fn list_series(
         format!("{title}, {} times", args.repeat)
     };
     report::lists(&title, &mh, etcd.as_ref());
+    let key = if write_first {
+        format!("{key}, each after a write")
+    } else {
+        key.to_string()
+    };
+    ctx.figures.emit(&guard::of_list(&key, &mh));
     (mh, etcd)
 }
 
@@ -389,8 +429,9 @@ async fn list(ctx: &Ctx, args: &ListArgs) -> Lists {
     ctx.hub.ensure_cells(LIST_STACK, args.cells).await;
     let _: Option<()> = on_etcd!(ctx, e => e.ensure_list(args.cells).await);
     let title = format!("list: all {} cells of one stack", args.cells);
-    let small = list_series(ctx, args, false, false, &title).await;
-    let after_write = list_series(ctx, args, true, false, &title).await;
+    let key = format!("list: {} cells", args.cells);
+    let small = list_series(ctx, args, false, false, (&title, &key)).await;
+    let after_write = list_series(ctx, args, true, false, (&title, &key)).await;
     if !args.big {
         return Lists {
             small,
@@ -432,8 +473,9 @@ async fn list(ctx: &Ctx, args: &ListArgs) -> Lists {
             ""
         }
     );
-    let big = list_series(ctx, args, false, args.no_etcd_big, &title).await;
-    let big_after_write = list_series(ctx, args, true, args.no_etcd_big, &title).await;
+    let key = format!("list: {} cells, {} others", args.cells, args.big_objects);
+    let big = list_series(ctx, args, false, args.no_etcd_big, (&title, &key)).await;
+    let big_after_write = list_series(ctx, args, true, args.no_etcd_big, (&title, &key)).await;
     Lists {
         small,
         after_write,
@@ -475,6 +517,15 @@ async fn watch_at(
         rows.push(ctx.hub.watch(args.etcd_watchers, load, client).await);
     }
     report::watches(&rows, etcd.as_ref());
+    let via = match client {
+        workloads::WatchClient::Http1 => "HTTP/1.1".to_string(),
+        workloads::WatchClient::Raw(n) => format!("HTTP/2 {n} per conn"),
+        workloads::WatchClient::Reqwest(n) => format!("HTTP/2 {n} per conn, reqwest"),
+    };
+    let key = format!("watch: {} watchers, {via}", args.watchers);
+    // The closed loop's p99 is a backlog: judged only without a paced run.
+    let closed_p99 = args.rate.is_none();
+    ctx.figures.emit(&guard::of_watch(&key, &mh, closed_p99));
     (mh, etcd)
 }
 
@@ -671,6 +722,24 @@ async fn main() {
         steps::print(&steps::run(*rounds, *calls));
         return;
     }
+    if let Workload::GuardReport {
+        file,
+        threshold,
+        a_name,
+        b_name,
+    } = &cli.workload
+    {
+        let samples = std::fs::read_to_string(file)
+            .map_err(|e| format!("{}: {e}", file.display()))
+            .and_then(|text| guard::parse(&text));
+        let samples = samples.unwrap_or_else(|e| {
+            eprintln!("guard-report: {e}");
+            std::process::exit(2);
+        });
+        let (text, failed) = guard::render(&samples, [a_name, b_name], *threshold);
+        print!("{text}");
+        std::process::exit(i32::from(failed > 0));
+    }
     if let Workload::Startup(args) = &cli.workload {
         let (Some(bin), Some(data)) = (&cli.spawn, &cli.data) else {
             eprintln!(
@@ -710,6 +779,7 @@ async fn main() {
         ),
         stop,
         rounds: cli.rounds,
+        figures: guard::Sink::new(cli.figures.clone()),
         #[cfg(feature = "etcd")]
         etcd,
     };
@@ -739,7 +809,9 @@ async fn main() {
             eprintln!("done in {:.1?}", started.elapsed());
             return;
         }
-        Workload::Startup(_) | Workload::Steps { .. } => unreachable!("handled above"),
+        Workload::Startup(_) | Workload::Steps { .. } | Workload::GuardReport { .. } => {
+            unreachable!("handled above")
+        }
     }
     if let Some(server) = server {
         server.stop().await;
@@ -917,6 +989,12 @@ mod tests {
             util::create_tag("ab12", 64, 1),
             util::create_tag("ab12", 641, 0)
         );
+    }
+
+    #[test]
+    fn client_counts_read_well() {
+        assert_eq!(clients_label(1), "1 client");
+        assert_eq!(clients_label(64), "64 clients");
     }
 
     #[test]

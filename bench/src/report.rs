@@ -164,6 +164,12 @@ fn list_line(who: &str, l: &ListFigures) {
         ms(l.times.lat.last().copied().unwrap_or_default()),
         l.times.lat.len()
     );
+    if let Some(cpu) = l.times.cpu_per_op().0 {
+        println!(
+            "  {who:<9} server CPU per list: {} (with its status write, if any)",
+            ms(cpu)
+        );
+    }
 }
 
 /// Prints a list workload.

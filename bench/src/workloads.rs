@@ -199,6 +199,7 @@ impl Hub {
         let mut body = Vec::new();
         let mut writer = raw::Conn::connect(&self.base).await.expect("connect");
         let base_n = self.status_base();
+        let cpu = util::CpuMark::now(self.pid);
         let started = Instant::now();
         for i in 0..repeat {
             if write_first {
@@ -221,6 +222,8 @@ impl Hub {
             figures.bytes = body.len();
         }
         figures.times.elapsed = started.elapsed();
+        // With `write_first`, the writes' CPU counts too.
+        figures.times.cpu = cpu.spent();
         figures.times.lat.sort();
         figures
     }
