@@ -5,21 +5,10 @@
 //! database from `from` to `from + 1` inside the caller's write transaction;
 //! it must be idempotent and must not touch data it does not own.
 
+mod step;
 mod v1_to_v2;
 
-use redb::WriteTransaction;
-
-use crate::store::error::StoreError;
-
-/// One migration step.
-pub struct Step {
-    /// The format this step reads.
-    pub from: u32,
-    /// What it does, for the log.
-    pub describe: &'static str,
-    /// Applies the step inside the migration's write transaction.
-    pub apply: fn(&WriteTransaction) -> Result<(), StoreError>,
-}
+pub use step::Step;
 
 /// Every step, in order. Format 1 is the first format: nothing precedes it.
 pub const STEPS: &[Step] = &[v1_to_v2::STEP];

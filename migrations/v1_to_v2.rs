@@ -8,7 +8,7 @@
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
-use super::Step;
+use super::step::Step;
 use crate::store::error::StoreError;
 
 /// Frozen copies of the format-2 definitions this step creates.

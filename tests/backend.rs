@@ -351,23 +351,37 @@ async fn apply_is_atomic_and_reports_each_document<B: Backend>(b: B) {
     );
     assert_eq!(b.revision().await.unwrap(), 0, "nothing written");
 
+    let err = b.get(&path(Kind::Realm, &["r"])).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+
     let dry = b
         .apply(vec![realm("r"), space("r", "s")], true)
         .await
         .unwrap();
-    assert_eq!(dry.items.len(), 2);
+    let applied: Vec<Applied> = dry.items.iter().map(|(a, _)| *a).collect();
+    assert_eq!(applied, [Applied::Created, Applied::Created]);
     assert_eq!(dry.changes.len(), 2);
     assert_eq!(dry.revision, 0);
     assert_eq!(b.revision().await.unwrap(), 0, "a dry run commits nothing");
     assert!(seen.lock().unwrap().is_empty(), "nor publishes");
 
+    // The same document twice: created, then unchanged, both answering
+    // the created object with its revision.
     let out = b
-        .apply(vec![realm("r"), space("r", "s")], false)
+        .apply(vec![realm("r"), space("r", "s"), realm("r")], false)
         .await
         .unwrap();
     let applied: Vec<Applied> = out.items.iter().map(|(a, _)| *a).collect();
-    assert_eq!(applied, [Applied::Created, Applied::Created]);
+    assert_eq!(
+        applied,
+        [Applied::Created, Applied::Created, Applied::Unchanged]
+    );
     assert_eq!(out.revision, b.revision().await.unwrap());
+    for ((_, item), change) in out.items.iter().zip(&out.changes) {
+        assert_eq!(item.meta().resource_version, change.revision);
+        assert_eq!(item.meta().generation, 1);
+    }
+    assert_eq!(out.items[2].1, out.items[0].1);
     let mut changed = realm("r");
     if let AnyObject::Realm(r) = &mut changed {
         r.spec.namespace = "other".into();
@@ -380,6 +394,11 @@ async fn apply_is_atomic_and_reports_each_document<B: Backend>(b: B) {
     assert_eq!(applied, [Applied::Configured, Applied::Unchanged]);
     assert_eq!(out.changes.len(), 1);
     assert_eq!(out.items[0].1.meta().generation, 2);
+    let stored_space = b.get(&path(Kind::Space, &["r", "s"])).await.unwrap();
+    assert_eq!(
+        *out.items[1].1, stored_space,
+        "unchanged answers the stored object"
+    );
     assert_eq!(seen.lock().unwrap().len(), 3, "published once committed");
 }
 
@@ -422,8 +441,12 @@ async fn pages_come_from_one_snapshot<B: Backend>(b: B) {
         .await
         .unwrap();
     assert_eq!(names(&first.items), ["c000", "c001", "c002"]);
-    // Written between pages: not seen by the rest of this list.
-    create(&b, cell(["r", "s", "t"], "c0015", &[])).await;
+    // Written between pages, past the first page: not seen by the rest of
+    // this list, which shows the store as it was at its first page.
+    create(&b, cell(["r", "s", "t"], "c0035", &[])).await;
+    delete(&b, path(Kind::Cell, &["r", "s", "t", "c005"]), false)
+        .await
+        .unwrap();
     let mut all = names(&first.items);
     let mut token = first.continue_token.clone();
     while let Some(t) = token {
@@ -488,28 +511,41 @@ async fn history_matches_the_feed_and_ends_in_gone<B: Backend>(b: B) {
     assert!(b.events(current, 10).unwrap().events.is_empty());
     let err = b.events(current + 1, 10).unwrap_err();
     assert!(matches!(err, StoreError::Gone(_)), "{err:?}");
+    // Keeping the last 2 revisions: what is older is gone; what is newer
+    // is all there.
     let dropped = b.compact(2).await.unwrap();
     assert!(dropped > 0);
     let err = b.events(0, 10).unwrap_err();
     assert!(matches!(err, StoreError::Gone(_)), "{err:?}");
     let kept = b.events(current - 2, 10).unwrap();
-    assert_eq!(kept.events.len(), 2);
+    let newer: Vec<u64> = logged
+        .iter()
+        .map(|(r, _, _)| *r)
+        .filter(|r| *r > current - 2)
+        .collect();
+    let got: Vec<u64> = kept.events.iter().map(|(r, _, _)| *r).collect();
+    assert_eq!(got, newer);
 }
 
-/// Concurrent writers: every change is published exactly once, in
-/// strictly increasing revisions chained by `prev`, and each request's
-/// changes are consecutive.
+/// Concurrent writers: every change is published exactly once, before
+/// its write is acknowledged, in strictly increasing revisions chained by
+/// `prev`, and each request's changes are consecutive.
 async fn the_feed_is_ordered_and_complete_under_concurrency<B: Backend + Clone>(b: B) {
     create(&b, realm("r")).await;
     let seen = record(&b);
     let mut tasks = Vec::new();
     for w in 0..8 {
-        let b = b.clone();
+        let (b, seen) = (b.clone(), seen.clone());
         tasks.push(tokio::spawn(async move {
             let mut outcomes = Vec::new();
             for i in 0..20 {
                 let name = format!("s{w}-{i}");
                 let out = b.write(WriteOp::Create(space("r", &name))).await.unwrap();
+                let rev = out.changes[0].revision;
+                assert!(
+                    seen.lock().unwrap().iter().any(|c| c.revision == rev),
+                    "published before it was acknowledged"
+                );
                 outcomes.push(out.changes);
                 if i % 5 == 4 {
                     let out = delete(&b, path(Kind::Space, &["r", &name]), true)

@@ -238,7 +238,7 @@ async fn revisions_are_dense_ordered_and_survive_reopening() {
 
 #[tokio::test]
 async fn the_committing_revision_follows_commits_only() {
-    // Readers compare it with what the commit hook has been told (the list
+    // Readers compare it with what the change feed has published (the list
     // cache): it must cover every committed revision, and nothing else.
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);

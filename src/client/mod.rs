@@ -17,7 +17,7 @@ use serde_json::Value;
 
 pub use crate::api::v1beta1::WatchEvent;
 pub use crate::api::v1beta1::types::{ApplyItem, ApplyResult};
-use crate::api::v1beta1::{self, paths};
+use crate::api::v1beta1::{self, list::ListBody, paths};
 use crate::model::{AnyObject, Kind, Path};
 
 /// Why a call failed.
@@ -150,14 +150,11 @@ impl Client {
             url = paths::collection_route(Kind::Realm);
         }
         let v = Self::answer(self.http.get(self.url(&url)).send().await?).await?;
-        let revision = v["metadata"]["resourceVersion"]
-            .as_str()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_default();
-        let items = v["items"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
+        let list: ListBody<Value> =
+            serde_json::from_value(v).map_err(|e| ClientError::Decode(e.to_string()))?;
+        let revision = list.metadata.resource_version.parse().unwrap_or_default();
+        let items = list
+            .items
             .into_iter()
             .map(Self::object)
             .collect::<Result<_, _>>()?;
@@ -320,11 +317,36 @@ fn guarded(obj: &AnyObject) -> Value {
     v
 }
 
-/// Parses one NDJSON line into an event.
+/// Parses one NDJSON line into an event. An ERROR event is read leniently
+/// (a reason this build does not know, or a missing field, still ends the
+/// stream with the server's status and detail).
 pub fn parse_event(line: &[u8]) -> Result<WatchEvent<AnyObject>, ClientError> {
-    serde_json::from_slice::<WatchEvent<Value>>(line)
-        .map_err(|e| ClientError::Decode(e.to_string()))?
-        .try_map(Client::object)
+    let event = match serde_json::from_slice::<WatchEvent<Value>>(line) {
+        Ok(event) => event,
+        Err(e) => return lenient_error(line).ok_or_else(|| ClientError::Decode(e.to_string())),
+    };
+    event.try_map(Client::object)
+}
+
+/// An ERROR event that does not decode as a [`Problem`](v1beta1::Problem).
+fn lenient_error(line: &[u8]) -> Option<WatchEvent<AnyObject>> {
+    let v: Value = serde_json::from_slice(line).ok()?;
+    if v["type"] != "ERROR" {
+        return None;
+    }
+    let o = &v["object"];
+    let text = |k: &str| o[k].as_str().unwrap_or_default().to_string();
+    Some(WatchEvent::Error(v1beta1::Problem {
+        type_: text("type"),
+        title: text("title"),
+        status: o["status"]
+            .as_u64()
+            .and_then(|s| u16::try_from(s).ok())
+            .unwrap_or(500),
+        detail: text("detail"),
+        reason: serde_json::from_value(o["reason"].clone()).unwrap_or(v1beta1::Reason::Internal),
+        field: o["field"].as_str().map(str::to_string),
+    }))
 }
 
 /// Splits a byte stream into NDJSON events.
@@ -363,4 +385,26 @@ where
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_event_with_an_unknown_reason_still_ends_the_stream() {
+        let line =
+            br#"{"type":"ERROR","object":{"status":403,"reason":"Forbidden","detail":"no"}}"#;
+        let Ok(WatchEvent::Error(p)) = parse_event(line) else {
+            panic!("an ERROR event")
+        };
+        assert_eq!((p.status, p.detail.as_str()), (403, "no"));
+        assert_eq!(p.reason, v1beta1::Reason::Internal);
+        let known = br#"{"type":"ERROR","object":{"type":"urn:modelhub:problem:Gone","title":"Gone","status":410,"detail":"old","reason":"Gone"}}"#;
+        let Ok(WatchEvent::Error(p)) = parse_event(known) else {
+            panic!("an ERROR event")
+        };
+        assert_eq!((p.status, p.reason), (410, v1beta1::Reason::Gone));
+        assert!(parse_event(br#"{"type":"ADDED","object":7}"#).is_err());
+    }
 }

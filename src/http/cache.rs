@@ -6,15 +6,15 @@
 //!   simply makes it miss. When its byte budget is full, it starts over.
 //! - [`ListCache`]: whole unpaged lists by query (kind, scope, label
 //!   selector), so that a relist storm of an unchanged scope (controllers
-//!   restarting, watchers reconnecting) reads nothing from the store. The
-//!   commit hook ([`ListCache::observe`]) records, per scope, the revision
-//!   of the last write to it; an entry rendered at revision `C` is served
-//!   while no write to its scope is newer than `C`, at the newest revision
-//!   the hook has published (no write to the scope lies between the two, so
-//!   the list is exact at that revision and a watch from it misses
-//!   nothing). The hook runs before any write is acknowledged, so a client
-//!   always sees its own writes. Least recently used entries go when the
-//!   byte budget is full.
+//!   restarting, watchers reconnecting) reads nothing from the store. It
+//!   subscribes to the store's change feed ([`ListCache::observe`]) and
+//!   records, per scope, the revision of the last write to it; an entry
+//!   rendered at revision `C` is served while no write to its scope is
+//!   newer than `C`, at the newest revision the feed has published (no
+//!   write to the scope lies between the two, so the list is exact at that
+//!   revision and a watch from it misses nothing). The feed publishes
+//!   before any write is acknowledged, so a client always sees its own
+//!   writes. Least recently used entries go when the byte budget is full.
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -175,8 +175,8 @@ impl ListCache {
         }
     }
 
-    /// Records committed changes (the commit hook: called in revision
-    /// order, before the writes are acknowledged).
+    /// Records committed changes (a change-feed subscriber: called in
+    /// revision order, before the writes are acknowledged).
     pub fn observe(&self, changes: &[Change]) {
         for c in changes {
             self.slots[parent_slot(&c.object)].store(c.revision, Ordering::Release);
@@ -195,7 +195,7 @@ impl ListCache {
     /// The cached items of `key` and the revision to serve them at, if no
     /// write to the list's scope came after they were rendered.
     /// `committing` is the store's newest revision committed or being
-    /// committed: while it is ahead of what the hook has published, a read
+    /// committed: while it is ahead of what the feed has published, a read
     /// elsewhere may already show a write not yet recorded here, and a
     /// cached answer could then go back in time; so that misses.
     pub fn get(&self, key: &ListKey, committing: u64) -> Option<(u64, Arc<[Bytes]>)> {
@@ -394,7 +394,7 @@ mod list_tests {
     fn a_commit_not_yet_published_misses_so_reads_never_go_back() {
         let (cache, key) = one_list_at_1();
         // Revision 2 (anywhere) is committing: a snapshot may show it, the
-        // hook has not recorded it yet.
+        // feed has not recorded it yet.
         assert!(cache.get(&key, 2).is_none());
         cache.observe(&[change(2, cell("u", "b"))]);
         assert_eq!(cache.get(&key, 2).map(|(rev, _)| rev), Some(2));

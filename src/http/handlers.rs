@@ -454,7 +454,7 @@ pub async fn list_objects(
             .map_err(|e| StoreError::Internal(format!("read task failed: {e}")))??;
         }
         let list = ListBody {
-            api_version: v1beta1::API_VERSION,
+            api_version: v1beta1::API_VERSION.into(),
             kind: list_kind_name(kind),
             metadata: ListMeta {
                 resource_version: page.revision.to_string(),

@@ -39,7 +39,7 @@ pub struct AppState {
     pub hub: Arc<crate::watch::Hub>,
     /// Rendered documents for lists.
     pub docs: Arc<cache::DocCache>,
-    /// Rendered whole lists (fed by the store's commit hook).
+    /// Rendered whole lists (fed by the store's change feed).
     pub lists: Arc<cache::ListCache>,
 }
 

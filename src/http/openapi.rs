@@ -272,7 +272,7 @@ fn request_body(kind: Kind, patch: bool, status_only: bool, create: bool) -> Req
     if patch {
         b = b
             .description(Some(
-                "A JSON merge patch (RFC 7386) of the document; `metadata.resourceVersion` in it is a precondition.",
+                "A JSON merge patch (RFC 7396) of the document; `metadata.resourceVersion` in it is a precondition.",
             ))
             .content(MERGE_PATCH, content(None))
             .content(JSON, content(None));

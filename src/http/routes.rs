@@ -6,6 +6,11 @@
 //!
 //! Handlers are written once for every kind ([`super::handlers`]); the
 //! kind is fixed here, when the table is built.
+//!
+//! Outside the table, and so outside the document: the document itself
+//! (`/openapi.json`) and Swagger UI (`/swagger-ui`), both public and
+//! read-only, added by [`super::router`]. A per-route rule keyed by
+//! [`Access`] must treat them as `Public`.
 
 use axum::extract::State;
 use axum::handler::Handler;

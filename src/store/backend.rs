@@ -22,6 +22,16 @@
 //! `tests/backend.rs` checks these against any implementation. The trait
 //! exists for that suite; the server holds a [`super::Store`], an enum over
 //! engines, so the redb path stays monomorphic.
+//!
+//! [`Backend::snapshot`] and [`Backend::events`], and the cursors a
+//! snapshot gives, block: their callers (list streaming, the watch
+//! snapshot and catch-up) already run them on tokio's blocking pool, and an
+//! engine behind the network serves them there with `Handle::block_on`.
+//!
+//! An engine that retries on conflict (optimistic, like etcd) runs the
+//! planner ([`super::plan`]) over a `ReadView` that also records what it
+//! read (the parent's existence, the object's revision, the absence of
+//! children): those reads are the transaction's compares.
 
 use std::future::Future;
 

@@ -1,7 +1,6 @@
 //! The store's vocabulary, shared by every backend and by the store's
 //! callers: write requests ([`WriteOp`]), their outcomes, and the changes
-//! a committed write publishes. This module imports nothing else from the
-//! store.
+//! a committed write publishes. It imports only the store's error type.
 
 use std::sync::Arc;
 

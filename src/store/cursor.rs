@@ -17,6 +17,7 @@ enum SnapshotInner {
 }
 
 impl Snapshot {
+    /// Wraps a redb snapshot.
     pub(super) fn from_redb(s: redb_read::RedbSnapshot) -> Snapshot {
         Snapshot(SnapshotInner::Redb(s))
     }

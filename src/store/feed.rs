@@ -9,19 +9,16 @@
 //! Subscribers run on the publishing thread and must be quick.
 
 use std::sync::RwLock;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::change::Change;
 
 /// Told about each batch of committed changes, in revision order.
 pub type Subscriber = std::sync::Arc<dyn Fn(&[Change]) + Send + Sync>;
 
-/// A backend's change feed: its subscribers and the last revision
-/// published.
+/// A backend's change feed: its subscribers.
 #[derive(Default)]
 pub struct Feed {
     subscribers: RwLock<Vec<Subscriber>>,
-    last: AtomicU64,
 }
 
 impl Feed {
@@ -38,21 +35,15 @@ impl Feed {
     /// Publishes committed changes (in revision order, continuing the
     /// previous call's) to every subscriber. Called by the backend only.
     pub(crate) fn publish(&self, changes: &[Change]) {
-        let Some(last) = changes.last() else {
+        if changes.is_empty() {
             return;
-        };
+        }
         debug_assert!(
             changes.windows(2).all(|w| w[1].prev == w[0].revision),
             "a batch's changes are chained"
         );
-        self.last.store(last.revision, Ordering::Release);
         for s in self.subscribers.read().expect("feed subscribers").iter() {
             s(changes);
         }
-    }
-
-    /// The revision of the last change published (0 before the first).
-    pub fn last_published(&self) -> u64 {
-        self.last.load(Ordering::Acquire)
     }
 }

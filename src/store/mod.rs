@@ -1,7 +1,7 @@
 //! The store: kukeon objects keyed by path, with one store-wide revision,
 //! behind one storage contract ([`Backend`]) whatever the engine.
 //!
-//! Engine-neutral (imported by the backends, never the other way):
+//! Engine-neutral (imported by the engines, never the other way):
 //! - [`change`]: the vocabulary: write requests, outcomes, changes.
 //! - [`error`]: [`StoreError`], with an engine failure's cause kept.
 //! - [`keys`]: path -> key encoding (children of one parent are one range).
@@ -10,13 +10,14 @@
 //! - [`query`]: list queries and pages, history pages, counters.
 //! - [`feed`]: the ordered change feed that the watch hub and caches
 //!   subscribe to.
-//! - [`backend`]: the contract every engine keeps.
 //!
-//! Engines: [`redb`] (the embedded database, its write-ahead log and single
-//! writer). [`cursor`] wraps their snapshots and list cursors, and
-//! [`Store`] is the facade the HTTP layer and the watch hub hold: an enum
-//! over engines with a [`Backend`] implementation that matches on it, so
-//! that nothing above this module knows which engine is underneath.
+//! Engines: `redb` (the embedded database, its write-ahead log and single
+//! writer), a private module. Above the engines, and knowing each of them:
+//! [`cursor`] wraps their snapshots and list cursors in engine-neutral
+//! handles, [`backend`] states the contract in their terms, and [`Store`],
+//! the facade the HTTP layer and the watch hub hold, is an enum over
+//! engines with a [`Backend`] implementation that matches on it, so that
+//! nothing above this module knows which engine is underneath.
 
 pub mod backend;
 pub mod change;
@@ -27,7 +28,7 @@ pub mod feed;
 pub mod keys;
 pub mod plan;
 pub mod query;
-pub mod redb;
+mod redb;
 
 use std::path::Path as FsPath;
 use std::time::Duration;

@@ -243,7 +243,6 @@ impl Client {
     }
 }
 
-/// Creates realm `r`, space `r/s`, stack `r/s/t` (JSON).
 /// POSTs an object with only a name to the collection at `collection` (an
 /// API path) and asserts it was created.
 pub fn create_named(c: &Client, s: &Server, collection: &str, name: &str) {
@@ -254,6 +253,7 @@ pub fn create_named(c: &Client, s: &Server, collection: &str, name: &str) {
     assert_eq!(st, 201, "{b}");
 }
 
+/// Creates realm `r`, space `r/s`, stack `r/s/t` (JSON).
 pub fn hierarchy(c: &Client, s: &Server, r: &str, sp: &str, t: &str) {
     let (st, b) = c.post_json(
         &s.api("/realms"),

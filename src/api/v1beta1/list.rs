@@ -2,23 +2,25 @@
 //! ([`ListBody`], for pages and YAML) and streamed ([`list_head`], the
 //! items, [`LIST_TAIL`]). The two are the same bytes.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::types::{API_VERSION, AnyDocument, ListMeta};
 use crate::model::Kind;
 
-/// A list document (same field order as the streamed form).
-#[derive(Debug, Serialize)]
+/// A list document (same field order as the streamed form), as the
+/// server writes it (items: [`AnyDocument`]) and as the client reads it
+/// (items of its choosing).
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ListBody {
+pub struct ListBody<T = AnyDocument> {
     /// `v1beta1`.
-    pub api_version: &'static str,
+    pub api_version: String,
     /// `<Kind>List` ([`list_kind_name`]).
     pub kind: String,
     /// Revision and continue token.
     pub metadata: ListMeta,
     /// The items, in path order.
-    pub items: Vec<AnyDocument>,
+    pub items: Vec<T>,
 }
 
 /// The `kind` of a list of `kind` (`CellList`).
@@ -64,7 +66,7 @@ mod tests {
             }
             streamed.extend_from_slice(LIST_TAIL);
             let whole = ListBody {
-                api_version: API_VERSION,
+                api_version: API_VERSION.into(),
                 kind: list_kind_name(Kind::Realm),
                 metadata: ListMeta {
                     resource_version: "12".into(),

@@ -20,7 +20,7 @@ mod tables;
 mod wal;
 mod writer;
 
-use std::path::{Path as FsPath, PathBuf};
+use std::path::Path as FsPath;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -54,15 +54,17 @@ pub struct RedbOptions {
 /// The writer thread's queue and join handle (taken on close).
 type WriterHandle = (mpsc::Sender<writer::Job>, JoinHandle<()>);
 
-/// An open redb store; cheap to clone.
+/// An open redb store; cloning it is one reference count (handlers clone
+/// it per request).
 #[derive(Clone)]
-pub struct RedbStore {
+pub struct RedbStore(Arc<Inner>);
+
+struct Inner {
     db: Arc<Database>,
     snapshots: Arc<read::Snapshots>,
-    path: PathBuf,
     stats: Arc<writer::WriterStats>,
     feed: Arc<Feed>,
-    writer: Arc<Mutex<Option<WriterHandle>>>,
+    writer: Mutex<Option<WriterHandle>>,
 }
 
 impl RedbStore {
@@ -90,22 +92,16 @@ impl RedbStore {
                 .name("modelhub-writer".into())
                 .spawn(move || writer::run(db, wal, rx, feed, stats))?
         };
-        Ok(RedbStore {
+        Ok(RedbStore(Arc::new(Inner {
             db,
             snapshots: Arc::new(read::Snapshots::new(
                 options.snapshot_ttl,
                 options.max_snapshots,
             )),
-            path: path.to_path_buf(),
             stats,
             feed,
-            writer: Arc::new(Mutex::new(Some((tx, handle)))),
-        })
-    }
-
-    /// The database file.
-    pub fn path(&self) -> &FsPath {
-        &self.path
+            writer: Mutex::new(Some((tx, handle))),
+        })))
     }
 
     /// Queues a job for the writer thread and awaits its answer.
@@ -115,7 +111,7 @@ impl RedbStore {
     ) -> Result<T, StoreError> {
         let (reply, rx) = oneshot::channel();
         {
-            let guard = self.writer.lock().expect("writer handle");
+            let guard = self.0.writer.lock().expect("writer handle");
             let (tx, _) = guard.as_ref().ok_or(StoreError::Closed)?;
             tx.send(job(reply)).map_err(|_| StoreError::Closed)?;
         }
@@ -149,29 +145,29 @@ impl RedbStore {
 
     /// See [`crate::store::Backend::events`].
     pub fn events(&self, after: u64, max: usize) -> Result<EventsPage, StoreError> {
-        read::read_events(&self.db, after, max)
+        read::read_events(&self.0.db, after, max)
     }
 
     /// A read snapshot of the whole database.
     pub fn snapshot(&self) -> Result<read::RedbSnapshot, StoreError> {
-        read::RedbSnapshot::open(&self.db)
+        read::RedbSnapshot::open(&self.0.db)
     }
 
     /// Reads one object on the calling thread: a few B-tree pages, almost
     /// always in the page cache, cost less than a hand-over to a blocking
     /// thread and back.
     pub fn get(&self, path: &Path) -> Result<AnyObject, StoreError> {
-        read::get(&self.db, path)
+        read::get(&self.0.db, path)
     }
 
     /// The current revision (a point read, like [`RedbStore::get`]).
     pub fn revision(&self) -> Result<u64, StoreError> {
-        read::revision(&self.db)
+        read::revision(&self.0.db)
     }
 
     /// One page of a list (on a blocking thread).
     pub async fn list_page(&self, query: ListQuery) -> Result<ListPage, StoreError> {
-        let (db, snapshots) = (self.db.clone(), self.snapshots.clone());
+        let (db, snapshots) = (self.0.db.clone(), self.0.snapshots.clone());
         tokio::task::spawn_blocking(move || read::list_page(&db, &snapshots, &query))
             .await
             .map_err(|e| StoreError::Internal(format!("read task failed: {e}")))?
@@ -179,34 +175,47 @@ impl RedbStore {
 
     /// The change feed of this store's writer.
     pub fn feed(&self) -> &Feed {
-        &self.feed
+        &self.0.feed
     }
 
     /// The newest revision the writer has committed or is committing.
     pub fn committing_revision(&self) -> u64 {
-        self.stats.committing.load(Ordering::SeqCst)
+        self.0.stats.committing.load(Ordering::SeqCst)
     }
 
     /// The writer's counters.
     pub fn stats(&self) -> StoreStats {
         StoreStats {
-            requests: self.stats.requests.load(Ordering::Relaxed),
-            commits: self.stats.commits.load(Ordering::Relaxed),
-            checkpoints: self.stats.checkpoints.load(Ordering::Relaxed),
+            requests: self.0.stats.requests.load(Ordering::Relaxed),
+            commits: self.0.stats.commits.load(Ordering::Relaxed),
+            checkpoints: self.0.stats.checkpoints.load(Ordering::Relaxed),
         }
     }
 
     /// Stops the writer after the queued requests and releases snapshots.
     /// The database file is closed when the last handle is dropped.
     pub fn close(&self) {
-        let taken = self.writer.lock().expect("writer handle").take();
+        let taken = self.0.writer.lock().expect("writer handle").take();
         if let Some((tx, handle)) = taken {
             drop(tx);
             if handle.join().is_err() {
                 tracing::error!("writer thread panicked");
             }
         }
-        self.snapshots.clear();
+        self.0.snapshots.clear();
+    }
+}
+
+/// A redb failure as the store's error. An I/O failure keeps the
+/// `std::io::Error` itself as the cause, so that
+/// [`EngineError::io_kind`] tells a full disk from other failures (redb's
+/// own error types do not expose it as a source).
+impl From<redb::Error> for StoreError {
+    fn from(e: redb::Error) -> Self {
+        StoreError::Engine(match e {
+            redb::Error::Io(io) => EngineError::new("storage I/O error", io),
+            other => EngineError::new("storage error", other),
+        })
     }
 }
 
@@ -214,13 +223,12 @@ macro_rules! engine_error_from {
     ($($t:ty),*) => {$(
         impl From<$t> for StoreError {
             fn from(e: $t) -> Self {
-                StoreError::Engine(EngineError::new("storage error", e))
+                StoreError::from(redb::Error::from(e))
             }
         }
     )*};
 }
 engine_error_from!(
-    redb::Error,
     redb::DatabaseError,
     redb::TransactionError,
     redb::TableError,
@@ -228,3 +236,24 @@ engine_error_from!(
     redb::CommitError,
     redb::SetDurabilityError
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_under_redb_is_told_apart() {
+        let full = redb::CommitError::Storage(redb::StorageError::Io(std::io::Error::from(
+            std::io::ErrorKind::StorageFull,
+        )));
+        let StoreError::Engine(e) = StoreError::from(full) else {
+            panic!("an engine error")
+        };
+        assert_eq!(e.io_kind(), Some(std::io::ErrorKind::StorageFull));
+        let StoreError::Engine(e) = StoreError::from(redb::StorageError::Corrupted("x".into()))
+        else {
+            panic!("an engine error")
+        };
+        assert_eq!(e.io_kind(), None);
+    }
+}

@@ -18,6 +18,7 @@
 //! - The change feed is told about changes only after commit, before the
 //!   replies are sent.
 
+use std::collections::HashMap;
 use std::path::Path as FsPath;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,7 +30,7 @@ use tokio::sync::oneshot;
 use super::tables::{self, COMPACTED_KEY, EVENTS, META, REVISION_KEY, WriteTables};
 use super::wal::{self, Appended, Journal, Records, Wal};
 use crate::model::AnyObject;
-use crate::store::change::{ApplyOutcome, Change, ChangeType, WriteOp, WriteOutcome};
+use crate::store::change::{Applied, ApplyOutcome, Change, ChangeType, WriteOp, WriteOutcome};
 use crate::store::codec;
 use crate::store::error::{EngineError, StoreError};
 use crate::store::feed::Feed;
@@ -250,7 +251,6 @@ fn with_batch<T>(
     };
     if end != start && keep {
         commit(txn, wal, &mut journal, stats)?;
-        stats.commits.fetch_add(1, Ordering::Relaxed);
     } else {
         txn.abort()?;
     }
@@ -268,7 +268,7 @@ fn commit_batch(
     stats: &WriterStats,
 ) -> Result<Outcomes, StoreError> {
     let now = now();
-    let (outcomes, _, _) = with_batch(db, wal, stats, true, |batch| {
+    let (outcomes, start, end) = with_batch(db, wal, stats, true, |batch| {
         let mut outcomes = Vec::with_capacity(ops.len());
         for op in ops {
             let outcome = plan::plan(&mut batch.tables, op, now).and_then(|p| batch.execute(p));
@@ -279,6 +279,9 @@ fn commit_batch(
         }
         Ok(outcomes)
     })?;
+    if end != start {
+        stats.commits.fetch_add(1, Ordering::Relaxed);
+    }
     Ok(outcomes)
 }
 
@@ -297,10 +300,23 @@ fn apply_documents(
         let planned = plan::plan_apply(&mut batch.tables, objects, now)?;
         let mut items = Vec::with_capacity(planned.len());
         let mut changes = Vec::new();
+        // What this apply wrote so far, by path: a later document the same
+        // as one of them answers that write's object, with its revision.
+        let mut written = HashMap::new();
         for (applied, plan) in planned {
             let outcome = batch.execute(plan)?;
+            let object = match applied {
+                Applied::Unchanged => written
+                    .get(&outcome.object.path())
+                    .cloned()
+                    .unwrap_or(outcome.object),
+                Applied::Created | Applied::Configured => {
+                    written.insert(outcome.object.path(), outcome.object.clone());
+                    outcome.object
+                }
+            };
             changes.extend(outcome.changes);
-            items.push((applied, outcome.object));
+            items.push((applied, object));
         }
         Ok((items, changes))
     })?;
