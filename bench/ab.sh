@@ -27,18 +27,8 @@ bench_args=("$@")
 [ ${#bench_args[@]} -gt 0 ] || bench_args=(--duration 6 create --clients 64)
 
 addr=127.0.0.1:${AB_PORT:-18081}
-bench=target/release/modelhub-bench
-[ -x "$bench" ] || cargo build --release -p modelhub-bench
-work=$(mktemp -d)
-pid=
-stop() {
-  if [ -n "$pid" ]; then
-    kill "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    pid=
-  fi
-}
-trap 'stop; rm -rf "$work"' EXIT
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 for i in $(seq "$pairs"); do
   for side in A B; do

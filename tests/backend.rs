@@ -394,12 +394,30 @@ async fn apply_is_atomic_and_reports_each_document<B: Backend>(b: B) {
     assert_eq!(applied, [Applied::Configured, Applied::Unchanged]);
     assert_eq!(out.changes.len(), 1);
     assert_eq!(out.items[0].1.meta().generation, 2);
+    // Configured, then the same document again; and the same in a dry run.
+    let mut again = realm("r");
+    if let AnyObject::Realm(r) = &mut again {
+        r.spec.namespace = "third".into();
+    }
+    for dry_run in [true, false] {
+        let out = b
+            .apply(vec![again.clone(), again.clone()], dry_run)
+            .await
+            .unwrap();
+        let applied: Vec<Applied> = out.items.iter().map(|(a, _)| *a).collect();
+        assert_eq!(applied, [Applied::Configured, Applied::Unchanged]);
+        assert_eq!(out.items[1].1, out.items[0].1, "dry run: {dry_run}");
+        assert_eq!(
+            out.items[1].1.meta().resource_version,
+            out.changes[0].revision
+        );
+    }
     let stored_space = b.get(&path(Kind::Space, &["r", "s"])).await.unwrap();
     assert_eq!(
         *out.items[1].1, stored_space,
         "unchanged answers the stored object"
     );
-    assert_eq!(seen.lock().unwrap().len(), 3, "published once committed");
+    assert_eq!(seen.lock().unwrap().len(), 4, "published once committed");
 }
 
 /// A snapshot lists the store as it was when taken, whatever is written

@@ -12,12 +12,12 @@
 //!   subscribe to.
 //!
 //! Engines: `redb` (the embedded database, its write-ahead log and single
-//! writer), a private module. Above the engines, and knowing each of them:
-//! [`cursor`] wraps their snapshots and list cursors in engine-neutral
-//! handles, [`backend`] states the contract in their terms, and [`Store`],
-//! the facade the HTTP layer and the watch hub hold, is an enum over
-//! engines with a [`Backend`] implementation that matches on it, so that
-//! nothing above this module knows which engine is underneath.
+//! writer), a private module. Above the engines: [`cursor`] wraps their
+//! snapshots and list cursors in engine-neutral handles (a new engine adds
+//! a variant), [`backend`] states the contract, naming no engine, and
+//! [`Store`], the facade the HTTP layer and the watch hub hold, is an enum
+//! over engines with a [`Backend`] implementation that matches on it, so
+//! that nothing above this module knows which engine is underneath.
 
 pub mod backend;
 pub mod change;

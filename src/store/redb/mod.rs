@@ -14,6 +14,7 @@
 //! No type of the `redb` crate leaves this module: [`RedbStore`] answers in
 //! the store's own types.
 
+mod error;
 pub mod migrate;
 pub(super) mod read;
 mod tables;
@@ -32,7 +33,7 @@ use tokio::sync::oneshot;
 
 use crate::model::{AnyObject, Path};
 use crate::store::change::{ApplyOutcome, WriteOp, WriteOutcome};
-use crate::store::error::{EngineError, StoreError};
+use crate::store::error::StoreError;
 use crate::store::feed::Feed;
 use crate::store::query::{EventsPage, ListPage, ListQuery, StoreStats};
 
@@ -203,57 +204,5 @@ impl RedbStore {
             }
         }
         self.0.snapshots.clear();
-    }
-}
-
-/// A redb failure as the store's error. An I/O failure keeps the
-/// `std::io::Error` itself as the cause, so that
-/// [`EngineError::io_kind`] tells a full disk from other failures (redb's
-/// own error types do not expose it as a source).
-impl From<redb::Error> for StoreError {
-    fn from(e: redb::Error) -> Self {
-        StoreError::Engine(match e {
-            redb::Error::Io(io) => EngineError::new("storage I/O error", io),
-            other => EngineError::new("storage error", other),
-        })
-    }
-}
-
-macro_rules! engine_error_from {
-    ($($t:ty),*) => {$(
-        impl From<$t> for StoreError {
-            fn from(e: $t) -> Self {
-                StoreError::from(redb::Error::from(e))
-            }
-        }
-    )*};
-}
-engine_error_from!(
-    redb::DatabaseError,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError,
-    redb::SetDurabilityError
-);
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_full_disk_under_redb_is_told_apart() {
-        let full = redb::CommitError::Storage(redb::StorageError::Io(std::io::Error::from(
-            std::io::ErrorKind::StorageFull,
-        )));
-        let StoreError::Engine(e) = StoreError::from(full) else {
-            panic!("an engine error")
-        };
-        assert_eq!(e.io_kind(), Some(std::io::ErrorKind::StorageFull));
-        let StoreError::Engine(e) = StoreError::from(redb::StorageError::Corrupted("x".into()))
-        else {
-            panic!("an engine error")
-        };
-        assert_eq!(e.io_kind(), None);
     }
 }

@@ -27,6 +27,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use redb::{Database, Durability, ReadableTable, WriteTransaction};
 use tokio::sync::oneshot;
 
+use super::error::engine_error;
 use super::tables::{self, COMPACTED_KEY, EVENTS, META, REVISION_KEY, WriteTables};
 use super::wal::{self, Appended, Journal, Records, Wal};
 use crate::model::AnyObject;
@@ -350,7 +351,7 @@ fn compact(db: &Database, wal: &mut Wal, keep: u64) -> Result<u64, StoreError> {
         txn.abort()?;
     } else {
         if let Err(e) = txn.commit() {
-            let e = EngineError::new("compaction commit failed", e);
+            let e = engine_error("compaction commit failed", e);
             wal.fail(e.clone());
             return Err(e.into());
         }
@@ -382,7 +383,7 @@ fn commit(
         Appended::Logged => {
             if let Err(e) = txn.commit() {
                 // Logged but maybe not applied: a restart replays it.
-                let e = EngineError::new("commit failed after logging", e);
+                let e = engine_error("commit failed after logging", e);
                 wal.fail(e.clone());
                 return Err(e.into());
             }
@@ -390,7 +391,7 @@ fn commit(
         Appended::Full => {
             txn.set_durability(Durability::Immediate)?;
             if let Err(e) = txn.commit() {
-                let e = EngineError::new("durable commit failed", e);
+                let e = engine_error("durable commit failed", e);
                 wal.fail(e.clone());
                 return Err(e.into());
             }

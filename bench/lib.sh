@@ -1,0 +1,17 @@
+# shellcheck shell=bash
+# Shared by bench/ab.sh and bench/instructions.sh (sourced, from the
+# repository root): the load generator, a scratch directory, and a server
+# PID that `stop` ends and that is ended, with the directory removed, on
+# exit.
+bench=target/release/modelhub-bench
+[ -x "$bench" ] || cargo build --release -p modelhub-bench
+work=$(mktemp -d)
+pid=
+stop() {
+  if [ -n "$pid" ]; then
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    pid=
+  fi
+}
+trap 'stop; rm -rf "$work"' EXIT
