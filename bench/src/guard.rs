@@ -250,6 +250,8 @@ pub struct Row {
     pub better: Better,
     /// The values of side A, B (one per round that produced it).
     pub values: [Vec<f64>; 2],
+    /// The round of each value of side A, B.
+    pub rounds: [Vec<u32>; 2],
     /// The server's CPU per operation of side A, B, where known.
     pub cpu: [Vec<f64>; 2],
 }
@@ -263,18 +265,38 @@ impl Row {
         (!a.is_empty() && !b.is_empty() && ma != 0.0).then(|| mb / ma)
     }
 
+    /// The median over the rounds of each round's B/A (`None` if no round
+    /// has both, or A is 0 in every round). The two runs of a round run
+    /// back to back, so the machine's slow and fast phases, which last
+    /// longer than a run, fall on both and cancel in the round's ratio.
+    pub fn paired(&self) -> Option<f64> {
+        let ratios: Vec<f64> = self.rounds[0]
+            .iter()
+            .zip(&self.values[0])
+            .filter(|(_, a)| **a != 0.0)
+            .filter_map(|(r, a)| {
+                let i = self.rounds[1].iter().position(|rb| rb == r)?;
+                Some(self.values[1][i] / a)
+            })
+            .collect();
+        (!ratios.is_empty()).then(|| median(&ratios))
+    }
+
     /// The verdict with `threshold` (a fraction, 0.05 for 5 %) when each
-    /// side should have a value from each of `rounds` rounds.
+    /// side should have a value from each of `rounds` rounds: judged on
+    /// the paired ratio ([`Row::paired`]), which a phase change of the
+    /// machine between two rounds does not move (the ratio of the two
+    /// medians does; bench/README.md has an example).
     pub fn verdict(&self, threshold: f64, rounds: usize) -> Verdict {
         let [a, b] = &self.values;
         if a.len() < rounds || b.len() < rounds || a.is_empty() || b.is_empty() {
             return Verdict::Incomplete;
         }
-        let (ma, mb) = (median(a), median(b));
-        let ok = match self.better {
-            Better::Higher => mb >= ma * (1.0 - threshold),
-            Better::Lower => mb <= ma * (1.0 + threshold),
-            Better::Zero => b.iter().all(|v| *v == 0.0),
+        let ok = match (self.better, self.paired()) {
+            (Better::Zero, _) => b.iter().all(|v| *v == 0.0),
+            (_, None) => true,
+            (Better::Higher, Some(r)) => r >= 1.0 - threshold,
+            (Better::Lower, Some(r)) => r <= 1.0 + threshold,
         };
         if ok {
             Verdict::Pass
@@ -322,6 +344,7 @@ pub fn rows(samples: &[Sample]) -> Vec<Row> {
                     figure: f.figure.clone(),
                     better: f.better,
                     values: [Vec::new(), Vec::new()],
+                    rounds: [Vec::new(), Vec::new()],
                     cpu: [Vec::new(), Vec::new()],
                 });
                 rows.len() - 1
@@ -329,6 +352,7 @@ pub fn rows(samples: &[Sample]) -> Vec<Row> {
         };
         let side = usize::from(s.side == Side::B);
         rows[i].values[side].push(f.value);
+        rows[i].rounds[side].push(s.round);
         if let Some(c) = f.cpu_us {
             rows[i].cpu[side].push(c);
         }
@@ -378,6 +402,7 @@ pub fn render(samples: &[Sample], names: [&str; 2], threshold_pct: f64) -> (Stri
         format!("{a}: median [min-max]"),
         format!("{b}: median [min-max]"),
         format!("{b}/{a}"),
+        "paired".to_string(),
         format!("server CPU/op, us: {a} -> {b}"),
         "verdict".to_string(),
     ]];
@@ -420,11 +445,15 @@ pub fn render(samples: &[Sample], names: [&str; 2], threshold_pct: f64) -> (Stri
                 (Better::Zero, _) | (_, None) => "-".to_string(),
                 (_, Some(r)) => format!("{r:.3}x"),
             },
+            match (row.better, row.paired()) {
+                (Better::Zero, _) | (_, None) => "-".to_string(),
+                (_, Some(r)) => format!("{r:.3}x"),
+            },
             cpu,
             verdict.to_string(),
         ]);
     }
-    let mut widths = [0; 7];
+    let mut widths = [0; 8];
     for cells in &table {
         for (w, c) in widths.iter_mut().zip(cells) {
             *w = (*w).max(c.chars().count());
@@ -438,7 +467,7 @@ pub fn render(samples: &[Sample], names: [&str; 2], threshold_pct: f64) -> (Stri
             .enumerate()
             .map(|(i, (c, w))| {
                 // Numbers right-aligned, words left-aligned.
-                if (2..=4).contains(&i) {
+                if (2..=5).contains(&i) {
                     format!("{c:>w$}")
                 } else {
                     format!("{c:<w$}")
@@ -452,7 +481,7 @@ pub fn render(samples: &[Sample], names: [&str; 2], threshold_pct: f64) -> (Stri
     if failed.is_empty() {
         out.push_str(&format!(
             "guard: PASS: all {} figures of {b} within {threshold_pct} % of {a} \
-             (medians of {n} rounds; a better figure always passes)\n",
+             (paired medians of {n} rounds; a better figure always passes)\n",
             rows.len()
         ));
     } else {
@@ -465,7 +494,7 @@ pub fn render(samples: &[Sample], names: [&str; 2], threshold_pct: f64) -> (Stri
         };
         out.push_str(&format!(
             "guard: {what}: {} of {} figures of {b} fail against {a} \
-             (threshold {threshold_pct} %, medians of {n} rounds): {}\n",
+             (threshold {threshold_pct} %, paired medians of {n} rounds): {}\n",
             failed.len(),
             rows.len(),
             failed.join("; ")
@@ -580,16 +609,19 @@ mod tests {
     }
 
     #[test]
-    fn medians_are_compared_in_the_worse_direction_only() {
-        // Medians: A 100, B 96 (-4 %): pass at 5 %, fail at 3 %.
+    fn rounds_are_compared_in_pairs_in_the_worse_direction_only() {
+        // Each round's B/A: 0.96 0.96 0.96 0.60 1.40; median 0.96 (-4 %):
+        // pass at 5 %, fail at 3 %. The medians of the sides (100, 96)
+        // give the same ratio here.
         let samples = five_rounds(
-            [90.0, 100.0, 130.0, 95.0, 101.0],
-            [96.0, 60.0, 99.0, 96.0, 140.0],
+            [100.0, 50.0, 150.0, 100.0, 100.0],
+            [96.0, 48.0, 144.0, 60.0, 140.0],
         );
         let r = rows(&samples);
         assert_eq!(r.len(), 2);
-        assert_eq!(r[0].values[1], [96.0, 60.0, 99.0, 96.0, 140.0]);
+        assert_eq!(r[0].values[1], [96.0, 48.0, 144.0, 60.0, 140.0]);
         assert!((r[0].ratio().expect("ratio") - 0.96).abs() < 1e-12);
+        assert!((r[0].paired().expect("paired") - 0.96).abs() < 1e-12);
         assert_eq!(r[0].verdict(0.05, 5), Verdict::Pass);
         assert_eq!(r[0].verdict(0.03, 5), Verdict::Regression);
         // p99: A 10 ms, B 0.96 ms: far better, which passes.
@@ -600,6 +632,28 @@ mod tests {
         assert_eq!(r[0].verdict(0.05, 5), Verdict::Pass);
         assert_eq!(r[1].verdict(0.05, 5), Verdict::Regression);
         assert_eq!(r[1].verdict(0.07, 5), Verdict::Pass);
+    }
+
+    #[test]
+    fn a_phase_shared_by_a_round_cancels_in_its_ratio() {
+        // The machine is slow (60) in rounds 2 and 4 for both sides, and
+        // turns slow halfway through round 3, under B only. The medians of
+        // the sides say B is 40 % slower; four rounds of five say equal.
+        let samples = five_rounds(
+            [100.0, 60.0, 100.0, 60.0, 100.0],
+            [100.0, 60.0, 60.0, 60.0, 100.0],
+        );
+        let r = rows(&samples);
+        assert!((r[0].ratio().expect("ratio") - 0.6).abs() < 1e-12);
+        assert!((r[0].paired().expect("paired") - 1.0).abs() < 1e-12);
+        assert_eq!(r[0].verdict(0.05, 5), Verdict::Pass);
+        // Rounds are matched by number, not by position.
+        let text = line("b", 2, "ops/s", 50.0, "higher", "-")
+            + &line("a", 1, "ops/s", 100.0, "higher", "-")
+            + &line("b", 1, "ops/s", 100.0, "higher", "-")
+            + &line("a", 2, "ops/s", 50.0, "higher", "-");
+        let r = rows(&parse(&text).expect("parses"));
+        assert_eq!(r[0].paired(), Some(1.0));
     }
 
     #[test]
@@ -631,6 +685,7 @@ mod tests {
         assert!(lines[1].contains("100 [100-100]"), "{text}");
         assert!(lines[1].contains("92.0 [90.0-94.0]"), "{text}");
         assert!(lines[1].contains("0.920x"), "{text}");
+        assert!(lines[1].contains("0.920x  0.920x"), "{text}");
         assert!(lines[1].contains("70.0 -> 77.0 (1.10x)"), "{text}");
         assert!(lines[1].ends_with("REGRESSION"), "{text}");
         assert!(lines[2].ends_with("PASS"), "{text}");
@@ -645,7 +700,7 @@ mod tests {
         );
         let (text, failed) = render(&five_rounds([100.0; 5], [100.0; 5]), ["A", "B"], 5.0);
         assert_eq!(failed, 0);
-        assert!(text.ends_with("guard: PASS: all 2 figures of B within 5 % of A (medians of 5 rounds; a better figure always passes)\n"), "{text}");
+        assert!(text.ends_with("guard: PASS: all 2 figures of B within 5 % of A (paired medians of 5 rounds; a better figure always passes)\n"), "{text}");
         // Only a side short of rounds: incomplete, which fails too.
         let mut short = five_rounds([100.0; 5], [100.0; 5]);
         short.retain(|s| s.side == Side::A || s.round < 5);

@@ -205,8 +205,9 @@ enum Workload {
         /// Lines of `side round <--figures line>`, tab-separated (side a:
         /// the baseline, b: under test).
         file: PathBuf,
-        /// Largest loss allowed, percent of side a's median (lower
-        /// throughput or higher latency; a better figure always passes).
+        /// Largest loss allowed, percent: the median of the rounds' b/a
+        /// (lower throughput or higher latency; a better figure always
+        /// passes).
         #[arg(long, default_value_t = 5.0)]
         threshold: f64,
         /// Name of side a in the report.
