@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Performance guard: the headline workloads on a baseline and on the
 # working tree (or on two settings), in alternating rounds on fresh
-# databases; per figure, the median of the rounds against the baseline's.
+# databases; per figure, the median of the rounds' current/baseline.
 #
 #   bench/guard.sh [options] [BASELINE]          working tree vs a commit
 #   bench/guard.sh [options] --a CMD --b CMD     two settings (A is the baseline)
@@ -39,11 +39,12 @@
 # Every run gets a fresh server on a fresh database; in each round every
 # workload runs on both sides back to back, the side going first swapping
 # from one round to the next. The table gives, per figure, each side's
-# median [min-max] over the rounds, current/baseline of the medians, and
-# the server's CPU per request (list: per list; watch: per delivered
-# event). A figure is a REGRESSION when the current median is worse than
-# the baseline's by more than the threshold (lower throughput, higher
-# latency; a better figure passes), or, for errors and missing events,
+# median [min-max] over the rounds, current/baseline of the medians, the
+# paired ratio (the median of each round's current/baseline: the two runs
+# of a round share the machine's phase), and the server's CPU per request
+# (list: per list; watch: per delivered event). A figure is a REGRESSION
+# when the paired ratio is worse than the threshold (lower throughput,
+# higher latency; a better figure passes), or, for errors and missing events,
 # when it is not 0. Exit status: 0 all PASS, 1 a regression or a failed
 # run, 2 a usage or build error. A full default run takes about 7 minutes
 # (some 80 s per round on 2 cores) plus the baseline's first build (about
@@ -293,7 +294,7 @@ for round in $(seq "$rounds"); do
     echo "   ${spent} s so far; about $((left / 60)) min $((left % 60)) s to go"
 done
 
-echo "== guard: ${names[1]} against ${names[0]}, medians of $rounds rounds, threshold $threshold %" \
+echo "== guard: ${names[1]} against ${names[0]}, paired medians of $rounds rounds, threshold $threshold %" \
   "(in $((SECONDS - started)) s)"
 status=0
 "$bench" guard-report --threshold "$threshold" --a-name "${names[0]}" --b-name "${names[1]}" \
