@@ -1,23 +1,25 @@
 #!/usr/bin/env bash
-# Instructions per request of two server builds, counted by callgrind:
-# within a fraction of a percent from run to run on a quiet machine, so it
-# settles what a noisy latency figure of bench/guard.sh cannot (user space
-# only; the kernel's share is not counted). Group commit makes the count
-# depend a little on timing (a busy machine batches differently), so run
-# it when nothing else does, and compare pairs.
+# Instructions per request of two server builds, counted by callgrind
+# (user space only; the kernel's share is not counted), to settle what a
+# noisy latency figure of bench/guard.sh cannot. Reads repeat within
+# 0.1 % from run to run; writes within a few percent, since group commit
+# batches them by timing; so run it when nothing else does, and compare
+# several pairs.
 #
 #   bench/instructions.sh A_BIN B_BIN [workload] [pairs]
 #
-# workload: create, status or get (default create); pairs: how many A, B
-# runs (default 2). Each run starts the server under valgrind on a fresh
-# database on 127.0.0.1, warms it up with 500 requests from 16 clients,
-# then counts 3,000 more, and stops the server by its PID. Needs valgrind
-# and a release build of modelhub-bench.
+# workload: create, status, get or list (default create); pairs: how many
+# A, B runs (default 2). Each run starts the server under valgrind on a
+# fresh database on 127.0.0.1, warms it up with 500 requests from 16
+# clients, then counts 3,000 more, and stops the server by its PID. list:
+# 3,000 creates, one list of their stack (cached from then on), then 40
+# more lists counted. Needs valgrind, curl and a release build of
+# modelhub-bench.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 usage() {
-  sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 [ $# -ge 2 ] || usage
@@ -38,12 +40,23 @@ count() {
     curl -fsS "http://$addr/readyz" >/dev/null 2>&1 && break
     sleep 0.2
   done
-  "$bench" --server "http://$addr" --count 500 "$workload" --clients 16 >/dev/null 2>&1
-  callgrind_control -i on "$pid" >/dev/null 2>&1
-  "$bench" --server "http://$addr" --count 3000 "$workload" --clients 16 >/dev/null 2>&1
+  local calls=3000
+  if [ "$workload" = list ]; then
+    local cells=http://$addr/api/v1beta1/realms/bench/spaces/s/stacks/t/cells
+    calls=40
+    "$bench" --server "http://$addr" --count 3000 create --clients 16 >/dev/null 2>&1
+    curl -fsS "$cells" -o /dev/null
+    callgrind_control -i on "$pid" >/dev/null 2>&1
+    for _ in $(seq "$calls"); do curl -fsS "$cells" -o /dev/null; done
+  else
+    "$bench" --server "http://$addr" --count 500 "$workload" --clients 16 >/dev/null 2>&1
+    callgrind_control -i on "$pid" >/dev/null 2>&1
+    "$bench" --server "http://$addr" --count "$calls" "$workload" --clients 16 >/dev/null 2>&1
+  fi
   callgrind_control -i off "$pid" >/dev/null 2>&1
   stop
-  callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ && !n { gsub(",", "", $1); print int($1 / 3000); n = 1 }'
+  callgrind_annotate "$out" 2>/dev/null |
+    awk -v calls="$calls" '/PROGRAM TOTALS/ && !n { gsub(",", "", $1); print int($1 / calls); n = 1 }'
 }
 
 for i in $(seq "$pairs"); do

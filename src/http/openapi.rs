@@ -366,19 +366,12 @@ fn list_params(kind: Kind, cross_scope: bool) -> Vec<utoipa::openapi::path::Para
             Type::Integer,
             "Page size; a `continue` token is returned when more items remain.",
         ),
-        ParameterBuilder::new()
-            .name("continue")
-            .parameter_in(ParameterIn::Query)
-            .required(Required::False)
-            .description(Some(
-                "Token of the previous page (same snapshot; expires: 410).",
-            ))
-            .schema(Some(
-                ObjectBuilder::new()
-                    .schema_type(SchemaType::Type(Type::String))
-                    .pattern(Some("^([0-9a-f]{1,16}\\.([0-9a-f]{2})+)?$")),
-            ))
-            .build(),
+        optional_string(
+            "continue",
+            ParameterIn::Query,
+            "Token of the previous page (same snapshot; expires: 410).",
+            "^([0-9a-f]{1,16}\\.([0-9a-f]{2})+)?$",
+        ),
         query_param(
             "watch",
             Type::Boolean,
@@ -453,6 +446,12 @@ fn kind_operation(kind: Kind, id: String, summary: String) -> OperationBuilder {
         .tag(tag(kind))
 }
 
+/// An operation on one object: id `{verb}_{kind}{suffix}` (`get_cell_status`).
+fn object_operation(kind: Kind, verb: &str, suffix: &str, summary: String) -> OperationBuilder {
+    let singular = kind.as_str().to_ascii_lowercase();
+    kind_operation(kind, format!("{verb}_{singular}{suffix}"), summary)
+}
+
 /// The errors of a list or watch.
 const LIST_ERRORS: &[(u16, &str)] = &[
     (400, "a malformed parameter"),
@@ -480,17 +479,30 @@ const WRITE_ERRORS: &[(u16, &str)] = &[
 
 /// The `If-Match` precondition header.
 fn if_match_param() -> utoipa::openapi::path::Parameter {
+    optional_string(
+        "If-Match",
+        ParameterIn::Header,
+        "Precondition: the quoted resourceVersion the client last read (`*`: any).",
+        r#"^(\*|(W/)?"?[0-9]+"?)?$"#,
+    )
+}
+
+/// An optional string parameter that must match `pattern`.
+fn optional_string(
+    name: &str,
+    at: ParameterIn,
+    description: &str,
+    pattern: &str,
+) -> utoipa::openapi::path::Parameter {
     ParameterBuilder::new()
-        .name("If-Match")
-        .parameter_in(ParameterIn::Header)
+        .name(name)
+        .parameter_in(at)
         .required(Required::False)
-        .description(Some(
-            "Precondition: the quoted resourceVersion the client last read (`*`: any).",
-        ))
+        .description(Some(description))
         .schema(Some(
             ObjectBuilder::new()
                 .schema_type(SchemaType::Type(Type::String))
-                .pattern(Some(r#"^(\*|(W/)?"?[0-9]+"?)?$"#)),
+                .pattern(Some(pattern)),
         ))
         .build()
 }
@@ -523,24 +535,19 @@ pub(super) fn list_operation(kind: Kind) -> Operation {
 
 /// `POST` to a collection: create.
 pub(super) fn create_operation(kind: Kind) -> Operation {
-    let singular = kind.as_str().to_ascii_lowercase();
     let name = kind.as_str();
     errors(
-        kind_operation(
-            kind,
-            format!("create_{singular}"),
-            format!("Create a {name}"),
-        )
-        .parameters(Some(path_params(kind, false)))
-        .request_body(Some(request_body(kind, false, false, true).build()))
-        .response(
-            "201",
-            links(
-                kind,
-                document_response(&format!("The created {name}."), name, true),
-            )
-            .build(),
-        ),
+        object_operation(kind, "create", "", format!("Create a {name}"))
+            .parameters(Some(path_params(kind, false)))
+            .request_body(Some(request_body(kind, false, false, true).build()))
+            .response(
+                "201",
+                links(
+                    kind,
+                    document_response(&format!("The created {name}."), name, true),
+                )
+                .build(),
+            ),
         &[
             (
                 400,
@@ -558,14 +565,13 @@ pub(super) fn create_operation(kind: Kind) -> Operation {
 
 /// `GET` one object.
 pub(super) fn get_operation(kind: Kind) -> Operation {
-    let singular = kind.as_str().to_ascii_lowercase();
     let name = kind.as_str();
     let mut params = path_params(kind, true);
     if kind == Kind::Container {
         params.push(view_param());
     }
     errors(
-        kind_operation(kind, format!("get_{singular}"), format!("Read a {name}"))
+        object_operation(kind, "get", "", format!("Read a {name}"))
             .parameters(Some(params))
             .response(
                 "200",
@@ -578,7 +584,6 @@ pub(super) fn get_operation(kind: Kind) -> Operation {
 
 /// `PUT` (`patch` false) or `PATCH` an object, or its status.
 fn write_operation(kind: Kind, status: bool, patch: bool) -> Operation {
-    let singular = kind.as_str().to_ascii_lowercase();
     let name = kind.as_str();
     let verb = if patch { "patch" } else { "replace" };
     let suffix = if status { "_status" } else { "" };
@@ -593,7 +598,7 @@ fn write_operation(kind: Kind, status: bool, patch: bool) -> Operation {
         format!("Replace {what}")
     };
     errors(
-        kind_operation(kind, format!("{verb}_{singular}{suffix}"), summary)
+        object_operation(kind, verb, suffix, summary)
             .parameters(Some(
                 path_params(kind, true)
                     .into_iter()
@@ -621,31 +626,26 @@ pub(super) fn patch_operation(kind: Kind, status: bool) -> Operation {
 
 /// `DELETE` an object.
 pub(super) fn delete_operation(kind: Kind) -> Operation {
-    let singular = kind.as_str().to_ascii_lowercase();
     let name = kind.as_str();
     errors(
-        kind_operation(
-            kind,
-            format!("delete_{singular}"),
-            format!("Delete a {name}"),
-        )
-        .parameters(Some(path_params(kind, true).into_iter().chain([
-            query_param(
-                "cascade",
-                Type::Boolean,
-                "Also delete every object below it (children first, one transaction).",
+        object_operation(kind, "delete", "", format!("Delete a {name}"))
+            .parameters(Some(path_params(kind, true).into_iter().chain([
+                query_param(
+                    "cascade",
+                    Type::Boolean,
+                    "Also delete every object below it (children first, one transaction).",
+                ),
+                if_match_param(),
+            ])))
+            .response(
+                "200",
+                document_response(
+                    "The last state of the object, at the deletion's revision.",
+                    name,
+                    true,
+                )
+                .build(),
             ),
-            if_match_param(),
-        ])))
-        .response(
-            "200",
-            document_response(
-                "The last state of the object, at the deletion's revision.",
-                name,
-                true,
-            )
-            .build(),
-        ),
         &[
             (400, "a malformed parameter"),
             (404, "no such object"),
@@ -660,12 +660,12 @@ pub(super) fn delete_operation(kind: Kind) -> Operation {
 
 /// `GET` an object's status subresource.
 pub(super) fn get_status_operation(kind: Kind) -> Operation {
-    let singular = kind.as_str().to_ascii_lowercase();
     let name = kind.as_str();
     errors(
-        kind_operation(
+        object_operation(
             kind,
-            format!("get_{singular}_status"),
+            "get",
+            "_status",
             format!("Read a {name} (status subresource)"),
         )
         .parameters(Some(path_params(kind, true)))

@@ -8,6 +8,7 @@
 //! - [`codec`]: record encoding (format byte + postcard).
 //! - [`plan`]: the mutation rules, as a planner over a read view.
 //! - [`query`]: list queries and pages, history pages, counters.
+//! - [`options`]: a store's tunables.
 //! - [`feed`]: the ordered change feed that the watch hub and caches
 //!   subscribe to.
 //!
@@ -26,12 +27,12 @@ pub mod cursor;
 pub mod error;
 pub mod feed;
 pub mod keys;
+pub mod options;
 pub mod plan;
 pub mod query;
 mod redb;
 
 use std::path::Path as FsPath;
-use std::time::Duration;
 
 pub use backend::Backend;
 pub use change::{
@@ -40,33 +41,10 @@ pub use change::{
 pub use cursor::{ListIter, RawEntry, Snapshot};
 pub use error::{EngineError, StoreError};
 pub use feed::{Feed, Subscriber};
+pub use options::StoreOptions;
 pub use query::{EventsPage, ListPage, ListQuery, StoreStats};
 
 use crate::model::{AnyObject, Path};
-
-/// Tunables of a [`Store`].
-#[derive(Debug, Clone)]
-pub struct StoreOptions {
-    /// How long a paged list's snapshot lives.
-    pub snapshot_ttl: Duration,
-    /// How many paged-list snapshots may be live at once.
-    pub max_snapshots: usize,
-    /// redb's page cache, in bytes (bounds the resident memory).
-    pub cache_bytes: usize,
-    /// Longest time between checkpoints of the write-ahead log.
-    pub checkpoint_interval: Duration,
-}
-
-impl Default for StoreOptions {
-    fn default() -> Self {
-        StoreOptions {
-            snapshot_ttl: Duration::from_secs(300),
-            max_snapshots: 1024,
-            cache_bytes: 128 * 1024 * 1024,
-            checkpoint_interval: redb::DEFAULT_CHECKPOINT_INTERVAL,
-        }
-    }
-}
 
 /// Handle to an open store; cheap to clone.
 #[derive(Clone)]
@@ -80,12 +58,6 @@ enum Engine {
 impl Store {
     /// Opens (creating or migrating) the redb database at `path`.
     pub fn open(path: &FsPath, options: StoreOptions) -> Result<Store, StoreError> {
-        let options = redb::RedbOptions {
-            snapshot_ttl: options.snapshot_ttl,
-            max_snapshots: options.max_snapshots,
-            cache_bytes: options.cache_bytes,
-            checkpoint_interval: options.checkpoint_interval,
-        };
         Ok(Store(Engine::Redb(redb::RedbStore::open(path, &options)?)))
     }
 }

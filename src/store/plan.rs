@@ -19,8 +19,9 @@
 //! the plan, one per step.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use super::change::{Applied, ChangeType, Part, WriteOp};
+use super::change::{Applied, Change, ChangeType, Part, WriteOp, WriteOutcome};
 use super::error::StoreError;
 use super::keys;
 use crate::model::{AnyObject, Kind, Path, Timestamp};
@@ -191,6 +192,38 @@ pub fn plan_apply(
         out.push(planned);
     }
     Ok(out)
+}
+
+/// What applying each document answers, and every change, in order.
+pub type AppliedItems = (Vec<(Applied, Arc<AnyObject>)>, Vec<Change>);
+
+/// Runs the plans of [`plan_apply`] in order with `execute` (the engine's
+/// way of running one plan, stamping revisions). A document the same as
+/// one written earlier in the same apply answers that write's object, with
+/// its revision (its plan holds the overlay's copy, which has none).
+pub fn execute_apply(
+    planned: Vec<(Applied, Plan)>,
+    mut execute: impl FnMut(Plan) -> Result<WriteOutcome, StoreError>,
+) -> Result<AppliedItems, StoreError> {
+    let mut items = Vec::with_capacity(planned.len());
+    let mut changes = Vec::new();
+    let mut written = HashMap::new();
+    for (applied, plan) in planned {
+        let outcome = execute(plan)?;
+        let object = match applied {
+            Applied::Unchanged => written
+                .get(&outcome.object.path())
+                .cloned()
+                .unwrap_or(outcome.object),
+            Applied::Created | Applied::Configured => {
+                written.insert(outcome.object.path(), outcome.object.clone());
+                outcome.object
+            }
+        };
+        changes.extend(outcome.changes);
+        items.push((applied, object));
+    }
+    Ok((items, changes))
 }
 
 /// A view with the steps planned so far laid over it.
@@ -443,6 +476,73 @@ mod tests {
         assert_eq!(order.len(), 3);
         assert!(s.iter().all(|s| s.change == ChangeType::Deleted));
         assert_eq!(s[2].kind, Kind::Realm, "the object itself goes last");
+    }
+
+    /// Runs a plan as an engine would: revisions from 100 on.
+    fn stamp(next: &mut u64, plan: Plan) -> WriteOutcome {
+        match plan {
+            Plan::Unchanged(o) => WriteOutcome {
+                object: Arc::new(o),
+                changes: Vec::new(),
+            },
+            Plan::Steps(steps) => {
+                let changes: Vec<Change> = steps
+                    .into_iter()
+                    .map(|mut s| {
+                        *next += 1;
+                        s.object.meta_mut().resource_version = *next;
+                        Change {
+                            revision: *next,
+                            prev: *next - 1,
+                            change: s.change,
+                            object: Arc::new(s.object),
+                        }
+                    })
+                    .collect();
+                let object = changes.last().expect("steps").object.clone();
+                WriteOutcome { object, changes }
+            }
+        }
+    }
+
+    #[test]
+    fn a_repeated_document_answers_the_earlier_write() {
+        let mut view = MapView::default();
+        let planned =
+            plan_apply(&mut view, vec![realm("r", "n", 0), realm("r", "n", 0)], 0).unwrap();
+        let mut next = 100;
+        let (items, changes) = execute_apply(planned, |p| Ok(stamp(&mut next, p))).unwrap();
+        assert_eq!(changes.len(), 1);
+        assert_eq!(items[1].0, Applied::Unchanged);
+        assert_eq!(items[1].1.meta().resource_version, 101);
+        assert!(Arc::ptr_eq(&items[0].1, &items[1].1));
+    }
+
+    #[test]
+    fn the_overlay_scans_with_its_writes_laid_over() {
+        let mut base = MapView::with(&[realm("r", "n", 1), space("r", "a"), space("r", "b")]);
+        let key = |name: &str| keys::encode(&["r", name]);
+        let mut view = Overlay {
+            base: &mut base,
+            written: HashMap::from([
+                ((Kind::Space, key("a")), None),
+                ((Kind::Space, key("c")), Some(space("r", "c"))),
+            ]),
+        };
+        let names = |v: Vec<(Vec<u8>, AnyObject)>| -> Vec<String> {
+            v.into_iter().map(|(_, o)| o.meta().name.clone()).collect()
+        };
+        let prefix = keys::encode(&["r"]);
+        assert_eq!(
+            names(view.scan(Kind::Space, &prefix, None).unwrap()),
+            ["b", "c"]
+        );
+        assert_eq!(
+            names(view.scan(Kind::Space, &prefix, Some(1)).unwrap()),
+            ["b"]
+        );
+        assert!(!view.exists(Kind::Space, &key("a")).unwrap());
+        assert!(view.exists(Kind::Space, &key("c")).unwrap());
     }
 
     #[test]

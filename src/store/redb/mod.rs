@@ -26,7 +26,6 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use redb::Database;
 use tokio::sync::oneshot;
@@ -35,22 +34,8 @@ use crate::model::{AnyObject, Path};
 use crate::store::change::{ApplyOutcome, WriteOp, WriteOutcome};
 use crate::store::error::StoreError;
 use crate::store::feed::Feed;
+use crate::store::options::StoreOptions;
 use crate::store::query::{EventsPage, ListPage, ListQuery, StoreStats};
-
-pub use wal::DEFAULT_CHECKPOINT_INTERVAL;
-
-/// Tunables of the redb backend.
-#[derive(Debug, Clone)]
-pub struct RedbOptions {
-    /// How long a paged list's snapshot lives.
-    pub snapshot_ttl: Duration,
-    /// How many paged-list snapshots may be live at once.
-    pub max_snapshots: usize,
-    /// redb's page cache, in bytes (bounds the resident memory).
-    pub cache_bytes: usize,
-    /// Longest time between checkpoints of the write-ahead log.
-    pub checkpoint_interval: Duration,
-}
 
 /// The writer thread's queue and join handle (taken on close).
 type WriterHandle = (mpsc::Sender<writer::Job>, JoinHandle<()>);
@@ -71,7 +56,7 @@ struct Inner {
 impl RedbStore {
     /// Opens (creating or migrating) the database at `path`, replays what
     /// its write-ahead log holds, and starts the writer thread.
-    pub fn open(path: &FsPath, options: &RedbOptions) -> Result<RedbStore, StoreError> {
+    pub fn open(path: &FsPath, options: &StoreOptions) -> Result<RedbStore, StoreError> {
         let db = Arc::new(migrate::open(path, options.cache_bytes)?);
         let log = wal::path_for(path);
         let mut wal = wal::Wal::open(&log, options.checkpoint_interval)?;

@@ -8,9 +8,9 @@
 //! batch to redb without durability (readers see it at once). A checkpoint
 //! (a durable redb commit) persists everything before it and the log starts
 //! again from its beginning: one checkpoint interval
-//! ([`DEFAULT_CHECKPOINT_INTERVAL`]) after the first change since the last
-//! one, or once the log holds half its capacity, or when a record does not
-//! fit. On open, the writer replays the records after the database's
+//! (`StoreOptions::checkpoint_interval`, 1 s by default) after the first
+//! change since the last one, or once the log holds half its capacity, or
+//! when a record does not fit. On open, the writer replays the records after the database's
 //! revision ([`Records::for_each_record`]) in one durable transaction, and the
 //! log is cleared ([`Wal::clear`]).
 //!
@@ -49,8 +49,6 @@ use crate::store::error::{EngineError, StoreError};
 pub const CAPACITY: u64 = 64 * 1024 * 1024;
 /// The file is zero-filled this much at a time, as the log first grows.
 const FILL_STEP: u64 = 4 * 1024 * 1024;
-/// Default longest time between checkpoints while writes arrive.
-pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 /// Checkpoint once the log holds this much, whatever the time.
 const CHECKPOINT_BYTES: u64 = CAPACITY / 2;
 const HEADER: usize = 8;

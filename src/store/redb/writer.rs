@@ -18,7 +18,6 @@
 //! - The change feed is told about changes only after commit, before the
 //!   replies are sent.
 
-use std::collections::HashMap;
 use std::path::Path as FsPath;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,7 +30,7 @@ use super::error::engine_error;
 use super::tables::{self, COMPACTED_KEY, EVENTS, META, REVISION_KEY, WriteTables};
 use super::wal::{self, Appended, Journal, Records, Wal};
 use crate::model::AnyObject;
-use crate::store::change::{Applied, ApplyOutcome, Change, ChangeType, WriteOp, WriteOutcome};
+use crate::store::change::{ApplyOutcome, Change, ChangeType, WriteOp, WriteOutcome};
 use crate::store::codec;
 use crate::store::error::{EngineError, StoreError};
 use crate::store::feed::Feed;
@@ -299,27 +298,7 @@ fn apply_documents(
     let now = now();
     let ((items, changes), start, end) = with_batch(db, wal, stats, !dry_run, |batch| {
         let planned = plan::plan_apply(&mut batch.tables, objects, now)?;
-        let mut items = Vec::with_capacity(planned.len());
-        let mut changes = Vec::new();
-        // What this apply wrote so far, by path: a later document the same
-        // as one of them answers that write's object, with its revision.
-        let mut written = HashMap::new();
-        for (applied, plan) in planned {
-            let outcome = batch.execute(plan)?;
-            let object = match applied {
-                Applied::Unchanged => written
-                    .get(&outcome.object.path())
-                    .cloned()
-                    .unwrap_or(outcome.object),
-                Applied::Created | Applied::Configured => {
-                    written.insert(outcome.object.path(), outcome.object.clone());
-                    outcome.object
-                }
-            };
-            changes.extend(outcome.changes);
-            items.push((applied, object));
-        }
-        Ok((items, changes))
+        plan::execute_apply(planned, |p| batch.execute(p))
     })?;
     Ok(ApplyOutcome {
         items,
