@@ -60,6 +60,11 @@ enum Command {
         /// under write load).
         #[arg(long, env = "MODELHUB_WORKERS", value_parser = clap::value_parser!(u16).range(1..))]
         workers: Option<u16>,
+        /// Free space to keep on the data's filesystem (e.g. 128MiB, 1GiB,
+        /// 0 to disable): below it, every write but a delete is refused
+        /// with 507, so that space can still be freed through the API.
+        #[arg(long, env = "MODELHUB_MIN_FREE_SPACE", default_value = "128MiB", value_parser = parse_size)]
+        min_free_space: u64,
     },
     /// Print the OpenAPI document (what `openapi/v1beta1.json` holds).
     Openapi,
@@ -156,6 +161,31 @@ fn runtime(mut builder: tokio::runtime::Builder) -> Result<tokio::runtime::Runti
 }
 
 /// Parses `10s`, `500ms`, `2m` or plain seconds.
+/// A size: a number of bytes, with an optional unit (KiB, MiB, GiB, TiB,
+/// or K, M, G, T for the same powers of 1024).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 128MiB, 1GiB, 0)"))?;
+    let shift = match unit.trim() {
+        "" | "B" => 0,
+        "K" | "KiB" => 10,
+        "M" | "MiB" => 20,
+        "G" | "GiB" => 30,
+        "T" | "TiB" => 40,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} (use KiB, MiB, GiB or TiB)"
+            ));
+        }
+    };
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = s
@@ -210,6 +240,7 @@ fn main() -> ExitCode {
             continue_ttl,
             checkpoint_interval,
             workers,
+            min_free_space,
         } => {
             let mut builder = tokio::runtime::Builder::new_multi_thread();
             builder.worker_threads(workers.map_or_else(default_workers, usize::from));
@@ -225,6 +256,7 @@ fn main() -> ExitCode {
                 cache_bytes: cache_mb * 1024 * 1024,
                 continue_ttl,
                 checkpoint_interval,
+                min_free_bytes: min_free_space,
                 ..modelhub::server::Config::new(listen, data)
             };
             match runtime.block_on(modelhub::server::serve(

@@ -41,6 +41,9 @@ pub struct Config {
     pub continue_ttl: Duration,
     /// Longest time between checkpoints of the write-ahead log.
     pub checkpoint_interval: Duration,
+    /// Free space kept on the data's filesystem: below it, every write
+    /// but a delete is refused (507).
+    pub min_free_bytes: u64,
 }
 
 impl Config {
@@ -56,6 +59,7 @@ impl Config {
             cache_bytes: StoreOptions::default().cache_bytes,
             continue_ttl: StoreOptions::default().snapshot_ttl,
             checkpoint_interval: StoreOptions::default().checkpoint_interval,
+            min_free_bytes: StoreOptions::default().min_free_bytes,
         }
     }
 }
@@ -67,6 +71,8 @@ pub enum ServeError {
     Store(StoreError),
     /// The socket could not be bound or served.
     Io(std::io::Error),
+    /// The store failed and could not recover.
+    Fatal(String),
 }
 
 impl std::fmt::Display for ServeError {
@@ -74,6 +80,7 @@ impl std::fmt::Display for ServeError {
         match self {
             ServeError::Store(e) => write!(f, "cannot open the database: {e}"),
             ServeError::Io(e) => write!(f, "cannot serve: {e}"),
+            ServeError::Fatal(e) => write!(f, "stopped: {e}"),
         }
     }
 }
@@ -144,6 +151,7 @@ pub async fn serve(
         cache_bytes: config.cache_bytes,
         snapshot_ttl: config.continue_ttl,
         checkpoint_interval: config.checkpoint_interval,
+        min_free_bytes: config.min_free_bytes,
         ..StoreOptions::default()
     };
     let data = config.data.clone();
@@ -178,6 +186,22 @@ pub async fn serve(
         lists,
     };
     let stop_streams = hub.clone();
+    // A store that cannot recover from a storage failure stops the
+    // process (non-zero), so that its supervisor restarts it.
+    let fatal = Arc::new(std::sync::Mutex::new(None::<String>));
+    let watchdog = {
+        let (store, fatal) = (store.clone(), fatal.clone());
+        async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                if let Some(msg) = store.fatal() {
+                    tracing::error!(error = %msg, "stopping: the store cannot recover");
+                    *fatal.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg);
+                    return;
+                }
+            }
+        }
+    };
     // Watch frames are small writes that must not wait for Nagle's timer.
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
@@ -187,7 +211,10 @@ pub async fn serve(
     let result = axum::serve(crate::http::conn::Coalescing(listener), router(state))
         .with_graceful_shutdown(async move {
             if !stopped_early {
-                shutdown.await;
+                tokio::select! {
+                    () = shutdown => {}
+                    () = watchdog => {}
+                }
             }
             tracing::info!("shutdown requested: ending watch streams, draining requests");
             stop_streams.shutdown();
@@ -198,5 +225,8 @@ pub async fn serve(
     tokio::task::spawn_blocking(move || store.close())
         .await
         .map_err(|e| ServeError::Io(std::io::Error::other(e)))?;
+    if let Some(msg) = fatal.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        return Err(ServeError::Fatal(msg));
+    }
     result.map_err(ServeError::Io)
 }

@@ -7,7 +7,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
-use crate::store::Backend;
+use crate::store::{Backend, RefusedCause};
 
 /// Response counters by status class.
 #[derive(Debug, Default)]
@@ -53,6 +53,38 @@ pub async fn render(State(s): State<AppState>) -> Response {
         s.hub.watchers(),
         s.lists.hits(),
         s.lists.bytes(),
+    ));
+    let refused = s.store.writes_refused().map(|r| r.cause);
+    out.push_str(
+        "# HELP modelhub_writes_refused Whether writes are refused, by cause (1: refused).\n\
+         # TYPE modelhub_writes_refused gauge\n",
+    );
+    for cause in RefusedCause::ALL {
+        out.push_str(&format!(
+            "modelhub_writes_refused{{cause=\"{}\"}} {}\n",
+            cause.name(),
+            u8::from(refused == Some(cause))
+        ));
+    }
+    out.push_str(&format!(
+        "# HELP modelhub_storage_errors_total Storage errors, by kind.\n\
+         # TYPE modelhub_storage_errors_total counter\n\
+         modelhub_storage_errors_total{{kind=\"no_space\"}} {}\n\
+         modelhub_storage_errors_total{{kind=\"other\"}} {}\n\
+         # HELP modelhub_storage_recoveries_total Recoveries from a storage failure (store reopened from disk).\n\
+         # TYPE modelhub_storage_recoveries_total counter\nmodelhub_storage_recoveries_total {}\n\
+         # HELP modelhub_database_bytes Size of the database file.\n\
+         # TYPE modelhub_database_bytes gauge\nmodelhub_database_bytes {}\n\
+         # HELP modelhub_log_bytes Size of the write-ahead log file.\n\
+         # TYPE modelhub_log_bytes gauge\nmodelhub_log_bytes {}\n\
+         # HELP modelhub_free_bytes Free space on the data's filesystem.\n\
+         # TYPE modelhub_free_bytes gauge\nmodelhub_free_bytes {}\n",
+        stats.storage_errors_full,
+        stats.storage_errors_other,
+        stats.recoveries,
+        stats.database_bytes,
+        stats.log_bytes,
+        stats.free_bytes,
     ));
     if let Ok(rev) = s.store.revision().await {
         out.push_str(&format!(

@@ -26,7 +26,7 @@ use axum::response::{IntoResponse, Response};
 pub use error::{ApiError, Problem, Reason};
 pub use metrics::Metrics;
 
-use crate::store::{Backend, Store};
+use crate::store::{Backend, RefusedCause, Store};
 
 /// Shared state of every handler.
 #[derive(Clone)]
@@ -71,16 +71,59 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Readiness, check by check (as kube-apiserver's `/readyz?verbose`):
+/// 200 while reads work, so that reads and deletes keep being routed here
+/// while writes are refused; `/readyz/writes` tells those apart.
 async fn readyz(State(s): State<AppState>) -> Response {
+    let reads = s.store.ready().await;
+    let mut out = String::new();
+    if reads {
+        out.push_str("[+]reads ok\n");
+    } else {
+        out.push_str("[-]reads failed: the database does not answer\n");
+    }
+    match s.store.writes_refused() {
+        None => out.push_str("[+]writes ok\n"),
+        Some(r) => out.push_str(&format!(
+            "[-]writes refused ({}): {}\n",
+            r.cause.name(),
+            r.message
+        )),
+    }
+    if reads {
+        out.push_str("readyz check passed\n");
+        out.into_response()
+    } else {
+        out.push_str("readyz check failed\n");
+        (StatusCode::SERVICE_UNAVAILABLE, out).into_response()
+    }
+}
+
+/// `/readyz/reads`: whether the database answers reads.
+async fn readyz_reads(State(s): State<AppState>) -> Response {
     if s.store.ready().await {
-        "ready\n".into_response()
+        "ok\n".into_response()
     } else {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            Reason::Internal,
-            "database not readable",
+            Reason::Unavailable,
+            "the database does not answer reads",
         )
         .into_response()
+    }
+}
+
+/// `/readyz/writes`: 503 with the cause while writes are refused.
+async fn readyz_writes(State(s): State<AppState>) -> Response {
+    match s.store.writes_refused() {
+        None => "ok\n".into_response(),
+        Some(r) => {
+            let reason = match r.cause {
+                RefusedCause::LowSpace | RefusedCause::StorageFull => Reason::InsufficientStorage,
+                RefusedCause::StorageFailed => Reason::Unavailable,
+            };
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, reason, r.message).into_response()
+        }
     }
 }
 

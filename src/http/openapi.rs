@@ -805,10 +805,19 @@ pub(super) fn healthz_operation() -> Operation {
 /// `GET /readyz`.
 pub(super) fn readyz_operation() -> Operation {
     errors(
-        text_operation("readyz", "Readiness (the database answers)"),
+        text_operation(
+            "readyz",
+            "Readiness: each check by name (`[+]reads ok`, `[-]writes refused: ...`); 200 \
+             while reads work, even when writes are refused",
+        ),
         &[],
     )
     .build()
+}
+
+/// `GET /readyz/<check>`.
+pub(super) fn readyz_check_operation(check: &str, summary: &str) -> Operation {
+    errors(text_operation(&format!("readyz_{check}"), summary), &[]).build()
 }
 
 /// `GET /metrics`.

@@ -129,6 +129,25 @@ pub fn table() -> Vec<Route> {
         ),
         Route::new(
             Method::GET,
+            "/readyz/reads".into(),
+            None,
+            Access::Public,
+            super::readyz_reads,
+            doc::readyz_check_operation("reads", "Readiness of reads (the database answers)"),
+        ),
+        Route::new(
+            Method::GET,
+            "/readyz/writes".into(),
+            None,
+            Access::Public,
+            super::readyz_writes,
+            doc::readyz_check_operation(
+                "writes",
+                "Readiness of writes (503 with the cause while writes are refused)",
+            ),
+        ),
+        Route::new(
+            Method::GET,
             "/metrics".into(),
             None,
             Access::Admin,

@@ -39,7 +39,7 @@ use super::change::{ApplyOutcome, WriteOp, WriteOutcome};
 use super::cursor::Snapshot;
 use super::error::StoreError;
 use super::feed::Feed;
-use super::query::{EventsPage, ListPage, ListQuery, StoreStats};
+use super::query::{EventsPage, ListPage, ListQuery, Refusal, StoreStats};
 use crate::model::{AnyObject, Path};
 
 /// A store engine behind the storage contract (see the module docs).
@@ -93,6 +93,18 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Counters for `/metrics`.
     fn stats(&self) -> StoreStats;
+
+    /// Why writes are refused right now (for `/readyz/writes`), if they
+    /// are.
+    fn writes_refused(&self) -> Option<Refusal>;
+
+    /// Set when the store failed and cannot recover: the process should
+    /// exit non-zero so that its supervisor restarts it.
+    fn fatal(&self) -> Option<String>;
+
+    /// Checkpoints now, where the backend has checkpoints (tests schedule
+    /// them themselves); a no-op elsewhere.
+    fn checkpoint(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Finishes queued writes and releases the engine; later calls answer
     /// `Closed`.

@@ -57,6 +57,15 @@ pub enum StoreError {
     },
     /// The store is shutting down.
     Closed,
+    /// Refused for lack of space (below the free-space reserve, or the
+    /// disk is full): nothing was written.
+    NoSpace(String),
+    /// Refused because storage failed and the store is recovering:
+    /// nothing was written; retry later.
+    Unavailable(String),
+    /// Storage failed while the write was being made durable: it may or
+    /// may not have been applied. Read back before retrying.
+    OutcomeUnknown(String),
     /// One document of a multi-document request failed.
     Document {
         /// The document's position in the request.
@@ -182,9 +191,12 @@ impl fmt::Display for StoreError {
                 f,
                 "{path} still has children (such as {child}): delete them first or use ?cascade=true"
             ),
-            StoreError::Gone(m) | StoreError::BadRequest(m) | StoreError::Internal(m) => {
-                f.write_str(m)
-            }
+            StoreError::Gone(m)
+            | StoreError::BadRequest(m)
+            | StoreError::Internal(m)
+            | StoreError::NoSpace(m)
+            | StoreError::Unavailable(m)
+            | StoreError::OutcomeUnknown(m) => f.write_str(m),
             StoreError::Engine(e) => e.fmt(f),
             StoreError::FormatTooNew { found, supported } => write!(
                 f,
@@ -205,6 +217,38 @@ impl std::error::Error for StoreError {
             StoreError::Document { source, .. } => Some(source.as_ref()),
             _ => None,
         }
+    }
+}
+
+impl EngineError {
+    /// Whether the cause is a full disk (or quota).
+    pub fn is_no_space(&self) -> bool {
+        matches!(
+            self.io_kind(),
+            Some(std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
+        )
+    }
+
+    /// This failure as the refusal of a request of which nothing was
+    /// written: 507 for a full disk, else 503.
+    pub fn refusal(&self) -> StoreError {
+        if self.is_no_space() {
+            StoreError::NoSpace(format!(
+                "the disk is full ({self}); nothing was written: free space, then retry"
+            ))
+        } else {
+            StoreError::Unavailable(format!(
+                "storage failed ({self}); nothing was written: retry shortly"
+            ))
+        }
+    }
+
+    /// This failure as the answer to a request whose outcome is unknown.
+    pub fn outcome_unknown(&self) -> StoreError {
+        StoreError::OutcomeUnknown(format!(
+            "storage failed while the write was being made durable ({self}): it may or may not \
+             have been applied; read the object back before retrying"
+        ))
     }
 }
 

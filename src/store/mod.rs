@@ -9,6 +9,8 @@
 //! - [`plan`]: the mutation rules, as a planner over a read view.
 //! - [`query`]: list queries and pages, history pages, counters.
 //! - [`options`]: a store's tunables.
+//! - [`disk`]: the file seam every byte goes through (the real
+//!   filesystem, or a simulated disk for crash tests).
 //! - [`feed`]: the ordered change feed that the watch hub and caches
 //!   subscribe to.
 //!
@@ -24,6 +26,7 @@ pub mod backend;
 pub mod change;
 pub mod codec;
 pub mod cursor;
+pub mod disk;
 pub mod error;
 pub mod feed;
 pub mod keys;
@@ -42,7 +45,7 @@ pub use cursor::{ListIter, RawEntry, Snapshot};
 pub use error::{EngineError, StoreError};
 pub use feed::{Feed, Subscriber};
 pub use options::StoreOptions;
-pub use query::{EventsPage, ListPage, ListQuery, StoreStats};
+pub use query::{EventsPage, ListPage, ListQuery, Refusal, RefusedCause, StoreStats};
 
 use crate::model::{AnyObject, Path};
 
@@ -134,6 +137,24 @@ impl Backend for Store {
     fn stats(&self) -> StoreStats {
         match &self.0 {
             Engine::Redb(s) => s.stats(),
+        }
+    }
+
+    fn writes_refused(&self) -> Option<Refusal> {
+        match &self.0 {
+            Engine::Redb(s) => s.writes_refused(),
+        }
+    }
+
+    fn fatal(&self) -> Option<String> {
+        match &self.0 {
+            Engine::Redb(s) => s.fatal(),
+        }
+    }
+
+    async fn checkpoint(&self) -> Result<(), StoreError> {
+        match &self.0 {
+            Engine::Redb(s) => s.checkpoint().await,
         }
     }
 

@@ -1,6 +1,9 @@
 //! A store's tunables.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use super::disk::{Disk, OsDisk};
 
 /// Tunables of a [`super::Store`].
 #[derive(Debug, Clone)]
@@ -13,7 +16,33 @@ pub struct StoreOptions {
     pub cache_bytes: usize,
     /// Longest time between checkpoints of the write-ahead log.
     pub checkpoint_interval: Duration,
+    /// Free space kept on the filesystem: below it, every write but a
+    /// delete is refused (507), so that an operator can still free space
+    /// through the API and a checkpoint never meets a full disk.
+    pub min_free_bytes: u64,
+    /// Where the files are (the real filesystem, or a simulated disk).
+    pub disk: Arc<dyn Disk>,
+    /// Deliberate bugs, for tests that prove the crash tests find them.
+    #[doc(hidden)]
+    pub sabotage: Sabotage,
 }
+
+/// Deliberate bugs (off in every real configuration): each breaks one
+/// durability rule, so that a test can show the crash explorer catches it.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sabotage {
+    /// The log's append skips its sync.
+    pub skip_log_sync: bool,
+    /// The log is cleared before the checkpoint is durable.
+    pub clear_log_before_checkpoint: bool,
+    /// New files' directory entries are not synced.
+    pub skip_dir_sync: bool,
+}
+
+/// The default free-space reserve: room for the log to fill and for a
+/// checkpoint of everything it holds.
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 128 * 1024 * 1024;
 
 impl Default for StoreOptions {
     fn default() -> Self {
@@ -22,6 +51,9 @@ impl Default for StoreOptions {
             max_snapshots: 1024,
             cache_bytes: 128 * 1024 * 1024,
             checkpoint_interval: Duration::from_secs(1),
+            min_free_bytes: DEFAULT_MIN_FREE_BYTES,
+            disk: Arc::new(OsDisk),
+            sabotage: Sabotage::default(),
         }
     }
 }

@@ -40,6 +40,47 @@ pub struct EventsPage {
     pub current: u64,
 }
 
+/// Why the store refuses writes right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusedCause {
+    /// Free space is below the reserve: every write but a delete is
+    /// refused (507) until space returns.
+    LowSpace,
+    /// The disk filled up under a write: writes are refused (507) until
+    /// space returns and the store has recovered from its log.
+    StorageFull,
+    /// Another storage failure: writes are refused (503) until the store
+    /// has recovered from its log.
+    StorageFailed,
+}
+
+impl RefusedCause {
+    /// The cause's name, for `/readyz` and `/metrics`.
+    pub fn name(self) -> &'static str {
+        match self {
+            RefusedCause::LowSpace => "low_space",
+            RefusedCause::StorageFull => "storage_full",
+            RefusedCause::StorageFailed => "storage_failed",
+        }
+    }
+
+    /// Every cause.
+    pub const ALL: [RefusedCause; 3] = [
+        RefusedCause::LowSpace,
+        RefusedCause::StorageFull,
+        RefusedCause::StorageFailed,
+    ];
+}
+
+/// Writes refused, with the cause and what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Why.
+    pub cause: RefusedCause,
+    /// For an operator: what happened and what ends it.
+    pub message: String,
+}
+
 /// Counters of a store's work, for `/metrics`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StoreStats {
@@ -50,4 +91,16 @@ pub struct StoreStats {
     pub commits: u64,
     /// Checkpoints of the write-ahead log (0 for a backend without one).
     pub checkpoints: u64,
+    /// Storage errors because the disk was full.
+    pub storage_errors_full: u64,
+    /// Other storage errors.
+    pub storage_errors_other: u64,
+    /// Recoveries from a storage failure (the store reopened from disk).
+    pub recoveries: u64,
+    /// Size of the database file, in bytes.
+    pub database_bytes: u64,
+    /// Size of the log file, in bytes (0 for a backend without one).
+    pub log_bytes: u64,
+    /// Free space on the data's filesystem, in bytes.
+    pub free_bytes: u64,
 }

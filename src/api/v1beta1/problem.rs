@@ -32,6 +32,15 @@ pub enum Reason {
     Unauthorized,
     /// Body over the size limit.
     PayloadTooLarge,
+    /// Refused for lack of space (below the free-space reserve, or the
+    /// disk is full): nothing was written; deletes are still accepted.
+    InsufficientStorage,
+    /// Refused because the server is shutting down or recovering from a
+    /// storage failure: nothing was written; retry later.
+    Unavailable,
+    /// Storage failed while the write was being made durable: it may or
+    /// may not have been applied; read back before retrying.
+    OutcomeUnknown,
     /// A server fault.
     Internal,
 }
@@ -156,7 +165,15 @@ impl From<StoreError> for ApiError {
                     ApiError::bad_request(message)
                 }
             },
-            StoreError::Closed => ApiError::new(S::SERVICE_UNAVAILABLE, Reason::Internal, detail),
+            StoreError::Closed | StoreError::Unavailable(_) => {
+                ApiError::new(S::SERVICE_UNAVAILABLE, Reason::Unavailable, detail)
+            }
+            StoreError::NoSpace(_) => {
+                ApiError::new(S::INSUFFICIENT_STORAGE, Reason::InsufficientStorage, detail)
+            }
+            StoreError::OutcomeUnknown(_) => {
+                ApiError::new(S::GATEWAY_TIMEOUT, Reason::OutcomeUnknown, detail)
+            }
             StoreError::Document { index, source } => {
                 let inner = ApiError::from(*source);
                 let prefix = format!("documents[{index}]");

@@ -6,28 +6,33 @@
 //! - `wal`: the write-ahead log (`<db>.wal`): one sequential write and
 //!   sync per batch; checkpointed into redb.
 //! - `writer`: the single writer thread: group commit, plan execution, the
-//!   commit protocol, checkpoints, compaction and log replay.
+//!   commit protocol, checkpoints, compaction, failure and recovery.
 //! - `read`: point reads, snapshots and list cursors, the paged-list
 //!   snapshot registry.
-//! - [`migrate`]: storage format check and migrations.
+//! - `open`: opening (and reopening after a failure): database file,
+//!   identity, log, replay (`replay`), migration ([`migrate`]).
+//! - `file`: the database file as redb's backend, through the store's
+//!   file seam ([`crate::store::disk`]).
 //!
 //! No type of the `redb` crate leaves this module: [`RedbStore`] answers in
 //! the store's own types.
 
 mod error;
+mod file;
 pub mod migrate;
+mod open;
 pub(super) mod read;
+mod replay;
 mod tables;
 mod wal;
 mod writer;
 
-use std::path::Path as FsPath;
+use std::path::{Path as FsPath, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 
-use redb::Database;
 use tokio::sync::oneshot;
 
 use crate::model::{AnyObject, Path};
@@ -35,7 +40,7 @@ use crate::store::change::{ApplyOutcome, WriteOp, WriteOutcome};
 use crate::store::error::StoreError;
 use crate::store::feed::Feed;
 use crate::store::options::StoreOptions;
-use crate::store::query::{EventsPage, ListPage, ListQuery, StoreStats};
+use crate::store::query::{EventsPage, ListPage, ListQuery, Refusal, StoreStats};
 
 /// The writer thread's queue and join handle (taken on close).
 type WriterHandle = (mpsc::Sender<writer::Job>, JoinHandle<()>);
@@ -46,10 +51,10 @@ type WriterHandle = (mpsc::Sender<writer::Job>, JoinHandle<()>);
 pub struct RedbStore(Arc<Inner>);
 
 struct Inner {
-    db: Arc<Database>,
-    snapshots: Arc<read::Snapshots>,
-    stats: Arc<writer::WriterStats>,
+    shared: Arc<writer::Shared>,
     feed: Arc<Feed>,
+    path: PathBuf,
+    options: StoreOptions,
     writer: Mutex<Option<WriterHandle>>,
 }
 
@@ -57,35 +62,36 @@ impl RedbStore {
     /// Opens (creating or migrating) the database at `path`, replays what
     /// its write-ahead log holds, and starts the writer thread.
     pub fn open(path: &FsPath, options: &StoreOptions) -> Result<RedbStore, StoreError> {
-        let db = Arc::new(migrate::open(path, options.cache_bytes)?);
-        let log = wal::path_for(path);
-        let mut wal = wal::Wal::open(&log, options.checkpoint_interval)?;
-        if wal.holds_records() {
-            let replayed = writer::replay(&db, &wal, &log)?;
-            if replayed > 0 {
-                tracing::info!(replayed, path = %log.display(), "replayed the write-ahead log");
-            }
-            // What the log held is in the database now (replayed durably,
-            // or already there).
-            wal.clear()?;
-        }
+        let opened = open::open(path, options)?;
+        let revision = read::revision(&opened.db)?;
         let (tx, rx) = mpsc::channel();
         let feed = Arc::new(Feed::default());
-        let stats = Arc::new(writer::WriterStats::default());
-        let handle = {
-            let (db, feed, stats) = (db.clone(), feed.clone(), stats.clone());
-            std::thread::Builder::new()
-                .name("modelhub-writer".into())
-                .spawn(move || writer::run(db, wal, rx, feed, stats))?
-        };
-        Ok(RedbStore(Arc::new(Inner {
-            db,
+        let shared = Arc::new(writer::Shared {
+            db: RwLock::new(Some(opened.db.clone())),
             snapshots: Arc::new(read::Snapshots::new(
                 options.snapshot_ttl,
                 options.max_snapshots,
             )),
-            stats,
+            stats: writer::WriterStats::default(),
+            refused: Mutex::new(None),
+            fatal: Mutex::new(None),
+        });
+        let w = writer::Writer::new(
+            shared.clone(),
+            path.to_owned(),
+            options.clone(),
+            feed.clone(),
+            opened,
+            revision,
+        );
+        let handle = std::thread::Builder::new()
+            .name("modelhub-writer".into())
+            .spawn(move || w.run(rx))?;
+        Ok(RedbStore(Arc::new(Inner {
+            shared,
             feed,
+            path: path.to_owned(),
+            options: options.clone(),
             writer: Mutex::new(Some((tx, handle))),
         })))
     }
@@ -129,31 +135,36 @@ impl RedbStore {
             .await
     }
 
+    /// Checkpoints the log now (tests schedule checkpoints themselves).
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        self.submit(|reply| writer::Job::Checkpoint { reply }).await
+    }
+
     /// See [`crate::store::Backend::events`].
     pub fn events(&self, after: u64, max: usize) -> Result<EventsPage, StoreError> {
-        read::read_events(&self.0.db, after, max)
+        read::read_events(&*self.0.shared.db()?, after, max)
     }
 
     /// A read snapshot of the whole database.
     pub fn snapshot(&self) -> Result<read::RedbSnapshot, StoreError> {
-        read::RedbSnapshot::open(&self.0.db)
+        read::RedbSnapshot::open(&*self.0.shared.db()?)
     }
 
     /// Reads one object on the calling thread: a few B-tree pages, almost
     /// always in the page cache, cost less than a hand-over to a blocking
     /// thread and back.
     pub fn get(&self, path: &Path) -> Result<AnyObject, StoreError> {
-        read::get(&self.0.db, path)
+        read::get(&*self.0.shared.db()?, path)
     }
 
     /// The current revision (a point read, like [`RedbStore::get`]).
     pub fn revision(&self) -> Result<u64, StoreError> {
-        read::revision(&self.0.db)
+        read::revision(&*self.0.shared.db()?)
     }
 
     /// One page of a list (on a blocking thread).
     pub async fn list_page(&self, query: ListQuery) -> Result<ListPage, StoreError> {
-        let (db, snapshots) = (self.0.db.clone(), self.0.snapshots.clone());
+        let (db, snapshots) = (self.0.shared.db()?, self.0.shared.snapshots.clone());
         tokio::task::spawn_blocking(move || read::list_page(&db, &snapshots, &query))
             .await
             .map_err(|e| StoreError::Internal(format!("read task failed: {e}")))?
@@ -166,16 +177,45 @@ impl RedbStore {
 
     /// The newest revision the writer has committed or is committing.
     pub fn committing_revision(&self) -> u64 {
-        self.0.stats.committing.load(Ordering::SeqCst)
+        self.0.shared.stats.committing.load(Ordering::SeqCst)
     }
 
     /// The writer's counters.
     pub fn stats(&self) -> StoreStats {
+        let stats = &self.0.shared.stats;
+        let disk = &*self.0.options.disk;
         StoreStats {
-            requests: self.0.stats.requests.load(Ordering::Relaxed),
-            commits: self.0.stats.commits.load(Ordering::Relaxed),
-            checkpoints: self.0.stats.checkpoints.load(Ordering::Relaxed),
+            requests: stats.requests.load(Ordering::Relaxed),
+            commits: stats.commits.load(Ordering::Relaxed),
+            checkpoints: stats.checkpoints.load(Ordering::Relaxed),
+            storage_errors_full: stats.errors_full.load(Ordering::Relaxed),
+            storage_errors_other: stats.errors_other.load(Ordering::Relaxed),
+            recoveries: stats.recoveries.load(Ordering::Relaxed),
+            database_bytes: disk.size(&self.0.path).unwrap_or(0),
+            log_bytes: disk.size(&wal::path_for(&self.0.path)).unwrap_or(0),
+            free_bytes: disk.free_bytes(&self.0.path).unwrap_or(0),
         }
+    }
+
+    /// Why writes are refused, if they are.
+    pub fn writes_refused(&self) -> Option<Refusal> {
+        self.0
+            .shared
+            .refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Set when the store failed and cannot recover: the process should
+    /// exit (non-zero) so that its supervisor restarts it.
+    pub fn fatal(&self) -> Option<String> {
+        self.0
+            .shared
+            .fatal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Stops the writer after the queued requests and releases snapshots.
@@ -188,6 +228,6 @@ impl RedbStore {
                 tracing::error!("writer thread panicked");
             }
         }
-        self.0.snapshots.clear();
+        self.0.shared.snapshots.clear();
     }
 }

@@ -5,6 +5,7 @@
 use redb::{ReadTransaction, ReadableTable, Table, TableDefinition, WriteTransaction};
 
 use crate::model::{AnyObject, Kind};
+use crate::store::change::ChangeType;
 use crate::store::error::StoreError;
 use crate::store::plan::{ReadView, Scanned};
 use crate::store::{codec, keys};
@@ -17,6 +18,14 @@ pub const FORMAT_KEY: &str = "format_version";
 pub const REVISION_KEY: &str = "revision";
 /// Events up to and including this revision have been compacted away.
 pub const COMPACTED_KEY: &str = "compacted_through";
+/// The database's identity (high and low 64 bits), also in its log's
+/// header.
+pub const ID_HI_KEY: &str = "id_hi";
+/// See [`ID_HI_KEY`].
+pub const ID_LO_KEY: &str = "id_lo";
+/// 1 after a clean stop (the log is empty, and may be missing), 0 while
+/// open (the log must exist).
+pub const CLEAN_KEY: &str = "clean_stop";
 
 /// The event log: revision -> event record (see [`super::codec::encode_event`]).
 pub const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
@@ -82,14 +91,33 @@ impl<'txn> WriteTables<'txn> {
         })
     }
 
-    /// The event log.
-    pub fn events(&mut self) -> &mut Table<'txn, u64, &'static [u8]> {
-        &mut self.events
-    }
-
     /// The table of `kind`.
     pub fn of(&mut self, kind: Kind) -> &mut Table<'txn, &'static [u8], &'static [u8]> {
         &mut self.tables[kind as usize]
+    }
+
+    /// Stores one change (object and event) at `revision`: the one place
+    /// that turns a change into table entries, for the writer and for the
+    /// log's replay alike.
+    pub fn store_change(
+        &mut self,
+        revision: u64,
+        change: ChangeType,
+        kind: Kind,
+        key: &[u8],
+        record: &[u8],
+    ) -> Result<(), StoreError> {
+        match change {
+            ChangeType::Deleted => {
+                self.of(kind).remove(key)?;
+            }
+            ChangeType::Added | ChangeType::Modified => {
+                self.of(kind).insert(key, record)?;
+            }
+        }
+        let event = codec::encode_event(change, kind, record);
+        self.events.insert(revision, event.as_slice())?;
+        Ok(())
     }
 
     /// Reads and decodes the object at `key`.

@@ -15,29 +15,54 @@
 //!   in order; the last one handed out is persisted in the same
 //!   transaction. They are dense, so each change's `prev` is its revision
 //!   minus one.
-//! - The change feed is told about changes only after commit, before the
-//!   replies are sent.
+//! - The change feed is told about changes only after they are durable,
+//!   before the replies are sent, exactly once.
+//! - Failures: a request refused before its record reached the log gets
+//!   507 (no space) or 503; one whose record may or may not be durable
+//!   gets 504 (outcome unknown); one whose record was synced is
+//!   acknowledged even if the redb commit after it failed. After a storage
+//!   failure the writer refuses writes, and recovers by reopening the
+//!   store from disk (replaying the log; a failed sync is never retried
+//!   and trusted), once there is room again; the changes the replay
+//!   brought back that were never published are published then. Below the
+//!   free-space reserve, every write but a delete is refused (507).
 
-use std::path::Path as FsPath;
-use std::sync::Arc;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use redb::{Database, Durability, ReadableTable, WriteTransaction};
 use tokio::sync::oneshot;
 
 use super::error::engine_error;
-use super::tables::{self, COMPACTED_KEY, EVENTS, META, REVISION_KEY, WriteTables};
-use super::wal::{self, Appended, Journal, Records, Wal};
+use super::open;
+use super::read;
+use super::tables::{self, CLEAN_KEY, COMPACTED_KEY, EVENTS, META, REVISION_KEY, WriteTables};
+use super::wal::{self, AppendError, Appended, Journal, Wal};
 use crate::model::AnyObject;
-use crate::store::change::{ApplyOutcome, Change, ChangeType, WriteOp, WriteOutcome};
+use crate::store::change::{ApplyOutcome, Change, WriteOp, WriteOutcome};
 use crate::store::codec;
 use crate::store::error::{EngineError, StoreError};
 use crate::store::feed::Feed;
+use crate::store::options::StoreOptions;
 use crate::store::plan::{self, Plan};
+use crate::store::query::{Refusal, RefusedCause};
 
 /// Most requests applied in one transaction.
 const MAX_BATCH: usize = 512;
+
+/// Free space recovery waits for after a full disk when no reserve is set:
+/// room for the replay's commit.
+const RECOVERY_ROOM: u64 = 16 * 1024 * 1024;
+
+/// Longest wait between recovery attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Recovery attempts (with room enough) after which the process gives up.
+const MAX_ATTEMPTS: u32 = 20;
 
 /// Work for the writer thread.
 #[expect(clippy::large_enum_variant, reason = "moved once, into the queue")]
@@ -60,6 +85,10 @@ pub(super) enum Job {
         keep: u64,
         reply: oneshot::Sender<Result<u64, StoreError>>,
     },
+    /// Checkpoint the log now (tests schedule checkpoints themselves).
+    Checkpoint {
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
 }
 
 /// Most events dropped by one compaction transaction, so that compaction
@@ -79,79 +108,255 @@ pub(super) struct WriterStats {
     /// (0 before its first commit): readers may see it from the moment its
     /// commit starts, before the feed has published it.
     pub committing: AtomicU64,
+    /// Storage errors: the disk was full.
+    pub errors_full: AtomicU64,
+    /// Other storage errors.
+    pub errors_other: AtomicU64,
+    /// Recoveries.
+    pub recoveries: AtomicU64,
 }
 
-/// The writer thread's loop: runs until every sender is dropped.
-pub(super) fn run(
-    db: Arc<Database>,
-    mut wal: Wal,
-    rx: Receiver<Job>,
-    feed: Arc<Feed>,
-    stats: Arc<WriterStats>,
-) {
-    let mut pending: Option<Job> = None;
-    loop {
-        if wal.checkpoint_due() {
-            checkpoint(&db, &mut wal, &stats);
+/// What the writer shares with readers.
+pub(super) struct Shared {
+    /// The open database (`None` while reopening after a failure).
+    pub db: RwLock<Option<Arc<Database>>>,
+    /// Paged-list snapshots (dropped on recovery).
+    pub snapshots: Arc<read::Snapshots>,
+    /// Counters.
+    pub stats: WriterStats,
+    /// Why writes are refused, if they are.
+    pub refused: Mutex<Option<Refusal>>,
+    /// Set when the store cannot recover: the process should exit.
+    pub fatal: Mutex<Option<String>>,
+}
+
+impl Shared {
+    /// The database, unless the store is reopening.
+    pub fn db(&self) -> Result<Arc<Database>, StoreError> {
+        self.db
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| {
+                StoreError::Unavailable(
+                    "the store is recovering from a storage failure: retry shortly".into(),
+                )
+            })
+    }
+
+    fn set_db(&self, db: Option<Arc<Database>>) {
+        *self.db.write().unwrap_or_else(|e| e.into_inner()) = db;
+    }
+
+    fn set_refused(&self, refusal: Option<Refusal>) {
+        *self.refused.lock().unwrap_or_else(|e| e.into_inner()) = refusal;
+    }
+
+    fn count_error(&self, e: &EngineError) {
+        let counter = if e.is_no_space() {
+            &self.stats.errors_full
+        } else {
+            &self.stats.errors_other
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A storage failure being recovered from.
+struct Failure {
+    why: EngineError,
+    next_try: Instant,
+    attempts: u32,
+    /// The store was closed for reopening (readers get 503).
+    closed: bool,
+}
+
+/// The writer thread's state.
+pub(super) struct Writer {
+    pub shared: Arc<Shared>,
+    pub path: PathBuf,
+    pub options: StoreOptions,
+    pub feed: Arc<Feed>,
+    pub db: Option<Arc<Database>>,
+    pub wal: Option<Wal>,
+    /// The last revision published to the feed.
+    pub published: u64,
+    failure: Option<Failure>,
+    low_space: bool,
+}
+
+impl Writer {
+    /// A writer over a freshly opened store.
+    pub fn new(
+        shared: Arc<Shared>,
+        path: PathBuf,
+        options: StoreOptions,
+        feed: Arc<Feed>,
+        opened: open::Opened,
+        published: u64,
+    ) -> Writer {
+        Writer {
+            shared,
+            path,
+            options,
+            feed,
+            db: Some(opened.db),
+            wal: Some(opened.wal),
+            published,
+            failure: None,
+            low_space: false,
         }
-        let next = match (pending.take(), wal.until_checkpoint()) {
-            (Some(job), _) => Ok(job),
-            (None, Some(wait)) => rx.recv_timeout(wait),
-            (None, None) => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-        };
-        let first = match next {
-            Ok(job) => job,
-            Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => {
-                // Closing: leave nothing to replay.
-                if wal.until_checkpoint().is_some() {
-                    checkpoint(&db, &mut wal, &stats);
-                }
-                return;
+    }
+
+    /// The loop: runs until every sender is dropped. A panic while
+    /// handling a job is a bug: its requests' outcome is unknown, and the
+    /// store recovers from disk as from a storage failure.
+    pub fn run(mut self, rx: Receiver<Job>) {
+        let mut pending: Option<Job> = None;
+        loop {
+            self.recover_if_due();
+            if self.failure.is_none()
+                && let Some(wal) = &self.wal
+                && wal.checkpoint_due()
+            {
+                self.checkpoint(false);
             }
-        };
-        let (op, reply) = match first {
-            Job::Compact { keep, reply } => {
-                let _ = reply.send(compact(&db, &mut wal, keep));
-                continue;
-            }
-            Job::Apply {
-                objects,
-                dry_run,
-                reply,
-            } => {
-                let result = apply_documents(&db, &mut wal, objects, dry_run, &stats);
-                if let Ok(outcome) = &result
-                    && !dry_run
-                {
-                    feed.publish(&outcome.changes);
+            let wait = match &self.failure {
+                Some(f) => Some(f.next_try.saturating_duration_since(Instant::now())),
+                None => self.wal.as_ref().and_then(Wal::until_checkpoint),
+            };
+            let next = match (pending.take(), wait) {
+                (Some(job), _) => Ok(job),
+                (None, Some(wait)) => rx.recv_timeout(wait),
+                (None, None) => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            let first = match next {
+                Ok(job) => job,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => {
+                    // Closing: leave nothing to replay, and say so.
+                    if self.failure.is_none() {
+                        self.checkpoint(true);
+                    }
+                    return;
                 }
-                let _ = reply.send(result);
-                continue;
-            }
-            Job::Write { op, reply } => (op, reply),
-        };
-        let (mut ops, mut replies) = (vec![op], vec![reply]);
-        while ops.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(Job::Write { op, reply }) => {
-                    ops.push(op);
-                    replies.push(reply);
+            };
+            let mut batch = Vec::new();
+            let job = match first {
+                Job::Write { op, reply } => {
+                    batch.push((op, reply));
+                    while batch.len() < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(Job::Write { op, reply }) => batch.push((op, reply)),
+                            Ok(other) => {
+                                pending = Some(other);
+                                break;
+                            }
+                            Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                        }
+                    }
+                    None
                 }
-                Ok(compact) => {
-                    pending = Some(compact);
-                    break;
+                other => Some(other),
+            };
+            let handled = catch_unwind(AssertUnwindSafe(|| match job {
+                None => self.writes(batch),
+                Some(job) => self.job(job),
+            }));
+            if handled.is_err() {
+                let why = EngineError::msg("the writer hit a bug (see the panic above)");
+                tracing::error!("the writer panicked; recovering the store from disk");
+                if let Some(wal) = &mut self.wal {
+                    wal.fail(why);
                 }
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                self.note_failure();
             }
         }
-        stats
+    }
+
+    /// Refuses a job if the store failed; answers the refusal.
+    fn refusal(&self) -> Option<StoreError> {
+        self.failure.as_ref().map(|f| {
+            let e = f.why.reworded(|what| {
+                format!("storage failed ({what}); the store is recovering from its log")
+            });
+            e.refusal()
+        })
+    }
+
+    /// Whether free space is below the reserve (checked once per batch;
+    /// the state change is logged once).
+    fn check_space(&mut self) -> bool {
+        let min = self.options.min_free_bytes;
+        if min == 0 {
+            return false;
+        }
+        let low = match self.options.disk.free_bytes(&self.path) {
+            Ok(free) => free < min,
+            Err(_) => false,
+        };
+        if low != self.low_space {
+            self.low_space = low;
+            if low {
+                tracing::warn!(
+                    reserve = min,
+                    "free space is below the reserve: refusing every write but deletes"
+                );
+                self.shared.set_refused(Some(Refusal {
+                    cause: RefusedCause::LowSpace,
+                    message: format!(
+                        "free space is below the reserve of {min} bytes: every write but a \
+                         delete is refused until space is freed"
+                    ),
+                }));
+            } else if self.failure.is_none() {
+                tracing::info!("free space is above the reserve again: accepting writes");
+                self.shared.set_refused(None);
+            }
+        }
+        low
+    }
+
+    fn low_space_error(&self) -> StoreError {
+        StoreError::NoSpace(format!(
+            "free space is below the reserve ({} bytes): only deletes are accepted until space \
+             is freed; nothing was written",
+            self.options.min_free_bytes
+        ))
+    }
+
+    /// A batch of write requests.
+    fn writes(&mut self, batch: Vec<(WriteOp, oneshot::Sender<Result<WriteOutcome, StoreError>>)>) {
+        self.shared
+            .stats
             .requests
-            .fetch_add(ops.len() as u64, Ordering::Relaxed);
-        match commit_batch(&db, &mut wal, ops, &stats) {
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        if let Some(e) = self.refusal() {
+            for (_, reply) in batch {
+                let _ = reply.send(Err(e.clone()));
+            }
+            return;
+        }
+        let low = self.check_space();
+        let mut ops = Vec::with_capacity(batch.len());
+        let mut replies = Vec::with_capacity(batch.len());
+        for (op, reply) in batch {
+            if low && !matches!(op, WriteOp::Delete { .. }) {
+                let _ = reply.send(Err(self.low_space_error()));
+            } else {
+                ops.push(op);
+                replies.push(reply);
+            }
+        }
+        if ops.is_empty() {
+            return;
+        }
+        let shared = self.shared.clone();
+        let (db, wal) = self.engine();
+        match commit_batch(&db, wal, ops, &shared.stats) {
             Ok(outcomes) => {
                 for outcome in outcomes.iter().filter_map(|o| o.as_ref().ok()) {
-                    feed.publish(&outcome.changes);
+                    self.publish(&outcome.changes);
                 }
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     let _ = reply.send(outcome);
@@ -164,6 +369,263 @@ pub(super) fn run(
                 }
             }
         }
+        self.note_failure();
+    }
+
+    /// Any job but a write.
+    fn job(&mut self, job: Job) {
+        match job {
+            Job::Write { .. } => unreachable!("writes are batched"),
+            Job::Compact { keep, reply } => {
+                let result = match self.refusal() {
+                    Some(e) => Err(e),
+                    None => {
+                        let (db, wal) = self.engine();
+                        compact(&db, wal, keep)
+                    }
+                };
+                let _ = reply.send(result);
+            }
+            Job::Apply {
+                objects,
+                dry_run,
+                reply,
+            } => {
+                if let Some(e) = self.refusal() {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+                if !dry_run && self.check_space() {
+                    let _ = reply.send(Err(self.low_space_error()));
+                    return;
+                }
+                let shared = self.shared.clone();
+                let (db, wal) = self.engine();
+                let result = apply_documents(&db, wal, objects, dry_run, &shared.stats);
+                if let Ok(outcome) = &result
+                    && !dry_run
+                {
+                    self.publish(&outcome.changes);
+                }
+                let _ = reply.send(result);
+            }
+            Job::Checkpoint { reply } => {
+                let result = match self.refusal() {
+                    Some(e) => Err(e),
+                    None => {
+                        self.checkpoint(false);
+                        match self.wal.as_ref().and_then(Wal::failure) {
+                            Some(e) => Err(e.refusal()),
+                            None => Ok(()),
+                        }
+                    }
+                };
+                let _ = reply.send(result);
+            }
+        }
+        self.note_failure();
+    }
+
+    /// The open database and log (only called while not failed).
+    fn engine(&mut self) -> (Arc<Database>, &mut Wal) {
+        let db = self.db.clone().expect("open while not failed");
+        (db, self.wal.as_mut().expect("open while not failed"))
+    }
+
+    /// Publishes changes, once each.
+    fn publish(&mut self, changes: &[Change]) {
+        let fresh: Vec<Change> = changes
+            .iter()
+            .filter(|c| c.revision > self.published)
+            .cloned()
+            .collect();
+        if let Some(last) = fresh.last() {
+            self.published = last.revision;
+            self.feed.publish(&fresh);
+        }
+    }
+
+    /// Enters the failed state if the log says storage failed.
+    fn note_failure(&mut self) {
+        if self.failure.is_some() {
+            return;
+        }
+        let Some(why) = self.wal.as_ref().and_then(Wal::failure).cloned() else {
+            return;
+        };
+        self.shared.count_error(&why);
+        let cause = if why.is_no_space() {
+            RefusedCause::StorageFull
+        } else {
+            RefusedCause::StorageFailed
+        };
+        self.shared.set_refused(Some(Refusal {
+            cause,
+            message: format!(
+                "storage failed ({why}); writes are refused until the store has recovered from \
+                 its log{}",
+                if cause == RefusedCause::StorageFull {
+                    ", once space is freed"
+                } else {
+                    ""
+                }
+            ),
+        }));
+        self.failure = Some(Failure {
+            why,
+            next_try: Instant::now(),
+            attempts: 0,
+            closed: false,
+        });
+    }
+
+    /// Tries to recover from a failure, if one is due: once there is room
+    /// again (after a full disk), closes the store and reopens it from
+    /// disk.
+    fn recover_if_due(&mut self) {
+        let Some(f) = &mut self.failure else { return };
+        let now = Instant::now();
+        if now < f.next_try {
+            return;
+        }
+        let waiting_for_space = f.why.is_no_space() && {
+            let need = self.options.min_free_bytes.max(RECOVERY_ROOM);
+            self.options
+                .disk
+                .free_bytes(&self.path)
+                .is_ok_and(|free| free < need)
+        };
+        if waiting_for_space {
+            f.next_try = now + Duration::from_secs(1);
+            return;
+        }
+        if !f.closed {
+            // Readers keep the failed database (its cached pages still
+            // answer) until now.
+            f.closed = true;
+            self.shared.set_db(None);
+            self.shared.snapshots.clear();
+            let weak = self.db.as_ref().map(Arc::downgrade);
+            self.db = None;
+            self.wal = None;
+            // In-flight reads hold the database for a moment; it must be
+            // closed (its lock released) before it is opened again.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while weak.as_ref().is_some_and(|w| w.strong_count() > 0) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        match open::open(&self.path, &self.options) {
+            Ok(opened) => {
+                let db = opened.db.clone();
+                self.db = Some(opened.db);
+                self.wal = Some(opened.wal);
+                self.shared.set_db(Some(db.clone()));
+                self.shared.stats.recoveries.fetch_add(1, Ordering::Relaxed);
+                self.failure = None;
+                self.low_space = false;
+                self.shared.set_refused(None);
+                self.publish_replayed(&db);
+                tracing::info!(
+                    replayed = opened.replayed,
+                    "recovered from the storage failure; accepting writes again"
+                );
+            }
+            Err(e) => {
+                let f = self.failure.as_mut().expect("failed");
+                f.attempts += 1;
+                let backoff = Duration::from_millis(250u64 << f.attempts.min(5)).min(MAX_BACKOFF);
+                f.next_try = Instant::now() + backoff;
+                if f.attempts == 1 {
+                    tracing::error!(error = %e, "could not reopen the store; retrying");
+                }
+                let room = !e.to_string().contains("full");
+                if room && f.attempts >= MAX_ATTEMPTS {
+                    let msg = format!(
+                        "the store could not recover from a storage failure after {} attempts: {e}",
+                        f.attempts
+                    );
+                    tracing::error!("{msg}");
+                    *self.shared.fatal.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg);
+                    f.next_try = Instant::now() + Duration::from_secs(3600);
+                }
+            }
+        }
+    }
+
+    /// Publishes what the recovery's replay brought back that was never
+    /// published (writes whose outcome was unknown, and turned out
+    /// durable).
+    fn publish_replayed(&mut self, db: &Database) {
+        loop {
+            let page = match read::read_events(db, self.published, 1024) {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::error!(error = %e, "could not read the replayed history");
+                    return;
+                }
+            };
+            if page.events.is_empty() {
+                self.shared
+                    .stats
+                    .committing
+                    .fetch_max(page.current, Ordering::SeqCst);
+                return;
+            }
+            let mut prev = self.published;
+            let changes: Vec<Change> = page
+                .events
+                .into_iter()
+                .map(|(revision, change, object)| {
+                    let c = Change {
+                        revision,
+                        prev,
+                        change,
+                        object: Arc::new(object),
+                    };
+                    prev = revision;
+                    c
+                })
+                .collect();
+            self.publish(&changes);
+        }
+    }
+
+    /// A durable redb commit, after which the log starts over; `closing`
+    /// marks the stop clean. After a failure (redb then refuses further
+    /// writes) the log keeps the changes for the recovery.
+    fn checkpoint(&mut self, closing: bool) {
+        let (db, wal) = self.engine();
+        let sabotage = wal.sabotage();
+        if sabotage.clear_log_before_checkpoint {
+            wal.reset();
+        }
+        let done = (|| -> Result<(), StoreError> {
+            if closing {
+                let mut txn = db.begin_write()?;
+                txn.set_durability(Durability::Immediate)?;
+                txn.set_quick_repair(true);
+                txn.open_table(META)?.insert(CLEAN_KEY, 1)?;
+                txn.commit()?;
+                Ok(())
+            } else {
+                wal::checkpoint(&db)
+            }
+        })();
+        match done {
+            Ok(()) => {
+                wal.reset();
+                self.shared
+                    .stats
+                    .checkpoints
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => wal.fail(match e {
+                StoreError::Engine(e) => e.reworded(|w| format!("checkpoint failed: {w}")),
+                other => EngineError::msg(format!("checkpoint failed: {other}")),
+            }),
+        }
+        self.note_failure();
     }
 }
 
@@ -195,20 +657,8 @@ impl Batch<'_> {
             let mut object = step.object;
             object.meta_mut().resource_version = revision;
             let record = codec::encode(&object);
-            match step.change {
-                ChangeType::Deleted => {
-                    self.tables.of(step.kind).remove(step.key.as_slice())?;
-                }
-                ChangeType::Added | ChangeType::Modified => {
-                    self.tables
-                        .of(step.kind)
-                        .insert(step.key.as_slice(), record.as_slice())?;
-                }
-            }
-            // The event goes in the same transaction as the change; the
-            // journal carries both to the write-ahead log.
-            let event = codec::encode_event(step.change, step.kind, &record);
-            self.tables.events().insert(revision, event.as_slice())?;
+            self.tables
+                .store_change(revision, step.change, step.kind, &step.key, &record)?;
             self.journal
                 .push(revision, step.change, step.kind, &step.key, &record);
             changes.push(Change {
@@ -225,7 +675,9 @@ impl Batch<'_> {
 
 /// Runs `f` on a batch in a new write transaction, then commits it through
 /// the log if it changed anything and `keep` is set, else aborts it.
-/// Answers `f`'s result, and the revisions before and after.
+/// Answers `f`'s result, and the revisions before and after. A storage
+/// failure before the log was written refuses the batch (nothing written)
+/// and stops the log; see [`commit`] for failures after.
 fn with_batch<T>(
     db: &Database,
     wal: &mut Wal,
@@ -233,9 +685,22 @@ fn with_batch<T>(
     keep: bool,
     f: impl FnOnce(&mut Batch<'_>) -> Result<T, StoreError>,
 ) -> Result<(T, u64, u64), StoreError> {
-    wal.check()?;
-    let txn = db.begin_write()?;
-    let (result, start, end, mut journal) = {
+    wal.check().map_err(|e| match e {
+        StoreError::Engine(e) => e.refusal(),
+        other => other,
+    })?;
+    let refuse = |wal: &mut Wal, e: StoreError| match e {
+        StoreError::Engine(e) => {
+            wal.fail(e.clone());
+            e.refusal()
+        }
+        other => other,
+    };
+    let txn = match db.begin_write() {
+        Ok(txn) => txn,
+        Err(e) => return Err(refuse(wal, e.into())),
+    };
+    let planned = (|| -> Result<(T, u64, u64, Journal), StoreError> {
         let mut meta = txn.open_table(META)?;
         let start = tables::revision(&meta)?;
         let mut batch = Batch {
@@ -247,12 +712,17 @@ fn with_batch<T>(
         if batch.revision != start && keep {
             meta.insert(REVISION_KEY, batch.revision)?;
         }
-        (result, start, batch.revision, batch.journal)
+        Ok((result, start, batch.revision, batch.journal))
+    })();
+    let (result, start, end, mut journal) = match planned {
+        Ok(p) => p,
+        Err(e) if e.is_storage_failure() => return Err(refuse(wal, e)),
+        Err(e) => return Err(e),
     };
     if end != start && keep {
         commit(txn, wal, &mut journal, stats)?;
-    } else {
-        txn.abort()?;
+    } else if let Err(e) = txn.abort() {
+        return Err(refuse(wal, e.into()));
     }
     Ok((result, start, end))
 }
@@ -260,7 +730,9 @@ fn with_batch<T>(
 type Outcomes = Vec<Result<WriteOutcome, StoreError>>;
 
 /// Plans and executes a batch of requests in one transaction; a refused
-/// request fails alone, a storage failure fails them all.
+/// request fails alone, a storage failure fails them all. A panic while
+/// planning one request (a bug) fails that request alone: planning writes
+/// nothing.
 fn commit_batch(
     db: &Database,
     wal: &mut Wal,
@@ -271,9 +743,17 @@ fn commit_batch(
     let (outcomes, start, end) = with_batch(db, wal, stats, true, |batch| {
         let mut outcomes = Vec::with_capacity(ops.len());
         for op in ops {
-            let outcome = plan::plan(&mut batch.tables, op, now).and_then(|p| batch.execute(p));
+            let planned = catch_unwind(AssertUnwindSafe(|| plan::plan(&mut batch.tables, op, now)))
+                .unwrap_or_else(|_| {
+                    Err(StoreError::Internal(
+                        "the server hit a bug planning this request (see its log); nothing was \
+                         written"
+                            .into(),
+                    ))
+                });
+            let outcome = planned.and_then(|p| batch.execute(p));
             match outcome {
-                Err(e) if e.is_storage_failure() => return Err(e),
+                Err(e) if matches!(e, StoreError::Engine(_)) => return Err(e),
                 r => outcomes.push(r),
             }
         }
@@ -311,39 +791,56 @@ fn apply_documents(
 /// also checkpoints the log.
 fn compact(db: &Database, wal: &mut Wal, keep: u64) -> Result<u64, StoreError> {
     wal.check()?;
-    let txn = db.begin_write()?;
-    let dropped = {
-        let mut meta = txn.open_table(META)?;
-        let revision = tables::revision(&meta)?;
-        let done = meta.get(COMPACTED_KEY)?.map(|v| v.value()).unwrap_or(0);
-        let target = revision.saturating_sub(keep).min(done + COMPACT_CHUNK);
-        if target <= done {
-            0
-        } else {
-            txn.open_table(EVENTS)?
-                .retain_in(done + 1..=target, |_, _| false)?;
-            meta.insert(COMPACTED_KEY, target)?;
-            target - done
+    let run = || -> Result<Option<(WriteTransaction, u64)>, StoreError> {
+        let mut txn = db.begin_write()?;
+        let dropped = {
+            let mut meta = txn.open_table(META)?;
+            let revision = tables::revision(&meta)?;
+            let done = meta.get(COMPACTED_KEY)?.map(|v| v.value()).unwrap_or(0);
+            let target = revision.saturating_sub(keep).min(done + COMPACT_CHUNK);
+            if target <= done {
+                0
+            } else {
+                txn.open_table(EVENTS)?
+                    .retain_in(done + 1..=target, |_, _| false)?;
+                meta.insert(COMPACTED_KEY, target)?;
+                target - done
+            }
+        };
+        if dropped == 0 {
+            txn.abort()?;
+            return Ok(None);
         }
+        txn.set_quick_repair(true);
+        Ok(Some((txn, dropped)))
     };
-    if dropped == 0 {
-        txn.abort()?;
-    } else {
-        if let Err(e) = txn.commit() {
-            let e = engine_error("compaction commit failed", e);
+    let (txn, dropped) = match run() {
+        Ok(Some(t)) => t,
+        Ok(None) => return Ok(0),
+        Err(StoreError::Engine(e)) => {
             wal.fail(e.clone());
-            return Err(e.into());
+            return Err(e.refusal());
         }
-        wal.reset();
-        tracing::debug!(dropped, "compacted the event log");
+        Err(e) => return Err(e),
+    };
+    if let Err(e) = txn.commit() {
+        let e = engine_error("compaction commit failed", e);
+        wal.fail(e.clone());
+        return Err(e.refusal());
     }
+    wal.reset();
+    tracing::debug!(dropped, "compacted the event log");
     Ok(dropped)
 }
 
 /// Makes a transaction's changes durable and visible: logged and synced,
 /// then committed to redb without durability; if the log is full, committed
 /// durably instead (which empties the log). `stats.committing` says so
-/// before readers can see the changes.
+/// before readers can see the changes. A failure before the log was
+/// written refuses the batch; one while it was written, or of a durable
+/// commit, leaves the outcome unknown; a failure of the commit after the
+/// log was synced is not the requests' failure (they are durable, and a
+/// recovery replays them), so it is only recorded in the log's state.
 fn commit(
     mut txn: WriteTransaction,
     wal: &mut Wal,
@@ -351,8 +848,17 @@ fn commit(
     stats: &WriterStats,
 ) -> Result<(), StoreError> {
     let last = journal.last();
-    txn.set_durability(Durability::None)?;
-    let appended = wal.append(journal)?;
+    if let Err(e) = txn.set_durability(Durability::None) {
+        let e = engine_error("could not start the commit", e);
+        wal.fail(e.clone());
+        return Err(e.refusal());
+    }
+    let appended = match wal.append(journal) {
+        Ok(a) => a,
+        Err(AppendError::Refused(StoreError::Engine(e))) => return Err(e.refusal()),
+        Err(AppendError::Refused(e)) => return Err(e),
+        Err(AppendError::Unknown(e)) => return Err(e.outcome_unknown()),
+    };
     // Said just before readers can see it: not earlier (lists are served
     // from their cache only while nothing is in flight), not later.
     if let Some(last) = last {
@@ -361,18 +867,22 @@ fn commit(
     match appended {
         Appended::Logged => {
             if let Err(e) = txn.commit() {
-                // Logged but maybe not applied: a restart replays it.
-                let e = engine_error("commit failed after logging", e);
-                wal.fail(e.clone());
-                return Err(e.into());
+                // Logged and synced: durable. The recovery replays it.
+                wal.fail(engine_error("commit failed after logging", e));
             }
         }
         Appended::Full => {
-            txn.set_durability(Durability::Immediate)?;
-            if let Err(e) = txn.commit() {
-                let e = engine_error("durable commit failed", e);
+            let durable = txn
+                .set_durability(Durability::Immediate)
+                .map_err(|e| engine_error("durable commit failed", e))
+                .and_then(|()| {
+                    txn.set_quick_repair(true);
+                    txn.commit()
+                        .map_err(|e| engine_error("durable commit failed", e))
+                });
+            if let Err(e) = durable {
                 wal.fail(e.clone());
-                return Err(e.into());
+                return Err(e.outcome_unknown());
             }
             wal.reset();
         }
@@ -380,187 +890,6 @@ fn commit(
     Ok(())
 }
 
-/// A durable redb commit, after which the log starts over. After a failure
-/// (redb then refuses further writes) the log keeps the changes for the
-/// restart, and nothing more is written.
-fn checkpoint(db: &Database, wal: &mut Wal, stats: &WriterStats) {
-    match wal::checkpoint(db) {
-        Ok(()) => {
-            wal.reset();
-            stats.checkpoints.fetch_add(1, Ordering::Relaxed);
-        }
-        Err(e) => wal.fail(EngineError::new("checkpoint failed", e)),
-    }
-}
-
 fn now() -> crate::model::Timestamp {
     time::OffsetDateTime::now_utc().unix_timestamp_nanos()
-}
-
-/// Applies the log's records that continue `db`'s revision, in one
-/// durable transaction; answers how many changes were applied. Records at
-/// or below the database's revision are skipped; one that would leave a
-/// gap, or holds records of another format, stops the start. `log` names
-/// the log in errors.
-pub(super) fn replay(
-    db: &Database,
-    records: &(impl Records + ?Sized),
-    log: &FsPath,
-) -> Result<u64, StoreError> {
-    let txn = db.begin_write()?;
-    let applied = {
-        let mut meta = txn.open_table(META)?;
-        let start = tables::revision(&meta)?;
-        let mut rev = start;
-        let mut tables = WriteTables::open(&txn)?;
-        records.for_each_record(&mut |first, entries| {
-            if entries.is_empty() || first + entries.len() as u64 - 1 <= rev {
-                return Ok(());
-            }
-            if first != rev + 1 {
-                return Err(StoreError::Engine(EngineError::msg(format!(
-                    "the write-ahead log continues revision {} but the database is at revision \
-                     {rev}: the database file was replaced or lost writes; if that was on \
-                     purpose, move the log ({}) aside",
-                    first - 1,
-                    log.display()
-                ))));
-            }
-            if let Some(e) = entries
-                .iter()
-                .find(|e| e.record.first() != Some(&codec::RECORD_FORMAT))
-            {
-                return Err(StoreError::Engine(EngineError::msg(format!(
-                    "the write-ahead log {} holds records of format {:?}, and this build \
-                     writes format {}: stop the server cleanly with the build that wrote it \
-                     (a clean stop leaves the log empty), then start this one",
-                    log.display(),
-                    e.record.first(),
-                    codec::RECORD_FORMAT
-                ))));
-            }
-            for e in entries {
-                rev += 1;
-                match e.change {
-                    ChangeType::Deleted => {
-                        tables.of(e.kind).remove(e.key)?;
-                    }
-                    ChangeType::Added | ChangeType::Modified => {
-                        tables.of(e.kind).insert(e.key, e.record)?;
-                    }
-                }
-                let event = codec::encode_event(e.change, e.kind, e.record);
-                tables.events().insert(rev, event.as_slice())?;
-            }
-            Ok(())
-        })?;
-        if rev != start {
-            meta.insert(REVISION_KEY, rev)?;
-        }
-        rev - start
-    };
-    if applied > 0 {
-        txn.commit()?;
-    } else {
-        txn.abort()?;
-    }
-    Ok(applied)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::super::wal::tests::journal;
-    use super::*;
-    use crate::model::Kind;
-    use redb::{ReadableDatabase, ReadableTable};
-
-    fn db(dir: &tempfile::TempDir) -> Database {
-        super::super::migrate::open(&dir.path().join("t.redb"), 1 << 20).unwrap()
-    }
-
-    fn run(db: &Database, bytes: &[u8]) -> Result<u64, StoreError> {
-        replay(db, bytes, FsPath::new("t.redb.wal"))
-    }
-
-    fn revision(db: &Database) -> u64 {
-        let txn = db.begin_read().unwrap();
-        tables::read_meta(&txn, REVISION_KEY).unwrap().unwrap_or(0)
-    }
-
-    fn events(db: &Database) -> Vec<u64> {
-        let txn = db.begin_read().unwrap();
-        let t = txn.open_table(EVENTS).unwrap();
-        t.iter().unwrap().map(|e| e.unwrap().0.value()).collect()
-    }
-
-    #[test]
-    fn replay_applies_what_continues_the_database_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = db(&dir);
-        let mut bytes = journal(1, 3).encode();
-        bytes.extend(journal(4, 2).encode());
-        bytes.extend([0u8; 32]);
-        assert_eq!(run(&db, &bytes).unwrap(), 5);
-        assert_eq!(revision(&db), 5);
-        assert_eq!(events(&db), vec![1, 2, 3, 4, 5]);
-        // Replaying the same log again changes nothing.
-        assert_eq!(run(&db, &bytes).unwrap(), 0);
-        assert_eq!(revision(&db), 5);
-    }
-
-    #[test]
-    fn replay_skips_stale_records() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = db(&dir);
-        assert_eq!(run(&db, &journal(1, 5).encode()).unwrap(), 5);
-        // A crash right after a checkpoint, before the next append: the
-        // log still holds records the database already has.
-        assert_eq!(run(&db, &journal(1, 5).encode()).unwrap(), 0);
-        let mut bytes = journal(6, 2).encode();
-        bytes.extend(journal(2, 3).encode());
-        assert_eq!(run(&db, &bytes).unwrap(), 2);
-        assert_eq!(revision(&db), 7);
-        assert_eq!(events(&db), vec![1, 2, 3, 4, 5, 6, 7]);
-    }
-
-    #[test]
-    fn a_gap_between_database_and_log_refuses_to_start() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = db(&dir);
-        let err = run(&db, &journal(10, 1).encode()).unwrap_err().to_string();
-        assert!(err.contains("continues revision 9"), "{err}");
-        assert!(err.contains("at revision 0"), "{err}");
-        assert_eq!(revision(&db), 0);
-    }
-
-    #[test]
-    fn records_of_another_format_refuse_to_start() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = db(&dir);
-        let mut j = Journal::default();
-        j.push(1, ChangeType::Added, Kind::Realm, b"k", b"\x09rec");
-        let err = run(&db, &j.encode()).unwrap_err().to_string();
-        assert!(
-            err.contains("format Some(9)") && err.contains("clean"),
-            "{err}"
-        );
-        assert_eq!(revision(&db), 0);
-    }
-
-    #[test]
-    fn deletions_replay_as_removals() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = db(&dir);
-        let mut j = journal(1, 2);
-        j.push(3, ChangeType::Deleted, Kind::Realm, b"k1", b"\x01rec");
-        assert_eq!(run(&db, &j.encode()).unwrap(), 3);
-        let txn = db.begin_read().unwrap();
-        let t = txn.open_table(tables::objects(Kind::Realm)).unwrap();
-        let keys: Vec<Vec<u8>> = t
-            .iter()
-            .unwrap()
-            .map(|e| e.unwrap().0.value().to_vec())
-            .collect();
-        assert_eq!(keys, vec![b"k2".to_vec()]);
-    }
 }

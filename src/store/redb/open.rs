@@ -1,0 +1,158 @@
+//! Opening a store, at start-up and when recovering from a storage
+//! failure, in this order: the database file (created with its identity,
+//! or checked), the log beside it (checked against that identity), the
+//! log's replay, and only then a format migration (so that a log is never
+//! stranded by a format change), ending with a durable mark that the log
+//! is in use until the next clean stop.
+
+use std::path::Path as FsPath;
+use std::sync::Arc;
+
+use redb::{Database, ReadableDatabase};
+
+use super::file::database;
+use super::tables::{self, CLEAN_KEY, COMPACTED_KEY, FORMAT_KEY, ID_HI_KEY, ID_LO_KEY, META};
+use super::wal::{self, Records, Wal};
+use super::{migrate, replay};
+use crate::store::disk::parent_dir;
+use crate::store::error::{EngineError, StoreError};
+use crate::store::options::StoreOptions;
+
+/// An open database and its log.
+pub(super) struct Opened {
+    pub db: Arc<Database>,
+    pub wal: Wal,
+    /// Changes the replay applied.
+    pub replayed: u64,
+}
+
+/// What the metadata table says about the file.
+struct Meta {
+    format: Option<u64>,
+    id: Option<u128>,
+    clean: Option<u64>,
+}
+
+fn read_meta(db: &Database) -> Result<Meta, StoreError> {
+    let txn = db.begin_read()?;
+    let hi = tables::read_meta(&txn, ID_HI_KEY)?;
+    let lo = tables::read_meta(&txn, ID_LO_KEY)?;
+    Ok(Meta {
+        format: tables::read_meta(&txn, FORMAT_KEY)?,
+        id: hi
+            .zip(lo)
+            .map(|(hi, lo)| (u128::from(hi) << 64) | u128::from(lo)),
+        clean: tables::read_meta(&txn, CLEAN_KEY)?,
+    })
+}
+
+/// Writes metadata in one durable transaction.
+fn put_meta(db: &Database, pairs: &[(&str, u64)]) -> Result<(), StoreError> {
+    let mut txn = db.begin_write()?;
+    txn.set_quick_repair(true);
+    {
+        let mut meta = txn.open_table(META)?;
+        for (k, v) in pairs {
+            meta.insert(*k, *v)?;
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+/// A new database identity.
+fn new_id() -> u128 {
+    uuid::Uuid::new_v4().as_u128()
+}
+
+/// Opens (creating, replaying, migrating) the store at `path`.
+pub(super) fn open(path: &FsPath, options: &StoreOptions) -> Result<Opened, StoreError> {
+    let disk = &*options.disk;
+    let existed = disk.exists(path)?;
+    let db = database(path, options)?;
+    let mut meta = read_meta(&db)?;
+    if meta.format.is_none() {
+        let id = new_id();
+        let txn = db.begin_write()?;
+        tables::create_all(&txn)?;
+        {
+            let mut m = txn.open_table(META)?;
+            m.insert(FORMAT_KEY, u64::from(migrate::CURRENT_FORMAT))?;
+            m.insert(COMPACTED_KEY, 0)?;
+            m.insert(ID_HI_KEY, (id >> 64) as u64)?;
+            m.insert(ID_LO_KEY, id as u64)?;
+            m.insert(CLEAN_KEY, 1)?;
+        }
+        txn.commit()?;
+        if !existed && !options.sabotage.skip_dir_sync {
+            disk.sync_dir(parent_dir(path))?;
+        }
+        tracing::info!(format = migrate::CURRENT_FORMAT, "initialised new database");
+        meta = Meta {
+            format: Some(u64::from(migrate::CURRENT_FORMAT)),
+            id: Some(id),
+            clean: Some(1),
+        };
+    }
+    let format = meta.format.unwrap_or_default();
+    if format > u64::from(migrate::CURRENT_FORMAT) {
+        return Err(StoreError::FormatTooNew {
+            found: u32::try_from(format).unwrap_or(u32::MAX),
+            supported: migrate::CURRENT_FORMAT,
+        });
+    }
+    let id = match meta.id {
+        Some(id) => id,
+        None => {
+            // A database from before identities: given one now.
+            let id = new_id();
+            put_meta(
+                &db,
+                &[(ID_HI_KEY, (id >> 64) as u64), (ID_LO_KEY, id as u64)],
+            )?;
+            id
+        }
+    };
+    let log = wal::path_for(path);
+    // A missing log is fine only if the last stop was clean (or the
+    // database predates the mark).
+    let may_create = meta.clean != Some(0);
+    let mut wal = Wal::open(
+        disk,
+        &log,
+        id,
+        may_create,
+        options.checkpoint_interval,
+        options.sabotage,
+    )?;
+    let mut replayed = 0;
+    if wal.holds_records()? {
+        if format != u64::from(migrate::CURRENT_FORMAT) {
+            return Err(StoreError::Engine(EngineError::msg(format!(
+                "the database {} is at storage format {format} and its write-ahead log {} \
+                 holds writes not yet in it: start the build that wrote them once (it \
+                 replays the log; stop it cleanly), then this one, which migrates to format {}",
+                path.display(),
+                log.display(),
+                migrate::CURRENT_FORMAT
+            ))));
+        }
+        replayed = replay::replay(&db, &wal)?;
+        if replayed > 0 {
+            tracing::info!(replayed, path = %wal.name(), "replayed the write-ahead log");
+        }
+        wal.clear(id)?;
+    }
+    let db = if format != u64::from(migrate::CURRENT_FORMAT) {
+        drop(db);
+        migrate::migrate(path, options, format)?
+    } else {
+        db
+    };
+    put_meta(&db, &[(CLEAN_KEY, 0)])?;
+    Ok(Opened {
+        db: Arc::new(db),
+        wal,
+        replayed,
+    })
+}
