@@ -9,6 +9,7 @@
 //!   commit protocol, checkpoints, compaction and log replay.
 //! - `read`: point reads, snapshots and list cursors, the paged-list
 //!   snapshot registry.
+//! - `restore`: building a database from a backup, offline.
 //! - [`migrate`]: storage format check and migrations.
 //!
 //! No type of the `redb` crate leaves this module: [`RedbStore`] answers in
@@ -17,6 +18,7 @@
 mod error;
 pub mod migrate;
 pub(super) mod read;
+pub(super) mod restore;
 mod tables;
 mod wal;
 mod writer;
