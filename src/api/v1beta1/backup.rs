@@ -347,9 +347,11 @@ pub struct Reader<R> {
     objects: u64,
     /// The number of the line in `current`.
     line: u64,
+    /// The line last handed out.
+    current: Vec<u8>,
     /// The line read ahead: the trailer if the input ends after it.
     ahead: Vec<u8>,
-    current: Vec<u8>,
+    /// Where the next line is read into.
     spare: Vec<u8>,
     done: bool,
 }
@@ -367,24 +369,27 @@ impl<R: BufRead> Reader<R> {
                 ));
             }
         }
-        let header: Header = serde_json::from_slice(&first).map_err(|e| {
-            BackupError::Unsupported(format!(
-                "not a modelhub backup: its first line is not a backup header ({e})"
-            ))
-        })?;
-        if header.format != FORMAT {
-            return Err(BackupError::Unsupported(format!(
-                "not a modelhub backup: the header's format is {:?}, not {FORMAT:?}",
-                header.format
+        let not_a_backup = |why: String| {
+            BackupError::Unsupported(format!("not a modelhub backup: its first line {why}"))
+        };
+        // The format and version first: a newer header may have other fields.
+        let value: Value = serde_json::from_slice(&first)
+            .map_err(|e| not_a_backup(format!("is not JSON ({e})")))?;
+        if value["format"] != FORMAT {
+            return Err(not_a_backup(format!(
+                "has format {}, not {FORMAT:?}",
+                value["format"]
             )));
         }
-        if header.version != VERSION {
+        if value["version"] != VERSION {
             return Err(BackupError::Unsupported(format!(
                 "the backup is of format version {}; this build reads version {VERSION} \
                  (restore it with the modelhub that wrote it, or a newer one)",
-                header.version
+                value["version"]
             )));
         }
+        let header: Header = serde_json::from_value(value)
+            .map_err(|e| not_a_backup(format!("is not a backup header ({e})")))?;
         let mut crc = crc32fast::Hasher::new();
         crc.update(&first);
         crc.update(b"\n");
@@ -394,8 +399,8 @@ impl<R: BufRead> Reader<R> {
             crc,
             objects: 0,
             line: 1,
-            ahead: Vec::new(),
             current: Vec::new(),
+            ahead: Vec::new(),
             spare: Vec::new(),
             done: false,
         };
