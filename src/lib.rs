@@ -14,12 +14,15 @@
 //! typed client and a kube-style watcher) and [`cli`] (the command line)
 //! talk to a server over HTTP; they build on [`api`] and [`model`], never
 //! on [`http`].
+//! [`restore`] builds a database offline from a backup, through [`api`]
+//! (the backup format) and [`store`].
 
 pub mod api;
 pub mod cli;
 pub mod client;
 pub mod http;
 pub mod model;
+pub mod restore;
 pub mod server;
 pub mod store;
 pub mod watch;

@@ -68,6 +68,30 @@ enum Command {
     },
     /// Print the OpenAPI document (what `openapi/v1beta1.json` holds).
     Openapi,
+    /// Save a consistent backup of a running server to FILE (written as
+    /// FILE.tmp, verified, then renamed).
+    Backup {
+        /// Where to write the backup.
+        file: PathBuf,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Build a new database, offline, from a backup file. The restored
+    /// revision jumps ahead of the backup's, and all history before it
+    /// counts as compacted: a watch resumed from an older revision answers
+    /// 410 and its client relists.
+    Restore {
+        /// Database file to create (refused if it or its write-ahead log
+        /// PATH.wal exists).
+        #[arg(long)]
+        data: PathBuf,
+        /// The backup file (written by `modelhub backup`).
+        file: PathBuf,
+        /// Added to the backup's revision: more than the revisions the old
+        /// server handed out after the backup.
+        #[arg(long, default_value_t = modelhub::restore::DEFAULT_BUMP)]
+        bump_revision: u64,
+    },
     /// Create or update the resources of a manifest, all in one transaction.
     Apply {
         /// Manifest file (a YAML stream, a JSON document or a JSON array); `-` reads stdin.
@@ -271,6 +295,36 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Backup { file, remote } => run_client(modelhub::cli::backup(
+            &remote.server,
+            &file,
+            &mut std::io::stdout(),
+        )),
+        Command::Restore {
+            data,
+            file,
+            bump_revision,
+        } => match modelhub::restore::restore(
+            &data,
+            &file,
+            bump_revision,
+            &modelhub::store::StoreOptions::default(),
+        ) {
+            Ok(r) => {
+                println!(
+                    "restored {} objects into {} at revision {} (the backup's {} + {bump_revision})",
+                    r.objects,
+                    data.display(),
+                    r.revision,
+                    r.backup_revision
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Apply {
             file,
             dry_run,

@@ -1,11 +1,14 @@
 //! The `modelhub` command line for people: `apply`, `get`, `delete` and
-//! `watch` against a running server, in the manner of kubectl.
+//! `watch` against a running server, in the manner of kubectl, and
+//! `backup` of one ([`backup`]).
 //!
 //! Each command is one async function that writes its normal output to
 //! `out` and returns a [`CliError`] on failure; [`report`] turns the result
 //! into the process exit code (printing `error: ...` to stderr). Objects are
 //! named by their path, slash-separated names from the realm down
 //! (`demo/web/frontend/shop`).
+
+mod backup;
 
 use std::fmt;
 use std::io::{Read, Write};
@@ -18,6 +21,8 @@ use serde_json::Value;
 use crate::api::v1beta1;
 use crate::client::{Client, ClientError, WatchEvent, WatchScope, object_url};
 use crate::model::{AnyObject, Kind, Path};
+
+pub use backup::backup;
 
 /// The server used when neither `--server` nor `MODELHUB_SERVER` is given.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
@@ -65,6 +70,8 @@ pub enum CliError {
     },
     /// The server ended a watch with an error event.
     WatchEnded(String),
+    /// A backup could not be downloaded whole and placed.
+    Backup(String),
     /// Another error, with a suggestion printed after it.
     Hinted(Box<CliError>, String),
 }
@@ -72,7 +79,10 @@ pub enum CliError {
 impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CliError::Usage(m) | CliError::Input(m) | CliError::WatchEnded(m) => f.write_str(m),
+            CliError::Usage(m)
+            | CliError::Input(m)
+            | CliError::WatchEnded(m)
+            | CliError::Backup(m) => f.write_str(m),
             CliError::Output(e) => write!(f, "cannot write output: {e}"),
             CliError::Hinted(e, hint) => write!(f, "{e}\nhint: {hint}"),
             CliError::Client { server, error } => match error {

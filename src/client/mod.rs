@@ -292,6 +292,26 @@ impl Client {
         }
         Ok(ndjson_events(resp.bytes_stream()))
     }
+
+    /// Streams the backup of the whole store (`GET /api/v1beta1/backup`),
+    /// its bytes as the server sends them; a stream the server could not
+    /// finish ends with an error.
+    pub async fn backup(
+        &self,
+    ) -> Result<impl Stream<Item = Result<bytes::Bytes, ClientError>> + Send + 'static, ClientError>
+    {
+        let resp = self
+            .http
+            .get(self.url(&paths::backup_route()))
+            .send()
+            .await?;
+        if resp.status().as_u16() >= 400 {
+            return Err(Self::answer(resp).await.expect_err("error status"));
+        }
+        Ok(resp
+            .bytes_stream()
+            .map(|chunk| chunk.map_err(ClientError::Transport)))
+    }
 }
 
 /// The error of a failed answer, from its problem document (or its text).

@@ -1,11 +1,12 @@
 //! The HTTP layer: the route table ([`routes`]) and the router built from
 //! it, request extraction ([`body`]), handlers, rendering and its caches,
-//! the OpenAPI document ([`openapi`]) and problem+json responses
-//! ([`error`]). Wire shapes, URL templates and which failure gets which
+//! the OpenAPI document ([`openapi`]), problem+json responses
+//! ([`error`]) and the backup stream ([`backup`]). Wire shapes, URL templates and which failure gets which
 //! status come from [`crate::api::v1beta1`]; handlers call the
 //! [`crate::store::Store`] facade.
 
 pub mod apply;
+pub mod backup;
 pub mod body;
 pub mod cache;
 pub mod conn;

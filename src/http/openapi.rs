@@ -825,6 +825,39 @@ pub(super) fn metrics_operation() -> Operation {
     text_operation("metrics", "Prometheus metrics").build()
 }
 
+/// `GET /api/v1beta1/backup`.
+pub(super) fn backup_operation() -> Operation {
+    let line = ObjectBuilder::new()
+        .schema_type(SchemaType::Type(Type::Object))
+        .description(Some(
+            "One line: the header, an object's v1beta1 document, or the trailer.",
+        ))
+        .build();
+    errors(
+        OperationBuilder::new()
+            .operation_id(Some("backup"))
+            .summary(Some("Back up the whole store"))
+            .description(Some(
+                "Every object at one revision, from one consistent snapshot, streamed as NDJSON while writes \
+                 go on: a header line (format, version, revision, createdAt), one line per object (its \
+                 document as GET returns it, parents first), then a trailer with the object count and the \
+                 CRC-32 of everything before it. A stream that fails midway ends abnormally, without a \
+                 trailer. Restore it offline with `modelhub restore`. The format is in API.md, \"Backup \
+                 format\".",
+            ))
+            .tag("Operations")
+            .response(
+                "200",
+                ResponseBuilder::new()
+                    .description("The backup, streamed.")
+                    .content(NDJSON, ContentBuilder::new().schema(Some(line)).build())
+                    .build(),
+            ),
+        &[],
+    )
+    .build()
+}
+
 /// The method as the document spells it.
 fn http_method(method: &Method) -> HttpMethod {
     match *method {

@@ -21,9 +21,10 @@ use utoipa::openapi::path::Operation;
 use super::body::{Body, Names, Query};
 use super::handlers::{self, ItemParams, ListParams, Part};
 use super::openapi as doc;
-use super::{AppState, apply, metrics, watch};
+use super::{AppState, apply, backup, metrics, watch};
 use crate::api::v1beta1::paths::{
-    apply_route, collection_route, cross_scope_route, item_route, status_route, watch_route,
+    apply_route, backup_route, collection_route, cross_scope_route, item_route, status_route,
+    watch_route,
 };
 use crate::model::Kind;
 
@@ -39,7 +40,7 @@ pub enum Access {
     WriteSpec,
     /// Writing the status subresource.
     WriteStatus,
-    /// Operating the server (its metrics).
+    /// Operating the server (its metrics, backups).
     Admin,
 }
 
@@ -153,6 +154,14 @@ pub fn table() -> Vec<Route> {
             Access::Admin,
             metrics::render,
             doc::metrics_operation(),
+        ),
+        Route::new(
+            Method::GET,
+            backup_route(),
+            None,
+            Access::Admin,
+            backup::backup,
+            doc::backup_operation(),
         ),
     ]);
     routes

@@ -21,6 +21,8 @@
 //! [`Store`], the facade the HTTP layer and the watch hub hold, is an enum
 //! over engines with a [`Backend`] implementation that matches on it, so
 //! that nothing above this module knows which engine is underneath.
+//!
+//! Offline: [`restore`] builds a new store from a backup's objects.
 
 pub mod backend;
 pub mod change;
@@ -35,7 +37,7 @@ pub mod plan;
 pub mod query;
 mod redb;
 
-use std::path::Path as FsPath;
+use std::path::{Path as FsPath, PathBuf};
 
 pub use backend::Backend;
 pub use change::{
@@ -63,6 +65,29 @@ impl Store {
     pub fn open(path: &FsPath, options: StoreOptions) -> Result<Store, StoreError> {
         Ok(Store(Engine::Redb(redb::RedbStore::open(path, &options)?)))
     }
+}
+
+/// The files a store at `path` is made of (the database and what the
+/// engine keeps beside it).
+pub fn files(path: &FsPath) -> Vec<PathBuf> {
+    redb::restore::files(path)
+}
+
+/// Builds a new store at `path`, offline, from a consistent copy of
+/// another one: `objects` (parents before children) are written with their
+/// metadata as it was (uid, generation, creation time, `resourceVersion`),
+/// all in one durable transaction, and the store's revision is `revision`,
+/// with everything up to it counted as compacted (no history: a watch from
+/// an older revision is `Gone`). Refuses when any of [`files`] exists; on
+/// any failure (an `Err` from `objects` included) nothing is left at
+/// `path`. Answers how many objects were written.
+pub fn restore<E: From<StoreError>>(
+    path: &FsPath,
+    options: &StoreOptions,
+    revision: u64,
+    objects: impl Iterator<Item = Result<AnyObject, E>>,
+) -> Result<u64, E> {
+    redb::restore::restore(path, options, revision, objects)
 }
 
 impl Backend for Store {

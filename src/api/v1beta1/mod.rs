@@ -3,6 +3,8 @@
 //! parsed where they are read, in [`crate::http`].)
 //!
 //! - [`types`]: the documents, their lists and the apply result;
+//! - [`backup`]: the backup format (the documents of a whole store at one
+//!   revision, framed by a header and a checksummed trailer);
 //! - [`list`]: the list document of any kind, whole and streamed;
 //! - [`convert`]: decoding (with lenient helpers) and translation;
 //! - [`patch`]: JSON merge patch;
@@ -16,6 +18,7 @@
 //! [`crate::watch::Encode`], and [`problem`] maps
 //! [`crate::store::StoreError`] to problems.
 
+pub mod backup;
 pub mod convert;
 mod de;
 pub mod list;

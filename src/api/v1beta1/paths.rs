@@ -54,6 +54,11 @@ pub fn apply_route() -> String {
     format!("{BASE}/apply")
 }
 
+/// The route of the backup of the whole store.
+pub fn backup_route() -> String {
+    format!("{BASE}/backup")
+}
+
 /// The URL path of an object (`/api/v1beta1/realms/r/spaces/s`), each name
 /// percent-encoded.
 pub fn object_path(path: &Path) -> String {

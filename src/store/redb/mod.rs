@@ -13,6 +13,7 @@
 //!   identity, log, replay (`replay`), migration ([`migrate`]).
 //! - `file`: the database file as redb's backend, through the store's
 //!   file seam ([`crate::store::disk`]).
+//! - `restore`: building a database from a backup, offline.
 //!
 //! No type of the `redb` crate leaves this module: [`RedbStore`] answers in
 //! the store's own types.
@@ -23,6 +24,7 @@ pub mod migrate;
 mod open;
 pub(super) mod read;
 mod replay;
+pub(super) mod restore;
 mod tables;
 mod wal;
 mod writer;

@@ -65,6 +65,25 @@ fn new_id() -> u128 {
     uuid::Uuid::new_v4().as_u128()
 }
 
+/// Initialises a new, empty database (tables, format, identity, marked
+/// cleanly stopped) in one durable transaction; answers its identity.
+pub(super) fn init(db: &Database) -> Result<u128, StoreError> {
+    let id = new_id();
+    let mut txn = db.begin_write()?;
+    txn.set_quick_repair(true);
+    tables::create_all(&txn)?;
+    {
+        let mut m = txn.open_table(META)?;
+        m.insert(FORMAT_KEY, u64::from(migrate::CURRENT_FORMAT))?;
+        m.insert(COMPACTED_KEY, 0)?;
+        m.insert(ID_HI_KEY, (id >> 64) as u64)?;
+        m.insert(ID_LO_KEY, id as u64)?;
+        m.insert(CLEAN_KEY, 1)?;
+    }
+    txn.commit()?;
+    Ok(id)
+}
+
 /// Opens (creating, replaying, migrating) the store at `path`.
 pub(super) fn open(path: &FsPath, options: &StoreOptions) -> Result<Opened, StoreError> {
     let disk = &*options.disk;
@@ -72,18 +91,7 @@ pub(super) fn open(path: &FsPath, options: &StoreOptions) -> Result<Opened, Stor
     let db = database(path, options)?;
     let mut meta = read_meta(&db)?;
     if meta.format.is_none() {
-        let id = new_id();
-        let txn = db.begin_write()?;
-        tables::create_all(&txn)?;
-        {
-            let mut m = txn.open_table(META)?;
-            m.insert(FORMAT_KEY, u64::from(migrate::CURRENT_FORMAT))?;
-            m.insert(COMPACTED_KEY, 0)?;
-            m.insert(ID_HI_KEY, (id >> 64) as u64)?;
-            m.insert(ID_LO_KEY, id as u64)?;
-            m.insert(CLEAN_KEY, 1)?;
-        }
-        txn.commit()?;
+        let id = init(&db)?;
         if !existed && !options.sabotage.skip_dir_sync {
             disk.sync_dir(parent_dir(path))?;
         }
