@@ -403,6 +403,19 @@ impl Client {
         (status, ctype, r.text().unwrap_or_default())
     }
 
+    /// Sends a prepared request, answering a transport failure (a server
+    /// killed mid-request, a body cut short) as an error instead of
+    /// panicking: the caller cannot know whether such a write was applied.
+    pub fn try_send(
+        &self,
+        req: reqwest::blocking::RequestBuilder,
+    ) -> Result<Reply, reqwest::Error> {
+        let r = req.send()?;
+        let status = r.status().as_u16();
+        let text = r.text()?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    }
+
     /// GET with a query string (values are percent-encoded).
     pub fn get_query(&self, url: &str, query: &[(&str, &str)]) -> Reply {
         reply(self.http.get(url).query(query).send().unwrap())
