@@ -92,6 +92,19 @@ enum Command {
         #[arg(long, default_value_t = modelhub::restore::DEFAULT_BUMP)]
         bump_revision: u64,
     },
+    /// Check a database and its write-ahead log offline (stop the server
+    /// first): what they hold, and whether a start would accept them.
+    Check {
+        /// Database file.
+        #[arg(long, env = "MODELHUB_DATA", default_value = "./modelhub.redb")]
+        data: PathBuf,
+        /// Repair what would stop a start, accepting the loss of what is
+        /// damaged (the log is truncated at its damage; a missing log is
+        /// accepted). Deliberate: acknowledged writes after the damage
+        /// are lost.
+        #[arg(long)]
+        accept_loss: bool,
+    },
     /// Create or update the resources of a manifest, all in one transaction.
     Apply {
         /// Manifest file (a YAML stream, a JSON document or a JSON array); `-` reads stdin.
@@ -300,6 +313,29 @@ fn main() -> ExitCode {
             &file,
             &mut std::io::stdout(),
         )),
+        Command::Check { data, accept_loss } => {
+            match modelhub::store::check(
+                &data,
+                &modelhub::store::StoreOptions::default(),
+                accept_loss,
+            ) {
+                Ok((lines, ok)) => {
+                    for line in lines {
+                        println!("{line}");
+                    }
+                    if ok || accept_loss {
+                        ExitCode::SUCCESS
+                    } else {
+                        println!("a start would refuse these files (see above)");
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Restore {
             data,
             file,

@@ -90,6 +90,19 @@ pub fn restore<E: From<StoreError>>(
     redb::restore::restore(path, options, revision, objects)
 }
 
+/// Checks the store at `path` offline (what a start would say about it);
+/// with `accept_loss`, repairs what would stop a start, losing what damage
+/// already made unreadable. Answers the findings, one line each, and
+/// whether a start would accept the files.
+pub fn check(
+    path: &FsPath,
+    options: &StoreOptions,
+    accept_loss: bool,
+) -> Result<(Vec<String>, bool), StoreError> {
+    let report = redb::check::check(path, options, accept_loss)?;
+    Ok((report.lines, report.ok))
+}
+
 impl Backend for Store {
     async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
         match &self.0 {

@@ -14,10 +14,12 @@
 //! - `file`: the database file as redb's backend, through the store's
 //!   file seam ([`crate::store::disk`]).
 //! - `restore`: building a database from a backup, offline.
+//! - `check`: the offline check of a database and its log.
 //!
 //! No type of the `redb` crate leaves this module: [`RedbStore`] answers in
 //! the store's own types.
 
+pub(super) mod check;
 mod error;
 mod file;
 pub mod migrate;

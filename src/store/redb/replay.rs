@@ -55,6 +55,13 @@ pub(super) fn replay(db: &Database, records: &(impl Records + ?Sized)) -> Result
             }
             Ok(())
         })?;
+        if let Stop::Unreadable { at } = stop {
+            return Err(StoreError::Engine(EngineError::msg(format!(
+                "the write-ahead log {log}'s record at offset {at} has a valid checksum but \
+                 cannot be read (written by a newer build, or damaged); start the build that \
+                 wrote it, or see `modelhub check --data <db>`"
+            ))));
+        }
         if let Stop::Bad { at, why } = stop
             && let Some((lo, hi)) = records.beyond(at, rev)?
         {

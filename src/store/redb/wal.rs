@@ -63,11 +63,11 @@ const HEADER: usize = 8;
 /// Records start on a block of this size (a disk's largest sector).
 pub const ALIGN: u64 = 4096;
 /// Where the first record starts (after the file header).
-const START: u64 = ALIGN;
+pub(super) const START: u64 = ALIGN;
 /// The file header's first bytes (`MHWAL`, then the log format).
-const MAGIC: [u8; 8] = *b"MHWAL\0\0\x02";
+pub(super) const MAGIC: [u8; 8] = *b"MHWAL\0\0\x02";
 /// Magic, id and checksum.
-const FILE_HEADER: usize = 8 + 16 + 4;
+pub(super) const FILE_HEADER: usize = 8 + 16 + 4;
 
 /// The log path beside the database file: `<db>.wal`.
 pub fn path_for(db: &Path) -> PathBuf {
@@ -486,6 +486,13 @@ pub type OnRecord<'f> = dyn FnMut(u64, Vec<Entry<'_>>) -> Result<(), StoreError>
 pub enum Stop {
     /// At an empty header or the end of the file: the log's end.
     End,
+    /// At a record whose checksum holds but that cannot be parsed
+    /// (written by a newer build, or damaged before it was checksummed):
+    /// never a torn write.
+    Unreadable {
+        /// Its offset in the file.
+        at: u64,
+    },
     /// At a record that is torn or damaged, at this offset.
     Bad {
         /// Its offset in the file.
@@ -604,9 +611,8 @@ fn read_one(
 
 /// Calls `f` with each valid record from `start`, one at a time, until
 /// the first empty or bad one (or the end of the file). Records are
-/// block-aligned if `aligned`. A record whose checksum holds but that
-/// cannot be parsed, and read errors, are errors.
-fn for_each_record(
+/// block-aligned if `aligned`. Read errors are errors.
+pub(super) fn for_each_record(
     src: &(impl Source + ?Sized),
     start: u64,
     aligned: bool,
@@ -621,11 +627,7 @@ fn for_each_record(
             Read::Record(_, len) => len,
         };
         let Some((first, entries)) = parse(&payload) else {
-            return Err(StoreError::Engine(EngineError::msg(format!(
-                "the write-ahead log's record at offset {at} has a valid checksum but cannot \
-                 be read (written by a newer build, or damaged); start the build that wrote \
-                 it, or run `modelhub check`"
-            ))));
+            return Ok(Stop::Unreadable { at });
         };
         f(first, entries)?;
         at += if aligned { align_up(len) } else { len };
@@ -634,7 +636,7 @@ fn for_each_record(
 
 /// Scans every block from `from` on for valid records with revisions
 /// above `after`; answers the lowest first and highest last revision.
-fn beyond(
+pub(super) fn beyond(
     src: &(impl Source + ?Sized),
     from: u64,
     after: u64,
