@@ -28,7 +28,11 @@ fn meta(db: &Database, key: &str) -> Result<Option<u64>, StoreError> {
 
 /// Checks the store at `path`; with `accept_loss`, repairs what would stop
 /// a start, losing what the damage already made unreadable.
-pub fn check(path: &FsPath, options: &StoreOptions, accept_loss: bool) -> Result<Report, StoreError> {
+pub fn check(
+    path: &FsPath,
+    options: &StoreOptions,
+    accept_loss: bool,
+) -> Result<Report, StoreError> {
     let disk = &*options.disk;
     let mut r = Report {
         ok: true,
@@ -71,8 +75,10 @@ pub fn check(path: &FsPath, options: &StoreOptions, accept_loss: bool) -> Result
                     .push("accepted the loss: the next start creates a new log".into());
             }
         } else {
-            r.lines
-                .push(format!("log {}: missing (fine after a clean stop)", log.display()));
+            r.lines.push(format!(
+                "log {}: missing (fine after a clean stop)",
+                log.display()
+            ));
         }
         return Ok(r);
     }
@@ -80,7 +86,8 @@ pub fn check(path: &FsPath, options: &StoreOptions, accept_loss: bool) -> Result
     let mut head = [0u8; FILE_HEADER];
     if let Err(e) = file.read_exact_at(&mut head, 0) {
         r.ok = false;
-        r.lines.push(format!("log {}: header unreadable: {e}", log.display()));
+        r.lines
+            .push(format!("log {}: header unreadable: {e}", log.display()));
         return Ok(r);
     }
     let base = if head[..8] == MAGIC {
@@ -184,7 +191,11 @@ mod tests {
         let text = report.lines.join("\n");
         assert!(text.contains(&format!("offset {second}")), "{text}");
         assert!(text.contains("revisions 3 to 3"), "{text}");
-        assert_eq!(std::fs::read(&log).unwrap(), bytes, "a check changes nothing");
+        assert_eq!(
+            std::fs::read(&log).unwrap(),
+            bytes,
+            "a check changes nothing"
+        );
         let refused = open::open(&path, &options).err().expect("refused");
         assert!(refused.to_string().contains("damaged"), "{refused}");
 
