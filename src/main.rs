@@ -65,6 +65,15 @@ enum Command {
         /// with 507, so that space can still be freed through the API.
         #[arg(long, env = "MODELHUB_MIN_FREE_SPACE", default_value = "128MiB", value_parser = parse_size)]
         min_free_space: u64,
+        /// Storage quota: once stored objects and history take this much
+        /// (e.g. 8GiB; 0: none), every write but a delete is refused with
+        /// 507, like etcd's --quota-backend-bytes.
+        #[arg(long, env = "MODELHUB_QUOTA_BYTES", default_value = "8GiB", value_parser = parse_size)]
+        quota_bytes: u64,
+        /// Byte budget of the watch history: compaction also drops the
+        /// oldest events while the history takes more (0: none).
+        #[arg(long, env = "MODELHUB_HISTORY_BYTES", default_value = "1GiB", value_parser = parse_size)]
+        history_bytes: u64,
     },
     /// Print the OpenAPI document (what `openapi/v1beta1.json` holds).
     Openapi,
@@ -278,6 +287,8 @@ fn main() -> ExitCode {
             checkpoint_interval,
             workers,
             min_free_space,
+            quota_bytes,
+            history_bytes,
         } => {
             let mut builder = tokio::runtime::Builder::new_multi_thread();
             builder.worker_threads(workers.map_or_else(default_workers, usize::from));
@@ -294,6 +305,8 @@ fn main() -> ExitCode {
                 continue_ttl,
                 checkpoint_interval,
                 min_free_bytes: min_free_space,
+                quota_bytes,
+                history_bytes,
                 ..modelhub::server::Config::new(listen, data)
             };
             match runtime.block_on(modelhub::server::serve(

@@ -44,6 +44,10 @@ pub struct Config {
     /// Free space kept on the data's filesystem: below it, every write
     /// but a delete is refused (507).
     pub min_free_bytes: u64,
+    /// Storage quota on the stored records (0: none).
+    pub quota_bytes: u64,
+    /// Byte budget of the watch history (0: none).
+    pub history_bytes: u64,
 }
 
 impl Config {
@@ -60,6 +64,8 @@ impl Config {
             continue_ttl: StoreOptions::default().snapshot_ttl,
             checkpoint_interval: StoreOptions::default().checkpoint_interval,
             min_free_bytes: StoreOptions::default().min_free_bytes,
+            quota_bytes: StoreOptions::default().quota_bytes,
+            history_bytes: StoreOptions::default().history_bytes,
         }
     }
 }
@@ -152,6 +158,8 @@ pub async fn serve(
         snapshot_ttl: config.continue_ttl,
         checkpoint_interval: config.checkpoint_interval,
         min_free_bytes: config.min_free_bytes,
+        quota_bytes: config.quota_bytes,
+        history_bytes: config.history_bytes,
         ..StoreOptions::default()
     };
     let data = config.data.clone();

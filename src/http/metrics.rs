@@ -78,13 +78,19 @@ pub async fn render(State(s): State<AppState>) -> Response {
          # HELP modelhub_log_bytes Size of the write-ahead log file.\n\
          # TYPE modelhub_log_bytes gauge\nmodelhub_log_bytes {}\n\
          # HELP modelhub_free_bytes Free space on the data's filesystem.\n\
-         # TYPE modelhub_free_bytes gauge\nmodelhub_free_bytes {}\n",
+         # TYPE modelhub_free_bytes gauge\nmodelhub_free_bytes {}\n\
+         # HELP modelhub_stored_bytes Bytes of stored records (what the quota counts), by part.\n\
+         # TYPE modelhub_stored_bytes gauge\n\
+         modelhub_stored_bytes{{part=\"objects\"}} {}\n\
+         modelhub_stored_bytes{{part=\"history\"}} {}\n",
         stats.storage_errors_full,
         stats.storage_errors_other,
         stats.recoveries,
         stats.database_bytes,
         stats.log_bytes,
         stats.free_bytes,
+        stats.object_bytes,
+        stats.history_bytes,
     ));
     if let Ok(rev) = s.store.revision().await {
         out.push_str(&format!(

@@ -120,7 +120,9 @@ async fn readyz_writes(State(s): State<AppState>) -> Response {
         None => "ok\n".into_response(),
         Some(r) => {
             let reason = match r.cause {
-                RefusedCause::LowSpace | RefusedCause::StorageFull => Reason::InsufficientStorage,
+                RefusedCause::LowSpace
+                | RefusedCause::QuotaExceeded
+                | RefusedCause::StorageFull => Reason::InsufficientStorage,
                 RefusedCause::StorageFailed => Reason::Unavailable,
             };
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, reason, r.message).into_response()

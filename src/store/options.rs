@@ -20,6 +20,13 @@ pub struct StoreOptions {
     /// delete is refused (507), so that an operator can still free space
     /// through the API and a checkpoint never meets a full disk.
     pub min_free_bytes: u64,
+    /// The storage quota: once the stored records (objects and history)
+    /// take this many bytes, every write but a delete is refused (507),
+    /// like etcd's `quota-backend-bytes` (0: no quota).
+    pub quota_bytes: u64,
+    /// The history's byte budget: compaction also drops the oldest events
+    /// while the history takes more than this (0: no budget).
+    pub history_bytes: u64,
     /// Where the files are (the real filesystem, or a simulated disk).
     pub disk: Arc<dyn Disk>,
     /// Deliberate bugs, for tests that prove the crash tests find them.
@@ -40,6 +47,12 @@ pub struct Sabotage {
     pub skip_dir_sync: bool,
 }
 
+/// The default storage quota (etcd's largest suggested quota).
+pub const DEFAULT_QUOTA_BYTES: u64 = 8 * 1024 * 1024 * 1024;
+
+/// The default byte budget of the history.
+pub const DEFAULT_HISTORY_BYTES: u64 = 1024 * 1024 * 1024;
+
 /// The default free-space reserve: room for the log to fill and for a
 /// checkpoint of everything it holds.
 pub const DEFAULT_MIN_FREE_BYTES: u64 = 128 * 1024 * 1024;
@@ -52,6 +65,8 @@ impl Default for StoreOptions {
             cache_bytes: 128 * 1024 * 1024,
             checkpoint_interval: Duration::from_secs(1),
             min_free_bytes: DEFAULT_MIN_FREE_BYTES,
+            quota_bytes: DEFAULT_QUOTA_BYTES,
+            history_bytes: DEFAULT_HISTORY_BYTES,
             disk: Arc::new(OsDisk),
             sabotage: Sabotage::default(),
         }

@@ -46,6 +46,9 @@ pub enum RefusedCause {
     /// Free space is below the reserve: every write but a delete is
     /// refused (507) until space returns.
     LowSpace,
+    /// The stored records reached the storage quota: every write but a
+    /// delete is refused (507) until deletes bring them under it.
+    QuotaExceeded,
     /// The disk filled up under a write: writes are refused (507) until
     /// space returns and the store has recovered from its log.
     StorageFull,
@@ -59,14 +62,16 @@ impl RefusedCause {
     pub fn name(self) -> &'static str {
         match self {
             RefusedCause::LowSpace => "low_space",
+            RefusedCause::QuotaExceeded => "quota_exceeded",
             RefusedCause::StorageFull => "storage_full",
             RefusedCause::StorageFailed => "storage_failed",
         }
     }
 
     /// Every cause.
-    pub const ALL: [RefusedCause; 3] = [
+    pub const ALL: [RefusedCause; 4] = [
         RefusedCause::LowSpace,
+        RefusedCause::QuotaExceeded,
         RefusedCause::StorageFull,
         RefusedCause::StorageFailed,
     ];
@@ -103,4 +108,8 @@ pub struct StoreStats {
     pub log_bytes: u64,
     /// Free space on the data's filesystem, in bytes.
     pub free_bytes: u64,
+    /// Bytes of stored object records.
+    pub object_bytes: u64,
+    /// Bytes of stored history (event records).
+    pub history_bytes: u64,
 }

@@ -198,6 +198,8 @@ impl RedbStore {
             database_bytes: disk.size(&self.0.path).unwrap_or(0),
             log_bytes: disk.size(&wal::path_for(&self.0.path)).unwrap_or(0),
             free_bytes: disk.free_bytes(&self.0.path).unwrap_or(0),
+            object_bytes: stats.object_bytes.load(Ordering::Relaxed),
+            history_bytes: stats.event_bytes.load(Ordering::Relaxed),
         }
     }
 

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use redb::{Database, ReadableDatabase};
 
 use super::file::database;
-use super::tables::{self, CLEAN_KEY, COMPACTED_KEY, FORMAT_KEY, ID_HI_KEY, ID_LO_KEY, META};
+use super::tables::{
+    self, CLEAN_KEY, COMPACTED_KEY, FORMAT_KEY, ID_HI_KEY, ID_LO_KEY, META, Sizes,
+};
 use super::wal::{self, Records, Wal};
 use super::{migrate, replay};
 use crate::store::disk::parent_dir;
@@ -24,6 +26,29 @@ pub(super) struct Opened {
     pub wal: Wal,
     /// Changes the replay applied.
     pub replayed: u64,
+    /// Bytes stored.
+    pub sizes: Sizes,
+}
+
+/// Marks the database open (its log must exist until a clean stop), and
+/// counts its stored bytes if it does not keep them yet, in one durable
+/// transaction; answers the stored bytes.
+fn mark_open(db: &Database) -> Result<Sizes, StoreError> {
+    let mut txn = db.begin_write()?;
+    txn.set_quick_repair(true);
+    let kept = Sizes::read(&txn.open_table(META)?)?;
+    let sizes = match kept {
+        Some(sizes) => sizes,
+        None => {
+            tracing::info!(
+                "counting the stored bytes (once, for a database that did not keep them)"
+            );
+            tables::count_sizes(&txn)?
+        }
+    };
+    txn.open_table(META)?.insert(CLEAN_KEY, 0)?;
+    txn.commit()?;
+    Ok(sizes)
 }
 
 /// What the metadata table says about the file.
@@ -157,10 +182,11 @@ pub(super) fn open(path: &FsPath, options: &StoreOptions) -> Result<Opened, Stor
     } else {
         db
     };
-    put_meta(&db, &[(CLEAN_KEY, 0)])?;
+    let sizes = mark_open(&db)?;
     Ok(Opened {
         db: Arc::new(db),
         wal,
         replayed,
+        sizes,
     })
 }

@@ -5,7 +5,7 @@
 
 use redb::Database;
 
-use super::tables::{self, META, REVISION_KEY, WriteTables};
+use super::tables::{self, META, REVISION_KEY, Sizes, WriteTables};
 use super::wal::{Records, Stop};
 use crate::store::codec;
 use crate::store::error::{EngineError, StoreError};
@@ -74,6 +74,7 @@ pub(super) fn replay(db: &Database, records: &(impl Records + ?Sized)) -> Result
         }
         if rev != start {
             meta.insert(REVISION_KEY, rev)?;
+            Sizes::add(&mut meta, tables.delta)?;
         }
         rev - start
     };
@@ -191,6 +192,28 @@ mod tests {
             .map(|e| e.unwrap().0.value().to_vec())
             .collect();
         assert_eq!(keys, vec![b"k2".to_vec()]);
+    }
+
+    #[test]
+    fn replay_keeps_the_stored_bytes_equal_to_a_recount() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = db(&dir);
+        let mut j = journal(1, 3);
+        j.push(4, ChangeType::Deleted, Kind::Realm, b"k2", b"\x01rec");
+        j.push(
+            5,
+            ChangeType::Modified,
+            Kind::Realm,
+            b"k1",
+            b"\x01longer record",
+        );
+        run(&db, &Log::of(&[j])).unwrap();
+        let txn = db.begin_write().unwrap();
+        let kept = tables::Sizes::read(&txn.open_table(META).unwrap())
+            .unwrap()
+            .unwrap();
+        assert_eq!(kept, tables::count_sizes(&txn).unwrap());
+        assert_eq!(kept.objects, 4 + 14, "k3, and k1 rewritten");
     }
 
     #[test]

@@ -26,6 +26,10 @@ pub const ID_LO_KEY: &str = "id_lo";
 /// 1 after a clean stop (the log is empty, and may be missing), 0 while
 /// open (the log must exist).
 pub const CLEAN_KEY: &str = "clean_stop";
+/// Bytes of the stored object records (keys excluded).
+pub const OBJECT_BYTES_KEY: &str = "object_bytes";
+/// Bytes of the event records kept as history.
+pub const EVENT_BYTES_KEY: &str = "event_bytes";
 
 /// The event log: revision -> event record (see [`super::codec::encode_event`]).
 pub const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
@@ -76,6 +80,62 @@ pub fn revision(meta: &Table<'_, &str, u64>) -> Result<u64, StoreError> {
 pub struct WriteTables<'txn> {
     tables: Vec<Table<'txn, &'static [u8], &'static [u8]>>,
     events: Table<'txn, u64, &'static [u8]>,
+    /// How the stored bytes changed through [`WriteTables::store_change`].
+    pub delta: Sizes,
+}
+
+/// Bytes of records stored: objects and history (the quota and the
+/// history's byte budget count these).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sizes {
+    /// Object records.
+    pub objects: i64,
+    /// Event records.
+    pub events: i64,
+}
+
+impl Sizes {
+    /// The totals kept in `meta` (absent: `None`, until [`count_sizes`]).
+    pub fn read(meta: &Table<'_, &str, u64>) -> Result<Option<Sizes>, StoreError> {
+        let get =
+            |k| -> Result<Option<i64>, StoreError> { Ok(meta.get(k)?.map(|v| v.value() as i64)) };
+        Ok(get(OBJECT_BYTES_KEY)?
+            .zip(get(EVENT_BYTES_KEY)?)
+            .map(|(objects, events)| Sizes { objects, events }))
+    }
+
+    /// Adds `delta` to the totals in `meta` (if they are kept); answers
+    /// the new totals.
+    pub fn add(meta: &mut Table<'_, &str, u64>, delta: Sizes) -> Result<Option<Sizes>, StoreError> {
+        let Some(mut total) = Sizes::read(meta)? else {
+            return Ok(None);
+        };
+        if delta != Sizes::default() {
+            total.objects = (total.objects + delta.objects).max(0);
+            total.events = (total.events + delta.events).max(0);
+            meta.insert(OBJECT_BYTES_KEY, total.objects as u64)?;
+            meta.insert(EVENT_BYTES_KEY, total.events as u64)?;
+        }
+        Ok(Some(total))
+    }
+}
+
+/// Counts the stored bytes by reading every record (for a database that
+/// does not keep the totals yet), and records them in `meta`.
+pub fn count_sizes(txn: &WriteTransaction) -> Result<Sizes, StoreError> {
+    let mut sizes = Sizes::default();
+    for kind in Kind::ALL {
+        for entry in txn.open_table(objects(kind))?.iter()? {
+            sizes.objects += entry?.1.value().len() as i64;
+        }
+    }
+    for entry in txn.open_table(EVENTS)?.iter()? {
+        sizes.events += entry?.1.value().len() as i64;
+    }
+    let mut meta = txn.open_table(META)?;
+    meta.insert(OBJECT_BYTES_KEY, sizes.objects as u64)?;
+    meta.insert(EVENT_BYTES_KEY, sizes.events as u64)?;
+    Ok(sizes)
 }
 
 impl<'txn> WriteTables<'txn> {
@@ -88,6 +148,7 @@ impl<'txn> WriteTables<'txn> {
         Ok(WriteTables {
             tables,
             events: txn.open_table(EVENTS)?,
+            delta: Sizes::default(),
         })
     }
 
@@ -107,15 +168,16 @@ impl<'txn> WriteTables<'txn> {
         key: &[u8],
         record: &[u8],
     ) -> Result<(), StoreError> {
-        match change {
-            ChangeType::Deleted => {
-                self.of(kind).remove(key)?;
-            }
+        let old = match change {
+            ChangeType::Deleted => self.of(kind).remove(key)?.map(|v| v.value().len()),
             ChangeType::Added | ChangeType::Modified => {
-                self.of(kind).insert(key, record)?;
+                self.delta.objects += record.len() as i64;
+                self.of(kind).insert(key, record)?.map(|v| v.value().len())
             }
-        }
+        };
+        self.delta.objects -= old.unwrap_or(0) as i64;
         let event = codec::encode_event(change, kind, record);
+        self.delta.events += event.len() as i64;
         self.events.insert(revision, event.as_slice())?;
         Ok(())
     }

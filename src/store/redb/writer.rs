@@ -40,7 +40,9 @@ use tokio::sync::oneshot;
 use super::error::engine_error;
 use super::open;
 use super::read;
-use super::tables::{self, CLEAN_KEY, COMPACTED_KEY, EVENTS, META, REVISION_KEY, WriteTables};
+use super::tables::{
+    self, CLEAN_KEY, COMPACTED_KEY, EVENTS, META, REVISION_KEY, Sizes, WriteTables,
+};
 use super::wal::{self, AppendError, Appended, Journal, Wal};
 use crate::model::AnyObject;
 use crate::store::change::{ApplyOutcome, Change, WriteOp, WriteOutcome};
@@ -114,6 +116,25 @@ pub(super) struct WriterStats {
     pub errors_other: AtomicU64,
     /// Recoveries.
     pub recoveries: AtomicU64,
+    /// Bytes of stored object records.
+    pub object_bytes: AtomicU64,
+    /// Bytes of stored event records.
+    pub event_bytes: AtomicU64,
+}
+
+impl WriterStats {
+    /// Records the stored bytes after a commit.
+    fn set_sizes(&self, sizes: Sizes) {
+        self.object_bytes
+            .store(sizes.objects.max(0) as u64, Ordering::Relaxed);
+        self.event_bytes
+            .store(sizes.events.max(0) as u64, Ordering::Relaxed);
+    }
+
+    /// Objects and history, in bytes.
+    fn stored(&self) -> u64 {
+        self.object_bytes.load(Ordering::Relaxed) + self.event_bytes.load(Ordering::Relaxed)
+    }
 }
 
 /// What the writer shares with readers.
@@ -182,7 +203,8 @@ pub(super) struct Writer {
     /// The last revision published to the feed.
     pub published: u64,
     failure: Option<Failure>,
-    low_space: bool,
+    /// The space refusal in force (low space or quota), if any.
+    space: Option<RefusedCause>,
 }
 
 impl Writer {
@@ -195,6 +217,7 @@ impl Writer {
         opened: open::Opened,
         published: u64,
     ) -> Writer {
+        shared.stats.set_sizes(opened.sizes);
         Writer {
             shared,
             path,
@@ -204,7 +227,7 @@ impl Writer {
             wal: Some(opened.wal),
             published,
             failure: None,
-            low_space: false,
+            space: None,
         }
     }
 
@@ -284,45 +307,54 @@ impl Writer {
         })
     }
 
-    /// Whether free space is below the reserve (checked once per batch;
-    /// the state change is logged once).
-    fn check_space(&mut self) -> bool {
-        let min = self.options.min_free_bytes;
-        if min == 0 {
-            return false;
-        }
-        let low = match self.options.disk.free_bytes(&self.path) {
-            Ok(free) => free < min,
-            Err(_) => false,
+    /// The refusal of every write but a delete, if free space is below
+    /// the reserve or the stored records reached the quota (checked once
+    /// per batch; a change of state is logged once).
+    fn check_space(&mut self) -> Option<StoreError> {
+        let (min, quota) = (self.options.min_free_bytes, self.options.quota_bytes);
+        let stored = self.shared.stats.stored();
+        let now = if min > 0
+            && self
+                .options
+                .disk
+                .free_bytes(&self.path)
+                .is_ok_and(|free| free < min)
+        {
+            Some(RefusedCause::LowSpace)
+        } else if quota > 0 && stored >= quota {
+            Some(RefusedCause::QuotaExceeded)
+        } else {
+            None
         };
-        if low != self.low_space {
-            self.low_space = low;
-            if low {
-                tracing::warn!(
-                    reserve = min,
-                    "free space is below the reserve: refusing every write but deletes"
-                );
-                self.shared.set_refused(Some(Refusal {
-                    cause: RefusedCause::LowSpace,
-                    message: format!(
-                        "free space is below the reserve of {min} bytes: every write but a \
-                         delete is refused until space is freed"
-                    ),
-                }));
-            } else if self.failure.is_none() {
-                tracing::info!("free space is above the reserve again: accepting writes");
-                self.shared.set_refused(None);
+        let message = |cause| match cause {
+            RefusedCause::LowSpace => format!(
+                "free space is below the reserve of {min} bytes: every write but a delete is \
+                 refused until space is freed"
+            ),
+            _ => format!(
+                "the stored records ({stored} bytes of objects and history) reached the quota \
+                 of {quota} bytes: every write but a delete is refused until deletes bring them \
+                 under it (or the quota is raised)"
+            ),
+        };
+        if now != self.space {
+            self.space = now;
+            match now {
+                Some(cause) => {
+                    tracing::warn!(cause = cause.name(), "{}", message(cause));
+                    self.shared.set_refused(Some(Refusal {
+                        cause,
+                        message: message(cause),
+                    }));
+                }
+                None if self.failure.is_none() => {
+                    tracing::info!("space is available again: accepting writes");
+                    self.shared.set_refused(None);
+                }
+                None => {}
             }
         }
-        low
-    }
-
-    fn low_space_error(&self) -> StoreError {
-        StoreError::NoSpace(format!(
-            "free space is below the reserve ({} bytes): only deletes are accepted until space \
-             is freed; nothing was written",
-            self.options.min_free_bytes
-        ))
+        now.map(|cause| StoreError::NoSpace(format!("{}; nothing was written", message(cause))))
     }
 
     /// A batch of write requests.
@@ -337,12 +369,15 @@ impl Writer {
             }
             return;
         }
-        let low = self.check_space();
+        let refused = self.check_space();
         let mut ops = Vec::with_capacity(batch.len());
         let mut replies = Vec::with_capacity(batch.len());
         for (op, reply) in batch {
-            if low && !matches!(op, WriteOp::Delete { .. }) {
-                let _ = reply.send(Err(self.low_space_error()));
+            if let Some(e) = refused
+                .as_ref()
+                .filter(|_| !matches!(op, WriteOp::Delete { .. }))
+            {
+                let _ = reply.send(Err(e.clone()));
             } else {
                 ops.push(op);
                 replies.push(reply);
@@ -380,8 +415,9 @@ impl Writer {
                 let result = match self.refusal() {
                     Some(e) => Err(e),
                     None => {
+                        let (shared, budget) = (self.shared.clone(), self.options.history_bytes);
                         let (db, wal) = self.engine();
-                        compact(&db, wal, keep)
+                        compact(&db, wal, keep, budget, &shared.stats)
                     }
                 };
                 let _ = reply.send(result);
@@ -395,8 +431,8 @@ impl Writer {
                     let _ = reply.send(Err(e));
                     return;
                 }
-                if !dry_run && self.check_space() {
-                    let _ = reply.send(Err(self.low_space_error()));
+                if !dry_run && let Some(e) = self.check_space() {
+                    let _ = reply.send(Err(e));
                     return;
                 }
                 let shared = self.shared.clone();
@@ -522,8 +558,9 @@ impl Writer {
                 self.wal = Some(opened.wal);
                 self.shared.set_db(Some(db.clone()));
                 self.shared.stats.recoveries.fetch_add(1, Ordering::Relaxed);
+                self.shared.stats.set_sizes(opened.sizes);
                 self.failure = None;
-                self.low_space = false;
+                self.space = None;
                 self.shared.set_refused(None);
                 self.publish_replayed(&db);
                 tracing::info!(
@@ -700,7 +737,7 @@ fn with_batch<T>(
         Ok(txn) => txn,
         Err(e) => return Err(refuse(wal, e.into())),
     };
-    let planned = (|| -> Result<(T, u64, u64, Journal), StoreError> {
+    let planned = (|| -> Result<(T, u64, u64, Journal, Option<Sizes>), StoreError> {
         let mut meta = txn.open_table(META)?;
         let start = tables::revision(&meta)?;
         let mut batch = Batch {
@@ -709,18 +746,23 @@ fn with_batch<T>(
             revision: start,
         };
         let result = f(&mut batch)?;
+        let mut sizes = None;
         if batch.revision != start && keep {
             meta.insert(REVISION_KEY, batch.revision)?;
+            sizes = Sizes::add(&mut meta, batch.tables.delta)?;
         }
-        Ok((result, start, batch.revision, batch.journal))
+        Ok((result, start, batch.revision, batch.journal, sizes))
     })();
-    let (result, start, end, mut journal) = match planned {
+    let (result, start, end, mut journal, sizes) = match planned {
         Ok(p) => p,
         Err(e) if e.is_storage_failure() => return Err(refuse(wal, e)),
         Err(e) => return Err(e),
     };
     if end != start && keep {
         commit(txn, wal, &mut journal, stats)?;
+        if let Some(sizes) = sizes {
+            stats.set_sizes(sizes);
+        }
     } else if let Err(e) = txn.abort() {
         return Err(refuse(wal, e.into()));
     }
@@ -788,23 +830,57 @@ fn apply_documents(
 }
 
 /// Compaction is not logged: its transaction is committed durably, which
-/// also checkpoints the log.
-fn compact(db: &Database, wal: &mut Wal, keep: u64) -> Result<u64, StoreError> {
+/// also checkpoints the log. It drops the events older than the last
+/// `keep` revisions and, while the history takes more than `budget` bytes
+/// (0: no budget), the oldest beyond that, a bounded chunk at a time.
+fn compact(
+    db: &Database,
+    wal: &mut Wal,
+    keep: u64,
+    budget: u64,
+    stats: &WriterStats,
+) -> Result<u64, StoreError> {
     wal.check()?;
-    let run = || -> Result<Option<(WriteTransaction, u64)>, StoreError> {
+    let run = || -> Result<Option<(WriteTransaction, u64, Option<Sizes>)>, StoreError> {
         let mut txn = db.begin_write()?;
-        let dropped = {
+        let (dropped, sizes) = {
             let mut meta = txn.open_table(META)?;
             let revision = tables::revision(&meta)?;
             let done = meta.get(COMPACTED_KEY)?.map(|v| v.value()).unwrap_or(0);
-            let target = revision.saturating_sub(keep).min(done + COMPACT_CHUNK);
+            let limit = revision.min(done + COMPACT_CHUNK);
+            let mut target = revision.saturating_sub(keep).min(limit);
+            let mut events = txn.open_table(EVENTS)?;
+            let history = Sizes::read(&meta)?.map_or(0, |s| s.events.max(0) as u64);
+            if budget > 0 && history > budget && target < limit {
+                // The oldest events whose bytes bring the history under
+                // its budget.
+                let mut over = (history - budget) as i64;
+                for entry in events.range(done + 1..=limit)? {
+                    let (rev, value) = entry?;
+                    target = target.max(rev.value());
+                    over -= value.value().len() as i64;
+                    if over <= 0 {
+                        break;
+                    }
+                }
+            }
             if target <= done {
-                0
+                (0, None)
             } else {
-                txn.open_table(EVENTS)?
-                    .retain_in(done + 1..=target, |_, _| false)?;
+                let mut freed = 0i64;
+                events.retain_in(done + 1..=target, |_, v| {
+                    freed += v.len() as i64;
+                    false
+                })?;
                 meta.insert(COMPACTED_KEY, target)?;
-                target - done
+                let sizes = Sizes::add(
+                    &mut meta,
+                    Sizes {
+                        objects: 0,
+                        events: -freed,
+                    },
+                )?;
+                (target - done, sizes)
             }
         };
         if dropped == 0 {
@@ -812,9 +888,9 @@ fn compact(db: &Database, wal: &mut Wal, keep: u64) -> Result<u64, StoreError> {
             return Ok(None);
         }
         txn.set_quick_repair(true);
-        Ok(Some((txn, dropped)))
+        Ok(Some((txn, dropped, sizes)))
     };
-    let (txn, dropped) = match run() {
+    let (txn, dropped, sizes) = match run() {
         Ok(Some(t)) => t,
         Ok(None) => return Ok(0),
         Err(StoreError::Engine(e)) => {
@@ -827,6 +903,9 @@ fn compact(db: &Database, wal: &mut Wal, keep: u64) -> Result<u64, StoreError> {
         let e = engine_error("compaction commit failed", e);
         wal.fail(e.clone());
         return Err(e.refusal());
+    }
+    if let Some(sizes) = sizes {
+        stats.set_sizes(sizes);
     }
     wal.reset();
     tracing::debug!(dropped, "compacted the event log");
