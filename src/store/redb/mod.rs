@@ -111,7 +111,15 @@ impl RedbStore {
             let (tx, _) = guard.as_ref().ok_or(StoreError::Closed)?;
             tx.send(job(reply)).map_err(|_| StoreError::Closed)?;
         }
-        rx.await.map_err(|_| StoreError::Closed)?
+        // Queued but never answered: the writer stopped (a bug) while the
+        // request may have been applied.
+        rx.await.map_err(|_| {
+            StoreError::OutcomeUnknown(
+                "the writer stopped while handling this request: it may or may not have been \
+                 applied; read it back before retrying"
+                    .into(),
+            )
+        })?
     }
 
     /// See [`crate::store::Backend::write`].

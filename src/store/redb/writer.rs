@@ -388,7 +388,10 @@ impl Writer {
         }
         let shared = self.shared.clone();
         let (db, wal) = self.engine();
-        match commit_batch(&db, wal, ops, &shared.stats) {
+        let result = commit_batch(&db, wal, ops, &shared.stats);
+        // The failure is on record before any client hears of it.
+        self.note_failure();
+        match result {
             Ok(outcomes) => {
                 for outcome in outcomes.iter().filter_map(|o| o.as_ref().ok()) {
                     self.publish(&outcome.changes);
@@ -404,7 +407,6 @@ impl Writer {
                 }
             }
         }
-        self.note_failure();
     }
 
     /// Any job but a write.
@@ -420,6 +422,7 @@ impl Writer {
                         compact(&db, wal, keep, budget, &shared.stats)
                     }
                 };
+                self.note_failure();
                 let _ = reply.send(result);
             }
             Job::Apply {
@@ -438,6 +441,7 @@ impl Writer {
                 let shared = self.shared.clone();
                 let (db, wal) = self.engine();
                 let result = apply_documents(&db, wal, objects, dry_run, &shared.stats);
+                self.note_failure();
                 if let Ok(outcome) = &result
                     && !dry_run
                 {

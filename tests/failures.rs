@@ -1,0 +1,180 @@
+//! Storage failures and writer bugs, in process, on a simulated disk: what
+//! each request is answered, that the store says why it refuses writes,
+//! that it recovers by itself, and that nothing acknowledged is lost
+//! across a power cut afterwards.
+
+use std::path::Path as FsPath;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use modelhub::model::{AnyObject, Kind, ObjectMeta, Path, Realm};
+use modelhub::store::disk::sim::{Op, SimDisk};
+use modelhub::store::{Backend, Part, RefusedCause, Store, StoreError, StoreOptions, WriteOp};
+
+const DATA: &str = "/data/hub.redb";
+
+fn realm(name: &str) -> AnyObject {
+    let mut r = Realm {
+        meta: ObjectMeta {
+            name: name.into(),
+            ..ObjectMeta::default()
+        },
+        ..Realm::default()
+    };
+    r.spec.namespace = format!("ns-{name}");
+    AnyObject::Realm(r)
+}
+
+fn path(name: &str) -> Path {
+    Path::new(Kind::Realm, vec![name.to_string()])
+}
+
+fn open(disk: &SimDisk) -> Store {
+    let options = StoreOptions {
+        disk: Arc::new(disk.clone()),
+        min_free_bytes: 0,
+        checkpoint_interval: Duration::from_secs(3600),
+        cache_bytes: 4 << 20,
+        ..StoreOptions::default()
+    };
+    Store::open(FsPath::new(DATA), options).expect("opens")
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Retries creating `name` until the store accepts writes again (bounded).
+async fn create_when_recovered(store: &Store, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match store.write(WriteOp::Create(realm(name))).await {
+            Ok(_) => return,
+            Err(StoreError::NoSpace(_) | StoreError::Unavailable(_)) => {
+                assert!(Instant::now() < deadline, "the store never recovered");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("unexpected answer while recovering: {e:?}"),
+        }
+    }
+}
+
+#[test]
+fn eio_on_the_logs_sync_is_outcome_unknown_then_the_store_recovers() {
+    runtime().block_on(async {
+        let disk = SimDisk::new();
+        let store = open(&disk);
+        store.write(WriteOp::Create(realm("a"))).await.unwrap();
+        // The next sync is the log's, for the next write.
+        disk.fail(Op::Sync, disk.counts().syncs + 1, std::io::ErrorKind::Other);
+        let err = store
+            .write(WriteOp::Create(realm("b")))
+            .await
+            .expect_err("the sync failed");
+        assert!(matches!(err, StoreError::OutcomeUnknown(_)), "{err:?}");
+        // The failure is counted; the refusal lasts until the recovery,
+        // which may already be done.
+        assert_eq!(store.stats().storage_errors_other, 1);
+        if let Some(refusal) = store.writes_refused() {
+            assert_eq!(refusal.cause, RefusedCause::StorageFailed);
+        }
+        // Reads answer, but for the moment of the reopen (503).
+        match store.get(&path("a")).await {
+            Ok(_) | Err(StoreError::Unavailable(_)) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+        create_when_recovered(&store, "c").await;
+        assert!(store.get(&path("a")).await.is_ok());
+        assert_eq!(store.writes_refused(), None);
+        assert!(store.stats().recoveries >= 1);
+        store.close();
+        // After a power cut, everything acknowledged is there; "b" either
+        // way.
+        for seed in 0..8 {
+            let after = open(&disk.crash(seed));
+            for name in ["a", "c"] {
+                assert!(after.get(&path(name)).await.is_ok(), "seed {seed}: {name}");
+            }
+            after.close();
+        }
+    });
+}
+
+#[test]
+fn enospc_while_the_log_grows_refuses_with_507_and_nothing_written() {
+    runtime().block_on(async {
+        let disk = SimDisk::new();
+        let store = open(&disk);
+        store.write(WriteOp::Create(realm("a"))).await.unwrap();
+        // No room left: a record bigger than what the log has zero-filled
+        // needs growth, which fails before the record is written (or the
+        // database's pages spill first, which fails the same way).
+        disk.set_capacity(Some(used(&disk)));
+        let mut big = realm("big");
+        big.meta_mut()
+            .labels
+            .insert("pad".into(), "x".repeat(5 << 20));
+        let err = store
+            .write(WriteOp::Create(big))
+            .await
+            .expect_err("no room");
+        assert!(matches!(err, StoreError::NoSpace(_)), "{err:?}");
+        assert!(matches!(
+            store.get(&path("big")).await,
+            Err(StoreError::NotFound(_))
+        ));
+        // While the disk stays full, writes are refused with 507 (or
+        // accepted, if only the log's growth failed); once space returns
+        // they resume by themselves, and the refused one is absent.
+        match store.write(WriteOp::Create(realm("small"))).await {
+            Ok(_) | Err(StoreError::NoSpace(_)) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+        disk.set_capacity(None);
+        create_when_recovered(&store, "after").await;
+        assert!(matches!(
+            store.get(&path("big")).await,
+            Err(StoreError::NotFound(_))
+        ));
+        store.close();
+        let after = open(&disk.crash(1));
+        assert!(after.get(&path("a")).await.is_ok());
+        assert!(after.get(&path("after")).await.is_ok());
+        after.close();
+    });
+}
+
+/// Bytes all files of `disk` hold now.
+fn used(disk: &SimDisk) -> u64 {
+    disk.files()
+        .iter()
+        .filter_map(|f| disk.contents(f))
+        .map(|c| c.len() as u64)
+        .sum()
+}
+
+#[test]
+fn a_panic_while_planning_fails_that_request_alone() {
+    runtime().block_on(async {
+        let disk = SimDisk::new();
+        let store = open(&disk);
+        store.write(WriteOp::Create(realm("a"))).await.unwrap();
+        let err = store
+            .write(WriteOp::Update {
+                path: path("a"),
+                part: Part::Main,
+                precondition: None,
+                update: Arc::new(|_| panic!("a bug in an update")),
+            })
+            .await
+            .expect_err("the planner panicked");
+        assert!(matches!(err, StoreError::Internal(_)), "{err:?}");
+        assert_eq!(store.writes_refused(), None, "no storage failure");
+        store.write(WriteOp::Create(realm("b"))).await.unwrap();
+        assert_eq!(store.stats().recoveries, 0);
+        store.close();
+    });
+}
