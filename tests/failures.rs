@@ -178,3 +178,35 @@ fn a_panic_while_planning_fails_that_request_alone() {
         store.close();
     });
 }
+
+#[test]
+fn a_panic_after_the_commit_recovers_the_store_and_keeps_the_write() {
+    runtime().block_on(async {
+        let disk = SimDisk::new();
+        let store = open(&disk);
+        let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        {
+            let armed = armed.clone();
+            store.feed().subscribe(Arc::new(move |_| {
+                if armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                    panic!("a bug in a feed subscriber");
+                }
+            }));
+        }
+        store.write(WriteOp::Create(realm("a"))).await.unwrap();
+        armed.store(true, std::sync::atomic::Ordering::SeqCst);
+        let err = store
+            .write(WriteOp::Create(realm("b")))
+            .await
+            .expect_err("the writer panicked after the commit");
+        assert!(matches!(err, StoreError::OutcomeUnknown(_)), "{err:?}");
+        // No zombie writer: the store recovers and takes writes again;
+        // the write was durable, so it is there.
+        create_when_recovered(&store, "c").await;
+        assert!(store.stats().recoveries >= 1);
+        for name in ["a", "b", "c"] {
+            assert!(store.get(&path(name)).await.is_ok(), "{name}");
+        }
+        store.close();
+    });
+}
