@@ -25,7 +25,10 @@
 //!   store from disk (replaying the log; a failed sync is never retried
 //!   and trusted), once there is room again; the changes the replay
 //!   brought back that were never published are published then. Below the
-//!   free-space reserve, every write but a delete is refused (507).
+//!   free-space reserve, every write but a delete is refused (507); the
+//!   writer checks free space again every second while it refuses, so the
+//!   refusal ends by itself once space is freed, without waiting for a
+//!   write to notice.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
@@ -63,6 +66,11 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Recovery attempts (with room enough) after which the process gives up.
 const MAX_ATTEMPTS: u32 = 20;
+
+/// How often free space is checked again while writes are refused below
+/// the reserve, so that the refusal (and `/readyz/writes`) ends once space
+/// is freed even if no write arrives to notice it.
+const SPACE_RECHECK: Duration = Duration::from_secs(1);
 
 /// Work for the writer thread.
 #[expect(clippy::large_enum_variant, reason = "moved once, into the queue")]
@@ -215,6 +223,9 @@ impl Writer {
         let mut pending: Option<Job> = None;
         loop {
             self.recover_if_due();
+            if self.failure.is_none() && self.low_space {
+                self.check_space();
+            }
             if self.failure.is_none()
                 && let Some(wal) = &self.wal
                 && wal.checkpoint_due()
@@ -223,7 +234,14 @@ impl Writer {
             }
             let wait = match &self.failure {
                 Some(f) => Some(f.next_try.saturating_duration_since(Instant::now())),
-                None => self.wal.as_ref().and_then(Wal::until_checkpoint),
+                None => {
+                    let checkpoint = self.wal.as_ref().and_then(Wal::until_checkpoint);
+                    if self.low_space {
+                        Some(checkpoint.map_or(SPACE_RECHECK, |c| c.min(SPACE_RECHECK)))
+                    } else {
+                        checkpoint
+                    }
+                }
             };
             let next = match (pending.take(), wait) {
                 (Some(job), _) => Ok(job),
