@@ -557,7 +557,11 @@ impl Writer {
                 if f.attempts == 1 {
                     tracing::error!(error = %e, "could not reopen the store; retrying");
                 }
-                let room = !e.to_string().contains("full");
+                // A full disk (e.g. the replay needs more room than was
+                // freed) is waited out, however long; other failures give
+                // up after a while. Told by the error's kind: its wording
+                // ("No space left on device") never says "full".
+                let room = !matches!(&e, StoreError::Engine(e) if e.is_no_space());
                 if room && f.attempts >= MAX_ATTEMPTS {
                     let msg = format!(
                         "the store could not recover from a storage failure after {} attempts: {e}",
