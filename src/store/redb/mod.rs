@@ -144,24 +144,24 @@ impl RedbStore {
 
     /// See [`crate::store::Backend::events`].
     pub fn events(&self, after: u64, max: usize) -> Result<EventsPage, StoreError> {
-        read::read_events(&*self.0.shared.db()?, after, max)
+        read::read_events(&*self.0.shared.db()?, after, max).map_err(error::read_error)
     }
 
     /// A read snapshot of the whole database.
     pub fn snapshot(&self) -> Result<read::RedbSnapshot, StoreError> {
-        read::RedbSnapshot::open(&*self.0.shared.db()?)
+        read::RedbSnapshot::open(&*self.0.shared.db()?).map_err(error::read_error)
     }
 
     /// Reads one object on the calling thread: a few B-tree pages, almost
     /// always in the page cache, cost less than a hand-over to a blocking
     /// thread and back.
     pub fn get(&self, path: &Path) -> Result<AnyObject, StoreError> {
-        read::get(&*self.0.shared.db()?, path)
+        read::get(&*self.0.shared.db()?, path).map_err(error::read_error)
     }
 
     /// The current revision (a point read, like [`RedbStore::get`]).
     pub fn revision(&self) -> Result<u64, StoreError> {
-        read::revision(&*self.0.shared.db()?)
+        read::revision(&*self.0.shared.db()?).map_err(error::read_error)
     }
 
     /// One page of a list (on a blocking thread).
@@ -170,6 +170,7 @@ impl RedbStore {
         tokio::task::spawn_blocking(move || read::list_page(&db, &snapshots, &query))
             .await
             .map_err(|e| StoreError::Internal(format!("read task failed: {e}")))?
+            .map_err(error::read_error)
     }
 
     /// The change feed of this store's writer.
