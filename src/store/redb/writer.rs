@@ -32,7 +32,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 use redb::{Database, Durability, ReadableTable, WriteTransaction};
 use tokio::sync::oneshot;
 
-use super::error::engine_error;
+use super::error::{engine_error, read_error};
 use super::open;
 use super::read;
 use super::tables::{self, CLEAN_KEY, COMPACTED_KEY, EVENTS, META, REVISION_KEY, WriteTables};
@@ -124,10 +124,33 @@ pub(super) struct WriterStats {
     pub recoveries: AtomicU64,
 }
 
+/// The open database, as readers get it.
+#[derive(Clone)]
+pub(super) struct Readable {
+    pub db: Arc<Database>,
+    /// Set once a read found this database failed by storage: redb then
+    /// refuses it (every page not in its cache) until it is reopened, and
+    /// the reopened database comes with a flag of its own.
+    pub failed: Arc<AtomicBool>,
+}
+
+impl Readable {
+    /// A read's failure as the store's answer
+    /// ([`super::error::read_error`]), noted if it says the database
+    /// failed.
+    pub fn read_error(&self, e: StoreError) -> StoreError {
+        let e = read_error(e);
+        if matches!(e, StoreError::Unavailable(_)) {
+            self.failed.store(true, Ordering::Relaxed);
+        }
+        e
+    }
+}
+
 /// What the writer shares with readers.
 pub(super) struct Shared {
     /// The open database (`None` while reopening after a failure).
-    pub db: RwLock<Option<Arc<Database>>>,
+    pub db: RwLock<Option<Readable>>,
     /// Paged-list snapshots (dropped on recovery).
     pub snapshots: Arc<read::Snapshots>,
     /// Counters.
@@ -140,7 +163,7 @@ pub(super) struct Shared {
 
 impl Shared {
     /// The database, unless the store is reopening.
-    pub fn db(&self) -> Result<Arc<Database>, StoreError> {
+    pub fn db(&self) -> Result<Readable, StoreError> {
         self.db
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -152,8 +175,11 @@ impl Shared {
             })
     }
 
-    fn set_db(&self, db: Option<Arc<Database>>) {
-        *self.db.write().unwrap_or_else(|e| e.into_inner()) = db;
+    pub fn set_db(&self, db: Option<Arc<Database>>) {
+        *self.db.write().unwrap_or_else(|e| e.into_inner()) = db.map(|db| Readable {
+            db,
+            failed: Arc::default(),
+        });
     }
 
     fn set_refused(&self, refusal: Option<Refusal>) {
