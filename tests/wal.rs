@@ -1,9 +1,16 @@
 //! Durability through the write-ahead log: writes acknowledged after the
 //! last checkpoint survive a SIGKILL (replayed at the next start, events
 //! included), replay is idempotent, and a checkpoint leaves nothing to
-//! replay.
+//! replay. A log that cannot be trusted refuses the start and changes
+//! nothing: a missing log after an unclean stop, another database's log,
+//! a damaged record in the middle of the log.
 
 mod common;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::{Value, json};
@@ -189,4 +196,193 @@ fn a_replayed_log_is_cleared_so_a_replaced_database_starts_empty() {
     );
     assert_eq!(c.get(&s.api("/realms/r")).0, 404);
     assert_eq!(c.get(&s.api("/realms")).1["items"], json!([]));
+}
+
+/// The log beside a database: `<data>.wal`.
+fn wal_path(data: &Path) -> PathBuf {
+    let mut p = data.as_os_str().to_owned();
+    p.push(".wal");
+    PathBuf::from(p)
+}
+
+/// Starts the server on `data` and expects the start to fail: answers
+/// its log (stderr). Fails at once if the server starts listening.
+fn start_refused(data: &Path, extra: &[String]) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_modelhub"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn modelhub");
+    let read_all = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = r.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = read_all(Box::new(child.stdout.take().unwrap()));
+    let stderr = read_all(Box::new(child.stderr.take().unwrap()));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the server neither failed nor stopped within 30 s; stdout: {}",
+                stdout.join().unwrap()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (out, log) = (stdout.join().unwrap(), stderr.join().unwrap());
+    assert!(
+        !status.success() && !out.contains("listening"),
+        "the start was not refused ({status}); stdout: {out}; log: {log}"
+    );
+    log
+}
+
+/// Creates realms `{prefix}0..n`, one request (one log record) each.
+fn realms(c: &Client, s: &Server, prefix: &str, n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| post_ok_blocking(c, &s.api("/realms"), &format!("{prefix}{i}")))
+        .collect()
+}
+
+/// Asserts each object reads back exactly as it was acknowledged.
+#[track_caller]
+fn assert_there(c: &Client, s: &Server, objects: &[Value]) {
+    for o in objects {
+        let name = o["metadata"]["name"].as_str().unwrap();
+        let (st, got) = c.get(&s.api(&format!("/realms/{name}")));
+        assert_eq!((st, &got), (200, o), "realm {name}");
+    }
+}
+
+#[test]
+fn a_missing_log_refuses_the_start_after_an_unclean_stop_only() {
+    let mut s = Server::start_args(&["--checkpoint-interval", "60m"]);
+    let c = Client::default();
+    let made = realms(&c, &s, "r", 5);
+    s.kill();
+    let log = wal_path(&s.data);
+    let aside = log.with_extension("wal.aside");
+    std::fs::rename(&log, &aside).unwrap();
+    let text = start_refused(&s.data, &s.extra);
+    assert!(
+        text.contains("is missing") && text.contains(&log.display().to_string()),
+        "the refusal names the missing log: {text}"
+    );
+    assert!(!log.exists(), "the refused start created a log");
+    // Put back, the log is replayed: nothing acknowledged was lost.
+    std::fs::rename(&aside, &log).unwrap();
+    s.restart();
+    assert!(s.log_text().contains("replayed the write-ahead log"));
+    assert_there(&c, &s, &made);
+    // After a clean stop, the log holds nothing: deleting it is fine.
+    s.stop();
+    std::fs::remove_file(&log).unwrap();
+    s.restart();
+    assert_there(&c, &s, &made);
+    assert!(log.exists(), "a new log was created");
+}
+
+#[test]
+fn a_log_of_another_database_refuses_the_start_and_changes_nothing() {
+    let args = ["--checkpoint-interval", "60m"];
+    let mut a = Server::start_args(&args);
+    let mut b = Server::start_args(&args);
+    let c = Client::default();
+    let in_a = realms(&c, &a, "a", 3);
+    let in_b = realms(&c, &b, "b", 3);
+    a.kill();
+    b.kill();
+    let (log_a, log_b) = (wal_path(&a.data), wal_path(&b.data));
+    let own = log_b.with_extension("wal.own");
+    std::fs::rename(&log_b, &own).unwrap();
+    std::fs::copy(&log_a, &log_b).unwrap();
+    let foreign = std::fs::read(&log_b).unwrap();
+    let text = start_refused(&b.data, &b.extra);
+    assert!(
+        text.contains("belongs to another database") && text.contains(&log_b.display().to_string()),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read(&log_b).unwrap(),
+        foreign,
+        "the foreign log was changed"
+    );
+    // With its own log back, B has its writes and none of A's; A too.
+    std::fs::rename(&own, &log_b).unwrap();
+    b.restart();
+    assert_there(&c, &b, &in_b);
+    assert_eq!(c.get(&b.api("/realms/a0")).0, 404);
+    a.restart();
+    assert_there(&c, &a, &in_a);
+    assert_eq!(c.get(&a.api("/realms/b0")).0, 404);
+}
+
+/// Where the log's first file header ends and its records start; each
+/// record starts on a fresh block of this size.
+const BLOCK: usize = 4096;
+
+/// The log's records: offset, first revision and count of each.
+fn records(log: &[u8]) -> Vec<(usize, u64, u64)> {
+    let u32_at = |at: usize| u32::from_le_bytes(log[at..at + 4].try_into().unwrap());
+    let mut out = Vec::new();
+    let mut at = BLOCK;
+    while at + 8 <= log.len() && log[at..at + 8] != [0; 8] {
+        let len = u32_at(at) as usize;
+        let first = u64::from_le_bytes(log[at + 8..at + 16].try_into().unwrap());
+        out.push((at, first, u64::from(u32_at(at + 16))));
+        at += (8 + len).div_ceil(BLOCK) * BLOCK;
+    }
+    out
+}
+
+#[test]
+fn a_damaged_record_in_the_middle_of_the_log_refuses_the_start_and_zeroes_nothing() {
+    let mut s = Server::start_args(&["--checkpoint-interval", "60m"]);
+    let c = Client::default();
+    let made = realms(&c, &s, "r", 6);
+    s.kill();
+    let log = wal_path(&s.data);
+    let mut bytes = std::fs::read(&log).unwrap();
+    let recs = records(&bytes);
+    assert_eq!(recs.len(), 6, "one record per create: {recs:?}");
+    assert!(
+        recs.windows(2).all(|w| w[1].1 == w[0].1 + w[0].2),
+        "{recs:?}"
+    );
+    // A flipped bit in the middle of the second record's payload.
+    let (at, ..) = recs[1];
+    let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+    let flip = at + 8 + len / 2;
+    bytes[flip] ^= 0x10;
+    std::fs::write(&log, &bytes).unwrap();
+    let text = start_refused(&s.data, &s.extra);
+    let (lo, hi) = (recs[2].1, recs[5].1 + recs[5].2 - 1);
+    assert!(
+        text.contains(&format!("damaged at offset {at}"))
+            && text.contains(&format!("revisions {lo} to {hi}"))
+            && text.contains(&log.display().to_string()),
+        "the refusal names the log, the offset ({at}) and the revisions ({lo} to {hi}): {text}"
+    );
+    assert_eq!(
+        std::fs::read(&log).unwrap(),
+        bytes,
+        "the refused start changed the log"
+    );
+    // Repaired, the log is replayed whole.
+    bytes[flip] ^= 0x10;
+    std::fs::write(&log, &bytes).unwrap();
+    s.restart();
+    assert_there(&c, &s, &made);
 }

@@ -169,7 +169,9 @@ impl Backend for Store {
     }
 
     async fn ready(&self) -> bool {
-        self.revision().await.is_ok()
+        match &self.0 {
+            Engine::Redb(s) => s.ready(),
+        }
     }
 
     fn stats(&self) -> StoreStats {

@@ -21,6 +21,40 @@ pub(super) fn engine_error(context: &str, e: impl Into<redb::Error>) -> EngineEr
     }
 }
 
+/// A read's failure as the store's answer. After a storage failure redb
+/// refuses every access to the database, reads included, until it is
+/// reopened (`PreviousIo`), which the writer does once it can (after a
+/// full disk: once there is room for the log's replay); until then such
+/// reads are refused with 503 (`Unavailable`: retry shortly), not failed
+/// as a server fault.
+pub(super) fn read_error(e: StoreError) -> StoreError {
+    match &e {
+        StoreError::Engine(engine) if must_reopen(engine) => StoreError::Unavailable(format!(
+            "storage failed and the store is recovering from it ({engine}); retry shortly"
+        )),
+        _ => e,
+    }
+}
+
+/// Whether redb refused `e` because of an earlier I/O failure (or because
+/// the database was closed for reopening).
+fn must_reopen(e: &EngineError) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        if let Some(e) = err.downcast_ref::<redb::Error>() {
+            return matches!(e, redb::Error::PreviousIo | redb::Error::DatabaseClosed);
+        }
+        if let Some(e) = err.downcast_ref::<redb::StorageError>() {
+            return matches!(
+                e,
+                redb::StorageError::PreviousIo | redb::StorageError::DatabaseClosed
+            );
+        }
+        next = err.source();
+    }
+    false
+}
+
 macro_rules! engine_error_from {
     ($($t:ty),*) => {$(
         impl From<$t> for StoreError {
@@ -57,5 +91,20 @@ mod tests {
             panic!("an engine error")
         };
         assert_eq!(e.io_kind(), None);
+    }
+
+    #[test]
+    fn reads_after_a_storage_failure_are_refused_not_failed() {
+        let latched = StoreError::from(redb::StorageError::PreviousIo);
+        assert!(
+            matches!(read_error(latched), StoreError::Unavailable(_)),
+            "503"
+        );
+        let closed = StoreError::from(redb::TransactionError::Storage(
+            redb::StorageError::DatabaseClosed,
+        ));
+        assert!(matches!(read_error(closed), StoreError::Unavailable(_)));
+        let corrupt = StoreError::from(redb::StorageError::Corrupted("x".into()));
+        assert!(matches!(read_error(corrupt), StoreError::Engine(_)), "500");
     }
 }

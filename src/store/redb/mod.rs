@@ -71,7 +71,7 @@ impl RedbStore {
         let (tx, rx) = mpsc::channel();
         let feed = Arc::new(Feed::default());
         let shared = Arc::new(writer::Shared {
-            db: RwLock::new(Some(opened.db.clone())),
+            db: RwLock::new(None),
             snapshots: Arc::new(read::Snapshots::new(
                 options.snapshot_ttl,
                 options.max_snapshots,
@@ -80,6 +80,7 @@ impl RedbStore {
             refused: Mutex::new(None),
             fatal: Mutex::new(None),
         });
+        shared.set_db(Some(opened.db.clone()));
         let w = writer::Writer::new(
             shared.clone(),
             path.to_owned(),
@@ -154,32 +155,50 @@ impl RedbStore {
 
     /// See [`crate::store::Backend::events`].
     pub fn events(&self, after: u64, max: usize) -> Result<EventsPage, StoreError> {
-        read::read_events(&*self.0.shared.db()?, after, max)
+        let r = self.0.shared.db()?;
+        read::read_events(&r.db, after, max).map_err(|e| r.read_error(e))
     }
 
     /// A read snapshot of the whole database.
     pub fn snapshot(&self) -> Result<read::RedbSnapshot, StoreError> {
-        read::RedbSnapshot::open(&*self.0.shared.db()?)
+        let r = self.0.shared.db()?;
+        read::RedbSnapshot::open(&r.db).map_err(|e| r.read_error(e))
     }
 
     /// Reads one object on the calling thread: a few B-tree pages, almost
     /// always in the page cache, cost less than a hand-over to a blocking
     /// thread and back.
     pub fn get(&self, path: &Path) -> Result<AnyObject, StoreError> {
-        read::get(&*self.0.shared.db()?, path)
+        let r = self.0.shared.db()?;
+        read::get(&r.db, path).map_err(|e| r.read_error(e))
     }
 
     /// The current revision (a point read, like [`RedbStore::get`]).
     pub fn revision(&self) -> Result<u64, StoreError> {
-        read::revision(&*self.0.shared.db()?)
+        let r = self.0.shared.db()?;
+        read::revision(&r.db).map_err(|e| r.read_error(e))
+    }
+
+    /// Whether reads are answered: the database answers, and no read has
+    /// found it failed by storage since it was (re)opened (redb may still
+    /// answer from its cache, as the revision is, while refusing the rest).
+    pub fn ready(&self) -> bool {
+        self.revision().is_ok()
+            && self
+                .0
+                .shared
+                .db()
+                .is_ok_and(|r| !r.failed.load(Ordering::Relaxed))
     }
 
     /// One page of a list (on a blocking thread).
     pub async fn list_page(&self, query: ListQuery) -> Result<ListPage, StoreError> {
-        let (db, snapshots) = (self.0.shared.db()?, self.0.shared.snapshots.clone());
-        tokio::task::spawn_blocking(move || read::list_page(&db, &snapshots, &query))
-            .await
-            .map_err(|e| StoreError::Internal(format!("read task failed: {e}")))?
+        let (r, snapshots) = (self.0.shared.db()?, self.0.shared.snapshots.clone());
+        tokio::task::spawn_blocking(move || {
+            read::list_page(&r.db, &snapshots, &query).map_err(|e| r.read_error(e))
+        })
+        .await
+        .map_err(|e| StoreError::Internal(format!("read task failed: {e}")))?
     }
 
     /// The change feed of this store's writer.

@@ -355,12 +355,15 @@ impl Wal {
             let target = end.max(self.filled + FILL_STEP).min(CAPACITY);
             // Nothing of the record is written yet, and what the failed
             // fill wrote lies beyond every record: the batch is refused,
-            // the log stays trusted.
+            // the log stays trusted. It stops all the same, as after any
+            // storage failure, so that writes are refused as a state
+            // (`/readyz/writes`, the metrics, one log line) and the store
+            // recovers once there is room, rather than each batch trying
+            // and failing on a full disk.
             if let Err(e) = self.grow(target) {
-                return Err(AppendError::Refused(StoreError::Engine(EngineError::new(
-                    "the write-ahead log could not grow",
-                    e,
-                ))));
+                let e = EngineError::new("the write-ahead log could not grow", e);
+                self.fail(e.clone());
+                return Err(AppendError::Refused(StoreError::Engine(e)));
             }
         }
         if self.offset == START {
@@ -787,9 +790,13 @@ pub(super) mod tests {
 
     /// The first revisions of the valid records of a log file.
     fn firsts(path: &Path) -> Vec<u64> {
-        let bytes = std::fs::read(path).unwrap();
+        firsts_of(&std::fs::read(path).unwrap())
+    }
+
+    /// The first revisions of the valid records of log bytes.
+    fn firsts_of(bytes: &[u8]) -> Vec<u64> {
         let mut out = Vec::new();
-        for_each_record(&bytes[..], START, true, &mut |first, _| {
+        for_each_record(bytes, START, true, &mut |first, _| {
             out.push(first);
             Ok(())
         })
@@ -832,6 +839,31 @@ pub(super) mod tests {
             &vec![0u8; CAPACITY as usize],
         );
         assert_eq!(wal.append(&mut huge).unwrap(), Appended::Full);
+    }
+
+    #[test]
+    fn a_log_that_cannot_grow_refuses_the_record_and_stops() {
+        let disk = SimDisk::new();
+        let path = PathBuf::from("/d/t.redb.wal");
+        let mut wal = open_at(&disk, &path, ID, true).unwrap();
+        assert_eq!(wal.append(&mut journal(1, 1)).unwrap(), Appended::Logged);
+        // Room for less than the next fill step.
+        disk.set_capacity(Some(FILL_STEP + 1024 * 1024));
+        let mut big = Journal::default();
+        big.push(2, ChangeType::Added, Kind::Realm, b"k", &vec![7u8; 5 << 20]);
+        let Err(AppendError::Refused(StoreError::Engine(e))) = wal.append(&mut big) else {
+            panic!("refused")
+        };
+        assert!(e.is_no_space(), "{e}");
+        assert!(wal.failure().is_some_and(EngineError::is_no_space));
+        // Nothing more is written until the store recovers from the log,
+        // which holds the first record, whole.
+        disk.set_capacity(None);
+        assert!(matches!(
+            wal.append(&mut journal(2, 1)),
+            Err(AppendError::Refused(_))
+        ));
+        assert_eq!(firsts_of(&disk.contents(&path).unwrap()), vec![1]);
     }
 
     #[test]

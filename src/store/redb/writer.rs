@@ -25,11 +25,14 @@
 //!   store from disk (replaying the log; a failed sync is never retried
 //!   and trusted), once there is room again; the changes the replay
 //!   brought back that were never published are published then. Below the
-//!   free-space reserve, every write but a delete is refused (507).
+//!   free-space reserve, every write but a delete is refused (507); the
+//!   writer checks free space again every second while it refuses, so the
+//!   refusal ends by itself once space is freed, without waiting for a
+//!   write to notice.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -37,7 +40,7 @@ use std::time::{Duration, Instant};
 use redb::{Database, Durability, ReadableTable, WriteTransaction};
 use tokio::sync::oneshot;
 
-use super::error::engine_error;
+use super::error::{engine_error, read_error};
 use super::open;
 use super::read;
 use super::tables::{
@@ -65,6 +68,11 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Recovery attempts (with room enough) after which the process gives up.
 const MAX_ATTEMPTS: u32 = 20;
+
+/// How often free space is checked again while writes are refused below
+/// the reserve, so that the refusal (and `/readyz/writes`) ends once space
+/// is freed even if no write arrives to notice it.
+const SPACE_RECHECK: Duration = Duration::from_secs(1);
 
 /// Work for the writer thread.
 #[expect(clippy::large_enum_variant, reason = "moved once, into the queue")]
@@ -137,10 +145,33 @@ impl WriterStats {
     }
 }
 
+/// The open database, as readers get it.
+#[derive(Clone)]
+pub(super) struct Readable {
+    pub db: Arc<Database>,
+    /// Set once a read found this database failed by storage: redb then
+    /// refuses it (every page not in its cache) until it is reopened, and
+    /// the reopened database comes with a flag of its own.
+    pub failed: Arc<AtomicBool>,
+}
+
+impl Readable {
+    /// A read's failure as the store's answer
+    /// ([`super::error::read_error`]), noted if it says the database
+    /// failed.
+    pub fn read_error(&self, e: StoreError) -> StoreError {
+        let e = read_error(e);
+        if matches!(e, StoreError::Unavailable(_)) {
+            self.failed.store(true, Ordering::Relaxed);
+        }
+        e
+    }
+}
+
 /// What the writer shares with readers.
 pub(super) struct Shared {
     /// The open database (`None` while reopening after a failure).
-    pub db: RwLock<Option<Arc<Database>>>,
+    pub db: RwLock<Option<Readable>>,
     /// Paged-list snapshots (dropped on recovery).
     pub snapshots: Arc<read::Snapshots>,
     /// Counters.
@@ -153,7 +184,7 @@ pub(super) struct Shared {
 
 impl Shared {
     /// The database, unless the store is reopening.
-    pub fn db(&self) -> Result<Arc<Database>, StoreError> {
+    pub fn db(&self) -> Result<Readable, StoreError> {
         self.db
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -165,8 +196,11 @@ impl Shared {
             })
     }
 
-    fn set_db(&self, db: Option<Arc<Database>>) {
-        *self.db.write().unwrap_or_else(|e| e.into_inner()) = db;
+    pub fn set_db(&self, db: Option<Arc<Database>>) {
+        *self.db.write().unwrap_or_else(|e| e.into_inner()) = db.map(|db| Readable {
+            db,
+            failed: Arc::default(),
+        });
     }
 
     fn set_refused(&self, refusal: Option<Refusal>) {
@@ -238,6 +272,9 @@ impl Writer {
         let mut pending: Option<Job> = None;
         loop {
             self.recover_if_due();
+            if self.failure.is_none() && self.low_space {
+                self.check_space();
+            }
             if self.failure.is_none()
                 && let Some(wal) = &self.wal
                 && wal.checkpoint_due()
@@ -246,7 +283,14 @@ impl Writer {
             }
             let wait = match &self.failure {
                 Some(f) => Some(f.next_try.saturating_duration_since(Instant::now())),
-                None => self.wal.as_ref().and_then(Wal::until_checkpoint),
+                None => {
+                    let checkpoint = self.wal.as_ref().and_then(Wal::until_checkpoint);
+                    if self.low_space {
+                        Some(checkpoint.map_or(SPACE_RECHECK, |c| c.min(SPACE_RECHECK)))
+                    } else {
+                        checkpoint
+                    }
+                }
             };
             let next = match (pending.take(), wait) {
                 (Some(job), _) => Ok(job),
@@ -580,7 +624,11 @@ impl Writer {
                 if f.attempts == 1 {
                     tracing::error!(error = %e, "could not reopen the store; retrying");
                 }
-                let room = !e.to_string().contains("full");
+                // A full disk (e.g. the replay needs more room than was
+                // freed) is waited out, however long; other failures give
+                // up after a while. Told by the error's kind: its wording
+                // ("No space left on device") never says "full".
+                let room = !matches!(&e, StoreError::Engine(e) if e.is_no_space());
                 if room && f.attempts >= MAX_ATTEMPTS {
                     let msg = format!(
                         "the store could not recover from a storage failure after {} attempts: {e}",
