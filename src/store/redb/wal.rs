@@ -399,6 +399,11 @@ impl Wal {
         self.failed.get_or_insert(why);
     }
 
+    /// Bytes of records since the last checkpoint (what a replay writes).
+    pub fn logged_bytes(&self) -> u64 {
+        self.offset - START
+    }
+
     /// The failure that stopped the log, if any.
     pub fn failure(&self) -> Option<&EngineError> {
         self.failed.as_ref()

@@ -25,10 +25,10 @@
 //!   store from disk (replaying the log; a failed sync is never retried
 //!   and trusted), once there is room again; the changes the replay
 //!   brought back that were never published are published then. Below the
-//!   free-space reserve, every write but a delete is refused (507); the
-//!   writer checks free space again every second while it refuses, so the
-//!   refusal ends by itself once space is freed, without waiting for a
-//!   write to notice.
+//!   free-space reserve or at the quota, every write but a delete is
+//!   refused (507); the writer checks again every second while it refuses,
+//!   so the refusal ends by itself once space is freed, without waiting
+//!   for a write to notice.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
@@ -59,9 +59,13 @@ use crate::store::query::{Refusal, RefusedCause};
 /// Most requests applied in one transaction.
 const MAX_BATCH: usize = 512;
 
-/// Free space recovery waits for after a full disk when no reserve is set:
-/// room for the replay's commit.
+/// Least free space recovery waits for after a full disk: room for the
+/// replay's commit (which also needs [`REPLAY_FACTOR`] times what the log
+/// holds: each change is written as an object and an event).
 const RECOVERY_ROOM: u64 = 16 * 1024 * 1024;
+
+/// Room the replay needs per byte the log holds.
+const REPLAY_FACTOR: u64 = 3;
 
 /// Longest wait between recovery attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -220,6 +224,8 @@ impl Shared {
 /// A storage failure being recovered from.
 struct Failure {
     why: EngineError,
+    /// Bytes the log held when storage failed (what the replay writes).
+    logged: u64,
     next_try: Instant,
     attempts: u32,
     /// The store was closed for reopening (readers get 503).
@@ -272,7 +278,7 @@ impl Writer {
         let mut pending: Option<Job> = None;
         loop {
             self.recover_if_due();
-            if self.failure.is_none() && self.low_space {
+            if self.failure.is_none() && self.space.is_some() {
                 self.check_space();
             }
             if self.failure.is_none()
@@ -285,7 +291,7 @@ impl Writer {
                 Some(f) => Some(f.next_try.saturating_duration_since(Instant::now())),
                 None => {
                     let checkpoint = self.wal.as_ref().and_then(Wal::until_checkpoint);
-                    if self.low_space {
+                    if self.space.is_some() {
                         Some(checkpoint.map_or(SPACE_RECHECK, |c| c.min(SPACE_RECHECK)))
                     } else {
                         checkpoint
@@ -555,8 +561,10 @@ impl Writer {
                 }
             ),
         }));
+        let logged = self.wal.as_ref().map_or(0, Wal::logged_bytes);
         self.failure = Some(Failure {
             why,
+            logged,
             next_try: Instant::now(),
             attempts: 0,
             closed: false,
@@ -573,7 +581,11 @@ impl Writer {
             return;
         }
         let waiting_for_space = f.why.is_no_space() && {
-            let need = self.options.min_free_bytes.max(RECOVERY_ROOM);
+            let need = self
+                .options
+                .min_free_bytes
+                .max(RECOVERY_ROOM)
+                .max(f.logged.saturating_mul(REPLAY_FACTOR));
             self.options
                 .disk
                 .free_bytes(&self.path)
