@@ -74,6 +74,11 @@ enum Command {
         /// oldest events while the history takes more (0: none).
         #[arg(long, env = "MODELHUB_HISTORY_BYTES", default_value = "1GiB", value_parser = parse_size)]
         history_bytes: u64,
+        /// A file of this size is kept beside the database (PATH.spare)
+        /// and deleted when the disk fills up under a write, so that the
+        /// store can recover and keep serving reads and deletes (0: none).
+        #[arg(long, env = "MODELHUB_SPARE_SPACE", default_value = "32MiB", value_parser = parse_size)]
+        spare_space: u64,
     },
     /// Print the OpenAPI document (what `openapi/v1beta1.json` holds).
     Openapi,
@@ -289,6 +294,7 @@ fn main() -> ExitCode {
             min_free_space,
             quota_bytes,
             history_bytes,
+            spare_space,
         } => {
             let mut builder = tokio::runtime::Builder::new_multi_thread();
             builder.worker_threads(workers.map_or_else(default_workers, usize::from));
@@ -307,6 +313,7 @@ fn main() -> ExitCode {
                 min_free_bytes: min_free_space,
                 quota_bytes,
                 history_bytes,
+                spare_bytes: spare_space,
                 ..modelhub::server::Config::new(listen, data)
             };
             match runtime.block_on(modelhub::server::serve(

@@ -48,6 +48,8 @@ pub struct Config {
     pub quota_bytes: u64,
     /// Byte budget of the watch history (0: none).
     pub history_bytes: u64,
+    /// Size of the spare file deleted when the disk fills up (0: none).
+    pub spare_bytes: u64,
 }
 
 impl Config {
@@ -66,6 +68,7 @@ impl Config {
             min_free_bytes: StoreOptions::default().min_free_bytes,
             quota_bytes: StoreOptions::default().quota_bytes,
             history_bytes: StoreOptions::default().history_bytes,
+            spare_bytes: crate::store::options::DEFAULT_SPARE_BYTES,
         }
     }
 }
@@ -160,6 +163,7 @@ pub async fn serve(
         min_free_bytes: config.min_free_bytes,
         quota_bytes: config.quota_bytes,
         history_bytes: config.history_bytes,
+        spare_bytes: config.spare_bytes,
         ..StoreOptions::default()
     };
     let data = config.data.clone();

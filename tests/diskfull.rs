@@ -763,3 +763,83 @@ fn enospc(test: &str, extra: &[&str], grow_to_mib: u64) {
         began.elapsed()
     );
 }
+
+#[test]
+fn with_a_spare_file_a_full_disk_keeps_reads_and_deletes_working() {
+    const TEST: &str = "with_a_spare_file_a_full_disk";
+    let Some(fs) = tmpfs_or_skip(TEST, FS_MIB) else {
+        return;
+    };
+    let ballast = fs.path().join("ballast");
+    write_ballast(&ballast, 20 * MIB);
+    let data = fs.path().join("hub.redb");
+    // A small page cache: the disk fills up under the database itself,
+    // which then needs a reopen (room) before it answers reads again.
+    let mut s = Server::start_with(
+        &data,
+        &[
+            "--min-free-space",
+            "0",
+            "--spare-space",
+            "12MiB",
+            "--checkpoint-interval",
+            "50ms",
+            "--cache-mb",
+            "1",
+        ],
+    );
+    let c = Client::default();
+    let spare = fs.path().join("hub.redb.spare");
+    assert_eq!(std::fs::metadata(&spare).unwrap().len(), 12 * MIB);
+    let attempts = fill(&s, "b");
+    let mut acked = Acked::default();
+    acked.record(&attempts);
+    assert!(!acked.present.is_empty());
+    // The spare file is gone and the store has recovered on the full
+    // disk: reads answer (all of them), writes are refused as
+    // storage_full, deletes work.
+    let deadline = Instant::now() + RESUME_WITHIN;
+    loop {
+        let (ready, text) = readyz(&c, &s);
+        let recovered = metric(&c, &s, "modelhub_storage_recoveries_total").unwrap_or(0.0) >= 1.0;
+        if recovered && ready == 200 && text.contains("[+]reads ok") {
+            assert!(text.contains("[-]writes refused (storage_full)"), "{text}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{TEST}: reads never came back on the full disk: {text}\n{}",
+            store_log(&s)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!spare.exists(), "the spare file was deleted");
+    for (name, object) in &acked.present {
+        let (st, got) = c.get(&s.api(&format!("/realms/{name}")));
+        assert_eq!((st, &got), (200, object), "GET {name} on the full disk");
+    }
+    let victims: Vec<String> = acked.present.keys().take(3).cloned().collect();
+    for name in victims {
+        let (st, b) = c.delete(&s.api(&format!("/realms/{name}")));
+        assert_eq!(st, 200, "delete {name} on the full disk: {b}");
+        acked.present.remove(&name);
+        acked.deleted.insert(name);
+    }
+    let refused = send(
+        c.http
+            .post(s.api("/realms"))
+            .json(&json!({"metadata": {"name": "refused"}})),
+    );
+    assert_eq!(refused.status, 507, "{}", refused.body);
+    assert_eq!(readyz_writes(&c, &s).status, 503);
+    // Space returns: the spare file comes back, then writes resume.
+    std::fs::remove_file(&ballast).unwrap();
+    until_writes_ready(&c, &s);
+    assert_eq!(std::fs::metadata(&spare).unwrap().len(), 12 * MIB);
+    let (after, _) = create_until_accepted(&c, &s, "after-space");
+    acked.present.insert("after-space".into(), after);
+    s.kill();
+    s.restart();
+    acked.check(&c, &s);
+    assert_eq!(c.get(&s.api("/realms/refused")).0, 404);
+}

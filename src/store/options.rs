@@ -27,6 +27,12 @@ pub struct StoreOptions {
     /// The history's byte budget: compaction also drops the oldest events
     /// while the history takes more than this (0: no budget).
     pub history_bytes: u64,
+    /// A file of this size kept beside the database (`<data>.spare`) and
+    /// deleted when the disk fills up under a write, so that the store
+    /// can recover from its log and serve reads and deletes on a full
+    /// disk; re-created once there is room again (0: none, the default
+    /// here; the server's default is [`DEFAULT_SPARE_BYTES`]).
+    pub spare_bytes: u64,
     /// Where the files are (the real filesystem, or a simulated disk).
     pub disk: Arc<dyn Disk>,
     /// Deliberate bugs, for tests that prove the crash tests find them.
@@ -53,6 +59,9 @@ pub const DEFAULT_QUOTA_BYTES: u64 = 8 * 1024 * 1024 * 1024;
 /// The default byte budget of the history.
 pub const DEFAULT_HISTORY_BYTES: u64 = 1024 * 1024 * 1024;
 
+/// The default size of the spare file.
+pub const DEFAULT_SPARE_BYTES: u64 = 32 * 1024 * 1024;
+
 /// The default free-space reserve: room for the log to fill and for a
 /// checkpoint of everything it holds.
 pub const DEFAULT_MIN_FREE_BYTES: u64 = 128 * 1024 * 1024;
@@ -67,6 +76,7 @@ impl Default for StoreOptions {
             min_free_bytes: DEFAULT_MIN_FREE_BYTES,
             quota_bytes: DEFAULT_QUOTA_BYTES,
             history_bytes: DEFAULT_HISTORY_BYTES,
+            spare_bytes: 0,
             disk: Arc::new(OsDisk),
             sabotage: Sabotage::default(),
         }

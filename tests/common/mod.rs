@@ -59,6 +59,9 @@ impl Server {
             .arg(data)
             .args(extra)
             .env("RUST_LOG", "debug")
+            // No 32 MiB spare file per test server (tests that want one
+            // pass --spare-space).
+            .env("MODELHUB_SPARE_SPACE", "0")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -67,6 +67,7 @@ impl RedbStore {
     /// its write-ahead log holds, and starts the writer thread.
     pub fn open(path: &FsPath, options: &StoreOptions) -> Result<RedbStore, StoreError> {
         let opened = open::open(path, options)?;
+        open::ensure_spare(path, options);
         let revision = read::revision(&opened.db)?;
         let (tx, rx) = mpsc::channel();
         let feed = Arc::new(Feed::default());

@@ -109,6 +109,76 @@ pub(super) fn init(db: &Database) -> Result<u128, StoreError> {
     Ok(id)
 }
 
+/// The spare file beside the database: `<data>.spare`.
+pub(super) fn spare_path(path: &FsPath) -> std::path::PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".spare");
+    p.into()
+}
+
+/// Makes sure the spare file is there, full size, if there is room for it
+/// and the free-space reserve besides; answers whether it is.
+pub(super) fn ensure_spare(path: &FsPath, options: &StoreOptions) -> bool {
+    let (disk, bytes) = (&*options.disk, options.spare_bytes);
+    if bytes == 0 {
+        return true;
+    }
+    let spare = spare_path(path);
+    if disk.size(&spare).is_ok_and(|n| n >= bytes) {
+        return true;
+    }
+    let free = disk.free_bytes(path).unwrap_or(0);
+    if free < bytes.saturating_add(options.min_free_bytes) {
+        tracing::warn!(
+            free,
+            spare = bytes,
+            "no room for the spare file: a full disk would stop reads until space is freed"
+        );
+        return false;
+    }
+    let written = (|| -> std::io::Result<()> {
+        let file = disk.open(&spare, true)?;
+        // Not zeros: a compressing filesystem would not allocate them.
+        let mut rng = crate::store::disk::sim::Rng(bytes);
+        let chunk: Vec<u8> = (0..1 << 20).map(|_| rng.next_u64() as u8).collect();
+        let mut at = 0;
+        while at < bytes {
+            let n = (bytes - at).min(chunk.len() as u64) as usize;
+            file.write_all_at(&chunk[..n], at)?;
+            at += n as u64;
+        }
+        file.sync_all()?;
+        disk.sync_dir(parent_dir(path))
+    })();
+    match written {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not write the spare file");
+            let _ = disk.remove(&spare);
+            false
+        }
+    }
+}
+
+/// Deletes the spare file (a full disk): answers the bytes freed.
+pub(super) fn release_spare(path: &FsPath, options: &StoreOptions) -> u64 {
+    let disk = &*options.disk;
+    let spare = spare_path(path);
+    let Ok(size) = disk.size(&spare) else {
+        return 0;
+    };
+    match disk
+        .remove(&spare)
+        .and_then(|()| disk.sync_dir(parent_dir(path)))
+    {
+        Ok(()) => size,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not delete the spare file");
+            0
+        }
+    }
+}
+
 /// Opens (creating, replaying, migrating) the store at `path`.
 pub(super) fn open(path: &FsPath, options: &StoreOptions) -> Result<Opened, StoreError> {
     let disk = &*options.disk;

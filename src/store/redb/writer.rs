@@ -62,7 +62,7 @@ const MAX_BATCH: usize = 512;
 /// Least free space recovery waits for after a full disk: room for the
 /// replay's commit (which also needs [`REPLAY_FACTOR`] times what the log
 /// holds: each change is written as an object and an event).
-const RECOVERY_ROOM: u64 = 16 * 1024 * 1024;
+const RECOVERY_ROOM: u64 = 8 * 1024 * 1024;
 
 /// Room the replay needs per byte the log holds.
 const REPLAY_FACTOR: u64 = 3;
@@ -245,6 +245,9 @@ pub(super) struct Writer {
     failure: Option<Failure>,
     /// The space refusal in force (low space or quota), if any.
     space: Option<RefusedCause>,
+    /// The spare file was deleted to recover from a full disk: every
+    /// write but a delete is refused until it is back.
+    spare_released: bool,
 }
 
 impl Writer {
@@ -268,6 +271,7 @@ impl Writer {
             published,
             failure: None,
             space: None,
+            spare_released: false,
         }
     }
 
@@ -363,7 +367,21 @@ impl Writer {
     fn check_space(&mut self) -> Option<StoreError> {
         let (min, quota) = (self.options.min_free_bytes, self.options.quota_bytes);
         let stored = self.shared.stats.stored();
-        let now = if min > 0
+        if self.spare_released {
+            let need = self.options.spare_bytes.saturating_add(min);
+            let room = self
+                .options
+                .disk
+                .free_bytes(&self.path)
+                .is_ok_and(|free| free >= need);
+            if room && open::ensure_spare(&self.path, &self.options) {
+                tracing::info!("the spare file is back");
+                self.spare_released = false;
+            }
+        }
+        let now = if self.spare_released {
+            Some(RefusedCause::StorageFull)
+        } else if min > 0
             && self
                 .options
                 .disk
@@ -376,7 +394,13 @@ impl Writer {
         } else {
             None
         };
+        let spare = self.options.spare_bytes;
         let message = |cause| match cause {
+            RefusedCause::StorageFull => format!(
+                "the disk filled up; its spare file was deleted so that reads and deletes keep \
+                 working: every other write is refused until {spare} bytes (and the reserve) \
+                 are free again"
+            ),
             RefusedCause::LowSpace => format!(
                 "free space is below the reserve of {min} bytes: every write but a delete is \
                  refused until space is freed"
@@ -544,6 +568,17 @@ impl Writer {
             return;
         };
         self.shared.count_error(&why);
+        if why.is_no_space() && !self.spare_released {
+            let freed = open::release_spare(&self.path, &self.options);
+            if freed > 0 {
+                self.spare_released = true;
+                tracing::warn!(
+                    freed,
+                    "the disk is full: deleted the spare file so that the store can recover \
+                     from its log and serve reads and deletes"
+                );
+            }
+        }
         let cause = if why.is_no_space() {
             RefusedCause::StorageFull
         } else {
@@ -581,11 +616,9 @@ impl Writer {
             return;
         }
         let waiting_for_space = f.why.is_no_space() && {
-            let need = self
-                .options
-                .min_free_bytes
-                .max(RECOVERY_ROOM)
-                .max(f.logged.saturating_mul(REPLAY_FACTOR));
+            // The replay's room only: the reserve is kept by refusing
+            // writes once recovered.
+            let need = RECOVERY_ROOM.max(f.logged.saturating_mul(REPLAY_FACTOR));
             self.options
                 .disk
                 .free_bytes(&self.path)
@@ -622,6 +655,9 @@ impl Writer {
                 self.failure = None;
                 self.space = None;
                 self.shared.set_refused(None);
+                // Refusals that outlast the failure (the spare file is
+                // gone, low space) are in force at once.
+                self.check_space();
                 self.publish_replayed(&db);
                 tracing::info!(
                     replayed = opened.replayed,
