@@ -788,7 +788,8 @@ fn apply_documents(
 }
 
 /// Compaction is not logged: its transaction is committed durably, which
-/// also checkpoints the log.
+/// also checkpoints the log. A failure before the commit refuses it
+/// (nothing was dropped); a failed commit leaves the outcome unknown.
 fn compact(db: &Database, wal: &mut Wal, keep: u64) -> Result<u64, StoreError> {
     wal.check()?;
     let run = || -> Result<Option<(WriteTransaction, u64)>, StoreError> {
@@ -824,9 +825,11 @@ fn compact(db: &Database, wal: &mut Wal, keep: u64) -> Result<u64, StoreError> {
         Err(e) => return Err(e),
     };
     if let Err(e) = txn.commit() {
+        // A durable commit that failed may have reached the disk all the
+        // same: whether the events were dropped is unknown.
         let e = engine_error("compaction commit failed", e);
         wal.fail(e.clone());
-        return Err(e.refusal());
+        return Err(e.outcome_unknown());
     }
     wal.reset();
     tracing::debug!(dropped, "compacted the event log");
