@@ -3,8 +3,8 @@
 //! identity, under a temporary name then renamed; or checked), the log
 //! beside it (checked against that identity), the log's replay, and only
 //! then a format migration (so that a log is never stranded by a format
-//! change), ending with a durable mark that the log is in use until the
-//! next clean stop.
+//! change), ending with the directory synced and a durable mark that the
+//! log is in use until the next clean stop.
 
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
@@ -90,9 +90,9 @@ fn initialise(db: &Database) -> Result<Meta, StoreError> {
 }
 
 /// Creates the database at `path` whole: made and initialised under a
-/// temporary name, then renamed into place (the directory synced), so
-/// that a crash while it is set up never leaves a half-made file there
-/// (redb refuses for good a file whose creation it did not finish).
+/// temporary name, then renamed into place, so that a crash while it is
+/// set up never leaves a half-made file there (redb refuses for good a
+/// file whose creation it did not finish).
 fn create(path: &FsPath, options: &StoreOptions) -> Result<(), StoreError> {
     let disk = &*options.disk;
     let mut tmp = path.as_os_str().to_owned();
@@ -103,9 +103,6 @@ fn create(path: &FsPath, options: &StoreOptions) -> Result<(), StoreError> {
     }
     initialise(&database(&tmp, options)?)?;
     disk.rename(&tmp, path)?;
-    if !options.sabotage.skip_dir_sync {
-        disk.sync_dir(parent_dir(path))?;
-    }
     Ok(())
 }
 
@@ -176,6 +173,12 @@ pub(super) fn open(path: &FsPath, options: &StoreOptions) -> Result<Opened, Stor
     } else {
         db
     };
+    // The files' directory entries are made durable before the log is
+    // relied on: a new database's rename, or a log an earlier start
+    // created but failed before syncing.
+    if !options.sabotage.skip_dir_sync {
+        disk.sync_dir(parent_dir(path))?;
+    }
     put_meta(&db, &[(CLEAN_KEY, 0)])?;
     Ok(Opened {
         db: Arc::new(db),
