@@ -10,6 +10,8 @@
 //! - [`SimDisk::fail`] makes the n-th write, sync or read fail once with a
 //!   chosen error (ENOSPC, EIO); [`SimDisk::set_capacity`] bounds the bytes
 //!   all files may hold (growing past it fails with ENOSPC).
+//! - [`SimDisk::trace`] digests every operation in order, so that a test
+//!   can check that a rerun made the same I/O.
 //!
 //! Everything is deterministic given the sequence of operations and the
 //! seed: the same workload, cut point and seed give the same disk.
@@ -117,12 +119,14 @@ struct State {
     faults: Vec<(Op, u64, io::ErrorKind)>,
     cut: Option<(Op, u64)>,
     powered_off: bool,
+    trace: Vec<u64>,
 }
 
 impl State {
-    /// Counts an operation of class `op`; answers the error it must fail
+    /// Counts an operation of class `op` on `what` (a digest of its file,
+    /// offset and length) and traces it; answers the error it must fail
     /// with, if any (a power cut, or an injected fault).
-    fn enter(&mut self, op: Op) -> io::Result<()> {
+    fn enter(&mut self, op: Op, what: u64) -> io::Result<()> {
         if self.powered_off {
             return Err(io::Error::other("simulated power cut"));
         }
@@ -131,6 +135,7 @@ impl State {
             *c += 1;
             *c
         };
+        self.trace.push(digest(&[op as u64, what]));
         if self.cut == Some((op, n)) {
             self.powered_off = true;
             return Err(io::Error::other("simulated power cut"));
@@ -216,6 +221,14 @@ impl SimDisk {
         self.state().counts
     }
 
+    /// A digest of every operation so far (its class, file, offset and
+    /// length), in order: two runs that made the same I/O have equal
+    /// traces, so a test can check that a rerun cut at the same count
+    /// was cut at the same operation.
+    pub fn trace(&self) -> Vec<u64> {
+        self.state().trace.clone()
+    }
+
     /// The file names on the disk, as the running process sees them.
     pub fn files(&self) -> Vec<PathBuf> {
         self.state().names.keys().cloned().collect()
@@ -272,8 +285,11 @@ impl SimDisk {
                 match p {
                     Pending::SetLen(len) => bytes.resize(*len as usize, 0),
                     Pending::Write { offset, data } => {
-                        let torn = rng.below(4) == 0;
-                        write_sectors(&mut bytes, *offset, data, |_| !torn || rng.below(2) == 0);
+                        if rng.below(4) == 0 {
+                            write_sectors(&mut bytes, *offset, data, |_| rng.below(2) == 0);
+                        } else {
+                            write_whole(&mut bytes, *offset, data);
+                        }
                     }
                 }
             }
@@ -296,6 +312,18 @@ impl SimDisk {
             ..State::default()
         })))
     }
+}
+
+/// Writes `data` at `offset` into `bytes`, growing them if needed (one
+/// copy: cheap even for a large file in a debug build).
+fn write_whole(bytes: &mut Vec<u8>, offset: u64, data: &[u8]) {
+    let start = offset as usize;
+    if bytes.len() < start {
+        bytes.resize(start, 0);
+    }
+    let overlap = (start + data.len()).min(bytes.len());
+    bytes[start..overlap].copy_from_slice(&data[..overlap - start]);
+    bytes.extend_from_slice(&data[overlap - start..]);
 }
 
 /// Writes `data` at `offset` into `bytes`, one sector-aligned piece at a
@@ -327,7 +355,7 @@ impl Disk for SimDisk {
         let ino = match s.names.get(path) {
             Some(&ino) => ino,
             None if create => {
-                s.enter(Op::Write)?;
+                s.enter(Op::Write, path_digest(path))?;
                 let ino = s.id();
                 s.inodes.insert(ino, Inode::default());
                 s.names.insert(path.to_owned(), ino);
@@ -350,7 +378,7 @@ impl Disk for SimDisk {
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut s = self.state();
-        s.enter(Op::Write)?;
+        s.enter(Op::Write, digest(&[path_digest(from), path_digest(to)]))?;
         let ino = s.names.remove(from).ok_or(io::ErrorKind::NotFound)?;
         s.names.insert(to.to_owned(), ino);
         s.dir_pending
@@ -360,7 +388,7 @@ impl Disk for SimDisk {
 
     fn remove(&self, path: &Path) -> io::Result<()> {
         let mut s = self.state();
-        s.enter(Op::Write)?;
+        s.enter(Op::Write, path_digest(path))?;
         s.names.remove(path).ok_or(io::ErrorKind::NotFound)?;
         s.dir_pending.push(DirOp::Unlink(path.to_owned()));
         Ok(())
@@ -374,7 +402,7 @@ impl Disk for SimDisk {
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let mut s = self.state();
-        s.enter(Op::Sync)?;
+        s.enter(Op::Sync, path_digest(dir))?;
         let pending = std::mem::take(&mut s.dir_pending);
         let (mine, others): (Vec<DirOp>, Vec<DirOp>) =
             pending.into_iter().partition(|op| op.dir() == dir);
@@ -401,9 +429,16 @@ struct SimFile {
 }
 
 impl SimFile {
-    fn with<T>(&self, op: Op, f: impl FnOnce(&mut State, u64) -> io::Result<T>) -> io::Result<T> {
+    /// Runs an operation of class `op` at `offset` for `len` bytes.
+    fn with<T>(
+        &self,
+        op: Op,
+        offset: u64,
+        len: u64,
+        f: impl FnOnce(&mut State, u64) -> io::Result<T>,
+    ) -> io::Result<T> {
         let mut s = self.disk.state();
-        s.enter(op)?;
+        s.enter(op, digest(&[self.ino, offset, len]))?;
         f(&mut s, self.ino)
     }
 }
@@ -418,7 +453,7 @@ impl DiskFile for SimFile {
     }
 
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.with(Op::Read, |s, ino| {
+        self.with(Op::Read, offset, buf.len() as u64, |s, ino| {
             let bytes = &s.inodes[&ino].current;
             let start = usize::try_from(offset).unwrap_or(usize::MAX);
             let part = start
@@ -431,12 +466,12 @@ impl DiskFile for SimFile {
     }
 
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.with(Op::Write, |s, ino| {
+        self.with(Op::Write, offset, buf.len() as u64, |s, ino| {
             let end = offset + buf.len() as u64;
             let len = s.inodes[&ino].current.len() as u64;
             s.room_for(end.saturating_sub(len))?;
             let inode = s.inodes.get_mut(&ino).expect("open inode");
-            write_sectors(&mut inode.current, offset, buf, |_| true);
+            write_whole(&mut inode.current, offset, buf);
             inode.pending.push(Pending::Write {
                 offset,
                 data: buf.to_vec(),
@@ -446,7 +481,7 @@ impl DiskFile for SimFile {
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
-        self.with(Op::Write, |s, ino| {
+        self.with(Op::Write, len, 0, |s, ino| {
             let old = s.inodes[&ino].current.len() as u64;
             s.room_for(len.saturating_sub(old))?;
             let inode = s.inodes.get_mut(&ino).expect("open inode");
@@ -457,10 +492,19 @@ impl DiskFile for SimFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        self.with(Op::Sync, |s, ino| {
-            let inode = s.inodes.get_mut(&ino).expect("open inode");
-            inode.durable = inode.current.clone();
-            inode.pending.clear();
+        self.with(Op::Sync, 0, 0, |s, ino| {
+            // Replays the writes since the last sync onto the durable
+            // bytes, which then equal the current ones (cheaper than a
+            // copy of a large file for a small write).
+            let Inode {
+                durable, pending, ..
+            } = s.inodes.get_mut(&ino).expect("open inode");
+            for p in pending.drain(..) {
+                match p {
+                    Pending::SetLen(len) => durable.resize(len as usize, 0),
+                    Pending::Write { offset, data } => write_whole(durable, offset, &data),
+                }
+            }
             Ok(())
         })
     }
@@ -495,6 +539,21 @@ impl Drop for SimFile {
     fn drop(&mut self) {
         let _ = self.unlock();
     }
+}
+
+/// Mixes `parts` into one 64-bit digest.
+fn digest(parts: &[u64]) -> u64 {
+    parts.iter().fold(0, |h, &p| Rng(h ^ p).next_u64())
+}
+
+/// A digest of a path's bytes (FNV-1a).
+fn path_digest(path: &Path) -> u64 {
+    path.as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
 }
 
 /// splitmix64: small, seedable, good enough to choose crash outcomes.
@@ -607,6 +666,21 @@ mod tests {
         assert!(f.write_all_at(b"x", 0).is_err());
         assert!(disk.powered_off());
         assert!(f.sync_data().is_err());
+    }
+
+    #[test]
+    fn the_trace_tells_operations_apart() {
+        let run = |offset: u64| {
+            let disk = SimDisk::new();
+            let f = disk.open(&p("/a"), true).unwrap();
+            f.write_all_at(b"x", offset).unwrap();
+            f.sync_data().unwrap();
+            disk.trace()
+        };
+        assert_eq!(run(0), run(0));
+        assert_eq!(run(0).len(), 3);
+        assert_ne!(run(0)[1], run(1)[1]);
+        assert_eq!(run(0)[2], run(1)[2]);
     }
 
     #[test]

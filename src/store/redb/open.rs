@@ -1,11 +1,12 @@
 //! Opening a store, at start-up and when recovering from a storage
-//! failure, in this order: the database file (created with its identity,
-//! or checked), the log beside it (checked against that identity), the
-//! log's replay, and only then a format migration (so that a log is never
-//! stranded by a format change), ending with a durable mark that the log
-//! is in use until the next clean stop.
+//! failure, in this order: the database file (created whole, with its
+//! identity, under a temporary name then renamed; or checked), the log
+//! beside it (checked against that identity), the log's replay, and only
+//! then a format migration (so that a log is never stranded by a format
+//! change), ending with the directory synced and a durable mark that the
+//! log is in use until the next clean stop.
 
-use std::path::Path as FsPath;
+use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase};
@@ -52,7 +53,7 @@ fn mark_open(db: &Database) -> Result<Sizes, StoreError> {
 }
 
 /// What the metadata table says about the file.
-struct Meta {
+pub(super) struct Meta {
     format: Option<u64>,
     id: Option<u128>,
     clean: Option<u64>,
@@ -90,9 +91,9 @@ fn new_id() -> u128 {
     uuid::Uuid::new_v4().as_u128()
 }
 
-/// Initialises a new, empty database (tables, format, identity, marked
-/// cleanly stopped) in one durable transaction; answers its identity.
-pub(super) fn init(db: &Database) -> Result<u128, StoreError> {
+/// Gives a new database its tables and metadata (format, identity, a
+/// clean stop), in one durable transaction.
+pub(super) fn initialise(db: &Database) -> Result<Meta, StoreError> {
     let id = new_id();
     let mut txn = db.begin_write()?;
     txn.set_quick_repair(true);
@@ -106,7 +107,29 @@ pub(super) fn init(db: &Database) -> Result<u128, StoreError> {
         m.insert(CLEAN_KEY, 1)?;
     }
     txn.commit()?;
-    Ok(id)
+    tracing::info!(format = migrate::CURRENT_FORMAT, "initialised new database");
+    Ok(Meta {
+        format: Some(u64::from(migrate::CURRENT_FORMAT)),
+        id: Some(id),
+        clean: Some(1),
+    })
+}
+
+/// Creates the database at `path` whole: made and initialised under a
+/// temporary name, then renamed into place, so that a crash while it is
+/// set up never leaves a half-made file there (redb refuses for good a
+/// file whose creation it did not finish).
+fn create(path: &FsPath, options: &StoreOptions) -> Result<(), StoreError> {
+    let disk = &*options.disk;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".new");
+    let tmp = PathBuf::from(tmp);
+    if disk.exists(&tmp)? {
+        disk.remove(&tmp)?;
+    }
+    initialise(&database(&tmp, options)?)?;
+    disk.rename(&tmp, path)?;
+    Ok(())
 }
 
 /// The spare file beside the database: `<data>.spare`.
@@ -182,20 +205,14 @@ pub(super) fn release_spare(path: &FsPath, options: &StoreOptions) -> u64 {
 /// Opens (creating, replaying, migrating) the store at `path`.
 pub(super) fn open(path: &FsPath, options: &StoreOptions) -> Result<Opened, StoreError> {
     let disk = &*options.disk;
-    let existed = disk.exists(path)?;
+    if !disk.exists(path)? {
+        create(path, options)?;
+    }
     let db = database(path, options)?;
     let mut meta = read_meta(&db)?;
     if meta.format.is_none() {
-        let id = init(&db)?;
-        if !existed && !options.sabotage.skip_dir_sync {
-            disk.sync_dir(parent_dir(path))?;
-        }
-        tracing::info!(format = migrate::CURRENT_FORMAT, "initialised new database");
-        meta = Meta {
-            format: Some(u64::from(migrate::CURRENT_FORMAT)),
-            id: Some(id),
-            clean: Some(1),
-        };
+        // A file redb made, but not this store.
+        meta = initialise(&db)?;
     }
     let format = meta.format.unwrap_or_default();
     if format > u64::from(migrate::CURRENT_FORMAT) {
@@ -252,6 +269,12 @@ pub(super) fn open(path: &FsPath, options: &StoreOptions) -> Result<Opened, Stor
     } else {
         db
     };
+    // The files' directory entries are made durable before the log is
+    // relied on: a new database's rename, or a log an earlier start
+    // created but failed before syncing.
+    if !options.sabotage.skip_dir_sync {
+        disk.sync_dir(parent_dir(path))?;
+    }
     let sizes = mark_open(&db)?;
     Ok(Opened {
         db: Arc::new(db),

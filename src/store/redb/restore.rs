@@ -87,7 +87,7 @@ fn build<E: From<StoreError>>(
     objects: impl Iterator<Item = Result<AnyObject, E>>,
 ) -> Result<u64, E> {
     let db = file::database(temp, options)?;
-    open::init(&db)?;
+    open::initialise(&db)?;
     let mut txn = db.begin_write().map_err(StoreError::from)?;
     txn.set_quick_repair(true);
     let count = {

@@ -932,7 +932,9 @@ fn apply_documents(
 /// Compaction is not logged: its transaction is committed durably, which
 /// also checkpoints the log. It drops the events older than the last
 /// `keep` revisions and, while the history takes more than `budget` bytes
-/// (0: no budget), the oldest beyond that, a bounded chunk at a time.
+/// (0: no budget), the oldest beyond that, a bounded chunk at a time. A
+/// failure before the commit refuses it (nothing was dropped); a failed
+/// commit leaves the outcome unknown.
 fn compact(
     db: &Database,
     wal: &mut Wal,
@@ -1000,9 +1002,11 @@ fn compact(
         Err(e) => return Err(e),
     };
     if let Err(e) = txn.commit() {
+        // A durable commit that failed may have reached the disk all the
+        // same: whether the events were dropped is unknown.
         let e = engine_error("compaction commit failed", e);
         wal.fail(e.clone());
-        return Err(e.refusal());
+        return Err(e.outcome_unknown());
     }
     if let Some(sizes) = sizes {
         stats.set_sizes(sizes);
