@@ -207,7 +207,6 @@ pub async fn serve(
             loop {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 if let Some(msg) = store.fatal() {
-                    tracing::error!(error = %msg, "stopping: the store cannot recover");
                     *fatal.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg);
                     return;
                 }

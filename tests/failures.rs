@@ -210,3 +210,58 @@ fn a_panic_after_the_commit_recovers_the_store_and_keeps_the_write() {
         store.close();
     });
 }
+
+#[test]
+fn an_io_error_on_a_read_answers_503_and_recovers_the_store() {
+    runtime().block_on(async {
+        let disk = SimDisk::new();
+        let options = StoreOptions {
+            disk: Arc::new(disk.clone()),
+            min_free_bytes: 0,
+            checkpoint_interval: Duration::from_secs(3600),
+            // Too small to hold the objects: reads go to the disk.
+            cache_bytes: 64 << 10,
+            ..StoreOptions::default()
+        };
+        let store = Store::open(FsPath::new(DATA), options).expect("opens");
+        for i in 0..300 {
+            let mut r = realm(&format!("r{i}"));
+            r.meta_mut().labels.insert("pad".into(), "x".repeat(2000));
+            store.write(WriteOp::Create(r)).await.unwrap();
+        }
+        store.checkpoint().await.unwrap();
+        disk.fail(Op::Read, disk.counts().reads + 1, std::io::ErrorKind::Other);
+        let mut refused = 0;
+        for i in 0..300 {
+            match store.get(&path(&format!("r{i}"))).await {
+                Ok(_) => {}
+                Err(StoreError::Unavailable(_)) => refused += 1,
+                Err(e) => panic!("a read's I/O error answered {e:?}"),
+            }
+            if refused > 0 {
+                break;
+            }
+        }
+        assert_eq!(refused, 1, "the failed read was answered 503");
+        // The read told the writer: the store recovers by itself, with no
+        // write to notice, and reads answer again.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while store.stats().recoveries == 0 {
+            assert!(Instant::now() < deadline, "never recovered");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for i in (0..300).step_by(7) {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                match store.get(&path(&format!("r{i}"))).await {
+                    Ok(_) => break,
+                    Err(StoreError::Unavailable(_)) if Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    Err(e) => panic!("r{i}: {e:?}"),
+                }
+            }
+        }
+        store.close();
+    });
+}

@@ -111,9 +111,35 @@ fn errors(op: OperationBuilder, list: &[(u16, &str)]) -> OperationBuilder {
     let mut op = op;
     for (status, when) in list.iter().chain(&[
         (500, "a server fault (details in the server log)"),
-        (503, "the server is shutting down"),
+        (
+            503,
+            "the server is shutting down or recovering from a storage failure: nothing was \
+             written; retry (Retry-After)",
+        ),
     ]) {
         let (code, resp) = problem(*status, when);
+        op = op.response(code, resp.build());
+    }
+    op
+}
+
+/// [`errors`], and the answers of a write that storage refuses or cannot
+/// finish.
+fn write_errors(op: OperationBuilder, list: &[(u16, &str)]) -> OperationBuilder {
+    let mut op = errors(op, list);
+    for (status, when) in [
+        (
+            504,
+            "OutcomeUnknown: storage failed while the write was being made durable; it may or \
+             may not have been applied: read back before retrying",
+        ),
+        (
+            507,
+            "InsufficientStorage: free space is below the reserve, the quota is used up, or the \
+             disk is full; nothing was written (deletes are still accepted)",
+        ),
+    ] {
+        let (code, resp) = problem(status, when);
         op = op.response(code, resp.build());
     }
     op
@@ -536,7 +562,7 @@ pub(super) fn list_operation(kind: Kind) -> Operation {
 /// `POST` to a collection: create.
 pub(super) fn create_operation(kind: Kind) -> Operation {
     let name = kind.as_str();
-    errors(
+    write_errors(
         object_operation(kind, "create", "", format!("Create a {name}"))
             .parameters(Some(path_params(kind, false)))
             .request_body(Some(request_body(kind, false, false, true).build()))
@@ -597,7 +623,7 @@ fn write_operation(kind: Kind, status: bool, patch: bool) -> Operation {
     } else {
         format!("Replace {what}")
     };
-    errors(
+    write_errors(
         object_operation(kind, verb, suffix, summary)
             .parameters(Some(
                 path_params(kind, true)
@@ -627,7 +653,7 @@ pub(super) fn patch_operation(kind: Kind, status: bool) -> Operation {
 /// `DELETE` an object.
 pub(super) fn delete_operation(kind: Kind) -> Operation {
     let name = kind.as_str();
-    errors(
+    write_errors(
         object_operation(kind, "delete", "", format!("Delete a {name}"))
             .parameters(Some(path_params(kind, true).into_iter().chain([
                 query_param(
@@ -736,7 +762,7 @@ pub(super) fn apply_operation() -> Operation {
     let apply_example: Value =
         yaml_serde::from_str::<Value>(include_str!("../../tests/fixtures/examples/realm.yaml"))
             .unwrap_or(Value::Null);
-    errors(
+    write_errors(
         OperationBuilder::new()
             .operation_id(Some("apply"))
             .summary(Some("Apply manifests"))

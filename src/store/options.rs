@@ -17,8 +17,8 @@ pub struct StoreOptions {
     /// Longest time between checkpoints of the write-ahead log.
     pub checkpoint_interval: Duration,
     /// Free space kept on the filesystem: below it, every write but a
-    /// delete is refused (507), so that an operator can still free space
-    /// through the API and a checkpoint never meets a full disk.
+    /// delete is refused (507), so that objects can still be removed and a
+    /// checkpoint never meets a full disk.
     pub min_free_bytes: u64,
     /// The storage quota: once the stored records (objects and history)
     /// take this many bytes, every write but a delete is refused (507),

@@ -11,7 +11,8 @@
 //!   [`Disk::sync_dir`] of its directory returned `Ok`.
 //! - After a failed sync, nothing about the unsynced writes is known (a
 //!   later sync succeeding proves nothing about them: never retry a sync
-//!   and trust it).
+//!   and trust it), though reads still return them until
+//!   [`DiskFile::drop_cache`].
 
 pub mod sim;
 
@@ -57,6 +58,10 @@ pub trait DiskFile: Send + Sync + fmt::Debug {
     fn sync_data(&self) -> io::Result<()>;
     /// Like [`DiskFile::sync_data`], all metadata included.
     fn sync_all(&self) -> io::Result<()>;
+    /// Drops the file's clean pages from the cache, so that later reads
+    /// come from the disk: after a failed sync, the pages whose write
+    /// failed are marked clean yet hold data the disk may not have.
+    fn drop_cache(&self) -> io::Result<()>;
     /// Takes an exclusive lock on the file for this process, without
     /// waiting: `false` if another holder has it.
     fn try_lock(&self) -> io::Result<bool>;
@@ -168,6 +173,11 @@ impl DiskFile for OsFile {
         self.0.sync_all()
     }
 
+    fn drop_cache(&self) -> io::Result<()> {
+        rustix::fs::fadvise(&self.0, 0, None, rustix::fs::Advice::DontNeed)?;
+        Ok(())
+    }
+
     fn try_lock(&self) -> io::Result<bool> {
         match self.0.try_lock() {
             Ok(()) => Ok(true),
@@ -178,5 +188,34 @@ impl DiskFile for OsFile {
 
     fn unlock(&self) -> io::Result<()> {
         self.0.unlock()
+    }
+}
+
+/// splitmix64: small and seedable (crash outcomes in the simulated
+/// disk, the spare file's bytes).
+#[derive(Debug, Clone)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n` (0 if `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next_u64() % n }
+    }
+
+    /// Shuffles `items` in place.
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            let j = self.below(i as u64 + 1) as usize;
+            items.swap(i, j);
+        }
     }
 }

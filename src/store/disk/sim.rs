@@ -21,6 +21,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+pub use super::Rng;
 use super::{Disk, DiskFile, parent_dir};
 
 /// Sector size: the unit a torn write keeps or loses.
@@ -72,6 +73,11 @@ struct Inode {
     durable: Vec<u8>,
     /// Writes since the last sync, in order.
     pending: Vec<Pending>,
+    /// Writes a failed sync was to make durable: reads still see them
+    /// (until [`DiskFile::drop_cache`]), later syncs do not persist them
+    /// (Linux marks such pages clean). Whether each reached the disk was
+    /// settled when the sync failed.
+    limbo: Vec<Pending>,
     /// The handle holding the lock.
     locked_by: Option<u64>,
 }
@@ -299,6 +305,7 @@ impl SimDisk {
                     current: bytes.clone(),
                     durable: bytes,
                     pending: Vec::new(),
+                    limbo: Vec::new(),
                     locked_by: None,
                 },
             );
@@ -324,6 +331,14 @@ fn write_whole(bytes: &mut Vec<u8>, offset: u64, data: &[u8]) {
     let overlap = (start + data.len()).min(bytes.len());
     bytes[start..overlap].copy_from_slice(&data[..overlap - start]);
     bytes.extend_from_slice(&data[overlap - start..]);
+}
+
+/// Applies one write or size change to `bytes`.
+fn apply(bytes: &mut Vec<u8>, p: &Pending) {
+    match p {
+        Pending::SetLen(len) => bytes.resize(*len as usize, 0),
+        Pending::Write { offset, data } => write_whole(bytes, *offset, data),
+    }
 }
 
 /// Writes `data` at `offset` into `bytes`, one sector-aligned piece at a
@@ -492,21 +507,57 @@ impl DiskFile for SimFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        self.with(Op::Sync, 0, 0, |s, ino| {
+        let mut s = self.disk.state();
+        let entered = s.enter(Op::Sync, digest(&[self.ino, 0, 0]));
+        let (powered_off, n) = (s.powered_off, s.counts.syncs);
+        let Inode {
+            durable,
+            pending,
+            limbo,
+            ..
+        } = s.inodes.get_mut(&self.ino).expect("open inode");
+        match entered {
             // Replays the writes since the last sync onto the durable
-            // bytes, which then equal the current ones (cheaper than a
-            // copy of a large file for a small write).
-            let Inode {
-                durable, pending, ..
-            } = s.inodes.get_mut(&ino).expect("open inode");
-            for p in pending.drain(..) {
-                match p {
-                    Pending::SetLen(len) => durable.resize(len as usize, 0),
-                    Pending::Write { offset, data } => write_whole(durable, offset, &data),
+            // bytes (cheaper than a copy of a large file for a small
+            // write).
+            Ok(()) => {
+                for p in pending.drain(..) {
+                    apply(durable, &p);
                 }
+                Ok(())
             }
-            Ok(())
-        })
+            Err(e) => {
+                if !powered_off {
+                    // Each write reached the disk or not, as the failed
+                    // sync left it (seeded by the sync's number); no later
+                    // sync changes that.
+                    let mut rng = Rng(n.wrapping_mul(0x9e37_79b9));
+                    for p in pending.iter() {
+                        if rng.below(2) == 0 {
+                            apply(durable, p);
+                        }
+                    }
+                    limbo.append(pending);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn drop_cache(&self) -> io::Result<()> {
+        let mut s = self.disk.state();
+        if s.powered_off {
+            return Err(io::Error::other("simulated power cut"));
+        }
+        let inode = s.inodes.get_mut(&self.ino).expect("open inode");
+        // What a failed sync left is read from the disk again.
+        inode.limbo.clear();
+        let mut current = inode.durable.clone();
+        for p in &inode.pending {
+            apply(&mut current, p);
+        }
+        inode.current = current;
+        Ok(())
     }
 
     fn sync_all(&self) -> io::Result<()> {
@@ -554,34 +605,6 @@ fn path_digest(path: &Path) -> u64 {
         .fold(0xcbf2_9ce4_8422_2325, |h, &b| {
             (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
         })
-}
-
-/// splitmix64: small, seedable, good enough to choose crash outcomes.
-#[derive(Debug, Clone)]
-pub struct Rng(pub u64);
-
-impl Rng {
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..n` (0 if `n` is 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next_u64() % n }
-    }
-
-    /// Shuffles `items` in place.
-    pub fn shuffle<T>(&mut self, items: &mut [T]) {
-        for i in (1..items.len()).rev() {
-            let j = self.below(i as u64 + 1) as usize;
-            items.swap(i, j);
-        }
-    }
 }
 
 #[cfg(test)]
@@ -681,6 +704,29 @@ mod tests {
         assert_eq!(run(0).len(), 3);
         assert_ne!(run(0)[1], run(1)[1]);
         assert_eq!(run(0)[2], run(1)[2]);
+    }
+
+    #[test]
+    fn a_failed_sync_is_not_made_good_by_a_later_one() {
+        let disk = SimDisk::new();
+        let f = disk.open(&p("/a"), true).unwrap();
+        disk.sync_dir(&p("/")).unwrap();
+        f.write_all_at(b"old", 0).unwrap();
+        f.sync_data().unwrap();
+        f.write_all_at(b"new", 0).unwrap();
+        disk.fail(Op::Sync, disk.counts().syncs + 1, io::ErrorKind::Other);
+        assert!(f.sync_data().is_err());
+        // Reads still see the write, a later sync succeeds, and yet the
+        // write is not durable: a crash may lose it.
+        let mut buf = [0u8; 3];
+        f.read_exact_at(&mut buf, 0).unwrap();
+        assert_eq!(&buf, b"new");
+        f.sync_data().unwrap();
+        assert!((0..32).any(|seed| disk.crash(seed).contents(&p("/a")).unwrap() == b"old"));
+        // Dropping the cache shows what the disk holds.
+        f.drop_cache().unwrap();
+        f.read_exact_at(&mut buf, 0).unwrap();
+        assert_eq!(&buf, b"old");
     }
 
     #[test]

@@ -91,6 +91,17 @@ pub fn check(
         return Ok(r);
     }
     let base = if head[..8] == MAGIC {
+        if crc32fast::hash(&head[..24])
+            != u32::from_le_bytes(head[24..28].try_into().expect("4 bytes"))
+        {
+            r.ok = false;
+            r.lines.push(format!(
+                "log {}: its header is damaged (checksum mismatch); move the log aside and \
+                 use --accept-loss, losing the writes since the last checkpoint",
+                log.display()
+            ));
+            return Ok(r);
+        }
         let found = u128::from_le_bytes(head[8..24].try_into().expect("16 bytes"));
         if Some(found) != id {
             r.lines.push(format!(
@@ -108,7 +119,7 @@ pub fn check(
     let stop = wal::for_each_record(&*file, base, base == START, &mut |f, entries| {
         records += 1;
         first.get_or_insert(f);
-        last = last.max(f + entries.len() as u64 - 1);
+        last = last.max((f + entries.len() as u64).saturating_sub(1));
         Ok(())
     });
     match first {
@@ -124,7 +135,15 @@ pub fn check(
         )),
     }
     let damage = match stop? {
-        Stop::End => None,
+        Stop::End { at } => wal::beyond(&*file, at, last.max(revision))?.map(|(lo, hi)| {
+            (
+                at,
+                format!(
+                    "empty record header at offset {at}, followed by valid records of \
+                     revisions {lo} to {hi}: they would be lost"
+                ),
+            )
+        }),
         Stop::Unreadable { at } => Some((
             at,
             format!(
@@ -153,7 +172,16 @@ pub fn check(
         r.ok = false;
         r.lines.push(what);
         if accept_loss {
-            file.write_all_at(&[0; 8], at)?;
+            // Everything from the damage on: no valid record with a higher
+            // revision may stay beyond the log's new end.
+            let end = file.size()?;
+            let zeros = vec![0u8; 1 << 20];
+            let mut pos = at;
+            while pos < end {
+                let n = (end - pos).min(zeros.len() as u64) as usize;
+                file.write_all_at(&zeros[..n], pos)?;
+                pos += n as u64;
+            }
             file.sync_data()?;
             r.lines.push(format!(
                 "accepted the loss: the log now ends at offset {at}; the next start replays \

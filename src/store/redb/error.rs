@@ -26,12 +26,15 @@ pub(super) fn engine_error(context: &str, e: impl Into<redb::Error>) -> EngineEr
 /// reopened (`PreviousIo`), which the writer does once it can (after a
 /// full disk: once there is room for the log's replay); until then such
 /// reads are refused with 503 (`Unavailable`: retry shortly), not failed
-/// as a server fault.
+/// as a server fault. A read's own I/O error is the same: redb has then
+/// latched the database shut.
 pub(super) fn read_error(e: StoreError) -> StoreError {
     match &e {
-        StoreError::Engine(engine) if must_reopen(engine) => StoreError::Unavailable(format!(
-            "storage failed and the store is recovering from it ({engine}); retry shortly"
-        )),
+        StoreError::Engine(engine) if must_reopen(engine) || engine.io_kind().is_some() => {
+            StoreError::Unavailable(format!(
+                "storage failed and the store is recovering from it ({engine}); retry shortly"
+            ))
+        }
         _ => e,
     }
 }

@@ -6,7 +6,7 @@ use std::path::Path as FsPath;
 use redb::Database;
 
 use super::file::database;
-use super::tables::{self, FORMAT_KEY, META};
+use super::tables::{self, EVENT_BYTES_KEY, FORMAT_KEY, META, OBJECT_BYTES_KEY};
 use crate::store::disk::copy_durably;
 use crate::store::error::{EngineError, StoreError};
 use crate::store::options::StoreOptions;
@@ -45,8 +45,12 @@ pub fn migrate(path: &FsPath, options: &StoreOptions, from: u64) -> Result<Datab
         (step.apply)(&txn)?;
     }
     tables::create_all(&txn)?;
-    txn.open_table(META)?
-        .insert(FORMAT_KEY, u64::from(CURRENT_FORMAT))?;
+    let mut meta = txn.open_table(META)?;
+    meta.insert(FORMAT_KEY, u64::from(CURRENT_FORMAT))?;
+    // A step may change records: their bytes are counted again at open.
+    meta.remove(OBJECT_BYTES_KEY)?;
+    meta.remove(EVENT_BYTES_KEY)?;
+    drop(meta);
     txn.commit()?;
     Ok(db)
 }

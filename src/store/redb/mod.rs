@@ -66,7 +66,17 @@ impl RedbStore {
     /// Opens (creating or migrating) the database at `path`, replays what
     /// its write-ahead log holds, and starts the writer thread.
     pub fn open(path: &FsPath, options: &StoreOptions) -> Result<RedbStore, StoreError> {
-        let opened = open::open(path, options)?;
+        let opened = match open::open(path, options) {
+            // A full disk at start: the spare file makes room for the
+            // replay, once.
+            Err(StoreError::Engine(e))
+                if e.is_no_space() && open::release_spare(path, options) > 0 =>
+            {
+                tracing::warn!(error = %e, "the disk is full: deleted the spare file to start");
+                open::open(path, options)?
+            }
+            other => other?,
+        };
         open::ensure_spare(path, options);
         let revision = read::revision(&opened.db)?;
         let (tx, rx) = mpsc::channel();
@@ -154,30 +164,53 @@ impl RedbStore {
         self.submit(|reply| writer::Job::Checkpoint { reply }).await
     }
 
+    /// Runs a read on the open database (borrowed under the slot's read
+    /// lock: no reference count is taken on the hot path).
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&redb::Database) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let slot = self.0.shared.db.read().unwrap_or_else(|e| e.into_inner());
+        let r = slot.as_ref().ok_or_else(writer::recovering)?;
+        f(&r.db).map_err(|e| self.read_failed(r, e))
+    }
+
+    /// A read's failure as the store's answer ([`error::read_error`]); the
+    /// first read to find the database failed by storage tells the
+    /// writer, which recovers the store from disk.
+    fn read_failed(&self, r: &writer::Readable, e: StoreError) -> StoreError {
+        let e = error::read_error(e);
+        if let StoreError::Unavailable(why) = &e
+            && !r.failed.swap(true, Ordering::Relaxed)
+        {
+            let guard = self.0.writer.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((tx, _)) = guard.as_ref() {
+                let _ = tx.send(writer::Job::ReadFailed { why: why.clone() });
+            }
+        }
+        e
+    }
+
     /// See [`crate::store::Backend::events`].
     pub fn events(&self, after: u64, max: usize) -> Result<EventsPage, StoreError> {
-        let r = self.0.shared.db()?;
-        read::read_events(&r.db, after, max).map_err(|e| r.read_error(e))
+        self.read(|db| read::read_events(db, after, max))
     }
 
     /// A read snapshot of the whole database.
     pub fn snapshot(&self) -> Result<read::RedbSnapshot, StoreError> {
-        let r = self.0.shared.db()?;
-        read::RedbSnapshot::open(&r.db).map_err(|e| r.read_error(e))
+        self.read(read::RedbSnapshot::open)
     }
 
     /// Reads one object on the calling thread: a few B-tree pages, almost
     /// always in the page cache, cost less than a hand-over to a blocking
     /// thread and back.
     pub fn get(&self, path: &Path) -> Result<AnyObject, StoreError> {
-        let r = self.0.shared.db()?;
-        read::get(&r.db, path).map_err(|e| r.read_error(e))
+        self.read(|db| read::get(db, path))
     }
 
     /// The current revision (a point read, like [`RedbStore::get`]).
     pub fn revision(&self) -> Result<u64, StoreError> {
-        let r = self.0.shared.db()?;
-        read::revision(&r.db).map_err(|e| r.read_error(e))
+        self.read(read::revision)
     }
 
     /// Whether reads are answered: the database answers, and no read has
@@ -194,9 +227,9 @@ impl RedbStore {
 
     /// One page of a list (on a blocking thread).
     pub async fn list_page(&self, query: ListQuery) -> Result<ListPage, StoreError> {
-        let (r, snapshots) = (self.0.shared.db()?, self.0.shared.snapshots.clone());
+        let (store, snapshots) = (self.clone(), self.0.shared.snapshots.clone());
         tokio::task::spawn_blocking(move || {
-            read::list_page(&r.db, &snapshots, &query).map_err(|e| r.read_error(e))
+            store.read(|db| read::list_page(db, &snapshots, &query))
         })
         .await
         .map_err(|e| StoreError::Internal(format!("read task failed: {e}")))?

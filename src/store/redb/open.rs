@@ -162,7 +162,7 @@ pub(super) fn ensure_spare(path: &FsPath, options: &StoreOptions) -> bool {
     let written = (|| -> std::io::Result<()> {
         let file = disk.open(&spare, true)?;
         // Not zeros: a compressing filesystem would not allocate them.
-        let mut rng = crate::store::disk::sim::Rng(bytes);
+        let mut rng = crate::store::disk::Rng(bytes);
         let chunk: Vec<u8> = (0..1 << 20).map(|_| rng.next_u64() as u8).collect();
         let mut at = 0;
         while at < bytes {
@@ -205,6 +205,19 @@ pub(super) fn release_spare(path: &FsPath, options: &StoreOptions) -> u64 {
 /// Opens (creating, replaying, migrating) the store at `path`.
 pub(super) fn open(path: &FsPath, options: &StoreOptions) -> Result<Opened, StoreError> {
     let disk = &*options.disk;
+    // A failed sync (of this process, or of one that ran before without
+    // a reboot) leaves pages the disk may not hold marked clean in the
+    // cache: drop them, so that what is opened is what the disk holds,
+    // never what a failed sync was to write. (Dirty pages stay.)
+    for file in [path.to_owned(), wal::path_for(path)] {
+        match disk.open(&file, false).and_then(|f| f.drop_cache()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(file = %file.display(), error = %e, "could not drop the file's cache")
+            }
+        }
+    }
     if !disk.exists(path)? {
         create(path, options)?;
     }
@@ -246,22 +259,27 @@ pub(super) fn open(path: &FsPath, options: &StoreOptions) -> Result<Opened, Stor
         options.sabotage,
     )?;
     let mut replayed = 0;
-    if wal.holds_records()? {
-        if format != u64::from(migrate::CURRENT_FORMAT) {
-            return Err(StoreError::Engine(EngineError::msg(format!(
-                "the database {} is at storage format {format} and its write-ahead log {} \
-                 holds writes not yet in it: start the build that wrote them once (it \
-                 replays the log; stop it cleanly), then this one, which migrates to format {}",
-                path.display(),
-                log.display(),
-                migrate::CURRENT_FORMAT
-            ))));
-        }
+    let holds = wal.holds_records()?;
+    if holds && format != u64::from(migrate::CURRENT_FORMAT) {
+        return Err(StoreError::Engine(EngineError::msg(format!(
+            "the database {} is at storage format {format} and its write-ahead log {} holds \
+             writes not yet in it: start the build that wrote them once (it replays the log; \
+             stop it cleanly), then this one, which migrates to format {}",
+            path.display(),
+            log.display(),
+            migrate::CURRENT_FORMAT
+        ))));
+    }
+    // After an unclean stop the log is read even if its first header is
+    // empty: a zeroed sector there must not hide the records after it.
+    if holds || meta.clean == Some(0) {
         replayed = replay::replay(&db, &wal)?;
         if replayed > 0 {
             tracing::info!(replayed, path = %wal.name(), "replayed the write-ahead log");
         }
-        wal.clear(id)?;
+        if holds {
+            wal.clear(id)?;
+        }
     }
     let db = if format != u64::from(migrate::CURRENT_FORMAT) {
         drop(db);

@@ -62,9 +62,14 @@ pub(super) fn replay(db: &Database, records: &(impl Records + ?Sized)) -> Result
                  wrote it, or see `modelhub check --data <db>`"
             ))));
         }
-        if let Stop::Bad { at, why } = stop
-            && let Some((lo, hi)) = records.beyond(at, rev)?
-        {
+        // An empty header in the middle of the log (a zeroed or lost
+        // sector) hides what follows as well as damage does.
+        let (at, why) = match stop {
+            Stop::Bad { at, why } => (at, why),
+            Stop::End { at } => (at, "an empty record header"),
+            Stop::Unreadable { .. } => unreachable!("refused above"),
+        };
+        if let Some((lo, hi)) = records.beyond(at, rev)? {
             return Err(StoreError::Engine(EngineError::msg(format!(
                 "the write-ahead log {log} is damaged at offset {at} ({why}), and valid records \
                  of revisions {lo} to {hi} follow it: acknowledged writes would be lost. Nothing \
@@ -234,6 +239,19 @@ mod tests {
         let at = torn.offsets[1];
         torn.bytes[at as usize + 30] ^= 1;
         assert_eq!(run(&db, &torn).unwrap(), 2);
+    }
+
+    #[test]
+    fn a_zeroed_header_in_the_middle_refuses_to_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = db(&dir);
+        let mut log = Log::of(&[journal(1, 2), journal(3, 2), journal(5, 2)]);
+        let at = log.offsets[1] as usize;
+        log.bytes[at..at + 8].fill(0);
+        let err = run(&db, &log).unwrap_err().to_string();
+        assert!(err.contains("empty record header"), "{err}");
+        assert!(err.contains("revisions 5 to 6"), "{err}");
+        assert_eq!(revision(&db), 0, "nothing replayed");
     }
 
     #[test]

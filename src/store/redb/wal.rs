@@ -493,7 +493,10 @@ pub type OnRecord<'f> = dyn FnMut(u64, Vec<Entry<'_>>) -> Result<(), StoreError>
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stop {
     /// At an empty header or the end of the file: the log's end.
-    End,
+    End {
+        /// Where the empty header (or the end) is.
+        at: u64,
+    },
     /// At a record whose checksum holds but that cannot be parsed
     /// (written by a newer build, or damaged before it was checksummed):
     /// never a torn write.
@@ -630,7 +633,7 @@ pub(super) fn for_each_record(
     let mut payload = Vec::new();
     loop {
         let len = match read_one(src, at, &mut payload)? {
-            Read::End => return Ok(Stop::End),
+            Read::End => return Ok(Stop::End { at }),
             Read::Bad(why) => return Ok(Stop::Bad { at, why }),
             Read::Record(_, len) => len,
         };
@@ -665,7 +668,7 @@ pub(super) fn beyond(
                 }
             }
             Ok(Read::End | Read::Bad(_)) => {}
-            Err(_) => break,
+            Err(e) => return Err(e),
         }
         at += ALIGN;
     }
@@ -906,7 +909,7 @@ pub(super) mod tests {
             })
             .unwrap();
         assert_eq!(seen, vec![(1, 3), (4, 2)]);
-        assert_eq!(stop, Stop::End);
+        assert!(matches!(stop, Stop::End { .. }));
         // A flipped byte in the last record: a bad record, nothing after.
         let at = log.offsets[1];
         log.bytes[at as usize + 25] ^= 1;

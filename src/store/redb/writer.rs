@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 use redb::{Database, Durability, ReadableTable, WriteTransaction};
 use tokio::sync::oneshot;
 
-use super::error::{engine_error, read_error};
+use super::error::engine_error;
 use super::open;
 use super::read;
 use super::tables::{
@@ -73,6 +73,13 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Recovery attempts (with room enough) after which the process gives up.
 const MAX_ATTEMPTS: u32 = 20;
 
+/// Recoveries within [`FLAPPING_WINDOW`] after which a new failure (not a
+/// full disk) stops the process instead of reopening once more.
+const MAX_RECOVERIES: usize = 5;
+
+/// See [`MAX_RECOVERIES`].
+const FLAPPING_WINDOW: Duration = Duration::from_secs(60);
+
 /// How often free space is checked again while writes are refused below
 /// the reserve, so that the refusal (and `/readyz/writes`) ends once space
 /// is freed even if no write arrives to notice it.
@@ -103,6 +110,8 @@ pub(super) enum Job {
     Checkpoint {
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
+    /// A read found the database failed by storage: recover.
+    ReadFailed { why: String },
 }
 
 /// Most events dropped by one compaction transaction, so that compaction
@@ -159,17 +168,9 @@ pub(super) struct Readable {
     pub failed: Arc<AtomicBool>,
 }
 
-impl Readable {
-    /// A read's failure as the store's answer
-    /// ([`super::error::read_error`]), noted if it says the database
-    /// failed.
-    pub fn read_error(&self, e: StoreError) -> StoreError {
-        let e = read_error(e);
-        if matches!(e, StoreError::Unavailable(_)) {
-            self.failed.store(true, Ordering::Relaxed);
-        }
-        e
-    }
+/// The answer to a read while the store is reopening.
+pub(super) fn recovering() -> StoreError {
+    StoreError::Unavailable("the store is recovering from a storage failure: retry shortly".into())
 }
 
 /// What the writer shares with readers.
@@ -193,11 +194,7 @@ impl Shared {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
-            .ok_or_else(|| {
-                StoreError::Unavailable(
-                    "the store is recovering from a storage failure: retry shortly".into(),
-                )
-            })
+            .ok_or_else(recovering)
     }
 
     pub fn set_db(&self, db: Option<Arc<Database>>) {
@@ -248,6 +245,8 @@ pub(super) struct Writer {
     /// The spare file was deleted to recover from a full disk: every
     /// write but a delete is refused until it is back.
     spare_released: bool,
+    /// When the last recoveries happened (at most [`MAX_RECOVERIES`]).
+    recoveries: std::collections::VecDeque<Instant>,
 }
 
 impl Writer {
@@ -272,6 +271,7 @@ impl Writer {
             failure: None,
             space: None,
             spare_released: false,
+            recoveries: std::collections::VecDeque::new(),
         }
     }
 
@@ -279,6 +279,18 @@ impl Writer {
     /// handling a job is a bug: its requests' outcome is unknown, and the
     /// store recovers from disk as from a storage failure.
     pub fn run(mut self, rx: Receiver<Job>) {
+        // A panic outside a job's handling (recovery, a checkpoint) ends
+        // the thread: the store is then failed for good, and says so.
+        struct Fatal(Arc<Shared>);
+        impl Drop for Fatal {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    *self.0.fatal.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some("the writer thread panicked (see the panic above)".into());
+                }
+            }
+        }
+        let _fatal = Fatal(self.shared.clone());
         let mut pending: Option<Job> = None;
         loop {
             self.recover_if_due();
@@ -487,6 +499,15 @@ impl Writer {
     fn job(&mut self, job: Job) {
         match job {
             Job::Write { .. } => unreachable!("writes are batched"),
+            Job::ReadFailed { why } => {
+                if self.failure.is_none()
+                    && let Some(wal) = &mut self.wal
+                {
+                    wal.fail(EngineError::msg(format!(
+                        "a read found the database failed by storage ({why})"
+                    )));
+                }
+            }
             Job::Compact { keep, reply } => {
                 let result = match self.refusal() {
                     Some(e) => Err(e),
@@ -554,8 +575,9 @@ impl Writer {
             .cloned()
             .collect();
         if let Some(last) = fresh.last() {
-            self.published = last.revision;
+            let last = last.revision;
             self.feed.publish(&fresh);
+            self.published = last;
         }
     }
 
@@ -606,13 +628,35 @@ impl Writer {
         });
     }
 
+    /// Whether storage keeps failing right after recovering
+    /// ([`MAX_RECOVERIES`] recoveries within [`FLAPPING_WINDOW`], the cause
+    /// not a full disk): then the process should stop.
+    fn flapping(&self) -> bool {
+        self.recoveries.len() >= MAX_RECOVERIES
+            && self
+                .recoveries
+                .front()
+                .is_some_and(|t| t.elapsed() < FLAPPING_WINDOW)
+    }
+
     /// Tries to recover from a failure, if one is due: once there is room
     /// again (after a full disk), closes the store and reopens it from
     /// disk.
     fn recover_if_due(&mut self) {
+        let flapping = self.flapping();
         let Some(f) = &mut self.failure else { return };
         let now = Instant::now();
         if now < f.next_try {
+            return;
+        }
+        if flapping && !f.why.is_no_space() {
+            let msg = format!(
+                "storage failed again right after {MAX_RECOVERIES} recoveries within {}s: {}",
+                FLAPPING_WINDOW.as_secs(),
+                f.why
+            );
+            *self.shared.fatal.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg);
+            f.next_try = now + Duration::from_secs(3600);
             return;
         }
         let waiting_for_space = f.why.is_no_space() && {
@@ -649,16 +693,22 @@ impl Writer {
                 let db = opened.db.clone();
                 self.db = Some(opened.db);
                 self.wal = Some(opened.wal);
+                // Watchers hear of what the replay brought back before
+                // readers can see it.
+                self.publish_replayed(&db);
                 self.shared.set_db(Some(db.clone()));
                 self.shared.stats.recoveries.fetch_add(1, Ordering::Relaxed);
                 self.shared.stats.set_sizes(opened.sizes);
                 self.failure = None;
+                self.recoveries.push_back(Instant::now());
+                while self.recoveries.len() > MAX_RECOVERIES {
+                    self.recoveries.pop_front();
+                }
                 self.space = None;
                 self.shared.set_refused(None);
                 // Refusals that outlast the failure (the spare file is
                 // gone, low space) are in force at once.
                 self.check_space();
-                self.publish_replayed(&db);
                 tracing::info!(
                     replayed = opened.replayed,
                     "recovered from the storage failure; accepting writes again"
@@ -682,7 +732,6 @@ impl Writer {
                         "the store could not recover from a storage failure after {} attempts: {e}",
                         f.attempts
                     );
-                    tracing::error!("{msg}");
                     *self.shared.fatal.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg);
                     f.next_try = Instant::now() + Duration::from_secs(3600);
                 }
