@@ -104,6 +104,24 @@ impl Sizes {
             .map(|(objects, events)| Sizes { objects, events }))
     }
 
+    /// Writes `total` plus `delta` as the totals in `meta` (the writer
+    /// knows the totals: no read); answers them.
+    pub fn put(
+        meta: &mut Table<'_, &str, u64>,
+        total: Sizes,
+        delta: Sizes,
+    ) -> Result<Sizes, StoreError> {
+        let total = Sizes {
+            objects: (total.objects + delta.objects).max(0),
+            events: (total.events + delta.events).max(0),
+        };
+        if delta != Sizes::default() {
+            meta.insert(OBJECT_BYTES_KEY, total.objects as u64)?;
+            meta.insert(EVENT_BYTES_KEY, total.events as u64)?;
+        }
+        Ok(total)
+    }
+
     /// Adds `delta` to the totals in `meta` (if they are kept); answers
     /// the new totals.
     pub fn add(meta: &mut Table<'_, &str, u64>, delta: Sizes) -> Result<Option<Sizes>, StoreError> {

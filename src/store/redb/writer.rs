@@ -85,6 +85,9 @@ const FLAPPING_WINDOW: Duration = Duration::from_secs(60);
 /// is freed even if no write arrives to notice it.
 const SPACE_RECHECK: Duration = Duration::from_secs(1);
 
+/// How long free space found above the reserve is trusted.
+const FREE_RECHECK: Duration = Duration::from_millis(100);
+
 /// Work for the writer thread.
 #[expect(clippy::large_enum_variant, reason = "moved once, into the queue")]
 pub(super) enum Job {
@@ -150,6 +153,14 @@ impl WriterStats {
             .store(sizes.objects.max(0) as u64, Ordering::Relaxed);
         self.event_bytes
             .store(sizes.events.max(0) as u64, Ordering::Relaxed);
+    }
+
+    /// The stored bytes as last committed.
+    fn sizes(&self) -> Sizes {
+        Sizes {
+            objects: self.object_bytes.load(Ordering::Relaxed) as i64,
+            events: self.event_bytes.load(Ordering::Relaxed) as i64,
+        }
     }
 
     /// Objects and history, in bytes.
@@ -247,6 +258,8 @@ pub(super) struct Writer {
     spare_released: bool,
     /// When the last recoveries happened (at most [`MAX_RECOVERIES`]).
     recoveries: std::collections::VecDeque<Instant>,
+    /// When free space was last found above the reserve.
+    room_checked: Option<Instant>,
 }
 
 impl Writer {
@@ -272,6 +285,7 @@ impl Writer {
             space: None,
             spare_released: false,
             recoveries: std::collections::VecDeque::new(),
+            room_checked: None,
         }
     }
 
@@ -373,6 +387,24 @@ impl Writer {
         })
     }
 
+    /// Whether free space is below `min`; an answer of "no" is reused for
+    /// [`FREE_RECHECK`] (a statfs per batch costs more than the reserve
+    /// can lose in that time), "yes" is checked again each time.
+    fn below_reserve(&mut self, min: u64) -> bool {
+        if let Some(at) = self.room_checked
+            && at.elapsed() < FREE_RECHECK
+        {
+            return false;
+        }
+        let low = self
+            .options
+            .disk
+            .free_bytes(&self.path)
+            .is_ok_and(|free| free < min);
+        self.room_checked = (!low).then(Instant::now);
+        low
+    }
+
     /// The refusal of every write but a delete, if free space is below
     /// the reserve or the stored records reached the quota (checked once
     /// per batch; a change of state is logged once).
@@ -393,13 +425,7 @@ impl Writer {
         }
         let now = if self.spare_released {
             Some(RefusedCause::StorageFull)
-        } else if min > 0
-            && self
-                .options
-                .disk
-                .free_bytes(&self.path)
-                .is_ok_and(|free| free < min)
-        {
+        } else if min > 0 && self.below_reserve(min) {
             Some(RefusedCause::LowSpace)
         } else if quota > 0 && stored >= quota {
             Some(RefusedCause::QuotaExceeded)
@@ -898,7 +924,7 @@ fn with_batch<T>(
         let mut sizes = None;
         if batch.revision != start && keep {
             meta.insert(REVISION_KEY, batch.revision)?;
-            sizes = Sizes::add(&mut meta, batch.tables.delta)?;
+            sizes = Some(Sizes::put(&mut meta, stats.sizes(), batch.tables.delta)?);
         }
         Ok((result, start, batch.revision, batch.journal, sizes))
     })();
