@@ -29,7 +29,7 @@ ls -l "$data" "$data.wal" | awk '{print $5, $9}'
 start() {
   local log=$work/server.log t0 t1 t2
   t0=$(date +%s%N)
-  "$server" serve --listen 127.0.0.1:0 --data "$data" --min-free-space 0 "$@" \
+  RUST_LOG=${RUST_LOG:-info} "$server" serve --listen 127.0.0.1:0 --data "$data" --min-free-space 0 "$@" \
     >"$work/stdout" 2>"$log" &
   pid=$!
   for _ in $(seq 1 6000); do
@@ -55,6 +55,7 @@ for round in $(seq 1 "$rounds"); do
   start
   replayed=$(grep -o 'replayed=[0-9]*' "$work/server.log" | head -1 || true)
   echo "round $round: after kill -9 ($replayed, log file $logged bytes): listening ${listen} ms, ready ${ready} ms"
+  grep -iE "repair|counting|spare|store opened" "$work/server.log" | sed 's/^/    server: /' | cut -c1-200 || true
   stop
   start
   echo "round $round: after a clean stop (anchor): listening ${listen} ms, ready ${ready} ms"

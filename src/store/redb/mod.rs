@@ -73,10 +73,16 @@ impl RedbStore {
                 if e.is_no_space() && open::release_spare(path, options) > 0 =>
             {
                 tracing::warn!(error = %e, "the disk is full: deleted the spare file to start");
-                open::open(path, options)?
+                open::open(path, options)
             }
-            other => other?,
+            other => other,
         };
+        let opened = opened.inspect_err(|e| {
+            if e.is_storage_failure() {
+                // The next start must not read what a failed sync left.
+                open::drop_caches(path, options);
+            }
+        })?;
         open::ensure_spare(path, options);
         let revision = read::revision(&opened.db)?;
         let (tx, rx) = mpsc::channel();

@@ -202,15 +202,14 @@ pub(super) fn release_spare(path: &FsPath, options: &StoreOptions) -> u64 {
     }
 }
 
-/// Opens (creating, replaying, migrating) the store at `path`.
-pub(super) fn open(path: &FsPath, options: &StoreOptions) -> Result<Opened, StoreError> {
-    let disk = &*options.disk;
-    // A failed sync (of this process, or of one that ran before without
-    // a reboot) leaves pages the disk may not hold marked clean in the
-    // cache: drop them, so that what is opened is what the disk holds,
-    // never what a failed sync was to write. (Dirty pages stay.)
+/// Drops the clean cached pages of the database and its log: after a
+/// failed sync they may hold what the disk does not (Linux marks pages
+/// whose write failed clean), and the next open must read what the disk
+/// holds. Called before reopening after a failure, and when an open or
+/// the process fails; dirty pages stay.
+pub(super) fn drop_caches(path: &FsPath, options: &StoreOptions) {
     for file in [path.to_owned(), wal::path_for(path)] {
-        match disk.open(&file, false).and_then(|f| f.drop_cache()) {
+        match options.disk.open(&file, false).and_then(|f| f.drop_cache()) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
@@ -218,10 +217,17 @@ pub(super) fn open(path: &FsPath, options: &StoreOptions) -> Result<Opened, Stor
             }
         }
     }
+}
+
+/// Opens (creating, replaying, migrating) the store at `path`.
+pub(super) fn open(path: &FsPath, options: &StoreOptions) -> Result<Opened, StoreError> {
+    let disk = &*options.disk;
+    let began = std::time::Instant::now();
     if !disk.exists(path)? {
         create(path, options)?;
     }
     let db = database(path, options)?;
+    let db_ms = began.elapsed().as_millis();
     let mut meta = read_meta(&db)?;
     if meta.format.is_none() {
         // A file redb made, but not this store.
@@ -272,6 +278,7 @@ pub(super) fn open(path: &FsPath, options: &StoreOptions) -> Result<Opened, Stor
     }
     // After an unclean stop the log is read even if its first header is
     // empty: a zeroed sector there must not hide the records after it.
+    let replay_began = std::time::Instant::now();
     if holds || meta.clean == Some(0) {
         replayed = replay::replay(&db, &wal)?;
         if replayed > 0 {
@@ -293,7 +300,16 @@ pub(super) fn open(path: &FsPath, options: &StoreOptions) -> Result<Opened, Stor
     if !options.sabotage.skip_dir_sync {
         disk.sync_dir(parent_dir(path))?;
     }
+    let replay_ms = replay_began.elapsed().as_millis();
     let sizes = mark_open(&db)?;
+    tracing::info!(
+        database_ms = db_ms,
+        replay_ms,
+        total_ms = began.elapsed().as_millis(),
+        replayed,
+        clean_stop = meta.clean == Some(1),
+        "store opened"
+    );
     Ok(Opened {
         db: Arc::new(db),
         wal,

@@ -575,8 +575,10 @@ impl Source for [u8] {
 enum Read {
     /// The record's first revision, entries, and length on disk.
     Record(u64, u64),
-    /// An empty header, or the end of the file.
+    /// An empty header.
     End,
+    /// The end of the file.
+    Eof,
     /// Torn or damaged.
     Bad(&'static str),
 }
@@ -596,7 +598,10 @@ fn read_one(
     };
     let mut header = [0u8; HEADER];
     if let Err(e) = src.read_exact_at(&mut header, at) {
-        return eof(e);
+        return match eof(e)? {
+            Read::End => Ok(Read::Eof),
+            other => Ok(other),
+        };
     }
     if header == [0; HEADER] {
         return Ok(Read::End);
@@ -633,7 +638,7 @@ pub(super) fn for_each_record(
     let mut payload = Vec::new();
     loop {
         let len = match read_one(src, at, &mut payload)? {
-            Read::End => return Ok(Stop::End { at }),
+            Read::End | Read::Eof => return Ok(Stop::End { at }),
             Read::Bad(why) => return Ok(Stop::Bad { at, why }),
             Read::Record(_, len) => len,
         };
@@ -656,8 +661,11 @@ pub(super) fn beyond(
     let mut payload = Vec::new();
     let mut at = align_up(from + 1);
     while at + HEADER as u64 <= CAPACITY {
+        let mut next = at + ALIGN;
         match read_one(src, at, &mut payload) {
-            Ok(Read::Record(first, _)) => {
+            Ok(Read::Record(first, len)) => {
+                // A valid record's blocks hold no record start: skipped.
+                next = align_up(at + len);
                 let count = u32::from_le_bytes(payload[8..12].try_into().expect("4 bytes"));
                 let last = first + u64::from(count.max(1)) - 1;
                 if last > after {
@@ -668,9 +676,10 @@ pub(super) fn beyond(
                 }
             }
             Ok(Read::End | Read::Bad(_)) => {}
+            Ok(Read::Eof) => break,
             Err(e) => return Err(e),
         }
-        at += ALIGN;
+        at = next;
     }
     Ok(found)
 }

@@ -681,6 +681,7 @@ impl Writer {
                 FLAPPING_WINDOW.as_secs(),
                 f.why
             );
+            open::drop_caches(&self.path, &self.options);
             *self.shared.fatal.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg);
             f.next_try = now + Duration::from_secs(3600);
             return;
@@ -714,6 +715,7 @@ impl Writer {
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
+        open::drop_caches(&self.path, &self.options);
         match open::open(&self.path, &self.options) {
             Ok(opened) => {
                 let db = opened.db.clone();
@@ -758,6 +760,7 @@ impl Writer {
                         "the store could not recover from a storage failure after {} attempts: {e}",
                         f.attempts
                     );
+                    open::drop_caches(&self.path, &self.options);
                     *self.shared.fatal.lock().unwrap_or_else(|e| e.into_inner()) = Some(msg);
                     f.next_try = Instant::now() + Duration::from_secs(3600);
                 }
