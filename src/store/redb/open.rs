@@ -317,3 +317,53 @@ pub(super) fn open(path: &FsPath, options: &StoreOptions) -> Result<Opened, Stor
         sizes,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::wal::tests::journal;
+    use super::*;
+    use crate::store::options::Sabotage;
+    use redb::ReadableDatabase;
+
+    #[test]
+    fn a_database_to_migrate_with_an_unreplayed_log_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.redb");
+        let fixture = FsPath::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format-1.redb");
+        std::fs::copy(&fixture, &path).unwrap();
+        let options = StoreOptions::default();
+        // A first start gives the format-1 database its identity (in the
+        // backup it keeps of format 1 too) and migrates it.
+        drop(open(&path, &options).unwrap());
+        let backup = path.with_extension("format-1.bak");
+        std::fs::copy(&backup, &path).unwrap();
+        // A log of that database holding writes not yet in it, as a
+        // format-1 build would leave after a crash.
+        let id = {
+            let db = database(&path, &options).unwrap();
+            read_meta(&db).unwrap().id.expect("an identity")
+        };
+        let log = wal::path_for(&path);
+        std::fs::remove_file(&log).unwrap();
+        let mut wal = Wal::open(
+            &*options.disk,
+            &log,
+            id,
+            true,
+            std::time::Duration::from_secs(60),
+            Sabotage::default(),
+        )
+        .unwrap();
+        wal.append(&mut journal(1, 1)).unwrap();
+        drop(wal);
+        let before = std::fs::read(&path).unwrap();
+        let err = open(&path, &options).err().expect("refused").to_string();
+        assert!(err.contains("storage format 1"), "{err}");
+        assert!(err.contains("holds writes not yet in it"), "{err}");
+        let db = database(&path, &options).unwrap();
+        let txn = db.begin_read().unwrap();
+        assert_eq!(tables::read_meta(&txn, FORMAT_KEY).unwrap(), Some(1));
+        drop((txn, db));
+        assert_eq!(std::fs::read(&path).unwrap().len(), before.len());
+    }
+}
