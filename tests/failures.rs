@@ -265,3 +265,44 @@ fn an_io_error_on_a_read_answers_503_and_recovers_the_store() {
         store.close();
     });
 }
+
+#[test]
+fn storage_that_keeps_failing_after_recoveries_stops_the_store() {
+    runtime().block_on(async {
+        let disk = SimDisk::new();
+        let store = open(&disk);
+        store.write(WriteOp::Create(realm("a"))).await.unwrap();
+        // Each round: the next sync fails (the write's log sync, 504, or
+        // one of redb's before it, 503), the store recovers, a write goes
+        // through. After 5 recoveries within a
+        // minute, the next failure is fatal rather than one more reopen.
+        for round in 0..6 {
+            disk.fail(Op::Sync, disk.counts().syncs + 1, std::io::ErrorKind::Other);
+            let err = store
+                .write(WriteOp::Create(realm(&format!("lost{round}"))))
+                .await
+                .expect_err("the sync failed");
+            assert!(
+                matches!(
+                    err,
+                    StoreError::OutcomeUnknown(_) | StoreError::Unavailable(_)
+                ),
+                "round {round}: {err:?}, recoveries {}",
+                store.stats().recoveries
+            );
+            if round < 5 {
+                create_when_recovered(&store, &format!("ok{round}")).await;
+                assert_eq!(store.fatal(), None, "round {round}");
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while store.fatal().is_none() {
+            assert!(Instant::now() < deadline, "never fatal");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let msg = store.fatal().unwrap();
+        assert!(msg.contains("5 recoveries"), "{msg}");
+        assert_eq!(store.stats().recoveries, 5);
+        store.close();
+    });
+}
