@@ -34,7 +34,7 @@ mod writer;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use tokio::sync::oneshot;
@@ -88,7 +88,7 @@ impl RedbStore {
         let (tx, rx) = mpsc::channel();
         let feed = Arc::new(Feed::default());
         let shared = Arc::new(writer::Shared {
-            db: RwLock::new(None),
+            db: writer::Slot::default(),
             snapshots: Arc::new(read::Snapshots::new(
                 options.snapshot_ttl,
                 options.max_snapshots,
@@ -176,7 +176,7 @@ impl RedbStore {
         &self,
         f: impl FnOnce(&redb::Database) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let slot = self.0.shared.db.read().unwrap_or_else(|e| e.into_inner());
+        let slot = self.0.shared.db.read();
         let r = slot.as_ref().ok_or_else(writer::recovering)?;
         f(&r.db).map_err(|e| self.read_failed(r, e))
     }

@@ -184,10 +184,55 @@ pub(super) fn recovering() -> StoreError {
     StoreError::Unavailable("the store is recovering from a storage failure: retry shortly".into())
 }
 
+/// Shards of [`Slot`]: more than the threads that read at once.
+const SLOT_SHARDS: usize = 16;
+
+/// The open database as readers find it: one copy per shard, each behind
+/// a lock on a cache line of its own, so that concurrent reads on
+/// different threads never write to a shared line (a single lock's
+/// counter would bounce between the cores on every read); recovery, the
+/// only writer, takes every shard's lock in turn.
+pub(super) struct Slot {
+    shards: Box<[Shard]>,
+}
+
+#[repr(align(128))]
+#[derive(Default)]
+struct Shard(RwLock<Option<Readable>>);
+
+impl Default for Slot {
+    fn default() -> Self {
+        Slot {
+            shards: (0..SLOT_SHARDS).map(|_| Shard::default()).collect(),
+        }
+    }
+}
+
+impl Slot {
+    /// This thread's copy.
+    pub fn read(&self) -> std::sync::RwLockReadGuard<'_, Option<Readable>> {
+        thread_local! {
+            static SHARD: usize = {
+                static NEXT: AtomicU64 = AtomicU64::new(0);
+                NEXT.fetch_add(1, Ordering::Relaxed) as usize
+            };
+        }
+        let i = SHARD.with(|s| *s) % self.shards.len();
+        self.shards[i].0.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Replaces every copy.
+    fn set(&self, db: Option<Readable>) {
+        for shard in self.shards.iter() {
+            *shard.0.write().unwrap_or_else(|e| e.into_inner()) = db.clone();
+        }
+    }
+}
+
 /// What the writer shares with readers.
 pub(super) struct Shared {
     /// The open database (`None` while reopening after a failure).
-    pub db: RwLock<Option<Readable>>,
+    pub db: Slot,
     /// Paged-list snapshots (dropped on recovery).
     pub snapshots: Arc<read::Snapshots>,
     /// Counters.
@@ -201,18 +246,14 @@ pub(super) struct Shared {
 impl Shared {
     /// The database, unless the store is reopening.
     pub fn db(&self) -> Result<Readable, StoreError> {
-        self.db
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .ok_or_else(recovering)
+        self.db.read().clone().ok_or_else(recovering)
     }
 
     pub fn set_db(&self, db: Option<Arc<Database>>) {
-        *self.db.write().unwrap_or_else(|e| e.into_inner()) = db.map(|db| Readable {
+        self.db.set(db.map(|db| Readable {
             db,
             failed: Arc::default(),
-        });
+        }));
     }
 
     fn set_refused(&self, refusal: Option<Refusal>) {
