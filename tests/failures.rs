@@ -306,3 +306,32 @@ fn storage_that_keeps_failing_after_recoveries_stops_the_store() {
         store.close();
     });
 }
+
+#[test]
+fn a_spare_file_without_room_at_start_is_made_once_there_is_room() {
+    runtime().block_on(async {
+        let disk = SimDisk::new();
+        disk.set_capacity(Some(6 << 20));
+        let options = StoreOptions {
+            disk: Arc::new(disk.clone()),
+            min_free_bytes: 0,
+            spare_bytes: 4 << 20,
+            checkpoint_interval: Duration::from_secs(3600),
+            cache_bytes: 4 << 20,
+            ..StoreOptions::default()
+        };
+        let store = Store::open(FsPath::new(DATA), options).expect("opens");
+        let spare = FsPath::new("/data/hub.redb.spare");
+        assert_eq!(disk.contents(spare), None, "no room for it at start");
+        disk.set_capacity(None);
+        store.write(WriteOp::Create(realm("a"))).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        store.write(WriteOp::Create(realm("b"))).await.unwrap();
+        assert_eq!(
+            disk.contents(spare).map(|c| c.len()),
+            Some(4 << 20),
+            "made once there was room"
+        );
+        store.close();
+    });
+}

@@ -83,7 +83,7 @@ impl RedbStore {
                 open::drop_caches(path, options);
             }
         })?;
-        open::ensure_spare(path, options);
+        let spare = open::ensure_spare(path, options);
         let revision = read::revision(&opened.db)?;
         let (tx, rx) = mpsc::channel();
         let feed = Arc::new(Feed::default());
@@ -98,7 +98,7 @@ impl RedbStore {
             fatal: Mutex::new(None),
         });
         shared.set_db(Some(opened.db.clone()));
-        let w = writer::Writer::new(
+        let mut w = writer::Writer::new(
             shared.clone(),
             path.to_owned(),
             options.clone(),
@@ -106,6 +106,9 @@ impl RedbStore {
             opened,
             revision,
         );
+        if !spare {
+            w.spare_missing();
+        }
         let handle = std::thread::Builder::new()
             .name("modelhub-writer".into())
             .spawn(move || w.run(rx))?;

@@ -85,6 +85,9 @@ const FLAPPING_WINDOW: Duration = Duration::from_secs(60);
 /// is freed even if no write arrives to notice it.
 const SPACE_RECHECK: Duration = Duration::from_secs(1);
 
+/// How often a spare file that could not be made is tried again.
+const SPARE_RETRY: Duration = Duration::from_secs(1);
+
 /// How long free space found above the reserve is trusted.
 const FREE_RECHECK: Duration = Duration::from_millis(100);
 
@@ -297,6 +300,9 @@ pub(super) struct Writer {
     /// The spare file was deleted to recover from a full disk: every
     /// write but a delete is refused until it is back.
     spare_released: bool,
+    /// When making the missing spare file was last tried (`None`: it is
+    /// there, or released on purpose).
+    spare_tried: Option<Instant>,
     /// When the last recoveries happened (at most [`MAX_RECOVERIES`]).
     recoveries: std::collections::VecDeque<Instant>,
     /// When free space was last found above the reserve.
@@ -325,9 +331,16 @@ impl Writer {
             failure: None,
             space: None,
             spare_released: false,
+            spare_tried: None,
             recoveries: std::collections::VecDeque::new(),
             room_checked: None,
         }
+    }
+
+    /// Notes that the spare file could not be made at start: it is tried
+    /// again every [`SPARE_RETRY`] as writes arrive.
+    pub fn spare_missing(&mut self) {
+        self.spare_tried = Some(Instant::now());
     }
 
     /// The loop: runs until every sender is dropped. A panic while
@@ -463,6 +476,12 @@ impl Writer {
                 tracing::info!("the spare file is back");
                 self.spare_released = false;
             }
+        }
+        if let Some(at) = self.spare_tried
+            && !self.spare_released
+            && at.elapsed() >= SPARE_RETRY
+        {
+            self.spare_tried = (!open::ensure_spare(&self.path, &self.options)).then(Instant::now);
         }
         let now = if self.spare_released {
             Some(RefusedCause::StorageFull)
