@@ -1439,21 +1439,7 @@ fn in_flight_outcome(req: &Req, actual: &Model, start: u64) -> Result<bool, Stri
                 } else {
                     meta.insert("labels".into(), Value::Object(merged));
                 }
-                if pre.is_some_and(|p| p != rv(before)) {
-                    Err(format!(
-                        "applied despite a stale precondition: {}",
-                        brief(o)
-                    ))
-                } else if *o == want {
-                    Ok(true)
-                } else {
-                    Err(format!(
-                        "{}, neither {} nor {}",
-                        brief(o),
-                        brief(before),
-                        brief(&want)
-                    ))
-                }
+                applied_as(o, before, &want, *pre)
             }
             None => Err("gone".into()),
         },
@@ -1470,21 +1456,7 @@ fn in_flight_outcome(req: &Req, actual: &Model, start: u64) -> Result<bool, Stri
                 let mut want = with_rv(before, rv(o));
                 want["status"]["state"] = json!(state);
                 want["status"]["cgroupPath"] = json!(cgroup);
-                if pre.is_some_and(|p| p != rv(before)) {
-                    Err(format!(
-                        "applied despite a stale precondition: {}",
-                        brief(o)
-                    ))
-                } else if *o == want {
-                    Ok(true)
-                } else {
-                    Err(format!(
-                        "{}, neither {} nor {}",
-                        brief(o),
-                        brief(before),
-                        brief(&want)
-                    ))
-                }
+                applied_as(o, before, &want, *pre)
             }
             None => Err("gone".into()),
         },
@@ -1527,5 +1499,25 @@ fn in_flight_outcome(req: &Req, actual: &Model, start: u64) -> Result<bool, Stri
                 ))
             }
         }
+    }
+}
+
+/// An in-flight write found applied (`o`, changed from `before`): it must
+/// be exactly `want`, and never if its precondition was stale.
+fn applied_as(o: &Value, before: &Value, want: &Value, pre: Option<u64>) -> Result<bool, String> {
+    if pre.is_some_and(|p| p != rv(before)) {
+        Err(format!(
+            "applied despite a stale precondition: {}",
+            brief(o)
+        ))
+    } else if o == want {
+        Ok(true)
+    } else {
+        Err(format!(
+            "{}, neither {} nor {}",
+            brief(o),
+            brief(before),
+            brief(want)
+        ))
     }
 }

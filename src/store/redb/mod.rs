@@ -230,8 +230,10 @@ impl RedbStore {
             && self
                 .0
                 .shared
-                .db()
-                .is_ok_and(|r| !r.failed.load(Ordering::Relaxed))
+                .db
+                .read()
+                .as_ref()
+                .is_some_and(|r| !r.failed.load(Ordering::Relaxed))
     }
 
     /// One page of a list (on a blocking thread).

@@ -987,12 +987,19 @@ pub(super) mod tests {
         let mut wal = open_at(&disk, &path, ID, true).unwrap();
         wal.append(&mut journal(1, 1)).unwrap();
         let before = disk.contents(&path).unwrap();
+        // The blocks of the first record are never written again (what
+        // protects it from a torn write of a later one: the simulated disk
+        // tears only the bytes a write carries, so this is the check).
         let first_end = START + ALIGN;
-        wal.append(&mut journal(2, 1)).unwrap();
+        disk.cut_power_at(Op::Sync, disk.counts().syncs + 1);
+        assert!(matches!(
+            wal.append(&mut journal(2, 1)),
+            Err(AppendError::Unknown(_))
+        ));
         let after = disk.contents(&path).unwrap();
         assert_eq!(before[..first_end as usize], after[..first_end as usize]);
-        // And a power cut tearing the second append keeps the first.
-        disk.cut_power();
+        // The second append, cut before its sync, torn or lost or whole:
+        // the first record survives every crash.
         for seed in 0..32 {
             let bytes = disk.crash(seed).contents(&path).unwrap();
             let mut firsts = Vec::new();
@@ -1001,7 +1008,7 @@ pub(super) mod tests {
                 Ok(())
             })
             .unwrap();
-            assert_eq!(firsts, vec![1, 2], "seed {seed}: both were synced");
+            assert_eq!(firsts.first(), Some(&1), "seed {seed}: {firsts:?}");
         }
     }
 }

@@ -247,11 +247,6 @@ pub(super) struct Shared {
 }
 
 impl Shared {
-    /// The database, unless the store is reopening.
-    pub fn db(&self) -> Result<Readable, StoreError> {
-        self.db.read().clone().ok_or_else(recovering)
-    }
-
     pub fn set_db(&self, db: Option<Arc<Database>>) {
         self.db.set(db.map(|db| Readable {
             db,
