@@ -18,6 +18,7 @@
 //! (the backup format) and [`store`].
 
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod http;

@@ -6,6 +6,7 @@
 //! [`crate::store::Store`] facade.
 
 pub mod apply;
+pub mod auth;
 pub mod backup;
 pub mod body;
 pub mod cache;
@@ -64,6 +65,10 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::count,

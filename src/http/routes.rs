@@ -28,21 +28,7 @@ use crate::api::v1beta1::paths::{
 };
 use crate::model::Kind;
 
-/// The access a route needs: what an authorization rule is keyed by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Access {
-    /// None: the liveness and readiness probes.
-    Public,
-    /// Reading objects, lists and watch streams.
-    Read,
-    /// Writing objects (create, replace, patch, delete, apply), all but
-    /// their status.
-    WriteSpec,
-    /// Writing the status subresource.
-    WriteStatus,
-    /// Operating the server (its metrics, backups).
-    Admin,
-}
+pub use crate::auth::Access;
 
 /// One route: a method on a path template, what serves it and how the
 /// OpenAPI document describes it.
@@ -151,7 +137,7 @@ pub fn table() -> Vec<Route> {
             Method::GET,
             "/metrics".into(),
             None,
-            Access::Admin,
+            Access::Metrics,
             metrics::render,
             doc::metrics_operation(),
         ),
