@@ -28,8 +28,14 @@ pub enum Reason {
     Invalid,
     /// Expired snapshot or compacted history.
     Gone,
-    /// Not authenticated.
+    /// Missing or bad credentials (401, with `WWW-Authenticate: Bearer`).
     Unauthorized,
+    /// A valid identity doing what it may not (403): its role, its realms
+    /// or a privileged field without the grant; `field` names the field.
+    Forbidden,
+    /// A cap was reached (connections, watches, requests in flight, the
+    /// write queue): nothing was done; retry after `Retry-After`.
+    TooManyRequests,
     /// Body over the size limit.
     PayloadTooLarge,
     /// Refused for lack of space (below the free-space reserve, or the
@@ -94,6 +100,28 @@ impl ApiError {
             field: Some(field.into()),
             ..ApiError::new(StatusCode::BAD_REQUEST, Reason::BadRequest, detail)
         }
+    }
+
+    /// A 403.
+    pub fn forbidden(detail: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, Reason::Forbidden, detail)
+    }
+
+    /// A 403 naming a field.
+    pub fn forbidden_field(field: impl Into<String>, detail: impl Into<String>) -> ApiError {
+        ApiError {
+            field: Some(field.into()),
+            ..ApiError::forbidden(detail)
+        }
+    }
+
+    /// A 429.
+    pub fn too_many(detail: impl Into<String>) -> ApiError {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            Reason::TooManyRequests,
+            detail,
+        )
     }
 
     /// A 400.
