@@ -79,6 +79,19 @@ enum Command {
         /// store can recover and keep serving reads and deletes (0: none).
         #[arg(long, env = "MODELHUB_SPARE_SPACE", default_value = "32MiB", value_parser = parse_size)]
         spare_space: u64,
+        /// While no token exists, let anonymous requests in as admins even
+        /// on a listener that is not loopback (only on a trusted network).
+        #[arg(long, env = "MODELHUB_INSECURE_ALLOW_ANONYMOUS")]
+        insecure_allow_anonymous: bool,
+        /// Serve /metrics without a token (for a scraper on a trusted
+        /// network).
+        #[arg(long, env = "MODELHUB_METRICS_ANONYMOUS")]
+        metrics_anonymous: bool,
+        /// Also append the audit records (target modelhub::audit: every
+        /// write and every refused request), as JSON lines, to this file
+        /// (created with mode 0600).
+        #[arg(long, env = "MODELHUB_AUDIT_LOG")]
+        audit_log: Option<PathBuf>,
     },
     /// Print the OpenAPI document (what `openapi/v1beta1.json` holds).
     Openapi,
@@ -262,19 +275,54 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
     }
 }
 
-fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+/// Logs to stderr (filtered by `RUST_LOG`, default `info`) and, with
+/// `audit`, the audit records as JSON lines to that file as well.
+fn init_logging(audit: Option<&std::path::Path>) -> Result<(), String> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let stderr = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
+        .with_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")));
+    let audit = match audit {
+        None => None,
+        Some(path) => {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| format!("cannot open the audit log {}: {e}", path.display()))?;
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::sync::Mutex::new(file))
+                    .with_filter(
+                        tracing_subscriber::filter::Targets::new()
+                            .with_target("modelhub::audit", tracing::Level::INFO),
+                    ),
+            )
+        }
+    };
+    tracing_subscriber::registry()
+        .with(stderr)
+        .with(audit)
         .init();
+    Ok(())
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    let audit = match &cli.command {
+        Command::Serve { audit_log, .. } => audit_log.clone(),
+        _ => None,
+    };
+    if let Err(e) = init_logging(audit.as_deref()) {
+        eprintln!("modelhub: {e}");
+        return ExitCode::FAILURE;
+    }
     match cli.command {
         Command::Openapi => {
             print!("{}", modelhub::http::openapi::to_json());
@@ -295,6 +343,9 @@ fn main() -> ExitCode {
             quota_bytes,
             history_bytes,
             spare_space,
+            insecure_allow_anonymous,
+            metrics_anonymous,
+            audit_log: _,
         } => {
             let mut builder = tokio::runtime::Builder::new_multi_thread();
             builder.worker_threads(workers.map_or_else(default_workers, usize::from));
@@ -314,6 +365,8 @@ fn main() -> ExitCode {
                 quota_bytes,
                 history_bytes,
                 spare_bytes: spare_space,
+                insecure_allow_anonymous,
+                metrics_anonymous,
                 ..modelhub::server::Config::new(listen, data)
             };
             match runtime.block_on(modelhub::server::serve(

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::api::v1beta1::V1beta1Events;
+use crate::http::auth::{Auth, Posture};
 use crate::http::cache::{DocCache, ListCache};
 use crate::http::{AppState, Metrics, router};
 use crate::store::{Backend, Change, Store, StoreError, StoreOptions};
@@ -50,6 +51,11 @@ pub struct Config {
     pub history_bytes: u64,
     /// Size of the spare file deleted when the disk fills up (0: none).
     pub spare_bytes: u64,
+    /// Anonymous requests are admins while no token exists even on a
+    /// listener that is not loopback.
+    pub insecure_allow_anonymous: bool,
+    /// `/metrics` needs no token.
+    pub metrics_anonymous: bool,
 }
 
 impl Config {
@@ -69,6 +75,8 @@ impl Config {
             quota_bytes: StoreOptions::default().quota_bytes,
             history_bytes: StoreOptions::default().history_bytes,
             spare_bytes: crate::store::options::DEFAULT_SPARE_BYTES,
+            insecure_allow_anonymous: false,
+            metrics_anonymous: false,
         }
     }
 }
@@ -82,6 +90,8 @@ pub enum ServeError {
     Io(std::io::Error),
     /// The store failed and could not recover.
     Fatal(String),
+    /// The configuration is unsafe or impossible.
+    Config(String),
 }
 
 impl std::fmt::Display for ServeError {
@@ -90,6 +100,7 @@ impl std::fmt::Display for ServeError {
             ServeError::Store(e) => write!(f, "cannot open the database: {e}"),
             ServeError::Io(e) => write!(f, "cannot serve: {e}"),
             ServeError::Fatal(e) => write!(f, "stopped: {e}"),
+            ServeError::Config(e) => f.write_str(e),
         }
     }
 }
@@ -179,6 +190,38 @@ pub async fn serve(
             watch(changes);
         }));
     }
+    let posture = Posture {
+        loopback_only: config.listen.ip().is_loopback(),
+        insecure_allow_anonymous: config.insecure_allow_anonymous,
+        metrics_anonymous: config.metrics_anonymous,
+    };
+    let auth = Arc::new(
+        Auth::load(&store, posture)
+            .await
+            .map_err(ServeError::Store)?,
+    );
+    if !auth.any_token() {
+        if !posture.loopback_only && !posture.insecure_allow_anonymous {
+            store.close();
+            return Err(ServeError::Config(format!(
+                "refusing to listen on {} without authentication: no token exists yet, so \
+                 anyone who can reach the port would be an admin. Create a token first \
+                 (`modelhub token create` as root over the unix socket, or on a loopback \
+                 listener), or pass --insecure-allow-anonymous on a trusted network",
+                config.listen
+            )));
+        }
+        tracing::warn!(
+            "NO AUTHENTICATION: no token exists, so every anonymous request {} is an admin \
+             (it can create privileged containers). Create a token (`modelhub token create`) \
+             to require one",
+            if posture.loopback_only {
+                "from this host"
+            } else {
+                "from anywhere (--insecure-allow-anonymous)"
+            }
+        );
+    }
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(ServeError::Io)?;
@@ -196,7 +239,9 @@ pub async fn serve(
         hub: hub.clone(),
         docs: Arc::new(DocCache::new(DOC_CACHE_BYTES)),
         lists,
+        auth,
     };
+    let token_refresh = tokio::spawn(crate::http::auth::refresh_loop(state.clone()));
     let stop_streams = hub.clone();
     // A store that cannot recover from a storage failure stops the
     // process (non-zero), so that its supervisor restarts it.
@@ -232,6 +277,7 @@ pub async fn serve(
         })
         .await;
     compaction.abort();
+    token_refresh.abort();
     tracing::info!("closing the database");
     tokio::task::spawn_blocking(move || store.close())
         .await

@@ -3,6 +3,9 @@
 //! HTTP layer builds an [`Identity`] for each request (from a bearer
 //! token, a client certificate or the peer of a unix socket, see
 //! `http::auth`) and asks [`Identity::may`] and [`Identity::may_realm`].
+//! Tokens ([`token`]) are kept by the store, as digests.
+
+pub mod token;
 
 use std::collections::BTreeSet;
 use std::fmt;

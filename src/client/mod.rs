@@ -413,8 +413,7 @@ mod tests {
 
     #[test]
     fn an_error_event_with_an_unknown_reason_still_ends_the_stream() {
-        let line =
-            br#"{"type":"ERROR","object":{"status":403,"reason":"Forbidden","detail":"no"}}"#;
+        let line = br#"{"type":"ERROR","object":{"status":403,"reason":"Teapot","detail":"no"}}"#;
         let Ok(WatchEvent::Error(p)) = parse_event(line) else {
             panic!("an ERROR event")
         };

@@ -1,17 +1,702 @@
-//! Authentication: every request gets an [`Identity`] (a request
-//! extension, `Arc<Identity>`) before any handler runs.
+//! Authentication, authorization and the audit trail.
+//!
+//! [`authenticate`] (router-wide, outermost but for the counters) gives
+//! every request an `Arc<Identity>` request extension, or an
+//! [`Unauthenticated`] one saying why it has none; it refuses nothing, so
+//! that the open routes stay open. [`authorize`] wraps each route of the
+//! route table with that route's [`Access`]: no identity is 401, a role
+//! or realm that does not reach is 403. [`audit`] records every write and
+//! every refusal on the `modelhub::audit` target.
+//!
+//! Credentials, in order: an `Authorization: Bearer` header (the only
+//! place a token is read from, never the URL); the peer of the unix socket
+//! (root and the server's own user are admins, other users need a token);
+//! a TLS client certificate whose CN names a token; otherwise anonymous,
+//! which is an admin while no token exists and every TCP listener is on
+//! loopback (or `--insecure-allow-anonymous`), and refused otherwise.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
-use axum::extract::{Request, State};
+use axum::extract::{RawPathParams, Request, State};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 
 use super::AppState;
-use crate::auth::Identity;
+use super::error::{ApiError, Reason};
+use crate::auth::token::{self, Token};
+use crate::auth::{Access, Identity, Peer, Source};
+use crate::model::Kind;
+use crate::store::{Backend, Store, StoreError};
 
-/// Middleware attaching the request's identity.
-pub async fn authenticate(State(_s): State<AppState>, mut req: Request, next: Next) -> Response {
-    req.extensions_mut().insert(Arc::new(Identity::anonymous()));
+/// Why a request has no identity (a request extension).
+#[derive(Debug, Clone)]
+pub struct Unauthenticated(pub String);
+
+/// How often the tokens are read again from the store, so that a token
+/// created or revoked through another replica sharing the store is seen
+/// within this bound (this server's own changes are seen at once).
+pub const TOKEN_REFRESH: Duration = Duration::from_secs(2);
+
+/// The tokens, indexed for lookup.
+#[derive(Default)]
+struct Index {
+    by_digest: HashMap<[u8; 32], Arc<Identity>>,
+    by_name: HashMap<String, Arc<Identity>>,
+}
+
+/// Who may do what without a token.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Posture {
+    /// Every TCP listener is on a loopback address.
+    pub loopback_only: bool,
+    /// `--insecure-allow-anonymous`: anonymous requests are admins while
+    /// no token exists, whatever the listeners.
+    pub insecure_allow_anonymous: bool,
+    /// `--metrics-anonymous`: `/metrics` needs no token.
+    pub metrics_anonymous: bool,
+}
+
+/// The authenticator: the token index and the anonymous posture.
+pub struct Auth {
+    index: RwLock<Arc<Index>>,
+    posture: Posture,
+    server_uid: u32,
+}
+
+impl Auth {
+    /// Loads the tokens from `store`.
+    pub async fn load(store: &Store, posture: Posture) -> Result<Auth, StoreError> {
+        let auth = Auth {
+            index: RwLock::default(),
+            posture,
+            server_uid: rustix::process::geteuid().as_raw(),
+        };
+        auth.refresh(store).await?;
+        Ok(auth)
+    }
+
+    /// Reads the tokens again.
+    pub async fn refresh(&self, store: &Store) -> Result<(), StoreError> {
+        let tokens = store.tokens().await?;
+        let mut index = Index::default();
+        for t in tokens {
+            let id = Arc::new(t.identity(Source::Token));
+            index.by_name.insert(t.name.clone(), id.clone());
+            index.by_digest.insert(t.digest, id);
+        }
+        *self.index.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(index);
+        Ok(())
+    }
+
+    /// Drops a revoked token from the index at once (the reload that
+    /// follows may fail).
+    pub fn forget(&self, t: &Token) {
+        let mut guard = self.index.write().unwrap_or_else(|e| e.into_inner());
+        let mut index = Index {
+            by_digest: guard.by_digest.clone(),
+            by_name: guard.by_name.clone(),
+        };
+        index.by_digest.remove(&t.digest);
+        index.by_name.remove(&t.name);
+        *guard = Arc::new(index);
+    }
+
+    fn index(&self) -> Arc<Index> {
+        self.index.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Whether any token exists.
+    pub fn any_token(&self) -> bool {
+        !self.index().by_name.is_empty()
+    }
+
+    /// Whether an anonymous TCP request is an admin right now.
+    pub fn anonymous_allowed(&self) -> bool {
+        !self.any_token() && (self.posture.loopback_only || self.posture.insecure_allow_anonymous)
+    }
+
+    /// Whether `/metrics` is open.
+    pub fn metrics_anonymous(&self) -> bool {
+        self.posture.metrics_anonymous
+    }
+
+    /// The identity a request's credentials establish.
+    pub fn identify(
+        &self,
+        authorization: Option<&[u8]>,
+        peer: Option<&Peer>,
+    ) -> Result<Arc<Identity>, String> {
+        if let Some(value) = authorization {
+            let presented = bearer(value)?;
+            return self
+                .index()
+                .by_digest
+                .get(&token::digest(presented))
+                .cloned()
+                .ok_or_else(|| "the bearer token is unknown or revoked".to_string());
+        }
+        match peer {
+            Some(Peer::Unix { uid, .. }) => {
+                if *uid == 0 || *uid == self.server_uid {
+                    Ok(Arc::new(Identity::peer_admin(*uid)))
+                } else {
+                    Err(format!(
+                        "uid {uid} on the unix socket: only root and the server's user \
+                         (uid {}) are admins without a token; send Authorization: Bearer TOKEN",
+                        self.server_uid
+                    ))
+                }
+            }
+            Some(Peer::Tcp {
+                client_cn: Some(cn),
+                ..
+            }) => match self.index().by_name.get(cn) {
+                Some(id) => {
+                    let mut id = Identity::clone(id);
+                    id.source = Source::Certificate;
+                    Ok(Arc::new(id))
+                }
+                None => Err(format!(
+                    "the client certificate's CN {cn:?} names no token: create a token of \
+                     that name, or send Authorization: Bearer TOKEN"
+                )),
+            },
+            _ if self.anonymous_allowed() => Ok(Arc::new(Identity::anonymous())),
+            _ => Err(
+                "this server needs credentials: send Authorization: Bearer TOKEN (create one \
+                 with `modelhub token create` as root over the unix socket, or as an admin)"
+                    .into(),
+            ),
+        }
+    }
+}
+
+/// The token of an `Authorization: Bearer TOKEN` value.
+fn bearer(value: &[u8]) -> Result<&str, String> {
+    let s = std::str::from_utf8(value)
+        .map_err(|_| "the Authorization header is not text".to_string())?
+        .trim();
+    let (scheme, rest) = s.split_once(' ').unwrap_or((s, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(
+            "the Authorization header must be `Bearer TOKEN` (no other scheme is accepted)".into(),
+        );
+    }
+    let t = rest.trim();
+    if t.is_empty() {
+        return Err("the Authorization header holds no token".into());
+    }
+    Ok(t)
+}
+
+/// Router-wide: attaches the request's identity, or why it has none.
+pub async fn authenticate(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
+    let found = s.auth.identify(
+        req.headers()
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes()),
+        req.extensions().get::<Peer>(),
+    );
+    match found {
+        Ok(id) => {
+            req.extensions_mut().insert(id);
+        }
+        Err(why) => {
+            req.extensions_mut().insert(Unauthenticated(why));
+        }
+    }
     next.run(req).await
+}
+
+/// What [`authorize`] knows of the route it guards.
+#[derive(Clone)]
+pub struct Guard {
+    /// The state (for the posture).
+    pub state: AppState,
+    /// The access the route needs.
+    pub access: Access,
+    /// The route's kind, if one.
+    pub kind: Option<Kind>,
+    /// Whether the route names its realm in a query parameter (`realm=`)
+    /// rather than its path: the cross-scope lists and `/watch`.
+    pub realm_in_query: bool,
+}
+
+/// Per route: 401 without an identity, 403 for a role or a realm that
+/// does not reach.
+pub async fn authorize(
+    State(g): State<Guard>,
+    params: RawPathParams,
+    req: Request,
+    next: Next,
+) -> Response {
+    if g.access == Access::Public
+        || (g.access == Access::Metrics && g.state.auth.metrics_anonymous())
+    {
+        return next.run(req).await;
+    }
+    let id = match req.extensions().get::<Arc<Identity>>() {
+        Some(id) => id.clone(),
+        None => {
+            let why = req
+                .extensions()
+                .get::<Unauthenticated>()
+                .map_or_else(|| "no credentials".to_string(), |u| u.0.clone());
+            return ApiError::new(StatusCode::UNAUTHORIZED, Reason::Unauthorized, why)
+                .into_response();
+        }
+    };
+    let path_realm = params
+        .iter()
+        .find(|(k, _)| *k == "realm")
+        .map(|(_, v)| v.to_string());
+    let query_realm = if g.realm_in_query {
+        req.uri().query().and_then(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "realm")
+                .map(|(_, v)| v.into_owned())
+        })
+    } else {
+        None
+    };
+    match rule(
+        &id,
+        g.access,
+        g.kind,
+        req.method(),
+        path_realm,
+        query_realm,
+        g.realm_in_query,
+    ) {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The authorization rule (see API.md, "Who may do what").
+pub fn rule(
+    id: &Identity,
+    access: Access,
+    kind: Option<Kind>,
+    method: &Method,
+    path_realm: Option<String>,
+    query_realm: Option<String>,
+    realm_in_query: bool,
+) -> Result<(), ApiError> {
+    if !id.may(access) {
+        return Err(ApiError::forbidden(format!(
+            "{} (role {}) may not {}",
+            id.name,
+            id.role,
+            match access {
+                Access::WriteSpec => "write objects (only admin and writer may)",
+                Access::WriteStatus => "write status (only admin, writer and controller may)",
+                Access::Admin => "operate the server (tokens, backups: only admin may)",
+                Access::Public | Access::Read | Access::Metrics => "read",
+            }
+        )));
+    }
+    if id.all_realms() {
+        return Ok(());
+    }
+    let limited = || {
+        id.realms
+            .iter()
+            .flatten()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if access == Access::Admin {
+        return Err(ApiError::forbidden(format!(
+            "{} is limited to realms ({}): operating the server needs every realm",
+            id.name,
+            limited()
+        )));
+    }
+    if access == Access::Metrics {
+        return Ok(());
+    }
+    let realm = match (path_realm, query_realm) {
+        (Some(r), _) => r,
+        (None, Some(r)) if realm_in_query => r,
+        (None, _) if kind == Some(Kind::Realm) && !realm_in_query => {
+            let what = if method == Method::POST {
+                "create realms"
+            } else {
+                "list or watch every realm (GET each of its realms by name)"
+            };
+            return Err(ApiError::forbidden(format!(
+                "{} is limited to realms ({}): it may not {what}",
+                id.name,
+                limited()
+            )));
+        }
+        (None, _) => {
+            return Err(ApiError::forbidden_field(
+                "realm",
+                format!(
+                    "{} is limited to realms ({}): name one with ?realm=",
+                    id.name,
+                    limited()
+                ),
+            ));
+        }
+    };
+    if id.may_realm(&realm) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(format!(
+            "{} is limited to realms ({}): realm {realm:?} is not one of them",
+            id.name,
+            limited()
+        )))
+    }
+}
+
+/// A checked realm for one document of an apply (the documents name
+/// their own realms).
+pub fn may_write_realm(id: &Identity, realm: &str) -> Result<(), String> {
+    if id.may_realm(realm) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} is limited to realms ({}): realm {realm:?} is not one of them",
+            id.name,
+            id.realms
+                .iter()
+                .flatten()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    }
+}
+
+/// What a write handler tells the audit trail beyond the status: the
+/// number of documents of an apply and the revision it reached.
+#[derive(Debug, Clone, Copy)]
+pub struct AuditNote {
+    /// Documents in the request.
+    pub documents: usize,
+    /// The revision the write reached (0: none).
+    pub revision: u64,
+}
+
+/// Router-wide, inside [`authenticate`]: one record on the
+/// `modelhub::audit` target for every write and every refused request
+/// (401, 403, 429). Never a token or a secret: the identity's name.
+pub async fn audit(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let id = req.extensions().get::<Arc<Identity>>().cloned();
+    let write = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let denied = matches!(
+        status,
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS
+    );
+    if write || denied {
+        let note = resp.extensions().get::<AuditNote>().copied();
+        let revision = note.map(|n| n.revision).or_else(|| {
+            resp.headers()
+                .get(header::ETAG)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim_matches('"').parse::<u64>().ok())
+        });
+        let (identity, role) = match &id {
+            Some(id) => (id.name.as_str(), id.role.name()),
+            None => ("-", "-"),
+        };
+        let time = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        tracing::info!(
+            target: "modelhub::audit",
+            time = %time,
+            identity,
+            role,
+            verb = %method,
+            path = %path,
+            documents = note.map(|n| n.documents),
+            status = status.as_u16(),
+            resource_version = revision.filter(|r| *r > 0 && status.is_success()),
+            "audit"
+        );
+    }
+    resp
+}
+
+/// Keeps the token index current with tokens changed through other
+/// replicas sharing the store.
+pub async fn refresh_loop(state: AppState) {
+    let mut tick = tokio::time::interval(TOKEN_REFRESH);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match state.auth.refresh(&state.store).await {
+            Ok(()) | Err(StoreError::Closed) => {}
+            Err(e) => tracing::warn!(error = %e, "could not read the tokens"),
+        }
+    }
+}
+
+/// A token's name: what object names allow, at most 63 bytes (it is also
+/// a certificate CN).
+pub fn check_token_name(name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.'))
+        && name.as_bytes()[0].is_ascii_alphanumeric();
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError {
+            field: Some("name".into()),
+            ..ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Reason::Invalid,
+                format!(
+                    "token name {name:?}: 1 to 63 characters, letters, digits, '-' and '.', \
+                     starting with a letter or digit"
+                ),
+            )
+        })
+    }
+}
+
+/// A token as created: for tests of the index without a store.
+#[cfg(test)]
+fn token(name: &str, secret: &token::Secret, role: crate::auth::Role) -> Token {
+    Token {
+        name: name.into(),
+        digest: secret.digest(),
+        role,
+        realms: None,
+        privileged: false,
+        created: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Role;
+
+    fn auth(tokens: &[Token], posture: Posture) -> Auth {
+        let mut index = Index::default();
+        for t in tokens {
+            let id = Arc::new(t.identity(Source::Token));
+            index.by_name.insert(t.name.clone(), id.clone());
+            index.by_digest.insert(t.digest, id);
+        }
+        Auth {
+            index: RwLock::new(Arc::new(index)),
+            posture,
+            server_uid: 1000,
+        }
+    }
+
+    #[test]
+    fn credentials_in_order() {
+        let s = token::Secret::generate();
+        let a = auth(&[token("ci", &s, Role::Writer)], Posture::default());
+        let header = format!("Bearer {}", s.expose());
+        let id = a.identify(Some(header.as_bytes()), None).unwrap();
+        assert_eq!((id.name.as_str(), id.role), ("ci", Role::Writer));
+        let lower = format!("bearer {}", s.expose());
+        assert!(a.identify(Some(lower.as_bytes()), None).is_ok());
+        assert!(a.identify(Some(b"Bearer mh_nope"), None).is_err());
+        assert!(a.identify(Some(b"Basic eDp5"), None).is_err());
+        assert!(a.identify(Some(b"Bearer "), None).is_err());
+        assert!(a.identify(Some(&[0xff, 0xfe]), None).is_err());
+        // A bad token is not rescued by the peer.
+        let root = Peer::Unix {
+            uid: 0,
+            gid: 0,
+            pid: None,
+        };
+        assert!(a.identify(Some(b"Bearer x"), Some(&root)).is_err());
+        assert_eq!(a.identify(None, Some(&root)).unwrap().role, Role::Admin);
+        let own = Peer::Unix {
+            uid: 1000,
+            gid: 0,
+            pid: None,
+        };
+        assert_eq!(a.identify(None, Some(&own)).unwrap().name, "uid:1000");
+        let other = Peer::Unix {
+            uid: 1001,
+            gid: 0,
+            pid: None,
+        };
+        assert!(a.identify(None, Some(&other)).is_err());
+        let tcp = |cn: Option<&str>| Peer::Tcp {
+            remote: "127.0.0.1:1".parse().unwrap(),
+            local: "127.0.0.1:2".parse().unwrap(),
+            client_cn: cn.map(str::to_string),
+        };
+        let id = a.identify(None, Some(&tcp(Some("ci")))).unwrap();
+        assert_eq!((id.name.as_str(), &id.source), ("ci", &Source::Certificate));
+        assert!(a.identify(None, Some(&tcp(Some("who")))).is_err());
+        // A token exists: no anonymous access, even on loopback.
+        assert!(a.identify(None, Some(&tcp(None))).is_err());
+    }
+
+    #[test]
+    fn anonymous_only_without_tokens_and_on_loopback() {
+        let loopback = Posture {
+            loopback_only: true,
+            ..Posture::default()
+        };
+        assert!(auth(&[], loopback).anonymous_allowed());
+        assert!(!auth(&[], Posture::default()).anonymous_allowed());
+        let insecure = Posture {
+            insecure_allow_anonymous: true,
+            ..Posture::default()
+        };
+        assert!(auth(&[], insecure).anonymous_allowed());
+        let s = token::Secret::generate();
+        assert!(!auth(&[token("a", &s, Role::Reader)], loopback).anonymous_allowed());
+        assert!(!auth(&[token("a", &s, Role::Reader)], insecure).anonymous_allowed());
+    }
+
+    #[test]
+    fn realm_rules() {
+        let mut id = Identity::anonymous();
+        id.role = Role::Writer;
+        id.realms = Some(["a".to_string()].into());
+        fn ok(
+            id: &Identity,
+            access: Access,
+            kind: Option<Kind>,
+            m: Method,
+            p: Option<&str>,
+            q: Option<&str>,
+            in_q: bool,
+        ) -> bool {
+            rule(
+                id,
+                access,
+                kind,
+                &m,
+                p.map(str::to_string),
+                q.map(str::to_string),
+                in_q,
+            )
+            .is_ok()
+        }
+        use Access::*;
+        assert!(ok(
+            &id,
+            Read,
+            Some(Kind::Space),
+            Method::GET,
+            Some("a"),
+            None,
+            false
+        ));
+        assert!(!ok(
+            &id,
+            Read,
+            Some(Kind::Space),
+            Method::GET,
+            Some("b"),
+            None,
+            false
+        ));
+        assert!(!ok(
+            &id,
+            Read,
+            Some(Kind::Realm),
+            Method::GET,
+            None,
+            None,
+            false
+        ));
+        assert!(!ok(
+            &id,
+            WriteSpec,
+            Some(Kind::Realm),
+            Method::POST,
+            None,
+            None,
+            false
+        ));
+        assert!(ok(
+            &id,
+            Read,
+            Some(Kind::Cell),
+            Method::GET,
+            None,
+            Some("a"),
+            true
+        ));
+        assert!(!ok(
+            &id,
+            Read,
+            Some(Kind::Cell),
+            Method::GET,
+            None,
+            Some("b"),
+            true
+        ));
+        assert!(!ok(
+            &id,
+            Read,
+            Some(Kind::Cell),
+            Method::GET,
+            None,
+            None,
+            true
+        ));
+        assert!(!ok(&id, Read, None, Method::GET, None, None, true));
+        assert!(ok(&id, Metrics, None, Method::GET, None, None, false));
+        id.role = Role::Admin;
+        assert!(!ok(&id, Admin, None, Method::GET, None, None, false));
+        id.role = Role::Reader;
+        assert!(!ok(
+            &id,
+            WriteSpec,
+            Some(Kind::Space),
+            Method::PUT,
+            Some("a"),
+            None,
+            false
+        ));
+        assert!(!ok(
+            &id,
+            WriteStatus,
+            Some(Kind::Space),
+            Method::PUT,
+            Some("a"),
+            None,
+            false
+        ));
+        id.role = Role::Controller;
+        assert!(ok(
+            &id,
+            WriteStatus,
+            Some(Kind::Space),
+            Method::PUT,
+            Some("a"),
+            None,
+            false
+        ));
+    }
+
+    #[test]
+    fn token_names() {
+        for good in ["ci", "kukeon-daemon", "a.b", "x1"] {
+            assert!(check_token_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "-x", "a b", "a/b", "ä", &"x".repeat(64)] {
+            assert!(check_token_name(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -16,6 +16,7 @@ pub mod handlers;
 mod metrics;
 pub mod openapi;
 pub mod routes;
+pub mod tokens;
 pub mod watch;
 
 use std::sync::Arc;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub docs: Arc<cache::DocCache>,
     /// Rendered whole lists (fed by the store's change feed).
     pub lists: Arc<cache::ListCache>,
+    /// The authenticator (tokens, anonymous posture).
+    pub auth: Arc<auth::Auth>,
 }
 
 /// The whole application: the routes of [`routes::table`], the Swagger UI
@@ -50,7 +53,18 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let mut router = Router::new();
     for route in routes::table() {
-        router = router.route(&route.path, route.handler);
+        let guard = auth::Guard {
+            state: state.clone(),
+            access: route.access,
+            kind: route.kind,
+            realm_in_query: route.realm_in_query(),
+        };
+        router = router.route(
+            &route.path,
+            route
+                .handler
+                .route_layer(axum::middleware::from_fn_with_state(guard, auth::authorize)),
+        );
     }
     router
         .merge(
@@ -65,6 +79,7 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(auth::audit))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,

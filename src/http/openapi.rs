@@ -23,6 +23,7 @@ use utoipa::openapi::{
 };
 use utoipa::{PartialSchema, ToSchema};
 
+use crate::api::v1beta1::tokens::{TokenCreated, TokenInfo, TokenList, TokenRequest};
 use crate::api::v1beta1::types::*;
 use crate::api::v1beta1::{Problem, Reason, WatchEvent};
 use crate::model::Kind;
@@ -44,7 +45,11 @@ use crate::model::Kind;
     Problem,
     Reason,
     ApplyResult,
-    ApplyItem
+    ApplyItem,
+    TokenRequest,
+    TokenInfo,
+    TokenCreated,
+    TokenList
 )))]
 struct Schemas;
 
@@ -884,6 +889,134 @@ pub(super) fn backup_operation() -> Operation {
     .build()
 }
 
+fn json_response(description: &str, schema: &str) -> utoipa::openapi::Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            JSON,
+            ContentBuilder::new()
+                .schema(Some(schema_ref(schema)))
+                .build(),
+        )
+        .build()
+}
+
+/// A token's name in the path.
+fn token_name_param() -> utoipa::openapi::path::Parameter {
+    ParameterBuilder::new()
+        .name("name")
+        .parameter_in(ParameterIn::Path)
+        .required(Required::True)
+        .description(Some("The token's name"))
+        .schema(Some(
+            ObjectBuilder::new()
+                .schema_type(SchemaType::Type(Type::String))
+                .pattern(Some("^[A-Za-z0-9][A-Za-z0-9.-]{0,62}$"))
+                .build(),
+        ))
+        .build()
+}
+
+/// `POST /api/v1beta1/tokens`.
+pub(super) fn token_create_operation() -> Operation {
+    write_errors(
+        OperationBuilder::new()
+            .operation_id(Some("createToken"))
+            .summary(Some("Create a token (admin)"))
+            .description(Some(
+                "Generates a 256-bit bearer token with a role (admin, writer, controller, reader), \
+                 optionally limited to realms and granted privileged fields. The token is in this \
+                 answer only: the server keeps its SHA-256 digest.",
+            ))
+            .tag("Tokens")
+            .request_body(Some(
+                RequestBodyBuilder::new()
+                    .required(Some(Required::True))
+                    .content(
+                        JSON,
+                        ContentBuilder::new()
+                            .schema(Some(schema_ref("TokenRequest")))
+                            .build(),
+                    )
+                    .build(),
+            ))
+            .response(
+                "201",
+                json_response("The token, shown once.", "TokenCreated"),
+            ),
+        &[
+            (400, "a malformed request"),
+            (409, "a token of that name exists"),
+            (422, "an invalid name, role or realm"),
+        ],
+    )
+    .build()
+}
+
+/// `GET /api/v1beta1/tokens`.
+pub(super) fn token_list_operation() -> Operation {
+    errors(
+        OperationBuilder::new()
+            .operation_id(Some("listTokens"))
+            .summary(Some("List tokens (admin), without their secrets"))
+            .tag("Tokens")
+            .response("200", json_response("Every token.", "TokenList")),
+        &[],
+    )
+    .build()
+}
+
+/// `DELETE /api/v1beta1/tokens/{name}`.
+pub(super) fn token_revoke_operation() -> Operation {
+    write_errors(
+        OperationBuilder::new()
+            .operation_id(Some("revokeToken"))
+            .summary(Some("Revoke a token (admin)"))
+            .description(Some(
+                "Refused from the next request on, on every replica within the token refresh \
+                 interval.",
+            ))
+            .tag("Tokens")
+            .parameter(token_name_param())
+            .response("200", json_response("The revoked token.", "TokenInfo")),
+        &[(404, "no token of that name")],
+    )
+    .build()
+}
+
+/// Adds the answers of authentication and authorization, and the
+/// operation's security requirement (none on the open routes).
+fn secure(op: &mut Operation, access: super::routes::Access) {
+    use super::routes::Access;
+    use utoipa::openapi::security::SecurityRequirement;
+    if access == Access::Public {
+        op.security = Some(vec![SecurityRequirement::default()]);
+        return;
+    }
+    op.security = Some(vec![SecurityRequirement::new::<_, _, &str>("bearer", [])]);
+    for (status, when) in [
+        (
+            401,
+            "Unauthorized: no credentials, or an unknown or revoked token (WWW-Authenticate: Bearer)",
+        ),
+        (
+            403,
+            "Forbidden: the identity's role or realms do not reach this, or a privileged field \
+             without the grant (`field` names it)",
+        ),
+        (
+            429,
+            "TooManyRequests: a cap was reached; nothing was done; retry after Retry-After",
+        ),
+    ] {
+        let (code, resp) = problem(status, when);
+        op.responses
+            .responses
+            .entry(code)
+            .or_insert(RefOr::T(resp.build()));
+    }
+}
+
 /// The method as the document spells it.
 fn http_method(method: &Method) -> HttpMethod {
     match *method {
@@ -919,12 +1052,25 @@ fn build() -> OpenApi {
         .build();
     let mut paths = PathsBuilder::new();
     for route in super::routes::table() {
-        paths = paths.path(
-            route.path,
-            PathItem::new(http_method(&route.method), route.operation),
-        );
+        let mut op = route.operation;
+        secure(&mut op, route.access);
+        paths = paths.path(route.path, PathItem::new(http_method(&route.method), op));
     }
     doc.paths = paths.build();
+    if let Some(components) = doc.components.as_mut() {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "A token from `modelhub token create` (or POST /api/v1beta1/tokens)",
+                    ))
+                    .build(),
+            ),
+        );
+    }
     // An example per document schema, from kukeon's example manifests;
     // and the envelope's rules: `apiVersion` and `kind` empty or the one
     // value the path takes.
@@ -991,6 +1137,10 @@ fn build() -> OpenApi {
         ("Watch", "Event streams over every kind."),
         ("Apply", "Manifests in, created or configured atomically."),
         ("Operations", "Health and metrics."),
+        (
+            "Tokens",
+            "Bearer tokens: create, list, revoke (admin only).",
+        ),
     ] {
         tags.push(TagBuilder::new().name(name).description(Some(d)).build());
     }

@@ -21,10 +21,10 @@ use utoipa::openapi::path::Operation;
 use super::body::{Body, Names, Query};
 use super::handlers::{self, ItemParams, ListParams, Part};
 use super::openapi as doc;
-use super::{AppState, apply, backup, metrics, watch};
+use super::{AppState, apply, backup, metrics, tokens, watch};
 use crate::api::v1beta1::paths::{
     apply_route, backup_route, collection_route, cross_scope_route, item_route, status_route,
-    watch_route,
+    token_route, tokens_route, watch_route,
 };
 use crate::model::Kind;
 
@@ -70,6 +70,17 @@ impl Route {
             handler: axum::routing::on(filter, handler),
             operation,
         }
+    }
+}
+
+impl Route {
+    /// Whether the route names its realm in the query (`realm=`) rather
+    /// than its path: the cross-scope lists and `/watch`.
+    pub fn realm_in_query(&self) -> bool {
+        self.path == watch_route()
+            || self
+                .kind
+                .is_some_and(|k| k != Kind::Realm && self.path == cross_scope_route(k))
     }
 }
 
@@ -140,6 +151,30 @@ pub fn table() -> Vec<Route> {
             Access::Metrics,
             metrics::render,
             doc::metrics_operation(),
+        ),
+        Route::new(
+            Method::POST,
+            tokens_route(),
+            None,
+            Access::Admin,
+            tokens::create,
+            doc::token_create_operation(),
+        ),
+        Route::new(
+            Method::GET,
+            tokens_route(),
+            None,
+            Access::Admin,
+            tokens::list,
+            doc::token_list_operation(),
+        ),
+        Route::new(
+            Method::DELETE,
+            token_route(),
+            None,
+            Access::Admin,
+            tokens::revoke,
+            doc::token_revoke_operation(),
         ),
         Route::new(
             Method::GET,

@@ -40,6 +40,7 @@ use super::cursor::Snapshot;
 use super::error::StoreError;
 use super::feed::Feed;
 use super::query::{EventsPage, ListPage, ListQuery, Refusal, StoreStats};
+use crate::auth::token::Token;
 use crate::model::{AnyObject, Path};
 
 /// A store engine behind the storage contract (see the module docs).
@@ -105,6 +106,18 @@ pub trait Backend: Send + Sync + 'static {
     /// Checkpoints now, where the backend has checkpoints (tests schedule
     /// them themselves); a no-op elsewhere.
     fn checkpoint(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Stores a new token (`TokenExists` if its name is taken); durable
+    /// once it resolves. Tokens have no revision and no watch events.
+    fn create_token(&self, token: Token) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Removes the token named `name` (`TokenNotFound` if none), durably,
+    /// answering what it was.
+    fn revoke_token(&self, name: &str) -> impl Future<Output = Result<Token, StoreError>> + Send;
+
+    /// Every token, by name (what authentication checks against: a
+    /// revocation is seen by the next read).
+    fn tokens(&self) -> impl Future<Output = Result<Vec<Token>, StoreError>> + Send;
 
     /// Finishes queued writes and releases the engine; later calls answer
     /// `Closed`.

@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 
 use super::change::ChangeType;
 use super::error::{EngineError, StoreError};
+use crate::auth::Role;
+use crate::auth::token::Token;
 use crate::model::{AnyObject, Kind};
 
 /// Version of the record layout written by this build.
@@ -216,6 +218,61 @@ pub fn decode_event(bytes: &[u8]) -> Result<(ChangeType, AnyObject), CodecError>
     Ok((change, decode(kind, &record)?))
 }
 
+/// A token as stored (keyed by its name): its digest, never the token.
+#[derive(Serialize, Deserialize)]
+struct TokenRecord {
+    digest: [u8; 32],
+    role: u8,
+    realms: Option<Vec<String>>,
+    privileged: bool,
+    created: i128,
+}
+
+/// The stored byte of a role (pinned: never reorder).
+fn role_byte(r: Role) -> u8 {
+    match r {
+        Role::Admin => 0,
+        Role::Writer => 1,
+        Role::Controller => 2,
+        Role::Reader => 3,
+    }
+}
+
+fn role_from_byte(b: u8) -> Result<Role, CodecError> {
+    Ok(match b {
+        0 => Role::Admin,
+        1 => Role::Writer,
+        2 => Role::Controller,
+        3 => Role::Reader,
+        other => return Err(CodecError::Corrupt(format!("unknown role byte {other}"))),
+    })
+}
+
+/// Encodes a token's record (its name is the key).
+pub fn encode_token(t: &Token) -> Vec<u8> {
+    let rec = TokenRecord {
+        digest: t.digest,
+        role: role_byte(t.role),
+        realms: t.realms.as_ref().map(|r| r.iter().cloned().collect()),
+        privileged: t.privileged,
+        created: t.created,
+    };
+    to_bytes(&rec)
+}
+
+/// Decodes the record of the token named `name`.
+pub fn decode_token(name: &str, bytes: &[u8]) -> Result<Token, CodecError> {
+    let rec: TokenRecord = from_bytes(bytes)?;
+    Ok(Token {
+        name: name.to_string(),
+        digest: rec.digest,
+        role: role_from_byte(rec.role)?,
+        realms: rec.realms.map(|r| r.into_iter().collect()),
+        privileged: rec.privileged,
+        created: rec.created,
+    })
+}
+
 #[cfg(test)]
 #[path = "golden_tests.rs"]
 mod golden_tests;
@@ -335,5 +392,27 @@ pub(crate) mod tests {
                 1, 1, b't', 0, 1, b'u', 5, 1, 0, 1, b't', 1, b'r', 1, b's', 0, 0, 0
             ]
         );
+    }
+
+    #[test]
+    fn token_records_are_pinned() {
+        let t = Token {
+            name: "ci".into(),
+            digest: [7; 32],
+            role: Role::Controller,
+            realms: Some(["a".to_string(), "b".to_string()].into()),
+            privileged: true,
+            created: 1,
+        };
+        let bytes = encode_token(&t);
+        let mut want = vec![RECORD_FORMAT];
+        want.extend([7; 32]);
+        want.extend([2, 1, 2, 1, b'a', 1, b'b', 1, 2]);
+        assert_eq!(bytes, want);
+        assert_eq!(decode_token("ci", &bytes).unwrap(), t);
+        assert!(decode_token("ci", &bytes[..10]).is_err());
+        let mut bad = bytes.clone();
+        bad[33] = 9;
+        assert!(decode_token("ci", &bad).is_err());
     }
 }

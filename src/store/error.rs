@@ -19,6 +19,10 @@ pub enum StoreError {
     },
     /// An object with that path exists already.
     AlreadyExists(Path),
+    /// No token has that name.
+    TokenNotFound(String),
+    /// A token with that name exists already.
+    TokenExists(String),
     /// A `resourceVersion` precondition failed.
     Conflict {
         /// The object.
@@ -179,6 +183,8 @@ impl fmt::Display for StoreError {
                 write!(f, "parent {parent} not found: create it first")
             }
             StoreError::AlreadyExists(p) => write!(f, "{p} already exists"),
+            StoreError::TokenNotFound(n) => write!(f, "token {n:?} not found"),
+            StoreError::TokenExists(n) => write!(f, "a token named {n:?} already exists"),
             StoreError::Conflict {
                 path,
                 expected,

@@ -49,6 +49,7 @@ pub use feed::{Feed, Subscriber};
 pub use options::StoreOptions;
 pub use query::{EventsPage, ListPage, ListQuery, Refusal, RefusedCause, StoreStats};
 
+use crate::auth::token::Token;
 use crate::model::{AnyObject, Path};
 
 /// Handle to an open store; cheap to clone.
@@ -195,6 +196,24 @@ impl Backend for Store {
     async fn checkpoint(&self) -> Result<(), StoreError> {
         match &self.0 {
             Engine::Redb(s) => s.checkpoint().await,
+        }
+    }
+
+    async fn create_token(&self, token: Token) -> Result<(), StoreError> {
+        match &self.0 {
+            Engine::Redb(s) => s.create_token(token).await,
+        }
+    }
+
+    async fn revoke_token(&self, name: &str) -> Result<Token, StoreError> {
+        match &self.0 {
+            Engine::Redb(s) => s.revoke_token(name).await,
+        }
+    }
+
+    async fn tokens(&self) -> Result<Vec<Token>, StoreError> {
+        match &self.0 {
+            Engine::Redb(s) => s.tokens(),
         }
     }
 

@@ -10,6 +10,7 @@
 //! - [`patch`]: JSON merge patch;
 //! - [`paths`]: the URL layout, route templates and object paths;
 //! - [`problem`]: the problem document and which failure gets which status;
+//! - [`tokens`]: token management's requests and answers;
 //! - [`watch`]: the watch event and the hub's encoder for it.
 //!
 //! The server's HTTP layer and the client take their wire types and URLs
@@ -26,6 +27,7 @@ pub mod patch;
 pub mod paths;
 pub mod problem;
 mod strict;
+pub mod tokens;
 pub mod types;
 pub mod watch;
 

@@ -59,6 +59,16 @@ pub fn backup_route() -> String {
     format!("{BASE}/backup")
 }
 
+/// The tokens' collection.
+pub fn tokens_route() -> String {
+    format!("{BASE}/tokens")
+}
+
+/// One token, by name.
+pub fn token_route() -> String {
+    format!("{BASE}/tokens/{{name}}")
+}
+
 /// The URL path of an object (`/api/v1beta1/realms/r/spaces/s`), each name
 /// percent-encoded.
 pub fn object_path(path: &Path) -> String {

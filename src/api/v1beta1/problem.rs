@@ -169,6 +169,14 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound(_) | StoreError::ParentNotFound { .. } => {
                 ApiError::new(S::NOT_FOUND, Reason::NotFound, detail)
             }
+            StoreError::TokenNotFound(_) => ApiError {
+                field: Some("name".into()),
+                ..ApiError::new(S::NOT_FOUND, Reason::NotFound, detail)
+            },
+            StoreError::TokenExists(_) => ApiError {
+                field: Some("name".into()),
+                ..ApiError::new(S::CONFLICT, Reason::AlreadyExists, detail)
+            },
             StoreError::AlreadyExists(_) => {
                 ApiError::new(S::CONFLICT, Reason::AlreadyExists, detail)
             }

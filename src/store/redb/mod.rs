@@ -39,6 +39,7 @@ use std::thread::JoinHandle;
 
 use tokio::sync::oneshot;
 
+use crate::auth::token::Token;
 use crate::model::{AnyObject, Path};
 use crate::store::change::{ApplyOutcome, WriteOp, WriteOutcome};
 use crate::store::error::StoreError;
@@ -166,6 +167,32 @@ impl RedbStore {
     pub async fn compact(&self, keep: u64) -> Result<u64, StoreError> {
         self.submit(|reply| writer::Job::Compact { keep, reply })
             .await
+    }
+
+    /// See [`crate::store::Backend::create_token`].
+    pub async fn create_token(&self, token: Token) -> Result<(), StoreError> {
+        self.submit(|reply| writer::Job::Token {
+            op: writer::TokenOp::Create(token),
+            reply,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// See [`crate::store::Backend::revoke_token`].
+    pub async fn revoke_token(&self, name: &str) -> Result<Token, StoreError> {
+        let name = name.to_string();
+        self.submit(|reply| writer::Job::Token {
+            op: writer::TokenOp::Revoke(name.clone()),
+            reply,
+        })
+        .await?
+        .ok_or(StoreError::TokenNotFound(name))
+    }
+
+    /// See [`crate::store::Backend::tokens`].
+    pub fn tokens(&self) -> Result<Vec<Token>, StoreError> {
+        self.read(read::tokens)
     }
 
     /// Checkpoints the log now (tests schedule checkpoints themselves).

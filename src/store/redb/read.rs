@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use redb::ReadableTable as _;
 use redb::{Database, ReadTransaction, ReadableDatabase};
 
 use super::tables::{self, COMPACTED_KEY, REVISION_KEY};
@@ -283,6 +284,22 @@ fn cursor(
         selector: query.selector.clone(),
         _txn: snapshot.txn.clone(),
     })
+}
+
+/// Every stored token, by name.
+pub fn tokens(db: &Database) -> Result<Vec<crate::auth::token::Token>, StoreError> {
+    let txn = db.begin_read()?;
+    let table = match txn.open_table(tables::TOKENS) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = Vec::new();
+    for entry in table.iter()? {
+        let (k, v) = entry?;
+        out.push(codec::decode_token(k.value(), v.value())?);
+    }
+    Ok(out)
 }
 
 /// Reads at most `max` events after revision `after`. A revision before

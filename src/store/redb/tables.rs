@@ -34,6 +34,10 @@ pub const EVENT_BYTES_KEY: &str = "event_bytes";
 /// The event log: revision -> event record (see [`super::codec::encode_event`]).
 pub const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 
+/// Tokens: name -> token record (see [`super::codec::encode_token`]);
+/// created by the first token written.
+pub const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
+
 const REALMS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("realms");
 const SPACES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("spaces");
 const STACKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("stacks");

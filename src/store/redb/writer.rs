@@ -44,9 +44,10 @@ use super::error::engine_error;
 use super::open;
 use super::read;
 use super::tables::{
-    self, CLEAN_KEY, COMPACTED_KEY, EVENTS, META, REVISION_KEY, Sizes, WriteTables,
+    self, CLEAN_KEY, COMPACTED_KEY, EVENTS, META, REVISION_KEY, Sizes, TOKENS, WriteTables,
 };
 use super::wal::{self, AppendError, Appended, Journal, Wal};
+use crate::auth::token::Token;
 use crate::model::AnyObject;
 use crate::store::change::{ApplyOutcome, Change, WriteOp, WriteOutcome};
 use crate::store::codec;
@@ -118,6 +119,19 @@ pub(super) enum Job {
     },
     /// A read found the database failed by storage: recover.
     ReadFailed { why: String },
+    /// Store or remove a token, in a durable transaction of its own.
+    Token {
+        op: TokenOp,
+        reply: oneshot::Sender<Result<Option<Token>, StoreError>>,
+    },
+}
+
+/// A change to the tokens.
+pub(super) enum TokenOp {
+    /// Store a new token (refused if its name is taken).
+    Create(Token),
+    /// Remove the token with this name (answers it).
+    Revoke(String),
 }
 
 /// Most events dropped by one compaction transaction, so that compaction
@@ -625,6 +639,20 @@ impl Writer {
                 }
                 let _ = reply.send(result);
             }
+            Job::Token { op, reply } => {
+                if let Some(e) = self.refusal() {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+                if matches!(op, TokenOp::Create(_))
+                    && let Some(e) = self.check_space()
+                {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+                let result = self.token(op);
+                let _ = reply.send(result);
+            }
             Job::Checkpoint { reply } => {
                 let result = match self.refusal() {
                     Some(e) => Err(e),
@@ -640,6 +668,72 @@ impl Writer {
             }
         }
         self.note_failure();
+    }
+
+    /// Writes a token change in a durable commit, which also makes every
+    /// earlier commit durable: the log then starts over, as after a
+    /// checkpoint. A failed commit leaves the outcome unknown.
+    fn token(&mut self, op: TokenOp) -> Result<Option<Token>, StoreError> {
+        let (db, wal) = self.engine();
+        let txn = db
+            .begin_write()
+            .map_err(|e| engine_error("could not start the commit", e));
+        let mut txn = match txn {
+            Ok(t) => t,
+            Err(e) => {
+                wal.fail(e.clone());
+                return Err(e.refusal());
+            }
+        };
+        let answer = {
+            let mut table = txn
+                .open_table(TOKENS)
+                .map_err(|e| engine_error("could not open the tokens", e).refusal())?;
+            match op {
+                TokenOp::Create(t) => {
+                    let taken = table
+                        .get(t.name.as_str())
+                        .map_err(|e| engine_error("could not read the tokens", e).refusal())?
+                        .is_some();
+                    if taken {
+                        return Err(StoreError::TokenExists(t.name));
+                    }
+                    table
+                        .insert(t.name.as_str(), codec::encode_token(&t).as_slice())
+                        .map_err(|e| engine_error("could not store the token", e).refusal())?;
+                    None
+                }
+                TokenOp::Revoke(name) => {
+                    let old = table
+                        .remove(name.as_str())
+                        .map_err(|e| engine_error("could not remove the token", e).refusal())?
+                        .map(|v| codec::decode_token(&name, v.value()))
+                        .transpose()?;
+                    match old {
+                        Some(t) => Some(t),
+                        None => return Err(StoreError::TokenNotFound(name)),
+                    }
+                }
+            }
+        };
+        let durable = txn
+            .set_durability(Durability::Immediate)
+            .map_err(|e| engine_error("durable commit failed", e))
+            .and_then(|()| {
+                txn.set_quick_repair(true);
+                txn.commit()
+                    .map_err(|e| engine_error("durable commit failed", e))
+            });
+        match durable {
+            Ok(()) => {
+                wal.reset();
+                Ok(answer)
+            }
+            Err(e) => {
+                wal.fail(e.clone());
+                Err(e.outcome_unknown())
+            }
+        }
     }
 
     /// The open database and log (only called while not failed).
