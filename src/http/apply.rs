@@ -5,12 +5,16 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
 
+use std::sync::Arc;
+
 use super::AppState;
+use super::auth::{AuditNote, may_write_realm};
 use super::body::{Body, BodyType, render, wants_yaml};
 use super::error::ApiError;
 use super::handlers::flag;
 use crate::api::v1beta1::types::{ApplyItem, ApplyResult};
 use crate::api::v1beta1::{self, Format};
+use crate::auth::Identity;
 use crate::model::{AnyObject, Kind, validate_name, validate_object};
 use crate::store::{Applied, Backend};
 
@@ -115,6 +119,7 @@ fn object_of(doc: serde_json::Value) -> Result<AnyObject, ApiError> {
 /// `POST /api/v1beta1/apply`.
 pub async fn apply(
     state: AppState,
+    identity: Arc<Identity>,
     params: ApplyParams,
     headers: HeaderMap,
     body: Body,
@@ -129,6 +134,13 @@ pub async fn apply(
         .enumerate()
         .map(|(i, d)| object_of(d).map_err(|e| in_document(i, e)))
         .collect::<Result<Vec<_>, _>>()?;
+    // One document out of the identity's realms fails the whole apply.
+    for (i, o) in objects.iter().enumerate() {
+        if let Err(why) = may_write_realm(&identity, &o.path().names()[0]) {
+            return Err(in_document(i, ApiError::forbidden(why)));
+        }
+    }
+    let documents = objects.len();
     let outcome = state.store.apply(objects, dry_run).await?;
     let items = outcome
         .items
@@ -155,5 +167,10 @@ pub async fn apply(
         resource_version: outcome.revision.to_string(),
         items,
     };
-    Ok(render(&result, wants_yaml(&headers), StatusCode::OK))
+    let mut resp = render(&result, wants_yaml(&headers), StatusCode::OK);
+    resp.extensions_mut().insert(AuditNote {
+        documents,
+        revision: if dry_run { 0 } else { outcome.revision },
+    });
+    Ok(resp)
 }

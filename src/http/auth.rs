@@ -26,9 +26,9 @@ use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::error::{ApiError, Reason};
+use super::routes::RealmFrom;
 use crate::auth::token::{self, Token};
 use crate::auth::{Access, Identity, Peer, Source};
-use crate::model::Kind;
 use crate::store::{Backend, Store, StoreError};
 
 /// Why a request has no identity (a request extension).
@@ -218,11 +218,8 @@ pub struct Guard {
     pub state: AppState,
     /// The access the route needs.
     pub access: Access,
-    /// The route's kind, if one.
-    pub kind: Option<Kind>,
-    /// Whether the route names its realm in a query parameter (`realm=`)
-    /// rather than its path: the cross-scope lists and `/watch`.
-    pub realm_in_query: bool,
+    /// Where its requests name their realm.
+    pub realm_from: RealmFrom,
 }
 
 /// Per route: 401 without an identity, 403 for a role or a realm that
@@ -249,42 +246,34 @@ pub async fn authorize(
                 .into_response();
         }
     };
-    let path_realm = params
-        .iter()
-        .find(|(k, _)| *k == "realm")
-        .map(|(_, v)| v.to_string());
-    let query_realm = if g.realm_in_query {
-        req.uri().query().and_then(|q| {
+    let realm = match g.realm_from {
+        RealmFrom::Path => params
+            .iter()
+            .find(|(k, _)| *k == "realm")
+            .map(|(_, v)| v.to_string()),
+        RealmFrom::Query => req.uri().query().and_then(|q| {
             form_urlencoded::parse(q.as_bytes())
                 .find(|(k, _)| k == "realm")
                 .map(|(_, v)| v.into_owned())
-        })
-    } else {
-        None
+        }),
+        _ => None,
     };
-    match rule(
-        &id,
-        g.access,
-        g.kind,
-        req.method(),
-        path_realm,
-        query_realm,
-        g.realm_in_query,
-    ) {
+    match rule(&id, g.access, g.realm_from, req.method(), realm.as_deref()) {
         Ok(()) => next.run(req).await,
         Err(e) => e.into_response(),
     }
 }
 
-/// The authorization rule (see API.md, "Who may do what").
+/// The authorization rule (API.md, "Who may do what"): the role must
+/// allow the access; an identity limited to realms reaches only routes
+/// that name one of its realms (apply checks each document itself), never
+/// the realms' collection nor the server's operations but metrics.
 pub fn rule(
     id: &Identity,
     access: Access,
-    kind: Option<Kind>,
+    realm_from: RealmFrom,
     method: &Method,
-    path_realm: Option<String>,
-    query_realm: Option<String>,
-    realm_in_query: bool,
+    realm: Option<&str>,
 ) -> Result<(), ApiError> {
     if !id.may(access) {
         return Err(ApiError::forbidden(format!(
@@ -299,61 +288,43 @@ pub fn rule(
             }
         )));
     }
-    if id.all_realms() {
+    if id.all_realms() || matches!(access, Access::Public | Access::Metrics) {
         return Ok(());
     }
-    let limited = || {
+    let limited = format!(
+        "{} is limited to realms ({})",
+        id.name,
         id.realms
             .iter()
             .flatten()
             .cloned()
             .collect::<Vec<_>>()
             .join(", ")
-    };
-    if access == Access::Admin {
-        return Err(ApiError::forbidden(format!(
-            "{} is limited to realms ({}): operating the server needs every realm",
-            id.name,
-            limited()
-        )));
-    }
-    if access == Access::Metrics {
-        return Ok(());
-    }
-    let realm = match (path_realm, query_realm) {
-        (Some(r), _) => r,
-        (None, Some(r)) if realm_in_query => r,
-        (None, _) if kind == Some(Kind::Realm) && !realm_in_query => {
-            let what = if method == Method::POST {
+    );
+    match (realm_from, realm) {
+        (RealmFrom::Documents, _) => Ok(()),
+        (RealmFrom::Server, _) => Err(ApiError::forbidden(format!(
+            "{limited}: operating the server needs every realm"
+        ))),
+        (RealmFrom::AllRealms, _) => Err(ApiError::forbidden(format!(
+            "{limited}: it may not {}",
+            if method == Method::POST {
                 "create realms"
             } else {
                 "list or watch every realm (GET each of its realms by name)"
-            };
-            return Err(ApiError::forbidden(format!(
-                "{} is limited to realms ({}): it may not {what}",
-                id.name,
-                limited()
-            )));
-        }
-        (None, _) => {
-            return Err(ApiError::forbidden_field(
-                "realm",
-                format!(
-                    "{} is limited to realms ({}): name one with ?realm=",
-                    id.name,
-                    limited()
-                ),
-            ));
-        }
-    };
-    if id.may_realm(&realm) {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(format!(
-            "{} is limited to realms ({}): realm {realm:?} is not one of them",
-            id.name,
-            limited()
-        )))
+            }
+        ))),
+        (RealmFrom::Query, None) => Err(ApiError::forbidden_field(
+            "realm",
+            format!("{limited}: name one of them with ?realm="),
+        )),
+        (RealmFrom::Path | RealmFrom::Query, Some(r)) if id.may_realm(r) => Ok(()),
+        (RealmFrom::Path | RealmFrom::Query, Some(r)) => Err(ApiError::forbidden(format!(
+            "{limited}: realm {r:?} is not one of them"
+        ))),
+        (RealmFrom::Path, None) => Err(ApiError::forbidden(format!(
+            "{limited}: this route names no realm"
+        ))),
     }
 }
 
@@ -568,126 +539,31 @@ mod tests {
 
     #[test]
     fn realm_rules() {
+        use Access::*;
+        use RealmFrom::*;
         let mut id = Identity::anonymous();
         id.role = Role::Writer;
         id.realms = Some(["a".to_string()].into());
-        fn ok(
-            id: &Identity,
-            access: Access,
-            kind: Option<Kind>,
-            m: Method,
-            p: Option<&str>,
-            q: Option<&str>,
-            in_q: bool,
-        ) -> bool {
-            rule(
-                id,
-                access,
-                kind,
-                &m,
-                p.map(str::to_string),
-                q.map(str::to_string),
-                in_q,
-            )
-            .is_ok()
-        }
-        use Access::*;
-        assert!(ok(
-            &id,
-            Read,
-            Some(Kind::Space),
-            Method::GET,
-            Some("a"),
-            None,
-            false
-        ));
-        assert!(!ok(
-            &id,
-            Read,
-            Some(Kind::Space),
-            Method::GET,
-            Some("b"),
-            None,
-            false
-        ));
-        assert!(!ok(
-            &id,
-            Read,
-            Some(Kind::Realm),
-            Method::GET,
-            None,
-            None,
-            false
-        ));
-        assert!(!ok(
-            &id,
-            WriteSpec,
-            Some(Kind::Realm),
-            Method::POST,
-            None,
-            None,
-            false
-        ));
-        assert!(ok(
-            &id,
-            Read,
-            Some(Kind::Cell),
-            Method::GET,
-            None,
-            Some("a"),
-            true
-        ));
-        assert!(!ok(
-            &id,
-            Read,
-            Some(Kind::Cell),
-            Method::GET,
-            None,
-            Some("b"),
-            true
-        ));
-        assert!(!ok(
-            &id,
-            Read,
-            Some(Kind::Cell),
-            Method::GET,
-            None,
-            None,
-            true
-        ));
-        assert!(!ok(&id, Read, None, Method::GET, None, None, true));
-        assert!(ok(&id, Metrics, None, Method::GET, None, None, false));
+        let ok = |id: &Identity, access, from, m: Method, realm: Option<&str>| {
+            rule(id, access, from, &m, realm).is_ok()
+        };
+        assert!(ok(&id, Read, Path, Method::GET, Some("a")));
+        assert!(!ok(&id, Read, Path, Method::GET, Some("b")));
+        assert!(!ok(&id, Read, AllRealms, Method::GET, None));
+        assert!(!ok(&id, WriteSpec, AllRealms, Method::POST, None));
+        assert!(ok(&id, Read, Query, Method::GET, Some("a")));
+        assert!(!ok(&id, Read, Query, Method::GET, Some("b")));
+        assert!(!ok(&id, Read, Query, Method::GET, None));
+        assert!(ok(&id, WriteSpec, Documents, Method::POST, None));
+        assert!(ok(&id, Metrics, Server, Method::GET, None));
         id.role = Role::Admin;
-        assert!(!ok(&id, Admin, None, Method::GET, None, None, false));
+        assert!(!ok(&id, Admin, Server, Method::GET, None));
         id.role = Role::Reader;
-        assert!(!ok(
-            &id,
-            WriteSpec,
-            Some(Kind::Space),
-            Method::PUT,
-            Some("a"),
-            None,
-            false
-        ));
-        assert!(!ok(
-            &id,
-            WriteStatus,
-            Some(Kind::Space),
-            Method::PUT,
-            Some("a"),
-            None,
-            false
-        ));
+        assert!(!ok(&id, WriteSpec, Path, Method::PUT, Some("a")));
+        assert!(!ok(&id, WriteStatus, Path, Method::PUT, Some("a")));
         id.role = Role::Controller;
-        assert!(ok(
-            &id,
-            WriteStatus,
-            Some(Kind::Space),
-            Method::PUT,
-            Some("a"),
-            None,
-            false
-        ));
+        assert!(ok(&id, WriteStatus, Path, Method::PUT, Some("a")));
+        assert!(!ok(&id, WriteSpec, Documents, Method::POST, None));
     }
 
     #[test]

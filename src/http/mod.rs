@@ -56,8 +56,7 @@ pub fn router(state: AppState) -> Router {
         let guard = auth::Guard {
             state: state.clone(),
             access: route.access,
-            kind: route.kind,
-            realm_in_query: route.realm_in_query(),
+            realm_from: route.realm_from(),
         };
         router = router.route(
             &route.path,

@@ -12,6 +12,9 @@
 //! read-only, added by [`super::router`]. A per-route rule keyed by
 //! [`Access`] must treat them as `Public`.
 
+use std::sync::Arc;
+
+use axum::Extension;
 use axum::extract::State;
 use axum::handler::Handler;
 use axum::http::{HeaderMap, Method};
@@ -29,6 +32,7 @@ use crate::api::v1beta1::paths::{
 use crate::model::Kind;
 
 pub use crate::auth::Access;
+use crate::auth::Identity;
 
 /// One route: a method on a path template, what serves it and how the
 /// OpenAPI document describes it.
@@ -73,14 +77,40 @@ impl Route {
     }
 }
 
+/// Where a request on a route names the realm it reaches, for identities
+/// limited to realms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RealmFrom {
+    /// Its path (`/realms/{realm}/...`).
+    Path,
+    /// The `realm=` query parameter: the cross-scope lists and `/watch`.
+    Query,
+    /// Each document of the body: apply (checked by its handler).
+    Documents,
+    /// Every realm: the realms' collection (list, watch, create).
+    AllRealms,
+    /// None: the server's own routes (probes, metrics, tokens, backup).
+    Server,
+}
+
 impl Route {
-    /// Whether the route names its realm in the query (`realm=`) rather
-    /// than its path: the cross-scope lists and `/watch`.
-    pub fn realm_in_query(&self) -> bool {
-        self.path == watch_route()
+    /// Where a request on this route names its realm.
+    pub fn realm_from(&self) -> RealmFrom {
+        if self.path == apply_route() {
+            RealmFrom::Documents
+        } else if self.path == watch_route()
             || self
                 .kind
                 .is_some_and(|k| k != Kind::Realm && self.path == cross_scope_route(k))
+        {
+            RealmFrom::Query
+        } else if self.path.contains("{realm}") {
+            RealmFrom::Path
+        } else if self.kind == Some(Kind::Realm) {
+            RealmFrom::AllRealms
+        } else {
+            RealmFrom::Server
+        }
     }
 }
 
@@ -104,9 +134,10 @@ pub fn table() -> Vec<Route> {
             None,
             Access::WriteSpec,
             |State(s): State<AppState>,
+             Extension(id): Extension<Arc<Identity>>,
              Query(p): Query<apply::ApplyParams>,
              h: HeaderMap,
-             b: Body| { apply::apply(s, p, h, b) },
+             b: Body| { apply::apply(s, id, p, h, b) },
             doc::apply_operation(),
         ),
         Route::new(

@@ -199,6 +199,42 @@ impl Default for Client {
     }
 }
 
+impl Client {
+    /// A client sending `Authorization: Bearer TOKEN` on every request.
+    pub fn with_token(token: &str) -> Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().unwrap(),
+        );
+        Client {
+            http: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .default_headers(headers)
+                .build()
+                .unwrap(),
+        }
+    }
+}
+
+/// Creates a token through `c` (an admin) and answers the token string.
+pub fn create_token(c: &Client, s: &Server, body: Value) -> String {
+    let (st, b) = c.post_json(&s.api("/tokens"), &body);
+    assert_eq!(st, 201, "{b}");
+    b["token"].as_str().expect("a token").to_string()
+}
+
+/// Creates the first admin token anonymously (allowed while none exists
+/// on a loopback server) and answers a client using it.
+pub fn first_admin(s: &Server) -> (Client, String) {
+    let token = create_token(
+        &Client::default(),
+        s,
+        serde_json::json!({"name": "root", "role": "admin"}),
+    );
+    (Client::with_token(&token), token)
+}
+
 /// Status and parsed body (Null when empty or not JSON).
 pub type Reply = (u16, Value);
 
