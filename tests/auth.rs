@@ -634,3 +634,31 @@ fn a_non_loopback_listener_without_tokens_is_refused() {
         s.log_text()
     );
 }
+
+#[test]
+fn a_token_write_is_durable_with_the_logged_writes_around_it() {
+    // No checkpoint of its own: before the token, the realms live only in
+    // the write-ahead log; the token's durable commit takes them along.
+    let mut s = Server::start_args(&["--checkpoint-interval", "60m"]);
+    let anon = Client::default();
+    for i in 0..5 {
+        common::create_named(&anon, &s, "/realms", &format!("before{i}"));
+    }
+    let (admin, _) = first_admin(&s);
+    let reader_token = create_token(&admin, &s, json!({"name": "r", "role": "reader"}));
+    for i in 0..5 {
+        common::create_named(&admin, &s, "/realms", &format!("after{i}"));
+    }
+    assert_eq!(admin.delete(&s.api("/tokens/r")).0, 200);
+    common::create_named(&admin, &s, "/realms", "last");
+    s.kill();
+    s.restart();
+    let (st, list) = admin.get(&s.api("/realms"));
+    assert_eq!(st, 200, "{list}");
+    assert_eq!(common::item_names(&list).len(), 11, "{list}");
+    assert_eq!(
+        Client::with_token(&reader_token).get(&s.api("/realms")).0,
+        401
+    );
+    assert_eq!(anon.get(&s.api("/realms")).0, 401);
+}

@@ -601,6 +601,60 @@ async fn close_refuses_later_writes<B: Backend>(b: B) {
     assert!(matches!(err, StoreError::Closed), "{err:?}");
 }
 
+async fn tokens_are_unique_revocable_and_not_objects<B: Backend>(b: B) {
+    use modelhub::auth::Role;
+    use modelhub::auth::token::{Secret, Token};
+    assert!(b.tokens().await.unwrap().is_empty());
+    let secret = Secret::generate();
+    let t = Token {
+        name: "ci".into(),
+        digest: secret.digest(),
+        role: Role::Writer,
+        realms: Some(["a".to_string()].into()),
+        privileged: true,
+        created: 42,
+    };
+    create(&b, realm("r")).await;
+    let before = b.revision().await.unwrap();
+    b.create_token(t.clone()).await.unwrap();
+    let err = b.create_token(t.clone()).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::TokenExists(n) if n == "ci"),
+        "{err:?}"
+    );
+    assert_eq!(b.tokens().await.unwrap(), vec![t.clone()]);
+    // Tokens take no revision and make no event.
+    assert_eq!(b.revision().await.unwrap(), before);
+    assert!(b.events(before, 10).unwrap().events.is_empty());
+    let other = Token {
+        name: "a-reader".into(),
+        digest: Secret::generate().digest(),
+        role: Role::Reader,
+        realms: None,
+        privileged: false,
+        created: 43,
+    };
+    b.create_token(other.clone()).await.unwrap();
+    let names: Vec<String> = b
+        .tokens()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(names, ["a-reader", "ci"]);
+    assert_eq!(b.revoke_token("ci").await.unwrap(), t);
+    let err = b.revoke_token("ci").await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::TokenNotFound(n) if n == "ci"),
+        "{err:?}"
+    );
+    assert_eq!(b.tokens().await.unwrap(), vec![other]);
+    // Objects are untouched, and writes go on.
+    create(&b, realm("r2")).await;
+    assert_eq!(b.revision().await.unwrap(), before + 1);
+}
+
 /// Runs every check against the backend `open()` makes (fresh and empty
 /// each time); `open` may keep a guard (say, a temporary directory) in its
 /// second value.
@@ -621,7 +675,8 @@ macro_rules! suite {
                 lists_filter_by_scope_and_selector,
                 history_matches_the_feed_and_ends_in_gone,
                 the_feed_is_ordered_and_complete_under_concurrency,
-                close_refuses_later_writes
+                close_refuses_later_writes,
+                tokens_are_unique_revocable_and_not_objects
             );
         }
     };

@@ -9,6 +9,7 @@
 //! (`demo/web/frontend/shop`).
 
 mod backup;
+pub mod tokens;
 
 use std::fmt;
 use std::io::{Read, Write};

@@ -8,6 +8,7 @@
 //! do) and objects from [`crate::model`]; nothing here uses the server's
 //! [`crate::http`] layer.
 
+mod tokens;
 pub mod watcher;
 
 use std::fmt;
