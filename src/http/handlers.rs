@@ -231,7 +231,9 @@ fn prepare(part: Part, path: &Path, decoded: AnyObject) -> Result<AnyObject, Api
             // 422.
             let mut decoded = decoded;
             decoded.place(path).map_err(to_bad_request)?;
-            crate::model::validate_labels(&decoded.meta().labels)?;
+            // Only the rule every stored object meets: an object stored
+            // before today's label rules can still have its status written.
+            crate::model::validate_label_keys_present(&decoded.meta().labels)?;
             // Start from an empty object at the path.
             let mut object = empty(path.kind()).with_status_of(&decoded);
             object.place(path).map_err(to_bad_request)?;

@@ -26,4 +26,7 @@ pub(crate) use samples::samples;
 pub use selector::{Requirement, Selector};
 pub use state::{CellState, ContainerState, RealmState, SpaceState, StackState};
 pub use types::*;
-pub use validate::{Invalid, validate_labels, validate_name, validate_object};
+pub use validate::{
+    Invalid, MAX_LABEL_VALUE, MAX_LABELS, MAX_LABELS_BYTES, validate_label_keys_present,
+    validate_labels, validate_name, validate_object, validate_stored_object,
+};
