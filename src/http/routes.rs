@@ -12,6 +12,9 @@
 //! read-only, added by [`super::router`]. A per-route rule keyed by
 //! [`Access`] must treat them as `Public`.
 
+use std::sync::Arc;
+
+use axum::Extension;
 use axum::extract::State;
 use axum::handler::Handler;
 use axum::http::{HeaderMap, Method};
@@ -26,6 +29,7 @@ use crate::api::v1beta1::paths::{
     apply_route, backup_route, collection_route, cross_scope_route, item_route, status_route,
     watch_route,
 };
+use crate::auth::Identity;
 use crate::model::Kind;
 
 pub use crate::auth::Access;
@@ -93,9 +97,10 @@ pub fn table() -> Vec<Route> {
             None,
             Access::WriteSpec,
             |State(s): State<AppState>,
+             Extension(id): Extension<Arc<Identity>>,
              Query(p): Query<apply::ApplyParams>,
              h: HeaderMap,
-             b: Body| { apply::apply(s, p, h, b) },
+             b: Body| { apply::apply(s, id, p, h, b) },
             doc::apply_operation(),
         ),
         Route::new(
@@ -174,9 +179,11 @@ fn kind_routes(kind: Kind) -> Vec<Route> {
             collection_route(kind),
             k,
             Access::WriteSpec,
-            move |State(s): State<AppState>, Names(n), h: HeaderMap, b: Body| {
-                handlers::create_object(s, kind, n, h, b)
-            },
+            move |State(s): State<AppState>,
+                  Extension(id): Extension<Arc<Identity>>,
+                  Names(n),
+                  h: HeaderMap,
+                  b: Body| { handlers::create_object(s, id, kind, n, h, b) },
             doc::create_operation(kind),
         ),
         Route::new(
@@ -195,8 +202,12 @@ fn kind_routes(kind: Kind) -> Vec<Route> {
             item_route(kind),
             k,
             Access::WriteSpec,
-            move |State(s): State<AppState>, Names(n), h: HeaderMap, b: Body| {
-                handlers::replace_object(s, kind, Part::Main, n, h, b)
+            move |State(s): State<AppState>,
+                  Extension(id): Extension<Arc<Identity>>,
+                  Names(n),
+                  h: HeaderMap,
+                  b: Body| {
+                handlers::replace_object(s, id, kind, Part::Main, n, h, b)
             },
             doc::replace_operation(kind, false),
         ),
@@ -205,9 +216,11 @@ fn kind_routes(kind: Kind) -> Vec<Route> {
             item_route(kind),
             k,
             Access::WriteSpec,
-            move |State(s): State<AppState>, Names(n), h: HeaderMap, b: Body| {
-                handlers::patch_object(s, kind, Part::Main, n, h, b)
-            },
+            move |State(s): State<AppState>,
+                  Extension(id): Extension<Arc<Identity>>,
+                  Names(n),
+                  h: HeaderMap,
+                  b: Body| { handlers::patch_object(s, id, kind, Part::Main, n, h, b) },
             doc::patch_operation(kind, false),
         ),
         Route::new(
@@ -236,8 +249,12 @@ fn kind_routes(kind: Kind) -> Vec<Route> {
             status_route(kind),
             k,
             Access::WriteStatus,
-            move |State(s): State<AppState>, Names(n), h: HeaderMap, b: Body| {
-                handlers::replace_object(s, kind, Part::Status, n, h, b)
+            move |State(s): State<AppState>,
+                  Extension(id): Extension<Arc<Identity>>,
+                  Names(n),
+                  h: HeaderMap,
+                  b: Body| {
+                handlers::replace_object(s, id, kind, Part::Status, n, h, b)
             },
             doc::replace_operation(kind, true),
         ),
@@ -246,8 +263,12 @@ fn kind_routes(kind: Kind) -> Vec<Route> {
             status_route(kind),
             k,
             Access::WriteStatus,
-            move |State(s): State<AppState>, Names(n), h: HeaderMap, b: Body| {
-                handlers::patch_object(s, kind, Part::Status, n, h, b)
+            move |State(s): State<AppState>,
+                  Extension(id): Extension<Arc<Identity>>,
+                  Names(n),
+                  h: HeaderMap,
+                  b: Body| {
+                handlers::patch_object(s, id, kind, Part::Status, n, h, b)
             },
             doc::patch_operation(kind, true),
         ),

@@ -12,6 +12,7 @@
 
 mod defaults;
 mod path;
+mod privilege;
 #[cfg(test)]
 pub(crate) mod samples;
 mod selector;
@@ -21,6 +22,7 @@ mod validate;
 
 pub use defaults::apply_space_defaults_to_container;
 pub use path::{Kind, Path};
+pub use privilege::{PrivilegedField, privileged_fields};
 #[cfg(test)]
 pub(crate) use samples::samples;
 pub use selector::{Requirement, Selector};

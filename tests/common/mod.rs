@@ -461,3 +461,27 @@ pub async fn post_ok(url: String, body: Value) -> Value {
     assert!(status.is_success(), "{url}: {status} {v}");
     v
 }
+
+/// A server and a client whose requests carry a token of `role` (`admin`,
+/// `writer`, ...), with or without the privileged grant.
+pub struct TokenServer {
+    pub server: Server,
+    pub client: Client,
+    /// Whether the identity the server sees for the client's requests may
+    /// set privileged fields.
+    pub granted: bool,
+}
+
+/// STUB until authentication lands: answers the plain server, whose
+/// anonymous requests are an admin's, so `granted` is always true and
+/// `role`/`privileged` are not used yet. Once tokens exist this must
+/// create a token of `role` (with `--privileged` if asked), give it to
+/// the client, and set `granted` to `role == "admin" || privileged`.
+pub fn server_with_token(role: &str, privileged: bool) -> TokenServer {
+    let _ = (role, privileged);
+    TokenServer {
+        server: Server::start(),
+        client: Client::default(),
+        granted: true,
+    }
+}
