@@ -146,7 +146,7 @@ pub(super) fn forbidden(identity: &Identity, field: &PrivilegedField) -> ApiErro
     ApiError::forbidden_field(
         field.field.clone(),
         format!(
-            "{field} needs the privileged grant, which {} ({}) does not have",
+            "{field}: needs the privileged grant, which {} ({}) does not have",
             identity.name, identity.role
         ),
     )
