@@ -31,8 +31,14 @@
 //! privileged field.
 //!
 //! This module only finds the fields; who may set them is
-//! [`crate::auth::Identity::may_privileged`], and the write paths that
-//! ask are in the HTTP layer.
+//! [`crate::auth::Identity::refused_field`] (admins, and identities with
+//! the privileged grant). The write paths ask it about the object as it
+//! would be stored after the write, as Pod Security admission looks at
+//! the whole pod: a create, a replace, a merge patch (the merged object,
+//! inside the write transaction) and each document of an apply, dry runs
+//! included; the space whose defaults count is the stored one, or, in an
+//! apply, the one the same request writes. Status writes and deletes are
+//! never checked, so a reconciler and a cleanup never need the grant.
 
 use std::fmt;
 

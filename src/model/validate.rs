@@ -168,13 +168,15 @@ pub fn validate_labels(labels: &std::collections::BTreeMap<String, String>) -> R
     Ok(())
 }
 
-/// `metadata.labels["key"]`, the key quoted as JSON would (a long key cut).
+/// `metadata.labels["key"]`, the key quoted as a JSON string (a long key
+/// cut to its first 32 characters and `...`).
 fn label_field(key: &str) -> String {
+    let quote = |k: &str| serde_json::to_string(k).expect("strings serialize");
     if key.len() > MAX_KEY_PREFIX + 1 + MAX_KEY_NAME {
         let head: String = key.chars().take(32).collect();
-        format!("metadata.labels[{:?}...]", head)
+        format!("metadata.labels[{}...]", quote(&head))
     } else {
-        format!("metadata.labels[{key:?}]")
+        format!("metadata.labels[{}]", quote(key))
     }
 }
 
@@ -520,6 +522,7 @@ mod tests {
             assert_eq!(e.field, label_field(k), "{k:?}");
         }
         assert_eq!(label_field("app"), r#"metadata.labels["app"]"#);
+        assert_eq!(label_field("a\u{7}"), r#"metadata.labels["a\u0007"]"#);
         assert_eq!(
             label_field(&"k".repeat(1000)),
             format!("metadata.labels[{:?}...]", "k".repeat(32))
