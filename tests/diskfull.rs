@@ -2,7 +2,7 @@
 //! by the test (root only; elsewhere each test prints why it skips, and
 //! `MODELHUB_REQUIRE_TMPFS=1` turns the skip into a failure).
 //!
-//! Writer threads create realms with large labels until the server refuses
+//! Writer threads create realms with large specs until the server refuses
 //! them, once with a free-space reserve (`--min-free-space`: 507 before the
 //! disk is full) and three times without, so that a real `ENOSPC` is hit:
 //! with frequent checkpoints (it hits a checkpoint), with none (it hits the
@@ -248,10 +248,11 @@ fn fill(s: &Server, prefix: &str) -> Vec<Attempt> {
                 "writer {w}: still writing after 40 s ({i} creates)"
             );
             let name = format!("{prefix}{w}-{i}");
-            let body = json!({"metadata": {
-                "name": name,
-                "labels": {"writer": w.to_string(), "pad": pad((w * MAX_CREATES + i) as u64, PAD)},
-            }});
+            // The padding is in the spec: a label value holds at most 253 bytes.
+            let body = json!({
+                "metadata": {"name": name, "labels": {"writer": w.to_string()}},
+                "spec": {"namespace": pad((w * MAX_CREATES + i) as u64, PAD)},
+            });
             let answer = send(c.http.post(&url).json(&body));
             if answer.status == 201 {
                 refused_in_a_row = 0;

@@ -245,13 +245,31 @@ impl Rng {
         items[self.below(items.len() as u64) as usize]
     }
 
-    /// A label value of up to `max` bytes.
-    fn pad(&mut self, max: usize) -> String {
+    /// Up to `max` bytes of labels: `pad0`, `pad1`, ... each of at most
+    /// [`PAD_CHUNK`] bytes (a label value's limit), at least `pad0`.
+    fn pad(&mut self, labels: &mut Map<String, Value>, max: usize) {
         let len = self.below(max as u64 + 1) as usize;
         let x = self.next();
-        (0..len)
+        let pad: String = (0..len)
             .map(|i| char::from(b'a' + ((x >> (i % 59)) % 26) as u8))
-            .collect()
+            .collect();
+        labels.insert("pad0".into(), json!(""));
+        for (i, chunk) in pad.as_bytes().chunks(PAD_CHUNK).enumerate() {
+            let chunk = std::str::from_utf8(chunk).expect("ASCII");
+            labels.insert(format!("pad{i}"), json!(chunk));
+        }
+    }
+}
+
+/// The most bytes of one padding label.
+const PAD_CHUNK: usize = 253;
+/// The most padding labels [`Rng::pad`] writes.
+const PAD_LABELS: usize = 8192usize.div_ceil(PAD_CHUNK);
+
+/// Removes every padding label (a merge patch's nulls).
+fn unpad(labels: &mut Map<String, Value>) {
+    for i in 0..PAD_LABELS {
+        labels.insert(format!("pad{i}"), Value::Null);
     }
 }
 
@@ -486,7 +504,7 @@ fn choose(
     if cells.is_empty() || roll < 30 {
         let mut labels = Map::new();
         labels.insert("writer".into(), json!(w.to_string()));
-        labels.insert("pad".into(), json!(rng.pad(max_pad)));
+        rng.pad(&mut labels, max_pad);
         return vec![(
             Req::Create {
                 path: format!("{CELLS}/{}", name()),
@@ -503,10 +521,10 @@ fn choose(
             labels.insert("seq".into(), json!(name()));
             match rng.below(4) {
                 0 | 1 => {
-                    labels.insert("pad".into(), json!(rng.pad(max_pad)));
+                    rng.pad(&mut labels, max_pad);
                 }
                 2 => {
-                    labels.insert("pad".into(), Value::Null);
+                    unpad(&mut labels);
                 }
                 _ => {}
             }
@@ -561,7 +579,7 @@ fn choose(
             )];
             for _ in 0..1 + rng.below(3) {
                 let mut labels = Map::new();
-                labels.insert("pad".into(), json!(rng.pad(max_pad)));
+                rng.pad(&mut labels, max_pad);
                 reqs.push((
                     Req::Create {
                         path: format!("{stack}/cells/{}", name()),

@@ -880,3 +880,198 @@ fn deeply_nested_yaml_is_rejected_promptly() {
         "took {elapsed:?}"
     );
 }
+
+// ---- labels (API.md, "Labels") ----
+
+fn realm_with(labels: Value) -> Value {
+    json!({"metadata": {"name": "lr", "labels": labels}})
+}
+
+/// Kubernetes' label keys, values of at most 253 bytes without control
+/// characters, at most 64 labels and 16 KiB: each refusal is 422 naming
+/// the label, by every write of the main part, and writes nothing.
+#[test]
+fn labels_follow_the_documented_rules() {
+    let (s, c) = setup();
+    let realms = s.api("/realms");
+    let many: serde_json::Map<String, Value> =
+        (0..10_000).map(|i| (format!("k{i}"), json!("v"))).collect();
+    let sixty_five: serde_json::Map<String, Value> =
+        (0..65).map(|i| (format!("k{i}"), json!("v"))).collect();
+    let long_prefix = format!("{}.io", "a".repeat(251));
+    let refused: Vec<(Value, String)> = vec![
+        (Value::Object(many), "metadata.labels".into()),
+        (Value::Object(sixty_five), "metadata.labels".into()),
+        (
+            json!({"k": "v".repeat(1 << 20)}),
+            r#"metadata.labels["k"]"#.into(),
+        ),
+        (
+            json!({"k": "v".repeat(254)}),
+            r#"metadata.labels["k"]"#.into(),
+        ),
+        (json!({"k": "a\u{7}b"}), r#"metadata.labels["k"]"#.into()),
+        (
+            json!({"k": "line\nbreak"}),
+            r#"metadata.labels["k"]"#.into(),
+        ),
+        (json!({"-k": "v"}), r#"metadata.labels["-k"]"#.into()),
+        (json!({"k k": "v"}), r#"metadata.labels["k k"]"#.into()),
+        (json!({"Ω": "v"}), r#"metadata.labels["Ω"]"#.into()),
+        (json!({"a/b/c": "v"}), r#"metadata.labels["a/b/c"]"#.into()),
+        (json!({"/x": "v"}), r#"metadata.labels["/x"]"#.into()),
+        (json!({"x/": "v"}), r#"metadata.labels["x/"]"#.into()),
+        (
+            json!({"Example.com/x": "v"}),
+            r#"metadata.labels["Example.com/x"]"#.into(),
+        ),
+        (
+            json!({"ex_ample.com/x": "v"}),
+            r#"metadata.labels["ex_ample.com/x"]"#.into(),
+        ),
+        (
+            json!({"ex..com/x": "v"}),
+            r#"metadata.labels["ex..com/x"]"#.into(),
+        ),
+        (
+            json!({ "n".repeat(64): "v" }),
+            format!("metadata.labels[{:?}]", "n".repeat(64)),
+        ),
+        (
+            json!({ format!("{long_prefix}/x"): "v" }),
+            format!("metadata.labels[{:?}]", format!("{long_prefix}/x")),
+        ),
+    ];
+    create_named(&c, &s, "/realms", "lr");
+    let rev_after = revision(&c, &s);
+    let lr = format!("{realms}/lr");
+    for (labels, field) in &refused {
+        let r = c.post_json(
+            &realms,
+            &json!({"metadata": {"name": "other", "labels": labels}}),
+        );
+        assert_problem(&r, 422, "Invalid", Some(field));
+        let r = c.put_json(&lr, &realm_with(labels.clone()));
+        assert_problem(&r, 422, "Invalid", Some(field));
+        let r = c.patch(&lr, &json!({"metadata": {"labels": labels}}));
+        assert_problem(&r, 422, "Invalid", Some(field));
+        let doc = json!([{"kind": "Realm", "metadata": {"name": "other", "labels": labels}}]);
+        let r = c.post_json(&s.api("/apply"), &doc);
+        assert_problem(&r, 422, "Invalid", Some(&format!("documents[0].{field}")));
+        assert!(
+            !r.1["detail"].as_str().unwrap().contains(&"v".repeat(254)),
+            "a value is never echoed"
+        );
+    }
+    assert_eq!(revision(&c, &s), rev_after, "nothing was written");
+    assert_eq!(c.get(&format!("{realms}/other")).0, 404);
+
+    // What the rules allow: a kukeon name as a value (253 bytes, any
+    // characters but control ones), 64 labels, prefixes.
+    let accepted = [
+        json!({"kukeon.io/cell-profile": "p".repeat(253)}),
+        json!({"k": "Ω spaces, = and / are fine"}),
+        json!({"empty": ""}),
+        json!({ format!("{}/{}", "a".repeat(253), "n".repeat(63)): "v" }),
+        json!({"a.b-c.d/X_y.z-1": "v", "0": "1"}),
+        Value::Object(
+            (0..64)
+                .map(|i| (format!("example.com/k{i}"), json!("v")))
+                .collect(),
+        ),
+    ];
+    for labels in &accepted {
+        let (st, b) = c.put_json(&lr, &realm_with(labels.clone()));
+        assert_eq!(st, 200, "{labels}: {b}");
+        assert_eq!(&b["metadata"]["labels"], labels);
+    }
+}
+
+/// Objects stored before the label rules (written here straight into the
+/// store, past the HTTP layer) keep loading and serving: reads, status
+/// writes and deletes are not refused because of their labels. A write of
+/// the main part checks the object as it would be stored, so it must
+/// bring the labels within the rules (a merge patch removing them does).
+#[test]
+fn objects_stored_before_the_label_rules_are_still_served() {
+    use modelhub::model::{AnyObject, ObjectMeta, Realm};
+    use modelhub::store::{Backend, Store, StoreOptions, WriteOp};
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("hub.redb");
+    let labels: std::collections::BTreeMap<String, String> = (0..100)
+        .map(|i| (format!("old label {i}"), "v".repeat(1000)))
+        .collect();
+    {
+        let store = Store::open(&data, StoreOptions::default()).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            for name in ["old", "old2"] {
+                let r = AnyObject::Realm(Realm {
+                    meta: ObjectMeta {
+                        name: name.into(),
+                        labels: labels.clone(),
+                        ..ObjectMeta::default()
+                    },
+                    ..Realm::default()
+                });
+                store.write(WriteOp::Create(r)).await.unwrap();
+            }
+        });
+        store.close();
+    }
+    let s = Server::start_with(&data, &[]);
+    let c = Client::default();
+    let url = s.api("/realms/old");
+
+    let (st, got) = c.get(&url);
+    assert_eq!(st, 200, "{got}");
+    assert_eq!(got["metadata"]["labels"].as_object().unwrap().len(), 100);
+    let (st, list) = c.get(&s.api("/realms"));
+    assert_eq!(
+        (st, item_names(&list)),
+        (200, vec!["old".into(), "old2".into()])
+    );
+
+    // A status write with the object as read (its old labels included).
+    let mut doc = got.clone();
+    doc["status"]["cgroupPath"] = json!("/kukeon/old");
+    let (st, b) = c.put_json(&format!("{url}/status"), &doc);
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(b["status"]["cgroupPath"], "/kukeon/old");
+    let (st, b) = c.patch(
+        &format!("{url}/status"),
+        &json!({"status": {"cgroupPath": "/kukeon/old2"}}),
+    );
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(b["metadata"]["labels"].as_object().unwrap().len(), 100);
+
+    // The main part: checked as it would be stored.
+    let mut spec = c.get(&url).1;
+    spec["spec"]["namespace"] = json!("ns");
+    assert_problem(
+        &c.put_json(&url, &spec),
+        422,
+        "Invalid",
+        Some("metadata.labels"),
+    );
+    let r = c.patch(&url, &json!({"spec": {"namespace": "ns"}}));
+    assert_problem(&r, 422, "Invalid", Some("metadata.labels"));
+    let removal: serde_json::Map<String, Value> =
+        labels.keys().map(|k| (k.clone(), Value::Null)).collect();
+    let (st, b) = c.patch(
+        &url,
+        &json!({"metadata": {"labels": removal}, "spec": {"namespace": "ns"}}),
+    );
+    assert_eq!(st, 200, "{b}");
+    assert!(b["metadata"].get("labels").is_none(), "{b}");
+
+    // Deletes.
+    let (st, b) = c.delete(&s.api("/realms/old2"));
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(b["metadata"]["labels"].as_object().unwrap().len(), 100);
+    assert_eq!(c.get(&s.api("/realms/old2")).0, 404);
+}

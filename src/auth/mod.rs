@@ -11,6 +11,8 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::net::SocketAddr;
 
+use crate::model::{AnyObject, PrivilegedField, SpaceSpec, privileged_fields};
+
 /// The access a route needs: what an authorization rule is keyed by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Access {
@@ -156,6 +158,22 @@ impl Identity {
     pub fn may_privileged(&self) -> bool {
         self.role == Role::Admin || self.privileged
     }
+
+    /// The privileged-field policy: the first privileged field `obj`, as
+    /// it would be stored, sets (its own, or inherited from the defaults
+    /// of `space`, the spec of the space a cell or container lives in)
+    /// that this identity may not set; `None`: the write may go ahead.
+    /// See [`crate::model::privileged_fields`] for what counts.
+    pub fn refused_field(
+        &self,
+        obj: &AnyObject,
+        space: Option<&SpaceSpec>,
+    ) -> Option<PrivilegedField> {
+        if self.may_privileged() {
+            return None;
+        }
+        privileged_fields(obj, space).into_iter().next()
+    }
 }
 
 /// Where a connection comes from, attached by the listener to every
@@ -216,5 +234,26 @@ mod tests {
         id.role = Role::Writer;
         id.privileged = false;
         assert!(!id.may_privileged());
+    }
+
+    #[test]
+    fn privileged_fields_need_the_grant_or_admin() {
+        use crate::model::{Container, ContainerSpec};
+        let obj = AnyObject::Container(Container {
+            spec: ContainerSpec {
+                host_pid: true,
+                ..ContainerSpec::default()
+            },
+            ..Container::default()
+        });
+        let mut id = Identity::anonymous();
+        assert_eq!(id.refused_field(&obj, None), None, "admin");
+        id.role = Role::Writer;
+        assert_eq!(id.refused_field(&obj, None), None, "writer with the grant");
+        id.privileged = false;
+        let f = id.refused_field(&obj, None).expect("refused");
+        assert_eq!(f.field, "spec.hostPID");
+        let plain = AnyObject::Container(Container::default());
+        assert_eq!(id.refused_field(&plain, None), None, "nothing privileged");
     }
 }

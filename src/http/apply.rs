@@ -1,21 +1,22 @@
 //! `POST /api/v1beta1/apply`: manifests (a YAML stream, one JSON document
 //! or a JSON array) created or configured in one transaction.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
-
-use std::sync::Arc;
 
 use super::AppState;
 use super::auth::{AuditNote, may_write_realm};
 use super::body::{Body, BodyType, render, wants_yaml};
 use super::error::ApiError;
-use super::handlers::flag;
+use super::handlers::{flag, forbidden, inherited_space, space_of};
 use crate::api::v1beta1::types::{ApplyItem, ApplyResult};
 use crate::api::v1beta1::{self, Format};
 use crate::auth::Identity;
-use crate::model::{AnyObject, Kind, validate_name, validate_object};
+use crate::model::{AnyObject, Kind, Path, SpaceSpec, validate_name, validate_object};
 use crate::store::{Applied, Backend};
 
 /// Query parameters of `/apply`.
@@ -116,6 +117,44 @@ fn object_of(doc: serde_json::Value) -> Result<AnyObject, ApiError> {
     Ok(object)
 }
 
+/// The privileged-field policy over the documents of an apply, each as
+/// it would be stored: a cell or container inherits from its space as
+/// the same apply writes it, or else as stored. The first document that
+/// sets a privileged field the identity may not fails the whole apply.
+async fn check_privileged(
+    state: &AppState,
+    identity: &Identity,
+    objects: &[AnyObject],
+) -> Result<(), ApiError> {
+    if identity.may_privileged() {
+        return Ok(());
+    }
+    let mut spaces: HashMap<Path, Option<SpaceSpec>> = objects
+        .iter()
+        .filter_map(|o| match o {
+            AnyObject::Space(s) => Some((o.path(), Some(s.spec.clone()))),
+            _ => None,
+        })
+        .collect();
+    for (i, obj) in objects.iter().enumerate() {
+        let path = obj.path();
+        let space = if matches!(obj.kind(), Kind::Cell | Kind::Container) {
+            let sp = space_of(&path);
+            if !spaces.contains_key(&sp) {
+                let stored = inherited_space(state, &path).await?;
+                spaces.insert(sp.clone(), stored);
+            }
+            spaces[&sp].as_ref()
+        } else {
+            None
+        };
+        if let Some(f) = identity.refused_field(obj, space) {
+            return Err(in_document(i, forbidden(identity, &f)));
+        }
+    }
+    Ok(())
+}
+
 /// `POST /api/v1beta1/apply`.
 pub async fn apply(
     state: AppState,
@@ -140,6 +179,7 @@ pub async fn apply(
             return Err(in_document(i, ApiError::forbidden(why)));
         }
     }
+    check_privileged(&state, &identity, &objects).await?;
     let documents = objects.len();
     let outcome = state.store.apply(objects, dry_run).await?;
     let items = outcome

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -18,8 +19,10 @@ use crate::api::v1beta1::list::{LIST_TAIL, ListBody, list_head, list_kind_name};
 use crate::api::v1beta1::patch::{merge_patch, refuse_unknown_deletions};
 use crate::api::v1beta1::paths::object_path;
 use crate::api::v1beta1::{self, Decoded, Format, types::ListMeta};
+use crate::auth::Identity;
 use crate::model::{
-    AnyObject, Container, Kind, Path, Selector, apply_space_defaults_to_container, validate_object,
+    AnyObject, Container, Kind, Path, PrivilegedField, Selector, SpaceSpec,
+    apply_space_defaults_to_container, validate_object,
 };
 pub use crate::store::Part;
 use crate::store::{Backend, ListQuery, Snapshot, StoreError, WriteOp};
@@ -101,7 +104,7 @@ fn apply_effective(space: Option<&AnyObject>, obj: &mut AnyObject) {
     }
 }
 
-fn space_of(path: &Path) -> Path {
+pub(super) fn space_of(path: &Path) -> Path {
     Path::new(Kind::Space, path.names()[..2].to_vec())
 }
 
@@ -135,6 +138,52 @@ async fn with_effective(state: &AppState, mut obj: AnyObject) -> Result<AnyObjec
     };
     apply_effective(space.as_ref(), &mut obj);
     Ok(obj)
+}
+
+/// The privileged-field policy (see [`crate::model::privileged_fields`]):
+/// the 403 answered when `identity` sets `field` without the grant.
+pub(super) fn forbidden(identity: &Identity, field: &PrivilegedField) -> ApiError {
+    ApiError::forbidden_field(
+        field.field.clone(),
+        format!(
+            "{field}: needs the privileged grant, which {} ({}) does not have",
+            identity.name, identity.role
+        ),
+    )
+}
+
+/// The stored spec of the space whose defaults the containers of the
+/// cell or container at `path` inherit (`None`: other kinds, or no such
+/// space).
+pub(super) async fn inherited_space(
+    state: &AppState,
+    path: &Path,
+) -> Result<Option<SpaceSpec>, ApiError> {
+    if !matches!(path.kind(), Kind::Cell | Kind::Container) {
+        return Ok(None);
+    }
+    match state.store.get(&space_of(path)).await {
+        Ok(AnyObject::Space(s)) => Ok(Some(s.spec)),
+        Ok(_) | Err(StoreError::NotFound(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Refuses `obj`, as it would be stored, if it sets a privileged field
+/// (its own, or inherited from its stored space) and `identity` may not.
+async fn check_privileged(
+    state: &AppState,
+    identity: &Identity,
+    obj: &AnyObject,
+) -> Result<(), ApiError> {
+    if identity.may_privileged() {
+        return Ok(());
+    }
+    let space = inherited_space(state, &obj.path()).await?;
+    match identity.refused_field(obj, space.as_ref()) {
+        Some(f) => Err(forbidden(identity, &f)),
+        None => Ok(()),
+    }
 }
 
 /// GET one object (also `.../status`).
@@ -178,6 +227,7 @@ fn precondition(body: Option<u64>, headers: &HeaderMap) -> Result<Option<u64>, A
 /// POST to a collection: create.
 pub async fn create_object(
     state: AppState,
+    identity: Arc<Identity>,
     kind: Kind,
     parent: Vec<String>,
     headers: HeaderMap,
@@ -195,6 +245,7 @@ pub async fn create_object(
         .place(&Path::new(kind, names))
         .map_err(to_bad_request)?;
     validate_object(&mut object)?;
+    check_privileged(&state, &identity, &object).await?;
     let outcome = state.store.write(WriteOp::Create(object)).await?;
     let mut resp = render_object(&outcome.object, &headers, StatusCode::CREATED);
     if let Ok(loc) = HeaderValue::from_str(&object_path(&outcome.object.path())) {
@@ -231,7 +282,9 @@ fn prepare(part: Part, path: &Path, decoded: AnyObject) -> Result<AnyObject, Api
             // 422.
             let mut decoded = decoded;
             decoded.place(path).map_err(to_bad_request)?;
-            crate::model::validate_labels(&decoded.meta().labels)?;
+            // Only the rule every stored object meets: an object stored
+            // before today's label rules can still have its status written.
+            crate::model::validate_label_keys_present(&decoded.meta().labels)?;
             // Start from an empty object at the path.
             let mut object = empty(path.kind()).with_status_of(&decoded);
             object.place(path).map_err(to_bad_request)?;
@@ -253,6 +306,7 @@ fn empty(kind: Kind) -> AnyObject {
 /// PUT an object or its status.
 pub async fn replace_object(
     state: AppState,
+    identity: Arc<Identity>,
     kind: Kind,
     part: Part,
     names: Vec<String>,
@@ -263,6 +317,9 @@ pub async fn replace_object(
     let decoded = decode_body(kind, &body)?;
     let pre = precondition(decoded.resource_version, &headers)?;
     let object = prepare(part, &path, decoded.object)?;
+    if part == Part::Main {
+        check_privileged(&state, &identity, &object).await?;
+    }
     let outcome = state.store.write(write_op(part, object, pre)).await?;
     Ok(render_object(&outcome.object, &headers, StatusCode::OK))
 }
@@ -270,6 +327,7 @@ pub async fn replace_object(
 /// PATCH an object or its status with a JSON merge patch.
 pub async fn patch_object(
     state: AppState,
+    identity: Arc<Identity>,
     kind: Kind,
     part: Part,
     names: Vec<String>,
@@ -305,6 +363,13 @@ pub async fn patch_object(
     };
     let client_pre = precondition(patch_rv, &headers)?;
     let path = Path::new(kind, names);
+    // The privileged-field policy looks at the merged object, inside the
+    // transaction; the space whose defaults it inherits is read before.
+    let policy = if part == Part::Main && !identity.may_privileged() {
+        Some((identity.clone(), inherited_space(&state, &path).await?))
+    } else {
+        None
+    };
     // The merge runs inside the write transaction, on the stored object:
     // concurrent patches serialize instead of conflicting.
     let target = path.clone();
@@ -314,11 +379,21 @@ pub async fn patch_object(
         let merged = v1beta1::decode_value(kind, doc)
             .map_err(ApiError::from)
             .and_then(|d| prepare(part, &target, d.object));
-        merged.map_err(|e| StoreError::Rejected {
+        let merged = merged.map_err(|e| StoreError::Rejected {
             invalid: e.status == StatusCode::UNPROCESSABLE_ENTITY,
             field: e.field,
             message: e.detail,
-        })
+        })?;
+        if let Some((identity, space)) = &policy
+            && let Some(f) = identity.refused_field(&merged, space.as_ref())
+        {
+            let e = forbidden(identity, &f);
+            return Err(StoreError::Forbidden {
+                field: f.field.clone(),
+                message: e.detail,
+            });
+        }
+        Ok(merged)
     });
     let outcome = state
         .store

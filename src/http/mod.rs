@@ -15,6 +15,8 @@ pub mod error;
 pub mod handlers;
 mod metrics;
 pub mod openapi;
+#[cfg(test)]
+mod policy_tests;
 pub mod routes;
 pub mod tokens;
 pub mod watch;

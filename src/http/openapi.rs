@@ -53,6 +53,10 @@ use crate::model::Kind;
 )))]
 struct Schemas;
 
+/// A label key as Kubernetes defines it: an optional DNS-subdomain
+/// prefix of at most 253 characters and `/`, then a name of 1 to 63.
+const LABEL_KEY_PATTERN: &str = r"^((?=[^/]{1,253}/)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$";
+
 /// The document (built once).
 pub fn document() -> &'static OpenApi {
     static DOC: OnceLock<OpenApi> = OnceLock::new();
@@ -1075,7 +1079,9 @@ fn build() -> OpenApi {
     // and the envelope's rules: `apiVersion` and `kind` empty or the one
     // value the path takes.
     if let Some(components) = doc.components.as_mut() {
-        // Label keys must not be empty (422 otherwise).
+        // The label rules (422 otherwise; see `model::validate_labels`).
+        // JSON Schema counts characters where the server counts bytes, and
+        // cannot bound the keys' and values' bytes together (16 KiB).
         if let Some(RefOr::T(Schema::Object(meta))) = components.schemas.get_mut("ObjectMeta")
             && let Some(RefOr::T(Schema::Object(labels))) = meta.properties.get_mut("labels")
         {
@@ -1083,8 +1089,17 @@ fn build() -> OpenApi {
                 ObjectBuilder::new()
                     .schema_type(SchemaType::Type(Type::String))
                     .min_length(Some(1))
+                    .max_length(Some(253 + 1 + 63))
+                    .pattern(Some(LABEL_KEY_PATTERN))
                     .into(),
             ));
+            let value: Schema = ObjectBuilder::new()
+                .schema_type(SchemaType::Type(Type::String))
+                .max_length(Some(crate::model::MAX_LABEL_VALUE))
+                .pattern(Some(r"^[^\x00-\x1f\x7f-\x9f]*$"))
+                .into();
+            labels.additional_properties = Some(Box::new(value.into()));
+            labels.max_properties = Some(crate::model::MAX_LABELS);
         }
         // `password` is read (only whether it was given) but never written,
         // so the derive leaves it out; it may be sent empty or null.

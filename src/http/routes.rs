@@ -29,10 +29,10 @@ use crate::api::v1beta1::paths::{
     apply_route, backup_route, collection_route, cross_scope_route, item_route, status_route,
     token_route, tokens_route, watch_route,
 };
+use crate::auth::Identity;
 use crate::model::Kind;
 
 pub use crate::auth::Access;
-use crate::auth::Identity;
 
 /// One route: a method on a path template, what serves it and how the
 /// OpenAPI document describes it.
@@ -240,9 +240,11 @@ fn kind_routes(kind: Kind) -> Vec<Route> {
             collection_route(kind),
             k,
             Access::WriteSpec,
-            move |State(s): State<AppState>, Names(n), h: HeaderMap, b: Body| {
-                handlers::create_object(s, kind, n, h, b)
-            },
+            move |State(s): State<AppState>,
+                  Extension(id): Extension<Arc<Identity>>,
+                  Names(n),
+                  h: HeaderMap,
+                  b: Body| { handlers::create_object(s, id, kind, n, h, b) },
             doc::create_operation(kind),
         ),
         Route::new(
@@ -261,8 +263,12 @@ fn kind_routes(kind: Kind) -> Vec<Route> {
             item_route(kind),
             k,
             Access::WriteSpec,
-            move |State(s): State<AppState>, Names(n), h: HeaderMap, b: Body| {
-                handlers::replace_object(s, kind, Part::Main, n, h, b)
+            move |State(s): State<AppState>,
+                  Extension(id): Extension<Arc<Identity>>,
+                  Names(n),
+                  h: HeaderMap,
+                  b: Body| {
+                handlers::replace_object(s, id, kind, Part::Main, n, h, b)
             },
             doc::replace_operation(kind, false),
         ),
@@ -271,9 +277,11 @@ fn kind_routes(kind: Kind) -> Vec<Route> {
             item_route(kind),
             k,
             Access::WriteSpec,
-            move |State(s): State<AppState>, Names(n), h: HeaderMap, b: Body| {
-                handlers::patch_object(s, kind, Part::Main, n, h, b)
-            },
+            move |State(s): State<AppState>,
+                  Extension(id): Extension<Arc<Identity>>,
+                  Names(n),
+                  h: HeaderMap,
+                  b: Body| { handlers::patch_object(s, id, kind, Part::Main, n, h, b) },
             doc::patch_operation(kind, false),
         ),
         Route::new(
@@ -302,8 +310,12 @@ fn kind_routes(kind: Kind) -> Vec<Route> {
             status_route(kind),
             k,
             Access::WriteStatus,
-            move |State(s): State<AppState>, Names(n), h: HeaderMap, b: Body| {
-                handlers::replace_object(s, kind, Part::Status, n, h, b)
+            move |State(s): State<AppState>,
+                  Extension(id): Extension<Arc<Identity>>,
+                  Names(n),
+                  h: HeaderMap,
+                  b: Body| {
+                handlers::replace_object(s, id, kind, Part::Status, n, h, b)
             },
             doc::replace_operation(kind, true),
         ),
@@ -312,8 +324,12 @@ fn kind_routes(kind: Kind) -> Vec<Route> {
             status_route(kind),
             k,
             Access::WriteStatus,
-            move |State(s): State<AppState>, Names(n), h: HeaderMap, b: Body| {
-                handlers::patch_object(s, kind, Part::Status, n, h, b)
+            move |State(s): State<AppState>,
+                  Extension(id): Extension<Arc<Identity>>,
+                  Names(n),
+                  h: HeaderMap,
+                  b: Body| {
+                handlers::patch_object(s, id, kind, Part::Status, n, h, b)
             },
             doc::patch_operation(kind, true),
         ),

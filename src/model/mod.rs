@@ -12,6 +12,7 @@
 
 mod defaults;
 mod path;
+mod privilege;
 #[cfg(test)]
 pub(crate) mod samples;
 mod selector;
@@ -21,9 +22,13 @@ mod validate;
 
 pub use defaults::apply_space_defaults_to_container;
 pub use path::{Kind, Path};
+pub use privilege::{PrivilegedField, privileged_fields};
 #[cfg(test)]
 pub(crate) use samples::samples;
 pub use selector::{Requirement, Selector};
 pub use state::{CellState, ContainerState, RealmState, SpaceState, StackState};
 pub use types::*;
-pub use validate::{Invalid, validate_labels, validate_name, validate_object};
+pub use validate::{
+    Invalid, MAX_LABEL_VALUE, MAX_LABELS, MAX_LABELS_BYTES, validate_label_keys_present,
+    validate_labels, validate_name, validate_object, validate_stored_object,
+};

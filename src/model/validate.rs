@@ -68,10 +68,20 @@ pub fn validate_name(field: &str, name: &str) -> Result {
     Ok(())
 }
 
-/// Normalises and validates an object (any kind) before it is stored.
+/// Normalises and validates an object (any kind) before it is written:
+/// every rule, the label rules of [`validate_labels`] included.
 pub fn validate_object(obj: &mut AnyObject) -> Result {
-    validate_name("metadata.name", &obj.meta().name)?;
     validate_labels(&obj.meta().labels)?;
+    validate_stored_object(obj)
+}
+
+/// [`validate_object`] without the label rules of [`validate_labels`]
+/// (only [`validate_label_keys_present`]): what every object the store
+/// has ever accepted satisfies, so objects written before the label rules
+/// existed (restored from a backup, say) are still accepted.
+pub fn validate_stored_object(obj: &mut AnyObject) -> Result {
+    validate_name("metadata.name", &obj.meta().name)?;
+    validate_label_keys_present(&obj.meta().labels)?;
     match obj {
         AnyObject::Realm(r) => validate_realm(&r.spec),
         AnyObject::Space(s) => validate_space(&s.spec),
@@ -81,13 +91,147 @@ pub fn validate_object(obj: &mut AnyObject) -> Result {
     }
 }
 
-/// Label keys must not be empty.
-pub fn validate_labels(labels: &std::collections::BTreeMap<String, String>) -> Result {
+/// The most labels an object may have.
+pub const MAX_LABELS: usize = 64;
+/// The most bytes a label value may have (a kukeon name fits: kukeon
+/// keeps a CellProfile's name in a label).
+pub const MAX_LABEL_VALUE: usize = 253;
+/// The most bytes an object's labels may hold, keys and values together.
+pub const MAX_LABELS_BYTES: usize = 16 * 1024;
+/// The most bytes of a label key's prefix (a DNS subdomain).
+const MAX_KEY_PREFIX: usize = 253;
+/// The most bytes of a label key's name (after the prefix).
+const MAX_KEY_NAME: usize = 63;
+
+/// The only rule labels had before [`validate_labels`]: keys are not
+/// empty. Status writes check no more, so that objects stored with labels
+/// that today's rules refuse can still have their status written.
+pub fn validate_label_keys_present(labels: &std::collections::BTreeMap<String, String>) -> Result {
     if labels.keys().any(String::is_empty) {
         return Err(Invalid::new(
             "metadata.labels",
             "label keys must not be empty",
         ));
+    }
+    Ok(())
+}
+
+/// The label rules of a write (Kubernetes' for keys, more permissive for
+/// values): at most [`MAX_LABELS`] labels holding at most
+/// [`MAX_LABELS_BYTES`] bytes; each key an optional prefix (a DNS
+/// subdomain of at most 253 bytes: lowercase alphanumerics, `-` and `.`,
+/// alphanumeric at both ends of each dot-separated part) and `/`, then a
+/// name of 1 to 63 bytes of alphanumerics, `-`, `_` and `.`, alphanumeric
+/// at both ends; each value at most [`MAX_LABEL_VALUE`] bytes of any
+/// characters but control characters (empty allowed). A key is named in
+/// the error as `metadata.labels["key"]` (a key over 317 bytes by its
+/// first 32 characters and `...`); values are never echoed.
+pub fn validate_labels(labels: &std::collections::BTreeMap<String, String>) -> Result {
+    if labels.len() > MAX_LABELS {
+        return Err(Invalid::new(
+            "metadata.labels",
+            format!(
+                "at most {MAX_LABELS} labels are allowed, not {}",
+                labels.len()
+            ),
+        ));
+    }
+    let mut bytes = 0;
+    for (key, value) in labels {
+        let field = label_field(key);
+        validate_label_key(key).map_err(|m| Invalid::new(&field, format!("key {m}")))?;
+        if value.len() > MAX_LABEL_VALUE {
+            return Err(Invalid::new(
+                &field,
+                format!(
+                    "the value must be at most {MAX_LABEL_VALUE} bytes, not {}",
+                    value.len()
+                ),
+            ));
+        }
+        if value.chars().any(char::is_control) {
+            return Err(Invalid::new(
+                &field,
+                "the value must not contain control characters",
+            ));
+        }
+        bytes += key.len() + value.len();
+    }
+    if bytes > MAX_LABELS_BYTES {
+        return Err(Invalid::new(
+            "metadata.labels",
+            format!(
+                "labels must hold at most {MAX_LABELS_BYTES} bytes (keys and values), not {bytes}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `metadata.labels["key"]`, the key quoted as a JSON string (a long key
+/// cut to its first 32 characters and `...`).
+fn label_field(key: &str) -> String {
+    let quote = |k: &str| serde_json::to_string(k).expect("strings serialize");
+    if key.len() > MAX_KEY_PREFIX + 1 + MAX_KEY_NAME {
+        let head: String = key.chars().take(32).collect();
+        format!("metadata.labels[{}...]", quote(&head))
+    } else {
+        format!("metadata.labels[{}]", quote(key))
+    }
+}
+
+/// Kubernetes' label key rule; the error says what is wrong.
+fn validate_label_key(key: &str) -> std::result::Result<(), String> {
+    let (prefix, name) = match key.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    if let Some(prefix) = prefix {
+        if prefix.is_empty() {
+            return Err("prefix before '/' must not be empty".into());
+        }
+        if prefix.len() > MAX_KEY_PREFIX {
+            return Err(format!(
+                "prefix must be at most {MAX_KEY_PREFIX} bytes, not {}",
+                prefix.len()
+            ));
+        }
+        let part_ok = |p: &str| {
+            let b = p.as_bytes();
+            !b.is_empty()
+                && b.iter()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+                && b[0] != b'-'
+                && b[b.len() - 1] != b'-'
+        };
+        if !prefix.split('.').all(part_ok) {
+            return Err(
+                "prefix must be a DNS subdomain: lowercase letters, digits, '-' and '.', \
+                 each dot-separated part starting and ending with a letter or digit"
+                    .into(),
+            );
+        }
+    }
+    if name.is_empty() {
+        return Err("name must not be empty".into());
+    }
+    if name.len() > MAX_KEY_NAME {
+        return Err(format!(
+            "name must be at most {MAX_KEY_NAME} bytes, not {}",
+            name.len()
+        ));
+    }
+    let b = name.as_bytes();
+    let inner_ok = |c: &u8| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.');
+    if !b.iter().all(inner_ok)
+        || !b[0].is_ascii_alphanumeric()
+        || !b[b.len() - 1].is_ascii_alphanumeric()
+    {
+        return Err(
+            "name must be letters, digits, '-', '_' and '.', starting and ending with a \
+             letter or digit (a '/' separates an optional DNS-subdomain prefix)"
+                .into(),
+        );
     }
     Ok(())
 }
@@ -332,6 +476,102 @@ mod tests {
         ] {
             assert!(validate_name("n", bad).is_err(), "{bad:?}");
         }
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn label_keys() {
+        let long_prefix = format!("{}.io", "a".repeat(250));
+        let ok_keys = [
+            "app",
+            "a",
+            "A.b-c_d",
+            "kukeon.io/cell-profile",
+            "a.b-c.d/x",
+            "0/x",
+            &format!("{long_prefix}/{}", "n".repeat(63)),
+        ];
+        for k in ok_keys {
+            assert!(validate_labels(&labels(&[(k, "v")])).is_ok(), "{k}");
+        }
+        let bad_keys = [
+            "",
+            "/x",
+            "x/",
+            "-a",
+            "a-",
+            "a b",
+            "a/b/c",
+            "Example.com/x",
+            "ex_ample.com/x",
+            "-ex.com/x",
+            "ex..com/x",
+            "ex.com-/x",
+            "Ω",
+            &"n".repeat(64),
+            &format!("a{long_prefix}/x"),
+        ];
+        for k in bad_keys {
+            let e = validate_labels(&labels(&[(k, "v")])).unwrap_err();
+            assert_eq!(e.field, label_field(k), "{k:?}");
+        }
+        assert_eq!(label_field("app"), r#"metadata.labels["app"]"#);
+        assert_eq!(label_field("a\u{7}"), r#"metadata.labels["a\u0007"]"#);
+        assert_eq!(
+            label_field(&"k".repeat(1000)),
+            format!("metadata.labels[{:?}...]", "k".repeat(32))
+        );
+    }
+
+    #[test]
+    fn label_values_and_caps() {
+        for ok in ["", "web", "Ω and spaces = fine", &"v".repeat(253)] {
+            assert!(validate_labels(&labels(&[("k", ok)])).is_ok(), "{ok:?}");
+        }
+        for bad in [&"v".repeat(254), "a\nb", "\u{7f}", "tab\there"] {
+            let e = validate_labels(&labels(&[("k", bad)])).unwrap_err();
+            assert_eq!(e.field, r#"metadata.labels["k"]"#);
+            assert!(!e.message.contains(bad), "the value is not echoed");
+        }
+        let many: Vec<(String, String)> = (0..65).map(|i| (format!("k{i}"), "v".into())).collect();
+        let mut m: std::collections::BTreeMap<_, _> = many.into_iter().collect();
+        assert_eq!(validate_labels(&m).unwrap_err().field, "metadata.labels");
+        m.pop_first();
+        assert!(validate_labels(&m).is_ok(), "64 labels are fine");
+        // 64 labels of a 63-byte key and a 253-byte value: over the total.
+        let big: std::collections::BTreeMap<_, _> = (0..64)
+            .map(|i| (format!("{i:0>63}"), "v".repeat(253)))
+            .collect();
+        let e = validate_labels(&big).unwrap_err();
+        assert_eq!(e.field, "metadata.labels");
+        assert!(e.message.contains("bytes"), "{e}");
+    }
+
+    #[test]
+    fn stored_objects_keep_the_old_label_rule() {
+        let mut r = AnyObject::Realm(Realm {
+            meta: ObjectMeta {
+                name: "r".into(),
+                labels: (0..100)
+                    .map(|i| (format!("k{i}"), "v".repeat(1000)))
+                    .collect(),
+                ..ObjectMeta::default()
+            },
+            ..Realm::default()
+        });
+        assert!(validate_stored_object(&mut r).is_ok());
+        assert_eq!(
+            validate_object(&mut r).unwrap_err().field,
+            "metadata.labels"
+        );
+        r.meta_mut().labels.insert(String::new(), "x".into());
+        assert!(validate_stored_object(&mut r).is_err());
     }
 
     #[test]

@@ -52,6 +52,14 @@ pub enum StoreError {
         /// What is wrong.
         message: String,
     },
+    /// An update computed inside the transaction was refused by a policy
+    /// (403): the identity may not set `field`.
+    Forbidden {
+        /// Wire path of the field.
+        field: String,
+        /// Why.
+        message: String,
+    },
     /// The database was written by a newer storage format.
     FormatTooNew {
         /// Format found in the file.
@@ -210,7 +218,9 @@ impl fmt::Display for StoreError {
                  run a newer modelhub"
             ),
             StoreError::Closed => f.write_str("the store is shutting down"),
-            StoreError::Rejected { message, .. } => f.write_str(message),
+            StoreError::Rejected { message, .. } | StoreError::Forbidden { message, .. } => {
+                f.write_str(message)
+            }
             StoreError::Document { index, source } => write!(f, "documents[{index}]: {source}"),
         }
     }

@@ -497,3 +497,35 @@ pub async fn post_ok(url: String, body: Value) -> Value {
     assert!(status.is_success(), "{url}: {status} {v}");
     v
 }
+
+/// A server and a client whose requests carry a token of `role` (`admin`,
+/// `writer`, ...), with or without the privileged grant.
+pub struct TokenServer {
+    pub server: Server,
+    pub client: Client,
+    /// Whether the identity the server sees for the client's requests may
+    /// set privileged fields.
+    pub granted: bool,
+}
+
+/// A fresh server with a first admin token, and a client holding a token
+/// of `role` (the admin's own for `admin`), with or without the
+/// privileged grant.
+pub fn server_with_token(role: &str, privileged: bool) -> TokenServer {
+    let server = Server::start();
+    let (admin, _) = first_admin(&server);
+    let client = if role == "admin" {
+        admin
+    } else {
+        Client::with_token(&create_token(
+            &admin,
+            &server,
+            serde_json::json!({"name": format!("{role}-token"), "role": role, "privileged": privileged}),
+        ))
+    };
+    TokenServer {
+        server,
+        client,
+        granted: role == "admin" || privileged,
+    }
+}

@@ -27,7 +27,7 @@ use serde_json::Value;
 
 use super::convert::{DecodeError, decode_document, encode, format_time};
 use super::types::{self as w, AnyDocument};
-use crate::model::{self as m, AnyObject, Kind, Path, validate_object};
+use crate::model::{self as m, AnyObject, Kind, Path, validate_stored_object};
 
 /// The `format` of the header line.
 pub const FORMAT: &str = "modelhub-backup";
@@ -577,7 +577,7 @@ pub fn verify<R: BufRead>(
                 "{path}: resourceVersion {rv} is not in 1..={revision} (the backup's revision)"
             )));
         }
-        validate_object(&mut obj.clone()).map_err(|e| invalid(format!("{path}: {e}")))?;
+        validate_stored_object(&mut obj.clone()).map_err(|e| invalid(format!("{path}: {e}")))?;
         if path.kind() != Kind::Container {
             parents.insert(path.clone());
         }

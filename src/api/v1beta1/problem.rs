@@ -201,6 +201,7 @@ impl From<StoreError> for ApiError {
                     ApiError::bad_request(message)
                 }
             },
+            StoreError::Forbidden { field, message } => ApiError::forbidden_field(field, message),
             StoreError::Closed | StoreError::Unavailable(_) => {
                 ApiError::new(S::SERVICE_UNAVAILABLE, Reason::Unavailable, detail)
             }

@@ -41,7 +41,12 @@ pub struct ObjectMeta {
         max_length = 253
     )]
     pub name: String,
-    /// Labels.
+    /// Labels, checked on every write but of the status: at most 64, of
+    /// at most 16 KiB in all (keys and values); keys as Kubernetes defines
+    /// them (an optional DNS-subdomain prefix of at most 253 bytes and
+    /// `/`, then a name of 1 to 63 letters, digits, `-`, `_` and `.`,
+    /// starting and ending with a letter or digit); values of at most 253
+    /// bytes without control characters.
     #[serde(
         default,
         skip_serializing_if = "BTreeMap::is_empty",
