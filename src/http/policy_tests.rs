@@ -1,7 +1,8 @@
 //! The privileged-field policy through the real handlers, in process: the
 //! route table served with an identity the test picks (authentication is
-//! not part of this router), so that a writer without the privileged
-//! grant can be tried on every write path.
+//! not part of this router; `tests/privileged.rs` runs the same matrix
+//! with real tokens), so that any identity can be tried on every write
+//! path without a token for each.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -38,7 +39,13 @@ fn writer(privileged: bool) -> Identity {
 async fn serve() -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("p.redb"), StoreOptions::default()).unwrap();
+    let auth = Arc::new(
+        super::auth::Auth::load(&store, super::auth::Posture::default())
+            .await
+            .unwrap(),
+    );
     let state = AppState {
+        auth,
         store,
         metrics: Arc::new(Metrics::default()),
         hub: Hub::new(Arc::new(V1beta1Events), 1024, Duration::from_secs(60)),
