@@ -44,7 +44,16 @@ for _ in $(seq 100); do grep -q "listening on" "$work/out" 2>/dev/null && break;
 base=$(sed -n 's/^modelhub listening on //p' "$work/out")
 test -n "$base" || { echo "server did not start"; cat "$work/log"; exit 1; }
 
-curl -sf "$base/openapi.json" | python3 -c '
+# Authentication is on: the first admin token is created anonymously (allowed
+# while none exists on a loopback server) and every request carries it.
+# Schemathesis' `ignored_auth` check then also sends requests without it and
+# expects them refused.
+token=$(curl -sf -X POST -H 'content-type: application/json' \
+  -d '{"name":"schemathesis-admin-ci","role":"admin"}' "$base/api/v1beta1/tokens" |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])')
+test -n "$token" || { echo "could not create a token"; cat "$work/log"; exit 1; }
+
+curl -sf -H "Authorization: Bearer $token" "$base/openapi.json" | python3 -c '
 import json, sys
 d = json.load(sys.stdin)
 d["paths"].pop("/api/v1beta1/watch")
@@ -61,4 +70,5 @@ json.dump(d, sys.stdout)
 python3 -m schemathesis.cli run "$work/schema.json" --url "$base" \
   --checks all --exclude-checks positive_data_acceptance,use_after_free \
   --max-time "$MAX_TIME" --request-timeout 5 --no-color \
-  --suppress-health-check=filter_too_much "$@"
+  --suppress-health-check=filter_too_much \
+  --header "Authorization: Bearer $token" "$@"

@@ -64,6 +64,7 @@ pub struct Auth {
     index: RwLock<Arc<Index>>,
     posture: Posture,
     server_uid: u32,
+    anonymous: Arc<Identity>,
 }
 
 impl Auth {
@@ -73,6 +74,7 @@ impl Auth {
             index: RwLock::default(),
             posture,
             server_uid: rustix::process::geteuid().as_raw(),
+            anonymous: Arc::new(Identity::anonymous()),
         };
         auth.refresh(store).await?;
         Ok(auth)
@@ -164,7 +166,7 @@ impl Auth {
                      that name, or send Authorization: Bearer TOKEN"
                 )),
             },
-            _ if self.anonymous_allowed() => Ok(Arc::new(Identity::anonymous())),
+            _ if self.anonymous_allowed() => Ok(self.anonymous.clone()),
             _ => Err(
                 "this server needs credentials: send Authorization: Bearer TOKEN (create one \
                  with `modelhub token create` as root over the unix socket, or as an admin)"
@@ -362,7 +364,7 @@ pub struct AuditNote {
 /// (401, 403, 429). Never a token or a secret: the identity's name.
 pub async fn audit(req: Request, next: Next) -> Response {
     let method = req.method().clone();
-    let path = req.uri().path().to_string();
+    let uri = req.uri().clone();
     let id = req.extensions().get::<Arc<Identity>>().cloned();
     let write = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
     let resp = next.run(req).await;
@@ -392,7 +394,7 @@ pub async fn audit(req: Request, next: Next) -> Response {
             identity,
             role,
             verb = %method,
-            path = %path,
+            path = uri.path(),
             documents = note.map(|n| n.documents),
             status = status.as_u16(),
             resource_version = revision.filter(|r| *r > 0 && status.is_success()),
@@ -471,6 +473,7 @@ mod tests {
             index: RwLock::new(Arc::new(index)),
             posture,
             server_uid: 1000,
+            anonymous: Arc::new(Identity::anonymous()),
         }
     }
 
