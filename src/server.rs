@@ -1,15 +1,13 @@
 //! Running the service: configuration, start-up, background compaction and
 //! graceful shutdown.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
-
 use crate::api::v1beta1::V1beta1Events;
 use crate::http::cache::{DocCache, ListCache};
+use crate::http::listen::{Limits, Listen, ListenConfig, Listeners, TlsFiles};
 use crate::http::{AppState, Metrics, router};
 use crate::store::{Backend, Change, Store, StoreError, StoreOptions};
 use crate::watch::Hub;
@@ -22,8 +20,15 @@ const LIST_CACHE_BYTES: usize = 64 * 1024 * 1024;
 /// Server configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Address to listen on.
-    pub listen: SocketAddr,
+    /// Addresses to listen on (TCP and unix sockets).
+    pub listen: Vec<Listen>,
+    /// TLS on every TCP listener.
+    pub tls: Option<TlsFiles>,
+    /// Group of the unix sockets (name or gid; `None`: the server's
+    /// primary group).
+    pub socket_group: Option<String>,
+    /// Connection-level limits and timeouts.
+    pub limits: Limits,
     /// Database file.
     pub data: PathBuf,
     /// Keep at least this many revisions of event history.
@@ -54,9 +59,12 @@ pub struct Config {
 
 impl Config {
     /// The defaults for `listen` and `data`.
-    pub fn new(listen: SocketAddr, data: PathBuf) -> Config {
+    pub fn new(listen: Vec<Listen>, data: PathBuf) -> Config {
         Config {
             listen,
+            tls: None,
+            socket_group: None,
+            limits: Limits::default(),
             data,
             history_revisions: 100_000,
             bookmark_interval: Duration::from_secs(10),
@@ -70,6 +78,15 @@ impl Config {
             history_bytes: StoreOptions::default().history_bytes,
             spare_bytes: crate::store::options::DEFAULT_SPARE_BYTES,
         }
+    }
+
+    /// Whether every TCP listener is on a loopback address (true when
+    /// there is none): only local processes can reach the server over TCP.
+    pub fn tcp_loopback_only(&self) -> bool {
+        self.listen.iter().all(|l| match l {
+            Listen::Tcp(addr) => addr.ip().is_loopback(),
+            Listen::Unix(_) => true,
+        })
     }
 }
 
@@ -137,10 +154,11 @@ async fn compaction_loop(store: Store, keep: u64, every: Duration) {
     }
 }
 
-/// Opens the store, serves until `shutdown` resolves, then ends watch
-/// streams, finishes in-flight requests and closes the database. Prints the
-/// bound address to stdout once listening (scripts read it when the port
-/// is 0).
+/// Binds the listeners, opens the store, serves until `shutdown` resolves,
+/// then ends watch streams, finishes in-flight requests and closes the
+/// database (and removes the unix sockets). Prints one line per listener
+/// to stdout once serving, in the order given (scripts read the address
+/// when the port is 0).
 pub async fn serve(
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -166,6 +184,17 @@ pub async fn serve(
         spare_bytes: config.spare_bytes,
         ..StoreOptions::default()
     };
+    // Bound before the database is opened, so that a port in use or a
+    // bad certificate is reported without touching it; nothing is
+    // accepted until the store is open.
+    let listeners = Listeners::bind(&ListenConfig {
+        listen: config.listen.clone(),
+        tls: config.tls.clone(),
+        socket_group: config.socket_group.clone(),
+        limits: config.limits.clone(),
+    })
+    .await
+    .map_err(ServeError::Io)?;
     let data = config.data.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(&data, options))
         .await
@@ -179,12 +208,14 @@ pub async fn serve(
             watch(changes);
         }));
     }
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(ServeError::Io)?;
-    let addr = listener.local_addr().map_err(ServeError::Io)?;
-    tracing::info!(%addr, data = %config.data.display(), "modelhub listening");
-    println!("modelhub listening on http://{addr}");
+    for address in listeners.addresses() {
+        println!("modelhub listening on {address}");
+    }
+    tracing::info!(
+        listen = ?listeners.addresses(),
+        data = %config.data.display(),
+        "modelhub listening"
+    );
     let compaction = tokio::spawn(compaction_loop(
         store.clone(),
         config.history_revisions,
@@ -213,14 +244,8 @@ pub async fn serve(
             }
         }
     };
-    // Watch frames are small writes that must not wait for Nagle's timer.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
-    let result = axum::serve(crate::http::conn::Coalescing(listener), router(state))
-        .with_graceful_shutdown(async move {
+    listeners
+        .serve(router(state), async move {
             if !stopped_early {
                 tokio::select! {
                     () = shutdown => {}
@@ -239,5 +264,5 @@ pub async fn serve(
     if let Some(msg) = fatal.lock().unwrap_or_else(|e| e.into_inner()).take() {
         return Err(ServeError::Fatal(msg));
     }
-    result.map_err(ServeError::Io)
+    Ok(())
 }
