@@ -246,6 +246,8 @@ fn tls_lets_a_client_trusting_the_ca_in_and_refuses_plain_http_and_strangers() {
         cert.to_str().unwrap(),
         "--tls-key",
         key.to_str().unwrap(),
+        "--tls-handshake-timeout",
+        "1s",
     ]);
     assert!(s.base.starts_with("https://127.0.0.1:"), "{}", s.base);
     let hp = host_port(&s.base);
@@ -278,6 +280,11 @@ fn tls_lets_a_client_trusting_the_ca_in_and_refuses_plain_http_and_strangers() {
     // A client that does not trust the CA refuses the server.
     let stranger = Pki::new("another CA").trusting().build().unwrap();
     assert!(stranger.get(format!("{}/healthz", s.base)).send().is_err());
+    // A client that never starts its handshake is cut off.
+    let mut silent = TcpStream::connect(&hp).unwrap();
+    let opened = Instant::now();
+    assert!(closed_by(&mut silent, opened + Duration::from_secs(6)));
+    assert!(opened.elapsed() >= Duration::from_millis(900));
 
     // The Rust client and the CLI with --ca-cert (given after the
     // subcommand, as kubectl allows).
@@ -495,6 +502,17 @@ fn slowloris_connections_are_closed_after_the_header_timeout() {
             c
         })
         .collect();
+    // HTTP/2 clients that stall in the preface or never open a stream.
+    for preface in [
+        &b"PRI * HTTP/2.0\r\n"[..],
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    ] {
+        for _ in 0..10 {
+            let mut c = TcpStream::connect(&hp).unwrap();
+            c.write_all(preface).unwrap();
+            conns.push(c);
+        }
+    }
     let opened = start.elapsed();
     // A well-behaved client meanwhile.
     let mut good = TcpStream::connect(&hp).unwrap();
@@ -503,14 +521,15 @@ fn slowloris_connections_are_closed_after_the_header_timeout() {
     // the last one opened).
     let until = Instant::now() + Duration::from_secs(2 + 4);
     let mut open = 0;
+    let total = conns.len();
     for c in &mut conns {
         if !closed_by(c, until) {
             open += 1;
         }
     }
     let took = start.elapsed();
-    println!("{CONNS} half-header connections opened in {opened:?}, all closed after {took:?}");
-    assert_eq!(open, 0, "{open} of {CONNS} still open after {took:?}");
+    println!("{total} stalled connections opened in {opened:?}, all closed after {took:?}");
+    assert_eq!(open, 0, "{open} of {total} still open after {took:?}");
 }
 
 #[test]
@@ -595,6 +614,15 @@ fn an_idle_connection_is_closed_but_not_one_with_a_watch_open() {
     let hp = host_port(&s.base);
     let mut idle = TcpStream::connect(&hp).unwrap();
     assert_eq!(exchange(&mut idle, HEALTHZ), "HTTP/1.1 200 OK");
+    // An HTTP/2 connection, idle after one request, is closed too (its
+    // client would reconnect unseen: the log tells).
+    let h2 = reqwest::blocking::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let r = h2.get(format!("{}/healthz", s.base)).send().unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    drop(r);
     let mut watching = TcpStream::connect(&hp).unwrap();
     watching
         .write_all(b"GET /api/v1beta1/watch HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -621,6 +649,9 @@ fn an_idle_connection_is_closed_but_not_one_with_a_watch_open() {
         }
     }
     assert!(got > 0, "no bookmarks");
+    let closes = s.log_text().matches("closing an idle connection").count();
+    assert_eq!(closes, 2, "{}", s.log_text());
+    drop(h2);
 }
 
 #[test]

@@ -377,6 +377,7 @@ async fn accept_tcp(
         tokio::spawn(async move {
             let _alive = alive;
             let _slot = slot;
+            let mut stop = stop;
             let Some(tls) = tls else {
                 let peer = Peer::Tcp {
                     remote,
@@ -387,7 +388,12 @@ async fn accept_tcp(
             };
             let handshake =
                 tokio::time::timeout(shared.limits.tls_handshake_timeout, tls.accept(stream));
-            let stream = match handshake.await {
+            // A stop does not wait for handshakes.
+            let handshake = tokio::select! {
+                r = handshake => r,
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            let stream = match handshake {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::debug!(%remote, error = %e, "TLS handshake failed");
@@ -452,8 +458,9 @@ async fn accept_unix(
     }
 }
 
-/// Serves one connection until it ends, the server stops (gracefully) or
-/// it is idle or slow (gracefully, then dropped after [`CLOSE_GRACE`]).
+/// Serves one connection until it ends, the server stops (gracefully), it
+/// sends no request within the header timeout (dropped) or it is idle
+/// (gracefully, then dropped after [`CLOSE_GRACE`]).
 async fn serve_connection<I>(
     io: I,
     peer: Peer,
@@ -508,10 +515,14 @@ async fn serve_connection<I>(
                         return;
                     }
                     None if Instant::now() >= activity.deadline(limits) => {
-                        tracing::debug!(
-                            first_request = activity.started(),
-                            "closing an idle or slow connection"
-                        );
+                        if !activity.started() {
+                            // No request ever began: nothing to finish, and
+                            // an HTTP/2 goodbye would wait on the silent
+                            // peer's answer to a ping.
+                            tracing::debug!("no request within the header timeout: closing");
+                            return;
+                        }
+                        tracing::debug!("closing an idle connection");
                         conn.as_mut().graceful_shutdown();
                         closing = Some((Instant::now(), false));
                     }
