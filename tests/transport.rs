@@ -16,6 +16,19 @@ use common::Server;
 use modelhub::client::{Client, ClientOptions, Token};
 use modelhub::model::Kind;
 
+/// Whether the server's log comes to hold `needle` within 5 s (the log
+/// is read from its stderr by another thread).
+fn logged(s: &Server, needle: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !s.log_text().contains(needle) {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
 /// A blocking client over the unix socket at `path`.
 fn unix_client(path: &Path) -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
@@ -89,10 +102,10 @@ fn the_unix_socket_has_its_mode_and_group_carries_peer_credentials_and_goes_away
     });
     // The connection's peer is the socket's, with our credentials.
     let uid = rustix::process::geteuid().as_raw();
-    let log = s.log_text();
     assert!(
-        log.contains(&format!("peer=Unix {{ uid: {uid}, gid: ")),
-        "no unix peer in the log: {log}"
+        logged(&s, &format!("peer=Unix {{ uid: {uid}, gid: ")),
+        "no unix peer in the log: {}",
+        s.log_text()
     );
 
     s.stop();
@@ -333,7 +346,7 @@ fn tls_client_certificates_are_optional_and_their_cn_reaches_the_peer() {
     let with_cert = pki.trusting().identity(identity).build().unwrap();
     assert_eq!(with_cert.get(&url).send().unwrap().status(), 200);
     assert!(
-        s.log_text().contains("client_cn=alice"),
+        logged(&s, "client_cn=alice"),
         "no CN in the log: {}",
         s.log_text()
     );
@@ -378,7 +391,7 @@ fn tls_client_certificates_are_optional_and_their_cn_reaches_the_peer() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(s.log_text().contains("client_cn=bob"));
+    assert!(logged(&s, "client_cn=bob"));
 }
 
 #[test]
@@ -417,7 +430,7 @@ fn a_renewed_certificate_is_picked_up_without_a_restart() {
             .status(),
         200
     );
-    assert!(s.log_text().contains("TLS certificate not reloaded"));
+    assert!(logged(&s, "TLS certificate not reloaded"));
 
     let new = Pki::new("new CA");
     new.server_files(&cert, &key);
@@ -434,7 +447,7 @@ fn a_renewed_certificate_is_picked_up_without_a_restart() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(old.trusting().build().unwrap().get(&url).send().is_err());
-    assert!(s.log_text().contains("TLS certificate reloaded"));
+    assert!(logged(&s, "TLS certificate reloaded"));
 }
 
 /// Reads from `conn` until it is closed (EOF or an error) or `until`;
@@ -584,7 +597,7 @@ fn past_the_connection_cap_new_tcp_connections_are_closed_but_open_ones_and_the_
         .unwrap();
     assert_eq!(r.status(), 200);
     drop(r);
-    assert!(s.log_text().contains("connection cap reached"));
+    assert!(logged(&s, "connection cap reached"));
     // Once one closes, a new connection gets in.
     drop(open.pop());
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -649,8 +662,11 @@ fn an_idle_connection_is_closed_but_not_one_with_a_watch_open() {
         }
     }
     assert!(got > 0, "no bookmarks");
-    let closes = s.log_text().matches("closing an idle connection").count();
-    assert_eq!(closes, 2, "{}", s.log_text());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while s.log_text().matches("closing an idle connection").count() < 2 {
+        assert!(Instant::now() < deadline, "{}", s.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
     drop(h2);
 }
 
