@@ -84,7 +84,7 @@ enum Command {
         #[arg(long, env = "MODELHUB_MAX_CONNECTIONS", default_value_t = 10_000)]
         max_connections: usize,
         /// Concurrent streams of one HTTP/2 connection.
-        #[arg(long, env = "MODELHUB_MAX_STREAMS", default_value_t = 1000)]
+        #[arg(long, env = "MODELHUB_MAX_STREAMS", default_value_t = 200)]
         max_streams: u32,
         /// Database file (created if missing).
         #[arg(long, env = "MODELHUB_DATA", default_value = "./modelhub.redb")]

@@ -128,7 +128,7 @@ impl Default for Limits {
             max_header_bytes: 64 * 1024,
             max_headers: 100,
             max_connections: 10_000,
-            max_streams: 1000,
+            max_streams: 200,
         }
     }
 }
@@ -257,7 +257,10 @@ struct Shared {
     limits: Limits,
     open: AtomicUsize,
     refused: AtomicU64,
-    last_warning: std::sync::Mutex<Option<Instant>>,
+    /// When the server began, and milliseconds after it of the last
+    /// warning about refused connections or failed accepts.
+    since: Instant,
+    warned_ms: AtomicU64,
 }
 
 impl Shared {
@@ -281,7 +284,8 @@ impl Shared {
             limits,
             open: AtomicUsize::new(0),
             refused: AtomicU64::new(0),
-            last_warning: std::sync::Mutex::new(None),
+            since: Instant::now(),
+            warned_ms: AtomicU64::new(u64::MAX),
         }
     }
 
@@ -304,12 +308,23 @@ impl Shared {
         }
     }
 
+    /// Whether a warning may be logged now (at most one per
+    /// [`WARN_EVERY`], whoever asks).
+    fn may_warn(&self) -> bool {
+        let now = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        let last = self.warned_ms.load(Ordering::Relaxed);
+        let every = u64::try_from(WARN_EVERY.as_millis()).unwrap_or(u64::MAX);
+        (last == u64::MAX || now.saturating_sub(last) >= every)
+            && self
+                .warned_ms
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+    }
+
     fn warn_refused(&self) {
-        let mut last = self.last_warning.lock().unwrap_or_else(|e| e.into_inner());
-        if last.is_some_and(|t| t.elapsed() < WARN_EVERY) {
+        if !self.may_warn() {
             return;
         }
-        *last = Some(Instant::now());
         let refused = self.refused.swap(0, Ordering::Relaxed);
         tracing::warn!(
             open = self.open.load(Ordering::Relaxed),
@@ -331,12 +346,14 @@ impl Drop for Slot {
 
 /// Sleeps a little after an accept error that is about the process (out
 /// of file descriptors), so that the loop does not spin.
-async fn accept_failed(e: &io::Error) {
+async fn accept_failed(shared: &Shared, e: &io::Error) {
     use io::ErrorKind::*;
     if matches!(e.kind(), ConnectionAborted | ConnectionReset | Interrupted) {
         return;
     }
-    tracing::warn!(error = %e, "accept failed");
+    if shared.may_warn() {
+        tracing::warn!(error = %e, "accept failed (warned at most every 10 s)");
+    }
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
@@ -353,7 +370,7 @@ async fn accept_tcp(
         let (stream, remote) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
-                accept_failed(&e).await;
+                accept_failed(&shared, &e).await;
                 continue;
             }
         };
@@ -429,7 +446,7 @@ async fn accept_unix(
         let stream = match listener.accept().await {
             Ok((s, _)) => s,
             Err(e) => {
-                accept_failed(&e).await;
+                accept_failed(&shared, &e).await;
                 continue;
             }
         };
