@@ -266,3 +266,23 @@ pub async fn serve(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_only_means_every_tcp_listener() {
+        let config = |listen: &[&str]| {
+            Config::new(
+                listen.iter().map(|l| l.parse().unwrap()).collect(),
+                PathBuf::from("x"),
+            )
+        };
+        assert!(config(&["127.0.0.1:0", "[::1]:1", "unix:/run/m.sock"]).tcp_loopback_only());
+        assert!(config(&["unix:/run/m.sock"]).tcp_loopback_only());
+        assert!(!config(&["127.0.0.1:0", "0.0.0.0:8080"]).tcp_loopback_only());
+        assert!(!config(&["[::]:8080"]).tcp_loopback_only());
+        assert!(!config(&["10.0.0.1:8080"]).tcp_loopback_only());
+    }
+}
