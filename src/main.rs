@@ -57,9 +57,8 @@ enum Command {
         /// present one (optional at the TLS layer). Needs --tls-cert.
         #[arg(long, env = "MODELHUB_TLS_CLIENT_CA", requires = "tls_cert")]
         tls_client_ca: Option<PathBuf>,
-        /// A connection must send a whole request head within this (and an
-        /// HTTP/1.1 connection waiting for its next request is closed after
-        /// it).
+        /// A connection must send a whole request head within this after
+        /// it opens and (HTTP/1.1) after the first byte of each later head.
         #[arg(long, env = "MODELHUB_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_interval)]
         header_timeout: Duration,
         /// A connection with no request in flight (an open watch counts as

@@ -671,6 +671,26 @@ fn an_idle_connection_is_closed_but_not_one_with_a_watch_open() {
 }
 
 #[test]
+fn a_kept_alive_connection_may_idle_past_the_header_timeout_but_not_dawdle_over_a_head() {
+    let s = Server::start_args(&["--header-timeout", "1s", "--idle-timeout", "30s"]);
+    let hp = host_port(&s.base);
+    let mut c = TcpStream::connect(&hp).unwrap();
+    assert_eq!(exchange(&mut c, HEALTHZ), "HTTP/1.1 200 OK");
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(exchange(&mut c, HEALTHZ), "HTTP/1.1 200 OK");
+    // Half of the next head, then nothing: closed after the header timeout.
+    c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let sent = Instant::now();
+    assert!(closed_by(&mut c, sent + Duration::from_secs(5)));
+    assert!(
+        sent.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        sent.elapsed()
+    );
+}
+
+#[test]
 fn a_stalled_request_body_ends_with_408() {
     let s = Server::start_args(&["--body-timeout", "1s"]);
     let hp = host_port(&s.base);

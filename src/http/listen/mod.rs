@@ -4,11 +4,10 @@
 //! request carrying the connection's [`Peer`] as an extension.
 //!
 //! Against slow and greedy clients: a connection that has not sent a
-//! whole request head within the header timeout is closed (HTTP/1.1:
-//! hyper's own timer, which also runs while a kept-alive connection waits
-//! for its next request; HTTP/2 and a stalled protocol preface: the
-//! connection's own clock); one with no request in flight for the idle
-//! timeout is closed (a watch stream is a request in flight); a request
+//! whole request head within the header timeout of opening (or, HTTP/1.1,
+//! of the first byte of a later head) is dropped; one with no request in
+//! flight for the idle timeout is closed (a watch stream is a request in
+//! flight); a request
 //! body that stalls for the body timeout fails the request; a TLS
 //! handshake has its own timeout; request heads are bounded in bytes and
 //! header count; and past the connection cap a TCP connection is closed at
@@ -97,8 +96,9 @@ impl fmt::Display for Listen {
 /// Connection-level limits and timeouts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
-    /// A request head (HTTP/1.1) or a first request (any protocol) must
-    /// arrive within this.
+    /// A first request (any protocol) must arrive within this of the
+    /// connection opening, and an HTTP/1.1 head within this of its first
+    /// byte.
     pub header_timeout: Duration,
     /// A connection with no request in flight this long is closed.
     pub idle_timeout: Duration,
@@ -268,8 +268,8 @@ impl Shared {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_timeout)
+            // The head timer is the connection's own (see `Activity`).
+            .header_read_timeout(None)
             .max_buf_size(limits.max_header_bytes.max(8192))
             .max_headers(limits.max_headers);
         builder
@@ -495,6 +495,11 @@ async fn serve_connection<I>(
         activity: activity.clone(),
         body_timeout: shared.limits.body_timeout,
     };
+    let io = Watched {
+        inner: io,
+        activity: activity.clone(),
+        head: Vec::with_capacity(3),
+    };
     let conn = shared.builder.serve_connection(
         TokioIo::new(Coalesce::new(io)),
         TowerToHyperService::new(service),
@@ -523,8 +528,9 @@ async fn serve_connection<I>(
                 conn.as_mut().graceful_shutdown();
                 closing = Some((Instant::now(), true));
             }
-            // A request ended: the idle deadline moved (maybe earlier).
-            () = activity.ended.notified(), if closing.is_none() => {}
+            // A request ended or a new head began: the deadline moved
+            // (maybe earlier).
+            () = activity.changed.notified(), if closing.is_none() => {}
             () = sleep_until(check) => {
                 match closing {
                     Some(_) => {
@@ -532,11 +538,12 @@ async fn serve_connection<I>(
                         return;
                     }
                     None if Instant::now() >= activity.deadline(limits) => {
-                        if !activity.started() {
-                            // No request ever began: nothing to finish, and
+                        if !activity.started() || activity.head_pending() {
+                            // No request in flight, none ever began or a
+                            // head is incomplete: nothing to finish (and
                             // an HTTP/2 goodbye would wait on the silent
-                            // peer's answer to a ping.
-                            tracing::debug!("no request within the header timeout: closing");
+                            // peer's answer to a ping).
+                            tracing::debug!("no whole request head within the header timeout: closing");
                             return;
                         }
                         tracing::debug!("closing an idle connection");
@@ -557,15 +564,28 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// Requests in flight on a connection, and since when it has had none.
+/// Requests in flight on a connection, since when it has had none, and
+/// (HTTP/1.1) since when the head of the next request has been coming.
+///
+/// hyper's own header timer for HTTP/1.1 starts as soon as it waits for a
+/// head, which is also while a kept-alive connection waits for its next
+/// request: it cannot tell a slow head from an idle connection. So it is
+/// off, and the head timer starts here at the first byte read while no
+/// request is in flight. A head read ahead while the previous request was
+/// still in flight (pipelining) is only bounded by the idle timeout.
 struct Activity {
     opened: Instant,
     in_flight: AtomicUsize,
     /// Milliseconds after `opened` at which the last request ended
     /// (`u64::MAX`: none has started yet).
     idle_since: AtomicU64,
-    /// Told when a request ends.
-    ended: tokio::sync::Notify,
+    /// Milliseconds after `opened` of the first byte read since the last
+    /// request began (`u64::MAX`: none), HTTP/1.1 only.
+    head_since: AtomicU64,
+    /// The connection speaks HTTP/2 (its streams are not timed here).
+    http2: std::sync::atomic::AtomicBool,
+    /// Told when a request ends or a head begins.
+    changed: tokio::sync::Notify,
 }
 
 impl Activity {
@@ -574,8 +594,30 @@ impl Activity {
             opened: Instant::now(),
             in_flight: AtomicUsize::new(0),
             idle_since: AtomicU64::new(u64::MAX),
-            ended: tokio::sync::Notify::new(),
+            head_since: AtomicU64::new(u64::MAX),
+            http2: std::sync::atomic::AtomicBool::new(false),
+            changed: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Bytes arrived: the start of a head if no request is in flight.
+    fn read(&self) {
+        if self.in_flight.load(Ordering::Acquire) == 0
+            && self.head_since.load(Ordering::Relaxed) == u64::MAX
+            && !self.http2.load(Ordering::Relaxed)
+            && self
+                .head_since
+                .compare_exchange(u64::MAX, self.ms_now(), Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.changed.notify_one();
+        }
+    }
+
+    /// Whether part of a head has come and no request is in flight.
+    fn head_pending(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0
+            && self.head_since.load(Ordering::Acquire) != u64::MAX
     }
 
     fn started(&self) -> bool {
@@ -584,21 +626,27 @@ impl Activity {
     }
 
     /// When the connection is to be closed if nothing happens: the header
-    /// timeout after opening until a first request arrives, then the idle
-    /// timeout after the last request ended (far away while one is in
-    /// flight).
+    /// timeout after opening until a first request arrives, or after the
+    /// first byte of a later head; otherwise the idle timeout after the
+    /// last request ended (far away while one is in flight).
     fn deadline(&self, limits: &Limits) -> Instant {
         if self.in_flight.load(Ordering::Acquire) > 0 {
             return Instant::now() + limits.idle_timeout;
         }
-        match self.idle_since.load(Ordering::Acquire) {
-            u64::MAX => self.opened + limits.header_timeout,
-            ms => self.opened + Duration::from_millis(ms) + limits.idle_timeout,
+        let at = |ms| self.opened + Duration::from_millis(ms);
+        match (
+            self.idle_since.load(Ordering::Acquire),
+            self.head_since.load(Ordering::Acquire),
+        ) {
+            (u64::MAX, _) => self.opened + limits.header_timeout,
+            (_, head) if head != u64::MAX => at(head) + limits.header_timeout,
+            (idle, _) => at(idle) + limits.idle_timeout,
         }
     }
 
     fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.head_since.store(u64::MAX, Ordering::Release);
         // A first request counts as activity even before it ends.
         let _ = self.idle_since.compare_exchange(
             u64::MAX,
@@ -621,8 +669,75 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.idle_since.store(self.0.ms_now(), Ordering::Release);
         if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.ended.notify_one();
+            self.0.changed.notify_one();
         }
+    }
+}
+
+/// A connection's stream as read, telling its [`Activity`] when bytes
+/// arrive and whether it speaks HTTP/2 (by the first three bytes, as
+/// [`Coalesce`] does).
+struct Watched<T> {
+    inner: T,
+    activity: Arc<Activity>,
+    /// The first bytes, until three are known (then emptied).
+    head: Vec<u8>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = out.filled().len();
+        let result = Pin::new(&mut this.inner).poll_read(cx, out);
+        let fresh = &out.filled()[before..];
+        if !fresh.is_empty() {
+            if this.head.capacity() > 0 {
+                let take = (3 - this.head.len()).min(fresh.len());
+                this.head.extend_from_slice(&fresh[..take]);
+                if this.head.len() == 3 {
+                    if this.head == b"PRI" {
+                        this.activity.http2.store(true, Ordering::Relaxed);
+                    }
+                    this.head = Vec::new();
+                }
+            }
+            this.activity.read();
+        }
+        result
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -732,10 +847,20 @@ mod tests {
         let req = a.begin();
         assert!(a.deadline(&limits) >= Instant::now() + Duration::from_secs(59));
         drop(req);
-        assert!(a.started());
+        assert!(a.started() && !a.head_pending());
         let d = a.deadline(&limits);
         assert!(
             d > a.opened + Duration::from_secs(59) && d <= Instant::now() + limits.idle_timeout
         );
+        // The next head's first byte starts the header timer again.
+        a.read();
+        assert!(a.head_pending());
+        assert!(a.deadline(&limits) <= Instant::now() + limits.header_timeout);
+        drop(a.begin());
+        assert!(!a.head_pending());
+        // HTTP/2 frames while idle are not a head.
+        a.http2.store(true, Ordering::Relaxed);
+        a.read();
+        assert!(!a.head_pending());
     }
 }
