@@ -44,7 +44,8 @@ for _ in $(seq 100); do grep -q "listening on" "$work/out" 2>/dev/null && break;
 base=$(sed -n 's/^modelhub listening on //p' "$work/out")
 test -n "$base" || { echo "server did not start"; cat "$work/log"; exit 1; }
 
-# Authentication is on: the first admin token is created anonymously (allowed
+# Authentication is on (the token-revoking operation is left out, see
+# below): the first admin token is created anonymously (allowed
 # while none exists on a loopback server) and every request carries it.
 # Schemathesis' `ignored_auth` check then also sends requests without it and
 # expects them refused.
@@ -57,6 +58,9 @@ curl -sf -H "Authorization: Bearer $token" "$base/openapi.json" | python3 -c '
 import json, sys
 d = json.load(sys.stdin)
 d["paths"].pop("/api/v1beta1/watch")
+# Revoking its own token would turn the rest of the run into 401s (the
+# token list names it); tests/auth.rs covers revocation.
+d["paths"].pop("/api/v1beta1/tokens/{name}")
 for item in d["paths"].values():
     for op in item.values():
         body = op.get("requestBody", {}).get("content", {})

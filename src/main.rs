@@ -1,12 +1,12 @@
 //! The `modelhub` command.
 
 use std::io::IsTerminal;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use modelhub::http::listen::{Limits, Listen, TlsFiles};
 use tracing_subscriber::EnvFilter;
 
 // The request path allocates many small strings; glibc's allocator spent
@@ -20,15 +20,71 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    remote: Remote,
 }
 
 #[derive(Subcommand)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once; boxing the serve flags would only obscure them"
+)]
 enum Command {
     /// Run the HTTP service.
     Serve {
-        /// Address to listen on (port 0: any free port).
-        #[arg(long, env = "MODELHUB_LISTEN", default_value = "127.0.0.1:8080")]
-        listen: SocketAddr,
+        /// Where to listen: HOST:PORT (port 0: any free port) or
+        /// unix:/PATH; repeat the flag (or separate with commas in the
+        /// environment variable) for several.
+        #[arg(
+            long,
+            env = "MODELHUB_LISTEN",
+            default_value = "127.0.0.1:8080",
+            value_delimiter = ','
+        )]
+        listen: Vec<Listen>,
+        /// Group of the unix sockets (name or gid; default: the server's
+        /// primary group). The server's user must belong to it.
+        #[arg(long, env = "MODELHUB_SOCKET_GROUP")]
+        socket_group: Option<String>,
+        /// TLS certificate chain (PEM) for every TCP listener; reloaded
+        /// when the file changes. Needs --tls-key.
+        #[arg(long, env = "MODELHUB_TLS_CERT", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// TLS private key (PEM). Needs --tls-cert.
+        #[arg(long, env = "MODELHUB_TLS_KEY", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// CA certificates (PEM) of client certificates: a client may then
+        /// present one (optional at the TLS layer). Needs --tls-cert.
+        #[arg(long, env = "MODELHUB_TLS_CLIENT_CA", requires = "tls_cert")]
+        tls_client_ca: Option<PathBuf>,
+        /// A connection must send a whole request head within this after
+        /// it opens and (HTTP/1.1) after the first byte of each later head.
+        #[arg(long, env = "MODELHUB_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_interval)]
+        header_timeout: Duration,
+        /// A connection with no request in flight (an open watch counts as
+        /// one) is closed after this.
+        #[arg(long, env = "MODELHUB_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_interval)]
+        idle_timeout: Duration,
+        /// A request body that sends nothing for this long fails (408).
+        #[arg(long, env = "MODELHUB_BODY_TIMEOUT", default_value = "30s", value_parser = parse_interval)]
+        body_timeout: Duration,
+        /// A TLS handshake must finish within this.
+        #[arg(long, env = "MODELHUB_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_interval)]
+        tls_handshake_timeout: Duration,
+        /// Largest request head (e.g. 64KiB; HTTP/1.1 at least 8KiB):
+        /// larger is answered 431 or the connection closed.
+        #[arg(long, env = "MODELHUB_MAX_HEADER_BYTES", default_value = "64KiB", value_parser = parse_size)]
+        max_header_bytes: u64,
+        /// Most headers in a request (HTTP/1.1): more is answered 431.
+        #[arg(long, env = "MODELHUB_MAX_HEADERS", default_value_t = 100)]
+        max_headers: usize,
+        /// Open connections at most; past it a new TCP connection is closed
+        /// at once (unix sockets keep a reserve of 64 more).
+        #[arg(long, env = "MODELHUB_MAX_CONNECTIONS", default_value_t = 10_000)]
+        max_connections: usize,
+        /// Concurrent streams of one HTTP/2 connection.
+        #[arg(long, env = "MODELHUB_MAX_STREAMS", default_value_t = 200)]
+        max_streams: u32,
         /// Database file (created if missing).
         #[arg(long, env = "MODELHUB_DATA", default_value = "./modelhub.redb")]
         data: PathBuf,
@@ -100,8 +156,6 @@ enum Command {
     Backup {
         /// Where to write the backup.
         file: PathBuf,
-        #[command(flatten)]
-        remote: Remote,
     },
     /// Build a new database, offline, from a backup file. The restored
     /// revision jumps ahead of the backup's, and all history before it
@@ -132,6 +186,12 @@ enum Command {
         #[arg(long)]
         accept_loss: bool,
     },
+    /// Manage bearer tokens (admin only; root over the unix socket is an
+    /// admin without one).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Create or update the resources of a manifest, all in one transaction.
     Apply {
         /// Manifest file (a YAML stream, a JSON document or a JSON array); `-` reads stdin.
@@ -140,8 +200,6 @@ enum Command {
         /// Validate and report what would happen, writing nothing.
         #[arg(long)]
         dry_run: bool,
-        #[command(flatten)]
-        remote: Remote,
     },
     /// Show one resource, or the resources of a kind under a path.
     Get {
@@ -153,8 +211,6 @@ enum Command {
         /// Output format.
         #[arg(short = 'o', long, value_enum, default_value_t = modelhub::cli::Output::Table)]
         output: modelhub::cli::Output,
-        #[command(flatten)]
-        remote: Remote,
     },
     /// Delete a resource.
     Delete {
@@ -165,8 +221,6 @@ enum Command {
         /// Also delete everything under it (otherwise a resource with children is refused).
         #[arg(long)]
         cascade: bool,
-        #[command(flatten)]
-        remote: Remote,
     },
     /// Print changes as they happen (first the resources that exist), until Ctrl-C.
     Watch {
@@ -184,17 +238,84 @@ enum Command {
         /// Only under this cell (needs --stack).
         #[arg(long)]
         cell: Option<String>,
-        #[command(flatten)]
-        remote: Remote,
     },
 }
 
-/// Where the client commands send their requests.
+/// Where the client commands send their requests, and how they
+/// authenticate; accepted before or after the subcommand.
 #[derive(clap::Args)]
 struct Remote {
-    /// The modelhub server (URL, or HOST:PORT).
-    #[arg(long, env = "MODELHUB_SERVER", default_value = modelhub::cli::DEFAULT_SERVER)]
+    /// The modelhub server: a URL, HOST:PORT or unix:/PATH.
+    #[arg(long, global = true, env = "MODELHUB_SERVER", default_value = modelhub::cli::DEFAULT_SERVER)]
     server: String,
+    /// Bearer token sent with every request.
+    #[arg(long, global = true, env = "MODELHUB_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// File holding the bearer token (first line); wins over --token.
+    #[arg(long, global = true, env = "MODELHUB_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// CA certificate (PEM) to trust for an https server.
+    #[arg(long, global = true, env = "MODELHUB_CA_CERT")]
+    ca_cert: Option<PathBuf>,
+    /// Client certificate (PEM) to present to an https server (with
+    /// --client-key).
+    #[arg(long, global = true, env = "MODELHUB_CLIENT_CERT")]
+    client_cert: Option<PathBuf>,
+    /// Key (PEM) of --client-cert.
+    #[arg(long, global = true, env = "MODELHUB_CLIENT_KEY")]
+    client_key: Option<PathBuf>,
+}
+
+/// `modelhub token ...`.
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it (once: only its digest is kept).
+    Create {
+        /// Its name (1-63 letters, digits, '-', '.'; also the CN of a
+        /// client certificate that authenticates as it).
+        #[arg(long)]
+        name: String,
+        /// admin, writer, controller or reader.
+        #[arg(long)]
+        role: String,
+        /// Limit it to this realm (repeatable; default: every realm).
+        #[arg(long = "realm", value_name = "REALM")]
+        realms: Vec<String>,
+        /// Let it set privileged fields (privileged, host namespaces,
+        /// added capabilities, bind mounts, ...).
+        #[arg(long)]
+        privileged: bool,
+    },
+    /// List the tokens (never their secrets).
+    List,
+    /// Revoke a token: refused from the next request on.
+    Revoke {
+        /// The token's name.
+        name: String,
+    },
+}
+
+impl Remote {
+    /// The server and options, or why the token cannot be read.
+    fn target(&self) -> Result<modelhub::cli::Remote, modelhub::cli::CliError> {
+        let token = match (&self.token_file, &self.token) {
+            (Some(file), _) => Some(
+                modelhub::client::Token::from_file(file)
+                    .map_err(|e| modelhub::cli::CliError::Input(e.to_string()))?,
+            ),
+            (None, Some(t)) => Some(modelhub::client::Token::new(t)),
+            (None, None) => None,
+        };
+        Ok(modelhub::cli::Remote {
+            server: self.server.clone(),
+            options: modelhub::client::ClientOptions {
+                token,
+                ca_cert: self.ca_cert.clone(),
+                client_cert: self.client_cert.clone(),
+                client_key: self.client_key.clone(),
+            },
+        })
+    }
 }
 
 /// Runs one client command on a single-threaded runtime.
@@ -323,6 +444,7 @@ fn main() -> ExitCode {
         eprintln!("modelhub: {e}");
         return ExitCode::FAILURE;
     }
+    let remote = cli.remote;
     match cli.command {
         Command::Openapi => {
             print!("{}", modelhub::http::openapi::to_json());
@@ -330,6 +452,18 @@ fn main() -> ExitCode {
         }
         Command::Serve {
             listen,
+            socket_group,
+            tls_cert,
+            tls_key,
+            tls_client_ca,
+            header_timeout,
+            idle_timeout,
+            body_timeout,
+            tls_handshake_timeout,
+            max_header_bytes,
+            max_headers,
+            max_connections,
+            max_streams,
             data,
             history_revisions,
             bookmark_interval,
@@ -367,6 +501,22 @@ fn main() -> ExitCode {
                 spare_bytes: spare_space,
                 insecure_allow_anonymous,
                 metrics_anonymous,
+                tls: tls_cert.zip(tls_key).map(|(cert, key)| TlsFiles {
+                    cert,
+                    key,
+                    client_ca: tls_client_ca,
+                }),
+                socket_group,
+                limits: Limits {
+                    header_timeout,
+                    idle_timeout,
+                    body_timeout,
+                    tls_handshake_timeout,
+                    max_header_bytes: usize::try_from(max_header_bytes).unwrap_or(usize::MAX),
+                    max_headers,
+                    max_connections,
+                    max_streams,
+                },
                 ..modelhub::server::Config::new(listen, data)
             };
             match runtime.block_on(modelhub::server::serve(
@@ -381,11 +531,9 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Backup { file, remote } => run_client(modelhub::cli::backup(
-            &remote.server,
-            &file,
-            &mut std::io::stdout(),
-        )),
+        Command::Backup { file } => run_client(async {
+            modelhub::cli::backup(&remote.target()?, &file, &mut std::io::stdout()).await
+        }),
         Command::Check { data, accept_loss } => {
             match modelhub::store::check(
                 &data,
@@ -434,57 +582,71 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Apply {
-            file,
-            dry_run,
-            remote,
-        } => run_client(modelhub::cli::apply(
-            &remote.server,
-            &file,
-            dry_run,
-            &mut std::io::stdout(),
-        )),
-        Command::Get {
-            kind,
-            path,
-            output,
-            remote,
-        } => run_client(modelhub::cli::get(
-            &remote.server,
-            &kind,
-            path.as_deref(),
-            output,
-            &mut std::io::stdout(),
-        )),
+        Command::Apply { file, dry_run } => run_client(async {
+            modelhub::cli::apply(&remote.target()?, &file, dry_run, &mut std::io::stdout()).await
+        }),
+        Command::Get { kind, path, output } => run_client(async {
+            modelhub::cli::get(
+                &remote.target()?,
+                &kind,
+                path.as_deref(),
+                output,
+                &mut std::io::stdout(),
+            )
+            .await
+        }),
         Command::Delete {
             kind,
             path,
             cascade,
-            remote,
-        } => run_client(modelhub::cli::delete(
-            &remote.server,
-            &kind,
-            &path,
-            cascade,
-            &mut std::io::stdout(),
-        )),
+        } => run_client(async {
+            modelhub::cli::delete(
+                &remote.target()?,
+                &kind,
+                &path,
+                cascade,
+                &mut std::io::stdout(),
+            )
+            .await
+        }),
+        Command::Token { command } => run_client(async {
+            let target = remote.target()?;
+            let out = &mut std::io::stdout();
+            match command {
+                TokenCommand::Create {
+                    name,
+                    role,
+                    realms,
+                    privileged,
+                } => {
+                    modelhub::cli::tokens::create(&target, &name, &role, &realms, privileged, out)
+                        .await
+                }
+                TokenCommand::List => modelhub::cli::tokens::list(&target, out).await,
+                TokenCommand::Revoke { name } => {
+                    modelhub::cli::tokens::revoke(&target, &name, out).await
+                }
+            }
+        }),
         Command::Watch {
             kind,
             realm,
             space,
             stack,
             cell,
-            remote,
-        } => run_client(modelhub::cli::watch(
-            &remote.server,
-            kind.as_deref(),
-            &modelhub::cli::Scope {
-                realm,
-                space,
-                stack,
-                cell,
-            },
-            &mut std::io::stdout(),
-        )),
+        } => run_client(async {
+            modelhub::cli::watch(
+                &remote.target()?,
+                kind.as_deref(),
+                &modelhub::cli::Scope {
+                    realm,
+                    space,
+                    stack,
+                    cell,
+                },
+                &mut std::io::stdout(),
+            )
+            .await
+        }),
     }
 }

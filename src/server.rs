@@ -1,16 +1,14 @@
 //! Running the service: configuration, start-up, background compaction and
 //! graceful shutdown.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
-
 use crate::api::v1beta1::V1beta1Events;
 use crate::http::auth::{Auth, Posture};
 use crate::http::cache::{DocCache, ListCache};
+use crate::http::listen::{Limits, Listen, ListenConfig, Listeners, TlsFiles};
 use crate::http::{AppState, Metrics, router};
 use crate::store::{Backend, Change, Store, StoreError, StoreOptions};
 use crate::watch::Hub;
@@ -23,8 +21,15 @@ const LIST_CACHE_BYTES: usize = 64 * 1024 * 1024;
 /// Server configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Address to listen on.
-    pub listen: SocketAddr,
+    /// Addresses to listen on (TCP and unix sockets).
+    pub listen: Vec<Listen>,
+    /// TLS on every TCP listener.
+    pub tls: Option<TlsFiles>,
+    /// Group of the unix sockets (name or gid; `None`: the server's
+    /// primary group).
+    pub socket_group: Option<String>,
+    /// Connection-level limits and timeouts.
+    pub limits: Limits,
     /// Database file.
     pub data: PathBuf,
     /// Keep at least this many revisions of event history.
@@ -60,9 +65,12 @@ pub struct Config {
 
 impl Config {
     /// The defaults for `listen` and `data`.
-    pub fn new(listen: SocketAddr, data: PathBuf) -> Config {
+    pub fn new(listen: Vec<Listen>, data: PathBuf) -> Config {
         Config {
             listen,
+            tls: None,
+            socket_group: None,
+            limits: Limits::default(),
             data,
             history_revisions: 100_000,
             bookmark_interval: Duration::from_secs(10),
@@ -78,6 +86,15 @@ impl Config {
             insecure_allow_anonymous: false,
             metrics_anonymous: false,
         }
+    }
+
+    /// Whether every TCP listener is on a loopback address (true when
+    /// there is none): only local processes can reach the server over TCP.
+    pub fn tcp_loopback_only(&self) -> bool {
+        self.listen.iter().all(|l| match l {
+            Listen::Tcp(addr) => addr.ip().is_loopback(),
+            Listen::Unix(_) => true,
+        })
     }
 }
 
@@ -148,10 +165,11 @@ async fn compaction_loop(store: Store, keep: u64, every: Duration) {
     }
 }
 
-/// Opens the store, serves until `shutdown` resolves, then ends watch
-/// streams, finishes in-flight requests and closes the database. Prints the
-/// bound address to stdout once listening (scripts read it when the port
-/// is 0).
+/// Binds the listeners, opens the store, serves until `shutdown` resolves,
+/// then ends watch streams, finishes in-flight requests and closes the
+/// database (and removes the unix sockets). Prints one line per listener
+/// to stdout once serving, in the order given (scripts read the address
+/// when the port is 0).
 pub async fn serve(
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -191,7 +209,7 @@ pub async fn serve(
         }));
     }
     let posture = Posture {
-        loopback_only: config.listen.ip().is_loopback(),
+        loopback_only: config.tcp_loopback_only(),
         insecure_allow_anonymous: config.insecure_allow_anonymous,
         metrics_anonymous: config.metrics_anonymous,
     };
@@ -203,18 +221,19 @@ pub async fn serve(
     if !auth.any_token() {
         if !posture.loopback_only && !posture.insecure_allow_anonymous {
             store.close();
-            return Err(ServeError::Config(format!(
-                "refusing to listen on {} without authentication: no token exists yet, so \
-                 anyone who can reach the port would be an admin. Create a token first \
-                 (`modelhub token create` as root over the unix socket, or on a loopback \
-                 listener), or pass --insecure-allow-anonymous on a trusted network",
-                config.listen
-            )));
+            return Err(ServeError::Config(
+                "refusing to listen on a non-loopback address without authentication: no \
+                 token exists yet, so anyone who can reach the port would be an admin. Create \
+                 a token first (`modelhub token create` as root over the unix socket, or on \
+                 a loopback listener), or pass --insecure-allow-anonymous on a trusted \
+                 network"
+                    .into(),
+            ));
         }
         tracing::warn!(
-            "NO AUTHENTICATION: no token exists, so every anonymous request {} is an admin \
-             (it can create privileged containers). Create a token (`modelhub token create`) \
-             to require one",
+            "NO AUTHENTICATION: no token exists, so every anonymous TCP request {} is an \
+             admin (it can create privileged containers). Create a token (`modelhub token \
+             create`) to require one",
             if posture.loopback_only {
                 "from this host"
             } else {
@@ -222,12 +241,30 @@ pub async fn serve(
             }
         );
     }
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(ServeError::Io)?;
-    let addr = listener.local_addr().map_err(ServeError::Io)?;
-    tracing::info!(%addr, data = %config.data.display(), "modelhub listening");
-    println!("modelhub listening on http://{addr}");
+    // Bound once the store is open and the posture is safe; nothing is
+    // accepted until the router is built.
+    let listeners = Listeners::bind(&ListenConfig {
+        listen: config.listen.clone(),
+        tls: config.tls.clone(),
+        socket_group: config.socket_group.clone(),
+        limits: config.limits.clone(),
+    })
+    .await;
+    let listeners = match listeners {
+        Ok(l) => l,
+        Err(e) => {
+            store.close();
+            return Err(ServeError::Io(e));
+        }
+    };
+    for address in listeners.addresses() {
+        println!("modelhub listening on {address}");
+    }
+    tracing::info!(
+        listen = ?listeners.addresses(),
+        data = %config.data.display(),
+        "modelhub listening"
+    );
     let compaction = tokio::spawn(compaction_loop(
         store.clone(),
         config.history_revisions,
@@ -258,14 +295,8 @@ pub async fn serve(
             }
         }
     };
-    // Watch frames are small writes that must not wait for Nagle's timer.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
-    let result = axum::serve(crate::http::conn::Coalescing(listener), router(state))
-        .with_graceful_shutdown(async move {
+    listeners
+        .serve(router(state), async move {
             if !stopped_early {
                 tokio::select! {
                     () = shutdown => {}
@@ -285,5 +316,25 @@ pub async fn serve(
     if let Some(msg) = fatal.lock().unwrap_or_else(|e| e.into_inner()).take() {
         return Err(ServeError::Fatal(msg));
     }
-    result.map_err(ServeError::Io)
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_only_means_every_tcp_listener() {
+        let config = |listen: &[&str]| {
+            Config::new(
+                listen.iter().map(|l| l.parse().unwrap()).collect(),
+                PathBuf::from("x"),
+            )
+        };
+        assert!(config(&["127.0.0.1:0", "[::1]:1", "unix:/run/m.sock"]).tcp_loopback_only());
+        assert!(config(&["unix:/run/m.sock"]).tcp_loopback_only());
+        assert!(!config(&["127.0.0.1:0", "0.0.0.0:8080"]).tcp_loopback_only());
+        assert!(!config(&["[::]:8080"]).tcp_loopback_only());
+        assert!(!config(&["10.0.0.1:8080"]).tcp_loopback_only());
+    }
 }

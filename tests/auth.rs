@@ -662,3 +662,17 @@ fn a_token_write_is_durable_with_the_logged_writes_around_it() {
     );
     assert_eq!(anon.get(&s.api("/realms")).0, 401);
 }
+
+#[test]
+fn revoking_every_token_does_not_reopen_anonymous_access() {
+    let mut s = Server::start();
+    let (admin, _) = first_admin(&s);
+    let (st, body) = admin.delete(&s.api("/tokens/root"));
+    assert_eq!(st, 200, "{body}");
+    let anon = Client::default();
+    assert_eq!(anon.get(&s.api("/realms")).0, 401);
+    assert_eq!(admin.get(&s.api("/realms")).0, 401);
+    s.restart();
+    assert_eq!(anon.get(&s.api("/realms")).0, 401);
+    assert!(!s.log_text().contains("NO AUTHENTICATION"));
+}

@@ -604,7 +604,8 @@ async fn close_refuses_later_writes<B: Backend>(b: B) {
 async fn tokens_are_unique_revocable_and_not_objects<B: Backend>(b: B) {
     use modelhub::auth::Role;
     use modelhub::auth::token::{Secret, Token};
-    assert!(b.tokens().await.unwrap().is_empty());
+    let none = b.tokens().await.unwrap();
+    assert!(none.items.is_empty() && !none.enabled);
     let secret = Secret::generate();
     let t = Token {
         name: "ci".into(),
@@ -622,7 +623,7 @@ async fn tokens_are_unique_revocable_and_not_objects<B: Backend>(b: B) {
         matches!(&err, StoreError::TokenExists(n) if n == "ci"),
         "{err:?}"
     );
-    assert_eq!(b.tokens().await.unwrap(), vec![t.clone()]);
+    assert_eq!(b.tokens().await.unwrap().items, vec![t.clone()]);
     // Tokens take no revision and make no event.
     assert_eq!(b.revision().await.unwrap(), before);
     assert!(b.events(before, 10).unwrap().events.is_empty());
@@ -639,6 +640,7 @@ async fn tokens_are_unique_revocable_and_not_objects<B: Backend>(b: B) {
         .tokens()
         .await
         .unwrap()
+        .items
         .into_iter()
         .map(|t| t.name)
         .collect();
@@ -649,7 +651,11 @@ async fn tokens_are_unique_revocable_and_not_objects<B: Backend>(b: B) {
         matches!(&err, StoreError::TokenNotFound(n) if n == "ci"),
         "{err:?}"
     );
-    assert_eq!(b.tokens().await.unwrap(), vec![other]);
+    assert_eq!(b.tokens().await.unwrap().items, vec![other.clone()]);
+    // Once every token is revoked, the store still says one existed.
+    b.revoke_token("a-reader").await.unwrap();
+    let left = b.tokens().await.unwrap();
+    assert!(left.items.is_empty() && left.enabled);
     // Objects are untouched, and writes go on.
     create(&b, realm("r2")).await;
     assert_eq!(b.revision().await.unwrap(), before + 1);

@@ -44,6 +44,16 @@ impl Token {
     }
 }
 
+/// The tokens a store holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tokens {
+    /// Every token, by name.
+    pub items: Vec<Token>,
+    /// Whether a token was ever created in this store: from then on
+    /// anonymous access stays off, even once every token is revoked.
+    pub enabled: bool,
+}
+
 /// A freshly generated token string. Its `Debug` hides it; it is shown
 /// once, to whoever created it.
 pub struct Secret(String);

@@ -31,9 +31,13 @@ fn sync_dir(file: &Path) -> std::io::Result<()> {
 
 /// Downloads, verifies and places the backup; prints its revision and
 /// object count.
-pub async fn backup(server: &str, file: &Path, out: &mut impl Write) -> Result<(), CliError> {
+pub async fn backup(
+    remote: &super::Remote,
+    file: &Path,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
     let temp = temp_path(file);
-    let result = download(server, file, &temp).await;
+    let result = download(remote, file, &temp).await;
     if result.is_err() {
         let _ = std::fs::remove_file(&temp);
     }
@@ -47,11 +51,15 @@ pub async fn backup(server: &str, file: &Path, out: &mut impl Write) -> Result<(
     Ok(())
 }
 
-async fn download(server: &str, file: &Path, temp: &Path) -> Result<(u64, u64), CliError> {
+async fn download(
+    remote: &super::Remote,
+    file: &Path,
+    temp: &Path,
+) -> Result<(u64, u64), CliError> {
     let failed =
         |what: String| CliError::Backup(format!("{what}; {} was not written", file.display()));
     let write_failed = |e: std::io::Error| failed(format!("cannot write {}: {e}", temp.display()));
-    let (client, fail) = connect(server);
+    let (client, fail) = connect(remote)?;
     let mut stream = Box::pin(client.backup().await.map_err(fail)?);
     let mut f = File::create(temp).map_err(write_failed)?;
     let mut bytes = 0u64;
@@ -63,7 +71,7 @@ async fn download(server: &str, file: &Path, temp: &Path) -> Result<(u64, u64), 
             };
             failed(format!(
                 "the backup stream from {} broke off after {bytes} bytes ({cause})",
-                client.base()
+                client.server()
             ))
         })?;
         f.write_all(&chunk).map_err(write_failed)?;
@@ -74,7 +82,7 @@ async fn download(server: &str, file: &Path, temp: &Path) -> Result<(u64, u64), 
     let summary = verify(|| File::open(temp).map(BufReader::new)).map_err(|e| {
         failed(format!(
             "the backup from {} is not whole: {e}",
-            client.base()
+            client.server()
         ))
     })?;
     std::fs::rename(temp, file)

@@ -20,7 +20,7 @@ use futures_util::StreamExt;
 use serde_json::Value;
 
 use crate::api::v1beta1;
-use crate::client::{Client, ClientError, WatchEvent, WatchScope, object_url};
+use crate::client::{Client, ClientError, ClientOptions, WatchEvent, WatchScope, object_url};
 use crate::model::{AnyObject, Kind, Path};
 
 pub use backup::backup;
@@ -101,6 +101,7 @@ impl fmt::Display for CliError {
                 }
                 ClientError::Api { .. } => write!(f, "{error}"),
                 ClientError::Decode(e) => write!(f, "unreadable answer from {server}: {e}"),
+                ClientError::Config(e) => f.write_str(e),
             },
         }
     }
@@ -136,24 +137,48 @@ pub fn report(result: Result<(), CliError>) -> ExitCode {
     }
 }
 
-/// Accepts `host:port` as well as a URL.
+/// Where the commands send their requests, and how they authenticate.
+#[derive(Debug, Clone)]
+pub struct Remote {
+    /// A URL, `HOST:PORT` or `unix:/path/modelhub.sock`.
+    pub server: String,
+    /// Token and certificates.
+    pub options: ClientOptions,
+}
+
+impl Remote {
+    /// `server` without a token or certificates.
+    pub fn new(server: impl Into<String>) -> Remote {
+        Remote {
+            server: server.into(),
+            options: ClientOptions::default(),
+        }
+    }
+}
+
+/// Accepts `host:port` and `unix:/path` as well as a URL.
 fn server_url(server: &str) -> String {
-    if server.contains("://") {
+    if server.contains("://") || server.starts_with("unix:") {
         server.to_string()
     } else {
         format!("http://{server}")
     }
 }
 
-/// A client for `server` and a function wrapping its errors.
-fn connect(server: &str) -> (Client, impl Fn(ClientError) -> CliError + use<>) {
-    let url = server_url(server);
-    let client = Client::new(url.clone());
-    let server = client.base().to_string();
-    (client, move |error| CliError::Client {
+/// A client for `remote` and a function wrapping its errors.
+fn connect(
+    remote: &Remote,
+) -> Result<(Client, impl Fn(ClientError) -> CliError + use<>), CliError> {
+    let url = server_url(&remote.server);
+    let client = Client::connect(&url, &remote.options).map_err(|error| CliError::Client {
+        server: url.clone(),
+        error,
+    })?;
+    let server = client.server().to_string();
+    Ok((client, move |error| CliError::Client {
         server: server.clone(),
         error,
-    })
+    }))
 }
 
 /// Reads a kind argument: singular or plural, any case.
@@ -215,7 +240,7 @@ pub fn manifest_type(body: &[u8]) -> &'static str {
 /// `modelhub apply -f FILE|-`: sends every document of the manifest to
 /// `/apply` in one request and prints one line per document.
 pub async fn apply(
-    server: &str,
+    remote: &Remote,
     file: &str,
     dry_run: bool,
     out: &mut impl Write,
@@ -233,7 +258,7 @@ pub async fn apply(
         let from = if file == "-" { "stdin" } else { file };
         return Err(CliError::Input(format!("{from} holds no documents")));
     }
-    let (client, fail) = connect(server);
+    let (client, fail) = connect(remote)?;
     let content_type = manifest_type(&body);
     let result = client
         .apply(body, content_type, dry_run)
@@ -251,7 +276,7 @@ pub async fn apply(
 /// `modelhub get KIND [PATH] [-o ...]`: one object (full path), the
 /// objects of that kind under a shorter path, or all of that kind.
 pub async fn get(
-    server: &str,
+    remote: &Remote,
     kind: &str,
     path: Option<&str>,
     output: Output,
@@ -287,7 +312,7 @@ pub async fn get(
         Output::Yaml => "application/yaml",
         Output::Table | Output::Json => "application/json",
     };
-    let (client, fail) = connect(server);
+    let (client, fail) = connect(remote)?;
     let text = client.get_raw(&url, accept).await.map_err(fail)?;
     if output == Output::Yaml {
         out.write_all(text.as_bytes())?;
@@ -298,7 +323,7 @@ pub async fn get(
         return Ok(());
     }
     let doc: Value = serde_json::from_str(&text).map_err(|e| CliError::Client {
-        server: client.base().to_string(),
+        server: client.server().to_string(),
         error: ClientError::Decode(e.to_string()),
     })?;
     if output == Output::Json {
@@ -326,7 +351,7 @@ pub async fn get(
         .map(|item| Row::of(item, prefix))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| CliError::Client {
-            server: client.base().to_string(),
+            server: client.server().to_string(),
             error: ClientError::Decode(e),
         })?;
     out.write_all(table(&rows, now_nanos()).as_bytes())?;
@@ -336,7 +361,7 @@ pub async fn get(
 
 /// `modelhub delete KIND PATH [--cascade]`.
 pub async fn delete(
-    server: &str,
+    remote: &Remote,
     kind: &str,
     path: &str,
     cascade: bool,
@@ -351,7 +376,7 @@ pub async fn delete(
             path_shape(kind)
         )));
     }
-    let (client, fail) = connect(server);
+    let (client, fail) = connect(remote)?;
     let deleted = client
         .delete(&Path::new(kind, names), cascade)
         .await
@@ -375,7 +400,7 @@ pub async fn delete(
 /// (`ADDED cell demo/web/frontend/shop rv=12`), starting with the objects
 /// that exist now, until Ctrl-C.
 pub async fn watch(
-    server: &str,
+    remote: &Remote,
     kind: Option<&str>,
     scope: &Scope,
     out: &mut impl Write,
@@ -403,7 +428,7 @@ pub async fn watch(
             None => {}
         }
     }
-    let (client, fail) = connect(server);
+    let (client, fail) = connect(remote)?;
     let what = WatchScope {
         kinds,
         scope: names,
@@ -422,7 +447,7 @@ pub async fn watch(
             None => {
                 return Err(CliError::WatchEnded(format!(
                     "the server at {} ended the watch stream",
-                    client.base()
+                    client.server()
                 )));
             }
             Some(Err(e)) => return Err(fail(e)),

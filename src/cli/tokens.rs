@@ -4,19 +4,19 @@
 
 use std::io::Write;
 
-use super::{CliError, connect};
+use super::{CliError, Remote, connect};
 use crate::api::v1beta1::tokens::TokenRequest;
 
 /// Creates a token and prints it.
 pub async fn create(
-    server: &str,
+    remote: &Remote,
     name: &str,
     role: &str,
     realms: &[String],
     privileged: bool,
     out: &mut impl Write,
 ) -> Result<(), CliError> {
-    let (client, fail) = connect(server);
+    let (client, fail) = connect(remote)?;
     let created = client
         .create_token(&TokenRequest {
             name: name.to_string(),
@@ -47,8 +47,8 @@ pub async fn create(
 }
 
 /// Prints every token: NAME, ROLE, REALMS, PRIVILEGED, CREATED.
-pub async fn list(server: &str, out: &mut impl Write) -> Result<(), CliError> {
-    let (client, fail) = connect(server);
+pub async fn list(remote: &Remote, out: &mut impl Write) -> Result<(), CliError> {
+    let (client, fail) = connect(remote)?;
     let tokens = client.list_tokens().await.map_err(fail)?;
     let rows: Vec<[String; 5]> = tokens
         .into_iter()
@@ -91,8 +91,8 @@ pub async fn list(server: &str, out: &mut impl Write) -> Result<(), CliError> {
 }
 
 /// Revokes a token.
-pub async fn revoke(server: &str, name: &str, out: &mut impl Write) -> Result<(), CliError> {
-    let (client, fail) = connect(server);
+pub async fn revoke(remote: &Remote, name: &str, out: &mut impl Write) -> Result<(), CliError> {
+    let (client, fail) = connect(remote)?;
     let t = client.revoke_token(name).await.map_err(fail)?;
     writeln!(out, "token {:?} revoked", t.name)?;
     out.flush()?;

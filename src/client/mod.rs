@@ -12,6 +12,7 @@ mod tokens;
 pub mod watcher;
 
 use std::fmt;
+use std::path::{Path as FsPath, PathBuf};
 
 use futures_util::{Stream, StreamExt};
 use serde_json::Value;
@@ -37,6 +38,9 @@ pub enum ClientError {
     },
     /// The answer could not be read.
     Decode(String),
+    /// The client could not be set up (an unreadable certificate, a bad
+    /// server address).
+    Config(String),
 }
 
 impl ClientError {
@@ -59,6 +63,7 @@ impl fmt::Display for ClientError {
                 detail,
             } => write!(f, "{status} {reason}: {detail}"),
             ClientError::Decode(e) => write!(f, "unreadable answer: {e}"),
+            ClientError::Config(e) => f.write_str(e),
         }
     }
 }
@@ -82,11 +87,69 @@ pub struct WatchScope {
     pub label_selector: Option<String>,
 }
 
+/// A bearer token. Never shown: its `Debug` prints `Token(..)`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    /// A token from its text (surrounding whitespace removed).
+    pub fn new(text: impl AsRef<str>) -> Token {
+        Token(text.as_ref().trim().to_string())
+    }
+
+    /// Reads a token file (the token on its first line; surrounding
+    /// whitespace is ignored).
+    pub fn from_file(path: &FsPath) -> Result<Token, ClientError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ClientError::Config(format!(
+                "cannot read the token file {}: {e}",
+                path.display()
+            ))
+        })?;
+        let token = Token::new(text.lines().next().unwrap_or_default());
+        if token.0.is_empty() {
+            return Err(ClientError::Config(format!(
+                "the token file {} is empty",
+                path.display()
+            )));
+        }
+        Ok(token)
+    }
+
+    /// The token's text, to send.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(..)")
+    }
+}
+
+/// How a [`Client`] authenticates and which server certificates it
+/// trusts.
+#[derive(Debug, Clone, Default)]
+pub struct ClientOptions {
+    /// Sent as `Authorization: Bearer ...` on every request.
+    pub token: Option<Token>,
+    /// A CA certificate (PEM) trusted for `https` servers (there is no
+    /// other trust anchor: an `https` server needs one).
+    pub ca_cert: Option<PathBuf>,
+    /// A client certificate (PEM) to present, with `client_key`.
+    pub client_cert: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    pub client_key: Option<PathBuf>,
+}
+
 /// The API client.
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
     base: String,
+    /// The server as given (`unix:/path` for a socket), for messages.
+    server: String,
 }
 
 /// The URL path of an object (`/api/v1beta1/realms/r/spaces/s`).
@@ -97,15 +160,89 @@ pub fn object_url(path: &Path) -> String {
 impl Client {
     /// A client for the server at `base` (e.g. `http://127.0.0.1:8080`).
     pub fn new(base: impl Into<String>) -> Client {
+        let base = base.into().trim_end_matches('/').to_string();
         Client {
             http: reqwest::Client::new(),
-            base: base.into().trim_end_matches('/').to_string(),
+            server: base.clone(),
+            base,
         }
     }
 
-    /// The server's base URL.
+    /// A client for `server`: a URL (`http://HOST:PORT`, `https://...`)
+    /// or `unix:/path/modelhub.sock`, with a token and certificates.
+    pub fn connect(server: &str, options: &ClientOptions) -> Result<Client, ClientError> {
+        let config = |m: String| ClientError::Config(m);
+        let read = |what: &str, p: &FsPath| {
+            std::fs::read(p).map_err(|e| config(format!("cannot read {what} {}: {e}", p.display())))
+        };
+        let mut builder = reqwest::Client::builder();
+        let base = match server.strip_prefix("unix:") {
+            Some(path) if !path.starts_with("//") => {
+                builder = builder.unix_socket(FsPath::new(path));
+                // The host is not used to connect; it is sent as `Host`.
+                "http://localhost".to_string()
+            }
+            _ => server.trim_end_matches('/').to_string(),
+        };
+        if let Some(token) = &options.token {
+            let mut value =
+                reqwest::header::HeaderValue::try_from(format!("Bearer {}", token.expose()))
+                    .map_err(|_| {
+                        config("the token holds characters a header cannot carry".into())
+                    })?;
+            value.set_sensitive(true);
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+            builder = builder.default_headers(headers);
+        }
+        if let Some(ca) = &options.ca_cert {
+            let pem = read("the CA certificate", ca)?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| config(format!("bad CA certificate {}: {e}", ca.display())))?
+            {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        match (&options.client_cert, &options.client_key) {
+            (Some(cert), Some(key)) => {
+                let mut pem = read("the client certificate", cert)?;
+                pem.push(b'\n');
+                pem.extend(read("the client key", key)?);
+                let identity = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                    config(format!(
+                        "bad client certificate {} or key {}: {e}",
+                        cert.display(),
+                        key.display()
+                    ))
+                })?;
+                builder = builder.identity(identity);
+            }
+            (None, None) => {}
+            _ => {
+                return Err(config(
+                    "a client certificate needs both --client-cert and --client-key".into(),
+                ));
+            }
+        }
+        let http = builder
+            .build()
+            .map_err(|e| config(format!("cannot set up the HTTP client: {e}")))?;
+        Ok(Client {
+            http,
+            base,
+            server: server.to_string(),
+        })
+    }
+
+    /// The server's base URL (`http://localhost` for a unix socket).
     pub fn base(&self) -> &str {
         &self.base
+    }
+
+    /// The server as given to [`Client::connect`] (`unix:/path` for a
+    /// socket), for messages.
+    pub fn server(&self) -> &str {
+        &self.server
     }
 
     fn url(&self, path: &str) -> String {
@@ -414,7 +551,8 @@ mod tests {
 
     #[test]
     fn an_error_event_with_an_unknown_reason_still_ends_the_stream() {
-        let line = br#"{"type":"ERROR","object":{"status":403,"reason":"Teapot","detail":"no"}}"#;
+        let line =
+            br#"{"type":"ERROR","object":{"status":403,"reason":"NoSuchReason","detail":"no"}}"#;
         let Ok(WatchEvent::Error(p)) = parse_event(line) else {
             panic!("an ERROR event")
         };

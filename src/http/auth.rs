@@ -45,6 +45,8 @@ pub const TOKEN_REFRESH: Duration = Duration::from_secs(2);
 struct Index {
     by_digest: HashMap<[u8; 32], Arc<Identity>>,
     by_name: HashMap<String, Arc<Identity>>,
+    /// A token was ever created: anonymous access is off for good.
+    enabled: bool,
 }
 
 /// Who may do what without a token.
@@ -83,8 +85,11 @@ impl Auth {
     /// Reads the tokens again.
     pub async fn refresh(&self, store: &Store) -> Result<(), StoreError> {
         let tokens = store.tokens().await?;
-        let mut index = Index::default();
-        for t in tokens {
+        let mut index = Index {
+            enabled: tokens.enabled,
+            ..Index::default()
+        };
+        for t in tokens.items {
             let id = Arc::new(t.identity(Source::Token));
             index.by_name.insert(t.name.clone(), id.clone());
             index.by_digest.insert(t.digest, id);
@@ -100,6 +105,7 @@ impl Auth {
         let mut index = Index {
             by_digest: guard.by_digest.clone(),
             by_name: guard.by_name.clone(),
+            enabled: true,
         };
         index.by_digest.remove(&t.digest);
         index.by_name.remove(&t.name);
@@ -110,9 +116,10 @@ impl Auth {
         self.index.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Whether any token exists.
+    /// Whether a token was ever created in the store (revoking every
+    /// token does not turn authentication off again).
     pub fn any_token(&self) -> bool {
-        !self.index().by_name.is_empty()
+        self.index().enabled
     }
 
     /// Whether an anonymous TCP request is an admin right now.
@@ -463,7 +470,10 @@ mod tests {
     use crate::auth::Role;
 
     fn auth(tokens: &[Token], posture: Posture) -> Auth {
-        let mut index = Index::default();
+        let mut index = Index {
+            enabled: !tokens.is_empty(),
+            ..Index::default()
+        };
         for t in tokens {
             let id = Arc::new(t.identity(Source::Token));
             index.by_name.insert(t.name.clone(), id.clone());

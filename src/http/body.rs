@@ -78,7 +78,14 @@ impl<S: Send + Sync> FromRequest<S> for Body {
                 let too_large = std::error::Error::source(&e)
                     .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
                     || e.to_string().contains("length limit");
-                if too_large {
+                let stalled = error_chain(&e).any(|s| s.is::<tower_http::timeout::TimeoutError>());
+                if stalled {
+                    ApiError::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        Reason::BadRequest,
+                        "the request body stalled: nothing was received within the body timeout",
+                    )
+                } else if too_large {
                     ApiError::new(
                         StatusCode::PAYLOAD_TOO_LARGE,
                         Reason::PayloadTooLarge,
@@ -90,6 +97,13 @@ impl<S: Send + Sync> FromRequest<S> for Body {
             })?;
         Ok(Body { bytes, kind })
     }
+}
+
+/// An error and its sources, outermost first.
+fn error_chain<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(e), |e| e.source())
 }
 
 /// The names in a request path, in order (realm first).

@@ -1,7 +1,8 @@
 //! The HTTP layer: the route table ([`routes`]) and the router built from
 //! it, request extraction ([`body`]), handlers, rendering and its caches,
 //! the OpenAPI document ([`openapi`]), problem+json responses
-//! ([`error`]) and the backup stream ([`backup`]). Wire shapes, URL templates and which failure gets which
+//! ([`error`]), the backup stream ([`backup`]) and the listeners and
+//! connections ([`listen`]). Wire shapes, URL templates and which failure gets which
 //! status come from [`crate::api::v1beta1`]; handlers call the
 //! [`crate::store::Store`] facade.
 
@@ -13,6 +14,7 @@ pub mod cache;
 pub mod conn;
 pub mod error;
 pub mod handlers;
+pub mod listen;
 mod metrics;
 pub mod openapi;
 #[cfg(test)]

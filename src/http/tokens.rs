@@ -99,7 +99,7 @@ pub async fn create(State(s): State<AppState>, body: Body) -> Result<Response, A
 pub async fn list(State(s): State<AppState>) -> Result<Json<TokenList>, ApiError> {
     let tokens = s.store.tokens().await?;
     Ok(Json(TokenList {
-        items: tokens.iter().map(TokenInfo::from).collect(),
+        items: tokens.items.iter().map(TokenInfo::from).collect(),
     }))
 }
 

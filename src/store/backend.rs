@@ -40,7 +40,7 @@ use super::cursor::Snapshot;
 use super::error::StoreError;
 use super::feed::Feed;
 use super::query::{EventsPage, ListPage, ListQuery, Refusal, StoreStats};
-use crate::auth::token::Token;
+use crate::auth::token::{Token, Tokens};
 use crate::model::{AnyObject, Path};
 
 /// A store engine behind the storage contract (see the module docs).
@@ -116,8 +116,9 @@ pub trait Backend: Send + Sync + 'static {
     fn revoke_token(&self, name: &str) -> impl Future<Output = Result<Token, StoreError>> + Send;
 
     /// Every token, by name (what authentication checks against: a
-    /// revocation is seen by the next read).
-    fn tokens(&self) -> impl Future<Output = Result<Vec<Token>, StoreError>> + Send;
+    /// revocation is seen by the next read), and whether one was ever
+    /// created.
+    fn tokens(&self) -> impl Future<Output = Result<Tokens, StoreError>> + Send;
 
     /// Finishes queued writes and releases the engine; later calls answer
     /// `Closed`.

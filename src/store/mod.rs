@@ -49,7 +49,7 @@ pub use feed::{Feed, Subscriber};
 pub use options::StoreOptions;
 pub use query::{EventsPage, ListPage, ListQuery, Refusal, RefusedCause, StoreStats};
 
-use crate::auth::token::Token;
+use crate::auth::token::{Token, Tokens};
 use crate::model::{AnyObject, Path};
 
 /// Handle to an open store; cheap to clone.
@@ -211,7 +211,7 @@ impl Backend for Store {
         }
     }
 
-    async fn tokens(&self) -> Result<Vec<Token>, StoreError> {
+    async fn tokens(&self) -> Result<Tokens, StoreError> {
         match &self.0 {
             Engine::Redb(s) => s.tokens(),
         }

@@ -29,6 +29,9 @@ pub struct Server {
     pub log: Arc<Mutex<String>>,
     /// The extra arguments it was started with (kept across restarts).
     pub extra: Vec<String>,
+    /// Every listener's address as printed (`http://...`, `https://...`,
+    /// `unix:/path`), the first one's being `base`.
+    pub addresses: Vec<String>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -81,18 +84,26 @@ impl Server {
             }
         });
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).expect("read stdout");
-        let base = line
-            .trim()
-            .strip_prefix("modelhub listening on ")
-            .unwrap_or_else(|| {
-                panic!(
-                    "unexpected first line {line:?}; log: {}",
-                    log.lock().unwrap()
-                )
-            })
-            .to_string();
+        // One line per listener: the one given here, then each value of
+        // every `--listen` among the extra arguments.
+        let listeners = 1 + extra
+            .iter()
+            .zip(extra.iter().skip(1))
+            .filter(|(flag, _)| *flag == &"--listen")
+            .map(|(_, value)| value.split(',').count())
+            .sum::<usize>();
+        let mut addresses = Vec::new();
+        for _ in 0..listeners {
+            let mut line = String::new();
+            stdout.read_line(&mut line).expect("read stdout");
+            let address = line
+                .trim()
+                .strip_prefix("modelhub listening on ")
+                .unwrap_or_else(|| panic!("unexpected line {line:?}; log: {}", log.lock().unwrap()))
+                .to_string();
+            addresses.push(address);
+        }
+        let base = addresses[0].clone();
         std::thread::spawn(move || {
             let mut rest = String::new();
             let _ = stdout.read_to_string(&mut rest);
@@ -103,8 +114,23 @@ impl Server {
             data: data.to_path_buf(),
             log,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            addresses,
             _dir: None,
         }
+    }
+
+    /// The path of the first unix-socket listener.
+    pub fn socket(&self) -> PathBuf {
+        self.addresses
+            .iter()
+            .find_map(|a| a.strip_prefix("unix:"))
+            .map(PathBuf::from)
+            .expect("a unix-socket listener")
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
     }
 
     /// `base` + `/api/v1beta1` + `path`.
@@ -136,7 +162,11 @@ impl Server {
     pub fn restart(&mut self) {
         self.stop();
         let dir = self._dir.take();
-        let listen = self.base.trim_start_matches("http://").to_string();
+        let listen = self
+            .base
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .to_string();
         let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
         let mut next = Server::start_full(&self.data, &listen, &extra);
         next._dir = dir;

@@ -191,7 +191,7 @@ impl RedbStore {
     }
 
     /// See [`crate::store::Backend::tokens`].
-    pub fn tokens(&self) -> Result<Vec<Token>, StoreError> {
+    pub fn tokens(&self) -> Result<crate::auth::token::Tokens, StoreError> {
         self.read(read::tokens)
     }
 

@@ -286,20 +286,24 @@ fn cursor(
     })
 }
 
-/// Every stored token, by name.
-pub fn tokens(db: &Database) -> Result<Vec<crate::auth::token::Token>, StoreError> {
+/// Every stored token, by name; the table exists once a token was ever
+/// created.
+pub fn tokens(db: &Database) -> Result<crate::auth::token::Tokens, StoreError> {
     let txn = db.begin_read()?;
     let table = match txn.open_table(tables::TOKENS) {
         Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Default::default()),
         Err(e) => return Err(e.into()),
     };
-    let mut out = Vec::new();
+    let mut items = Vec::new();
     for entry in table.iter()? {
         let (k, v) = entry?;
-        out.push(codec::decode_token(k.value(), v.value())?);
+        items.push(codec::decode_token(k.value(), v.value())?);
     }
-    Ok(out)
+    Ok(crate::auth::token::Tokens {
+        items,
+        enabled: true,
+    })
 }
 
 /// Reads at most `max` events after revision `after`. A revision before
