@@ -50,6 +50,10 @@ pub struct Config {
     pub history_bytes: u64,
     /// Size of the spare file deleted when the disk fills up (0: none).
     pub spare_bytes: u64,
+    /// Writes that may wait for the writer before more are refused (429).
+    pub write_queue: usize,
+    /// Limits against hostile, broken or greedy clients.
+    pub limits: crate::http::limits::Limits,
 }
 
 impl Config {
@@ -69,6 +73,8 @@ impl Config {
             quota_bytes: StoreOptions::default().quota_bytes,
             history_bytes: StoreOptions::default().history_bytes,
             spare_bytes: crate::store::options::DEFAULT_SPARE_BYTES,
+            write_queue: crate::store::options::DEFAULT_WRITE_QUEUE,
+            limits: crate::http::limits::Limits::default(),
         }
     }
 }
@@ -128,6 +134,8 @@ async fn compaction_loop(store: Store, keep: u64, every: Duration) {
                 Ok(0) => break,
                 Ok(_) => tokio::task::yield_now().await,
                 Err(StoreError::Closed) => return,
+                // A full write queue: compaction waits for the next tick.
+                Err(StoreError::Busy { .. }) => break,
                 Err(e) => {
                     tracing::warn!(error = %e, "event log compaction failed");
                     break;
@@ -164,6 +172,7 @@ pub async fn serve(
         quota_bytes: config.quota_bytes,
         history_bytes: config.history_bytes,
         spare_bytes: config.spare_bytes,
+        write_queue: config.write_queue,
         ..StoreOptions::default()
     };
     let data = config.data.clone();
@@ -196,6 +205,7 @@ pub async fn serve(
         hub: hub.clone(),
         docs: Arc::new(DocCache::new(DOC_CACHE_BYTES)),
         lists,
+        limits: Arc::new(crate::http::limits::Gate::new(config.limits)),
     };
     let stop_streams = hub.clone();
     // A store that cannot recover from a storage failure stops the

@@ -13,6 +13,7 @@ pub mod cache;
 pub mod conn;
 pub mod error;
 pub mod handlers;
+pub mod limits;
 mod metrics;
 pub mod openapi;
 pub mod routes;
@@ -43,6 +44,9 @@ pub struct AppState {
     pub docs: Arc<cache::DocCache>,
     /// Rendered whole lists (fed by the store's change feed).
     pub lists: Arc<cache::ListCache>,
+    /// The limits against hostile or greedy clients, and what is held
+    /// against them.
+    pub limits: Arc<limits::Gate>,
 }
 
 /// The whole application: the routes of [`routes::table`], the Swagger UI
@@ -65,6 +69,12 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Inside authentication (layers added later run first): the caps
+        // are counted per identity, so the identity must be known.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limits::limit,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
