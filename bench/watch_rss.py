@@ -2,11 +2,12 @@
 """RSS of a modelhub server holding N snapshot watchers that never read.
 
 Usage: bench/watch_rss.py BINARY [--cells 5000] [--watchers 200] [--label-bytes 0]
+                           [--path /api/v1beta1/cells?watch=true] [--extra 'serve flags']
 
 Starts BINARY serve on a fresh database, creates one realm/space/stack and
 --cells cells (in applies of 1,000), optionally a realm with one label of
 --label-bytes, then opens --watchers connections that each send
-`GET /api/v1beta1/cells?watch=true` (a snapshot watch) with a small receive
+`GET --path` (default: a snapshot watch of every cell) with a small receive
 buffer and never read. Prints VmRSS (from /proc/PID/status) before the
 watchers, and 5 s after the last one was opened.
 """
@@ -37,6 +38,7 @@ def main():
     ap.add_argument("--watchers", type=int, default=200)
     ap.add_argument("--label-bytes", type=int, default=0)
     ap.add_argument("--extra", default="")
+    ap.add_argument("--path", default="/api/v1beta1/cells?watch=true")
     a = ap.parse_args()
     d = tempfile.mkdtemp()
     env = dict(os.environ, MODELHUB_SPARE_SPACE="0", RUST_LOG="warn")
@@ -72,7 +74,7 @@ def main():
             s = socket.socket()
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             s.connect((host, int(port)))
-            s.sendall(f"GET /api/v1beta1/cells?watch=true HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            s.sendall(f"GET {a.path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
             socks.append(s)
         series = []
         for _ in range(8):

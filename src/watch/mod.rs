@@ -52,6 +52,11 @@ const CATCH_UP_BATCH: usize = 512;
 /// larger): what a watcher that does not read holds besides the
 /// connection's own write buffer.
 pub const SNAPSHOT_PAGE_BYTES: usize = 16 * 1024;
+/// Frames of at least this size are rendered once and shared by every
+/// watcher sending them (smaller ones cost a watcher at most a page).
+const SHARE_FROM_BYTES: usize = 16 * 1024;
+/// Budget of the shared frames.
+const SHARED_FRAME_BYTES: usize = 64 * 1024 * 1024;
 /// Up to this many bytes of already-queued events are written as one chunk.
 const COALESCE_BYTES: usize = 16 * 1024;
 
@@ -82,7 +87,7 @@ pub trait Encode: Send + Sync {
 pub type Encoder = Arc<dyn Encode>;
 
 /// The `type` of a watch event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventType {
     /// Created (or present in the initial snapshot).
     Added,
@@ -194,7 +199,7 @@ pub enum Start {
 }
 
 /// How events are framed on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Framing {
     /// `application/x-ndjson`: one JSON document per line.
     Ndjson,
@@ -209,6 +214,8 @@ pub struct Hub {
     /// may run at once: however many watchers there are, they share a
     /// few reader threads instead of each growing the blocking pool.
     readers: tokio::sync::Semaphore,
+    /// Large frames rendered for the snapshot or the log, shared.
+    shared: Shared,
     shutdown: watch::Sender<bool>,
     encode: Encoder,
     bookmark_interval: Duration,
@@ -224,6 +231,7 @@ impl Hub {
         Arc::new(Hub {
             tx,
             readers: tokio::sync::Semaphore::new(readers),
+            shared: Shared::new(SHARED_FRAME_BYTES),
             shutdown,
             encode,
             bookmark_interval,
@@ -263,6 +271,30 @@ impl Hub {
         };
         frame.json = frame.line.slice(..frame.line.len() - 1);
         frame
+    }
+
+    /// The framed event for `object` (`id`: the SSE id), rendered once for
+    /// every watcher when it is large.
+    fn render(
+        &self,
+        framing: Framing,
+        event: EventType,
+        id: Option<u64>,
+        object: &AnyObject,
+    ) -> Bytes {
+        let key = FrameKey {
+            framing,
+            event,
+            id,
+            kind: object.kind(),
+            names: object.path().names().to_vec(),
+            revision: object.meta().resource_version,
+        };
+        if let Some(frame) = self.shared.get(&key) {
+            return frame;
+        }
+        let frame = frame_bytes(framing, event, id, &self.encode.event(event, object));
+        self.shared.keep(key, frame)
     }
 
     /// Ends every stream (on server shutdown).
@@ -483,20 +515,20 @@ impl Watcher {
     /// travels there and back): one page per step, taken only once the
     /// connection has written the previous one.
     async fn snapshot_page(&mut self, cursor: Option<Box<SnapshotCursor>>) -> Result<(), Stop> {
-        let (store, filter, framing, encode) = (
+        let (store, filter, framing, hub) = (
             self.store.clone(),
             self.filter.clone(),
             self.framing,
-            self.hub.encode.clone(),
+            self.hub.clone(),
         );
-        let hub = self.hub.clone();
-        let _reader = hub.readers.acquire().await.expect("never closed");
+        let readers = self.hub.clone();
+        let _reader = readers.readers.acquire().await.expect("never closed");
         let (cursor, frames, done) = tokio::task::spawn_blocking(move || {
             let mut cursor = match cursor {
                 Some(c) => c,
                 None => Box::new(SnapshotCursor::new(store.snapshot()?, &filter)),
             };
-            let (frames, done) = cursor.page(&filter, framing, &*encode, SNAPSHOT_PAGE_BYTES)?;
+            let (frames, done) = cursor.page(&filter, framing, &hub, SNAPSHOT_PAGE_BYTES)?;
             Ok::<_, StoreError>((cursor, frames, done))
         })
         .await
@@ -533,9 +565,8 @@ impl Watcher {
                 .matches(obj.kind(), obj.path().names(), &obj.meta().labels)
             {
                 let event = EventType::from(change);
-                let json = self.hub.encode.event(event, &obj);
-                self.out
-                    .push_back(frame_bytes(self.framing, event, Some(revision), &json));
+                let frame = self.hub.render(self.framing, event, Some(revision), &obj);
+                self.out.push_back(frame);
             }
         }
         Ok(n < CATCH_UP_BATCH)
@@ -614,6 +645,59 @@ impl Watcher {
     }
 }
 
+/// What a rendered frame depends on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct FrameKey {
+    framing: Framing,
+    event: EventType,
+    id: Option<u64>,
+    kind: Kind,
+    names: Vec<String>,
+    revision: u64,
+}
+
+/// Large rendered frames, shared: without it, N watchers sending one
+/// large object (a snapshot, a catch-up page) would each hold a copy of
+/// its frame. An entry is exact for the object's `resourceVersion`; when
+/// the budget is full the map starts over.
+struct Shared {
+    budget: usize,
+    inner: std::sync::Mutex<(std::collections::HashMap<FrameKey, Bytes>, usize)>,
+}
+
+impl Shared {
+    fn new(budget: usize) -> Shared {
+        Shared {
+            budget,
+            inner: Default::default(),
+        }
+    }
+
+    fn get(&self, key: &FrameKey) -> Option<Bytes> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.0.get(key).cloned()
+    }
+
+    /// Keeps `frame` if it is large (and fits); answers it.
+    fn keep(&self, key: FrameKey, frame: Bytes) -> Bytes {
+        if frame.len() < SHARE_FROM_BYTES || frame.len() > self.budget / 4 {
+            return frame;
+        }
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let (map, bytes) = &mut *inner;
+        if let Some(kept) = map.get(&key) {
+            return kept.clone();
+        }
+        if *bytes + frame.len() > self.budget {
+            map.clear();
+            *bytes = 0;
+        }
+        *bytes += frame.len();
+        map.insert(key, frame.clone());
+        frame
+    }
+}
+
 /// Where a snapshot watch is in its snapshot: the kinds left and the
 /// cursor over the current one, within one consistent read view.
 struct SnapshotCursor {
@@ -637,7 +721,7 @@ impl SnapshotCursor {
         &mut self,
         filter: &Filter,
         framing: Framing,
-        encode: &dyn Encode,
+        hub: &Hub,
         budget: usize,
     ) -> Result<(Vec<Bytes>, bool), StoreError> {
         let mut frames = Vec::new();
@@ -667,8 +751,7 @@ impl SnapshotCursor {
                 Some(entry) => {
                     let (_, obj) = entry?;
                     if filter.matches(*kind, obj.path().names(), &obj.meta().labels) {
-                        let json = encode.event(EventType::Added, &obj);
-                        let frame = frame_bytes(framing, EventType::Added, None, &json);
+                        let frame = hub.render(framing, EventType::Added, None, &obj);
                         size += frame.len();
                         frames.push(frame);
                     }
@@ -792,11 +875,12 @@ mod tests {
             kinds: vec![Kind::Realm],
             ..Filter::default()
         };
+        let hub = Hub::new(Arc::new(Plain), 16, Duration::from_secs(3600));
         let mut cursor = SnapshotCursor::new(store.snapshot().unwrap(), &filter);
         // A budget of one byte: one frame a page, then the end.
         let mut pages = Vec::new();
         loop {
-            let (frames, done) = cursor.page(&filter, Framing::Ndjson, &Plain, 1).unwrap();
+            let (frames, done) = cursor.page(&filter, Framing::Ndjson, &hub, 1).unwrap();
             pages.push(frames.len());
             if done {
                 break;
@@ -806,9 +890,39 @@ mod tests {
         // A large budget takes everything in one page.
         let mut cursor = SnapshotCursor::new(store.snapshot().unwrap(), &filter);
         let (frames, done) = cursor
-            .page(&filter, Framing::Ndjson, &Plain, 1 << 20)
+            .page(&filter, Framing::Ndjson, &hub, 1 << 20)
             .unwrap();
         assert_eq!((frames.len(), done), (5, true));
+    }
+
+    #[test]
+    fn large_frames_are_shared_small_ones_are_not() {
+        let shared = Shared::new(4 * SHARE_FROM_BYTES);
+        let key = |revision| FrameKey {
+            framing: Framing::Ndjson,
+            event: EventType::Added,
+            id: None,
+            kind: Kind::Realm,
+            names: vec!["r".into()],
+            revision,
+        };
+        let small = Bytes::from(vec![b'x'; 10]);
+        shared.keep(key(1), small);
+        assert!(shared.get(&key(1)).is_none());
+        let large = Bytes::from(vec![b'y'; SHARE_FROM_BYTES]);
+        let kept = shared.keep(key(2), large.clone());
+        assert_eq!(kept.as_ptr(), large.as_ptr());
+        // A second render of the same object at the same revision gets the
+        // first one's bytes.
+        let again = shared.keep(key(2), Bytes::from(vec![b'y'; SHARE_FROM_BYTES]));
+        assert_eq!(again.as_ptr(), large.as_ptr());
+        assert!(shared.get(&key(3)).is_none());
+        // Past the budget, the map starts over.
+        for r in 3..8 {
+            shared.keep(key(r), Bytes::from(vec![b'z'; SHARE_FROM_BYTES]));
+        }
+        assert!(shared.get(&key(2)).is_none());
+        assert!(shared.inner.lock().unwrap().1 <= 4 * SHARE_FROM_BYTES);
     }
 
     #[test]
