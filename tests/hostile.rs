@@ -173,17 +173,27 @@ fn a_yaml_alias_bomb_is_refused_at_once() {
             "a{i}: &a{i} [*a{p},*a{p},*a{p},*a{p},*a{p},*a{p},*a{p},*a{p},*a{p}]\n"
         ));
     }
-    for path in ["/apply", "/realms"] {
-        let t = Instant::now();
-        let r = c.post_yaml(&s.api(path), &bomb);
-        let took = t.elapsed();
-        assert_problem(&r, 400, "BadRequest", None);
-        assert!(took < Duration::from_secs(2), "{path}: took {took:?}");
-        println!(
-            "YAML bomb on {path}: 400 in {:.1} ms: {}",
-            took.as_secs_f64() * 1e3,
-            r.1["detail"]
-        );
+    // Apply reads documents into generic values: the aliases are expanded
+    // there, up to the parser's budget. An object's own route refuses the
+    // unknown top-level anchors before expanding anything.
+    let attack = Instant::now();
+    let mut rounds = 0;
+    while rounds == 0 || attack.elapsed() < Duration::from_secs(2) {
+        for path in ["/apply", "/realms"] {
+            let t = Instant::now();
+            let r = c.post_yaml(&s.api(path), &bomb);
+            let took = t.elapsed();
+            assert_problem(&r, 400, "BadRequest", None);
+            assert!(took < Duration::from_secs(2), "{path}: took {took:?}");
+            if rounds == 0 {
+                println!(
+                    "YAML bomb on {path}: 400 in {:.1} ms: {}",
+                    took.as_secs_f64() * 1e3,
+                    r.1["detail"]
+                );
+            }
+        }
+        rounds += 1;
     }
     by.finish("YAML alias bomb");
 }
@@ -195,26 +205,29 @@ fn deep_json_and_invalid_utf8_are_refused_at_once() {
     create_realm(&c, &s, "calm");
     let by = Bystander::start(&s, "calm");
     let deep = "[".repeat(200_000) + &"]".repeat(200_000);
-    for (method, path, ctype) in [
-        ("POST", "/realms", "application/json"),
-        ("POST", "/apply", "application/json"),
-        ("PATCH", "/realms/calm", "application/merge-patch+json"),
-    ] {
-        let t = Instant::now();
-        let req = c
-            .http
-            .request(method.parse().unwrap(), s.api(path))
-            .header("content-type", ctype)
-            .body(deep.clone());
-        let r = c.send(req);
-        assert_problem(&r, 400, "BadRequest", None);
-        let detail = r.1["detail"].as_str().unwrap();
-        assert!(detail.contains("--max-json-depth"), "{detail}");
-        assert!(
-            t.elapsed() < Duration::from_secs(2),
-            "{path}: {:?}",
-            t.elapsed()
-        );
+    let attack = Instant::now();
+    while attack.elapsed() < Duration::from_secs(2) {
+        for (method, path, ctype) in [
+            ("POST", "/realms", "application/json"),
+            ("POST", "/apply", "application/json"),
+            ("PATCH", "/realms/calm", "application/merge-patch+json"),
+        ] {
+            let t = Instant::now();
+            let req = c
+                .http
+                .request(method.parse().unwrap(), s.api(path))
+                .header("content-type", ctype)
+                .body(deep.clone());
+            let r = c.send(req);
+            assert_problem(&r, 400, "BadRequest", None);
+            let detail = r.1["detail"].as_str().unwrap();
+            assert!(detail.contains("--max-json-depth"), "{detail}");
+            assert!(
+                t.elapsed() < Duration::from_secs(2),
+                "{path}: {:?}",
+                t.elapsed()
+            );
+        }
     }
     // Under the limit, the nesting itself is no reason for a refusal.
     let (st, b) = c.post_json(

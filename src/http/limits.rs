@@ -265,7 +265,8 @@ fn classify(req: &Request) -> Class {
     let watch_param = req.uri().query().is_some_and(|q| {
         form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == "watch" && (v == "true" || v == "1"))
     });
-    if path == crate::api::v1beta1::paths::watch_route() || watch_param {
+    let get = req.method() == axum::http::Method::GET;
+    if get && (path == crate::api::v1beta1::paths::watch_route() || watch_param) {
         Class::Watch
     } else {
         Class::Request
@@ -464,5 +465,10 @@ mod tests {
         assert_eq!(class("/api/v1beta1/realms?watch=false"), Class::Request);
         assert_eq!(class("/api/v1beta1/realms/a"), Class::Request);
         assert_eq!(class("/healthzz"), Class::Request);
+        // Only a GET is a watch.
+        let post = Request::post("/api/v1beta1/realms?watch=true")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(classify(&post), Class::Request);
     }
 }
