@@ -299,6 +299,7 @@ fn a_100_mb_body_is_cut_off_with_413() {
     create_realm(&c, &s, "calm");
     let by = Bystander::start(&s, "calm");
     let total: usize = if big() { 1 << 30 } else { 100 << 20 };
+    let before = s.rss_mib();
     // Declared up front: refused before a byte of the body is read.
     let mut conn = connect(&s);
     let head = format!(
@@ -344,6 +345,9 @@ fn a_100_mb_body_is_cut_off_with_413() {
     // The answer may be lost to the reset of a connection closed with
     // unread data; when it arrives, it is the 413.
     assert!(status == 413 || status == 0, "{text}");
+    // At most the limit (16 MiB) was ever buffered.
+    let after = s.rss_mib();
+    assert!(after < before + 64, "RSS {before} -> {after} MiB");
     by.finish("100 MB body");
 }
 
@@ -458,6 +462,15 @@ fn ten_thousand_watches_from_one_identity_get_429_past_the_cap() {
         s.rss_mib()
     );
     assert_eq!((ok, refused, other), (cap, requests - cap, 0));
+    let metrics = c
+        .http
+        .get(format!("{}/metrics", s.base))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let line = format!("modelhub_limit_refusals_total{{cap=\"watches_per_identity\"}} {refused}");
+    assert!(metrics.contains(&line), "no {line:?} in {metrics}");
     // The places come back when the streams end.
     drop(results);
     let deadline = Instant::now() + LIVENESS;

@@ -18,6 +18,7 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -179,6 +180,41 @@ pub struct Gate {
     pub limits: Limits,
     requests: Arc<Counter>,
     watches: Arc<Counter>,
+    /// Refusals by [`Cap`].
+    refused: [AtomicU64; Cap::ALL.len()],
+}
+
+/// The caps a request can be refused by, for the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cap {
+    /// `--max-requests-in-flight`.
+    InFlight,
+    /// `--max-requests-in-flight-per-identity`.
+    InFlightPerIdentity,
+    /// `--max-watches`.
+    Watches,
+    /// `--max-watches-per-identity`.
+    WatchesPerIdentity,
+}
+
+impl Cap {
+    /// Every cap.
+    pub const ALL: [Cap; 4] = [
+        Cap::InFlight,
+        Cap::InFlightPerIdentity,
+        Cap::Watches,
+        Cap::WatchesPerIdentity,
+    ];
+
+    /// Its name in the metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Cap::InFlight => "requests_in_flight",
+            Cap::InFlightPerIdentity => "requests_in_flight_per_identity",
+            Cap::Watches => "watches",
+            Cap::WatchesPerIdentity => "watches_per_identity",
+        }
+    }
 }
 
 impl Gate {
@@ -200,16 +236,22 @@ impl Gate {
         self.requests
             .acquire(&who.name, total, l.max_in_flight_per_identity)
             .map_err(|full| match full {
-                Full::Total(_) => ApiError::too_many(format!(
-                    "too many requests in flight (cap {} for role {}, --max-requests-in-flight \
+                Full::Total(_) => self.refuse(
+                    Cap::InFlight,
+                    format!(
+                        "too many requests in flight (cap {} for role {}, --max-requests-in-flight \
                      {}); retry later",
-                    total, who.role, l.max_in_flight
-                )),
-                Full::Identity(n) => ApiError::too_many(format!(
-                    "too many requests in flight for {:?} (cap {n}, \
-                     --max-requests-in-flight-per-identity); retry later",
-                    who.name
-                )),
+                        total, who.role, l.max_in_flight
+                    ),
+                ),
+                Full::Identity(n) => self.refuse(
+                    Cap::InFlightPerIdentity,
+                    format!(
+                        "too many requests in flight for {:?} (cap {n}, \
+                         --max-requests-in-flight-per-identity); retry later",
+                        who.name
+                    ),
+                ),
             })
     }
 
@@ -219,15 +261,30 @@ impl Gate {
         self.watches
             .acquire(&who.name, l.max_watches, l.max_watches_per_identity)
             .map_err(|full| match full {
-                Full::Total(n) => ApiError::too_many(format!(
-                    "too many watch streams open (cap {n}, --max-watches); retry later"
-                )),
-                Full::Identity(n) => ApiError::too_many(format!(
-                    "too many watch streams open for {:?} (cap {n}, \
-                     --max-watches-per-identity); close some or retry later",
-                    who.name
-                )),
+                Full::Total(n) => self.refuse(
+                    Cap::Watches,
+                    format!("too many watch streams open (cap {n}, --max-watches); retry later"),
+                ),
+                Full::Identity(n) => self.refuse(
+                    Cap::WatchesPerIdentity,
+                    format!(
+                        "too many watch streams open for {:?} (cap {n}, \
+                         --max-watches-per-identity); close some or retry later",
+                        who.name
+                    ),
+                ),
             })
+    }
+
+    /// Counts a refusal by `cap` and answers its 429.
+    fn refuse(&self, cap: Cap, detail: String) -> ApiError {
+        self.refused[cap as usize].fetch_add(1, Ordering::Relaxed);
+        ApiError::too_many(detail)
+    }
+
+    /// Requests refused by `cap` so far.
+    pub fn refused(&self, cap: Cap) -> u64 {
+        self.refused[cap as usize].load(Ordering::Relaxed)
     }
 
     /// Watch streams open, in all and for `who`.
@@ -416,6 +473,8 @@ mod tests {
         assert!(gate.request(&identity("root", Role::Admin)).is_err());
         held.clear();
         assert_eq!(gate.requests_held("w"), (0, 0));
+        assert_eq!(gate.refused(Cap::InFlight), 2);
+        assert_eq!(gate.refused(Cap::InFlightPerIdentity), 0);
     }
 
     #[test]
