@@ -24,6 +24,63 @@ struct Cli {
     remote: Remote,
 }
 
+/// Limits against hostile, broken or greedy clients (`serve`).
+#[derive(clap::Args)]
+struct LimitArgs {
+    /// Largest request body (e.g. 16MiB): larger ones get 413.
+    #[arg(long, env = "MODELHUB_MAX_BODY_BYTES", default_value = "16MiB", value_parser = parse_size)]
+    max_body_bytes: u64,
+    /// Longest path and query of a request, in bytes: longer ones get 414.
+    #[arg(long, env = "MODELHUB_MAX_URI_BYTES", default_value_t = 8192)]
+    max_uri_bytes: usize,
+    /// Deepest nesting of arrays and objects in a JSON body: deeper gets 400.
+    #[arg(long, env = "MODELHUB_MAX_JSON_DEPTH", default_value_t = 64)]
+    max_json_depth: usize,
+    /// Most documents in one apply: more gets 413.
+    #[arg(long, env = "MODELHUB_MAX_APPLY_DOCUMENTS", default_value_t = 1000)]
+    max_apply_documents: usize,
+    /// Requests in flight at once (watch streams and probes aside); a
+    /// quarter is kept for admin and controller identities. Over it: 429.
+    #[arg(long, env = "MODELHUB_MAX_REQUESTS_IN_FLIGHT", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    max_requests_in_flight: u32,
+    /// Requests in flight at once from one identity: over it, 429.
+    #[arg(
+        long,
+        env = "MODELHUB_MAX_REQUESTS_IN_FLIGHT_PER_IDENTITY",
+        default_value_t = 256
+    )]
+    max_requests_in_flight_per_identity: usize,
+    /// Watch streams open at once: over it, 429.
+    #[arg(long, env = "MODELHUB_MAX_WATCHES", default_value_t = 10_000)]
+    max_watches: usize,
+    /// Watch streams open at once for one identity: over it, 429.
+    #[arg(
+        long,
+        env = "MODELHUB_MAX_WATCHES_PER_IDENTITY",
+        default_value_t = 1000
+    )]
+    max_watches_per_identity: usize,
+    /// Writes that may wait for the database's single writer: once that
+    /// many are queued, more get 429.
+    #[arg(long, env = "MODELHUB_WRITE_QUEUE", default_value_t = modelhub::store::options::DEFAULT_WRITE_QUEUE as u32, value_parser = clap::value_parser!(u32).range(1..))]
+    write_queue: u32,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> modelhub::http::limits::Limits {
+        modelhub::http::limits::Limits {
+            max_body_bytes: usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX),
+            max_uri_bytes: self.max_uri_bytes,
+            max_json_depth: self.max_json_depth,
+            max_apply_documents: self.max_apply_documents,
+            max_in_flight: self.max_requests_in_flight as usize,
+            max_in_flight_per_identity: self.max_requests_in_flight_per_identity,
+            max_watches: self.max_watches,
+            max_watches_per_identity: self.max_watches_per_identity,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 #[expect(
     clippy::large_enum_variant,
@@ -148,6 +205,8 @@ enum Command {
         /// (created with mode 0600).
         #[arg(long, env = "MODELHUB_AUDIT_LOG")]
         audit_log: Option<PathBuf>,
+        #[command(flatten)]
+        request_limits: LimitArgs,
     },
     /// Print the OpenAPI document (what `openapi/v1beta1.json` holds).
     Openapi,
@@ -480,6 +539,7 @@ fn main() -> ExitCode {
             insecure_allow_anonymous,
             metrics_anonymous,
             audit_log: _,
+            request_limits,
         } => {
             let mut builder = tokio::runtime::Builder::new_multi_thread();
             builder.worker_threads(workers.map_or_else(default_workers, usize::from));
@@ -517,6 +577,8 @@ fn main() -> ExitCode {
                     max_connections,
                     max_streams,
                 },
+                write_queue: request_limits.write_queue as usize,
+                request_limits: request_limits.limits(),
                 ..modelhub::server::Config::new(listen, data)
             };
             match runtime.block_on(modelhub::server::serve(

@@ -61,6 +61,10 @@ pub struct Config {
     pub insecure_allow_anonymous: bool,
     /// `/metrics` needs no token.
     pub metrics_anonymous: bool,
+    /// Writes that may wait for the writer before more are refused (429).
+    pub write_queue: usize,
+    /// Limits against hostile, broken or greedy clients.
+    pub request_limits: crate::http::limits::Limits,
 }
 
 impl Config {
@@ -85,6 +89,8 @@ impl Config {
             spare_bytes: crate::store::options::DEFAULT_SPARE_BYTES,
             insecure_allow_anonymous: false,
             metrics_anonymous: false,
+            write_queue: crate::store::options::DEFAULT_WRITE_QUEUE,
+            request_limits: crate::http::limits::Limits::default(),
         }
     }
 
@@ -156,6 +162,8 @@ async fn compaction_loop(store: Store, keep: u64, every: Duration) {
                 Ok(0) => break,
                 Ok(_) => tokio::task::yield_now().await,
                 Err(StoreError::Closed) => return,
+                // A full write queue: compaction waits for the next tick.
+                Err(StoreError::Busy { .. }) => break,
                 Err(e) => {
                     tracing::warn!(error = %e, "event log compaction failed");
                     break;
@@ -193,6 +201,7 @@ pub async fn serve(
         quota_bytes: config.quota_bytes,
         history_bytes: config.history_bytes,
         spare_bytes: config.spare_bytes,
+        write_queue: config.write_queue,
         ..StoreOptions::default()
     };
     let data = config.data.clone();
@@ -277,6 +286,7 @@ pub async fn serve(
         docs: Arc::new(DocCache::new(DOC_CACHE_BYTES)),
         lists,
         auth,
+        limits: Arc::new(crate::http::limits::Gate::new(config.request_limits)),
     };
     let token_refresh = tokio::spawn(crate::http::auth::refresh_loop(state.clone()));
     let stop_streams = hub.clone();

@@ -39,16 +39,32 @@ fn in_document(index: usize, e: ApiError) -> ApiError {
     }
 }
 
-/// Splits a body into its documents.
-fn documents(body: &Body) -> Result<Vec<serde_json::Value>, ApiError> {
+/// The refusal of an apply holding more than `max` documents.
+fn too_many_documents(max: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        super::error::Reason::PayloadTooLarge,
+        format!(
+            "the request holds more than {max} documents (--max-apply-documents): split it \
+             into several applies"
+        ),
+    )
+}
+
+/// Splits a body into its documents (at most `max`).
+fn documents(body: &Body, max: usize) -> Result<Vec<serde_json::Value>, ApiError> {
     match body.kind {
         BodyType::Document(Format::Json) => {
             let v: serde_json::Value = serde_json::from_slice(&body.bytes)
                 .map_err(|e| ApiError::bad_request(format!("body is not valid JSON: {e}")))?;
-            Ok(match v {
+            let items = match v {
                 serde_json::Value::Array(items) => items,
                 other => vec![other],
-            })
+            };
+            if items.len() > max {
+                return Err(too_many_documents(max));
+            }
+            Ok(items)
         }
         BodyType::Document(Format::Yaml) => {
             let text = std::str::from_utf8(&body.bytes)
@@ -60,6 +76,9 @@ fn documents(body: &Body) -> Result<Vec<serde_json::Value>, ApiError> {
                     in_document(i, ApiError::bad_request(format!("not valid YAML: {e}")))
                 })?;
                 if !v.is_null() {
+                    if docs.len() == max {
+                        return Err(too_many_documents(max));
+                    }
                     docs.push(v);
                 }
             }
@@ -164,7 +183,7 @@ pub async fn apply(
     body: Body,
 ) -> Result<Response, ApiError> {
     let dry_run = flag("dryRun", params.dry_run.as_deref())?;
-    let docs = documents(&body)?;
+    let docs = documents(&body, state.limits.limits.max_apply_documents)?;
     if docs.is_empty() {
         return Err(ApiError::bad_request("the request holds no documents"));
     }

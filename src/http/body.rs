@@ -10,12 +10,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::AppState;
 use super::error::{ApiError, Reason};
 use crate::api::v1beta1::{self, Format};
 use crate::model::AnyObject;
-
-/// Largest request body accepted.
-pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
 /// How a request body is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,10 +49,53 @@ fn media_type(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
         })
 }
 
-impl<S: Send + Sync> FromRequest<S> for Body {
+/// Whether a JSON text nests arrays and objects deeper than `max`
+/// (strings skipped; malformed text is left to the parser to refuse).
+/// Checked before parsing, so that a deep body costs one pass.
+pub fn json_too_deep(bytes: &[u8], max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in bytes {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// The body-size refusal.
+fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        Reason::PayloadTooLarge,
+        format!("the request body exceeds the limit of {limit} bytes (--max-body-bytes)"),
+    )
+}
+
+/// Reads the body up to the size limit, then refuses what is not UTF-8
+/// or (JSON) nested deeper than the limit, before any parser sees it.
+impl FromRequest<AppState> for Body {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let limits = state.limits.limits;
         let kind = match media_type(req.headers(), header::CONTENT_TYPE).as_deref() {
             None | Some("") | Some("application/json") => BodyType::Document(Format::Json),
             Some("application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml") => {
@@ -72,10 +113,19 @@ impl<S: Send + Sync> FromRequest<S> for Body {
                 ));
             }
         };
-        let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
+        // A declared length over the limit is refused before reading.
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limits.max_body_bytes as u64) {
+            return Err(too_large(limits.max_body_bytes));
+        }
+        let bytes = axum::body::to_bytes(req.into_body(), limits.max_body_bytes)
             .await
             .map_err(|e| {
-                let too_large = std::error::Error::source(&e)
+                let over = std::error::Error::source(&e)
                     .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
                     || e.to_string().contains("length limit");
                 let stalled = error_chain(&e).any(|s| s.is::<tower_http::timeout::TimeoutError>());
@@ -85,16 +135,28 @@ impl<S: Send + Sync> FromRequest<S> for Body {
                         Reason::BadRequest,
                         "the request body stalled: nothing was received within the body timeout",
                     )
-                } else if too_large {
-                    ApiError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        Reason::PayloadTooLarge,
-                        format!("request body exceeds {MAX_BODY_BYTES} bytes"),
-                    )
+                } else if over {
+                    too_large(limits.max_body_bytes)
                 } else {
                     ApiError::bad_request(format!("could not read the request body: {e}"))
                 }
             })?;
+        if let Err(e) = std::str::from_utf8(&bytes) {
+            return Err(ApiError::bad_request(format!(
+                "the request body is not valid UTF-8 (at byte {})",
+                e.valid_up_to()
+            )));
+        }
+        if matches!(
+            kind,
+            BodyType::Document(Format::Json) | BodyType::MergePatch
+        ) && json_too_deep(&bytes, limits.max_json_depth)
+        {
+            return Err(ApiError::bad_request(format!(
+                "the JSON body nests arrays and objects deeper than {} levels (--max-json-depth)",
+                limits.max_json_depth
+            )));
+        }
         Ok(Body { bytes, kind })
     }
 }
@@ -237,4 +299,23 @@ pub fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
         return Err(bad(s));
     }
     digits.parse::<u64>().map(Some).map_err(|_| bad(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_too_deep;
+
+    #[test]
+    fn json_depth_counts_brackets_outside_strings() {
+        assert!(!json_too_deep(br#"{"a":[1,{"b":2}]}"#, 3));
+        assert!(json_too_deep(br#"{"a":[1,{"b":2}]}"#, 2));
+        // Brackets in strings, escaped quotes included, do not count.
+        assert!(!json_too_deep(br#"{"a":"[[[[\"[[[["}"#, 1));
+        assert!(!json_too_deep(br#"{"a":"\\"}"#, 1));
+        let deep = [vec![b'['; 200_000], vec![b']'; 200_000]].concat();
+        assert!(json_too_deep(&deep, 64));
+        assert!(!json_too_deep(&deep[199_990..200_010], 64));
+        // Unbalanced closers never underflow.
+        assert!(!json_too_deep(b"]]]]{}", 1));
+    }
 }

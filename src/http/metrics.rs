@@ -54,6 +54,20 @@ pub async fn render(State(s): State<AppState>) -> Response {
         s.lists.hits(),
         s.lists.bytes(),
     ));
+    out.push_str(&format!(
+        "# HELP modelhub_requests_in_flight Requests being handled (watch streams and probes aside).\n\
+         # TYPE modelhub_requests_in_flight gauge\nmodelhub_requests_in_flight {}\n\
+         # HELP modelhub_limit_refusals_total Requests refused with 429 by a cap, by cap.\n\
+         # TYPE modelhub_limit_refusals_total counter\n",
+        s.limits.requests_held("").0,
+    ));
+    for cap in super::limits::Cap::ALL {
+        out.push_str(&format!(
+            "modelhub_limit_refusals_total{{cap=\"{}\"}} {}\n",
+            cap.name(),
+            s.limits.refused(cap)
+        ));
+    }
     let refused = s.store.writes_refused().map(|r| r.cause);
     out.push_str(
         "# HELP modelhub_writes_refused Whether writes are refused, by cause (1: refused).\n\

@@ -14,6 +14,7 @@ pub mod cache;
 pub mod conn;
 pub mod error;
 pub mod handlers;
+pub mod limits;
 pub mod listen;
 mod metrics;
 pub mod openapi;
@@ -50,6 +51,9 @@ pub struct AppState {
     pub lists: Arc<cache::ListCache>,
     /// The authenticator (tokens, anonymous posture).
     pub auth: Arc<auth::Auth>,
+    /// The limits against hostile or greedy clients, and what is held
+    /// against them.
+    pub limits: Arc<limits::Gate>,
 }
 
 /// The whole application: the routes of [`routes::table`], the Swagger UI
@@ -82,6 +86,13 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Inside authentication and the audit (layers added later run
+        // first): the caps are counted per identity, so the identity must
+        // be known, and their refusals are audited.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limits::limit,
+        ))
         .layer(axum::middleware::from_fn(auth::audit))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -46,6 +46,7 @@ async fn serve() -> Harness {
     );
     let state = AppState {
         auth,
+        limits: Arc::new(super::limits::Gate::new(super::limits::Limits::default())),
         store,
         metrics: Arc::new(Metrics::default()),
         hub: Hub::new(Arc::new(V1beta1Events), 1024, Duration::from_secs(60)),

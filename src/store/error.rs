@@ -69,6 +69,11 @@ pub enum StoreError {
     },
     /// The store is shutting down.
     Closed,
+    /// The writer's queue is full: nothing was queued; retry later.
+    Busy {
+        /// The queue's bound, in jobs.
+        queue: usize,
+    },
     /// Refused for lack of space (below the free-space reserve, or the
     /// disk is full): nothing was written.
     NoSpace(String),
@@ -218,6 +223,11 @@ impl fmt::Display for StoreError {
                  run a newer modelhub"
             ),
             StoreError::Closed => f.write_str("the store is shutting down"),
+            StoreError::Busy { queue } => write!(
+                f,
+                "the write queue is full ({queue} writes waiting, --write-queue): nothing was \
+                 written; retry later"
+            ),
             StoreError::Rejected { message, .. } | StoreError::Forbidden { message, .. } => {
                 f.write_str(message)
             }

@@ -33,6 +33,10 @@ pub struct StoreOptions {
     /// disk; re-created once there is room again (0: none, the default
     /// here; the server's default is [`DEFAULT_SPARE_BYTES`]).
     pub spare_bytes: u64,
+    /// Jobs (writes, applies) that may wait for the single writer; once
+    /// the queue is full a write is refused at once with
+    /// [`super::StoreError::Busy`] instead of queueing without bound.
+    pub write_queue: usize,
     /// Where the files are (the real filesystem, or a simulated disk).
     pub disk: Arc<dyn Disk>,
     /// Deliberate bugs, for tests that prove the crash tests find them.
@@ -59,6 +63,9 @@ pub const DEFAULT_QUOTA_BYTES: u64 = 8 * 1024 * 1024 * 1024;
 /// The default byte budget of the history.
 pub const DEFAULT_HISTORY_BYTES: u64 = 1024 * 1024 * 1024;
 
+/// The default bound of the writer's queue, in jobs.
+pub const DEFAULT_WRITE_QUEUE: usize = 4096;
+
 /// The default size of the spare file.
 pub const DEFAULT_SPARE_BYTES: u64 = 32 * 1024 * 1024;
 
@@ -77,6 +84,7 @@ impl Default for StoreOptions {
             quota_bytes: DEFAULT_QUOTA_BYTES,
             history_bytes: DEFAULT_HISTORY_BYTES,
             spare_bytes: 0,
+            write_queue: DEFAULT_WRITE_QUEUE,
             disk: Arc::new(OsDisk),
             sabotage: Sabotage::default(),
         }

@@ -6,7 +6,12 @@
 //!
 //! 1. subscribes to the hub first, so nothing committed afterwards is missed;
 //! 2. starts either from a revision (`After(n)`) or from a snapshot (an
-//!    ADDED per object in scope, then a BOOKMARK at the snapshot revision);
+//!    ADDED per object in scope, then a BOOKMARK at the snapshot revision),
+//!    rendered a page of [`SNAPSHOT_PAGE_BYTES`] at a time, each only once
+//!    the connection has taken the one before: a watcher that does not
+//!    read holds one page and its connection's write buffer, never its
+//!    snapshot. Watchers' store reads (snapshot and catch-up pages) share
+//!    a few reader threads, however many watchers there are;
 //! 3. catches up from the log up to the newest event, then follows the hub,
 //!    skipping frames at or below its cursor (no duplicates at the hand-over)
 //!    and going back to the log whenever it sees a gap: it fell behind the
@@ -30,21 +35,30 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 
 use crate::model::{AnyObject, Kind, Selector};
-use crate::store::{Backend, Change, ChangeType, ListQuery, Store, StoreError, Subscriber};
+use crate::store::{
+    Backend, Change, ChangeType, ListIter, ListQuery, Snapshot, Store, StoreError, Subscriber,
+};
 
 /// Default number of frames the hub buffers before a lagging watcher has
 /// to catch up from the log.
 pub const HUB_CAPACITY: usize = 8192;
 /// Events read from the log per catch-up step.
 const CATCH_UP_BATCH: usize = 512;
-/// Snapshot frames queued between the reader thread and the stream.
-const CONNECTION_QUEUE: usize = 64;
+/// A snapshot page is rendered up to this many bytes (or one object, if
+/// larger): what a watcher that does not read holds besides the
+/// connection's own write buffer.
+pub const SNAPSHOT_PAGE_BYTES: usize = 16 * 1024;
+/// Frames of at least this size are rendered once and shared by every
+/// watcher sending them (smaller ones cost a watcher at most a page).
+const SHARE_FROM_BYTES: usize = 16 * 1024;
+/// Budget of the shared frames.
+const SHARED_FRAME_BYTES: usize = 64 * 1024 * 1024;
 /// Up to this many bytes of already-queued events are written as one chunk.
-const COALESCE_BYTES: usize = 64 * 1024;
+const COALESCE_BYTES: usize = 16 * 1024;
 
 /// Joins frames into one chunk (no copy for a single frame).
 fn concat(mut parts: Vec<Bytes>, size: usize) -> Bytes {
@@ -73,7 +87,7 @@ pub trait Encode: Send + Sync {
 pub type Encoder = Arc<dyn Encode>;
 
 /// The `type` of a watch event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventType {
     /// Created (or present in the initial snapshot).
     Added,
@@ -185,7 +199,7 @@ pub enum Start {
 }
 
 /// How events are framed on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Framing {
     /// `application/x-ndjson`: one JSON document per line.
     Ndjson,
@@ -196,6 +210,12 @@ pub enum Framing {
 /// Fans committed changes out to live watchers.
 pub struct Hub {
     tx: broadcast::Sender<Arc<Frame>>,
+    /// Reads of the store for watchers (snapshot and catch-up pages) that
+    /// may run at once: however many watchers there are, they share a
+    /// few reader threads instead of each growing the blocking pool.
+    readers: tokio::sync::Semaphore,
+    /// Large frames rendered for the snapshot or the log, shared.
+    shared: Shared,
     shutdown: watch::Sender<bool>,
     encode: Encoder,
     bookmark_interval: Duration,
@@ -207,8 +227,11 @@ impl Hub {
     pub fn new(encode: Encoder, capacity: usize, bookmark_interval: Duration) -> Arc<Hub> {
         let (tx, _) = broadcast::channel(capacity.max(1));
         let (shutdown, _) = watch::channel(false);
+        let readers = std::thread::available_parallelism().map_or(2, |n| 2 * n.get());
         Arc::new(Hub {
             tx,
+            readers: tokio::sync::Semaphore::new(readers),
+            shared: Shared::new(SHARED_FRAME_BYTES),
             shutdown,
             encode,
             bookmark_interval,
@@ -248,6 +271,30 @@ impl Hub {
         };
         frame.json = frame.line.slice(..frame.line.len() - 1);
         frame
+    }
+
+    /// The framed event for `object` (`id`: the SSE id), rendered once for
+    /// every watcher when it is large.
+    fn render(
+        &self,
+        framing: Framing,
+        event: EventType,
+        id: Option<u64>,
+        object: &AnyObject,
+    ) -> Bytes {
+        let key = FrameKey {
+            framing,
+            event,
+            id,
+            kind: object.kind(),
+            names: object.path().names().to_vec(),
+            revision: object.meta().resource_version,
+        };
+        if let Some(frame) = self.shared.get(&key) {
+            return frame;
+        }
+        let frame = frame_bytes(framing, event, id, &self.encode.event(event, object));
+        self.shared.keep(key, frame)
     }
 
     /// Ends every stream (on server shutdown).
@@ -361,11 +408,8 @@ enum Stop {
 enum Phase {
     /// To send an ADDED per object in scope, then a BOOKMARK.
     Snapshot,
-    /// Sending the snapshot's ADDEDs as a reader thread produces them.
-    Snapshotting {
-        frames: mpsc::Receiver<Result<Bytes, StoreError>>,
-        revision: oneshot::Receiver<u64>,
-    },
+    /// Sending the snapshot's ADDEDs, a page at a time.
+    Snapshotting(Box<SnapshotCursor>),
     /// Reading the log after the cursor.
     CatchUp,
     /// Following the hub.
@@ -439,37 +483,8 @@ impl Watcher {
     /// Advances by one step, queueing frames in `out`.
     async fn step(&mut self) -> Result<(), Stop> {
         match std::mem::replace(&mut self.phase, Phase::Done) {
-            Phase::Snapshot => {
-                self.phase = self.start_snapshot();
-                Ok(())
-            }
-            Phase::Snapshotting {
-                mut frames,
-                revision,
-            } => match frames.recv().await {
-                Some(first) => {
-                    let mut next = Some(first);
-                    let mut size = 0;
-                    while let Some(frame) = next.take() {
-                        let frame = frame.map_err(Stop::Failed)?;
-                        size += frame.len();
-                        self.out.push_back(frame);
-                        if size < COALESCE_BYTES {
-                            next = frames.try_recv().ok();
-                        }
-                    }
-                    self.phase = Phase::Snapshotting { frames, revision };
-                    Ok(())
-                }
-                None => {
-                    self.cursor = revision.await.map_err(|_| {
-                        Stop::Failed(StoreError::Internal("snapshot task failed".into()))
-                    })?;
-                    self.push_bookmark();
-                    self.phase = Phase::CatchUp;
-                    Ok(())
-                }
-            },
+            Phase::Snapshot => self.snapshot_page(None).await,
+            Phase::Snapshotting(cursor) => self.snapshot_page(Some(cursor)).await,
             Phase::CatchUp => {
                 let current = self.catch_up_page().await?;
                 self.phase = if current { Phase::Live } else { Phase::CatchUp };
@@ -496,87 +511,48 @@ impl Watcher {
         ));
     }
 
-    /// Starts a reader thread producing an ADDED per object in scope from
-    /// one snapshot, and its revision.
-    fn start_snapshot(&self) -> Phase {
-        let (frames_tx, frames) = mpsc::channel::<Result<Bytes, StoreError>>(CONNECTION_QUEUE);
-        let (rev_tx, revision) = oneshot::channel();
-        let (store, filter, framing, encode) = (
+    /// Renders the snapshot's next page on a reader thread (the cursor
+    /// travels there and back): one page per step, taken only once the
+    /// connection has written the previous one.
+    async fn snapshot_page(&mut self, cursor: Option<Box<SnapshotCursor>>) -> Result<(), Stop> {
+        let (store, filter, framing, hub) = (
             self.store.clone(),
             self.filter.clone(),
             self.framing,
-            self.hub.encode.clone(),
+            self.hub.clone(),
         );
-        tokio::task::spawn_blocking(move || {
-            let snapshot = match store.snapshot() {
-                Ok(s) => s,
-                Err(e) => {
-                    let _ = frames_tx.blocking_send(Err(e));
-                    return;
-                }
+        let readers = self.hub.clone();
+        let _reader = readers.readers.acquire().await.expect("never closed");
+        let (cursor, frames, done) = tokio::task::spawn_blocking(move || {
+            let mut cursor = match cursor {
+                Some(c) => c,
+                None => Box::new(SnapshotCursor::new(store.snapshot()?, &filter)),
             };
-            for kind in filter.kinds() {
-                let query = ListQuery {
-                    kind,
-                    scope: filter
-                        .scope
-                        .iter()
-                        .take(kind.depth() - 1)
-                        .cloned()
-                        .collect(),
-                    selector: filter.selector.clone(),
-                    limit: None,
-                    continue_token: None,
-                };
-                let iter = match snapshot.list(&query) {
-                    Ok(i) => i,
-                    Err(e) => {
-                        let _ = frames_tx.blocking_send(Err(e));
-                        return;
-                    }
-                };
-                for entry in iter {
-                    if frames_tx.is_closed() {
-                        // The client left: stop scanning.
-                        return;
-                    }
-                    let msg = entry.map(|(_, obj)| {
-                        filter
-                            .matches(kind, obj.path().names(), &obj.meta().labels)
-                            .then(|| {
-                                frame_bytes(
-                                    framing,
-                                    EventType::Added,
-                                    None,
-                                    &encode.event(EventType::Added, &obj),
-                                )
-                            })
-                    });
-                    match msg {
-                        Ok(None) => continue,
-                        Ok(Some(b)) => {
-                            if frames_tx.blocking_send(Ok(b)).is_err() {
-                                return;
-                            }
-                        }
-                        Err(e) => {
-                            let _ = frames_tx.blocking_send(Err(e));
-                            return;
-                        }
-                    }
-                }
-            }
-            // Only a complete snapshot has a revision: a thread that died
-            // halfway leaves the stream with an ERROR, not a BOOKMARK.
-            let _ = rev_tx.send(snapshot.revision());
-        });
-        Phase::Snapshotting { frames, revision }
+            let (frames, done) = cursor.page(&filter, framing, &hub, SNAPSHOT_PAGE_BYTES)?;
+            Ok::<_, StoreError>((cursor, frames, done))
+        })
+        .await
+        .map_err(|e| Stop::Failed(StoreError::Internal(e.to_string())))?
+        .map_err(Stop::Failed)?;
+        self.out.extend(frames);
+        if done {
+            // Only a complete snapshot has a revision: a failure halfway
+            // ends the stream with an ERROR, not a BOOKMARK.
+            self.cursor = cursor.snapshot.revision();
+            self.push_bookmark();
+            self.phase = Phase::CatchUp;
+        } else {
+            self.phase = Phase::Snapshotting(cursor);
+        }
+        Ok(())
     }
 
     /// Queues one page of the log's events after the cursor; answers
     /// whether the cursor is now current.
     async fn catch_up_page(&mut self) -> Result<bool, Stop> {
         let (store, after) = (self.store.clone(), self.cursor);
+        let hub = self.hub.clone();
+        let _reader = hub.readers.acquire().await.expect("never closed");
         let page = tokio::task::spawn_blocking(move || store.events(after, CATCH_UP_BATCH))
             .await
             .map_err(|e| Stop::Failed(StoreError::Internal(e.to_string())))?
@@ -589,9 +565,8 @@ impl Watcher {
                 .matches(obj.kind(), obj.path().names(), &obj.meta().labels)
             {
                 let event = EventType::from(change);
-                let json = self.hub.encode.event(event, &obj);
-                self.out
-                    .push_back(frame_bytes(self.framing, event, Some(revision), &json));
+                let frame = self.hub.render(self.framing, event, Some(revision), &obj);
+                self.out.push_back(frame);
             }
         }
         Ok(n < CATCH_UP_BATCH)
@@ -667,6 +642,123 @@ impl Watcher {
             Woke::Frame(Err(broadcast::error::RecvError::Closed)) => return Err(Stop::Closed),
         }
         Ok(())
+    }
+}
+
+/// What a rendered frame depends on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct FrameKey {
+    framing: Framing,
+    event: EventType,
+    id: Option<u64>,
+    kind: Kind,
+    names: Vec<String>,
+    revision: u64,
+}
+
+/// Large rendered frames, shared: without it, N watchers sending one
+/// large object (a snapshot, a catch-up page) would each hold a copy of
+/// its frame. An entry is exact for the object's `resourceVersion`; when
+/// the budget is full the map starts over.
+struct Shared {
+    budget: usize,
+    inner: std::sync::Mutex<(std::collections::HashMap<FrameKey, Bytes>, usize)>,
+}
+
+impl Shared {
+    fn new(budget: usize) -> Shared {
+        Shared {
+            budget,
+            inner: Default::default(),
+        }
+    }
+
+    fn get(&self, key: &FrameKey) -> Option<Bytes> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.0.get(key).cloned()
+    }
+
+    /// Keeps `frame` if it is large (and fits); answers it.
+    fn keep(&self, key: FrameKey, frame: Bytes) -> Bytes {
+        if frame.len() < SHARE_FROM_BYTES || frame.len() > self.budget / 4 {
+            return frame;
+        }
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let (map, bytes) = &mut *inner;
+        if let Some(kept) = map.get(&key) {
+            return kept.clone();
+        }
+        if *bytes + frame.len() > self.budget {
+            map.clear();
+            *bytes = 0;
+        }
+        *bytes += frame.len();
+        map.insert(key, frame.clone());
+        frame
+    }
+}
+
+/// Where a snapshot watch is in its snapshot: the kinds left and the
+/// cursor over the current one, within one consistent read view.
+struct SnapshotCursor {
+    snapshot: Snapshot,
+    kinds: VecDeque<Kind>,
+    iter: Option<(Kind, ListIter)>,
+}
+
+impl SnapshotCursor {
+    fn new(snapshot: Snapshot, filter: &Filter) -> SnapshotCursor {
+        SnapshotCursor {
+            snapshot,
+            kinds: filter.kinds().into(),
+            iter: None,
+        }
+    }
+
+    /// Renders ADDED frames until they take `budget` bytes or the snapshot
+    /// is done; answers the frames and whether it is done. Blocking.
+    fn page(
+        &mut self,
+        filter: &Filter,
+        framing: Framing,
+        hub: &Hub,
+        budget: usize,
+    ) -> Result<(Vec<Bytes>, bool), StoreError> {
+        let mut frames = Vec::new();
+        let mut size = 0;
+        while size < budget {
+            let Some((kind, iter)) = &mut self.iter else {
+                let Some(kind) = self.kinds.pop_front() else {
+                    return Ok((frames, true));
+                };
+                let query = ListQuery {
+                    kind,
+                    scope: filter
+                        .scope
+                        .iter()
+                        .take(kind.depth() - 1)
+                        .cloned()
+                        .collect(),
+                    selector: filter.selector.clone(),
+                    limit: None,
+                    continue_token: None,
+                };
+                self.iter = Some((kind, self.snapshot.list(&query)?));
+                continue;
+            };
+            match iter.next() {
+                None => self.iter = None,
+                Some(entry) => {
+                    let (_, obj) = entry?;
+                    if filter.matches(*kind, obj.path().names(), &obj.meta().labels) {
+                        let frame = hub.render(framing, EventType::Added, None, &obj);
+                        size += frame.len();
+                        frames.push(frame);
+                    }
+                }
+            }
+        }
+        Ok((frames, false))
     }
 }
 
@@ -765,6 +857,72 @@ mod tests {
         w.step().await.ok().unwrap();
         assert_eq!(w.cursor, 20, "nothing skipped");
         assert!(matches!(w.phase, Phase::CatchUp));
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_is_rendered_a_page_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("p.redb"), Default::default()).unwrap();
+        let realms = (0..5)
+            .map(|i| {
+                let mut realm = crate::model::Realm::default();
+                realm.meta.name = format!("r{i}");
+                AnyObject::Realm(realm)
+            })
+            .collect();
+        store.apply(realms, false).await.unwrap();
+        let filter = Filter {
+            kinds: vec![Kind::Realm],
+            ..Filter::default()
+        };
+        let hub = Hub::new(Arc::new(Plain), 16, Duration::from_secs(3600));
+        let mut cursor = SnapshotCursor::new(store.snapshot().unwrap(), &filter);
+        // A budget of one byte: one frame a page, then the end.
+        let mut pages = Vec::new();
+        loop {
+            let (frames, done) = cursor.page(&filter, Framing::Ndjson, &hub, 1).unwrap();
+            pages.push(frames.len());
+            if done {
+                break;
+            }
+        }
+        assert_eq!(pages, [1, 1, 1, 1, 1, 0]);
+        // A large budget takes everything in one page.
+        let mut cursor = SnapshotCursor::new(store.snapshot().unwrap(), &filter);
+        let (frames, done) = cursor
+            .page(&filter, Framing::Ndjson, &hub, 1 << 20)
+            .unwrap();
+        assert_eq!((frames.len(), done), (5, true));
+    }
+
+    #[test]
+    fn large_frames_are_shared_small_ones_are_not() {
+        let shared = Shared::new(4 * SHARE_FROM_BYTES);
+        let key = |revision| FrameKey {
+            framing: Framing::Ndjson,
+            event: EventType::Added,
+            id: None,
+            kind: Kind::Realm,
+            names: vec!["r".into()],
+            revision,
+        };
+        let small = Bytes::from(vec![b'x'; 10]);
+        shared.keep(key(1), small);
+        assert!(shared.get(&key(1)).is_none());
+        let large = Bytes::from(vec![b'y'; SHARE_FROM_BYTES]);
+        let kept = shared.keep(key(2), large.clone());
+        assert_eq!(kept.as_ptr(), large.as_ptr());
+        // A second render of the same object at the same revision gets the
+        // first one's bytes.
+        let again = shared.keep(key(2), Bytes::from(vec![b'y'; SHARE_FROM_BYTES]));
+        assert_eq!(again.as_ptr(), large.as_ptr());
+        assert!(shared.get(&key(3)).is_none());
+        // Past the budget, the map starts over.
+        for r in 3..8 {
+            shared.keep(key(r), Bytes::from(vec![b'z'; SHARE_FROM_BYTES]));
+        }
+        assert!(shared.get(&key(2)).is_none());
+        assert!(shared.inner.lock().unwrap().1 <= 4 * SHARE_FROM_BYTES);
     }
 
     #[test]

@@ -173,6 +173,19 @@ impl Server {
         std::mem::swap(self, &mut next);
     }
 
+    /// The server's resident memory (`VmRSS` of `/proc/PID/status`), MiB.
+    pub fn rss_mib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("/proc/PID/status");
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .expect("VmRSS");
+        kib / 1024
+    }
+
     /// The captured log so far.
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().clone()

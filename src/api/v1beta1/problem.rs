@@ -205,6 +205,7 @@ impl From<StoreError> for ApiError {
             StoreError::Closed | StoreError::Unavailable(_) => {
                 ApiError::new(S::SERVICE_UNAVAILABLE, Reason::Unavailable, detail)
             }
+            StoreError::Busy { .. } => ApiError::too_many(detail),
             StoreError::NoSpace(_) => {
                 ApiError::new(S::INSUFFICIENT_STORAGE, Reason::InsufficientStorage, detail)
             }
@@ -277,6 +278,7 @@ mod tests {
                 Reason::AlreadyExists,
             ),
             (StoreError::Gone("x".into()), 410, Reason::Gone),
+            (StoreError::Busy { queue: 4 }, 429, Reason::TooManyRequests),
             (
                 StoreError::Internal("disk on fire".into()),
                 500,

@@ -48,7 +48,7 @@ use crate::store::options::StoreOptions;
 use crate::store::query::{EventsPage, ListPage, ListQuery, Refusal, StoreStats};
 
 /// The writer thread's queue and join handle (taken on close).
-type WriterHandle = (mpsc::Sender<writer::Job>, JoinHandle<()>);
+type WriterHandle = (mpsc::SyncSender<writer::Job>, JoinHandle<()>);
 
 /// An open redb store; cloning it is one reference count (handlers clone
 /// it per request).
@@ -86,7 +86,9 @@ impl RedbStore {
         })?;
         let spare = open::ensure_spare(path, options);
         let revision = read::revision(&opened.db)?;
-        let (tx, rx) = mpsc::channel();
+        // Bounded: a flood of writes is refused (`Busy`), not queued
+        // without limit in memory.
+        let (tx, rx) = mpsc::sync_channel(options.write_queue.max(1));
         let feed = Arc::new(Feed::default());
         let shared = Arc::new(writer::Shared {
             db: writer::Slot::default(),
@@ -131,7 +133,12 @@ impl RedbStore {
         {
             let guard = self.0.writer.lock().expect("writer handle");
             let (tx, _) = guard.as_ref().ok_or(StoreError::Closed)?;
-            tx.send(job(reply)).map_err(|_| StoreError::Closed)?;
+            tx.try_send(job(reply)).map_err(|e| match e {
+                mpsc::TrySendError::Full(_) => StoreError::Busy {
+                    queue: self.0.options.write_queue.max(1),
+                },
+                mpsc::TrySendError::Disconnected(_) => StoreError::Closed,
+            })?;
         }
         // Queued but never answered: the writer stopped (a bug) while the
         // request may have been applied.
