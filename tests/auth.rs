@@ -676,3 +676,92 @@ fn revoking_every_token_does_not_reopen_anonymous_access() {
     assert_eq!(anon.get(&s.api("/realms")).0, 401);
     assert!(!s.log_text().contains("NO AUTHENTICATION"));
 }
+
+/// The unix socket authenticates by the peer's credentials: root (and the
+/// server's own user) is an admin without a token, and creates the first
+/// token there; another uid needs a token. Needs root, to drop to another
+/// uid in a child process; otherwise it says so and skips that part.
+#[test]
+fn the_unix_socket_admits_root_and_asks_other_users_for_a_token() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    // Reachable by another user: the socket's own mode and group decide.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sock = dir.path().join("hub.sock");
+    let listen = format!("unix:{}", sock.display());
+    let root = rustix::process::geteuid().is_root();
+    let mut extra = vec!["--listen", listen.as_str()];
+    if root {
+        extra.extend(["--socket-group", "65534"]);
+    }
+    let s = Server::start_with(&dir.path().join("hub.redb"), &extra);
+    let cli = |args: &[&str], token: Option<&str>, uid: Option<u32>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_modelhub"));
+        cmd.args(args).args(["--server", &listen]);
+        cmd.env_remove("MODELHUB_TOKEN");
+        if let Some(t) = token {
+            cmd.env("MODELHUB_TOKEN", t);
+        }
+        if let Some(uid) = uid {
+            cmd.uid(uid).gid(65534);
+        }
+        cmd.output().unwrap()
+    };
+    // The first admin token, over the socket, by the server's user or root.
+    let out = cli(
+        &["token", "create", "--name", "ops", "--role", "admin"],
+        None,
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ops = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    // Over TCP, anonymous requests are now refused; the socket's owner is
+    // still an admin without one.
+    assert_eq!(Client::default().get(&s.api("/realms")).0, 401);
+    let out = cli(&["token", "list"], None, None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ops"));
+    assert_eq!(Client::with_token(&ops).get(&s.api("/tokens")).0, 200);
+    if !root {
+        println!(
+            "skipping the other-uid part of the_unix_socket_admits_root...: not root, so no \
+             child can drop to another uid"
+        );
+        return;
+    }
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660);
+    // uid 65534 (in the socket's group 65534) without a token: 401.
+    let out = cli(&["get", "realms"], None, Some(65534));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("401") && err.contains("uid 65534"), "{err}");
+    // With a reader token: reads, and may not write.
+    let reader = create_token(
+        &Client::with_token(&ops),
+        &s,
+        json!({"name": "nobody", "role": "reader"}),
+    );
+    let out = cli(&["get", "realms"], Some(&reader), Some(65534));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cli(
+        &["token", "create", "--name", "x", "--role", "admin"],
+        Some(&reader),
+        Some(65534),
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("403"));
+}

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{Client, Server, assert_problem, create_realm};
+use common::{Client, Server, assert_problem, create_realm, create_token, first_admin};
 use serde_json::json;
 
 /// The server's RSS must stay under this during every attack.
@@ -37,8 +37,15 @@ struct Bystander {
 }
 
 impl Bystander {
-    /// Starts it; `realm` must exist.
+    /// Starts it, anonymous (while no token exists); `realm` must exist.
     fn start(s: &Server, realm: &str) -> Bystander {
+        Bystander::start_as(s, realm, None, false)
+    }
+
+    /// Starts it with `token`; with `write_status`, each of its requests
+    /// replaces the realm's status (a reconciler's write) instead of
+    /// reading it.
+    fn start_as(s: &Server, realm: &str, token: Option<&str>, write_status: bool) -> Bystander {
         let (stop, peak_rss) = (
             Arc::new(AtomicBool::new(false)),
             Arc::new(AtomicU64::new(0)),
@@ -46,15 +53,31 @@ impl Bystander {
         let url = s.api(&format!("/realms/{realm}"));
         let pid = s.pid();
         let (stop2, peak2) = (stop.clone(), peak_rss.clone());
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(t) = token {
+            headers.insert(
+                reqwest::header::AUTHORIZATION,
+                format!("Bearer {t}").parse().unwrap(),
+            );
+        }
         let handle = std::thread::spawn(move || {
             let http = reqwest::blocking::Client::builder()
                 .timeout(LIVENESS)
+                .default_headers(headers)
                 .build()
                 .unwrap();
             let mut took = Vec::new();
+            let mut n = 0u64;
             while !stop2.load(Ordering::Relaxed) {
                 let t = Instant::now();
-                let r = http.get(&url).send();
+                n += 1;
+                let r = if write_status {
+                    http.put(format!("{url}/status"))
+                        .json(&json!({"status": {"state": if n % 2 == 0 { "Ready" } else { "Creating" }}}))
+                        .send()
+                } else {
+                    http.get(&url).send()
+                };
                 let status = r.as_ref().map(|r| r.status().as_u16()).ok();
                 let body = r.and_then(|r| r.text()).unwrap_or_default();
                 took.push(t.elapsed());
@@ -617,4 +640,131 @@ fn a_flood_of_writes_gets_429_and_no_5xx() {
     // A refused write left nothing behind: every 201 is there, no more.
     let (_, list) = c.get(&s.api("/realms"));
     assert_eq!(list["items"].as_array().unwrap().len(), created + 1);
+}
+
+/// A flood of writes from two writer identities fills the writers' share
+/// of the requests in flight; a controller writing status beside it (as
+/// kukeon's reconciler does) is never refused nor kept waiting.
+#[test]
+fn a_writer_flood_does_not_starve_the_controller() {
+    let s = Server::start_args(&["--max-requests-in-flight", "64"]);
+    let (admin, _) = first_admin(&s);
+    create_realm(&admin, &s, "calm");
+    let controller = create_token(&admin, &s, json!({"name": "kukeon", "role": "controller"}));
+    let writers: Vec<String> = (0..2)
+        .map(|i| {
+            create_token(
+                &admin,
+                &s,
+                json!({"name": format!("w{i}"), "role": "writer"}),
+            )
+        })
+        .collect();
+    let by = Bystander::start_as(&s, "calm", Some(&controller), true);
+    let (threads, each) = if big() { (128, 100) } else { (64, 30) };
+    let t = Instant::now();
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|th| {
+                let (s, token) = (&s, &writers[th % 2]);
+                scope.spawn(move || {
+                    let c = Client::with_token(token);
+                    (0..each)
+                        .map(|i| {
+                            c.post_json(
+                                &s.api("/realms"),
+                                &json!({"metadata": {"name": format!("f{th}-{i}")}}),
+                            )
+                            .0
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    let count = |want: u16| statuses.iter().filter(|&&s| s == want).count();
+    println!(
+        "{} writer creates from {threads} threads in {:?}: 201 {}, 429 {}",
+        statuses.len(),
+        t.elapsed(),
+        count(201),
+        count(429)
+    );
+    assert!(
+        statuses.iter().all(|&s| s == 201 || s == 429),
+        "{statuses:?}"
+    );
+    assert!(count(429) > 0, "the writers' share was never full");
+    by.finish("writer flood beside a controller");
+}
+
+/// 10,000 labels, and one label of 1 MB: 422 at once, nothing stored.
+#[test]
+fn ten_thousand_labels_are_refused() {
+    let s = Server::start();
+    let c = Client::default();
+    create_realm(&c, &s, "calm");
+    let by = Bystander::start(&s, "calm");
+    let labels: serde_json::Map<String, serde_json::Value> =
+        (0..10_000).map(|i| (format!("k{i}"), json!("v"))).collect();
+    for (name, labels) in [
+        ("many", serde_json::Value::Object(labels)),
+        ("huge", json!({"k": "v".repeat(1 << 20)})),
+    ] {
+        let t = Instant::now();
+        let r = c.post_json(
+            &s.api("/realms"),
+            &json!({"metadata": {"name": name, "labels": labels}}),
+        );
+        assert_problem(&r, 422, "Invalid", None);
+        assert!(t.elapsed() < LIVENESS);
+        assert_eq!(c.get(&s.api(&format!("/realms/{name}"))).0, 404);
+    }
+    by.finish("10,000 labels");
+}
+
+/// 1,000 connections that send half a request head are all closed
+/// shortly after the header timeout, beside a well-behaved client.
+#[test]
+fn a_thousand_slowloris_connections_are_cut_off() {
+    let n = 1000;
+    if let Err(why) = raise_nofile(n as u64 * 2 + 1000) {
+        println!("SKIPPED: cannot open {n} connections: {why}");
+        return;
+    }
+    let s = Server::start_args(&["--header-timeout", "2s"]);
+    let c = Client::default();
+    create_realm(&c, &s, "calm");
+    let by = Bystander::start(&s, "calm");
+    let mut conns: Vec<TcpStream> = (0..n)
+        .map(|_| {
+            let mut conn = connect(&s);
+            conn.write_all(b"GET /api/v1beta1/realms HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                .unwrap();
+            conn
+        })
+        .collect();
+    let opened = Instant::now();
+    let mut closed = 0;
+    for conn in &mut conns {
+        conn.set_read_timeout(Some(Duration::from_secs(6))).unwrap();
+        let mut buf = [0u8; 256];
+        // Closed: end of stream, a reset, or an answer then end of stream.
+        loop {
+            match conn.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => continue,
+            }
+        }
+        closed += 1;
+    }
+    let took = opened.elapsed();
+    println!("{closed} slowloris connections closed {took:?} after the last opened");
+    assert_eq!(closed, n);
+    assert!(took < Duration::from_secs(8), "{took:?}");
+    by.finish("1,000 slowloris connections");
 }
