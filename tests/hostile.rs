@@ -73,7 +73,7 @@ impl Bystander {
                 n += 1;
                 let r = if write_status {
                     http.put(format!("{url}/status"))
-                        .json(&json!({"status": {"state": if n % 2 == 0 { "Ready" } else { "Creating" }}}))
+                        .json(&json!({"status": {"state": if n.is_multiple_of(2) { "Ready" } else { "Creating" }}}))
                         .send()
                 } else {
                     http.get(&url).send()
