@@ -48,18 +48,18 @@ struct LimitArgs {
         long,
         env = "MODELHUB_MAX_REQUESTS_IN_FLIGHT_PER_IDENTITY",
         default_value_t = 256
-    )]
-    max_requests_in_flight_per_identity: usize,
+    , value_parser = clap::value_parser!(u32).range(1..))]
+    max_requests_in_flight_per_identity: u32,
     /// Watch streams open at once: over it, 429.
-    #[arg(long, env = "MODELHUB_MAX_WATCHES", default_value_t = 10_000)]
-    max_watches: usize,
+    #[arg(long, env = "MODELHUB_MAX_WATCHES", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    max_watches: u32,
     /// Watch streams open at once for one identity: over it, 429.
     #[arg(
         long,
         env = "MODELHUB_MAX_WATCHES_PER_IDENTITY",
         default_value_t = 1000
-    )]
-    max_watches_per_identity: usize,
+    , value_parser = clap::value_parser!(u32).range(1..))]
+    max_watches_per_identity: u32,
     /// Writes that may wait for the database's single writer: once that
     /// many are queued, more get 429.
     #[arg(long, env = "MODELHUB_WRITE_QUEUE", default_value_t = modelhub::store::options::DEFAULT_WRITE_QUEUE as u32, value_parser = clap::value_parser!(u32).range(1..))]
@@ -74,9 +74,9 @@ impl LimitArgs {
             max_json_depth: self.max_json_depth,
             max_apply_documents: self.max_apply_documents,
             max_in_flight: self.max_requests_in_flight as usize,
-            max_in_flight_per_identity: self.max_requests_in_flight_per_identity,
-            max_watches: self.max_watches,
-            max_watches_per_identity: self.max_watches_per_identity,
+            max_in_flight_per_identity: self.max_requests_in_flight_per_identity as usize,
+            max_watches: self.max_watches as usize,
+            max_watches_per_identity: self.max_watches_per_identity as usize,
         }
     }
 }
@@ -475,6 +475,10 @@ fn init_logging(audit: Option<&std::path::Path>) -> Result<(), String> {
                 .mode(0o600)
                 .open(path)
                 .map_err(|e| format!("cannot open the audit log {}: {e}", path.display()))?;
+            // An existing file keeps no wider mode than a new one gets.
+            use std::os::unix::fs::PermissionsExt as _;
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| format!("cannot restrict the audit log {}: {e}", path.display()))?;
             Some(
                 tracing_subscriber::fmt::layer()
                     .json()

@@ -369,6 +369,26 @@ fn realm_scoped_tokens_through_cache_continue_watch_and_apply() {
         assert_eq!(item["spec"]["realmId"], "a", "{item}");
     }
 
+    // Hostile shapes of the realm: encoded, repeated, empty, mixed.
+    for (url, want) in [
+        ("/realms/%62/spaces", 403),
+        ("/realms/%62", 403),
+        ("/spaces?realm=a&realm=b", 400),
+        ("/spaces?realm=b&realm=a", 403),
+        ("/spaces?realm=", 403),
+        ("/spaces?realm=a&space=", 400),
+        ("/watch?realm=a&realm=b&timeoutSeconds=1", 400),
+        ("/realms/%FF/spaces", 400),
+    ] {
+        let (st, body) = reader_a.get(&s.api(url));
+        assert_eq!(st, want, "{url}: {body}");
+        assert_eq!(body["status"], want, "{url}: a problem document: {body}");
+        assert!(
+            !body.to_string().contains("\"realmId\":\"b\""),
+            "{url}: {body}"
+        );
+    }
+
     // Another identity's continue token (a page of b) does not read b.
     let (st, page) = admin.get(&s.api("/spaces?realm=b&limit=1"));
     assert_eq!(st, 200);
@@ -453,9 +473,12 @@ fn token_lifecycle_and_no_token_at_rest() {
     assert_eq!(anon.get(&s.api("/realms")).0, 200);
     let (admin, admin_token) = first_admin(&s);
     assert_eq!(anon.get(&s.api("/realms")).0, 401);
-    // A token in the URL is never read.
-    let (st, _) = anon.get(&s.api(&format!("/realms?access_token={admin_token}")));
-    assert!(st == 400 || st == 401, "{st}");
+    // A token in the URL is never read (authentication comes before the
+    // query is parsed), nor logged.
+    for param in ["access_token", "token", "bearer"] {
+        let (st, body) = anon.get(&s.api(&format!("/realms?{param}={admin_token}")));
+        assert_eq!(st, 401, "{param}: {body}");
+    }
     assert_eq!(admin.get(&s.api("/realms")).0, 200);
 
     let writer_token = create_token(&admin, &s, json!({"name": "ci", "role": "writer"}));
@@ -520,9 +543,22 @@ fn audit_records_writes_and_refusals() {
     let dir = tempfile::tempdir().unwrap();
     let audit = dir.path().join("audit.log");
     let audit_arg = audit.to_str().unwrap().to_string();
-    let mut s = Server::start_with(&dir.path().join("hub.redb"), &["--audit-log", &audit_arg]);
+    let mut s = Server::start_with(
+        &dir.path().join("hub.redb"),
+        &["--audit-log", &audit_arg, "--max-watches-per-identity", "1"],
+    );
     let (admin, admin_token) = first_admin(&s);
     let reader_token = create_token(&admin, &s, json!({"name": "viewer", "role": "reader"}));
+    // A watch held open, and a second one past the cap: 429, audited.
+    let reader_http = Client::with_token(&reader_token);
+    let held = reader_http
+        .http
+        .get(s.api("/realms?watch=true"))
+        .send()
+        .unwrap();
+    assert_eq!(held.status(), 200);
+    assert_eq!(reader_http.get(&s.api("/realms?watch=true")).0, 429);
+    drop(held);
     let reader = Client::with_token(&reader_token);
     common::create_named(&admin, &s, "/realms", "r1");
     assert_eq!(
@@ -577,6 +613,23 @@ fn audit_records_writes_and_refusals() {
     );
     let anonymous = find("GET", "/api/v1beta1/realms", 401);
     assert_eq!(anonymous["identity"], "-");
+    assert!(
+        anonymous["peer"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:"),
+        "{anonymous}"
+    );
+    let capped = find("GET", "/api/v1beta1/realms", 429);
+    assert_eq!(capped["identity"], "viewer");
+    assert!(
+        records
+            .iter()
+            .map(fields)
+            .any(|f| f["path"] == "/api/v1beta1/tokens"
+                && f["token"] == "viewer role=reader realms=* privileged=false"),
+        "no audit record names the token created: {text}"
+    );
     // Reads that pass are not audited.
     assert!(
         !records

@@ -768,3 +768,78 @@ fn a_thousand_slowloris_connections_are_cut_off() {
     assert!(took < Duration::from_secs(8), "{took:?}");
     by.finish("1,000 slowloris connections");
 }
+
+/// Unpaged list downloads that are never read keep their places in flight
+/// (their responses are not sent), so one identity opening many of them
+/// gets 429 past its cap; another identity's reads go on.
+#[test]
+fn list_downloads_that_are_never_read_hold_their_places() {
+    let cap = 8;
+    let s = Server::start_args(&["--max-requests-in-flight-per-identity", &cap.to_string()]);
+    let (admin, _) = first_admin(&s);
+    cells(&admin, &s, 0);
+    // 500 cells of about 15 KiB each (60 labels of 240 bytes): a list of
+    // about 7 MiB, more than the sockets between them buffer.
+    let value = "v".repeat(240);
+    for start in (0..500).step_by(100) {
+        let docs: Vec<String> = (start..start + 100)
+            .map(|i| {
+                let labels: String = (0..60).map(|l| format!("    l{l}: {value}\n")).collect();
+                format!(
+                    "apiVersion: v1beta1\nkind: Cell\nmetadata:\n  name: big{i}\n  labels:\n    \
+                     app: web\n{labels}spec:\n  realmId: r\n  spaceId: s\n  stackId: t\n"
+                )
+            })
+            .collect();
+        let (st, b) = admin.post_yaml(&s.api("/apply"), &docs.join("---\n"));
+        assert_eq!(st, 200, "{b}");
+    }
+    let attacker = create_token(&admin, &s, json!({"name": "greedy", "role": "reader"}));
+    let calm = create_token(&admin, &s, json!({"name": "calm", "role": "reader"}));
+    let by = Bystander::start_as(&s, "r", Some(&calm), false);
+    let mut held = Vec::new();
+    let (mut ok, mut refused) = (0, 0);
+    for i in 0..cap * 3 {
+        let conn = connect(&s);
+        small_rcvbuf(&conn);
+        let mut conn = conn;
+        // Each a different selector, so none is served whole from the
+        // list cache; all match every cell.
+        conn.write_all(
+            format!(
+                "GET /api/v1beta1/cells?labelSelector=app%3Dweb,x{i}!%3Dy HTTP/1.1\r\nHost: x\r\n\
+                 Authorization: Bearer {attacker}\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let mut head = [0u8; 12];
+        conn.read_exact(&mut head).unwrap();
+        match &head[9..12] {
+            b"200" => ok += 1,
+            b"429" => refused += 1,
+            other => panic!("status {}", String::from_utf8_lossy(other)),
+        }
+        held.push(conn);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!(
+        "{} unread list downloads: {ok} x 200, {refused} x 429",
+        cap * 3
+    );
+
+    assert_eq!(ok, cap, "{ok} downloads were let in");
+    assert_eq!(refused, cap * 2);
+    by.finish("unread list downloads");
+    // Once they are closed, the identity gets its places back.
+    drop(held);
+    let deadline = Instant::now() + LIVENESS;
+    loop {
+        let r = Client::with_token(&attacker).get(&s.api("/realms/r"));
+        if r.0 == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "places never came back: {r:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

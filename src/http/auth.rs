@@ -64,6 +64,10 @@ pub struct Posture {
 /// The authenticator: the token index and the anonymous posture.
 pub struct Auth {
     index: RwLock<Arc<Index>>,
+    /// Bumped by every token change made here, so that a periodic
+    /// refresh that read the tokens before the change never installs
+    /// its stale view over the change's own reload.
+    generation: std::sync::atomic::AtomicU64,
     posture: Posture,
     server_uid: u32,
     anonymous: Arc<Identity>,
@@ -74,6 +78,7 @@ impl Auth {
     pub async fn load(store: &Store, posture: Posture) -> Result<Auth, StoreError> {
         let auth = Auth {
             index: RwLock::default(),
+            generation: Default::default(),
             posture,
             server_uid: rustix::process::geteuid().as_raw(),
             anonymous: Arc::new(Identity::anonymous()),
@@ -82,9 +87,25 @@ impl Auth {
         Ok(auth)
     }
 
-    /// Reads the tokens again.
+    /// Marks a token change made through this server (before its reload).
+    pub fn changed(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Reads the tokens again; installs them unless a change was made
+    /// here meanwhile (whose own reload is newer). Once a token was ever
+    /// created, anonymous access never comes back.
     pub async fn refresh(&self, store: &Store) -> Result<(), StoreError> {
+        let started = self.generation.load(std::sync::atomic::Ordering::SeqCst);
         let tokens = store.tokens().await?;
+        self.install(started, tokens);
+        Ok(())
+    }
+
+    /// Installs tokens read when the generation was `started`, unless a
+    /// change was made here since.
+    fn install(&self, started: u64, tokens: crate::auth::token::Tokens) {
         let mut index = Index {
             enabled: tokens.enabled,
             ..Index::default()
@@ -94,8 +115,12 @@ impl Auth {
             index.by_name.insert(t.name.clone(), id.clone());
             index.by_digest.insert(t.digest, id);
         }
-        *self.index.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(index);
-        Ok(())
+        let mut guard = self.index.write().unwrap_or_else(|e| e.into_inner());
+        if self.generation.load(std::sync::atomic::Ordering::SeqCst) != started {
+            return;
+        }
+        index.enabled |= guard.enabled;
+        *guard = Arc::new(index);
     }
 
     /// Drops a revoked token from the index at once (the reload that
@@ -235,10 +260,17 @@ pub struct Guard {
 /// does not reach.
 pub async fn authorize(
     State(g): State<Guard>,
-    params: RawPathParams,
+    params: Result<RawPathParams, axum::extract::rejection::RawPathParamsRejection>,
     req: Request,
     next: Next,
 ) -> Response {
+    let params = match params {
+        Ok(p) => p,
+        Err(e) => {
+            return ApiError::bad_request(format!("a name in the path is not readable: {e}"))
+                .into_response();
+        }
+    };
     if g.access == Access::Public
         || (g.access == Access::Metrics && g.state.auth.metrics_anonymous())
     {
@@ -366,6 +398,11 @@ pub struct AuditNote {
     pub revision: u64,
 }
 
+/// What a token change tells the audit trail: which token, with what
+/// role (never the token itself).
+#[derive(Debug, Clone)]
+pub struct AuditToken(pub String);
+
 /// Router-wide, inside [`authenticate`]: one record on the
 /// `modelhub::audit` target for every write and every refused request
 /// (401, 403, 429). Never a token or a secret: the identity's name.
@@ -373,6 +410,13 @@ pub async fn audit(req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let uri = req.uri().clone();
     let id = req.extensions().get::<Arc<Identity>>().cloned();
+    let peer = req.extensions().get::<Peer>().map(|p| match p {
+        Peer::Tcp { remote, .. } => remote.to_string(),
+        Peer::Unix { uid, pid, .. } => match pid {
+            Some(pid) => format!("unix uid {uid} pid {pid}"),
+            None => format!("unix uid {uid}"),
+        },
+    });
     let write = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
     let resp = next.run(req).await;
     let status = resp.status();
@@ -382,6 +426,7 @@ pub async fn audit(req: Request, next: Next) -> Response {
     );
     if write || denied {
         let note = resp.extensions().get::<AuditNote>().copied();
+        let token = resp.extensions().get::<AuditToken>().map(|t| t.0.as_str());
         let revision = note.map(|n| n.revision).or_else(|| {
             resp.headers()
                 .get(header::ETAG)
@@ -400,9 +445,11 @@ pub async fn audit(req: Request, next: Next) -> Response {
             time = %time,
             identity,
             role,
+            peer = peer.as_deref(),
             verb = %method,
             path = uri.path(),
             documents = note.map(|n| n.documents),
+            token,
             status = status.as_u16(),
             resource_version = revision.filter(|r| *r > 0 && status.is_success()),
             "audit"
@@ -429,6 +476,7 @@ pub async fn refresh_loop(state: AppState) {
 /// a certificate CN).
 pub fn check_token_name(name: &str) -> Result<(), ApiError> {
     let ok = !name.is_empty()
+        && name != "anonymous"
         && name.len() <= 63
         && name
             .bytes()
@@ -444,7 +492,7 @@ pub fn check_token_name(name: &str) -> Result<(), ApiError> {
                 Reason::Invalid,
                 format!(
                     "token name {name:?}: 1 to 63 characters, letters, digits, '-' and '.', \
-                     starting with a letter or digit"
+                     starting with a letter or digit (not `anonymous`)"
                 ),
             )
         })
@@ -481,6 +529,7 @@ mod tests {
         }
         Auth {
             index: RwLock::new(Arc::new(index)),
+            generation: Default::default(),
             posture,
             server_uid: 1000,
             anonymous: Arc::new(Identity::anonymous()),
@@ -580,11 +629,41 @@ mod tests {
     }
 
     #[test]
+    fn a_stale_read_never_brings_a_revoked_token_back() {
+        use crate::auth::token::Tokens;
+        let s = token::Secret::generate();
+        let t = token("ci", &s, Role::Writer);
+        let a = auth(&[t.clone()], Posture::default());
+        let header = format!("Bearer {}", s.expose());
+        // A periodic read starts, sees the token; meanwhile it is revoked.
+        let started = a.generation.load(std::sync::atomic::Ordering::SeqCst);
+        let stale = Tokens {
+            items: vec![t.clone()],
+            enabled: true,
+        };
+        a.changed();
+        a.forget(&t);
+        a.install(started, stale);
+        assert!(a.identify(Some(header.as_bytes()), None).is_err());
+        // A read that started after the change is installed.
+        let now = a.generation.load(std::sync::atomic::Ordering::SeqCst);
+        a.install(now, Tokens::default());
+        assert!(a.any_token(), "anonymous access never comes back");
+        let loopback = Posture {
+            loopback_only: true,
+            ..Posture::default()
+        };
+        let b = auth(&[t.clone()], loopback);
+        b.install(0, Tokens::default());
+        assert!(!b.anonymous_allowed());
+    }
+
+    #[test]
     fn token_names() {
         for good in ["ci", "kukeon-daemon", "a.b", "x1"] {
             assert!(check_token_name(good).is_ok(), "{good}");
         }
-        for bad in ["", "-x", "a b", "a/b", "ä", &"x".repeat(64)] {
+        for bad in ["", "-x", "a b", "a/b", "ä", "anonymous", &"x".repeat(64)] {
             assert!(check_token_name(bad).is_err(), "{bad}");
         }
     }

@@ -377,16 +377,23 @@ pub async fn limit(State(s): State<AppState>, req: Request, next: Next) -> Respo
             Err(e) => e.into_response(),
         },
         _ => match gate.request(&who) {
-            // Held until the handler has answered (the response body of
-            // an ordinary request is already rendered).
-            Ok(_permit) => next.run(req).await,
+            // Held until the response is sent: an unpaged list is
+            // streamed, and a client that does not read it keeps its
+            // place (and its reader) taken.
+            Ok(permit) => next.run(req).await.map(|body| {
+                Body::new(Holding {
+                    body,
+                    _permit: permit,
+                })
+            }),
             Err(e) => e.into_response(),
         },
     }
 }
 
-/// A response body holding a permit for as long as it lives: a watch
-/// stream gives its place back when it ends or its client leaves.
+/// A response body holding a permit for as long as it lives: a request
+/// (a streamed list, a watch) gives its place back when its response is
+/// sent or its client leaves.
 struct Holding {
     body: Body,
     _permit: Permit,

@@ -102,7 +102,20 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             metrics::count,
         ))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        // The span names the path, never the query (a token pasted into
+        // a URL must not reach the log).
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(
+                |req: &axum::http::Request<axum::body::Body>| {
+                    tracing::debug_span!(
+                        "request",
+                        method = %req.method(),
+                        path = req.uri().path(),
+                        version = ?req.version()
+                    )
+                },
+            ),
+        )
         .with_state(state)
 }
 

@@ -1058,6 +1058,12 @@ fn build() -> OpenApi {
     for route in super::routes::table() {
         let mut op = route.operation;
         secure(&mut op, route.access);
+        // Every route: the path and query over --max-uri-bytes.
+        let (code, resp) = problem(414, "the path and query are longer than --max-uri-bytes");
+        op.responses
+            .responses
+            .entry(code)
+            .or_insert(RefOr::T(resp.build()));
         paths = paths.path(route.path, PathItem::new(http_method(&route.method), op));
     }
     doc.paths = paths.build();

@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
-use super::auth::{AuditNote, check_token_name};
+use super::auth::{AuditNote, AuditToken, check_token_name};
 use super::body::Body;
 use super::error::ApiError;
 use crate::api::v1beta1::tokens::{TokenCreated, TokenInfo, TokenList, TokenRequest};
@@ -74,7 +74,10 @@ pub async fn create(State(s): State<AppState>, body: Body) -> Result<Response, A
         created: time::OffsetDateTime::now_utc().unix_timestamp_nanos(),
     };
     let info = TokenInfo::from(&token);
-    s.store.create_token(token).await?;
+    let audited = AuditToken(audit_token(&info));
+    let created = s.store.create_token(token).await;
+    s.auth.changed();
+    created?;
     reload(&s).await;
     let mut resp = (
         StatusCode::CREATED,
@@ -92,6 +95,7 @@ pub async fn create(State(s): State<AppState>, body: Body) -> Result<Response, A
         documents: 1,
         revision: 0,
     });
+    resp.extensions_mut().insert(audited);
     Ok(resp)
 }
 
@@ -107,11 +111,29 @@ pub async fn list(State(s): State<AppState>) -> Result<Json<TokenList>, ApiError
 pub async fn revoke(
     State(s): State<AppState>,
     UrlPath(name): UrlPath<String>,
-) -> Result<Json<TokenInfo>, ApiError> {
-    let old = s.store.revoke_token(&name).await?;
+) -> Result<Response, ApiError> {
+    let revoked = s.store.revoke_token(&name).await;
+    s.auth.changed();
+    let old = revoked?;
     s.auth.forget(&old);
     reload(&s).await;
-    Ok(Json(TokenInfo::from(&old)))
+    let info = TokenInfo::from(&old);
+    let mut resp = Json(&info).into_response();
+    resp.extensions_mut().insert(AuditToken(audit_token(&info)));
+    Ok(resp)
+}
+
+/// How the audit trail names a token: name, role, realms, grant.
+fn audit_token(t: &TokenInfo) -> String {
+    format!(
+        "{} role={} realms={} privileged={}",
+        t.name,
+        t.role,
+        t.realms
+            .as_ref()
+            .map_or_else(|| "*".into(), |r| r.join(",")),
+        t.privileged
+    )
 }
 
 /// Reloads the authenticator after a change (a failed reload is retried

@@ -41,8 +41,9 @@ pub struct TokenInfo {
     pub created: String,
 }
 
-/// The answer to a create: the token, shown this once.
-#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
+/// The answer to a create: the token, shown this once (its `Debug`
+/// hides it).
+#[derive(Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TokenCreated {
     /// The token as stored.
@@ -51,6 +52,15 @@ pub struct TokenCreated {
     /// The bearer token: `Authorization: Bearer <token>`. Only its digest
     /// is kept; it cannot be shown again.
     pub token: String,
+}
+
+impl std::fmt::Debug for TokenCreated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenCreated")
+            .field("info", &self.info)
+            .field("token", &"..")
+            .finish()
+    }
 }
 
 /// `GET /api/v1beta1/tokens`.
