@@ -633,7 +633,7 @@ mod tests {
         use crate::auth::token::Tokens;
         let s = token::Secret::generate();
         let t = token("ci", &s, Role::Writer);
-        let a = auth(&[t.clone()], Posture::default());
+        let a = auth(std::slice::from_ref(&t), Posture::default());
         let header = format!("Bearer {}", s.expose());
         // A periodic read starts, sees the token; meanwhile it is revoked.
         let started = a.generation.load(std::sync::atomic::Ordering::SeqCst);
@@ -653,7 +653,7 @@ mod tests {
             loopback_only: true,
             ..Posture::default()
         };
-        let b = auth(&[t.clone()], loopback);
+        let b = auth(std::slice::from_ref(&t), loopback);
         b.install(0, Tokens::default());
         assert!(!b.anonymous_allowed());
     }
