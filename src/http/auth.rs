@@ -411,11 +411,8 @@ pub async fn audit(req: Request, next: Next) -> Response {
     let uri = req.uri().clone();
     let id = req.extensions().get::<Arc<Identity>>().cloned();
     let peer = req.extensions().get::<Peer>().map(|p| match p {
-        Peer::Tcp { remote, .. } => remote.to_string(),
-        Peer::Unix { uid, pid, .. } => match pid {
-            Some(pid) => format!("unix uid {uid} pid {pid}"),
-            None => format!("unix uid {uid}"),
-        },
+        Peer::Tcp { remote, .. } => Err(*remote),
+        Peer::Unix { uid, pid, .. } => Ok((*uid, *pid)),
     });
     let write = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
     let resp = next.run(req).await;
@@ -427,6 +424,11 @@ pub async fn audit(req: Request, next: Next) -> Response {
     if write || denied {
         let note = resp.extensions().get::<AuditNote>().copied();
         let token = resp.extensions().get::<AuditToken>().map(|t| t.0.as_str());
+        let peer = peer.map(|p| match p {
+            Err(remote) => remote.to_string(),
+            Ok((uid, Some(pid))) => format!("unix uid {uid} pid {pid}"),
+            Ok((uid, None)) => format!("unix uid {uid}"),
+        });
         let revision = note.map(|n| n.revision).or_else(|| {
             resp.headers()
                 .get(header::ETAG)

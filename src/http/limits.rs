@@ -323,7 +323,7 @@ fn classify(req: &Request) -> Class {
         form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == "watch" && (v == "true" || v == "1"))
     });
     let get = req.method() == axum::http::Method::GET;
-    if get && (path == crate::api::v1beta1::paths::watch_route() || watch_param) {
+    if get && (watch_param || path == crate::api::v1beta1::paths::watch_route()) {
         Class::Watch
     } else {
         Class::Request
