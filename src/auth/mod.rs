@@ -154,6 +154,12 @@ impl Identity {
         self.realms.is_none()
     }
 
+    /// "NAME is limited to realms (a, b)", for refusals.
+    pub fn limited_to(&self) -> String {
+        let realms: Vec<&str> = self.realms.iter().flatten().map(String::as_str).collect();
+        format!("{} is limited to realms ({})", self.name, realms.join(", "))
+    }
+
     /// Whether it may set privileged fields.
     pub fn may_privileged(&self) -> bool {
         self.role == Role::Admin || self.privileged

@@ -332,16 +332,7 @@ pub fn rule(
     if id.all_realms() || matches!(access, Access::Public | Access::Metrics) {
         return Ok(());
     }
-    let limited = format!(
-        "{} is limited to realms ({})",
-        id.name,
-        id.realms
-            .iter()
-            .flatten()
-            .cloned()
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    let limited = id.limited_to();
     match (realm_from, realm) {
         (RealmFrom::Documents, _) => Ok(()),
         (RealmFrom::Server, _) => Err(ApiError::forbidden(format!(
@@ -376,14 +367,8 @@ pub fn may_write_realm(id: &Identity, realm: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "{} is limited to realms ({}): realm {realm:?} is not one of them",
-            id.name,
-            id.realms
-                .iter()
-                .flatten()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ")
+            "{}: realm {realm:?} is not one of them",
+            id.limited_to()
         ))
     }
 }
