@@ -28,17 +28,17 @@ struct Cli {
 #[derive(clap::Args)]
 struct LimitArgs {
     /// Largest request body (e.g. 16MiB): larger ones get 413.
-    #[arg(long, env = "MODELHUB_MAX_BODY_BYTES", default_value = "16MiB", value_parser = parse_size)]
+    #[arg(long, env = "MODELHUB_MAX_BODY_BYTES", default_value = "16MiB", value_parser = parse_body_size)]
     max_body_bytes: u64,
     /// Longest path and query of a request, in bytes: longer ones get 414.
-    #[arg(long, env = "MODELHUB_MAX_URI_BYTES", default_value_t = 8192)]
-    max_uri_bytes: usize,
+    #[arg(long, env = "MODELHUB_MAX_URI_BYTES", default_value_t = 8192, value_parser = clap::value_parser!(u32).range(256..))]
+    max_uri_bytes: u32,
     /// Deepest nesting of arrays and objects in a JSON body: deeper gets 400.
-    #[arg(long, env = "MODELHUB_MAX_JSON_DEPTH", default_value_t = 64)]
-    max_json_depth: usize,
+    #[arg(long, env = "MODELHUB_MAX_JSON_DEPTH", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    max_json_depth: u32,
     /// Most documents in one apply: more gets 413.
-    #[arg(long, env = "MODELHUB_MAX_APPLY_DOCUMENTS", default_value_t = 1000)]
-    max_apply_documents: usize,
+    #[arg(long, env = "MODELHUB_MAX_APPLY_DOCUMENTS", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    max_apply_documents: u32,
     /// Requests in flight at once (watch streams and probes aside); a
     /// quarter is kept for admin and controller identities. Over it: 429.
     #[arg(long, env = "MODELHUB_MAX_REQUESTS_IN_FLIGHT", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
@@ -70,9 +70,9 @@ impl LimitArgs {
     fn limits(&self) -> modelhub::http::limits::Limits {
         modelhub::http::limits::Limits {
             max_body_bytes: usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX),
-            max_uri_bytes: self.max_uri_bytes,
-            max_json_depth: self.max_json_depth,
-            max_apply_documents: self.max_apply_documents,
+            max_uri_bytes: self.max_uri_bytes as usize,
+            max_json_depth: self.max_json_depth as usize,
+            max_apply_documents: self.max_apply_documents as usize,
             max_in_flight: self.max_requests_in_flight as usize,
             max_in_flight_per_identity: self.max_requests_in_flight_per_identity as usize,
             max_watches: self.max_watches as usize,
@@ -130,17 +130,17 @@ enum Command {
         tls_handshake_timeout: Duration,
         /// Largest request head (e.g. 64KiB; HTTP/1.1 at least 8KiB):
         /// larger is answered 431 or the connection closed.
-        #[arg(long, env = "MODELHUB_MAX_HEADER_BYTES", default_value = "64KiB", value_parser = parse_size)]
+        #[arg(long, env = "MODELHUB_MAX_HEADER_BYTES", default_value = "64KiB", value_parser = parse_head_size)]
         max_header_bytes: u64,
         /// Most headers in a request (HTTP/1.1): more is answered 431.
-        #[arg(long, env = "MODELHUB_MAX_HEADERS", default_value_t = 100)]
-        max_headers: usize,
+        #[arg(long, env = "MODELHUB_MAX_HEADERS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+        max_headers: u32,
         /// Open connections at most; past it a new TCP connection is closed
         /// at once (unix sockets keep a reserve of 64 more).
-        #[arg(long, env = "MODELHUB_MAX_CONNECTIONS", default_value_t = 10_000)]
-        max_connections: usize,
+        #[arg(long, env = "MODELHUB_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+        max_connections: u32,
         /// Concurrent streams of one HTTP/2 connection.
-        #[arg(long, env = "MODELHUB_MAX_STREAMS", default_value_t = 200)]
+        #[arg(long, env = "MODELHUB_MAX_STREAMS", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
         max_streams: u32,
         /// Database file (created if missing).
         #[arg(long, env = "MODELHUB_DATA", default_value = "./modelhub.redb")]
@@ -430,6 +430,22 @@ fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?} is too large"))
 }
 
+/// A body-size limit: at least 1 KiB.
+fn parse_body_size(s: &str) -> Result<u64, String> {
+    match parse_size(s)? {
+        n if n < 1024 => Err(format!("{s:?}: at least 1KiB")),
+        n => Ok(n),
+    }
+}
+
+/// A request-head limit: at least 8 KiB (HTTP/1.1 needs that much).
+fn parse_head_size(s: &str) -> Result<u64, String> {
+    match parse_size(s)? {
+        n if n < 8192 => Err(format!("{s:?}: at least 8KiB")),
+        n => Ok(n),
+    }
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = s
@@ -577,8 +593,8 @@ fn main() -> ExitCode {
                     body_timeout,
                     tls_handshake_timeout,
                     max_header_bytes: usize::try_from(max_header_bytes).unwrap_or(usize::MAX),
-                    max_headers,
-                    max_connections,
+                    max_headers: max_headers as usize,
+                    max_connections: max_connections as usize,
                     max_streams,
                 },
                 write_queue: request_limits.write_queue as usize,

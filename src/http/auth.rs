@@ -434,7 +434,7 @@ pub async fn audit(req: Request, next: Next) -> Response {
             role,
             peer = peer.as_deref(),
             verb = %method,
-            path = uri.path(),
+            path = %masked(uri.path()),
             documents = note.map(|n| n.documents),
             token,
             status = status.as_u16(),
@@ -443,6 +443,25 @@ pub async fn audit(req: Request, next: Next) -> Response {
         );
     }
     resp
+}
+
+/// The path with any segment that looks like a token masked (a token
+/// pasted into a URL by mistake must not reach the audit trail).
+fn masked(path: &str) -> std::borrow::Cow<'_, str> {
+    if !path.contains(token::PREFIX) {
+        return path.into();
+    }
+    path.split('/')
+        .map(|seg| {
+            if seg.starts_with(token::PREFIX) {
+                "mh_..."
+            } else {
+                seg
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+        .into()
 }
 
 /// Keeps the token index current with tokens changed through other
@@ -643,6 +662,15 @@ mod tests {
         let b = auth(std::slice::from_ref(&t), loopback);
         b.install(0, Tokens::default());
         assert!(!b.anonymous_allowed());
+    }
+
+    #[test]
+    fn token_like_path_segments_are_masked() {
+        assert_eq!(masked("/api/v1beta1/realms/a"), "/api/v1beta1/realms/a");
+        assert_eq!(
+            masked("/api/v1beta1/tokens/mh_0123abcd"),
+            "/api/v1beta1/tokens/mh_..."
+        );
     }
 
     #[test]

@@ -77,8 +77,8 @@ pub async fn create(State(s): State<AppState>, body: Body) -> Result<Response, A
     let audited = AuditToken(audit_token(&info));
     let created = s.store.create_token(token).await;
     s.auth.changed();
-    created?;
     reload(&s).await;
+    created?;
     let mut resp = (
         StatusCode::CREATED,
         Json(TokenCreated {
@@ -112,11 +112,16 @@ pub async fn revoke(
     State(s): State<AppState>,
     UrlPath(name): UrlPath<String>,
 ) -> Result<Response, ApiError> {
+    // A name never holds `_`: a token pasted here by mistake is refused
+    // before anything (the audit trail masks it in the path).
+    check_token_name(&name)?;
     let revoked = s.store.revoke_token(&name).await;
     s.auth.changed();
-    let old = revoked?;
-    s.auth.forget(&old);
+    if let Ok(old) = &revoked {
+        s.auth.forget(old);
+    }
     reload(&s).await;
+    let old = revoked?;
     let info = TokenInfo::from(&old);
     let mut resp = Json(&info).into_response();
     resp.extensions_mut().insert(AuditToken(audit_token(&info)));

@@ -538,6 +538,13 @@ async fn serve_connection<I>(
                         return;
                     }
                     None if Instant::now() >= activity.deadline(limits) => {
+                        if activity.in_flight.load(Ordering::Acquire) > 0 {
+                            // A response sent nothing for the idle timeout:
+                            // its client stopped reading. A graceful close
+                            // would wait for it.
+                            tracing::debug!("a response made no progress within the idle timeout: dropping the connection");
+                            return;
+                        }
                         if !activity.started() || activity.head_pending() {
                             // No request in flight, none ever began or a
                             // head is incomplete: nothing to finish (and
@@ -582,6 +589,11 @@ struct Activity {
     /// Milliseconds after `opened` of the first byte read since the last
     /// request began (`u64::MAX`: none), HTTP/1.1 only.
     head_since: AtomicU64,
+    /// Milliseconds after `opened` of the last write that sent bytes, or
+    /// of the last request's start if later: a response in flight that
+    /// sends nothing for the idle timeout (its client stopped reading)
+    /// ends the connection.
+    wrote_at: AtomicU64,
     /// The connection speaks HTTP/2 (its streams are not timed here).
     http2: std::sync::atomic::AtomicBool,
     /// Told when a request ends or a head begins.
@@ -595,6 +607,7 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             idle_since: AtomicU64::new(u64::MAX),
             head_since: AtomicU64::new(u64::MAX),
+            wrote_at: AtomicU64::new(0),
             http2: std::sync::atomic::AtomicBool::new(false),
             changed: tokio::sync::Notify::new(),
         }
@@ -630,10 +643,10 @@ impl Activity {
     /// first byte of a later head; otherwise the idle timeout after the
     /// last request ended (far away while one is in flight).
     fn deadline(&self, limits: &Limits) -> Instant {
-        if self.in_flight.load(Ordering::Acquire) > 0 {
-            return Instant::now() + limits.idle_timeout;
-        }
         let at = |ms| self.opened + Duration::from_millis(ms);
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return at(self.wrote_at.load(Ordering::Acquire)) + limits.idle_timeout;
+        }
         match (
             self.idle_since.load(Ordering::Acquire),
             self.head_since.load(Ordering::Acquire),
@@ -644,7 +657,13 @@ impl Activity {
         }
     }
 
+    /// Bytes went out.
+    fn wrote(&self) {
+        self.wrote_at.store(self.ms_now(), Ordering::Release);
+    }
+
     fn begin(self: &Arc<Self>) -> InFlight {
+        self.wrote();
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.head_since.store(u64::MAX, Ordering::Release);
         // A first request counts as activity even before it ends.
@@ -717,7 +736,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, data)
+        let written = Pin::new(&mut self.inner).poll_write(cx, data);
+        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.wrote();
+        }
+        written
     }
 
     fn poll_write_vectored(
@@ -725,7 +748,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let written = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.wrote();
+        }
+        written
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -845,6 +872,12 @@ mod tests {
         let a = Arc::new(Activity::new());
         assert_eq!(a.deadline(&limits), a.opened + limits.header_timeout);
         let req = a.begin();
+        assert!(a.deadline(&limits) >= Instant::now() + Duration::from_secs(59));
+        // A response that sends nothing is due the idle timeout after its
+        // last write (or its start).
+        a.wrote_at.store(0, Ordering::Release);
+        assert_eq!(a.deadline(&limits), a.opened + limits.idle_timeout);
+        a.wrote();
         assert!(a.deadline(&limits) >= Instant::now() + Duration::from_secs(59));
         drop(req);
         assert!(a.started() && !a.head_pending());
