@@ -1,11 +1,11 @@
 //! Authentication, authorization and the audit trail.
 //!
-//! [`authenticate`] (router-wide, outermost but for the counters) gives
+//! [`authenticate`] (called first by the router's front layer) gives
 //! every request an `Arc<Identity>` request extension, or an
 //! [`Unauthenticated`] one saying why it has none; it refuses nothing, so
 //! that the open routes stay open. [`authorize`] wraps each route of the
 //! route table with that route's [`Access`]: no identity is 401, a role
-//! or realm that does not reach is 403. [`audit`] records every write and
+//! or realm that does not reach is 403. [`Audit`] records every write and
 //! every refusal on the `modelhub::audit` target.
 //!
 //! Credentials, in order: an `Authorization: Bearer` header (the only
@@ -226,8 +226,9 @@ fn bearer(value: &[u8]) -> Result<&str, String> {
     Ok(t)
 }
 
-/// Router-wide: attaches the request's identity, or why it has none.
-pub async fn authenticate(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
+/// Attaches the request's identity, or why it has none (first thing the
+/// router's front layer does).
+pub fn authenticate(s: &AppState, req: &mut Request) {
     let found = s.auth.identify(
         req.headers()
             .get(header::AUTHORIZATION)
@@ -242,7 +243,6 @@ pub async fn authenticate(State(s): State<AppState>, mut req: Request, next: Nex
             req.extensions_mut().insert(Unauthenticated(why));
         }
     }
-    next.run(req).await
 }
 
 /// What [`authorize`] knows of the route it guards.
@@ -388,61 +388,81 @@ pub struct AuditNote {
 #[derive(Debug, Clone)]
 pub struct AuditToken(pub String);
 
-/// Router-wide, inside [`authenticate`]: one record on the
-/// `modelhub::audit` target for every write and every refused request
+/// What the audit trail keeps of a request until its answer: one record on
+/// the `modelhub::audit` target for every write and every refused request
 /// (401, 403, 429). Never a token or a secret: the identity's name.
-pub async fn audit(req: Request, next: Next) -> Response {
-    let method = req.method().clone();
-    let uri = req.uri().clone();
-    let id = req.extensions().get::<Arc<Identity>>().cloned();
-    let peer = req.extensions().get::<Peer>().map(|p| match p {
-        Peer::Tcp { remote, .. } => Err(*remote),
-        Peer::Unix { uid, pid, .. } => Ok((*uid, *pid)),
-    });
-    let write = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
-    let resp = next.run(req).await;
-    let status = resp.status();
-    let denied = matches!(
-        status,
-        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS
-    );
-    if write || denied {
-        let note = resp.extensions().get::<AuditNote>().copied();
-        let token = resp.extensions().get::<AuditToken>().map(|t| t.0.as_str());
-        let peer = peer.map(|p| match p {
-            Err(remote) => remote.to_string(),
-            Ok((uid, Some(pid))) => format!("unix uid {uid} pid {pid}"),
-            Ok((uid, None)) => format!("unix uid {uid}"),
-        });
-        let revision = note.map(|n| n.revision).or_else(|| {
-            resp.headers()
-                .get(header::ETAG)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim_matches('"').parse::<u64>().ok())
-        });
-        let (identity, role) = match &id {
-            Some(id) => (id.name.as_str(), id.role.name()),
-            None => ("-", "-"),
-        };
-        let time = time::OffsetDateTime::now_utc()
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
-        tracing::info!(
-            target: "modelhub::audit",
-            time = %time,
-            identity,
-            role,
-            peer = peer.as_deref(),
-            verb = %method,
-            path = %masked(uri.path()),
-            documents = note.map(|n| n.documents),
-            token,
-            status = status.as_u16(),
-            resource_version = revision.filter(|r| *r > 0 && status.is_success()),
-            "audit"
-        );
+pub struct Audit {
+    method: Method,
+    uri: axum::http::Uri,
+    id: Option<Arc<Identity>>,
+    peer: Option<Result<std::net::SocketAddr, (u32, Option<i32>)>>,
+}
+
+impl Audit {
+    /// Taken once the request is authenticated.
+    pub fn begin(req: &Request) -> Audit {
+        Audit {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            id: req.extensions().get::<Arc<Identity>>().cloned(),
+            peer: req.extensions().get::<Peer>().map(|p| match p {
+                Peer::Tcp { remote, .. } => Ok(*remote),
+                Peer::Unix { uid, pid, .. } => Err((*uid, *pid)),
+            }),
+        }
     }
-    resp
+
+    /// Records the answer, if it is a write's or a refusal.
+    pub fn end(self, resp: &Response) {
+        let Audit {
+            method,
+            uri,
+            id,
+            peer,
+        } = self;
+        let write = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
+        let status = resp.status();
+        let denied = matches!(
+            status,
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS
+        );
+        if write || denied {
+            let note = resp.extensions().get::<AuditNote>().copied();
+            let token = resp.extensions().get::<AuditToken>().map(|t| t.0.as_str());
+            let peer = peer.map(|p| match p {
+                Ok(remote) => remote.to_string(),
+                Err((uid, Some(pid))) => format!("unix uid {uid} pid {pid}"),
+                Err((uid, None)) => format!("unix uid {uid}"),
+            });
+            let revision = note.map(|n| n.revision).or_else(|| {
+                resp.headers()
+                    .get(header::ETAG)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim_matches('"').parse::<u64>().ok())
+            });
+            let (identity, role) = match &id {
+                Some(id) => (id.name.as_str(), id.role.name()),
+                None => ("-", "-"),
+            };
+            let time = time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default();
+            tracing::info!(
+                target: "modelhub::audit",
+                time = %time,
+                identity,
+                role,
+                peer = peer.as_deref(),
+                verb = %method,
+                path = %masked(uri.path()),
+                documents = note.map(|n| n.documents),
+                token,
+                status = status.as_u16(),
+                resource_version = revision.filter(|r| *r > 0 && status.is_success()),
+                "audit"
+            );
+        }
+    }
 }
 
 /// The path with any segment that looks like a token masked (a token

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use axum::body::{Body, HttpBody};
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -330,11 +330,11 @@ fn classify(req: &Request) -> Class {
     }
 }
 
-/// The middleware: refuses an over-long URL (414), then takes a place
-/// for the request (429 when none is left). Reads the request's
-/// `Arc<Identity>`, so it must run after authentication (see
-/// [`super::router`]).
-pub async fn limit(State(s): State<AppState>, req: Request, next: Next) -> Response {
+/// Refuses an over-long URL (414), then takes a place for the request
+/// (429 when none is left) and runs it. Reads the request's
+/// `Arc<Identity>`, so it runs after authentication (the router's front
+/// layer calls it).
+pub async fn limit(s: &AppState, req: Request, next: Next) -> Response {
     let gate = &s.limits;
     let uri_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
     if uri_len > gate.limits.max_uri_bytes {

@@ -2,8 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
@@ -15,12 +14,10 @@ pub struct Metrics {
     by_class: [AtomicU64; 6],
 }
 
-/// Middleware counting every response.
-pub async fn count(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    let resp = next.run(req).await;
+/// Counts a response.
+pub fn count(s: &AppState, resp: &Response) {
     let class = (resp.status().as_u16() / 100).min(5) as usize;
     s.metrics.by_class[class].fetch_add(1, Ordering::Relaxed);
-    resp
 }
 
 /// Renders the counters and the store revision.
