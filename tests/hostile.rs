@@ -894,3 +894,55 @@ fn list_downloads_that_are_never_read_hold_their_places() {
     println!("places back {:?} after the last download", t.elapsed());
     drop(held);
 }
+
+/// Token changes wait for room in a write queue a flood keeps full: an
+/// admin can create and revoke tokens while writers get 429.
+#[test]
+fn tokens_change_while_a_flood_fills_the_write_queue() {
+    let s = Server::start_args(&["--write-queue", "2"]);
+    let (admin, _) = first_admin(&s);
+    let writer = create_token(&admin, &s, json!({"name": "flood", "role": "writer"}));
+    let stop = Arc::new(AtomicBool::new(false));
+    let refused = Arc::new(AtomicU64::new(0));
+    let flood: Vec<JoinHandle<()>> = (0..32)
+        .map(|t| {
+            let (stop, refused) = (stop.clone(), refused.clone());
+            let (c, url) = (Client::with_token(&writer), s.api("/realms"));
+            std::thread::spawn(move || {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
+                    let r = c.post_json(&url, &json!({"metadata": {"name": format!("f{t}-{i}")}}));
+                    if r.0 == 429 {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut took = Vec::new();
+    for i in 0..20 {
+        let t = Instant::now();
+        let (st, body) = admin.post_json(
+            &s.api("/tokens"),
+            &json!({"name": format!("t{i}"), "role": "reader"}),
+        );
+        assert_eq!(st, 201, "create t{i} during the flood: {body}");
+        let (st, body) = admin.delete(&s.api(&format!("/tokens/t{i}")));
+        assert_eq!(st, 200, "revoke t{i} during the flood: {body}");
+        took.push(t.elapsed());
+    }
+    stop.store(true, Ordering::Relaxed);
+    for h in flood {
+        h.join().unwrap();
+    }
+    let refused = refused.load(Ordering::Relaxed);
+    took.sort();
+    println!(
+        "20 token create+revoke pairs during a flood ({refused} writes refused 429): max {:?}",
+        took.last().unwrap()
+    );
+    assert!(refused > 0, "the flood never filled the queue");
+    assert!(*took.last().unwrap() < LIVENESS);
+}

@@ -36,6 +36,7 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 
@@ -46,6 +47,9 @@ use crate::store::error::StoreError;
 use crate::store::feed::Feed;
 use crate::store::options::StoreOptions;
 use crate::store::query::{EventsPage, ListPage, ListQuery, Refusal, StoreStats};
+
+/// How long a token change waits for room in a full write queue.
+const TOKEN_PATIENCE: Duration = Duration::from_secs(5);
 
 /// The writer thread's queue and join handle (taken on close).
 type WriterHandle = (mpsc::SyncSender<writer::Job>, JoinHandle<()>);
@@ -124,21 +128,45 @@ impl RedbStore {
         })))
     }
 
-    /// Queues a job for the writer thread and awaits its answer.
+    /// Queues a job for the writer thread and awaits its answer; a full
+    /// queue refuses it at once (`Busy`).
     async fn submit<T>(
         &self,
         job: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> writer::Job,
     ) -> Result<T, StoreError> {
+        self.submit_within(job, Duration::ZERO).await
+    }
+
+    /// [`RedbStore::submit`], waiting up to `patience` for room in a full
+    /// queue (token changes: a revocation must not be refused because a
+    /// flood of writes fills the queue).
+    async fn submit_within<T>(
+        &self,
+        job: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> writer::Job,
+        patience: Duration,
+    ) -> Result<T, StoreError> {
         let (reply, rx) = oneshot::channel();
-        {
-            let guard = self.0.writer.lock().expect("writer handle");
-            let (tx, _) = guard.as_ref().ok_or(StoreError::Closed)?;
-            tx.try_send(job(reply)).map_err(|e| match e {
-                mpsc::TrySendError::Full(_) => StoreError::Busy {
-                    queue: self.0.options.write_queue.max(1),
-                },
-                mpsc::TrySendError::Disconnected(_) => StoreError::Closed,
-            })?;
+        let mut job = job(reply);
+        let deadline = std::time::Instant::now() + patience;
+        loop {
+            let sent = {
+                let guard = self.0.writer.lock().expect("writer handle");
+                let (tx, _) = guard.as_ref().ok_or(StoreError::Closed)?;
+                tx.try_send(job)
+            };
+            match sent {
+                Ok(()) => break,
+                Err(mpsc::TrySendError::Full(again)) if std::time::Instant::now() < deadline => {
+                    job = again;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                Err(mpsc::TrySendError::Full(_)) => {
+                    return Err(StoreError::Busy {
+                        queue: self.0.options.write_queue.max(1),
+                    });
+                }
+                Err(mpsc::TrySendError::Disconnected(_)) => return Err(StoreError::Closed),
+            }
         }
         // Queued but never answered: the writer stopped (a bug) while the
         // request may have been applied.
@@ -178,10 +206,13 @@ impl RedbStore {
 
     /// See [`crate::store::Backend::create_token`].
     pub async fn create_token(&self, token: Token) -> Result<(), StoreError> {
-        self.submit(|reply| writer::Job::Token {
-            op: writer::TokenOp::Create(token),
-            reply,
-        })
+        self.submit_within(
+            |reply| writer::Job::Token {
+                op: writer::TokenOp::Create(token),
+                reply,
+            },
+            TOKEN_PATIENCE,
+        )
         .await
         .map(|_| ())
     }
@@ -189,10 +220,13 @@ impl RedbStore {
     /// See [`crate::store::Backend::revoke_token`].
     pub async fn revoke_token(&self, name: &str) -> Result<Token, StoreError> {
         let name = name.to_string();
-        self.submit(|reply| writer::Job::Token {
-            op: writer::TokenOp::Revoke(name.clone()),
-            reply,
-        })
+        self.submit_within(
+            |reply| writer::Job::Token {
+                op: writer::TokenOp::Revoke(name.clone()),
+                reply,
+            },
+            TOKEN_PATIENCE,
+        )
         .await?
         .ok_or(StoreError::TokenNotFound(name))
     }
