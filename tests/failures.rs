@@ -335,3 +335,54 @@ fn a_spare_file_without_room_at_start_is_made_once_there_is_room() {
         store.close();
     });
 }
+
+#[test]
+fn eio_on_a_tokens_durable_commit_is_outcome_unknown_then_the_store_recovers() {
+    use modelhub::auth::Role;
+    use modelhub::auth::token::{Secret, Token};
+    let token = |name: &str| Token {
+        name: name.into(),
+        digest: Secret::generate().digest(),
+        role: Role::Reader,
+        realms: None,
+        privileged: false,
+        created: 0,
+    };
+    runtime().block_on(async {
+        let disk = SimDisk::new();
+        let store = open(&disk);
+        store.create_token(token("kept")).await.unwrap();
+        store.write(WriteOp::Create(realm("a"))).await.unwrap();
+        // The next sync is the token commit's.
+        disk.fail(Op::Sync, disk.counts().syncs + 1, std::io::ErrorKind::Other);
+        let err = store
+            .create_token(token("doubtful"))
+            .await
+            .expect_err("the sync failed");
+        assert!(matches!(err, StoreError::OutcomeUnknown(_)), "{err:?}");
+        // The store recovers from its log; the logged realm and the first
+        // token are there; the doubtful token either way.
+        create_when_recovered(&store, "b").await;
+        assert!(store.get(&path("a")).await.is_ok());
+        let names: Vec<String> = store
+            .tokens()
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
+        assert!(names.contains(&"kept".to_string()), "{names:?}");
+        store.close();
+        for seed in 0..8 {
+            let after = open(&disk.crash(seed));
+            let tokens = after.tokens().await.unwrap();
+            assert!(tokens.enabled, "seed {seed}");
+            assert!(tokens.items.iter().any(|t| t.name == "kept"), "seed {seed}");
+            for name in ["a", "b"] {
+                assert!(after.get(&path(name)).await.is_ok(), "seed {seed}: {name}");
+            }
+            after.close();
+        }
+    });
+}

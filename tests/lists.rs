@@ -617,13 +617,7 @@ fn continue_tokens_expire_with_their_snapshot() {
 
 /// `modelhub_list_cache_hits_total` from `/metrics`.
 fn list_cache_hits(c: &Client, s: &Server) -> u64 {
-    let text = c
-        .http
-        .get(format!("{}/metrics", s.base))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let text = common::metrics_text(c, s);
     text.lines()
         .find_map(|l| l.strip_prefix("modelhub_list_cache_hits_total "))
         .unwrap_or_else(|| panic!("no list cache counter in {text}"))

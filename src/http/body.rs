@@ -166,6 +166,43 @@ impl FromRequest<AppState> for Body {
     }
 }
 
+/// A response body holding `G` (a place among the requests in flight, a
+/// request counted by its connection) until it is sent or dropped.
+pub struct Held<G> {
+    body: axum::body::Body,
+    _guard: G,
+}
+
+impl<G> Held<G> {
+    /// `body`, holding `guard`.
+    pub fn new(body: axum::body::Body, guard: G) -> Held<G> {
+        Held {
+            body,
+            _guard: guard,
+        }
+    }
+}
+
+impl<G: Unpin> http_body::Body for Held<G> {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        http_body::Body::is_end_stream(&self.body)
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::Body::size_hint(&self.body)
+    }
+}
+
 /// An error and its sources, outermost first.
 fn error_chain<'a>(
     e: &'a (dyn std::error::Error + 'static),

@@ -17,18 +17,17 @@
 //! nothing was done.
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 
-use axum::body::{Body, HttpBody};
+use axum::body::Body;
 use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
+use super::body::Held;
 use super::error::{ApiError, Reason};
 use crate::auth::{Identity, Role};
 
@@ -366,56 +365,19 @@ pub async fn limit(s: &AppState, req: Request, next: Next) -> Response {
                 ..Identity::anonymous()
             })
         });
-    match class {
-        Class::Watch => match gate.watch(&who) {
-            Ok(permit) => next.run(req).await.map(|body| {
-                Body::new(Holding {
-                    body,
-                    _permit: permit,
-                })
-            }),
-            Err(e) => e.into_response(),
-        },
-        _ => match gate.request(&who) {
-            // Held until the response is sent: an unpaged list is
-            // streamed, and a client that does not read it keeps its
-            // place (and its reader) taken.
-            Ok(permit) => next.run(req).await.map(|body| {
-                Body::new(Holding {
-                    body,
-                    _permit: permit,
-                })
-            }),
-            Err(e) => e.into_response(),
-        },
-    }
-}
-
-/// A response body holding a permit for as long as it lives: a request
-/// (a streamed list, a watch) gives its place back when its response is
-/// sent or its client leaves.
-struct Holding {
-    body: Body,
-    _permit: Permit,
-}
-
-impl HttpBody for Holding {
-    type Data = <Body as HttpBody>::Data;
-    type Error = <Body as HttpBody>::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
+    let place = match class {
+        Class::Watch => gate.watch(&who),
+        _ => gate.request(&who),
+    };
+    match place {
+        // Held until the response is sent: a watch until it ends, an
+        // unpaged list while it streams; a client that does not read
+        // keeps its place taken (until the connection's idle timeout).
+        Ok(permit) => next
+            .run(req)
+            .await
+            .map(|body| Body::new(Held::new(body, permit))),
+        Err(e) => e.into_response(),
     }
 }
 

@@ -983,7 +983,13 @@ pub(super) fn token_revoke_operation() -> Operation {
             .tag("Tokens")
             .parameter(token_name_param())
             .response("200", json_response("The revoked token.", "TokenInfo")),
-        &[(404, "no token of that name")],
+        &[
+            (404, "no token of that name"),
+            (
+                422,
+                "not a token name (a token pasted by mistake is refused here)",
+            ),
+        ],
     )
     .build()
 }

@@ -260,6 +260,16 @@ impl Client {
     }
 }
 
+/// The server's `/metrics` text, read through `c`.
+pub fn metrics_text(c: &Client, s: &Server) -> String {
+    c.http
+        .get(format!("{}/metrics", s.base))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap()
+}
+
 /// Creates a token through `c` (an admin) and answers the token string.
 pub fn create_token(c: &Client, s: &Server, body: Value) -> String {
     let (st, b) = c.post_json(&s.api("/tokens"), &body);

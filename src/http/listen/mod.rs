@@ -35,7 +35,6 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -46,6 +45,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
+use super::body::Held;
 use super::conn::Coalesce;
 use crate::auth::Peer;
 pub use tls::TlsFiles;
@@ -780,9 +780,10 @@ struct ConnService {
 }
 
 impl tower::Service<http::Request<Incoming>> for ConnService {
-    type Response = http::Response<Tracked>;
+    type Response = http::Response<Held<InFlight>>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<http::Response<Tracked>, Infallible>> + Send>>;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<http::Response<Held<InFlight>>, Infallible>> + Send>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
@@ -802,37 +803,8 @@ impl tower::Service<http::Request<Incoming>> for ConnService {
             .oneshot(http::Request::from_parts(parts, body));
         Box::pin(async move {
             let response = call.await?;
-            Ok(response.map(|body| Tracked {
-                body,
-                _in_flight: in_flight,
-            }))
+            Ok(response.map(|body| Held::new(body, in_flight)))
         })
-    }
-}
-
-/// A response body that keeps its request counted as in flight.
-struct Tracked {
-    body: axum::body::Body,
-    _in_flight: InFlight,
-}
-
-impl http_body::Body for Tracked {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
     }
 }
 

@@ -678,7 +678,7 @@ impl Writer {
         let txn = db
             .begin_write()
             .map_err(|e| engine_error("could not start the commit", e));
-        let mut txn = match txn {
+        let txn = match txn {
             Ok(t) => t,
             Err(e) => {
                 wal.fail(e.clone());
@@ -716,15 +716,7 @@ impl Writer {
                 }
             }
         };
-        let durable = txn
-            .set_durability(Durability::Immediate)
-            .map_err(|e| engine_error("durable commit failed", e))
-            .and_then(|()| {
-                txn.set_quick_repair(true);
-                txn.commit()
-                    .map_err(|e| engine_error("durable commit failed", e))
-            });
-        match durable {
+        match commit_durably(txn) {
             Ok(()) => {
                 wal.reset();
                 Ok(answer)
@@ -1282,15 +1274,7 @@ fn commit(
             }
         }
         Appended::Full => {
-            let durable = txn
-                .set_durability(Durability::Immediate)
-                .map_err(|e| engine_error("durable commit failed", e))
-                .and_then(|()| {
-                    txn.set_quick_repair(true);
-                    txn.commit()
-                        .map_err(|e| engine_error("durable commit failed", e))
-                });
-            if let Err(e) = durable {
+            if let Err(e) = commit_durably(txn) {
                 wal.fail(e.clone());
                 return Err(e.outcome_unknown());
             }
@@ -1298,6 +1282,16 @@ fn commit(
         }
     }
     Ok(())
+}
+
+/// Commits `txn` with an fsync (and quick repair), which makes every
+/// earlier non-durable commit durable too.
+fn commit_durably(mut txn: WriteTransaction) -> Result<(), EngineError> {
+    txn.set_durability(Durability::Immediate)
+        .map_err(|e| engine_error("durable commit failed", e))?;
+    txn.set_quick_repair(true);
+    txn.commit()
+        .map_err(|e| engine_error("durable commit failed", e))
 }
 
 fn now() -> crate::model::Timestamp {
