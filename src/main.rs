@@ -81,6 +81,86 @@ impl LimitArgs {
     }
 }
 
+/// Which storage engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum StoreKind {
+    /// One embedded database file (--data).
+    Redb,
+    /// An etcd cluster (--etcd-endpoints); several replicas may share it.
+    Etcd,
+}
+
+/// The storage engine and, for etcd, how to reach the cluster.
+#[derive(clap::Args)]
+struct EtcdArgs {
+    /// Storage engine: redb (one embedded file, --data) or etcd (a
+    /// cluster that several replicas share; needs the `etcd` feature).
+    #[arg(long, env = "MODELHUB_STORE", value_enum, default_value_t = StoreKind::Redb)]
+    store: StoreKind,
+    /// Client URLs of the etcd members (comma-separated).
+    #[arg(long, env = "MODELHUB_ETCD_ENDPOINTS", value_delimiter = ',')]
+    etcd_endpoints: Vec<String>,
+    /// Key prefix of this store in etcd (one hierarchy per prefix).
+    #[arg(long, env = "MODELHUB_ETCD_PREFIX", default_value = "/modelhub")]
+    etcd_prefix: String,
+    /// CA certificate (PEM) to check the etcd members' certificates.
+    #[arg(long, env = "MODELHUB_ETCD_CA")]
+    etcd_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for etcd; needs --etcd-key.
+    #[arg(long, env = "MODELHUB_ETCD_CERT", requires = "etcd_key")]
+    etcd_cert: Option<PathBuf>,
+    /// Client key (PEM) for etcd; needs --etcd-cert.
+    #[arg(long, env = "MODELHUB_ETCD_KEY", requires = "etcd_cert")]
+    etcd_key: Option<PathBuf>,
+    /// etcd user; needs --etcd-password-file.
+    #[arg(long, env = "MODELHUB_ETCD_USER", requires = "etcd_password_file")]
+    etcd_user: Option<String>,
+    /// File holding the etcd user's password (never the password itself).
+    #[arg(long, env = "MODELHUB_ETCD_PASSWORD_FILE", requires = "etcd_user")]
+    etcd_password_file: Option<PathBuf>,
+    /// Deadline of each etcd request.
+    #[arg(long, env = "MODELHUB_ETCD_TIMEOUT", default_value = "5s", value_parser = parse_interval)]
+    etcd_timeout: Duration,
+    /// The cluster's --max-txn-ops: a request needing more in its one
+    /// transaction is refused (413).
+    #[arg(long, env = "MODELHUB_ETCD_MAX_TXN_OPS", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
+    etcd_max_txn_ops: u32,
+    /// The cluster's --max-request-bytes: a larger transaction is refused
+    /// (413).
+    #[arg(long, env = "MODELHUB_ETCD_MAX_REQUEST_BYTES", default_value = "1536KiB", value_parser = parse_size)]
+    etcd_max_request_bytes: u64,
+    /// Most objects one cascade delete may remove on etcd (413 beyond).
+    #[arg(long, env = "MODELHUB_MAX_CASCADE_OBJECTS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    max_cascade_objects: u64,
+}
+
+impl EtcdArgs {
+    /// The etcd options when --store etcd (`heartbeat`: the bookmark
+    /// interval).
+    fn options(&self, heartbeat: Duration) -> Result<Option<modelhub::store::EtcdOptions>, String> {
+        if self.store == StoreKind::Redb {
+            return Ok(None);
+        }
+        if self.etcd_endpoints.is_empty() {
+            return Err("--store etcd needs --etcd-endpoints".into());
+        }
+        Ok(Some(modelhub::store::EtcdOptions {
+            endpoints: self.etcd_endpoints.clone(),
+            prefix: self.etcd_prefix.clone(),
+            ca: self.etcd_ca.clone(),
+            cert: self.etcd_cert.clone(),
+            key: self.etcd_key.clone(),
+            user: self.etcd_user.clone(),
+            password_file: self.etcd_password_file.clone(),
+            timeout: self.etcd_timeout,
+            max_txn_ops: self.etcd_max_txn_ops as usize,
+            max_request_bytes: usize::try_from(self.etcd_max_request_bytes).unwrap_or(usize::MAX),
+            max_cascade_objects: self.max_cascade_objects,
+            heartbeat,
+        }))
+    }
+}
+
 #[derive(Subcommand)]
 #[expect(
     clippy::large_enum_variant,
@@ -207,6 +287,8 @@ enum Command {
         audit_log: Option<PathBuf>,
         #[command(flatten)]
         request_limits: LimitArgs,
+        #[command(flatten)]
+        etcd: EtcdArgs,
     },
     /// Print the OpenAPI document (what `openapi/v1beta1.json` holds).
     Openapi,
@@ -222,15 +304,17 @@ enum Command {
     /// 410 and its client relists.
     Restore {
         /// Database file to create (refused if it or its write-ahead log
-        /// PATH.wal exists).
-        #[arg(long)]
-        data: PathBuf,
+        /// PATH.wal exists); with --store etcd, unused.
+        #[arg(long, required_unless_present = "store")]
+        data: Option<PathBuf>,
         /// The backup file (written by `modelhub backup`).
         file: PathBuf,
         /// Added to the backup's revision: more than the revisions the old
         /// server handed out after the backup.
         #[arg(long, default_value_t = modelhub::restore::DEFAULT_BUMP)]
         bump_revision: u64,
+        #[command(flatten)]
+        etcd: EtcdArgs,
     },
     /// Check a database and its write-ahead log offline (stop the server
     /// first): what they hold, and whether a start would accept them.
@@ -560,7 +644,15 @@ fn main() -> ExitCode {
             metrics_anonymous,
             audit_log: _,
             request_limits,
+            etcd,
         } => {
+            let etcd = match etcd.options(bookmark_interval) {
+                Ok(e) => e,
+                Err(msg) => {
+                    eprintln!("modelhub: {msg}");
+                    return ExitCode::FAILURE;
+                }
+            };
             let mut builder = tokio::runtime::Builder::new_multi_thread();
             builder.worker_threads(workers.map_or_else(default_workers, usize::from));
             let runtime = match runtime(builder) {
@@ -599,6 +691,7 @@ fn main() -> ExitCode {
                 },
                 write_queue: request_limits.write_queue as usize,
                 request_limits: request_limits.limits(),
+                etcd,
                 ..modelhub::server::Config::new(listen, data)
             };
             match runtime.block_on(modelhub::server::serve(
@@ -643,27 +736,56 @@ fn main() -> ExitCode {
             data,
             file,
             bump_revision,
-        } => match modelhub::restore::restore(
-            &data,
-            &file,
-            bump_revision,
-            &modelhub::store::StoreOptions::default(),
-        ) {
-            Ok(r) => {
-                println!(
-                    "restored {} objects into {} at revision {} (the backup's {} + {bump_revision})",
-                    r.objects,
-                    data.display(),
-                    r.revision,
-                    r.backup_revision
-                );
-                ExitCode::SUCCESS
+            etcd,
+        } => {
+            let etcd = match etcd.options(Duration::from_secs(10)) {
+                Ok(e) => e,
+                Err(msg) => {
+                    eprintln!("error: {msg}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let restored = match (&etcd, &data) {
+                (Some(options), _) => {
+                    let runtime = match runtime(tokio::runtime::Builder::new_multi_thread()) {
+                        Ok(r) => r,
+                        Err(code) => return code,
+                    };
+                    runtime
+                        .block_on(modelhub::restore::restore_etcd(
+                            options,
+                            &file,
+                            bump_revision,
+                        ))
+                        .map(|r| (r, format!("etcd prefix {}", options.prefix)))
+                }
+                (None, Some(data)) => modelhub::restore::restore(
+                    data,
+                    &file,
+                    bump_revision,
+                    &modelhub::store::StoreOptions::default(),
+                )
+                .map(|r| (r, data.display().to_string())),
+                (None, None) => {
+                    eprintln!("error: --data is required with --store redb");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match restored {
+                Ok((r, target)) => {
+                    println!(
+                        "restored {} objects into {target} at revision {} (the backup's {} + \
+                         {bump_revision})",
+                        r.objects, r.revision, r.backup_revision
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
             }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        }
         Command::Apply { file, dry_run } => run_client(async {
             modelhub::cli::apply(&remote.target()?, &file, dry_run, &mut std::io::stdout()).await
         }),

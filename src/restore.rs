@@ -86,6 +86,40 @@ pub struct Restored {
     pub objects: u64,
 }
 
+fn backup_error(file: &Path, error: BackupError) -> RestoreError {
+    RestoreError::Backup {
+        file: file.to_path_buf(),
+        error,
+    }
+}
+
+/// Verifies the backup at `file` whole; answers its revision, the
+/// restored one (plus `bump`) and a reader of its objects.
+fn open_verified(
+    file: &Path,
+    bump: u64,
+) -> Result<(u64, u64, Reader<BufReader<File>>), RestoreError> {
+    let open = || File::open(file).map(BufReader::new);
+    let summary = verify(open).map_err(|e| backup_error(file, e))?;
+    let backup_revision = summary.header.revision;
+    let revision = backup_revision
+        .checked_add(bump)
+        .ok_or(RestoreError::Overflow {
+            revision: backup_revision,
+            bump,
+        })?;
+    tracing::info!(
+        backup = %file.display(),
+        objects = summary.objects,
+        revision = backup_revision,
+        created_at = %summary.header.created_at,
+        "backup verified; restoring"
+    );
+    let reader = Reader::open(open().map_err(|e| backup_error(file, e.into()))?)
+        .map_err(|e| backup_error(file, e))?;
+    Ok((backup_revision, revision, reader))
+}
+
 /// Verifies the backup at `file`, then builds the database at `data` from
 /// it, at the backup's revision plus `bump`. Refuses if any file of a store
 /// at `data` exists.
@@ -101,29 +135,13 @@ pub fn restore(
     {
         return Err(RestoreError::Exists(existing));
     }
-    let backup_error = |error| RestoreError::Backup {
-        file: file.to_path_buf(),
-        error,
-    };
-    let open = || File::open(file).map(BufReader::new);
-    let summary = verify(open).map_err(backup_error)?;
-    let backup_revision = summary.header.revision;
-    let revision = backup_revision
-        .checked_add(bump)
-        .ok_or(RestoreError::Overflow {
-            revision: backup_revision,
-            bump,
-        })?;
-    tracing::info!(
-        backup = %file.display(),
-        objects = summary.objects,
-        revision = backup_revision,
-        created_at = %summary.header.created_at,
-        "backup verified; restoring"
-    );
-    let mut reader =
-        Reader::open(open().map_err(|e| backup_error(e.into()))?).map_err(backup_error)?;
-    let objects = std::iter::from_fn(|| reader.next_object().map_err(backup_error).transpose());
+    let (backup_revision, revision, mut reader) = open_verified(file, bump)?;
+    let objects = std::iter::from_fn(|| {
+        reader
+            .next_object()
+            .map_err(|error| backup_error(file, error))
+            .transpose()
+    });
     let written = store::restore(data, options, revision, objects)?;
     tracing::info!(
         objects = written,
@@ -136,4 +154,46 @@ pub fn restore(
         revision,
         objects: written,
     })
+}
+
+/// Verifies the backup at `file`, then loads it into the empty etcd
+/// prefix of `options` ([`crate::store::restore_etcd`]): every
+/// resourceVersion handed out afterwards is above the backup's revision
+/// plus `bump`, so a watch resumed from the old history answers 410.
+pub async fn restore_etcd(
+    options: &crate::store::EtcdOptions,
+    file: &Path,
+    bump: u64,
+) -> Result<Restored, RestoreError> {
+    let (backup_revision, revision, mut reader) = open_verified(file, bump)?;
+    let mut objects = Vec::new();
+    while let Some(obj) = reader.next_object().map_err(|e| backup_error(file, e))? {
+        objects.push(obj);
+    }
+    let written = restore_into_etcd(options, revision, objects).await?;
+    Ok(Restored {
+        backup_revision,
+        revision,
+        objects: written,
+    })
+}
+
+#[cfg(feature = "etcd")]
+async fn restore_into_etcd(
+    options: &crate::store::EtcdOptions,
+    revision: u64,
+    objects: Vec<crate::model::AnyObject>,
+) -> Result<u64, RestoreError> {
+    Ok(store::restore_etcd(options, revision, objects).await?)
+}
+
+#[cfg(not(feature = "etcd"))]
+async fn restore_into_etcd(
+    _options: &crate::store::EtcdOptions,
+    _revision: u64,
+    _objects: Vec<crate::model::AnyObject>,
+) -> Result<u64, RestoreError> {
+    Err(RestoreError::Store(StoreError::BadRequest(
+        "this modelhub was built without etcd support: build it with --features etcd".into(),
+    )))
 }

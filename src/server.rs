@@ -65,6 +65,8 @@ pub struct Config {
     pub write_queue: usize,
     /// Limits against hostile, broken or greedy clients.
     pub request_limits: crate::http::limits::Limits,
+    /// Store on this etcd cluster instead of the redb file at `data`.
+    pub etcd: Option<crate::store::EtcdOptions>,
 }
 
 impl Config {
@@ -91,6 +93,7 @@ impl Config {
             metrics_anonymous: false,
             write_queue: crate::store::options::DEFAULT_WRITE_QUEUE,
             request_limits: crate::http::limits::Limits::default(),
+            etcd: None,
         }
     }
 
@@ -120,7 +123,7 @@ pub enum ServeError {
 impl std::fmt::Display for ServeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ServeError::Store(e) => write!(f, "cannot open the database: {e}"),
+            ServeError::Store(e) => write!(f, "cannot open the store: {e}"),
             ServeError::Io(e) => write!(f, "cannot serve: {e}"),
             ServeError::Fatal(e) => write!(f, "stopped: {e}"),
             ServeError::Config(e) => f.write_str(e),
@@ -204,11 +207,16 @@ pub async fn serve(
         write_queue: config.write_queue,
         ..StoreOptions::default()
     };
-    let data = config.data.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&data, options))
-        .await
-        .map_err(|e| ServeError::Io(std::io::Error::other(e)))?
-        .map_err(ServeError::Store)?;
+    let store = match &config.etcd {
+        Some(etcd) => Store::open_etcd(etcd).await.map_err(ServeError::Store)?,
+        None => {
+            let data = config.data.clone();
+            tokio::task::spawn_blocking(move || Store::open(&data, options))
+                .await
+                .map_err(|e| ServeError::Io(std::io::Error::other(e)))?
+                .map_err(ServeError::Store)?
+        }
+    };
     // Subscribed before anything is served, so no change is missed.
     {
         let (watch, lists) = (hub.subscriber(), lists.clone());
@@ -216,6 +224,7 @@ pub async fn serve(
             lists.observe(changes);
             watch(changes);
         }));
+        store.feed().subscribe_progress(hub.progress_subscriber());
     }
     let posture = Posture {
         loopback_only: config.tcp_loopback_only(),
@@ -271,6 +280,7 @@ pub async fn serve(
     }
     tracing::info!(
         listen = ?listeners.addresses(),
+        store = if config.etcd.is_some() { "etcd" } else { "redb" },
         data = %config.data.display(),
         "modelhub listening"
     );

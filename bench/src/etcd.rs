@@ -280,18 +280,17 @@ impl Etcd {
             let options = WatchOptions::new()
                 .with_prefix()
                 .with_start_revision(from as i64 + 1);
-            let pair = self
+            let stream = self
                 .client(w)
                 .watch(prefix, Some(options))
                 .await
                 .expect("etcd watch");
-            streams.push(pair);
+            streams.push(stream);
         }
         eprintln!("etcd: {watchers} watchers created from revision {from}");
         let mut tasks = Vec::with_capacity(watchers);
-        for (watcher, mut stream) in streams {
+        for mut stream in streams {
             tasks.push(tokio::spawn(async move {
-                let _keep = watcher;
                 let mut receipts = Receipts::new(from, writes);
                 while !receipts.complete() {
                     let Some(Ok(Some(resp))) = receipts.or_idle(stream.message()).await else {

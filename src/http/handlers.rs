@@ -539,9 +539,10 @@ pub async fn list_objects(
         };
         return Ok(render(&list, wants_yaml(&headers), StatusCode::OK));
     }
-    let cache_key =
-        (!effective).then(|| ListKey::new(kind, &query.scope, params.label_selector.as_deref()));
     let committing = state.store.committing_revision();
+    // `u64::MAX`: the engine's feed can never prove a cache current (etcd).
+    let cache_key = (!effective && committing != u64::MAX)
+        .then(|| ListKey::new(kind, &query.scope, params.label_selector.as_deref()));
     if let Some((revision, items)) = cache_key
         .as_ref()
         .and_then(|k| state.lists.get(k, committing))

@@ -103,6 +103,20 @@ pub async fn render(State(s): State<AppState>) -> Response {
         stats.object_bytes,
         stats.history_bytes,
     ));
+    if s.store.is_etcd() {
+        out.push_str(&format!(
+            "# HELP modelhub_etcd_db_size_bytes Size of the etcd member's database file.\n\
+             # TYPE modelhub_etcd_db_size_bytes gauge\nmodelhub_etcd_db_size_bytes {}\n\
+             # HELP modelhub_etcd_db_in_use_bytes Bytes of the etcd member's database in use \
+             (the rest is freed by a defragmentation).\n\
+             # TYPE modelhub_etcd_db_in_use_bytes gauge\nmodelhub_etcd_db_in_use_bytes {}\n\
+             # HELP modelhub_etcd_feed_up Whether this replica follows the cluster's changes.\n\
+             # TYPE modelhub_etcd_feed_up gauge\nmodelhub_etcd_feed_up {}\n",
+            stats.database_bytes,
+            stats.database_in_use_bytes,
+            u8::from(s.store.feed_error().is_none()),
+        ));
+    }
     if let Ok(rev) = s.store.revision().await {
         out.push_str(&format!(
             "# HELP modelhub_revision The store-wide revision.\n# TYPE modelhub_revision gauge\nmodelhub_revision {rev}\n"

@@ -129,8 +129,12 @@ async fn readyz(State(s): State<AppState>) -> Response {
     let mut out = String::new();
     if reads {
         out.push_str("[+]reads ok\n");
+    } else if let Some(e) = s.store.feed_error() {
+        out.push_str(&format!(
+            "[-]feed failed: this replica does not follow the cluster's changes: {e}\n"
+        ));
     } else {
-        out.push_str("[-]reads failed: the database does not answer\n");
+        out.push_str("[-]reads failed: the database does not answer (etcd: no quorum)\n");
     }
     match s.store.writes_refused() {
         None => out.push_str("[+]writes ok\n"),

@@ -16,8 +16,10 @@
 //! - **History.** [`Backend::events`] answers every change after a revision
 //!   still retained, in order; a revision compacted away or beyond the
 //!   current one is `Gone` (410).
-//! - **The change feed** ([`Feed`]) publishes every change once, in order,
-//!   before the write that made it is acknowledged.
+//! - **The change feed** ([`Feed`]) publishes every change once, in order;
+//!   on redb before the write that made it is acknowledged; on etcd, where
+//!   it follows the cluster's watch (every replica's writes), shortly after
+//!   (readers there go to etcd, and no cache is fed by it).
 //!
 //! `tests/backend.rs` checks these against any implementation. The trait
 //! exists for that suite; the server holds a [`super::Store`], an enum over
@@ -86,7 +88,8 @@ pub trait Backend: Send + Sync + 'static {
 
     /// The newest revision a read may already see although the feed may
     /// not have published it yet (a cache fed by the feed is current only
-    /// when this equals what it was told).
+    /// when this equals what it was told). `u64::MAX` where no cache can
+    /// be proven current (etcd: other replicas write too).
     fn committing_revision(&self) -> u64;
 
     /// Whether the store answers reads.

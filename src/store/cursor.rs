@@ -14,6 +14,8 @@ pub struct Snapshot(SnapshotInner);
 
 enum SnapshotInner {
     Redb(redb_read::RedbSnapshot),
+    #[cfg(feature = "etcd")]
+    Etcd(super::etcd::read::EtcdSnapshot),
 }
 
 impl Snapshot {
@@ -22,11 +24,19 @@ impl Snapshot {
         Snapshot(SnapshotInner::Redb(s))
     }
 
+    /// Wraps an etcd snapshot.
+    #[cfg(feature = "etcd")]
+    pub(super) fn from_etcd(s: super::etcd::read::EtcdSnapshot) -> Snapshot {
+        Snapshot(SnapshotInner::Etcd(s))
+    }
+
     /// The revision this snapshot shows (every change up to it, none
     /// after).
     pub fn revision(&self) -> u64 {
         match &self.0 {
             SnapshotInner::Redb(s) => s.revision(),
+            #[cfg(feature = "etcd")]
+            SnapshotInner::Etcd(s) => s.revision(),
         }
     }
 
@@ -35,6 +45,8 @@ impl Snapshot {
     pub fn list(&self, query: &ListQuery) -> Result<ListIter, StoreError> {
         match &self.0 {
             SnapshotInner::Redb(s) => Ok(ListIter(IterInner::Redb(s.list(query)?))),
+            #[cfg(feature = "etcd")]
+            SnapshotInner::Etcd(s) => Ok(ListIter(IterInner::Etcd(s.list(query)?))),
         }
     }
 
@@ -42,6 +54,8 @@ impl Snapshot {
     pub fn get(&self, path: &Path) -> Result<AnyObject, StoreError> {
         match &self.0 {
             SnapshotInner::Redb(s) => s.get(path),
+            #[cfg(feature = "etcd")]
+            SnapshotInner::Etcd(s) => s.get(path),
         }
     }
 }
@@ -50,8 +64,17 @@ impl Snapshot {
 /// snapshot. Iterate it off the async workers.
 pub struct ListIter(IterInner);
 
+#[cfg_attr(
+    feature = "etcd",
+    expect(
+        clippy::large_enum_variant,
+        reason = "one cursor per list; boxing redb's would cost the hot path an allocation"
+    )
+)]
 enum IterInner {
     Redb(redb_read::RedbIter),
+    #[cfg(feature = "etcd")]
+    Etcd(super::etcd::read::EtcdIter),
 }
 
 impl ListIter {
@@ -59,6 +82,8 @@ impl ListIter {
     pub fn revision(&self) -> u64 {
         match &self.0 {
             IterInner::Redb(i) => i.revision(),
+            #[cfg(feature = "etcd")]
+            IterInner::Etcd(i) => i.revision(),
         }
     }
 
@@ -71,6 +96,13 @@ impl ListIter {
                 resource_version: e.resource_version,
                 kind: e.kind,
                 value: RawValue::Redb(e.value),
+            })),
+            #[cfg(feature = "etcd")]
+            IterInner::Etcd(i) => Some(i.next_raw()?.map(|e| RawEntry {
+                key: e.key,
+                resource_version: e.resource_version,
+                kind: i.kind(),
+                value: RawValue::Owned(e.value),
             })),
         }
     }
@@ -101,14 +133,22 @@ pub struct RawEntry {
 /// A listed entry's record, borrowed from the engine where it can be.
 enum RawValue {
     Redb(redb_read::Guard),
+    /// A record the engine handed over (etcd).
+    #[cfg(feature = "etcd")]
+    Owned(Vec<u8>),
 }
 
 impl RawEntry {
-    /// Decodes the whole object.
+    /// Decodes the whole object (with the entry's `resourceVersion`: an
+    /// engine may store only part of it in the record).
     pub fn object(&self) -> Result<AnyObject, StoreError> {
         let bytes = match &self.value {
             RawValue::Redb(g) => g.bytes(),
+            #[cfg(feature = "etcd")]
+            RawValue::Owned(v) => v.as_slice(),
         };
-        Ok(codec::decode(self.kind, bytes)?)
+        let mut obj = codec::decode(self.kind, bytes)?;
+        obj.meta_mut().resource_version = self.resource_version;
+        Ok(obj)
     }
 }

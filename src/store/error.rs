@@ -83,6 +83,10 @@ pub enum StoreError {
     /// Storage failed while the write was being made durable: it may or
     /// may not have been applied. Read back before retrying.
     OutcomeUnknown(String),
+    /// The request exceeds a limit of the storage engine (etcd's
+    /// operations per transaction or request size, the cascade cap),
+    /// named in the message: nothing was written.
+    TooLarge(String),
     /// One document of a multi-document request failed.
     Document {
         /// The document's position in the request.
@@ -215,7 +219,8 @@ impl fmt::Display for StoreError {
             | StoreError::Internal(m)
             | StoreError::NoSpace(m)
             | StoreError::Unavailable(m)
-            | StoreError::OutcomeUnknown(m) => f.write_str(m),
+            | StoreError::OutcomeUnknown(m)
+            | StoreError::TooLarge(m) => f.write_str(m),
             StoreError::Engine(e) => e.fmt(f),
             StoreError::FormatTooNew { found, supported } => write!(
                 f,

@@ -15,10 +15,18 @@ use super::change::Change;
 /// Told about each batch of committed changes, in revision order.
 pub type Subscriber = std::sync::Arc<dyn Fn(&[Change]) + Send + Sync>;
 
+/// Told that the feed has published everything up to a position although
+/// no change was made there (`(position, last)`: `last` is the revision of
+/// the last change published before it). A backend whose revisions are
+/// not dense (etcd) publishes this so that an idle watcher's BOOKMARK
+/// still advances.
+pub type ProgressSubscriber = std::sync::Arc<dyn Fn(u64, u64) + Send + Sync>;
+
 /// A backend's change feed: its subscribers.
 #[derive(Default)]
 pub struct Feed {
     subscribers: RwLock<Vec<Subscriber>>,
+    progress: RwLock<Vec<ProgressSubscriber>>,
 }
 
 impl Feed {
@@ -30,6 +38,23 @@ impl Feed {
             .write()
             .expect("feed subscribers")
             .push(subscriber);
+    }
+
+    /// Adds a subscriber to progress without changes.
+    pub fn subscribe_progress(&self, subscriber: ProgressSubscriber) {
+        self.progress
+            .write()
+            .expect("feed subscribers")
+            .push(subscriber);
+    }
+
+    /// Publishes that everything up to `position` was published, the last
+    /// change being `last` (`last <= position`). Called by the backend only.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    pub(crate) fn publish_progress(&self, position: u64, last: u64) {
+        for s in self.progress.read().expect("feed subscribers").iter() {
+            s(position, last);
+        }
     }
 
     /// Publishes committed changes (in revision order, continuing the

@@ -30,6 +30,8 @@ pub mod codec;
 pub mod cursor;
 pub mod disk;
 pub mod error;
+#[cfg(feature = "etcd")]
+mod etcd;
 pub mod feed;
 pub mod keys;
 pub mod options;
@@ -45,8 +47,8 @@ pub use change::{
 };
 pub use cursor::{ListIter, RawEntry, Snapshot};
 pub use error::{EngineError, StoreError};
-pub use feed::{Feed, Subscriber};
-pub use options::StoreOptions;
+pub use feed::{Feed, ProgressSubscriber, Subscriber};
+pub use options::{EtcdOptions, StoreOptions};
 pub use query::{EventsPage, ListPage, ListQuery, Refusal, RefusedCause, StoreStats};
 
 use crate::auth::token::{Token, Tokens};
@@ -59,6 +61,8 @@ pub struct Store(Engine);
 #[derive(Clone)]
 enum Engine {
     Redb(redb::RedbStore),
+    #[cfg(feature = "etcd")]
+    Etcd(etcd::EtcdStore),
 }
 
 impl Store {
@@ -66,6 +70,54 @@ impl Store {
     pub fn open(path: &FsPath, options: StoreOptions) -> Result<Store, StoreError> {
         Ok(Store(Engine::Redb(redb::RedbStore::open(path, &options)?)))
     }
+
+    /// Connects to the etcd cluster of `options` and opens the store under
+    /// its prefix (checking the cluster and the prefix's storage format).
+    #[cfg(feature = "etcd")]
+    pub async fn open_etcd(options: &EtcdOptions) -> Result<Store, StoreError> {
+        Ok(Store(Engine::Etcd(etcd::EtcdStore::open(options).await?)))
+    }
+
+    /// Without the `etcd` feature: refuses, saying how to get it.
+    #[cfg(not(feature = "etcd"))]
+    pub async fn open_etcd(_options: &EtcdOptions) -> Result<Store, StoreError> {
+        Err(StoreError::BadRequest(
+            "this modelhub was built without etcd support: build it with `cargo build --release \
+             --features etcd` (needs protoc)"
+                .into(),
+        ))
+    }
+
+    /// Whether the engine is etcd (several replicas may share it).
+    pub fn is_etcd(&self) -> bool {
+        match &self.0 {
+            Engine::Redb(_) => false,
+            #[cfg(feature = "etcd")]
+            Engine::Etcd(_) => true,
+        }
+    }
+
+    /// Why this replica cannot follow the cluster's changes, if it cannot
+    /// (etcd; never for redb).
+    pub fn feed_error(&self) -> Option<String> {
+        match &self.0 {
+            Engine::Redb(_) => None,
+            #[cfg(feature = "etcd")]
+            Engine::Etcd(s) => s.feed_error(),
+        }
+    }
+}
+
+/// Loads `objects` (parents before children) into the empty etcd prefix of
+/// `options`, so that every later resourceVersion is above `revision`.
+/// Answers how many objects were written.
+#[cfg(feature = "etcd")]
+pub async fn restore_etcd(
+    options: &EtcdOptions,
+    revision: u64,
+    objects: Vec<AnyObject>,
+) -> Result<u64, StoreError> {
+    etcd::restore::restore(options, revision, objects).await
 }
 
 /// The files a store at `path` is made of (the database and what the
@@ -108,6 +160,8 @@ impl Backend for Store {
     async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
         match &self.0 {
             Engine::Redb(s) => s.write(op).await,
+            #[cfg(feature = "etcd")]
+            Engine::Etcd(s) => s.write(op).await,
         }
     }
 
@@ -118,108 +172,145 @@ impl Backend for Store {
     ) -> Result<ApplyOutcome, StoreError> {
         match &self.0 {
             Engine::Redb(s) => s.apply(objects, dry_run).await,
+            #[cfg(feature = "etcd")]
+            Engine::Etcd(s) => s.apply(objects, dry_run).await,
         }
     }
 
     async fn get(&self, path: &Path) -> Result<AnyObject, StoreError> {
         match &self.0 {
             Engine::Redb(s) => s.get(path),
+            #[cfg(feature = "etcd")]
+            Engine::Etcd(s) => s.get(path).await,
         }
     }
 
     async fn revision(&self) -> Result<u64, StoreError> {
         match &self.0 {
             Engine::Redb(s) => s.revision(),
+            #[cfg(feature = "etcd")]
+            Engine::Etcd(s) => s.revision().await,
         }
     }
 
     async fn list_page(&self, query: ListQuery) -> Result<ListPage, StoreError> {
         match &self.0 {
             Engine::Redb(s) => s.list_page(query).await,
+            #[cfg(feature = "etcd")]
+            Engine::Etcd(s) => s.list_page(query).await,
         }
     }
 
     fn snapshot(&self) -> Result<Snapshot, StoreError> {
         match &self.0 {
             Engine::Redb(s) => Ok(Snapshot::from_redb(s.snapshot()?)),
+            #[cfg(feature = "etcd")]
+            Engine::Etcd(s) => Ok(Snapshot::from_etcd(s.snapshot()?)),
         }
     }
 
     fn events(&self, after: u64, max: usize) -> Result<EventsPage, StoreError> {
         match &self.0 {
             Engine::Redb(s) => s.events(after, max),
+            #[cfg(feature = "etcd")]
+            Engine::Etcd(s) => s.events(after, max),
         }
     }
 
     async fn compact(&self, keep: u64) -> Result<u64, StoreError> {
         match &self.0 {
             Engine::Redb(s) => s.compact(keep).await,
+            #[cfg(feature = "etcd")]
+            Engine::Etcd(s) => s.compact(keep).await,
         }
     }
 
     fn feed(&self) -> &Feed {
         match &self.0 {
             Engine::Redb(s) => s.feed(),
+            #[cfg(feature = "etcd")]
+            Engine::Etcd(s) => s.feed(),
         }
     }
 
     fn committing_revision(&self) -> u64 {
         match &self.0 {
             Engine::Redb(s) => s.committing_revision(),
+            #[cfg(feature = "etcd")]
+            // Fed by the cluster's watch, a cache is never known current.
+            Engine::Etcd(_) => u64::MAX,
         }
     }
 
     async fn ready(&self) -> bool {
         match &self.0 {
             Engine::Redb(s) => s.ready(),
+            #[cfg(feature = "etcd")]
+            Engine::Etcd(s) => s.ready().await,
         }
     }
 
     fn stats(&self) -> StoreStats {
         match &self.0 {
             Engine::Redb(s) => s.stats(),
+            #[cfg(feature = "etcd")]
+            Engine::Etcd(s) => s.stats(),
         }
     }
 
     fn writes_refused(&self) -> Option<Refusal> {
         match &self.0 {
             Engine::Redb(s) => s.writes_refused(),
+            #[cfg(feature = "etcd")]
+            Engine::Etcd(s) => s.writes_refused(),
         }
     }
 
     fn fatal(&self) -> Option<String> {
         match &self.0 {
             Engine::Redb(s) => s.fatal(),
+            #[cfg(feature = "etcd")]
+            Engine::Etcd(_) => None,
         }
     }
 
     async fn checkpoint(&self) -> Result<(), StoreError> {
         match &self.0 {
             Engine::Redb(s) => s.checkpoint().await,
+            #[cfg(feature = "etcd")]
+            Engine::Etcd(_) => Ok(()),
         }
     }
 
     async fn create_token(&self, token: Token) -> Result<(), StoreError> {
         match &self.0 {
             Engine::Redb(s) => s.create_token(token).await,
+            #[cfg(feature = "etcd")]
+            Engine::Etcd(s) => s.create_token(token).await,
         }
     }
 
     async fn revoke_token(&self, name: &str) -> Result<Token, StoreError> {
         match &self.0 {
             Engine::Redb(s) => s.revoke_token(name).await,
+            #[cfg(feature = "etcd")]
+            Engine::Etcd(s) => s.revoke_token(name).await,
         }
     }
 
     async fn tokens(&self) -> Result<Tokens, StoreError> {
         match &self.0 {
             Engine::Redb(s) => s.tokens(),
+            #[cfg(feature = "etcd")]
+            Engine::Etcd(s) => s.tokens().await,
         }
     }
 
     fn close(&self) {
         match &self.0 {
             Engine::Redb(s) => s.close(),
+            #[cfg(feature = "etcd")]
+            Engine::Etcd(s) => s.close(),
         }
     }
 }

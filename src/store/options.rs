@@ -90,3 +90,55 @@ impl Default for StoreOptions {
         }
     }
 }
+
+/// Where and how to reach an etcd cluster (`serve --store etcd`), and the
+/// limits its transactions must stay within.
+#[derive(Debug, Clone)]
+pub struct EtcdOptions {
+    /// Client URLs of the cluster's members (`http://` or `https://`).
+    pub endpoints: Vec<String>,
+    /// The key prefix every key of this store lives under (`/modelhub`).
+    pub prefix: String,
+    /// CA certificate (PEM) the members' certificates are checked against.
+    pub ca: Option<std::path::PathBuf>,
+    /// Client certificate (PEM), with `key`.
+    pub cert: Option<std::path::PathBuf>,
+    /// Client key (PEM), with `cert`.
+    pub key: Option<std::path::PathBuf>,
+    /// etcd user name, with `password_file`.
+    pub user: Option<String>,
+    /// File holding the etcd user's password (one line).
+    pub password_file: Option<std::path::PathBuf>,
+    /// Deadline of each etcd request.
+    pub timeout: Duration,
+    /// The cluster's `--max-txn-ops`: a request needing more compares or
+    /// operations in its one transaction is refused (413).
+    pub max_txn_ops: usize,
+    /// The cluster's `--max-request-bytes`: a larger transaction is
+    /// refused (413).
+    pub max_request_bytes: usize,
+    /// Most objects one cascade delete may remove (413 beyond).
+    pub max_cascade_objects: u64,
+    /// How often one replica writes the heartbeat key, so that watchers'
+    /// BOOKMARKs advance on an idle keyspace (the bookmark interval).
+    pub heartbeat: Duration,
+}
+
+impl Default for EtcdOptions {
+    fn default() -> Self {
+        EtcdOptions {
+            endpoints: vec!["http://127.0.0.1:2379".into()],
+            prefix: "/modelhub".into(),
+            ca: None,
+            cert: None,
+            key: None,
+            user: None,
+            password_file: None,
+            timeout: Duration::from_secs(5),
+            max_txn_ops: 128,
+            max_request_bytes: 1536 * 1024,
+            max_cascade_objects: 10_000,
+            heartbeat: Duration::from_secs(10),
+        }
+    }
+}

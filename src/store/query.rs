@@ -20,6 +20,33 @@ pub struct ListQuery {
     pub continue_token: Option<String>,
 }
 
+/// Which keys a list reads: the key prefix of its leading scope names, and
+/// the scope names after a wildcard, which filter (position, name).
+pub type ListRange = (Vec<u8>, Vec<(usize, String)>);
+
+impl ListQuery {
+    /// The key prefix of the leading scope names and the filters of the
+    /// later ones; refuses a scope as deep as the kind itself.
+    pub fn range(&self) -> Result<ListRange, super::StoreError> {
+        if self.scope.len() >= self.kind.depth() {
+            return Err(super::StoreError::BadRequest(format!(
+                "{} has no scope below {} levels",
+                self.kind.plural(),
+                self.kind.depth() - 1
+            )));
+        }
+        let leading: Vec<&String> = self.scope.iter().map_while(Option::as_ref).collect();
+        let filters = self
+            .scope
+            .iter()
+            .enumerate()
+            .skip(leading.len())
+            .filter_map(|(i, n)| n.clone().map(|n| (i, n)))
+            .collect();
+        Ok((super::keys::encode(&leading), filters))
+    }
+}
+
 /// One page of a list.
 #[derive(Debug, Clone)]
 pub struct ListPage {
@@ -104,6 +131,9 @@ pub struct StoreStats {
     pub recoveries: u64,
     /// Size of the database file, in bytes.
     pub database_bytes: u64,
+    /// Bytes of the database in use (etcd's `dbSizeInUse`; the rest is
+    /// free pages a defragmentation returns), 0 where not known.
+    pub database_in_use_bytes: u64,
     /// Size of the log file, in bytes (0 for a backend without one).
     pub log_bytes: u64,
     /// Free space on the data's filesystem, in bytes.

@@ -40,7 +40,8 @@ use tokio::time::Instant;
 
 use crate::model::{AnyObject, Kind, Selector};
 use crate::store::{
-    Backend, Change, ChangeType, ListIter, ListQuery, Snapshot, Store, StoreError, Subscriber,
+    Backend, Change, ChangeType, ListIter, ListQuery, ProgressSubscriber, Snapshot, Store,
+    StoreError, Subscriber,
 };
 
 /// Default number of frames the hub buffers before a lagging watcher has
@@ -249,6 +250,27 @@ impl Hub {
                 for c in changes {
                     let _ = hub.tx.send(Arc::new(hub.frame(c)));
                 }
+            }
+        })
+    }
+
+    /// The subscriber to the feed's progress: a position with no change
+    /// (etcd's revisions are not dense) moves live watchers' cursors, so
+    /// that their idle BOOKMARKs advance.
+    pub fn progress_subscriber(self: &Arc<Self>) -> ProgressSubscriber {
+        let hub = Arc::downgrade(self);
+        Arc::new(move |position: u64, last: u64| {
+            if let Some(hub) = hub.upgrade().filter(|h| h.tx.receiver_count() > 0) {
+                let _ = hub.tx.send(Arc::new(Frame {
+                    revision: position,
+                    prev: last,
+                    event: EventType::Bookmark,
+                    kind: Kind::Realm,
+                    names: Vec::new(),
+                    labels: BTreeMap::new(),
+                    json: Bytes::new(),
+                    line: Bytes::new(),
+                }));
             }
         })
     }
@@ -569,6 +591,12 @@ impl Watcher {
                 self.out.push_back(frame);
             }
         }
+        if n < CATCH_UP_BATCH {
+            // The page holds every change up to `current`: revisions
+            // between the last change and it (none on redb; other
+            // writes' on etcd) hold nothing for this watcher.
+            self.cursor = self.cursor.max(page.current);
+        }
         Ok(n < CATCH_UP_BATCH)
     }
 
@@ -604,7 +632,9 @@ impl Watcher {
                             break;
                         }
                         self.cursor = frame.revision;
-                        if self.filter.matches(frame.kind, &frame.names, &frame.labels) {
+                        if frame.event != EventType::Bookmark
+                            && self.filter.matches(frame.kind, &frame.names, &frame.labels)
+                        {
                             let b = match self.framing {
                                 Framing::Ndjson => frame.line.clone(),
                                 Framing::Sse => frame_bytes(

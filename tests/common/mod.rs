@@ -10,6 +10,33 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod etcd;
+
+/// Whether the suites run on etcd: `MODELHUB_TEST_STORE=etcd` (`redb`, the
+/// default, or unset: on redb). On etcd every server the harness starts
+/// stores its objects under its own prefix of one shared 3-member cluster
+/// ([`etcd::shared`]); tests assert intended differences with this.
+pub fn on_etcd() -> bool {
+    match std::env::var("MODELHUB_TEST_STORE") {
+        Ok(v) if v == "etcd" => true,
+        Ok(v) if v.is_empty() || v == "redb" => false,
+        Err(std::env::VarError::NotPresent) => false,
+        Ok(v) => panic!("MODELHUB_TEST_STORE={v:?}: expected etcd or redb"),
+        Err(e) => panic!("MODELHUB_TEST_STORE: {e}"),
+    }
+}
+
+/// The cluster servers run on under `MODELHUB_TEST_STORE=etcd`; panics
+/// without an etcd binary (never falls back to redb).
+pub fn etcd_cluster() -> &'static etcd::Cluster {
+    etcd::shared().unwrap_or_else(|| {
+        panic!(
+            "MODELHUB_TEST_STORE=etcd but there is no etcd binary: set MODELHUB_ETCD_BIN \
+             or install etcd-server (the suites do not fall back to redb)"
+        )
+    })
+}
+
 /// The shared example manifests.
 pub fn shared_example(name: &str) -> String {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -32,6 +59,9 @@ pub struct Server {
     /// Every listener's address as printed (`http://...`, `https://...`,
     /// `unix:/path`), the first one's being `base`.
     pub addresses: Vec<String>,
+    /// The etcd prefix it stores under when it runs on the shared etcd
+    /// cluster ([`on_etcd`]); kept across restarts.
+    pub etcd_prefix: Option<String>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -56,10 +86,27 @@ impl Server {
     }
 
     /// Starts a server on `data`, listening on `listen`, with extra arguments.
+    /// Under [`on_etcd`] (unless `extra` chooses a `--store`) it runs on the
+    /// shared etcd cluster, under a fresh prefix; `data` is then unused.
     pub fn start_full(data: &Path, listen: &str, extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_modelhub"))
-            .args(["serve", "--listen", listen, "--data"])
-            .arg(data)
+        let own_store = extra
+            .iter()
+            .any(|a| *a == "--store" || a.starts_with("--store="));
+        let prefix = (on_etcd() && !own_store).then(etcd::next_prefix);
+        Server::spawn(data, listen, extra, prefix)
+    }
+
+    /// Starts `modelhub serve`; on the shared etcd cluster under `prefix`
+    /// if given.
+    fn spawn(data: &Path, listen: &str, extra: &[&str], prefix: Option<String>) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_modelhub"));
+        cmd.args(["serve", "--listen", listen, "--data"]).arg(data);
+        if let Some(prefix) = &prefix {
+            cmd.args(["--store", "etcd", "--etcd-endpoints"])
+                .arg(etcd_cluster().endpoints())
+                .args(["--etcd-prefix", prefix]);
+        }
+        let mut child = cmd
             .args(extra)
             .env("RUST_LOG", "debug")
             // No 32 MiB spare file per test server (tests that want one
@@ -115,6 +162,7 @@ impl Server {
             log,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             addresses,
+            etcd_prefix: prefix,
             _dir: None,
         }
     }
@@ -168,7 +216,7 @@ impl Server {
             .trim_start_matches("https://")
             .to_string();
         let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
-        let mut next = Server::start_full(&self.data, &listen, &extra);
+        let mut next = Server::spawn(&self.data, &listen, &extra, self.etcd_prefix.clone());
         next._dir = dir;
         std::mem::swap(self, &mut next);
     }
@@ -580,5 +628,41 @@ pub fn server_with_token(role: &str, privileged: bool) -> TokenServer {
         server,
         client,
         granted: role == "admin" || privileged,
+    }
+}
+
+/// The watch events (BOOKMARKs left out) of every change in `s`'s store
+/// after revision `since`, read through `c` by a watch that ends after a
+/// second.
+pub fn events_since(c: &Client, s: &Server, since: u64) -> Vec<Value> {
+    let text = c
+        .http
+        .get(format!(
+            "{}?resourceVersion={since}&timeoutSeconds=1",
+            s.api("/watch")
+        ))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .filter(|e| e["type"] != "BOOKMARK")
+        .collect()
+}
+
+/// Asserts that exactly `n` changes were written to `s`'s store since
+/// revision `since` (a [`revision`]). On redb the revision moved by `n`;
+/// on etcd, whose revision is cluster-wide (other prefixes' writes and the
+/// replicas' heartbeats move it too), a watch from `since` delivers
+/// exactly `n` events.
+#[track_caller]
+pub fn assert_changes_since(c: &Client, s: &Server, since: u64, n: usize, what: &str) {
+    if on_etcd() {
+        let events = events_since(c, s, since);
+        assert_eq!(events.len(), n, "{what}: events since {since}: {events:?}");
+    } else {
+        assert_eq!(revision(c, s), since + n as u64, "{what}");
     }
 }

@@ -212,6 +212,9 @@ impl From<StoreError> for ApiError {
             StoreError::OutcomeUnknown(_) => {
                 ApiError::new(S::GATEWAY_TIMEOUT, Reason::OutcomeUnknown, detail)
             }
+            StoreError::TooLarge(_) => {
+                ApiError::new(S::PAYLOAD_TOO_LARGE, Reason::PayloadTooLarge, detail)
+            }
             StoreError::Document { index, source } => {
                 let inner = ApiError::from(*source);
                 let prefix = format!("documents[{index}]");

@@ -336,6 +336,7 @@ impl RedbStore {
             storage_errors_other: stats.errors_other.load(Ordering::Relaxed),
             recoveries: stats.recoveries.load(Ordering::Relaxed),
             database_bytes: disk.size(&self.0.path).unwrap_or(0),
+            database_in_use_bytes: 0,
             log_bytes: disk.size(&wal::path_for(&self.0.path)).unwrap_or(0),
             free_bytes: disk.free_bytes(&self.0.path).unwrap_or(0),
             object_bytes: stats.object_bytes.load(Ordering::Relaxed),

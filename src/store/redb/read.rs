@@ -240,22 +240,8 @@ fn cursor(
     query: &ListQuery,
     after: Option<Vec<u8>>,
 ) -> Result<RedbIter, StoreError> {
-    if query.scope.len() >= query.kind.depth() {
-        return Err(StoreError::BadRequest(format!(
-            "{} has no scope below {} levels",
-            query.kind.plural(),
-            query.kind.depth() - 1
-        )));
-    }
-    let leading: Vec<&String> = query.scope.iter().map_while(Option::as_ref).collect();
-    let filters = query
-        .scope
-        .iter()
-        .enumerate()
-        .skip(leading.len())
-        .filter_map(|(i, n)| n.clone().map(|n| (i, n)))
-        .collect();
-    let (start, end) = keys::prefix_range(&keys::encode(&leading));
+    let (prefix, filters) = query.range()?;
+    let (start, end) = keys::prefix_range(&prefix);
     let table = snapshot.txn.open_table(tables::objects(query.kind))?;
     let lower = match after {
         Some(k) => {

@@ -1,0 +1,614 @@
+//! Reads: point reads and lists (linearizable), snapshots pinned at one
+//! etcd revision, and the history, read from etcd's own through a
+//! short-lived watch.
+//!
+//! A paged list pins etcd's revision of its first page; its continue
+//! token carries that revision and the last key, so any replica continues
+//! it, until etcd compacts the revision (then 410). Snapshots and history
+//! block (their callers run them on tokio's blocking pool) on the
+//! runtime's handle.
+
+use std::time::Duration;
+
+use etcd_client::{EventType, GetOptions, WatchOptions};
+
+use super::layout::prefix_end;
+use super::{EtcdError, EtcdStore, Inner, Kv};
+use crate::model::{AnyObject, Kind, Path};
+use crate::store::change::ChangeType;
+use crate::store::error::StoreError;
+use crate::store::query::{EventsPage, ListPage, ListQuery};
+use crate::store::{codec, keys};
+
+/// Keys fetched per etcd range read of a list or snapshot.
+const PAGE: i64 = 500;
+
+/// How often a history read asks etcd whether it has sent everything.
+const PROGRESS_EVERY: Duration = Duration::from_millis(50);
+
+impl EtcdStore {
+    /// Reads one object, linearizably.
+    pub async fn get(&self, path: &Path) -> Result<AnyObject, StoreError> {
+        self.0.check_open()?;
+        let key = keys::encode(path.names());
+        match self
+            .0
+            .get_raw(&self.0.layout.object(path.kind(), &key))
+            .await?
+        {
+            Some(kv) => self.0.decode(path.kind(), &kv),
+            None => Err(StoreError::NotFound(path.clone())),
+        }
+    }
+
+    /// One page of a list (or all of it).
+    pub async fn list_page(&self, query: ListQuery) -> Result<ListPage, StoreError> {
+        self.0.check_open()?;
+        let scope = Scope::of(&query)?;
+        let (mut revision, mut after) = match &query.continue_token {
+            Some(t) => {
+                let (r, key) = parse_token(t)?;
+                if !key.starts_with(&scope.prefix) {
+                    return Err(StoreError::BadRequest(
+                        "continue token does not belong to this list".into(),
+                    ));
+                }
+                (r, Some(key))
+            }
+            None => (0, None),
+        };
+        let want = query.limit.unwrap_or(usize::MAX);
+        let mut items = Vec::new();
+        let mut more = false;
+        loop {
+            let batch = self
+                .0
+                .range(query.kind, &scope, after.as_deref(), revision)
+                .await?;
+            if revision == 0 {
+                // The first read pins the list's revision (a pinned read's
+                // header carries etcd's current one).
+                revision = batch.revision;
+            }
+            let exhausted = !batch.more;
+            for kv in batch.kvs {
+                if items.len() == want {
+                    more = true;
+                    break;
+                }
+                let key = kv.key[self.0.layout.kind(query.kind).len()..].to_vec();
+                after = Some(key.clone());
+                if let Some(obj) = scope.select(&self.0, query.kind, &key, &kv)? {
+                    items.push(obj);
+                }
+            }
+            if exhausted {
+                break;
+            }
+            if items.len() == want {
+                // Full, and keys remain (they may all fail the filters:
+                // the next page is then empty).
+                more = true;
+            }
+            if more {
+                break;
+            }
+        }
+        let continue_token = more
+            .then(|| after.as_deref().map(|k| encode_token(revision, k)))
+            .flatten();
+        Ok(ListPage {
+            revision: self.0.revs.position(revision),
+            items,
+            continue_token,
+        })
+    }
+
+    /// A consistent view at etcd's current revision (blocking).
+    pub fn snapshot(&self) -> Result<EtcdSnapshot, StoreError> {
+        let inner = self.0.clone();
+        let revision = self.0.block(async move { inner.current().await })?;
+        Ok(EtcdSnapshot {
+            store: self.clone(),
+            revision,
+        })
+    }
+
+    /// At most `max` changes after `after`, from etcd's history (blocking).
+    pub fn events(&self, after: u64, max: usize) -> Result<EventsPage, StoreError> {
+        let inner = self.0.clone();
+        self.0.block(async move { inner.history(after, max).await })
+    }
+}
+
+/// A page of keys from one range read.
+struct Batch {
+    kvs: Vec<Kv>,
+    more: bool,
+    revision: i64,
+}
+
+impl Inner {
+    /// The next keys of `scope` after `after`, at `revision` (0: now).
+    async fn range(
+        &self,
+        kind: Kind,
+        scope: &Scope,
+        after: Option<&[u8]>,
+        revision: i64,
+    ) -> Result<Batch, StoreError> {
+        let base = self.layout.kind(kind);
+        let start = match after {
+            Some(k) => {
+                let mut s = self.layout.object(kind, k);
+                s.push(0);
+                s
+            }
+            None => self.layout.object(kind, &scope.prefix),
+        };
+        let end = prefix_end(&self.layout.object(kind, &scope.prefix));
+        let _ = base;
+        let mut options = GetOptions::new().with_range(end).with_limit(PAGE);
+        if revision > 0 {
+            options = options.with_revision(revision);
+        }
+        let resp =
+            self.kv()
+                .get(start, Some(options))
+                .await
+                .map_err(|e| {
+                    match EtcdError(e).read() {
+                StoreError::Gone(_) => StoreError::Gone(
+                    "the list's revision was compacted by etcd (its continue token expired): list \
+                     again from the start"
+                        .into(),
+                ),
+                other => other,
+            }
+                })?;
+        Ok(Batch {
+            kvs: resp.kvs().iter().map(Kv::from).collect(),
+            more: resp.more(),
+            revision: super::header_revision(resp.header()),
+        })
+    }
+
+    /// Reads etcd's history after `after` through a watch from its
+    /// revision, until etcd reports the watch has caught up (progress) or
+    /// `max` changes were read.
+    async fn history(&self, after: u64, max: usize) -> Result<EventsPage, StoreError> {
+        let current = self.current().await?;
+        let gone_old = || {
+            StoreError::Gone(format!(
+                "resourceVersion {after} is older than the retained history (etcd compacted it, \
+                 or it belongs to the history before a restore): list or watch again without \
+                 resourceVersion"
+            ))
+        };
+        let Some((r, index)) = self.revs.split(after) else {
+            return Err(gone_old());
+        };
+        if r > current {
+            return Err(StoreError::Gone(format!(
+                "resourceVersion {after} is newer than the current revision {}: it belongs to \
+                 another history; list or watch again without resourceVersion",
+                self.revs.position(current)
+            )));
+        }
+        if r < self.revs.floor() && after != 0 {
+            return Err(gone_old());
+        }
+        let (start, skip) = if index >= super::layout::PER_REVISION - 1 {
+            (r + 1, None)
+        } else {
+            (r, Some(index))
+        };
+        let position = self.revs.position(current);
+        if start > current {
+            return Ok(EventsPage {
+                events: Vec::new(),
+                current: position,
+            });
+        }
+        // A read pinned at the first revision wanted fails exactly when
+        // etcd compacted it (cheaper than waiting for the watch to say so).
+        let pinned = self
+            .kv()
+            .get(
+                self.layout.meta("format"),
+                Some(
+                    GetOptions::new()
+                        .with_revision(start.max(1))
+                        .with_keys_only(),
+                ),
+            )
+            .await;
+        if let Err(e) = pinned {
+            let e = EtcdError(e);
+            return Err(if e.is_compacted() {
+                gone_old()
+            } else {
+                e.read()
+            });
+        }
+        if max == 0 {
+            return Ok(EventsPage {
+                events: Vec::new(),
+                current: self.revs.position(start - 1),
+            });
+        }
+        // Where the history read ends: etcd's progress where it can be
+        // trusted; else an event of our own, a heartbeat written now, which
+        // the watch delivers after every change before it.
+        let end = if self.trust_progress {
+            current
+        } else {
+            self.mark().await?
+        };
+        let all = self.layout.all();
+        let mut stream = self
+            .client
+            .watch_client()
+            .max_decoding_message_size(super::MAX_DECODE)
+            .watch(
+                all.clone(),
+                Some(
+                    WatchOptions::new()
+                        .with_range(prefix_end(&all))
+                        .with_start_revision(start.max(1))
+                        .with_prev_key(),
+                ),
+            )
+            .await
+            .map_err(|e| EtcdError(e).read())?;
+        let mut events = Vec::new();
+        let mut complete = false;
+        let deadline = tokio::time::Instant::now() + self.options.timeout * 2;
+        let mut tick = tokio::time::interval(PROGRESS_EVERY);
+        'read: loop {
+            let msg = tokio::select! {
+                m = stream.message() => m,
+                _ = tick.tick() => {
+                    if tokio::time::Instant::now() > deadline {
+                        return Err(StoreError::Unavailable(
+                            "etcd did not send its history in time; retry".into(),
+                        ));
+                    }
+                    if self.trust_progress {
+                        stream.request_progress().await.map_err(|e| EtcdError(e).read())?;
+                    }
+                    continue;
+                }
+            };
+            let Some(resp) = msg.map_err(|e| EtcdError(e).read())? else {
+                return Err(StoreError::Unavailable(
+                    "etcd closed the history's watch".into(),
+                ));
+            };
+            if resp.canceled() {
+                if resp.compact_revision() > 0 {
+                    return Err(gone_old());
+                }
+                return Err(StoreError::Unavailable(format!(
+                    "etcd cancelled the history's watch: {}",
+                    resp.cancel_reason()
+                )));
+            }
+            if resp.created() {
+                continue;
+            }
+            if resp.events().is_empty() {
+                if self.trust_progress && super::header_revision(resp.header()) >= end {
+                    complete = true;
+                    break;
+                }
+                continue;
+            }
+            let mut rev = -1;
+            let mut k = 0u64;
+            for ev in resp.events() {
+                let Some(kv) = ev.kv() else { continue };
+                if kv.mod_revision() > current {
+                    // Beyond the page: done once the end is reached (an
+                    // event after `current` at all, where progress is
+                    // trusted; the marker, elsewhere).
+                    if self.trust_progress || kv.mod_revision() >= end {
+                        complete = true;
+                        break 'read;
+                    }
+                    continue;
+                }
+                if kv.mod_revision() != rev {
+                    rev = kv.mod_revision();
+                    k = 0;
+                }
+                if self.layout.parse(kv.key()).is_none() {
+                    continue;
+                }
+                let index = k;
+                k += 1;
+                if rev == r && skip.is_some_and(|s| index <= s) {
+                    continue;
+                }
+                if events.len() >= max {
+                    break 'read;
+                }
+                if let Some(e) = self.event(ev.event_type(), kv, ev.prev_kv(), rev, index)? {
+                    events.push(e);
+                }
+            }
+            if self.trust_progress && rev >= end {
+                complete = true;
+                break;
+            }
+        }
+        drop(stream);
+        // Incomplete pages (max reached) end at their last change.
+        let current = if complete {
+            position
+        } else {
+            events.last().map_or(after, |e| e.0)
+        };
+        Ok(EventsPage { events, current })
+    }
+
+    /// Writes the heartbeat key now: an event at a revision after every
+    /// change made so far. Answers its revision.
+    async fn mark(&self) -> Result<i64, StoreError> {
+        let resp = self
+            .kv()
+            .put(self.layout.meta("heartbeat"), "", None)
+            .await
+            .map_err(|e| EtcdError(e).read())?;
+        Ok(super::header_revision(resp.header()))
+    }
+
+    /// One change from an etcd event at revision `r`, index `k`.
+    pub(super) fn event(
+        &self,
+        kind: EventType,
+        kv: &etcd_client::KeyValue,
+        prev: Option<&etcd_client::KeyValue>,
+        r: i64,
+        k: u64,
+    ) -> Result<Option<(u64, ChangeType, AnyObject)>, StoreError> {
+        let Some((object_kind, _)) = self.layout.parse(kv.key()) else {
+            return Ok(None);
+        };
+        let rv = self.revs.rv(r, k);
+        let (change, source) = match kind {
+            EventType::Put => (
+                if kv.version() == 1 {
+                    ChangeType::Added
+                } else {
+                    ChangeType::Modified
+                },
+                kv,
+            ),
+            EventType::Delete => match prev {
+                Some(p) => (ChangeType::Deleted, p),
+                None => {
+                    tracing::warn!(revision = r, "a deletion without its last state: skipped");
+                    return Ok(None);
+                }
+            },
+        };
+        let mut obj = codec::decode(object_kind, source.value())?;
+        obj.meta_mut().resource_version = rv;
+        Ok(Some((rv, change, obj)))
+    }
+}
+
+/// Which keys a list reads and which of them it keeps.
+struct Scope {
+    /// The leading scope names' key prefix.
+    prefix: Vec<u8>,
+    /// Non-leading scope names: (position, name).
+    filters: Vec<(usize, String)>,
+    selector: crate::model::Selector,
+}
+
+impl Scope {
+    fn of(query: &ListQuery) -> Result<Scope, StoreError> {
+        let (prefix, filters) = query.range()?;
+        Ok(Scope {
+            prefix,
+            filters,
+            selector: query.selector.clone(),
+        })
+    }
+
+    fn wants(&self, key: &[u8], value: &[u8]) -> Result<Option<u64>, StoreError> {
+        if !self.filters.is_empty() {
+            let names = keys::decode(key);
+            if !self.filters.iter().all(|(i, n)| names.get(*i) == Some(n)) {
+                return Ok(None);
+            }
+        }
+        let meta = codec::peek_meta(value)?;
+        Ok(self
+            .selector
+            .matches_with(|k| meta.label(k))
+            .then_some(meta.resource_version))
+    }
+
+    fn select(
+        &self,
+        inner: &Inner,
+        kind: Kind,
+        key: &[u8],
+        kv: &Kv,
+    ) -> Result<Option<AnyObject>, StoreError> {
+        match self.wants(key, &kv.value)? {
+            Some(_) => Ok(Some(inner.decode(kind, kv)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+fn encode_token(revision: i64, key: &[u8]) -> String {
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    format!("e1.{revision}.{hex}")
+}
+
+fn parse_token(token: &str) -> Result<(i64, Vec<u8>), StoreError> {
+    let bad = || StoreError::BadRequest(format!("malformed continue token {token:?}"));
+    let rest = token.strip_prefix("e1.").ok_or_else(bad)?;
+    let (r, hex) = rest.split_once('.').ok_or_else(bad)?;
+    let r: i64 = r.parse().map_err(|_| bad())?;
+    if r <= 0 || hex.len() % 2 != 0 || hex.is_empty() {
+        return Err(bad());
+    }
+    let key = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16))
+        .collect::<Result<Vec<u8>, _>>()
+        .map_err(|_| bad())?;
+    Ok((r, key))
+}
+
+/// The store at one etcd revision.
+pub struct EtcdSnapshot {
+    store: EtcdStore,
+    revision: i64,
+}
+
+impl EtcdSnapshot {
+    /// The position this snapshot shows.
+    pub fn revision(&self) -> u64 {
+        self.store.0.revs.position(self.revision)
+    }
+
+    /// A cursor over `query`'s items (blocking as it is iterated).
+    pub fn list(&self, query: &ListQuery) -> Result<EtcdIter, StoreError> {
+        Ok(EtcdIter {
+            store: self.store.clone(),
+            scope: Scope::of(query)?,
+            kind: query.kind,
+            revision: self.revision,
+            after: None,
+            buffer: std::collections::VecDeque::new(),
+            done: false,
+        })
+    }
+
+    /// The object at `path` in this snapshot (blocking).
+    pub fn get(&self, path: &Path) -> Result<AnyObject, StoreError> {
+        let inner = self.store.0.clone();
+        let key = inner
+            .layout
+            .object(path.kind(), &keys::encode(path.names()));
+        let r = self.revision;
+        let found = self.store.0.block(async move {
+            inner
+                .kv()
+                .get(key, Some(GetOptions::new().with_revision(r)))
+                .await
+                .map_err(|e| EtcdError(e).read())
+        })?;
+        match found.kvs().first() {
+            Some(kv) => self.store.0.decode(path.kind(), &Kv::from(kv)),
+            None => Err(StoreError::NotFound(path.clone())),
+        }
+    }
+}
+
+/// A list's items at one etcd revision, fetched a page at a time.
+pub struct EtcdIter {
+    store: EtcdStore,
+    scope: Scope,
+    kind: Kind,
+    revision: i64,
+    after: Option<Vec<u8>>,
+    buffer: std::collections::VecDeque<Kv>,
+    done: bool,
+}
+
+/// A listed entry: key, resourceVersion, record.
+pub struct EtcdEntry {
+    /// The path key.
+    pub key: Vec<u8>,
+    /// The resourceVersion.
+    pub resource_version: u64,
+    /// The record.
+    pub value: Vec<u8>,
+}
+
+impl EtcdIter {
+    /// The position of the snapshot being read.
+    pub fn revision(&self) -> u64 {
+        self.store.0.revs.position(self.revision)
+    }
+
+    /// The kind listed.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// The next entry in scope and matching the selector.
+    pub fn next_raw(&mut self) -> Option<Result<EtcdEntry, StoreError>> {
+        loop {
+            if let Some(kv) = self.buffer.pop_front() {
+                let skip = self.store.0.layout.kind(self.kind).len();
+                let key = kv.key[skip..].to_vec();
+                match self.scope.wants(&key, &kv.value) {
+                    Err(e) => return Some(Err(e)),
+                    Ok(None) => continue,
+                    Ok(Some(index)) => {
+                        return Some(Ok(EtcdEntry {
+                            key,
+                            resource_version: self.store.0.revs.rv(kv.mod_revision, index),
+                            value: kv.value,
+                        }));
+                    }
+                }
+            }
+            if self.done {
+                return None;
+            }
+            let inner = self.store.0.clone();
+            let (kind, after, r) = (self.kind, self.after.clone(), self.revision);
+            let scope = Scope {
+                prefix: self.scope.prefix.clone(),
+                filters: Vec::new(),
+                selector: crate::model::Selector::default(),
+            };
+            let batch = self
+                .store
+                .0
+                .block(async move { inner.range(kind, &scope, after.as_deref(), r).await });
+            match batch {
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+                Ok(b) => {
+                    self.done = !b.more;
+                    if let Some(last) = b.kvs.last() {
+                        let skip = self.store.0.layout.kind(self.kind).len();
+                        self.after = Some(last.key[skip..].to_vec());
+                    } else {
+                        self.done = true;
+                    }
+                    self.buffer.extend(b.kvs);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn continue_tokens_round_trip_and_reject_garbage() {
+        let t = encode_token(42, b"r\0s\0");
+        assert_eq!(parse_token(&t).unwrap(), (42, b"r\0s\0".to_vec()));
+        for bad in [
+            "", "e1.", "e1.x.00", "e1.5.0", "e1.5.zz", "r1.5.00", "e1.0.00",
+        ] {
+            assert!(parse_token(bad).is_err(), "{bad:?}");
+        }
+    }
+}
