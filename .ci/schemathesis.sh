@@ -37,7 +37,7 @@ if ! python3 -m schemathesis.cli --version >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check 'schemathesis>=4,<5'
 fi
 
-cargo build --release --quiet
+cargo build --release --quiet -p modelhub --features etcd
 "${CARGO_TARGET_DIR:-target}/release/modelhub" serve --listen 127.0.0.1:0 --data "$work/st.redb" >"$work/out" 2>"$work/log" &
 pid=$!
 for _ in $(seq 100); do grep -q "listening on" "$work/out" 2>/dev/null && break; sleep 0.1; done
