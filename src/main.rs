@@ -310,7 +310,9 @@ enum Command {
         /// The backup file (written by `modelhub backup`).
         file: PathBuf,
         /// Added to the backup's revision: more than the revisions the old
-        /// server handed out after the backup.
+        /// server handed out after the backup (with --store etcd: etcd
+        /// revisions, i.e. write transactions, 1,000,000 resourceVersions
+        /// each).
         #[arg(long, default_value_t = modelhub::restore::DEFAULT_BUMP)]
         bump_revision: u64,
         #[command(flatten)]

@@ -156,16 +156,25 @@ pub fn restore(
     })
 }
 
+/// resourceVersions per etcd revision: on etcd, `bump` counts etcd
+/// revisions (the old store's write transactions, each at least this many
+/// resourceVersions apart).
+const ETCD_REVISION: u64 = 1_000_000;
+
 /// Verifies the backup at `file`, then loads it into the empty etcd
 /// prefix of `options` ([`crate::store::restore_etcd`]): every
 /// resourceVersion handed out afterwards is above the backup's revision
-/// plus `bump`, so a watch resumed from the old history answers 410.
+/// plus `bump` etcd revisions, so a watch resumed from the old history
+/// answers 410.
 pub async fn restore_etcd(
     options: &crate::store::EtcdOptions,
     file: &Path,
     bump: u64,
 ) -> Result<Restored, RestoreError> {
-    let (backup_revision, revision, mut reader) = open_verified(file, bump)?;
+    let jump = bump
+        .checked_mul(ETCD_REVISION)
+        .ok_or(RestoreError::Overflow { revision: 0, bump })?;
+    let (backup_revision, revision, mut reader) = open_verified(file, jump)?;
     let mut objects = Vec::new();
     while let Some(obj) = reader.next_object().map_err(|e| backup_error(file, e))? {
         objects.push(obj);

@@ -29,6 +29,13 @@ fn apply_yaml(c: &Client, s: &Server, body: &str) -> Reply {
     apply(c, s, body, "application/yaml", false)
 }
 
+/// A resourceVersion (a JSON string) as a number.
+fn rv_of(v: &Value) -> u64 {
+    v.as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not a resourceVersion: {v}"))
+}
+
 /// The outcome of every item, in order.
 fn outcomes(result: &Value) -> Vec<&str> {
     result["items"]
@@ -76,13 +83,24 @@ fn multi_resource_is_created_then_unchanged_then_configured() {
         .collect();
     assert_eq!(revs[1], revs[0] + 1);
     assert_eq!(revs[2], revs[0] + 2);
+    if on_etcd() {
+        // One etcd transaction: indexes 0, 1, 2 of its revision.
+        assert_eq!(revs[0] % 1_000_000, 0, "{result}");
+    }
     for (i, item) in items.iter().enumerate() {
         assert_eq!(item["index"], i);
         assert_eq!(item["generation"], 1);
     }
     let after_create = revision(&c, &s);
-    assert_eq!(after_create, revs[2]);
-    assert_eq!(result["resourceVersion"], after_create.to_string());
+    if on_etcd() {
+        // The apply's position: everything up to its etcd revision; the
+        // store's may have moved on (the cluster's revision is shared).
+        assert_eq!(result["resourceVersion"], (revs[0] + 999_999).to_string());
+        assert!(after_create >= revs[0] + 999_999);
+    } else {
+        assert_eq!(after_create, revs[2]);
+        assert_eq!(result["resourceVersion"], after_create.to_string());
+    }
     let mut stored = Vec::new();
     for (url, expected_rv) in MULTI.iter().zip(&revs) {
         let (st, doc) = c.get(&s.api(url));
@@ -97,8 +115,16 @@ fn multi_resource_is_created_then_unchanged_then_configured() {
     let (st, result) = apply_yaml(&c, &s, &manifest);
     assert_eq!(st, 200, "{result}");
     assert_eq!(outcomes(&result), ["unchanged", "unchanged", "unchanged"]);
-    assert_eq!(result["resourceVersion"], after_create.to_string());
-    assert_eq!(revision(&c, &s), after_create, "re-apply took a revision");
+    if on_etcd() {
+        // Nothing written: the position the apply read at.
+        assert!(
+            rv_of(&result["resourceVersion"]) >= after_create,
+            "{result}"
+        );
+    } else {
+        assert_eq!(result["resourceVersion"], after_create.to_string());
+    }
+    assert_changes_since(&c, &s, after_create, 0, "re-apply took a revision");
     for (url, before) in MULTI.iter().zip(&stored) {
         let (_, doc) = c.get(&s.api(url));
         assert_eq!(&doc, before, "{url} changed on an identical apply");
@@ -115,14 +141,17 @@ fn multi_resource_is_created_then_unchanged_then_configured() {
     assert_eq!(st, 200, "{result}");
     assert_eq!(outcomes(&result), ["unchanged", "configured", "unchanged"]);
     assert_eq!(result["items"][1]["generation"], 2);
-    assert_eq!(
-        result["items"][1]["resourceVersion"],
-        (after_create + 1).to_string()
-    );
-    assert_eq!(revision(&c, &s), after_create + 1);
+    let space_rv = rv_of(&result["items"][1]["resourceVersion"]);
+    if on_etcd() {
+        assert!(space_rv > after_create, "{result}");
+        assert_eq!(space_rv % 1_000_000, 0, "alone in its transaction");
+    } else {
+        assert_eq!(space_rv, after_create + 1);
+    }
+    assert_changes_since(&c, &s, after_create, 1, "one new revision");
     let (_, space) = c.get(&s.api(MULTI[1]));
     assert_eq!(generation(&space), 2);
-    assert_eq!(rv(&space), after_create + 1);
+    assert_eq!(rv(&space), space_rv);
     assert_eq!(
         space["spec"]["cniConfigPath"],
         "/etc/cni/net.d/multi.conflist"
@@ -171,7 +200,16 @@ fn a_hierarchy_and_its_cell_in_one_request() {
         ]
     );
     // k objects take k consecutive revisions.
-    assert_eq!(revision(&c, &s), before + 5);
+    let revs: Vec<u64> = result["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| rv_of(&i["resourceVersion"]))
+        .collect();
+    for (i, r) in revs.iter().enumerate() {
+        assert_eq!(*r, revs[0] + i as u64, "{result}");
+    }
+    assert_changes_since(&c, &s, before, 5, "k objects, k revisions");
     let cell_url = "/realms/test-realm/spaces/test-space/stacks/test-stack/cells/test-cell";
     let (st, cell) = c.get(&s.api(cell_url));
     assert_eq!(st, 200, "{cell}");
@@ -232,7 +270,7 @@ fn an_invalid_document_fails_the_whole_request_and_writes_nothing() {
         "{}",
         r.1
     );
-    assert_eq!(revision(&c, &s), before, "a failed apply took a revision");
+    assert_changes_since(&c, &s, before, 0, "a failed apply took a revision");
     for url in [
         "/realms/test-realm",
         "/realms/test-realm/spaces/test-space",
@@ -263,7 +301,7 @@ fn an_invalid_document_fails_the_whole_request_and_writes_nothing() {
         r.1
     );
     assert_eq!(c.get(&s.api("/realms/lone")).0, 404);
-    assert_eq!(revision(&c, &s), before);
+    assert_changes_since(&c, &s, before, 0, "a failed apply took a revision");
 
     // A document of an unknown kind, and a typo'd field, are 400s naming it.
     let r = apply_yaml(
@@ -287,7 +325,7 @@ fn an_invalid_document_fails_the_whole_request_and_writes_nothing() {
         r.1
     );
     assert_eq!(c.get(&s.api("/realms/a")).0, 404);
-    assert_eq!(revision(&c, &s), before);
+    assert_changes_since(&c, &s, before, 0, "a failed apply took a revision");
 }
 
 #[test]
@@ -301,7 +339,7 @@ fn dry_run_reports_and_writes_nothing() {
     assert_eq!(st, 200, "{result}");
     assert_eq!(result["dryRun"], true);
     assert_eq!(outcomes(&result), ["created", "created", "created"]);
-    assert_eq!(revision(&c, &s), before, "dry run took a revision");
+    assert_changes_since(&c, &s, before, 0, "dry run took a revision");
     for url in MULTI {
         assert_eq!(c.get(&s.api(url)).0, 404, "{url} was written by a dry run");
     }
@@ -318,7 +356,7 @@ fn dry_run_reports_and_writes_nothing() {
     assert_eq!(st, 200, "{result}");
     assert_eq!(result["dryRun"], true);
     assert_eq!(outcomes(&result), ["configured", "unchanged", "unchanged"]);
-    assert_eq!(revision(&c, &s), stored);
+    assert_changes_since(&c, &s, stored, 0, "dry run took a revision");
     let (_, realm) = c.get(&s.api(MULTI[0]));
     assert_eq!(realm, realm_before);
 
@@ -331,7 +369,7 @@ fn dry_run_reports_and_writes_nothing() {
         true,
     );
     assert_problem(&r, 422, "Invalid", Some("documents[0].metadata.name"));
-    assert_eq!(revision(&c, &s), stored);
+    assert_changes_since(&c, &s, stored, 0, "dry run took a revision");
 }
 
 #[test]
@@ -391,6 +429,39 @@ fn a_thousand_documents_in_one_request() {
         .unwrap();
     }
     let before = revision(&c, &s);
+    if on_etcd() {
+        // One etcd transaction, never split: 1000 documents exceed the
+        // cluster's --max-txn-ops (128), so nothing is written.
+        let r = apply_yaml(&c, &s, &manifest);
+        assert_problem(&r, 413, "PayloadTooLarge", None);
+        assert!(
+            r.1["detail"]
+                .as_str()
+                .unwrap()
+                .contains("--etcd-max-txn-ops"),
+            "{}",
+            r.1
+        );
+        assert_changes_since(&c, &s, before, 0, "a refused apply wrote");
+        assert_eq!(c.get(&s.api("/realms/big")).0, 404);
+        // Within the limit, the documents' k objects take k consecutive
+        // revisions of one transaction.
+        let docs: Vec<&str> = manifest.split("---\n").take(100).collect();
+        let (st, result) = apply_yaml(&c, &s, &docs.join("---\n"));
+        assert_eq!(st, 200, "{result}");
+        let items = result["items"].as_array().unwrap();
+        assert_eq!(items.len(), 100);
+        let first = rv_of(&items[0]["resourceVersion"]);
+        assert_eq!(first % 1_000_000, 0);
+        for (i, item) in items.iter().enumerate() {
+            assert_eq!(item["outcome"], "created");
+            assert_eq!(rv_of(&item["resourceVersion"]), first + i as u64);
+        }
+        assert_changes_since(&c, &s, before, 100, "100 documents");
+        let (_, cells) = c.get_query(&s.api("/cells"), &[("realm", "big")]);
+        assert_eq!(item_names(&cells).len(), 97);
+        return;
+    }
     let started = Instant::now();
     let (st, result) = apply_yaml(&c, &s, &manifest);
     let took = started.elapsed();

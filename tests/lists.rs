@@ -75,7 +75,7 @@ fn delete_with_children_is_409_has_children() {
         assert_problem(&r, 409, "HasChildren", None);
     }
     assert_eq!(count_all(&c, &s, None), total);
-    assert_eq!(revision(&c, &s), rev, "nothing written");
+    assert_changes_since(&c, &s, rev, 0, "nothing written");
     // A leaf deletes without cascade.
     let (st, b) = c.delete(&s.api("/realms/a/spaces/s1/stacks/t1/cells/c1/containers/n1"));
     assert_eq!(st, 200, "{b}");
@@ -102,12 +102,24 @@ fn cascade_delete_removes_exactly_the_subtree() {
     assert_eq!(last["metadata"]["uid"], realm_a["metadata"]["uid"]);
     assert_eq!(last["spec"], realm_a["spec"]);
     let after = revision(&c, &s);
-    assert_eq!(
-        after - rev,
-        total_a as u64,
-        "one revision per removed object"
-    );
-    assert_eq!(rv(&last), after, "the realm goes last (children first)");
+    if on_etcd() {
+        // One etcd transaction: the removed objects take the indexes
+        // 0..total_a of its revision, the realm last.
+        assert_changes_since(&c, &s, rev, total_a, "one revision per removed object");
+        assert!(rv(&last) > rev && rv(&last) <= after, "{last}");
+        assert_eq!(
+            rv(&last) % 1_000_000,
+            total_a as u64 - 1,
+            "the realm goes last (children first)"
+        );
+    } else {
+        assert_eq!(
+            after - rev,
+            total_a as u64,
+            "one revision per removed object"
+        );
+        assert_eq!(rv(&last), after, "the realm goes last (children first)");
+    }
 
     assert_eq!(count_all(&c, &s, Some("a")), 0);
     assert_eq!(c.get(&s.api("/realms/a")).0, 404);
@@ -304,7 +316,15 @@ fn bad_continue_tokens_are_rejected() {
     for i in 0..4 {
         post_cell(&c, &s, &format!("c{i}"), json!({}));
     }
-    for bad in ["garbage", "zz.00", "1.0g", "1.", ".00"] {
+    let etcd_bad: &[&str] = if on_etcd() {
+        &["e1.", "e1.x.00", "e1.5.0g", "e1.5.", "e1.-3.00", "e2.5.00"]
+    } else {
+        &[]
+    };
+    for bad in ["garbage", "zz.00", "1.0g", "1.", ".00"]
+        .iter()
+        .chain(etcd_bad)
+    {
         let r = c.get_query(&stack_cells(&s), &[("limit", "2"), ("continue", bad)]);
         assert_problem(&r, 400, "BadRequest", None);
     }
@@ -316,6 +336,32 @@ fn bad_continue_tokens_are_rejected() {
         &[("limit", "2"), ("continue", &token)],
     );
     assert_eq!(r.0, 400, "{}", r.1);
+    if on_etcd() {
+        // `e1.<position>.<hex key>`: it holds until etcd compacts its
+        // revision, through a restart too (any replica continues it).
+        let (rev, key) = token
+            .strip_prefix("e1.")
+            .and_then(|t| t.split_once('.'))
+            .unwrap_or_else(|| panic!("etcd token format: {token}"));
+        let rev: u64 = rev.parse().unwrap();
+        // A position a million etcd revisions ahead: no such snapshot.
+        let r = c.get_query(
+            &stack_cells(&s),
+            &[
+                ("limit", "2"),
+                ("continue", &format!("e1.{}.{key}", rev + 1_000_000_000_000)),
+            ],
+        );
+        assert_problem(&r, 410, "Gone", None);
+        let (st, next) = c.get_query(&stack_cells(&s), &[("limit", "2"), ("continue", &token)]);
+        assert_eq!(st, 200, "{next}");
+        s.restart();
+        let (st, again) = c.get_query(&stack_cells(&s), &[("limit", "2"), ("continue", &token)]);
+        assert_eq!(st, 200, "{again}");
+        assert_eq!(again, next, "the same page after a restart");
+        assert_eq!(item_names(&again), ["c2", "c3"]);
+        return;
+    }
     // A token whose snapshot is unknown (expired): 410.
     let (id, key) = token.split_once('.').unwrap();
     let other = u64::from_str_radix(id, 16).unwrap().wrapping_add(12345);
@@ -607,7 +653,15 @@ fn continue_tokens_expire_with_their_snapshot() {
     assert_eq!(st, 200, "valid while the snapshot lives");
     std::thread::sleep(std::time::Duration::from_millis(1500));
     let (st, body) = c.get(&format!("{}?limit=1&continue={token}", stack_cells(&s)));
-    assert_eq!((st, body["reason"].as_str()), (410, Some("Gone")), "{body}");
+    if on_etcd() {
+        // --continue-ttl is redb's: an etcd token holds until etcd
+        // compacts its revision.
+        assert_eq!(st, 200, "{body}");
+        assert_eq!(item_names(&body), ["b"]);
+        assert_eq!(rv(&body), rv(&page), "the first page's snapshot");
+    } else {
+        assert_eq!((st, body["reason"].as_str()), (410, Some("Gone")), "{body}");
+    }
     // Garbage that is not even ASCII is a 400, never a server error.
     let (st, _) = c.get(&format!("{}?limit=1&continue=1.a%C3%A9a", stack_cells(&s)));
     assert_eq!(st, 400);
@@ -633,6 +687,28 @@ fn uncached(c: &Client, url: &str) -> Value {
     list
 }
 
+/// Asserts that `later`, read after `earlier`, is the same list: on redb
+/// byte for byte; on etcd, whose list revision is etcd's cluster-wide one
+/// (other prefixes' writes and the heartbeats move it), the same items at
+/// a revision no older.
+#[track_caller]
+fn assert_same_list(earlier: &Value, later: &Value, what: &str) {
+    if on_etcd() {
+        let strip = |v: &Value| {
+            let mut v = v.clone();
+            v["metadata"]
+                .as_object_mut()
+                .expect("list metadata")
+                .remove("resourceVersion");
+            v
+        };
+        assert_eq!(strip(earlier), strip(later), "{what}");
+        assert!(rv(later) >= rv(earlier), "{what}: went back");
+    } else {
+        assert_eq!(earlier, later, "{what}");
+    }
+}
+
 /// A server with stacks `r/s/t` and `r/s/u`.
 fn two_stacks() -> (Server, Client) {
     let s = Server::start();
@@ -652,8 +728,12 @@ fn unchanged_relists_are_served_from_the_cache_at_the_newest_revision() {
     assert_eq!(st, 200);
     let hits = list_cache_hits(&c, &s);
     let (_, again) = c.get(&stack_cells(&s));
-    assert_eq!(list_cache_hits(&c, &s), hits + 1);
-    assert_eq!(again, first);
+    if on_etcd() {
+        assert_eq!(list_cache_hits(&c, &s), 0, "the list cache is off on etcd");
+    } else {
+        assert_eq!(list_cache_hits(&c, &s), hits + 1);
+    }
+    assert_same_list(&first, &again, "relisted");
 
     // A write to another stack leaves the entry valid, and the list is
     // exact at the newer revision: what the uncached path answers.
@@ -663,10 +743,16 @@ fn unchanged_relists_are_served_from_the_cache_at_the_newest_revision() {
     );
     assert_eq!(st, 201);
     let (_, later) = c.get(&stack_cells(&s));
-    assert_eq!(list_cache_hits(&c, &s), hits + 2);
-    assert_eq!(rv(&later), rv(&other));
+    if on_etcd() {
+        assert_eq!(list_cache_hits(&c, &s), 0, "the list cache is off on etcd");
+        // "Everything up to etcd revision R", R at or past the write's.
+        assert!(rv(&later) > rv(&other), "{later}");
+    } else {
+        assert_eq!(list_cache_hits(&c, &s), hits + 2);
+        assert_eq!(rv(&later), rv(&other));
+    }
     assert_eq!(later["items"], first["items"]);
-    assert_eq!(later, uncached(&c, &stack_cells(&s)));
+    assert_same_list(&later, &uncached(&c, &stack_cells(&s)), "uncached");
 
     // A watch from that revision misses nothing written after it.
     post_cell(&c, &s, "d", json!({}));
@@ -788,15 +874,21 @@ fn cached_lists_always_equal_the_uncached_answer() {
         for url in &lists {
             let (st, list) = c.get(url);
             assert_eq!(st, 200, "{url}: {list}");
-            assert_eq!(
-                list,
-                uncached(&c, url),
-                "{url} after {:?}",
-                &history[history.len().saturating_sub(5)..]
+            assert_same_list(
+                &list,
+                &uncached(&c, url),
+                &format!(
+                    "{url} after {:?}",
+                    &history[history.len().saturating_sub(5)..]
+                ),
             );
         }
     }
-    assert!(list_cache_hits(&c, &s) > 0, "the cache was never used");
+    if on_etcd() {
+        assert_eq!(list_cache_hits(&c, &s), 0, "the list cache is off on etcd");
+    } else {
+        assert!(list_cache_hits(&c, &s) > 0, "the cache was never used");
+    }
     // Deleting a stack's cells by cascade empties its cached list too.
     let (_, _) = c.get(&stack_cells(&s));
     let (st, _) = c.delete(&format!(
@@ -807,7 +899,7 @@ fn cached_lists_always_equal_the_uncached_answer() {
     let (st, list) = c.get(&stack_cells(&s));
     assert_eq!(st, 200, "{list}");
     assert_eq!(list["items"], json!([]));
-    assert_eq!(list, uncached(&c, &stack_cells(&s)));
+    assert_same_list(&list, &uncached(&c, &stack_cells(&s)), "after the cascade");
 }
 
 #[test]
@@ -873,5 +965,5 @@ fn concurrent_writers_never_see_a_stale_cached_list() {
     });
     let (_, last) = c.get(&stack_cells(&s));
     assert_eq!(item_names(&last).len(), acked.lock().unwrap().len());
-    assert_eq!(last, uncached(&c, &stack_cells(&s)));
+    assert_same_list(&last, &uncached(&c, &stack_cells(&s)), "uncached");
 }

@@ -317,6 +317,36 @@ fn secret_bytes_reach_neither_the_database_nor_the_log() {
         assert!(find(bytes, b"REG_PASSWORD"), "{what} lacks the reference");
         assert!(!find(bytes, secret.as_bytes()), "the secret is in {what}");
     };
+    if on_etcd() {
+        // The keys under the server's prefix, and every file of each
+        // member (its write-ahead log and database), must hold the
+        // reference and never the secret.
+        let prefix = s.etcd_prefix.clone().expect("an etcd prefix");
+        let cluster = etcd_cluster();
+        let out = cluster.etcdctl(&["get", "--prefix", &prefix]);
+        assert!(out.status.success(), "{out:?}");
+        holds_reference_only(&out.stdout, "the prefix's keys");
+        for i in 0..cluster.len() {
+            let mut bytes = Vec::new();
+            let mut dirs = vec![cluster.data_dir(i)];
+            while let Some(dir) = dirs.pop() {
+                for entry in std::fs::read_dir(&dir).unwrap() {
+                    let path = entry.unwrap().path();
+                    if path.is_dir() {
+                        dirs.push(path);
+                    } else if let Ok(b) = std::fs::read(&path) {
+                        bytes.extend(b);
+                    }
+                }
+            }
+            holds_reference_only(&bytes, &format!("etcd member {i}'s files"));
+        }
+        s.stop();
+        let log = s.log_text();
+        assert!(!log.is_empty(), "the log was captured");
+        assert!(!log.contains(&secret), "the secret is in the log:\n{log}");
+        return;
+    }
     holds_reference_only(
         &std::fs::read(&wal).expect("write-ahead log"),
         "the write-ahead log",

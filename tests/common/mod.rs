@@ -666,3 +666,28 @@ pub fn assert_changes_since(c: &Client, s: &Server, since: u64, n: usize, what: 
         assert_eq!(revision(c, s), since + n as u64, "{what}");
     }
 }
+
+/// For a server that compacts its history: on etcd, a one-member cluster
+/// of its own and the arguments that put the server on it (etcd's
+/// compaction is cluster-wide: on the shared cluster it would take the
+/// other tests' history away), with no heartbeat moving the retained
+/// window; nothing on redb. Keep the cluster as long as the server.
+pub fn own_cluster_for_compaction() -> (Vec<String>, Option<etcd::Cluster>) {
+    if !on_etcd() {
+        return (Vec::new(), None);
+    }
+    let cluster = etcd::Cluster::start(1).expect("MODELHUB_TEST_STORE=etcd needs an etcd binary");
+    let args = [
+        "--store",
+        "etcd",
+        "--etcd-endpoints",
+        &cluster.endpoints(),
+        "--etcd-prefix",
+        "/compacted",
+        "--bookmark-interval",
+        "60s",
+    ]
+    .map(String::from)
+    .to_vec();
+    (args, Some(cluster))
+}

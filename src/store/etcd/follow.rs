@@ -22,7 +22,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use etcd_client::{AlarmAction, AlarmType, Compare, CompareOp, Txn, TxnOp, WatchOptions};
+use etcd_client::{
+    AlarmAction, AlarmType, Compare, CompareOp, GetOptions, Txn, TxnOp, WatchOptions,
+};
 
 use super::layout::prefix_end;
 use super::{EtcdError, EtcdStore, Inner};
@@ -242,7 +244,6 @@ async fn status(inner: &Inner) {
         let mut h = inner.health();
         h.db_size = s.db_size().max(0) as u64;
         h.db_in_use = s.raft_used_db_size().max(0) as u64;
-        h.status_at = Some(Instant::now());
     }
     let alarms = tokio::time::timeout(
         inner.options.timeout,
@@ -266,16 +267,17 @@ async fn status(inner: &Inner) {
 impl EtcdStore {
     /// Compacts etcd's history to the last `keep` revisions, unless another
     /// replica did so since this one last looked (kube's compare-and-swap
-    /// on `P/m/compact`). Answers how many revisions were dropped.
+    /// on `P/m/compact`). Answers how many revisions were dropped. Call it
+    /// once per compaction interval: each call's compare-and-swap is a
+    /// write, so the history always has something newer to compact.
     pub async fn compact(&self, keep: u64) -> Result<u64, StoreError> {
         let inner = &self.0;
         inner.check_open()?;
         let key = inner.layout.meta("compact");
         let resp = inner
-            .kv()
-            .get(key.clone(), None)
+            .get(key.clone(), GetOptions::new())
             .await
-            .map_err(|e| EtcdError(e).read())?;
+            .map_err(EtcdError::read)?;
         let current = super::header_revision(resp.header());
         let (version, done) = match resp.kvs().first() {
             Some(kv) => (
@@ -287,6 +289,16 @@ impl EtcdStore {
             ),
             None => (0, 0),
         };
+        // kube's protocol: a replica that saw the key change since its last
+        // look adopts it and waits an interval; one that saw no change
+        // compacts (at most one replica per interval, failover within two).
+        {
+            let mut seen = inner.compact_seen.lock().unwrap_or_else(|e| e.into_inner());
+            let last = seen.replace(version);
+            if last.is_some_and(|l| l != version) {
+                return Ok(0);
+            }
+        }
         let target = current - i64::try_from(keep).unwrap_or(i64::MAX).min(current);
         let target = target.max(inner.revs.floor());
         if target <= done {
@@ -306,6 +318,7 @@ impl EtcdStore {
         if !won {
             return Ok(0);
         }
+        *inner.compact_seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(version + 1);
         match inner.kv().compact(target, None).await {
             Ok(_) => {
                 tracing::info!(revision = target, "compacted etcd's history");

@@ -14,7 +14,6 @@
 
 use etcd_client::{Compare, CompareOp, GetOptions, KvClient, Txn, TxnOp};
 
-use super::EtcdError;
 use crate::model::Kind;
 use crate::store::error::StoreError;
 use crate::store::options::EtcdOptions;
@@ -203,10 +202,11 @@ pub async fn check_format(
             ),
         ),
     ]);
-    let resp = tokio::time::timeout(options.timeout, kv.txn(read))
-        .await
-        .map_err(|_| no_quorum(options, "no answer"))?
-        .map_err(|e| no_quorum(options, &EtcdError(e).message()))?;
+    let resp = super::patiently(options, || {
+        let (mut kv, read) = (kv.clone(), read.clone());
+        async move { kv.txn(read).await }
+    })
+    .await?;
     let revision = super::header_revision(resp.header());
     let gets: Vec<_> = resp
         .op_responses()
@@ -273,17 +273,18 @@ pub async fn check_format(
                     0,
                 )])
                 .and_then(vec![TxnOp::put(format_key, FORMAT.to_string(), None)]);
-            let resp = kv
-                .txn(init)
-                .await
-                .map_err(|e| no_quorum(options, &EtcdError(e).message()))?;
+            let resp = super::patiently(options, || {
+                let (mut kv, init) = (kv.clone(), init.clone());
+                async move { kv.txn(init).await }
+            })
+            .await?;
             tracing::info!(prefix = %options.prefix, format = FORMAT, "initialised an empty etcd prefix");
             Ok((FORMAT, offset, super::header_revision(resp.header())))
         }
     }
 }
 
-fn no_quorum(options: &EtcdOptions, why: &str) -> StoreError {
+pub fn no_quorum(options: &EtcdOptions, why: &str) -> StoreError {
     StoreError::Unavailable(format!(
         "etcd at {} has no quorum or cannot be reached within {:?} ({why}): start the cluster's \
          members, or check --etcd-endpoints",

@@ -23,9 +23,12 @@ pub(super) mod read;
 pub(super) mod restore;
 mod write;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, KvClient,
@@ -45,6 +48,9 @@ use layout::{Layout, Revisions};
 /// The oldest etcd release recommended for production: older ones miss
 /// fixes to watch (events lost or misordered around compaction).
 const VERSION_FLOOR: (u64, u64, u64) = (3, 5, 18);
+
+/// Attempts of a revocation racing other changes of the same token.
+const REVOKE_ATTEMPTS: usize = 16;
 
 /// How long an acknowledgement waits for the feed to publish its write.
 const FEED_PATIENCE: Duration = Duration::from_secs(1);
@@ -76,6 +82,10 @@ struct Inner {
     /// The last etcd revision whose changes the feed published.
     published: tokio::sync::watch::Sender<i64>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The version of `P/m/compact` this replica saw last.
+    compact_seen: Mutex<Option<i64>>,
+    /// One lock per object being written through this replica.
+    turns: Mutex<HashMap<Vec<u8>, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// What the background tasks last learnt about the cluster.
@@ -89,8 +99,6 @@ struct Health {
     nospace: bool,
     db_size: u64,
     db_in_use: u64,
-    /// When the last status was read.
-    status_at: Option<Instant>,
 }
 
 impl EtcdStore {
@@ -131,6 +139,8 @@ impl EtcdStore {
             published: tokio::sync::watch::Sender::new(start),
             trust_progress,
             tasks: Mutex::new(Vec::new()),
+            turns: Mutex::new(HashMap::new()),
+            compact_seen: Mutex::new(None),
         }));
         let tasks = vec![
             tokio::spawn(follow::feed(Arc::downgrade(&store.0), start)),
@@ -217,7 +227,7 @@ impl EtcdStore {
     pub async fn revoke_token(&self, name: &str) -> Result<Token, StoreError> {
         self.0.check_open()?;
         let key = self.0.layout.token(name);
-        for _ in 0..write::MAX_ATTEMPTS {
+        for _ in 0..REVOKE_ATTEMPTS {
             let Some(kv) = self.0.get_raw(&key).await? else {
                 return Err(StoreError::TokenNotFound(name.into()));
             };
@@ -245,7 +255,7 @@ impl EtcdStore {
             TxnOp::get(prefix.clone(), Some(GetOptions::new().with_prefix())),
             TxnOp::get(l.meta("tokens"), None),
         ]);
-        let resp = self.0.txn(txn).await.map_err(|e| e.read())?;
+        let resp = self.0.read_txn(txn).await.map_err(|e| e.read())?;
         let mut items = Vec::new();
         let mut enabled = false;
         for (i, r) in resp.op_responses().into_iter().enumerate() {
@@ -310,6 +320,9 @@ impl Inner {
     /// hold the acknowledgement: the change reaches watchers when it is
     /// back.
     async fn published(&self, r: i64) {
+        if !self.health().feed_ok {
+            return;
+        }
         let mut rx = self.published.subscribe();
         let waited = tokio::time::timeout(FEED_PATIENCE, rx.wait_for(|p| *p >= r)).await;
         if waited.is_err() {
@@ -346,30 +359,112 @@ impl Inner {
         ))
     }
 
+    /// A write transaction; sent again (within the etcd timeout) while
+    /// etcd refuses it before applying it (no leader yet, a member that
+    /// cannot be reached), as nothing can have been written.
     async fn txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse, EtcdError> {
-        self.kv().txn(txn).await.map_err(EtcdError)
+        self.again(
+            || {
+                let (mut kv, txn) = (self.kv(), txn.clone());
+                async move { kv.txn(txn).await }
+            },
+            Again::Write,
+        )
+        .await
+    }
+
+    /// A read-only transaction, sent again on any passing failure.
+    async fn read_txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse, EtcdError> {
+        self.again(
+            || {
+                let (mut kv, txn) = (self.kv(), txn.clone());
+                async move { kv.txn(txn).await }
+            },
+            Again::Read,
+        )
+        .await
+    }
+
+    /// A range read, sent again on any passing failure.
+    async fn get(
+        &self,
+        key: Vec<u8>,
+        options: GetOptions,
+    ) -> Result<etcd_client::GetResponse, EtcdError> {
+        self.again(
+            || {
+                let (mut kv, key, options) = (self.kv(), key.clone(), options.clone());
+                async move { kv.get(key, Some(options)).await }
+            },
+            Again::Read,
+        )
+        .await
+    }
+
+    /// Runs `call` until it succeeds, fails in a way that asking again
+    /// cannot mend (for a write: anything but a refusal before it was
+    /// applied), or the etcd timeout has passed, pausing in between.
+    async fn again<T, F, Fut>(&self, mut call: F, kind: Again) -> Result<T, EtcdError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let deadline = Instant::now() + self.options.timeout;
+        let mut pause = Duration::from_millis(20);
+        // A read may go to a member that hangs (stopped, partitioned): an
+        // attempt gets a part of the time, so that the next one can go to
+        // another member. A write waits its whole time (it may be applied).
+        let (attempt, retry): (Duration, fn(&EtcdError) -> bool) = match kind {
+            Again::Write => (self.options.timeout, EtcdError::never_sent),
+            Again::Read => (
+                (self.options.timeout / 4).max(Duration::from_millis(200)),
+                EtcdError::passing,
+            ),
+        };
+        loop {
+            let answer = match tokio::time::timeout(attempt, call()).await {
+                Ok(answer) => answer,
+                Err(_) => Err(etcd_client::Error::IoError(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer within {attempt:?}"),
+                ))),
+            };
+            match answer {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    let e = EtcdError(e);
+                    if !retry(&e)
+                        || self.closed.load(Ordering::SeqCst)
+                        || Instant::now() + pause > deadline
+                    {
+                        return Err(e);
+                    }
+                    tracing::debug!(error = %e.message(), "etcd request failed; sending it again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+            }
+        }
     }
 
     /// etcd's current revision, read linearizably (the format key's read).
     async fn current(&self) -> Result<i64, StoreError> {
         self.check_open()?;
         let resp = self
-            .kv()
             .get(
                 self.layout.meta("format"),
-                Some(GetOptions::new().with_keys_only()),
+                GetOptions::new().with_keys_only(),
             )
             .await
-            .map_err(|e| EtcdError(e).read())?;
+            .map_err(EtcdError::read)?;
         Ok(header_revision(resp.header()))
     }
 
     async fn get_raw(&self, key: &[u8]) -> Result<Option<Kv>, StoreError> {
         let resp = self
-            .kv()
-            .get(key.to_vec(), None)
+            .get(key.to_vec(), GetOptions::new())
             .await
-            .map_err(|e| EtcdError(e).read())?;
+            .map_err(EtcdError::read)?;
         Ok(resp.kvs().first().map(Kv::from))
     }
 }
@@ -434,37 +529,19 @@ async fn connect(options: &EtcdOptions) -> Result<Client, StoreError> {
     let connecting = Client::connect(options.endpoints.clone(), Some(connect));
     match tokio::time::timeout(options.timeout, connecting).await {
         Ok(Ok(c)) => Ok(c),
-        Ok(Err(e)) => Err(StoreError::Unavailable(format!(
-            "cannot reach etcd at {}: {e}",
-            options.endpoints.join(",")
-        ))),
-        Err(_) => Err(StoreError::Unavailable(format!(
-            "cannot reach etcd at {} within {:?}",
-            options.endpoints.join(","),
-            options.timeout
-        ))),
+        Ok(Err(e)) => Err(layout::no_quorum(options, &EtcdError(e).message())),
+        Err(_) => Err(layout::no_quorum(options, "no answer")),
     }
 }
 
 /// Reads the version of the member the client reached; warns below the
 /// production floor, refuses a cluster older than 3.4.
 async fn check_version(client: &Client, options: &EtcdOptions) -> Result<String, StoreError> {
-    let mut m = client.maintenance_client();
-    let status = tokio::time::timeout(options.timeout, m.status())
-        .await
-        .map_err(|_| {
-            StoreError::Unavailable(format!(
-                "etcd at {} did not answer within {:?}",
-                options.endpoints.join(","),
-                options.timeout
-            ))
-        })?
-        .map_err(|e| {
-            StoreError::Unavailable(format!(
-                "cannot reach etcd at {}: {e}",
-                options.endpoints.join(",")
-            ))
-        })?;
+    let status = patiently(options, || {
+        let mut m = client.maintenance_client();
+        async move { m.status().await }
+    })
+    .await?;
     let version = status.version().to_string();
     let parsed = parse_version(&version);
     match parsed {
@@ -496,9 +573,39 @@ fn trusts_progress(version: &str) -> bool {
     }
 }
 
+/// Runs `call` until it succeeds or the etcd timeout has passed (a
+/// member that is down, or an election, passes); then refuses, saying
+/// there is no quorum, with the last failure.
+async fn patiently<T, F, Fut>(options: &EtcdOptions, mut call: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+{
+    let deadline = Instant::now() + options.timeout;
+    let mut last = String::from("no answer");
+    while Instant::now() < deadline {
+        match tokio::time::timeout_at(deadline, call()).await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) => last = EtcdError(e).message(),
+            Err(_) => break,
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(layout::no_quorum(options, &last))
+}
+
 fn parse_version(v: &str) -> Option<(u64, u64, u64)> {
     let mut parts = v.split(['.', '-', '+']).map(|p| p.parse::<u64>().ok());
     Some((parts.next()??, parts.next()??, parts.next()??))
+}
+
+/// What a request sent again is.
+#[derive(Clone, Copy)]
+enum Again {
+    /// A write: sent again only if etcd refused it before applying it.
+    Write,
+    /// A read: sent again after any passing failure.
+    Read,
 }
 
 /// An error of the etcd client, classified by what it means for a
@@ -571,12 +678,40 @@ impl EtcdError {
             .contains("required revision has been compacted")
     }
 
+    /// A revision etcd has not reached was asked for.
+    fn is_future(&self) -> bool {
+        self.message()
+            .contains("required revision is a future revision")
+    }
+
+    /// A failure that asking again may not meet (for a read: anything but
+    /// a compacted or future revision, a limit, or a refused argument or
+    /// credential).
+    fn passing(&self) -> bool {
+        let refused = matches!(
+            self.code(),
+            Some(
+                tonic::Code::InvalidArgument
+                    | tonic::Code::PermissionDenied
+                    | tonic::Code::Unauthenticated
+            )
+        );
+        !(refused || self.is_compacted() || self.is_future() || self.too_large().is_some())
+    }
+
     /// For a read: nothing was written, so anything but a compaction or a
     /// limit is `Unavailable`.
     fn read(self) -> StoreError {
         if self.is_compacted() {
             return StoreError::Gone(
                 "etcd compacted the revision this read needs: list again from the start".into(),
+            );
+        }
+        if self.is_future() {
+            return StoreError::Gone(
+                "the revision this read names is newer than etcd's: it belongs to another \
+                 history; list again from the start"
+                    .into(),
             );
         }
         if let Some(m) = self.too_large() {

@@ -47,7 +47,22 @@ impl EtcdStore {
         let scope = Scope::of(&query)?;
         let (mut revision, mut after) = match &query.continue_token {
             Some(t) => {
-                let (r, key) = parse_token(t)?;
+                let (position, key) = parse_token(t)?;
+                let r = match self.0.revs.split(position) {
+                    Some((r, i)) if r > 0 && i == super::layout::PER_REVISION - 1 => r,
+                    Some(_) => {
+                        return Err(StoreError::BadRequest(format!(
+                            "malformed continue token {t:?}"
+                        )));
+                    }
+                    None => {
+                        return Err(StoreError::Gone(
+                            "the continue token belongs to the history before a restore: list \
+                             again from the start"
+                                .into(),
+                        ));
+                    }
+                };
                 if !key.starts_with(&scope.prefix) {
                     return Err(StoreError::BadRequest(
                         "continue token does not belong to this list".into(),
@@ -95,7 +110,11 @@ impl EtcdStore {
             }
         }
         let continue_token = more
-            .then(|| after.as_deref().map(|k| encode_token(revision, k)))
+            .then(|| {
+                after
+                    .as_deref()
+                    .map(|k| encode_token(self.0.revs.position(revision), k))
+            })
             .flatten();
         Ok(ListPage {
             revision: self.0.revs.position(revision),
@@ -137,7 +156,6 @@ impl Inner {
         after: Option<&[u8]>,
         revision: i64,
     ) -> Result<Batch, StoreError> {
-        let base = self.layout.kind(kind);
         let start = match after {
             Some(k) => {
                 let mut s = self.layout.object(kind, k);
@@ -147,25 +165,18 @@ impl Inner {
             None => self.layout.object(kind, &scope.prefix),
         };
         let end = prefix_end(&self.layout.object(kind, &scope.prefix));
-        let _ = base;
         let mut options = GetOptions::new().with_range(end).with_limit(PAGE);
         if revision > 0 {
             options = options.with_revision(revision);
         }
-        let resp =
-            self.kv()
-                .get(start, Some(options))
-                .await
-                .map_err(|e| {
-                    match EtcdError(e).read() {
-                StoreError::Gone(_) => StoreError::Gone(
-                    "the list's revision was compacted by etcd (its continue token expired): list \
+        let resp = self.get(start, options).await.map_err(|e| match e.read() {
+            StoreError::Gone(_) => StoreError::Gone(
+                "the list's revision was compacted by etcd (its continue token expired): list \
                      again from the start"
-                        .into(),
-                ),
-                other => other,
-            }
-                })?;
+                    .into(),
+            ),
+            other => other,
+        })?;
         Ok(Batch {
             kvs: resp.kvs().iter().map(Kv::from).collect(),
             more: resp.more(),
@@ -213,18 +224,14 @@ impl Inner {
         // A read pinned at the first revision wanted fails exactly when
         // etcd compacted it (cheaper than waiting for the watch to say so).
         let pinned = self
-            .kv()
             .get(
                 self.layout.meta("format"),
-                Some(
-                    GetOptions::new()
-                        .with_revision(start.max(1))
-                        .with_keys_only(),
-                ),
+                GetOptions::new()
+                    .with_revision(start.max(1))
+                    .with_keys_only(),
             )
             .await;
         if let Err(e) = pinned {
-            let e = EtcdError(e);
             return Err(if e.is_compacted() {
                 gone_old()
             } else {
@@ -446,17 +453,19 @@ impl Scope {
     }
 }
 
-fn encode_token(revision: i64, key: &[u8]) -> String {
+/// A continue token: the list's position (`resourceVersion` form, so that
+/// a restore's offset is part of it) and the last key read.
+fn encode_token(position: u64, key: &[u8]) -> String {
     let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
-    format!("e1.{revision}.{hex}")
+    format!("e1.{position}.{hex}")
 }
 
-fn parse_token(token: &str) -> Result<(i64, Vec<u8>), StoreError> {
+fn parse_token(token: &str) -> Result<(u64, Vec<u8>), StoreError> {
     let bad = || StoreError::BadRequest(format!("malformed continue token {token:?}"));
     let rest = token.strip_prefix("e1.").ok_or_else(bad)?;
     let (r, hex) = rest.split_once('.').ok_or_else(bad)?;
-    let r: i64 = r.parse().map_err(|_| bad())?;
-    if r <= 0 || hex.len() % 2 != 0 || hex.is_empty() {
+    let r: u64 = r.parse().map_err(|_| bad())?;
+    if r == 0 || hex.len() % 2 != 0 || hex.is_empty() {
         return Err(bad());
     }
     let key = (0..hex.len())
@@ -501,10 +510,9 @@ impl EtcdSnapshot {
         let r = self.revision;
         let found = self.store.0.block(async move {
             inner
-                .kv()
-                .get(key, Some(GetOptions::new().with_revision(r)))
+                .get(key, GetOptions::new().with_revision(r))
                 .await
-                .map_err(|e| EtcdError(e).read())
+                .map_err(EtcdError::read)
         })?;
         match found.kvs().first() {
             Some(kv) => self.store.0.decode(path.kind(), &Kv::from(kv)),

@@ -5,9 +5,11 @@
 //! the write transaction (an object's `mod_revision`, a parent's
 //! `create_revision`, a child range's emptiness), together with the
 //! prefix's storage format. A compare that fails means someone wrote in
-//! between: the request is planned again on a fresh read, up to
-//! [`MAX_ATTEMPTS`] times. A create first tries without reading at all
-//! (parent present, object absent). A cascade removes each descendant
+//! between: the request is planned again on a fresh read, after a jittered
+//! pause, until a deadline. A request's first plan reads the member's own
+//! copy (serializable), and a refusal or no-op is confirmed on a
+//! linearizable read, so that a refused request never reaches etcd's log
+//! (a compare that fails is logged too). A cascade removes each descendant
 //! kind's range with one `DeleteRange`, whose deleted keys are exactly the
 //! changes reported. A write etcd may have applied without confirming it is
 //! read back: a record identical to ours (a create carries its new uid) is
@@ -18,8 +20,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use etcd_client::{
-    Compare, CompareOp, DeleteOptions, GetOptions, Txn, TxnOp, TxnOpResponse, TxnResponse,
+    Compare, CompareOp, DeleteOptions, GetOptions, GetResponse, Txn, TxnOp, TxnOpResponse,
+    TxnResponse,
 };
 
 use super::layout::prefix_end;
@@ -30,15 +35,13 @@ use crate::store::error::StoreError;
 use crate::store::plan::{self, Plan, ReadView, Scanned, Step};
 use crate::store::{codec, keys};
 
-/// Times a request is planned again after a conflicting write.
-pub const MAX_ATTEMPTS: usize = 16;
-
-/// The answer after [`MAX_ATTEMPTS`] conflicts.
+/// The answer when conflicting writes kept overtaking a request.
 pub fn contention() -> StoreError {
-    StoreError::Unavailable(format!(
-        "the object kept changing under this write ({MAX_ATTEMPTS} attempts, each overtaken by \
-         another write): nothing was written; retry"
-    ))
+    StoreError::Unavailable(
+        "the object kept changing under this write (every attempt until the deadline was \
+         overtaken by another write): nothing was written; retry"
+            .into(),
+    )
 }
 
 fn now() -> Timestamp {
@@ -51,34 +54,47 @@ impl EtcdStore {
         let inner = &self.0;
         inner.check_open()?;
         inner.requests.fetch_add(1, Ordering::Relaxed);
-        if let WriteOp::Create(obj) = &op {
-            // Optimistic: the parent exists and the object does not; a
-            // failed compare falls back to reading what is there.
-            let mut view = View::optimistic(inner, obj);
-            if let Plan::Steps(steps) = plan::plan(&mut view, op.clone(), now())?
-                && let Some(outcome) = inner.execute(steps, view, false).await?
-            {
-                return Ok(outcome);
-            }
-        }
-        for _ in 0..MAX_ATTEMPTS {
-            let mut view = View::read(inner, &reads_of(&op)).await?;
-            match plan::plan(&mut view, op.clone(), now())? {
-                Plan::Unchanged(object) => {
+        // Writes to one object through this replica take turns instead of
+        // overtaking each other in etcd.
+        let _turn = inner.turn(&op).await;
+        let reads = reads_of(&op);
+        let mut retry = Retry::new(inner);
+        // The first plan reads this member's copy (no round trip to the
+        // leader); its transaction's compares make it exact. A refusal or
+        // a no-op planned from it is confirmed on a linearizable read
+        // first, so a refused write never reaches etcd's log.
+        let mut local = true;
+        loop {
+            let mut view = if local {
+                View::read_local(inner, &reads).await?
+            } else {
+                View::read(inner, &reads).await?
+            };
+            match plan::plan(&mut view, op.clone(), now()) {
+                Err(e) if local && !e.is_storage_failure() => {
+                    local = false;
+                    continue;
+                }
+                Err(e) => return Err(e),
+                Ok(Plan::Unchanged(_)) if local => {
+                    local = false;
+                    continue;
+                }
+                Ok(Plan::Unchanged(object)) => {
                     return Ok(WriteOutcome {
                         object: Arc::new(object),
                         changes: Vec::new(),
                     });
                 }
-                Plan::Steps(steps) => {
+                Ok(Plan::Steps(steps)) => {
                     if let Some(outcome) = inner.execute(steps, view, false).await? {
                         return Ok(outcome);
                     }
                 }
             }
-            inner.conflicts.fetch_add(1, Ordering::Relaxed);
+            local = false;
+            retry.conflict().await?;
         }
-        Err(contention())
     }
 
     /// Creates or configures `objects` in one transaction.
@@ -101,7 +117,8 @@ impl EtcdStore {
                 r
             })
             .collect();
-        for _ in 0..MAX_ATTEMPTS {
+        let mut retry = Retry::new(inner);
+        loop {
             let mut view = View::read(inner, &reads).await?;
             let planned = plan::plan_apply(&mut view, objects.clone(), now())?;
             let mut steps = Vec::new();
@@ -138,7 +155,7 @@ impl EtcdStore {
                         inner.revs.split(first).map_or(0, |(r, _)| r)
                     }
                     None => {
-                        inner.conflicts.fetch_add(1, Ordering::Relaxed);
+                        retry.conflict().await?;
                         continue;
                     }
                 }
@@ -159,7 +176,40 @@ impl EtcdStore {
                 revision: position,
             });
         }
-        Err(contention())
+    }
+}
+
+/// Retries after conflicting writes: with a growing, jittered pause, until
+/// twice the etcd timeout has passed.
+struct Retry<'a> {
+    inner: &'a Inner,
+    deadline: Instant,
+    pause: Duration,
+}
+
+impl<'a> Retry<'a> {
+    fn new(inner: &'a Inner) -> Retry<'a> {
+        Retry {
+            inner,
+            deadline: Instant::now() + inner.options.timeout * 2,
+            pause: Duration::from_millis(1),
+        }
+    }
+
+    /// Counts a conflict and waits before the next attempt; `Err` once
+    /// the deadline is near.
+    async fn conflict(&mut self) -> Result<(), StoreError> {
+        self.inner.conflicts.fetch_add(1, Ordering::Relaxed);
+        // 50% to 150% of the pause, so that writers who collided do not
+        // collide again.
+        let spread = (uuid::Uuid::new_v4().as_u128() % 1000) as u32;
+        let pause = self.pause * (500 + spread) / 1000;
+        if Instant::now() + pause > self.deadline {
+            return Err(contention());
+        }
+        tokio::time::sleep(pause).await;
+        self.pause = (self.pause * 2).min(Duration::from_millis(64));
+        Ok(())
     }
 }
 
@@ -205,6 +255,34 @@ enum Read {
     Count(Kind, Vec<u8>),
 }
 
+impl Read {
+    /// The etcd read that answers it.
+    fn request(&self, l: &super::layout::Layout) -> (Vec<u8>, GetOptions) {
+        match self {
+            Read::Object(kind, key) => (l.object(*kind, key), GetOptions::new()),
+            Read::FirstChild(kind, key) => {
+                let start = l.object(*kind, key);
+                let end = prefix_end(&start);
+                (start, GetOptions::new().with_range(end).with_limit(1))
+            }
+            Read::Count(kind, key) => {
+                let start = l.object(*kind, key);
+                let end = prefix_end(&start);
+                (start, GetOptions::new().with_range(end).with_count_only())
+            }
+        }
+    }
+}
+
+/// `reads` without repeats, in order.
+fn distinct(reads: &[Read]) -> Vec<&Read> {
+    let mut seen = HashSet::new();
+    reads
+        .iter()
+        .filter(|r| seen.insert(format!("{r:?}")))
+        .collect()
+}
+
 fn reads_of(op: &WriteOp) -> Vec<Read> {
     let own = |path: &Path| Read::Object(path.kind(), keys::encode(path.names()));
     match op {
@@ -238,8 +316,6 @@ fn reads_of(op: &WriteOp) -> Vec<Read> {
 /// they become.
 struct View<'a> {
     inner: &'a Inner,
-    /// The create this view assumes succeeds (optimistic), if any.
-    optimistic: Option<(Kind, Vec<u8>)>,
     objects: HashMap<(Kind, Vec<u8>), Option<Kv>>,
     first_child: HashMap<(Kind, Vec<u8>), Option<Kv>>,
     counts: HashMap<(Kind, Vec<u8>), i64>,
@@ -253,18 +329,9 @@ struct View<'a> {
 }
 
 impl<'a> View<'a> {
-    fn optimistic(inner: &'a Inner, obj: &AnyObject) -> View<'a> {
-        let path = obj.path();
-        View {
-            optimistic: Some((path.kind(), keys::encode(path.names()))),
-            ..View::empty(inner)
-        }
-    }
-
     fn empty(inner: &'a Inner) -> View<'a> {
         View {
             inner,
-            optimistic: None,
             objects: HashMap::new(),
             first_child: HashMap::new(),
             counts: HashMap::new(),
@@ -274,37 +341,21 @@ impl<'a> View<'a> {
         }
     }
 
-    /// Fetches `reads` in as few read transactions as etcd's limit allows.
+    /// Fetches `reads` linearizably, in as few read transactions as etcd's
+    /// limit allows.
     async fn read(inner: &'a Inner, reads: &[Read]) -> Result<View<'a>, StoreError> {
         let mut view = View::empty(inner);
-        let l = &inner.layout;
-        let mut seen = HashSet::new();
-        let reads: Vec<&Read> = reads
-            .iter()
-            .filter(|r| seen.insert(format!("{r:?}")))
-            .collect();
+        let reads = distinct(reads);
         for chunk in reads.chunks(inner.options.max_txn_ops.max(1)) {
             let ops: Vec<TxnOp> = chunk
                 .iter()
-                .map(|r| match r {
-                    Read::Object(kind, key) => TxnOp::get(l.object(*kind, key), None),
-                    Read::FirstChild(kind, key) => {
-                        let start = l.object(*kind, key);
-                        let end = prefix_end(&start);
-                        TxnOp::get(start, Some(GetOptions::new().with_range(end).with_limit(1)))
-                    }
-                    Read::Count(kind, key) => {
-                        let start = l.object(*kind, key);
-                        let end = prefix_end(&start);
-                        TxnOp::get(
-                            start,
-                            Some(GetOptions::new().with_range(end).with_count_only()),
-                        )
-                    }
+                .map(|r| {
+                    let (key, options) = r.request(&inner.layout);
+                    TxnOp::get(key, Some(options))
                 })
                 .collect();
             let resp = inner
-                .txn(Txn::new().and_then(ops))
+                .read_txn(Txn::new().and_then(ops))
                 .await
                 .map_err(EtcdError::read)?;
             if view.revision == 0 {
@@ -316,30 +367,60 @@ impl<'a> View<'a> {
                         "etcd answered a read with a write".into(),
                     ));
                 };
-                let first = g.kvs().first().map(Kv::from);
-                match r {
-                    Read::Object(kind, key) => {
-                        view.objects.insert((*kind, key.clone()), first);
-                    }
-                    Read::FirstChild(kind, key) => {
-                        view.first_child.insert((*kind, key.clone()), first);
-                    }
-                    Read::Count(kind, key) => {
-                        view.counts.insert((*kind, key.clone()), g.count());
-                    }
-                }
+                view.record(r, &g);
             }
         }
-        let total: i64 = view.counts.values().sum();
-        if !view.counts.is_empty() && total as u64 + 1 > inner.options.max_cascade_objects {
+        view.check_cascade()?;
+        Ok(view)
+    }
+
+    /// Fetches `reads` from the member's own copy (serializable: no round
+    /// trip to the leader, possibly behind), all at once.
+    async fn read_local(inner: &'a Inner, reads: &[Read]) -> Result<View<'a>, StoreError> {
+        let mut view = View::empty(inner);
+        let reads = distinct(reads);
+        let fetches = reads.iter().map(|r| {
+            let (key, options) = r.request(&inner.layout);
+            inner.get(key, options.with_serializable())
+        });
+        let answers = futures_util::future::try_join_all(fetches)
+            .await
+            .map_err(EtcdError::read)?;
+        for (r, g) in reads.iter().zip(&answers) {
+            view.revision = view.revision.max(super::header_revision(g.header()));
+            view.record(r, g);
+        }
+        view.check_cascade()?;
+        Ok(view)
+    }
+
+    fn record(&mut self, read: &Read, got: &GetResponse) {
+        let first = got.kvs().first().map(Kv::from);
+        match read {
+            Read::Object(kind, key) => {
+                self.objects.insert((*kind, key.clone()), first);
+            }
+            Read::FirstChild(kind, key) => {
+                self.first_child.insert((*kind, key.clone()), first);
+            }
+            Read::Count(kind, key) => {
+                self.counts.insert((*kind, key.clone()), got.count());
+            }
+        }
+    }
+
+    /// Refuses a cascade over `--max-cascade-objects`.
+    fn check_cascade(&self) -> Result<(), StoreError> {
+        let total: i64 = self.counts.values().sum();
+        let max = self.inner.options.max_cascade_objects;
+        if !self.counts.is_empty() && total as u64 + 1 > max {
             return Err(StoreError::TooLarge(format!(
                 "this cascade would delete {} objects in one transaction; --max-cascade-objects \
-                 allows {}: nothing was deleted (delete the subtree in parts, children first)",
-                total + 1,
-                inner.options.max_cascade_objects
+                 allows {max}: nothing was deleted (delete the subtree in parts, children first)",
+                total + 1
             )));
         }
-        Ok(view)
+        Ok(())
     }
 
     fn compare(&mut self, key: Vec<u8>, content: bool, c: Compare) {
@@ -383,16 +464,6 @@ impl ReadView for View<'_> {
 
     fn exists(&mut self, kind: Kind, key: &[u8]) -> Result<bool, StoreError> {
         let k = self.inner.layout.object(kind, key);
-        if let Some(target) = &self.optimistic {
-            let own = target.0 == kind && target.1 == key;
-            let c = if own {
-                Compare::create_revision(k.clone(), CompareOp::Equal, 0)
-            } else {
-                Compare::create_revision(k.clone(), CompareOp::Greater, 0)
-            };
-            self.compare(k, false, c);
-            return Ok(!own);
-        }
         let Some(found) = self.objects.get(&(kind, key.to_vec())) else {
             return Err(View::missing("an object's existence"));
         };
@@ -438,7 +509,30 @@ impl ReadView for View<'_> {
     }
 }
 
+/// Writes taking turns on one object.
+const TURNS_KEPT: usize = 4096;
+
 impl Inner {
+    /// Waits for this replica's earlier writes of the object `op` writes
+    /// (not for a create): without it, concurrent updates of one object
+    /// through one replica would mostly fail their compares and retry.
+    async fn turn(&self, op: &WriteOp) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        let path = match op {
+            WriteOp::Create(_) => return None,
+            WriteOp::Replace { object, .. } => object.path(),
+            WriteOp::Update { path, .. } | WriteOp::Delete { path, .. } => path.clone(),
+        };
+        let key = self.layout.object(path.kind(), &keys::encode(path.names()));
+        let lock = {
+            let mut turns = self.turns.lock().unwrap_or_else(|e| e.into_inner());
+            if turns.len() >= TURNS_KEPT {
+                turns.retain(|_, l| Arc::strong_count(l) > 1);
+            }
+            turns.entry(key).or_default().clone()
+        };
+        Some(lock.lock_owned().await)
+    }
+
     /// An object from its stored record: the record keeps the change's
     /// index within its transaction; the resourceVersion adds etcd's
     /// revision.
