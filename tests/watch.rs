@@ -256,7 +256,10 @@ async fn cascade_delete_is_one_deleted_per_object_children_first() {
     let revs: Vec<u64> = events[..6].iter().map(event_rv).collect();
     if on_etcd() {
         // One etcd transaction: indexes 0..6 of one revision after `from`.
-        assert!(revs[0] > from && revs[0].is_multiple_of(1_000_000), "{revs:?}");
+        assert!(
+            revs[0] > from && revs[0].is_multiple_of(1_000_000),
+            "{revs:?}"
+        );
         assert_eq!(revs, (revs[0]..revs[0] + 6).collect::<Vec<_>>());
     } else {
         assert_eq!(revs, (from + 1..=from + 6).collect::<Vec<_>>());

@@ -27,9 +27,9 @@ pub type ListRange = (Vec<u8>, Vec<(usize, String)>);
 impl ListQuery {
     /// The key prefix of the leading scope names and the filters of the
     /// later ones; refuses a scope as deep as the kind itself.
-    pub fn range(&self) -> Result<ListRange, super::StoreError> {
+    pub fn range(&self) -> Result<ListRange, super::error::StoreError> {
         if self.scope.len() >= self.kind.depth() {
-            return Err(super::StoreError::BadRequest(format!(
+            return Err(super::error::StoreError::BadRequest(format!(
                 "{} has no scope below {} levels",
                 self.kind.plural(),
                 self.kind.depth() - 1

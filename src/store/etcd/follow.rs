@@ -26,8 +26,9 @@ use etcd_client::{
     AlarmAction, AlarmType, Compare, CompareOp, GetOptions, Txn, TxnOp, WatchOptions,
 };
 
+use super::error::EtcdError;
+use super::inner::{EtcdStore, Inner};
 use super::layout::prefix_end;
-use super::{EtcdError, EtcdStore, Inner};
 use crate::store::change::Change;
 use crate::store::error::StoreError;
 
@@ -76,7 +77,7 @@ async fn follow(inner: &Arc<Inner>, next: &mut i64, last: &mut u64) -> Result<()
     let mut stream = inner
         .client
         .watch_client()
-        .max_decoding_message_size(super::MAX_DECODE)
+        .max_decoding_message_size(super::inner::MAX_DECODE)
         .watch(all.clone(), Some(options))
         .await
         .map_err(|e| EtcdError(e).message())?;
@@ -124,7 +125,7 @@ async fn follow(inner: &Arc<Inner>, next: &mut i64, last: &mut u64) -> Result<()
         if resp.created() {
             continue;
         }
-        let header = super::header_revision(resp.header());
+        let header = super::inner::header_revision(resp.header());
         let events = resp.events();
         if events.is_empty() {
             // Progress: everything up to the header's revision was sent
@@ -228,7 +229,7 @@ async fn heartbeat(inner: &Inner, seen: i64) -> Option<i64> {
         ])
         .and_then(vec![TxnOp::put(key, "", None)]);
     match inner.txn(txn).await {
-        Ok(resp) if resp.succeeded() => Some(super::header_revision(resp.header())),
+        Ok(resp) if resp.succeeded() => Some(super::inner::header_revision(resp.header())),
         Ok(_) => heartbeat_seen(inner).await,
         Err(e) => {
             tracing::debug!(error = %e.message(), "heartbeat not written");
@@ -278,7 +279,7 @@ impl EtcdStore {
             .get(key.clone(), GetOptions::new())
             .await
             .map_err(EtcdError::read)?;
-        let current = super::header_revision(resp.header());
+        let current = super::inner::header_revision(resp.header());
         let (version, done) = match resp.kvs().first() {
             Some(kv) => (
                 kv.version(),

@@ -12,11 +12,8 @@
 //! Objects of one kind are one range, and one parent's children one
 //! range inside it, in path order (the names' 0x00 separators, as redb).
 
-use etcd_client::{Compare, CompareOp, GetOptions, KvClient, Txn, TxnOp};
-
 use crate::model::Kind;
 use crate::store::error::StoreError;
-use crate::store::options::EtcdOptions;
 
 /// The storage format this build reads and writes under a prefix.
 pub const FORMAT: u32 = 1;
@@ -180,117 +177,6 @@ impl Revisions {
     pub fn floor(&self) -> i64 {
         self.offset.floor
     }
-}
-
-/// Checks the prefix's storage format, initialising an empty prefix;
-/// answers the format, the offset and etcd's current revision.
-pub async fn check_format(
-    kv: &mut KvClient,
-    layout: &Layout,
-    options: &EtcdOptions,
-) -> Result<(u32, Offset, i64), StoreError> {
-    let format_key = layout.meta("format");
-    let read = Txn::new().and_then(vec![
-        TxnOp::get(format_key.clone(), None),
-        TxnOp::get(layout.meta("offset"), None),
-        TxnOp::get(
-            layout.all(),
-            Some(
-                GetOptions::new()
-                    .with_range(prefix_end(&layout.all()))
-                    .with_count_only(),
-            ),
-        ),
-    ]);
-    let resp = super::patiently(options, || {
-        let (mut kv, read) = (kv.clone(), read.clone());
-        async move { kv.txn(read).await }
-    })
-    .await?;
-    let revision = super::header_revision(resp.header());
-    let gets: Vec<_> = resp
-        .op_responses()
-        .into_iter()
-        .filter_map(|r| match r {
-            etcd_client::TxnOpResponse::Get(g) => Some(g),
-            _ => None,
-        })
-        .collect();
-    let [format, offset, count] = gets.as_slice() else {
-        return Err(StoreError::Internal(
-            "etcd answered a malformed read".into(),
-        ));
-    };
-    let offset = match offset.kvs().first() {
-        None => Offset::default(),
-        Some(kv) => Offset::parse(kv.value()).ok_or_else(|| {
-            StoreError::Unavailable(format!(
-                "{}/m/offset holds {:?}, not \"<offset> <floor>\"",
-                options.prefix,
-                String::from_utf8_lossy(kv.value())
-            ))
-        })?,
-    };
-    match format.kvs().first() {
-        Some(kv) => {
-            let found: u32 = std::str::from_utf8(kv.value())
-                .ok()
-                .and_then(|s| s.trim().parse().ok())
-                .ok_or_else(|| {
-                    StoreError::Unavailable(format!(
-                        "{}/m/format holds {:?}, not a storage format number",
-                        options.prefix,
-                        String::from_utf8_lossy(kv.value())
-                    ))
-                })?;
-            if found > FORMAT {
-                return Err(StoreError::FormatTooNew {
-                    found,
-                    supported: FORMAT,
-                });
-            }
-            if found < FORMAT {
-                return Err(StoreError::Unavailable(format!(
-                    "the storage format under {} is {found}, older than this build's {FORMAT}: \
-                     migrate it first",
-                    options.prefix
-                )));
-            }
-            Ok((found, offset, revision))
-        }
-        None if count.count() > 0 => Err(StoreError::Unavailable(format!(
-            "{} holds {} keys but no storage format key ({}/m/format): it is not a modelhub \
-             store, or a restore into it did not finish; use an empty prefix",
-            options.prefix,
-            count.count(),
-            options.prefix
-        ))),
-        None => {
-            let init = Txn::new()
-                .when(vec![Compare::create_revision(
-                    format_key.clone(),
-                    CompareOp::Equal,
-                    0,
-                )])
-                .and_then(vec![TxnOp::put(format_key, FORMAT.to_string(), None)]);
-            let resp = super::patiently(options, || {
-                let (mut kv, init) = (kv.clone(), init.clone());
-                async move { kv.txn(init).await }
-            })
-            .await?;
-            tracing::info!(prefix = %options.prefix, format = FORMAT, "initialised an empty etcd prefix");
-            Ok((FORMAT, offset, super::header_revision(resp.header())))
-        }
-    }
-}
-
-pub fn no_quorum(options: &EtcdOptions, why: &str) -> StoreError {
-    StoreError::Unavailable(format!(
-        "etcd at {} has no quorum or cannot be reached within {:?} ({why}): start the cluster's \
-         members, or check --etcd-endpoints",
-        options.endpoints.join(","),
-        options.timeout
-    ))
 }
 
 #[cfg(test)]

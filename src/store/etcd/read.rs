@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use etcd_client::{EventType, GetOptions, WatchOptions};
 
+use super::error::EtcdError;
+use super::inner::{EtcdStore, Inner, Kv};
 use super::layout::prefix_end;
-use super::{EtcdError, EtcdStore, Inner, Kv};
 use crate::model::{AnyObject, Kind, Path};
 use crate::store::change::ChangeType;
 use crate::store::error::StoreError;
@@ -180,7 +181,7 @@ impl Inner {
         Ok(Batch {
             kvs: resp.kvs().iter().map(Kv::from).collect(),
             more: resp.more(),
-            revision: super::header_revision(resp.header()),
+            revision: super::inner::header_revision(resp.header()),
         })
     }
 
@@ -256,7 +257,7 @@ impl Inner {
         let mut stream = self
             .client
             .watch_client()
-            .max_decoding_message_size(super::MAX_DECODE)
+            .max_decoding_message_size(super::inner::MAX_DECODE)
             .watch(
                 all.clone(),
                 Some(
@@ -305,7 +306,7 @@ impl Inner {
                 continue;
             }
             if resp.events().is_empty() {
-                if self.trust_progress && super::header_revision(resp.header()) >= end {
+                if self.trust_progress && super::inner::header_revision(resp.header()) >= end {
                     complete = true;
                     break;
                 }
@@ -367,7 +368,7 @@ impl Inner {
             .put(self.layout.meta("heartbeat"), "", None)
             .await
             .map_err(|e| EtcdError(e).read())?;
-        Ok(super::header_revision(resp.header()))
+        Ok(super::inner::header_revision(resp.header()))
     }
 
     /// One change from an etcd event at revision `r`, index `k`.

@@ -11,8 +11,9 @@
 
 use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp};
 
+use super::error::EtcdError;
+use super::layout::FORMAT;
 use super::layout::{Layout, Offset, PER_REVISION, prefix_end};
-use super::{EtcdError, FORMAT};
 use crate::model::AnyObject;
 use crate::store::codec;
 use crate::store::error::StoreError;
@@ -27,9 +28,9 @@ pub async fn restore(
     revision: u64,
     objects: Vec<AnyObject>,
 ) -> Result<u64, StoreError> {
-    let client = super::connect(options).await?;
+    let client = super::open::connect(options).await?;
     let layout = Layout::new(&options.prefix)?;
-    let mut kv = super::kv_client(&client);
+    let mut kv = super::inner::kv_client(&client);
     let all = layout.all();
     let count = kv
         .get(
@@ -72,7 +73,7 @@ pub async fn restore(
                     "another store initialised the prefix during the restore: it stopped".into(),
                 ));
             }
-            Ok::<i64, StoreError>(super::header_revision(resp.header()))
+            Ok::<i64, StoreError>(super::inner::header_revision(resp.header()))
         }
     };
     for mut obj in objects {

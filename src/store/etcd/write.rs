@@ -27,22 +27,14 @@ use etcd_client::{
     TxnResponse,
 };
 
+use super::error::{EtcdError, contention};
+use super::inner::{EtcdStore, Inner, Kv};
 use super::layout::prefix_end;
-use super::{EtcdError, EtcdStore, Inner, Kv};
 use crate::model::{AnyObject, Kind, Path, Timestamp};
 use crate::store::change::{ApplyOutcome, Change, ChangeType, WriteOp, WriteOutcome};
 use crate::store::error::StoreError;
 use crate::store::plan::{self, Plan, ReadView, Scanned, Step};
 use crate::store::{codec, keys};
-
-/// The answer when conflicting writes kept overtaking a request.
-pub fn contention() -> StoreError {
-    StoreError::Unavailable(
-        "the object kept changing under this write (every attempt until the deadline was \
-         overtaken by another write): nothing was written; retry"
-            .into(),
-    )
-}
 
 fn now() -> Timestamp {
     time::OffsetDateTime::now_utc().unix_timestamp_nanos()
@@ -359,7 +351,7 @@ impl<'a> View<'a> {
                 .await
                 .map_err(EtcdError::read)?;
             if view.revision == 0 {
-                view.revision = super::header_revision(resp.header());
+                view.revision = super::inner::header_revision(resp.header());
             }
             for (r, got) in chunk.iter().zip(resp.op_responses()) {
                 let TxnOpResponse::Get(g) = got else {
@@ -387,7 +379,7 @@ impl<'a> View<'a> {
             .await
             .map_err(EtcdError::read)?;
         for (r, g) in reads.iter().zip(&answers) {
-            view.revision = view.revision.max(super::header_revision(g.header()));
+            view.revision = view.revision.max(super::inner::header_revision(g.header()));
             view.record(r, g);
         }
         view.check_cascade()?;
@@ -611,10 +603,11 @@ impl Inner {
             return Ok(None);
         }
         self.commits.fetch_add(1, Ordering::Relaxed);
-        self.published(super::header_revision(resp.header())).await;
+        self.published(super::inner::header_revision(resp.header()))
+            .await;
         if apply {
             // The caller numbers the documents' changes; it only needs R.
-            let r = super::header_revision(resp.header());
+            let r = super::inner::header_revision(resp.header());
             return Ok(Some(WriteOutcome {
                 object: Arc::new(steps.last().expect("steps").object.clone()),
                 changes: vec![Change {
@@ -635,7 +628,7 @@ impl Inner {
         steps: Vec<Step>,
         deleting: bool,
     ) -> Result<WriteOutcome, StoreError> {
-        let r = super::header_revision(resp.header());
+        let r = super::inner::header_revision(resp.header());
         let mut prev = self.revs.position(r - 1);
         let mut changes = Vec::new();
         let mut push = |changes: &mut Vec<Change>, change: ChangeType, mut obj: AnyObject| {
