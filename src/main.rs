@@ -231,9 +231,11 @@ enum Command {
         /// BOOKMARK idle watch streams this often (e.g. 10s, 500ms).
         #[arg(long, env = "MODELHUB_BOOKMARK_INTERVAL", default_value = "10s", value_parser = parse_interval)]
         bookmark_interval: Duration,
-        /// How often the event log is checked for compaction.
-        #[arg(long, env = "MODELHUB_COMPACTION_INTERVAL", default_value = "5s", value_parser = parse_interval)]
-        compaction_interval: Duration,
+        /// How often the event log is checked for compaction (default 5s;
+        /// with --store etcd, 5m: each compaction of etcd is a write and
+        /// compacts the whole cluster).
+        #[arg(long, env = "MODELHUB_COMPACTION_INTERVAL", value_parser = parse_interval)]
+        compaction_interval: Option<Duration>,
         /// Watch events buffered in memory; slower watchers read the log.
         #[arg(long, env = "MODELHUB_WATCH_BUFFER", default_value_t = modelhub::watch::HUB_CAPACITY)]
         watch_buffer: usize,
@@ -661,6 +663,11 @@ fn main() -> ExitCode {
                 Ok(r) => r,
                 Err(code) => return code,
             };
+            let compaction_interval = compaction_interval.unwrap_or(if etcd.is_some() {
+                Duration::from_secs(300)
+            } else {
+                Duration::from_secs(5)
+            });
             let config = modelhub::server::Config {
                 history_revisions,
                 bookmark_interval,

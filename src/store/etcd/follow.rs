@@ -145,9 +145,16 @@ async fn follow(inner: &Arc<Inner>, next: &mut i64, last: &mut u64) -> Result<()
                 continue;
             };
             let r = kv.mod_revision();
+            let repeated = r < *next;
             let mut changes = Vec::new();
             let mut k = 0u64;
             while i < events.len() && events[i].kv().is_some_and(|kv| kv.mod_revision() == r) {
+                if repeated {
+                    // Already published (a reopened watch starts after the
+                    // last revision published, so this is only a guard).
+                    i += 1;
+                    continue;
+                }
                 let ev = &events[i];
                 let kv = ev.kv().expect("checked");
                 if inner.layout.parse(kv.key()).is_some() {
@@ -170,9 +177,7 @@ async fn follow(inner: &Arc<Inner>, next: &mut i64, last: &mut u64) -> Result<()
                 }
                 i += 1;
             }
-            if r < *next {
-                // Already published (a reopened watch repeats nothing, but
-                // be safe).
+            if repeated {
                 continue;
             }
             *next = r + 1;

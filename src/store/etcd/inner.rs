@@ -52,6 +52,8 @@ pub(super) struct Inner {
     /// The last etcd revision whose changes the feed published.
     pub(super) published: tokio::sync::watch::Sender<i64>,
     pub(super) tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The revision of the last history marker this replica wrote.
+    pub(super) last_mark: tokio::sync::Mutex<Option<i64>>,
     /// The version of `P/m/compact` this replica saw last.
     pub(super) compact_seen: Mutex<Option<i64>>,
     /// One lock per object being written through this replica.

@@ -65,6 +65,7 @@ impl EtcdStore {
             tasks: Mutex::new(Vec::new()),
             turns: Mutex::new(HashMap::new()),
             compact_seen: Mutex::new(None),
+            last_mark: tokio::sync::Mutex::new(None),
         }));
         let tasks = vec![
             tokio::spawn(follow::feed(Arc::downgrade(&store.0), start)),

@@ -251,7 +251,7 @@ impl Inner {
         let end = if self.trust_progress {
             current
         } else {
-            self.mark().await?
+            self.mark(current).await?
         };
         let all = self.layout.all();
         let mut stream = self
@@ -362,13 +362,31 @@ impl Inner {
 
     /// Writes the heartbeat key now: an event at a revision after every
     /// change made so far. Answers its revision.
-    async fn mark(&self) -> Result<i64, StoreError> {
+    /// Concurrent history reads share one marker: a marker at or after
+    /// `current` ends every read that started at `current` or before.
+    async fn mark(&self, current: i64) -> Result<i64, StoreError> {
+        let mut last = self.last_mark.lock().await;
+        if let Some(h) = *last
+            && h >= current
+        {
+            return Ok(h);
+        }
         let resp = self
             .kv()
             .put(self.layout.meta("heartbeat"), "", None)
             .await
-            .map_err(|e| EtcdError(e).read())?;
-        Ok(super::inner::header_revision(resp.header()))
+            .map_err(|e| match EtcdError(e) {
+                e if e.is_no_space() => StoreError::Unavailable(
+                    "etcd's NOSPACE alarm is raised: on this etcd version (before 3.4.25 and \
+                     3.5.8) reading its history needs a write; watch without resourceVersion, \
+                     or retry once the alarm is disarmed"
+                        .into(),
+                ),
+                e => e.read(),
+            })?;
+        let h = super::inner::header_revision(resp.header());
+        *last = Some(h);
+        Ok(h)
     }
 
     /// One change from an etcd event at revision `r`, index `k`.

@@ -595,30 +595,49 @@ impl Inner {
             )));
         }
         let txn = Txn::new().when(compares).and_then(ops);
-        let resp = match self.txn(txn).await {
+        let resp = match self.txn(txn.clone()).await {
             Ok(resp) => resp,
-            Err(e) => return self.settle(e, &steps, &puts, apply).await.map(Some),
+            Err(e) => match self.settle(e, txn, &puts).await? {
+                Settled::Answered(resp) => resp,
+                Settled::Stored(r) => return Ok(Some(self.committed(r, steps).await)),
+            },
         };
         if !resp.succeeded() {
             return Ok(None);
         }
-        self.commits.fetch_add(1, Ordering::Relaxed);
-        self.published(super::inner::header_revision(resp.header()))
-            .await;
+        let r = super::inner::header_revision(resp.header());
         if apply {
-            // The caller numbers the documents' changes; it only needs R.
-            let r = super::inner::header_revision(resp.header());
-            return Ok(Some(WriteOutcome {
-                object: Arc::new(steps.last().expect("steps").object.clone()),
-                changes: vec![Change {
-                    revision: self.revs.rv(r, 0),
-                    prev: 0,
-                    change: ChangeType::Added,
-                    object: Arc::new(steps[0].object.clone()),
-                }],
-            }));
+            return Ok(Some(self.committed(r, steps).await));
         }
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.published(r).await;
         self.outcome(&resp, steps, deleting).map(Some)
+    }
+
+    /// The outcome of `steps` (puts), committed at etcd revision `r` (an
+    /// apply takes only `r` from it: it numbers its documents' changes).
+    async fn committed(&self, r: i64, steps: Vec<Step>) -> WriteOutcome {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.published(r).await;
+        let mut prev = self.revs.position(r - 1);
+        let changes: Vec<Change> = steps
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut s)| {
+                let revision = self.revs.rv(r, i as u64);
+                s.object.meta_mut().resource_version = revision;
+                let c = Change {
+                    revision,
+                    prev,
+                    change: s.change,
+                    object: Arc::new(s.object),
+                };
+                prev = revision;
+                c
+            })
+            .collect();
+        let object = changes.last().expect("a plan has steps").object.clone();
+        WriteOutcome { object, changes }
     }
 
     /// The changes a committed transaction made.
@@ -668,46 +687,61 @@ impl Inner {
         Ok(WriteOutcome { object, changes })
     }
 
-    /// A write etcd did not confirm: a refusal if nothing can have been
-    /// written; else the write's success if reading back finds exactly
-    /// what it put (one object); else `OutcomeUnknown` (or `NoSpace`).
+    /// A write etcd did not confirm. A refusal if nothing can have been
+    /// written. Else the same transaction is sent again until the deadline:
+    /// its compares let at most one of the two apply, so an answer to the
+    /// second is the request's answer; if its compares fail (the first may
+    /// have applied), or no answer comes, reading back settles it when the
+    /// stored records are exactly the ones written (a create's carry its
+    /// new uid); otherwise the outcome is unknown (`OutcomeUnknown`).
     async fn settle(
         &self,
         e: EtcdError,
-        steps: &[Step],
+        txn: Txn,
         puts: &[(Vec<u8>, Vec<u8>)],
-        apply: bool,
-    ) -> Result<WriteOutcome, StoreError> {
+    ) -> Result<Settled, StoreError> {
         if e.too_large().is_some() || e.never_sent() {
             return Err(e.refusal_or_unknown());
         }
-        tracing::warn!(error = %e.message(), "etcd did not confirm a write: reading it back");
-        if let ([(key, value)], [step], false) = (puts, steps, apply) {
-            for attempt in 0..3u32 {
-                if attempt > 0 {
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                match self.get_raw(key).await {
-                    Ok(Some(kv)) if &kv.value == value => {
-                        let obj = self.decode(step.kind, &kv)?;
-                        self.commits.fetch_add(1, Ordering::Relaxed);
-                        tracing::info!(path = %obj.path(), "the unconfirmed write was applied");
-                        let obj = Arc::new(obj);
-                        return Ok(WriteOutcome {
-                            object: obj.clone(),
-                            changes: vec![Change {
-                                revision: obj.meta().resource_version,
-                                prev: self.revs.position(kv.mod_revision - 1),
-                                change: step.change,
-                                object: obj,
-                            }],
-                        });
-                    }
-                    Ok(_) => break,
-                    Err(_) => continue,
+        tracing::warn!(error = %e.message(), "etcd did not confirm a write: sending it again");
+        let deadline = Instant::now() + self.options.timeout * 2;
+        let mut last = e;
+        while Instant::now() < deadline && !last.is_no_space() {
+            match self.txn(txn.clone()).await {
+                Ok(resp) if resp.succeeded() => return Ok(Settled::Answered(resp)),
+                Ok(_) => break,
+                Err(e) => {
+                    last = e;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
         }
-        Err(e.refusal_or_unknown())
+        if let Some(r) = self.stored(puts).await {
+            tracing::info!(revision = r, "the unconfirmed write was applied");
+            return Ok(Settled::Stored(r));
+        }
+        Err(last.refusal_or_unknown())
     }
+
+    /// The etcd revision at which every `(key, value)` of `puts` is stored
+    /// exactly as given, if they are (one transaction wrote them).
+    async fn stored(&self, puts: &[(Vec<u8>, Vec<u8>)]) -> Option<i64> {
+        let mut at = None;
+        for (key, value) in puts {
+            let kv = self.get_raw(key).await.ok()??;
+            if &kv.value != value || at.is_some_and(|r| r != kv.mod_revision) {
+                return None;
+            }
+            at = Some(kv.mod_revision);
+        }
+        at
+    }
+}
+
+/// How an unconfirmed write was settled.
+enum Settled {
+    /// Sent again and answered (that answer is the request's).
+    Answered(TxnResponse),
+    /// Found stored, written at this etcd revision.
+    Stored(i64),
 }
