@@ -251,8 +251,8 @@ enum Command {
         #[arg(long, env = "MODELHUB_CHECKPOINT_INTERVAL", default_value = "1s", value_parser = parse_duration)]
         checkpoint_interval: Duration,
         /// Threads serving HTTP (default: one per CPU but one, at least
-        /// one: the single writer has a thread of its own and needs a core
-        /// under write load).
+        /// one: redb's single writer has a thread of its own and needs a
+        /// core under write load; with --store etcd, one per CPU).
         #[arg(long, env = "MODELHUB_WORKERS", value_parser = clap::value_parser!(u16).range(1..))]
         workers: Option<u16>,
         /// Free space to keep on the data's filesystem (e.g. 128MiB, 1GiB,
@@ -477,10 +477,11 @@ where
 }
 
 /// HTTP worker threads when `--workers` is not given: one per CPU but one
-/// (the writer's), at least one.
-fn default_workers() -> usize {
+/// (redb's writer's; on etcd, which has no writer thread, one per CPU), at
+/// least one.
+fn default_workers(etcd: bool) -> usize {
     std::thread::available_parallelism()
-        .map_or(1, |n| n.get().saturating_sub(1))
+        .map_or(1, |n| n.get().saturating_sub(usize::from(!etcd)))
         .max(1)
 }
 
@@ -658,7 +659,9 @@ fn main() -> ExitCode {
                 }
             };
             let mut builder = tokio::runtime::Builder::new_multi_thread();
-            builder.worker_threads(workers.map_or_else(default_workers, usize::from));
+            builder.worker_threads(
+                workers.map_or_else(|| default_workers(etcd.is_some()), usize::from),
+            );
             let runtime = match runtime(builder) {
                 Ok(r) => r,
                 Err(code) => return code,

@@ -11,8 +11,8 @@ use futures_util::StreamExt;
 use tokio::sync::Mutex;
 
 use crate::report::{ListFigures, WatchFigures};
-use crate::util::{self, Run, Stop};
-use crate::workloads::{GET_STACK, LIST_STACK, RW_STACK, Receipts, finish_fan_out};
+use crate::util::{self, Failure, Run, Stop};
+use crate::workloads::{Expect, GET_STACK, LIST_STACK, RW_STACK, finish_fan_out};
 
 /// Puts per transaction when loading (etcd's default `--max-txn-ops`).
 const TXN_OPS: usize = 128;
@@ -125,7 +125,7 @@ impl Etcd {
         let pool: Arc<Vec<Client>> = Arc::new((0..clients).map(|c| self.client(c)).collect());
         let run = util::create_tag(&self.run, clients, round);
         let template = Arc::new(util::CellTemplate::new());
-        util::closed_loop(self.pid, clients, stop, move |c, seq| {
+        util::closed_loop(self.pid.as_slice(), clients, stop, move |c, seq| {
             let mut client = pool[c].clone();
             let name = format!("c-{run}-{seq}");
             let value = template.body(&name);
@@ -145,7 +145,7 @@ impl Etcd {
     pub async fn status(&self, clients: usize, stop: Stop, cells: usize) -> Run {
         self.ensure_cells(RW_STACK, cells).await;
         let pool: Arc<Vec<Client>> = Arc::new((0..clients).map(|c| self.client(c)).collect());
-        util::closed_loop(self.pid, clients, stop, move |c, seq| {
+        util::closed_loop(self.pid.as_slice(), clients, stop, move |c, seq| {
             let mut client = pool[c].clone();
             let name = util::nth_cell(util::spread(seq, cells));
             async move {
@@ -166,7 +166,7 @@ impl Etcd {
     pub async fn get(&self, clients: usize, stop: Stop, cells: usize) -> Run {
         self.ensure_cells(GET_STACK, cells).await;
         let pool: Arc<Vec<Client>> = Arc::new((0..clients).map(|c| self.client(c)).collect());
-        util::closed_loop(self.pid, clients, stop, move |c, seq| {
+        util::closed_loop(self.pid.as_slice(), clients, stop, move |c, seq| {
             let mut client = pool[c].clone();
             let name = util::nth_cell(util::spread(seq, cells));
             async move {
@@ -176,7 +176,10 @@ impl Etcd {
                     .map_err(e2s)?;
                 match resp.kvs().first() {
                     Some(kv) if kv.value().len() > 1000 => Ok(()),
-                    _ => Err(format!("get {name}: missing or short")),
+                    _ => Err(Failure::new(
+                        "get: missing or short",
+                        format!("get {name}: missing or short"),
+                    )),
                 }
             }
         })
@@ -275,6 +278,7 @@ impl Etcd {
         let (writes, writers) = (load.writes, load.writers);
         let prefix = "/kukeon/bench/s/t/";
         let from = self.revision().await as u64;
+        let expect = Expect::new(from, writes);
         let mut streams = Vec::with_capacity(watchers);
         for w in 0..watchers {
             let options = WatchOptions::new()
@@ -290,8 +294,8 @@ impl Etcd {
         eprintln!("etcd: {watchers} watchers created from revision {from}");
         let mut tasks = Vec::with_capacity(watchers);
         for mut stream in streams {
+            let mut receipts = expect.receipts();
             tasks.push(tokio::spawn(async move {
-                let mut receipts = Receipts::new(from, writes);
                 while !receipts.complete() {
                     let Some(Ok(Some(resp))) = receipts.or_idle(stream.message()).await else {
                         break;
@@ -304,28 +308,45 @@ impl Etcd {
                 vec![receipts.into_times()]
             }));
         }
+        let warm = async || {
+            let value = serde_json::to_vec(&util::cell("warm")).expect("json");
+            let resp = self
+                .client(0)
+                .put(format!("{prefix}w-{from}-warm"), value, None)
+                .await
+                .map_err(|e| Failure::from(format!("put: {e}")))?;
+            let ack = Instant::now();
+            Ok((resp.header().expect("header").revision() as u64, ack))
+        };
+        let warmup = expect.warm_up(watchers, warm).await;
         let acks: Arc<Mutex<Vec<(u64, Instant)>>> =
             Arc::new(Mutex::new(Vec::with_capacity(writes)));
-        let cpu = util::CpuMark::now(self.pid);
+        let cpu = util::CpuMark::now(self.pid.as_slice());
         let started = Instant::now();
         let mut writer_tasks = Vec::new();
         for w in 0..writers {
             let (mut client, acks) = (self.client(w), acks.clone());
             writer_tasks.push(tokio::spawn(async move {
+                let mut failures = Vec::new();
                 for i in (w..writes).step_by(writers) {
                     load.pace(started, i).await;
                     let name = format!("w-{from}-{i}");
                     let value = serde_json::to_vec(&util::cell(&name)).expect("json");
-                    let resp = client
-                        .put(format!("{prefix}{name}"), value, None)
-                        .await
-                        .expect("etcd put");
-                    let ack = Instant::now();
-                    let rv = resp.header().expect("header").revision() as u64;
-                    acks.lock().await.push((rv, ack));
+                    match client.put(format!("{prefix}{name}"), value, None).await {
+                        Ok(resp) => {
+                            let ack = Instant::now();
+                            let rv = resp.header().expect("header").revision() as u64;
+                            acks.lock().await.push((rv, ack));
+                        }
+                        Err(e) => failures.push(Failure::from(format!("put: {e}"))),
+                    }
                 }
+                failures
             }));
         }
-        finish_fan_out(from, writer_tasks, tasks, &acks, (started, cpu), load).await
+        let mut figures =
+            finish_fan_out(&expect, writer_tasks, tasks, &acks, (started, cpu), load).await;
+        figures.warmup = warmup;
+        figures
     }
 }

@@ -522,6 +522,7 @@ mod tests {
             errors: 0,
             first_error: None,
             elapsed: Duration::from_secs(2),
+            ..Run::default()
         };
         let figures = of_run("create: 64 clients", &run);
         let names: Vec<&str> = figures.iter().map(|f| f.figure.as_str()).collect();

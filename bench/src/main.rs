@@ -2,7 +2,9 @@
 //! documents (Cells with 3 containers, ~1.5 KB of JSON) and reports
 //! throughput and latency percentiles; with `--etcd URL` (feature `etcd`)
 //! it runs each workload against etcd too, right after, and prints the
-//! ratio modelhub/etcd. Not part of the test command. See `bench/README.md`.
+//! ratio modelhub/etcd. With `--spawn-args` and `--replicas`, the modelhub
+//! side can be modelhub on etcd, one replica and several on one store, in
+//! the same run. Not part of the test command. See `bench/README.md`.
 //!
 //! ```sh
 //! cargo build --release -p modelhub-bench -p modelhub
@@ -31,12 +33,27 @@ use workloads::{Hub, LIST_STACK};
 /// Load generator for modelhub, optionally side by side with etcd.
 #[derive(Parser)]
 struct Cli {
-    /// A running modelhub (e.g. http://127.0.0.1:8080).
-    #[arg(long, conflicts_with = "spawn")]
-    server: Option<String>,
+    /// A running modelhub (e.g. http://127.0.0.1:8080); several
+    /// comma-separated URLs: replicas of one store (modelhub on etcd), among
+    /// which the clients are dealt out.
+    #[arg(long, conflicts_with = "spawn", value_delimiter = ',')]
+    server: Vec<String>,
     /// Start this modelhub binary (on a temporary database unless --data).
     #[arg(long)]
     spawn: Option<String>,
+    /// With --spawn: more `serve` arguments for every spawned modelhub,
+    /// split on whitespace; `{n}` in them becomes the target's number of
+    /// replicas (e.g. `--store etcd --etcd-endpoints http://127.0.0.1:23790
+    /// --etcd-prefix /bench-{n}`: each target on a prefix of its own).
+    #[arg(long, requires = "spawn", allow_hyphen_values = true)]
+    spawn_args: Option<String>,
+    /// With --spawn: the modelhub targets, each a number of replicas
+    /// started with the same --spawn-args, e.g. `1,2`: one server, and two
+    /// serving one store, every workload run on each and on etcd. More
+    /// than one replica needs a shared store (`--store etcd`).
+    #[arg(long, requires = "spawn", value_delimiter = ',', default_value = "1",
+          value_parser = clap::value_parser!(u32).range(1..=8))]
+    replicas: Vec<u32>,
     /// With --spawn: the database file to serve (created if missing, kept
     /// afterwards; the server is stopped cleanly at the end).
     #[arg(long, requires = "spawn")]
@@ -45,11 +62,15 @@ struct Cli {
     /// http://127.0.0.1:2379 (needs the bench built with --features etcd).
     #[arg(long)]
     etcd: Option<String>,
-    /// The pid of the --server modelhub, to report its CPU per request
-    /// (known without this flag with --spawn).
-    #[arg(long)]
-    server_pid: Option<u32>,
-    /// The pid of the etcd server, to report its CPU per request.
+    /// The pids of the --server modelhub replicas (comma-separated), to
+    /// report their CPU per request (known without this flag with
+    /// --spawn). Under modelhub on etcd, add etcd's: its work is the
+    /// server's too.
+    #[arg(long, value_delimiter = ',')]
+    server_pid: Vec<u32>,
+    /// The pid of the etcd server, to report its CPU per request; with
+    /// `--store etcd` in --spawn-args, it counts in each modelhub target's
+    /// server CPU too.
     #[arg(long)]
     etcd_pid: Option<u32>,
     /// gRPC connections to etcd; concurrent clients share them round-robin.
@@ -61,11 +82,13 @@ struct Cli {
     /// Instead of --duration: this many requests per closed-loop workload.
     #[arg(long)]
     count: Option<u64>,
-    /// With --etcd: split each closed-loop workload into this many rounds
-    /// that alternate modelhub and etcd (modelhub first in the first
-    /// round, etcd first in the second, ...), each with its share of
-    /// --duration or --count, so that a slow phase of the machine falls on
-    /// both; figures are over all rounds, with each round's ratio.
+    /// With --etcd (or several --replicas targets): split each workload
+    /// into this many rounds that alternate the stores (modelhub first in
+    /// the first round, etcd first in the second, ...; with several
+    /// targets, their order rotates), each with its share of --duration or
+    /// --count (lists: of --repeat; watch: of --writes), so that a slow
+    /// phase of the machine falls on all; figures are over all rounds, with
+    /// each round's ratio.
     #[arg(long, default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..=workloads::MAX_ROUNDS as i64))]
     rounds: u32,
@@ -138,13 +161,29 @@ impl WatchArgs {
         }
     }
 
-    fn load(&self, rate: Option<f64>) -> util::WriteLoad {
+    /// The writes of round `round` of `rounds` (its share of --writes).
+    fn load(&self, rate: Option<f64>, round: u32, rounds: u32) -> util::WriteLoad {
         util::WriteLoad {
-            writes: self.writes,
+            writes: share(self.writes, round, rounds),
             writers: self.writers,
             rate,
         }
     }
+}
+
+#[derive(Args, Clone)]
+struct BackendArgs {
+    /// Concurrent clients of the get workload.
+    #[arg(long, default_value_t = 16)]
+    get_clients: usize,
+    /// Cells in the listed stack.
+    #[arg(long, default_value_t = 10_000)]
+    cells: usize,
+    /// Lists to time per store (then as many, each right after a write).
+    #[arg(long, default_value_t = 20)]
+    repeat: usize,
+    #[command(flatten)]
+    watch: WatchArgs,
 }
 
 #[derive(Args, Clone)]
@@ -217,6 +256,10 @@ enum Workload {
         #[arg(long, default_value = "current")]
         b_name: String,
     },
+    /// Issue 20's comparison of modelhub on etcd with raw etcd (needs
+    /// --etcd): create (1 and 64 clients), get, watch, list; then its
+    /// targets for each modelhub target (--replicas).
+    EtcdBackend(BackendArgs),
     /// Everything in sequence: create (1, 16, 64 clients), status (64),
     /// get (16), watch, list (and --big), startup; then the targets.
     All {
@@ -231,9 +274,11 @@ enum Workload {
 
 /// What the workloads run against.
 struct Ctx {
-    hub: Hub,
+    /// The modelhub targets (one unless `--replicas` lists several); the
+    /// first one's figures go to `--figures` and `all`'s targets.
+    hubs: Vec<Hub>,
     stop: Stop,
-    /// Rounds of each closed-loop workload when etcd runs too.
+    /// Rounds of each workload when etcd or several targets run.
     rounds: u32,
     /// Where modelhub's headline figures go (`--figures`).
     figures: guard::Sink,
@@ -266,9 +311,14 @@ impl Ctx {
         has
     }
 
-    /// Rounds a closed-loop workload runs in: `--rounds` beside etcd, else 1.
+    /// Rounds a workload runs in: `--rounds` beside etcd or with several
+    /// modelhub targets, else 1.
     fn rounds(&self) -> u32 {
-        if self.has_etcd() { self.rounds } else { 1 }
+        if self.has_etcd() || self.hubs.len() > 1 {
+            self.rounds
+        } else {
+            1
+        }
     }
 
     /// How long (or how many requests) each closed-loop workload runs.
@@ -278,11 +328,43 @@ impl Ctx {
             n => format!("{} in {n} alternating rounds", self.stop),
         }
     }
+
+    /// The modelhub targets' names.
+    fn labels(&self) -> Vec<&str> {
+        self.hubs.iter().map(|h| h.label.as_str()).collect()
+    }
 }
 
-/// Closed-loop workload results: modelhub, etcd if run, and each round's
-/// modelhub/etcd ops/s.
-type Pair = (Run, Option<Run>, Vec<f64>);
+/// One side of a comparison: a modelhub target (by index) or etcd.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Side {
+    Hub(usize),
+    Etcd,
+}
+
+/// The order of the sides in round `round`: the modelhub targets, then
+/// etcd, rotated by the round (one target: modelhub first in even rounds,
+/// etcd first in odd ones).
+fn order(round: u32, hubs: usize) -> Vec<Side> {
+    let sides: Vec<Side> = (0..hubs).map(Side::Hub).chain([Side::Etcd]).collect();
+    let k = round as usize % sides.len();
+    sides[k..].iter().chain(&sides[..k]).copied().collect()
+}
+
+/// Round `round`'s share of `n` things split into `rounds` rounds.
+fn share(n: usize, round: u32, rounds: u32) -> usize {
+    let rounds = rounds.max(1) as usize;
+    n / rounds + usize::from((round as usize) < n % rounds)
+}
+
+/// Closed-loop workload results: each modelhub target's run, etcd's if
+/// run, and per target each round's target/etcd ops/s.
+#[derive(Default)]
+struct Runs {
+    hubs: Vec<Run>,
+    etcd: Option<Run>,
+    ratios: Vec<Vec<f64>>,
+}
 
 /// Adds `run` to `acc`, which holds the rounds so far, if any.
 fn merge(acc: &mut Option<Run>, run: Run) {
@@ -292,33 +374,44 @@ fn merge(acc: &mut Option<Run>, run: Run) {
     }
 }
 
-/// Runs a closed-loop workload on modelhub (`mh`) and etcd (`etcd`,
-/// `None` without one) in `rounds` rounds, each with its share of `stop`,
-/// modelhub first in even rounds and etcd first in odd ones; answers the
-/// merged runs and each round's modelhub/etcd ops/s.
+/// Runs a closed-loop workload on `hubs` modelhub targets and etcd (`op`
+/// runs one side; `None` for etcd without one) in `rounds` rounds, each
+/// with its share of `stop`, the sides in [`order`]; answers the merged
+/// runs and each round's target/etcd ops/s.
 async fn alternate(
     rounds: u32,
     stop: Stop,
-    mh: impl AsyncFn(Stop, u32) -> Run,
-    etcd: impl AsyncFn(Stop, u32) -> Option<Run>,
-) -> Pair {
+    hubs: usize,
+    op: impl AsyncFn(Side, Stop, u32) -> Option<Run>,
+) -> Runs {
     let stop = stop.split(rounds);
-    let (mut mh_all, mut etcd_all, mut ratios) = (None, None, Vec::new());
+    let mut mh: Vec<Option<Run>> = vec![None; hubs];
+    let (mut etcd, mut ratios) = (None, vec![Vec::new(); hubs]);
     for round in 0..rounds.max(1) {
-        let (m, e) = if round % 2 == 0 {
-            let m = mh(stop, round).await;
-            (m, etcd(stop, round).await)
-        } else {
-            let e = etcd(stop, round).await;
-            (mh(stop, round).await, e)
-        };
-        if let Some(e) = e {
-            ratios.push(m.ops_per_sec() / e.ops_per_sec().max(1e-9));
-            merge(&mut etcd_all, e);
+        let mut this: Vec<Option<Run>> = vec![None; hubs];
+        let mut e = None;
+        for side in order(round, hubs) {
+            match side {
+                Side::Hub(h) => this[h] = op(side, stop, round).await,
+                Side::Etcd => e = op(side, stop, round).await,
+            }
         }
-        merge(&mut mh_all, m);
+        for (h, run) in this.into_iter().enumerate() {
+            let Some(run) = run else { continue };
+            if let Some(e) = &e {
+                ratios[h].push(run.ops_per_sec() / e.ops_per_sec().max(1e-9));
+            }
+            merge(&mut mh[h], run);
+        }
+        if let Some(e) = e {
+            merge(&mut etcd, e);
+        }
     }
-    (mh_all.unwrap_or_default(), etcd_all, ratios)
+    Runs {
+        hubs: mh.into_iter().map(Option::unwrap_or_default).collect(),
+        etcd,
+        ratios,
+    }
 }
 
 /// [`alternate`] in the context's rounds, printed under
@@ -327,18 +420,20 @@ async fn closed(
     ctx: &Ctx,
     head: &str,
     tail: &str,
-    mh: impl AsyncFn(Stop, u32) -> Run,
-    etcd: impl AsyncFn(Stop, u32) -> Option<Run>,
-) -> Pair {
-    let pair = alternate(ctx.rounds(), ctx.stop, mh, etcd).await;
+    op: impl AsyncFn(Side, Stop, u32) -> Option<Run>,
+) -> Runs {
+    let runs = alternate(ctx.rounds(), ctx.stop, ctx.hubs.len(), op).await;
+    let hubs: Vec<(&str, &Run)> = ctx.labels().into_iter().zip(&runs.hubs).collect();
     report::runs(
         &format!("{head}, {}, {tail}", ctx.span()),
-        &pair.0,
-        pair.1.as_ref(),
+        &hubs,
+        runs.etcd.as_ref(),
     );
-    report::rounds(&pair.2);
-    ctx.figures.emit(&guard::of_run(head, &pair.0));
-    pair
+    for (who, ratios) in ctx.labels().into_iter().zip(&runs.ratios) {
+        report::rounds(who, ratios);
+    }
+    ctx.figures.emit(&guard::of_run(head, &runs.hubs[0]));
+    runs
 }
 
 /// `"1 client"`, `"64 clients"`.
@@ -349,85 +444,128 @@ fn clients_label(clients: usize) -> String {
     }
 }
 
-async fn create(ctx: &Ctx, clients: usize) -> Pair {
+async fn create(ctx: &Ctx, clients: usize) -> Runs {
     closed(
         ctx,
         &format!("create: {}", clients_label(clients)),
         "new 1.5 KB cells",
-        async |stop, round| ctx.hub.create(clients, stop, round).await,
-        async |_stop, _round| on_etcd!(ctx, e => e.create(clients, _stop, _round).await),
+        async |side, stop, round| match side {
+            Side::Hub(h) => Some(ctx.hubs[h].create(clients, stop, round).await),
+            Side::Etcd => on_etcd!(ctx, e => e.create(clients, stop, round).await),
+        },
     )
     .await
 }
 
-async fn status(ctx: &Ctx, clients: usize, cells: usize) -> Pair {
+async fn status(ctx: &Ctx, clients: usize, cells: usize) -> Runs {
     closed(
         ctx,
         &format!("status: {}", clients_label(clients)),
         &format!("on {cells} existing cells"),
-        async |stop, round| ctx.hub.status(clients, stop, cells, round).await,
-        async |_stop, _round| on_etcd!(ctx, e => e.status(clients, _stop, cells).await),
+        async |side, stop, round| match side {
+            Side::Hub(h) => Some(ctx.hubs[h].status(clients, stop, cells, round).await),
+            Side::Etcd => on_etcd!(ctx, e => e.status(clients, stop, cells).await),
+        },
     )
     .await
 }
 
-async fn get(ctx: &Ctx, clients: usize, cells: usize) -> Pair {
+async fn get(ctx: &Ctx, clients: usize, cells: usize) -> Runs {
     closed(
         ctx,
         &format!("get: {}", clients_label(clients)),
         &format!("among {cells} cells"),
-        async |stop, _round| ctx.hub.get(clients, stop, cells).await,
-        async |_stop, _round| on_etcd!(ctx, e => e.get(clients, _stop, cells).await),
+        async |side, stop, _round| match side {
+            Side::Hub(h) => Some(ctx.hubs[h].get(clients, stop, cells).await),
+            Side::Etcd => on_etcd!(ctx, e => e.get(clients, stop, cells).await),
+        },
     )
     .await
 }
 
-/// modelhub's list figures and etcd's, if run.
-type ListPair = (report::ListFigures, Option<report::ListFigures>);
+/// Each modelhub target's list figures, and etcd's if run.
+type ListSet = (Vec<report::ListFigures>, Option<report::ListFigures>);
 
 /// List figures, each series repeated and then each list right after a
 /// write: before the load, and after it if `--big`.
 struct Lists {
-    small: ListPair,
-    after_write: ListPair,
-    big: Option<(ListPair, ListPair)>,
+    small: ListSet,
+    after_write: ListSet,
+    big: Option<(ListSet, ListSet)>,
 }
 
-/// One list series on modelhub and (unless `skip_etcd`) on etcd, printed.
+/// Adds a round's list figures to `acc`.
+fn merge_lists(acc: &mut Option<report::ListFigures>, figures: report::ListFigures) {
+    match acc {
+        Some(a) => a.absorb(figures),
+        None => *acc = Some(figures),
+    }
+}
+
+/// One list series on each modelhub target and (unless `skip_etcd`) on
+/// etcd, in the context's rounds (each with its share of `--repeat`, the
+/// sides in [`order`]), printed.
 async fn list_series(
     ctx: &Ctx,
     args: &ListArgs,
     write_first: bool,
     skip_etcd: bool,
     (title, key): (&str, &str),
-) -> ListPair {
-    let mh = ctx.hub.list(LIST_STACK, args.repeat, write_first).await;
-    let etcd = if skip_etcd {
-        None
-    } else {
-        on_etcd!(ctx, e => e.list(LIST_STACK, args.repeat, write_first).await)
+) -> ListSet {
+    let rounds = ctx.rounds();
+    let mut hubs: Vec<Option<report::ListFigures>> = vec![None; ctx.hubs.len()];
+    let mut etcd = None;
+    for round in 0..rounds {
+        let repeat = share(args.repeat, round, rounds);
+        if repeat == 0 {
+            continue;
+        }
+        for side in order(round, ctx.hubs.len()) {
+            match side {
+                Side::Hub(h) => {
+                    let f = ctx.hubs[h].list(LIST_STACK, repeat, write_first).await;
+                    merge_lists(&mut hubs[h], f);
+                }
+                Side::Etcd if skip_etcd => {}
+                Side::Etcd => {
+                    if let Some(f) =
+                        on_etcd!(ctx, e => e.list(LIST_STACK, repeat, write_first).await)
+                    {
+                        merge_lists(&mut etcd, f);
+                    }
+                }
+            }
+        }
+    }
+    let hubs: Vec<report::ListFigures> = hubs.into_iter().map(Option::unwrap_or_default).collect();
+    let in_rounds = match rounds {
+        1 => String::new(),
+        n => format!(" in {n} alternating rounds"),
     };
     let title = if write_first {
         format!(
-            "{title}, {} times, each right after a status write to one of the cells \
+            "{title}, {} times{in_rounds}, each right after a status write to one of the cells \
              (modelhub: never a list it has rendered before)",
             args.repeat
         )
     } else {
-        format!("{title}, {} times", args.repeat)
+        format!("{title}, {} times{in_rounds}", args.repeat)
     };
-    report::lists(&title, &mh, etcd.as_ref());
+    let rows: Vec<(&str, &report::ListFigures)> = ctx.labels().into_iter().zip(&hubs).collect();
+    report::lists(&title, &rows, etcd.as_ref());
     let key = if write_first {
         format!("{key}, each after a write")
     } else {
         key.to_string()
     };
-    ctx.figures.emit(&guard::of_list(&key, &mh));
-    (mh, etcd)
+    ctx.figures.emit(&guard::of_list(&key, &hubs[0]));
+    (hubs, etcd)
 }
 
 async fn list(ctx: &Ctx, args: &ListArgs) -> Lists {
-    ctx.hub.ensure_cells(LIST_STACK, args.cells).await;
+    for hub in &ctx.hubs {
+        hub.ensure_cells(LIST_STACK, args.cells).await;
+    }
     let _: Option<()> = on_etcd!(ctx, e => e.ensure_list(args.cells).await);
     let title = format!("list: all {} cells of one stack", args.cells);
     let key = format!("list: {} cells", args.cells);
@@ -440,7 +578,10 @@ async fn list(ctx: &Ctx, args: &ListArgs) -> Lists {
             big: None,
         };
     }
-    let mh_load = ctx.hub.load(args.big_objects).await;
+    let mut loads = Vec::new();
+    for hub in &ctx.hubs {
+        loads.push(hub.load(args.big_objects).await);
+    }
     let etcd_load: Option<Option<Duration>> = if args.no_etcd_big {
         None
     } else {
@@ -456,13 +597,15 @@ async fn list(ctx: &Ctx, args: &ListArgs) -> Lists {
         None => "already loaded".to_string(),
     };
     println!("== load: {} small objects elsewhere", args.big_objects);
-    println!(
-        "  modelhub  {} (/apply, {} documents per request, 2 in flight)",
-        rate(mh_load),
-        workloads::APPLY_BATCH
-    );
+    for (who, t) in ctx.labels().into_iter().zip(loads) {
+        println!(
+            "  {who:<10} {} (/apply, up to {} documents per request, 2 in flight)",
+            rate(t),
+            workloads::APPLY_BATCH
+        );
+    }
     if let Some(t) = etcd_load {
-        println!("  etcd      {} (txn of 128 puts, 8 in flight)", rate(t));
+        println!("  etcd       {} (txn of 128 puts, 8 in flight)", rate(t));
     }
     let title = format!(
         "list: the same {} cells with {} other objects stored (small cells in realm `load`){}",
@@ -484,14 +627,15 @@ async fn list(ctx: &Ctx, args: &ListArgs) -> Lists {
     }
 }
 
+/// Each modelhub target's watch figures (with `--watchers`), and etcd's if
+/// run.
+type WatchSet = (Vec<report::WatchFigures>, Option<report::WatchFigures>);
+
 /// Watch fan-out, closed loop and then (with `--rate`) paced; answers the
 /// paced figures if run, else the closed loop's. With etcd and a different
 /// etcd watcher count, modelhub also runs with etcd's count, for a
 /// like-for-like line.
-async fn watch(
-    ctx: &Ctx,
-    args: &WatchArgs,
-) -> (report::WatchFigures, Option<report::WatchFigures>) {
+async fn watch(ctx: &Ctx, args: &WatchArgs) -> WatchSet {
     let closed = watch_at(ctx, args, None).await;
     match args.rate {
         // Paced, both stores write at the same rate below saturation: the
@@ -503,19 +647,60 @@ async fn watch(
     }
 }
 
-/// One watch comparison, closed loop (`rate` None) or paced.
-async fn watch_at(
-    ctx: &Ctx,
-    args: &WatchArgs,
-    rate: Option<f64>,
-) -> (report::WatchFigures, Option<report::WatchFigures>) {
-    let load = args.load(rate);
+/// One watch comparison, closed loop (`rate` None) or paced, in the
+/// context's rounds (each with its share of `--writes`, the runs' order
+/// rotating).
+async fn watch_at(ctx: &Ctx, args: &WatchArgs, rate: Option<f64>) -> WatchSet {
     let client = args.client();
-    let mh = ctx.hub.watch(args.watchers, load, client).await;
-    let etcd = on_etcd!(ctx, e => e.watch(args.etcd_watchers, load).await);
-    let mut rows = vec![mh.clone()];
-    if etcd.is_some() && args.etcd_watchers != args.watchers {
-        rows.push(ctx.hub.watch(args.etcd_watchers, load, client).await);
+    // The runs: each target with --watchers (and etcd's count if that
+    // differs), then etcd.
+    let mut runs: Vec<(Side, usize)> = Vec::new();
+    for h in 0..ctx.hubs.len() {
+        runs.push((Side::Hub(h), args.watchers));
+        if ctx.has_etcd() && args.etcd_watchers != args.watchers {
+            runs.push((Side::Hub(h), args.etcd_watchers));
+        }
+    }
+    if ctx.has_etcd() {
+        runs.push((Side::Etcd, args.etcd_watchers));
+    }
+    let rounds = ctx.rounds();
+    let mut figures: Vec<Option<report::WatchFigures>> = vec![None; runs.len()];
+    for round in 0..rounds {
+        let load = args.load(rate, round, rounds);
+        if load.writes == 0 {
+            continue;
+        }
+        let k = round as usize % runs.len();
+        for i in (k..runs.len()).chain(0..k) {
+            let (side, watchers) = runs[i];
+            let f = match side {
+                Side::Hub(h) => Some(ctx.hubs[h].watch(watchers, load, client).await),
+                Side::Etcd => on_etcd!(ctx, e => e.watch(watchers, load).await),
+            };
+            if let Some(f) = f {
+                match &mut figures[i] {
+                    Some(acc) => acc.absorb(f),
+                    slot => *slot = Some(f),
+                }
+            }
+        }
+    }
+    let figures: Vec<report::WatchFigures> =
+        figures.into_iter().map(Option::unwrap_or_default).collect();
+    let mut rows = Vec::new();
+    let mut primary = Vec::new();
+    let mut etcd = None;
+    for ((side, watchers), f) in runs.iter().zip(&figures) {
+        match side {
+            Side::Hub(h) => {
+                rows.push((ctx.hubs[*h].label.as_str(), f));
+                if *watchers == args.watchers && primary.len() == *h {
+                    primary.push(f.clone());
+                }
+            }
+            Side::Etcd => etcd = Some(f.clone()),
+        }
     }
     report::watches(&rows, etcd.as_ref());
     let via = match client {
@@ -526,8 +711,9 @@ async fn watch_at(
     let key = format!("watch: {} watchers, {via}", args.watchers);
     // The closed loop's p99 is a backlog: judged only without a paced run.
     let closed_p99 = args.rate.is_none();
-    ctx.figures.emit(&guard::of_watch(&key, &mh, closed_p99));
-    (mh, etcd)
+    ctx.figures
+        .emit(&guard::of_watch(&key, &primary[0], closed_p99));
+    (primary, etcd)
 }
 
 async fn startup(bin: &str, data: &std::path::Path, args: &StartupArgs) -> Vec<report::Startup> {
@@ -541,7 +727,8 @@ fn ms(d: Duration) -> String {
     report::ms(d)
 }
 
-/// Runs everything and checks the project's targets.
+/// Runs everything and checks the project's targets (the first modelhub
+/// target's; start-up needs `server`, a single spawned server).
 async fn all(
     ctx: &Ctx,
     server: Option<Spawned>,
@@ -566,57 +753,61 @@ async fn all(
             Some(startup(bin, &data, startup_args).await)
         }
         _ => {
-            println!("== startup: skipped (needs --spawn)");
+            println!("== startup: skipped (needs --spawn, one server, no --spawn-args)");
             None
         }
     };
 
-    match &c64.1 {
+    match &c64.etcd {
         Some(e) => targets.add(
             "create, 64 clients: >= 2x etcd ops/s and lower p99",
             format!(
                 "{:.0} vs {:.0} ops/s ({:.2}x{}), p99 {} vs {}{}",
-                c64.0.ops_per_sec(),
+                c64.hubs[0].ops_per_sec(),
                 e.ops_per_sec(),
-                c64.0.ops_per_sec() / e.ops_per_sec(),
-                report::round_range(&c64.2),
-                ms(c64.0.p(99.0)),
+                c64.hubs[0].ops_per_sec() / e.ops_per_sec(),
+                report::round_range(&c64.ratios[0]),
+                ms(c64.hubs[0].p(99.0)),
                 ms(e.p(99.0)),
-                report::shared_cpu_detail(&c64.0, e)
+                report::shared_cpu_detail(&c64.hubs[0], e)
             ),
-            Some(c64.0.ops_per_sec() >= 2.0 * e.ops_per_sec() && c64.0.p(99.0) < e.p(99.0)),
+            Some(
+                c64.hubs[0].ops_per_sec() >= 2.0 * e.ops_per_sec()
+                    && c64.hubs[0].p(99.0) < e.p(99.0),
+            ),
         ),
         None => targets.add("create, 64 clients", "no etcd".into(), None),
     }
-    match &c1.1 {
+    match &c1.etcd {
         Some(e) => targets.add(
             "create, 1 client: p50 no worse than etcd",
-            format!("p50 {} vs {}", ms(c1.0.p(50.0)), ms(e.p(50.0))),
-            Some(c1.0.p(50.0) <= e.p(50.0)),
+            format!("p50 {} vs {}", ms(c1.hubs[0].p(50.0)), ms(e.p(50.0))),
+            Some(c1.hubs[0].p(50.0) <= e.p(50.0)),
         ),
         None => targets.add("create, 1 client", "no etcd".into(), None),
     }
-    match &g16.1 {
+    match &g16.etcd {
         Some(e) => targets.add(
             "get, 16 clients: >= 2x etcd ops/s",
             format!(
                 "{:.0} vs {:.0} ops/s ({:.2}x{})",
-                g16.0.ops_per_sec(),
+                g16.hubs[0].ops_per_sec(),
                 e.ops_per_sec(),
-                g16.0.ops_per_sec() / e.ops_per_sec(),
-                report::round_range(&g16.2)
+                g16.hubs[0].ops_per_sec() / e.ops_per_sec(),
+                report::round_range(&g16.ratios[0])
             ),
-            Some(g16.0.ops_per_sec() >= 2.0 * e.ops_per_sec()),
+            Some(g16.hubs[0].ops_per_sec() >= 2.0 * e.ops_per_sec()),
         ),
         None => targets.add("get, 16 clients", "no etcd".into(), None),
     }
-    let mh_small = &lists.small.0;
+    let mh_small = &lists.small.0[0];
     // The second is not one of the issue's targets: the same bound where
     // modelhub's list cache cannot help.
     for (what, (mh, etcd)) in [
         ("", &lists.small),
         (" right after a write", &lists.after_write),
     ] {
+        let mh = &mh[0];
         let target = format!("list of 10,000 cells{what}: <= half etcd's time");
         match etcd {
             Some(e) => targets.add(
@@ -635,8 +826,12 @@ async fn all(
     match &lists.big {
         Some(((mh_big, _), (mh_big_w, _))) => {
             for (what, before, after) in [
-                ("", mh_small, mh_big),
-                (", right after a write", &lists.after_write.0, mh_big_w),
+                ("", mh_small, &mh_big[0]),
+                (
+                    ", right after a write",
+                    &lists.after_write.0[0],
+                    &mh_big_w[0],
+                ),
             ] {
                 let growth = after.median().as_secs_f64() / before.median().as_secs_f64();
                 targets.add(
@@ -653,7 +848,7 @@ async fn all(
         }
         None => targets.add("list with 1M other objects", "needs --big".into(), None),
     }
-    let (mh_w, etcd_w) = &w;
+    let (mh_w, etcd_w) = (&w.0[0], &w.1);
     match etcd_w {
         Some(e) => targets.add(
             "watch: p99 with modelhub's watchers no worse than etcd's with its watchers, 0 missing",
@@ -700,6 +895,258 @@ async fn all(
         _ => targets.add("startup", "not run".into(), None),
     }
     targets.print();
+}
+
+/// The bound of issue 20's targets: modelhub on etcd may cost at most this
+/// many times raw etcd.
+const ETCD_BOUND: f64 = 1.5;
+
+/// `a / b`, 0 when `b` is 0.
+fn over(a: f64, b: f64) -> f64 {
+    if b == 0.0 { 0.0 } else { a / b }
+}
+
+/// Issue 20's comparison: each modelhub target against raw etcd (create at
+/// 1 and 64 clients, get, watch fan-out, a list of `--cells`), then its
+/// targets: at most [`ETCD_BOUND`] times etcd's latency for a create at 1
+/// client, its cost for a linearizable get and a list; no failed request.
+async fn etcd_backend(ctx: &Ctx, args: &BackendArgs) {
+    let c1 = create(ctx, 1).await;
+    let c64 = create(ctx, 64).await;
+    let g = get(ctx, args.get_clients, 1000).await;
+    let w = watch_at(ctx, &args.watch, args.watch.rate).await;
+    let list_args = ListArgs {
+        cells: args.cells,
+        repeat: args.repeat,
+        big: false,
+        big_objects: 0,
+        no_etcd_big: true,
+    };
+    let lists = list(ctx, &list_args).await;
+    let mut targets = Targets::default();
+    let (Some(e1), Some(e64), Some(eg), Some(ew), Some(el), Some(elw)) = (
+        &c1.etcd,
+        &c64.etcd,
+        &g.etcd,
+        &w.1,
+        &lists.small.1,
+        &lists.after_write.1,
+    ) else {
+        println!("== targets: not judged (needs --etcd)");
+        return;
+    };
+    for (h, who) in ctx.labels().into_iter().enumerate() {
+        let (m1, m64, mg, mw) = (&c1.hubs[h], &c64.hubs[h], &g.hubs[h], &w.0[h]);
+        let p50 = over(m1.p(50.0).as_secs_f64(), e1.p(50.0).as_secs_f64());
+        targets.add(
+            &format!("{who}: create, 1 client: p50 <= {ETCD_BOUND}x etcd's put"),
+            format!(
+                "p50 {} vs {} ({p50:.2}x), p99 {} vs {} ({:.2}x)",
+                ms(m1.p(50.0)),
+                ms(e1.p(50.0)),
+                ms(m1.p(99.0)),
+                ms(e1.p(99.0)),
+                over(m1.p(99.0).as_secs_f64(), e1.p(99.0).as_secs_f64())
+            ),
+            Some(p50 <= ETCD_BOUND),
+        );
+        targets.note(
+            &format!("{who}: create, 64 clients"),
+            format!(
+                "{:.0} vs {:.0} ops/s ({:.2}x{}), p50 {} vs {}, p99 {} vs {}",
+                m64.ops_per_sec(),
+                e64.ops_per_sec(),
+                over(m64.ops_per_sec(), e64.ops_per_sec()),
+                report::round_range(&c64.ratios[h]),
+                ms(m64.p(50.0)),
+                ms(e64.p(50.0)),
+                ms(m64.p(99.0)),
+                ms(e64.p(99.0))
+            ),
+        );
+        let (ops, p50) = (
+            over(mg.ops_per_sec(), eg.ops_per_sec()),
+            over(mg.p(50.0).as_secs_f64(), eg.p(50.0).as_secs_f64()),
+        );
+        targets.add(
+            &format!(
+                "{who}: get, {} clients: <= {ETCD_BOUND}x the cost of etcd's linearizable get \
+                 (ops/s >= etcd's / {ETCD_BOUND}, p50 <= {ETCD_BOUND}x)",
+                args.get_clients
+            ),
+            format!(
+                "{:.0} vs {:.0} ops/s ({ops:.2}x{}), p50 {} vs {} ({p50:.2}x), p99 {} vs {}",
+                mg.ops_per_sec(),
+                eg.ops_per_sec(),
+                report::round_range(&g.ratios[h]),
+                ms(mg.p(50.0)),
+                ms(eg.p(50.0)),
+                ms(mg.p(99.0)),
+                ms(eg.p(99.0))
+            ),
+            Some(ops * ETCD_BOUND >= 1.0 && p50 <= ETCD_BOUND),
+        );
+        for (what, mh, e) in [
+            ("", &lists.small.0[h], el),
+            (", each right after a write", &lists.after_write.0[h], elw),
+        ] {
+            let r = over(mh.median().as_secs_f64(), e.median().as_secs_f64());
+            targets.add(
+                &format!(
+                    "{who}: list of {} cells{what}: median <= {ETCD_BOUND}x etcd's range",
+                    args.cells
+                ),
+                format!(
+                    "median {} vs {} ({r:.2}x), p99 {} vs {}",
+                    ms(mh.median()),
+                    ms(e.median()),
+                    ms(mh.times.p(99.0)),
+                    ms(e.times.p(99.0))
+                ),
+                Some(r <= ETCD_BOUND),
+            );
+        }
+        targets.add(
+            &format!("{who}: watch fan-out, 0 missing"),
+            format!(
+                "{}{} watchers: p50 {} vs {} ({:.2}x), p99 {} vs {} ({:.2}x) with {} etcd watchers; \
+                 missing {} (etcd {})",
+                match mw.rate {
+                    Some(r) => format!("writes paced at {r}/s, "),
+                    None => "closed loop, ".to_string(),
+                },
+                mw.watchers,
+                ms(mw.p(50.0)),
+                ms(ew.p(50.0)),
+                over(mw.p(50.0).as_secs_f64(), ew.p(50.0).as_secs_f64()),
+                ms(mw.p(99.0)),
+                ms(ew.p(99.0)),
+                over(mw.p(99.0).as_secs_f64(), ew.p(99.0).as_secs_f64()),
+                ew.watchers,
+                mw.missing,
+                ew.missing
+            ),
+            Some(mw.missing == 0),
+        );
+        let mut kinds = std::collections::BTreeMap::new();
+        for run in [m1, m64, mg] {
+            for (kind, (n, detail)) in &run.kinds {
+                util::count_kind(&mut kinds, kind.clone(), *n, detail.clone());
+            }
+        }
+        for (kind, (n, detail)) in &mw.kinds {
+            util::count_kind(&mut kinds, kind.clone(), *n, detail.clone());
+        }
+        let failed: u64 = kinds.values().map(|(n, _)| n).sum();
+        targets.add(
+            &format!("{who}: no failed request (5xx, I/O) in create, get and watch"),
+            if kinds.is_empty() {
+                "none".to_string()
+            } else {
+                kinds
+                    .iter()
+                    .map(|(kind, (n, _))| format!("{n} x {kind}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+            Some(failed == 0),
+        );
+    }
+    targets.print();
+}
+
+/// The name of a modelhub target of `replicas` replicas in the report:
+/// `modelhub` when it is the only one and a single server.
+fn target_label(replicas: usize, several: bool) -> String {
+    match (replicas, several) {
+        (1, false) => "modelhub".to_string(),
+        (1, true) => "1 replica".to_string(),
+        (n, _) => format!("{n} replicas"),
+    }
+}
+
+/// Whether serve arguments choose the etcd store.
+fn on_etcd_store(args: &[String]) -> bool {
+    args.windows(2).any(|w| w[0] == "--store" && w[1] == "etcd")
+        || args.iter().any(|a| a == "--store=etcd")
+}
+
+/// The `serve` arguments of --spawn-args for a target of `replicas`.
+fn spawn_args(args: Option<&str>, replicas: u32) -> Vec<String> {
+    args.unwrap_or("")
+        .split_whitespace()
+        .map(|a| a.replace("{n}", &replicas.to_string()))
+        .collect()
+}
+
+/// The modelhub targets of the command line, and the servers it spawned
+/// for them (exits on a contradiction).
+async fn targets(cli: &Cli, run: &str) -> (Vec<Hub>, Vec<Spawned>) {
+    let Some(bin) = &cli.spawn else {
+        if cli.server.is_empty() {
+            eprintln!("give --server URL or --spawn PATH");
+            std::process::exit(2);
+        }
+        let mut hub = Hub::new(&cli.server, run, cli.server_pid.clone());
+        hub.label = target_label(cli.server.len(), false);
+        return (vec![hub], Vec::new());
+    };
+    let etcd_store = on_etcd_store(&spawn_args(cli.spawn_args.as_deref(), 1));
+    if cli.replicas.iter().any(|n| *n > 1) && !etcd_store {
+        eprintln!(
+            "--replicas above 1 needs replicas of one store: --spawn-args '--store etcd --etcd-endpoints URL ...'"
+        );
+        std::process::exit(2);
+    }
+    if cli.data.is_some() && cli.replicas != [1] {
+        eprintln!("--data serves one database file: give it without --replicas");
+        std::process::exit(2);
+    }
+    let several = cli.replicas.len() > 1;
+    if several && etcd_store && !cli.spawn_args.as_deref().unwrap_or("").contains("{n}") {
+        eprintln!(
+            "warning: every target serves the same etcd prefix (no {{n}} in --spawn-args): \
+             each replica follows every target's writes"
+        );
+    }
+    let (mut hubs, mut servers) = (Vec::new(), Vec::new());
+    for (t, &n) in cli.replicas.iter().enumerate() {
+        let args = spawn_args(cli.spawn_args.as_deref(), n);
+        let (mut bases, mut pids) = (Vec::new(), Vec::new());
+        for _ in 0..n {
+            let server = match &cli.data {
+                Some(data) => Spawned::start_on(bin, data, &args).await,
+                None => Spawned::start(bin, &args).await,
+            };
+            bases.push(server.base.clone());
+            pids.push(server.pid());
+            servers.push(server);
+        }
+        let backend: Vec<u32> = cli.etcd_pid.filter(|_| etcd_store).into_iter().collect();
+        pids.extend(&backend);
+        // Names created by one target never collide with another's, even
+        // on one prefix.
+        let run = match t {
+            0 => run.to_string(),
+            t => format!("{run}{t:x}"),
+        };
+        let mut hub = Hub::new(&bases, &run, pids);
+        hub.label = target_label(n as usize, several);
+        hub.backend = backend;
+        eprintln!(
+            "{}: {} ({}){}",
+            hub.label,
+            bases.join(", "),
+            args.join(" "),
+            if etcd_store && cli.etcd_pid.is_some() {
+                "; its server CPU includes etcd's"
+            } else {
+                ""
+            }
+        );
+        hubs.push(hub);
+    }
+    (hubs, servers)
 }
 
 /// The server's allocator, so that the load generator takes no more of the
@@ -752,32 +1199,19 @@ async fn main() {
         eprintln!("done in {:.1?}", started.elapsed());
         return;
     }
-    let server = match (&cli.server, &cli.spawn, &cli.data) {
-        (Some(_), _, _) => None,
-        (None, Some(bin), None) => Some(Spawned::start(bin).await),
-        (None, Some(bin), Some(data)) => Some(Spawned::start_on(bin, data).await),
-        (None, None, _) => {
-            eprintln!("give --server URL or --spawn PATH");
-            std::process::exit(2);
-        }
-    };
-    let base = match (&server, &cli.server) {
-        (Some(s), _) => s.base.clone(),
-        (None, Some(url)) => url.clone(),
-        (None, None) => unreachable!("checked above"),
-    };
+    if matches!(cli.workload, Workload::EtcdBackend(_)) && cli.etcd.is_none() {
+        eprintln!("etcd-backend needs --etcd URL (raw etcd, the other side of its ratios)");
+        std::process::exit(2);
+    }
     let run = util::run_id();
+    let (hubs, mut servers) = targets(&cli, &run).await;
     #[cfg(feature = "etcd")]
     let etcd = match &cli.etcd {
         Some(url) => Some(etcd::Etcd::connect(url, cli.etcd_conns, &run, cli.etcd_pid).await),
         None => None,
     };
     let ctx = Ctx {
-        hub: Hub::new(
-            &base,
-            &run,
-            server.as_ref().map(Spawned::pid).or(cli.server_pid),
-        ),
+        hubs,
         stop,
         rounds: cli.rounds,
         figures: guard::Sink::new(cli.figures.clone()),
@@ -801,20 +1235,25 @@ async fn main() {
         Workload::Watch(args) => {
             watch(&ctx, args).await;
         }
+        Workload::EtcdBackend(args) => {
+            etcd_backend(&ctx, args).await;
+        }
         Workload::All {
             list: l,
             watch: w,
             startup: s,
         } => {
-            all(&ctx, server, l, w, s, cli.spawn.as_deref()).await;
-            eprintln!("done in {:.1?}", started.elapsed());
-            return;
+            // Start-up restarts the one server on its database.
+            let single = (servers.len() == 1 && cli.spawn_args.is_none())
+                .then(|| servers.pop())
+                .flatten();
+            all(&ctx, single, l, w, s, cli.spawn.as_deref()).await;
         }
         Workload::Startup(_) | Workload::Steps { .. } | Workload::GuardReport { .. } => {
             unreachable!("handled above")
         }
     }
-    if let Some(server) = server {
+    for server in servers {
         server.stop().await;
     }
     eprintln!("done in {:.1?}", started.elapsed());
@@ -860,6 +1299,7 @@ mod tests {
             errors: 0,
             first_error: None,
             elapsed: Duration::from_secs(1),
+            ..Run::default()
         };
         let mh = run(Some(70), 15);
         let etcd = run(Some(90), 35);
@@ -888,7 +1328,9 @@ mod tests {
             lat: ms.iter().copied().map(Duration::from_millis).collect(),
             errors: 1,
             first_error: (secs == 2).then(|| "second".to_string()),
+            kinds: [(format!("kind {secs}"), (1, format!("detail {secs}")))].into(),
             elapsed: Duration::from_secs(secs),
+            backend: server.map(|ms| Duration::from_millis(ms / 2)),
         };
         let mut acc = None;
         merge(&mut acc, run(&[3, 5], 1, Some(100)));
@@ -903,8 +1345,10 @@ mod tests {
         assert_eq!(all.lat, ms(&[1, 3, 4, 5]), "sorted, all requests");
         assert_eq!((all.errors, all.elapsed), (2, Duration::from_secs(3)));
         assert_eq!(all.first_error.as_deref(), Some("second"));
+        assert_eq!(all.kinds.len(), 2, "failures of each kind are kept");
         assert!((all.ops_per_sec() - 4.0 / 3.0).abs() < 1e-9);
         assert_eq!(all.cpu.server, Some(Duration::from_millis(150)));
+        assert_eq!(all.backend, Some(Duration::from_millis(75)));
         // CPU unknown in one round is unknown over all of them.
         let mut acc = None;
         merge(&mut acc, run(&[1], 1, Some(100)));
@@ -924,22 +1368,21 @@ mod tests {
             },
             ..Run::default()
         };
-        let (mh, etcd, ratios) = alternate(
+        let runs = alternate(
             3,
             Stop::For(Duration::from_secs(6)),
-            async |stop, round| {
-                calls.lock().unwrap().push(("mh", round, stop.to_string()));
-                run(4, stop)
-            },
-            async |stop, round| {
-                calls
-                    .lock()
-                    .unwrap()
-                    .push(("etcd", round, stop.to_string()));
-                Some(run(2, stop))
+            1,
+            async |side, stop, round| {
+                let (who, n) = match side {
+                    Side::Hub(_) => ("mh", 4),
+                    Side::Etcd => ("etcd", 2),
+                };
+                calls.lock().unwrap().push((who, round, stop.to_string()));
+                Some(run(n, stop))
             },
         )
         .await;
+        let (mh, etcd, ratios) = (&runs.hubs[0], runs.etcd, &runs.ratios[0]);
         let order: Vec<_> = calls
             .lock()
             .unwrap()
@@ -957,18 +1400,73 @@ mod tests {
                 "etcd2 2 s"
             ]
         );
-        assert_eq!(ratios, [2.0, 2.0, 2.0]);
+        assert_eq!(*ratios, [2.0, 2.0, 2.0]);
         assert_eq!((mh.lat.len(), mh.elapsed), (12, Duration::from_secs(6)));
         assert_eq!(etcd.map(|e| e.lat.len()), Some(6));
         // Without etcd: modelhub alone, no ratios.
-        let (mh, etcd, ratios) = alternate(
-            1,
-            Stop::Count(5),
-            async |stop, _| run(5, stop),
-            async |_, _| None,
-        )
+        let runs = alternate(1, Stop::Count(5), 1, async |side, stop, _| match side {
+            Side::Hub(_) => Some(run(5, stop)),
+            Side::Etcd => None,
+        })
         .await;
-        assert_eq!((mh.lat.len(), etcd.is_none(), ratios.len()), (5, true, 0));
+        assert_eq!(
+            (
+                runs.hubs[0].lat.len(),
+                runs.etcd.is_none(),
+                runs.ratios[0].len()
+            ),
+            (5, true, 0)
+        );
+        // Two targets and etcd: each round rotates the order, each target
+        // has its own ratios.
+        let calls = std::sync::Mutex::new(Vec::new());
+        let runs = alternate(3, Stop::Count(3), 2, async |side, stop, round| {
+            calls.lock().unwrap().push((side, round));
+            Some(run(
+                match side {
+                    Side::Hub(h) => 2 * (h + 1),
+                    Side::Etcd => 1,
+                },
+                stop,
+            ))
+        })
+        .await;
+        let (h0, h1, e) = (Side::Hub(0), Side::Hub(1), Side::Etcd);
+        assert_eq!(
+            *calls.lock().unwrap(),
+            [
+                (h0, 0),
+                (h1, 0),
+                (e, 0),
+                (h1, 1),
+                (e, 1),
+                (h0, 1),
+                (e, 2),
+                (h0, 2),
+                (h1, 2)
+            ]
+        );
+        assert_eq!(runs.ratios, [vec![2.0; 3], vec![4.0; 3]]);
+    }
+
+    #[test]
+    fn shares_add_up() {
+        let shares: Vec<usize> = (0..3).map(|r| share(20, r, 3)).collect();
+        assert_eq!(shares, [7, 7, 6]);
+        assert_eq!(share(5, 0, 1), 5);
+        assert_eq!(share(2, 2, 3), 0);
+    }
+
+    #[test]
+    fn spawn_args_name_the_replicas() {
+        let args = spawn_args(Some("--store etcd --etcd-prefix /b-{n}"), 2);
+        assert_eq!(args, ["--store", "etcd", "--etcd-prefix", "/b-2"]);
+        assert!(on_etcd_store(&args));
+        assert!(on_etcd_store(&["--store=etcd".to_string()]));
+        assert!(!on_etcd_store(&spawn_args(None, 1)));
+        assert_eq!(target_label(1, false), "modelhub");
+        assert_eq!(target_label(1, true), "1 replica");
+        assert_eq!(target_label(2, true), "2 replicas");
     }
 
     #[test]

@@ -11,6 +11,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
+use crate::util::Failure;
+
 /// One keep-alive connection.
 pub struct Conn {
     stream: TcpStream,
@@ -19,14 +21,21 @@ pub struct Conn {
     out: Vec<u8>,
 }
 
-/// A response: status code and body length (the body is read, not kept).
-#[derive(Debug, Clone, Copy)]
+/// A response: status code and body length (the body is read, not kept,
+/// but for the first [`ERROR_BODY`] bytes of an error's).
+#[derive(Debug, Clone)]
 pub struct Response {
     /// HTTP status code.
     pub status: u16,
     /// Body length in bytes.
     pub len: usize,
+    /// With a status of 400 or more: the start of the body (a problem's
+    /// JSON), to report it.
+    pub error: Option<String>,
 }
+
+/// Bytes of an error response's body kept in [`Response::error`].
+const ERROR_BODY: usize = 1024;
 
 fn bad(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.into())
@@ -122,6 +131,13 @@ impl Conn {
             }
         }
         self.buf.drain(..head_end);
+        // An error's body is kept (its start) when the caller keeps none.
+        let mut kept = Vec::new();
+        let sink = match sink {
+            Some(sink) => Some(sink),
+            None if status >= 400 => Some(&mut kept),
+            None => None,
+        };
         let len = match (length, chunked) {
             (_, true) => self.read_chunked(sink).await?,
             (Some(n), false) => {
@@ -136,7 +152,11 @@ impl Conn {
             }
             (None, false) => return Err(bad("response without length")),
         };
-        Ok(Response { status, len })
+        let error = (status >= 400).then(|| {
+            let end = kept.len().min(ERROR_BODY);
+            String::from_utf8_lossy(&kept[..end]).into_owned()
+        });
+        Ok(Response { status, len, error })
     }
 
     async fn read_chunked(&mut self, mut sink: Option<&mut Vec<u8>>) -> io::Result<usize> {
@@ -173,18 +193,21 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// One lazily opened connection per closed-loop client; a connection that
-/// fails is dropped and reopened by the next request.
+/// One lazily opened connection per closed-loop client, client `c` on
+/// `bases[c % bases.len()]` (the replicas of one store share the clients
+/// out); a connection that fails is dropped and reopened by the next
+/// request.
 pub struct Pool {
-    base: String,
+    bases: Vec<String>,
     conns: Vec<Mutex<Option<Conn>>>,
 }
 
 impl Pool {
-    /// A pool for `clients` clients of `base`.
-    pub fn new(base: &str, clients: usize) -> Pool {
+    /// A pool for `clients` clients of `bases` (at least one).
+    pub fn new(bases: &[String], clients: usize) -> Pool {
+        assert!(!bases.is_empty(), "a pool needs a server");
         Pool {
-            base: base.to_string(),
+            bases: bases.to_vec(),
             conns: (0..clients).map(|_| Mutex::new(None)).collect(),
         }
     }
@@ -196,17 +219,24 @@ impl Pool {
         method: &str,
         path: &str,
         body: &[u8],
-    ) -> Result<Response, String> {
+    ) -> Result<Response, Failure> {
         let mut slot = self.conns[c].lock().await;
         if slot.is_none() {
-            *slot = Some(Conn::connect(&self.base).await.map_err(|e| e.to_string())?);
+            let base = &self.bases[c % self.bases.len()];
+            let conn = Conn::connect(base).await.map_err(|e| {
+                Failure::new(format!("connect: {e}"), format!("connect to {base}: {e}"))
+            })?;
+            *slot = Some(conn);
         }
         let conn = slot.as_mut().expect("connected above");
         match conn.request(method, path, body).await {
             Ok(r) => Ok(r),
             Err(e) => {
                 *slot = None;
-                Err(format!("{method} {path}: {e}"))
+                Err(Failure::new(
+                    format!("{method}: {e}"),
+                    format!("{method} {path}: {e}"),
+                ))
             }
         }
     }

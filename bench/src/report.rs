@@ -1,9 +1,13 @@
 //! Figures of each workload, printed side by side (modelhub, etcd, ratio),
 //! and the targets checked by `all`.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::util::Run;
+
+/// Width of the first column (a store's name) of the figures' lines.
+const WHO: usize = 10;
 
 /// Formats a duration with 3 significant digits in a fixed width.
 pub fn ms(d: Duration) -> String {
@@ -29,7 +33,7 @@ fn ratio(a: f64, b: f64) -> String {
 /// Prints a closed-loop run's line.
 pub fn run_line(who: &str, run: &Run) {
     println!(
-        "  {who:<9} {:>8.0} ops/s   p50 {:>9}   p99 {:>9}   p99.9 {:>9}   max {:>9}   ({} ok, {} errors)",
+        "  {who:<WHO$} {:>8.0} ops/s   p50 {:>9}   p99 {:>9}   p99.9 {:>9}   max {:>9}   ({} ok, {} errors)",
         run.ops_per_sec(),
         ms(run.p(50.0)),
         ms(run.p(99.0)),
@@ -45,30 +49,58 @@ pub fn run_line(who: &str, run: &Run) {
                 format!("{:.1} us", d.as_secs_f64() * 1e6)
             })
         };
+        let of_it = match run.backend.zip(server) {
+            Some((b, _)) => {
+                let b = b / u32::try_from(run.lat.len().max(1)).unwrap_or(u32::MAX);
+                format!(" (etcd {} of it)", us(Some(b)))
+            }
+            None => String::new(),
+        };
         println!(
-            "  {who:<9} CPU per op: server {}, load generator {}",
+            "  {who:<WHO$} CPU per op: server {}{of_it}, load generator {}",
             us(server),
             us(bench)
         );
     }
-    if let Some(e) = &run.first_error {
-        println!("  {who:<9} first error: {e}");
+    failures(who, &run.kinds);
+}
+
+/// Kinds of failure printed, at most (the rest are summed up).
+const KINDS: usize = 8;
+
+/// Prints failures by kind: how many, and the first one's message.
+pub fn failures(who: &str, kinds: &BTreeMap<String, (u64, String)>) {
+    for (kind, (n, detail)) in kinds.iter().take(KINDS) {
+        let detail: String = detail.chars().take(400).collect();
+        println!("  {who:<WHO$} failed: {n} x {kind}; first: {detail}");
+    }
+    if kinds.len() > KINDS {
+        let rest: u64 = kinds.values().skip(KINDS).map(|(n, _)| n).sum();
+        println!(
+            "  {who:<WHO$} failed: {rest} more, of {} other kinds",
+            kinds.len() - KINDS
+        );
     }
 }
 
-/// Prints a closed-loop workload: modelhub, etcd if run, and the ratios.
-pub fn runs(title: &str, mh: &Run, etcd: Option<&Run>) {
+/// Prints a closed-loop workload: each modelhub target (its name and its
+/// run), etcd if run, and each target's ratios to etcd.
+pub fn runs(title: &str, hubs: &[(&str, &Run)], etcd: Option<&Run>) {
     println!("== {title}");
-    run_line("modelhub", mh);
+    for (who, run) in hubs {
+        run_line(who, run);
+    }
     if let Some(e) = etcd {
         run_line("etcd", e);
-        println!(
-            "  modelhub/etcd: ops/s {}   p50 {}   p99 {}{}",
-            ratio(mh.ops_per_sec(), e.ops_per_sec()),
-            ratio(mh.p(50.0).as_secs_f64(), e.p(50.0).as_secs_f64()),
-            ratio(mh.p(99.0).as_secs_f64(), e.p(99.0).as_secs_f64()),
-            shared_cpu_ratio(mh, e),
-        );
+        for (who, mh) in hubs {
+            println!(
+                "  {who}/etcd: ops/s {}   p50 {}   p99 {}{}",
+                ratio(mh.ops_per_sec(), e.ops_per_sec()),
+                ratio(mh.p(50.0).as_secs_f64(), e.p(50.0).as_secs_f64()),
+                ratio(mh.p(99.0).as_secs_f64(), e.p(99.0).as_secs_f64()),
+                shared_cpu_ratio(mh, e),
+            );
+        }
     }
 }
 
@@ -98,12 +130,12 @@ pub fn shared_cpu_detail(mh: &Run, etcd: &Run) -> String {
     })
 }
 
-/// Prints each round's modelhub/etcd ops/s of a workload run in rounds.
-pub fn rounds(ratios: &[f64]) {
+/// Prints each round's `who`/etcd ops/s of a workload run in rounds.
+pub fn rounds(who: &str, ratios: &[f64]) {
     if ratios.len() > 1 {
         let each: Vec<String> = ratios.iter().map(|r| format!("{r:.2}x")).collect();
         println!(
-            "  rounds, modelhub/etcd ops/s: {} (median {:.2}x)",
+            "  rounds, {who}/etcd ops/s: {} (median {:.2}x)",
             each.join(" "),
             median(ratios)
         );
@@ -152,11 +184,18 @@ impl ListFigures {
     pub fn median(&self) -> Duration {
         self.times.p(50.0)
     }
+
+    /// Adds another series of the same lists (another round's).
+    pub fn absorb(&mut self, other: ListFigures) {
+        self.times.absorb(other.times);
+        self.items = other.items;
+        self.bytes = other.bytes;
+    }
 }
 
 fn list_line(who: &str, l: &ListFigures) {
     println!(
-        "  {who:<9} {} items, {:.1} MB: median {:>9}  min {:>9}  max {:>9}  per list ({} lists)",
+        "  {who:<WHO$} {} items, {:.1} MB: median {:>9}  min {:>9}  max {:>9}  per list ({} lists)",
         l.items,
         l.bytes as f64 / 1e6,
         ms(l.median()),
@@ -166,22 +205,31 @@ fn list_line(who: &str, l: &ListFigures) {
     );
     if let Some(cpu) = l.times.cpu_per_op().0 {
         println!(
-            "  {who:<9} server CPU per list: {} (with its status write, if any)",
+            "  {who:<WHO$} server CPU per list: {} (with its status write, if any)",
             ms(cpu)
         );
     }
 }
 
-/// Prints a list workload.
-pub fn lists(title: &str, mh: &ListFigures, etcd: Option<&ListFigures>) {
+/// Prints a list workload: each modelhub target, etcd if run, and each
+/// target's ratio to etcd.
+pub fn lists(title: &str, hubs: &[(&str, &ListFigures)], etcd: Option<&ListFigures>) {
     println!("== {title}");
-    list_line("modelhub", mh);
+    for (who, mh) in hubs {
+        list_line(who, mh);
+    }
     if let Some(e) = etcd {
         list_line("etcd", e);
-        println!(
-            "  modelhub/etcd: median time per list {}",
-            ratio(mh.median().as_secs_f64(), e.median().as_secs_f64())
-        );
+        for (who, mh) in hubs {
+            println!(
+                "  {who}/etcd: median time per list {}   p99 {}",
+                ratio(mh.median().as_secs_f64(), e.median().as_secs_f64()),
+                ratio(
+                    mh.times.p(99.0).as_secs_f64(),
+                    e.times.p(99.0).as_secs_f64()
+                )
+            );
+        }
     }
 }
 
@@ -209,6 +257,16 @@ pub struct WatchFigures {
     /// CPU used from just before the first write until every watcher has
     /// finished (the load generator's includes its writers').
     pub cpu: crate::util::Cpu,
+    /// Writes that failed.
+    pub errors: u64,
+    /// Failed writes and refused (or lost) watches by kind: how many, and
+    /// the first one's message.
+    pub kinds: BTreeMap<String, (u64, String)>,
+    /// From the warm-up write's ack until every watcher had received it
+    /// (the watch's start: catching up from the watch's revision); the
+    /// longest of the rounds. `None`: not measured, or not every watcher
+    /// in time.
+    pub warmup: Option<Duration>,
 }
 
 impl WatchFigures {
@@ -216,11 +274,36 @@ impl WatchFigures {
     pub fn p(&self, p: f64) -> Duration {
         crate::util::percentile(&self.delays, p)
     }
+
+    /// Adds another run of the same watchers (another round's): writes,
+    /// times, deliveries, delays, CPU and failures add up.
+    pub fn absorb(&mut self, other: WatchFigures) {
+        self.writes += other.writes;
+        self.write_time += other.write_time;
+        self.delivered += other.delivered;
+        self.span += other.span;
+        self.delays.extend(other.delays);
+        self.delays.sort();
+        self.missing += other.missing;
+        let add = |a: Option<Duration>, b: Option<Duration>| Some(a? + b?);
+        self.cpu = crate::util::Cpu {
+            server: add(self.cpu.server, other.cpu.server),
+            bench: add(self.cpu.bench, other.cpu.bench),
+        };
+        self.errors += other.errors;
+        for (kind, (n, detail)) in other.kinds {
+            crate::util::count_kind(&mut self.kinds, kind, n, detail);
+        }
+        self.warmup = match (self.warmup, other.warmup) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            _ => None,
+        };
+    }
 }
 
 fn watch_line(who: &str, w: &WatchFigures) {
     println!(
-        "  {who:<9} {} watchers x {} writes ({} writers{}): writes {:.0}/s, delivered {} events = {:.0}/s",
+        "  {who:<WHO$} {} watchers x {} writes ({} writers{}): writes {:.0}/s, delivered {} events = {:.0}/s",
         w.watchers,
         w.writes,
         w.writers,
@@ -232,7 +315,7 @@ fn watch_line(who: &str, w: &WatchFigures) {
         w.delivered as f64 / w.span.as_secs_f64().max(1e-3)
     );
     println!(
-        "  {who:<9} write-ack -> receipt: p50 {:>9}  p90 {:>9}  p99 {:>9}  p99.9 {:>9}  max {:>9}   missing {}",
+        "  {who:<WHO$} write-ack -> receipt: p50 {:>9}  p90 {:>9}  p99 {:>9}  p99.9 {:>9}  max {:>9}   missing {}",
         ms(w.p(50.0)),
         ms(w.p(90.0)),
         ms(w.p(99.0)),
@@ -249,26 +332,38 @@ fn watch_line(who: &str, w: &WatchFigures) {
         })
     };
     println!(
-        "  {who:<9} CPU per delivered event: server {}, load generator {}",
+        "  {who:<WHO$} CPU per delivered event: server {}, load generator {}",
         per(w.cpu.server),
         per(w.cpu.bench)
     );
+    match w.warmup {
+        Some(d) => println!(
+            "  {who:<WHO$} start: every watcher had the warm-up write {} after its ack (untimed; the longest round)",
+            ms(d)
+        ),
+        None => println!("  {who:<WHO$} start: not every watcher had the warm-up write in time"),
+    }
+    if w.errors > 0 {
+        println!("  {who:<WHO$} {} writes failed", w.errors);
+    }
+    failures(who, &w.kinds);
 }
 
-/// Prints a watch workload: modelhub runs (with their watcher counts), the
-/// etcd run, and the p99 ratio of each modelhub run to etcd's.
-pub fn watches(mh: &[WatchFigures], etcd: Option<&WatchFigures>) {
+/// Prints a watch workload: modelhub runs (each target's name, with their
+/// watcher counts), the etcd run, and the p99 ratio of each modelhub run
+/// to etcd's.
+pub fn watches(mh: &[(&str, &WatchFigures)], etcd: Option<&WatchFigures>) {
     println!(
         "== watch fan-out (cell creates; delay from the writer's ack to each watcher's receipt)"
     );
-    for m in mh {
-        watch_line("modelhub", m);
+    for (who, m) in mh {
+        watch_line(who, m);
     }
     if let Some(e) = etcd {
         watch_line("etcd", e);
-        for m in mh {
+        for (who, m) in mh {
             println!(
-                "  modelhub ({} watchers)/etcd ({} watchers): p50 {}   p99 {}",
+                "  {who} ({} watchers)/etcd ({} watchers): p50 {}   p99 {}",
                 m.watchers,
                 e.watchers,
                 ratio(m.p(50.0).as_secs_f64(), e.p(50.0).as_secs_f64()),
@@ -313,28 +408,33 @@ pub fn startups(data: &std::path::Path, size: u64, objects: Option<u64>, runs: &
     }
 }
 
-/// The project's targets, checked by `all`.
+/// The project's targets, checked by `all` and `etcd-backend`.
 #[derive(Default)]
 pub struct Targets {
-    rows: Vec<(String, String, Option<bool>)>,
+    rows: Vec<(String, String, &'static str)>,
 }
 
 impl Targets {
     /// Records a target: its wording, the measured figures, and whether it
     /// was met (`None`: not measured in this run).
     pub fn add(&mut self, target: &str, figures: String, met: Option<bool>) {
-        self.rows.push((target.to_string(), figures, met));
+        let verdict = match met {
+            Some(true) => "MET",
+            Some(false) => "MISSED",
+            None => "not measured",
+        };
+        self.rows.push((target.to_string(), figures, verdict));
+    }
+
+    /// Records figures beside the targets that are no target themselves.
+    pub fn note(&mut self, what: &str, figures: String) {
+        self.rows.push((what.to_string(), figures, "info"));
     }
 
     /// Prints the table.
     pub fn print(&self) {
         println!("== targets");
-        for (target, figures, met) in &self.rows {
-            let verdict = match met {
-                Some(true) => "MET",
-                Some(false) => "MISSED",
-                None => "not measured",
-            };
+        for (target, figures, verdict) in &self.rows {
             println!("  [{verdict}] {target}: {figures}");
         }
     }

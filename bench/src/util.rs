@@ -1,6 +1,7 @@
 //! Shared pieces: a spawned server, documents, the closed-loop driver,
 //! percentiles.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -26,34 +27,42 @@ pub struct Spawned {
 
 impl Spawned {
     /// Starts `bin serve` on a free port and a fresh temporary database
-    /// (removed when this is dropped).
-    pub async fn start(bin: &str) -> Spawned {
+    /// (removed when this is dropped), with `extra` arguments after the
+    /// bench's own (e.g. `--store etcd --etcd-endpoints URL`).
+    pub async fn start(bin: &str, extra: &[String]) -> Spawned {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("bench.redb");
-        let mut s = Spawned::start_on(bin, &data).await;
+        let mut s = Spawned::start_on(bin, &data, extra).await;
         s._dir = Some(dir);
         s
     }
 
     /// Starts `bin serve` on a free port and the database file `data`
-    /// (created if missing, kept afterwards).
-    pub async fn start_on(bin: &str, data: &Path) -> Spawned {
+    /// (created if missing, kept afterwards), with `extra` arguments.
+    pub async fn start_on(bin: &str, data: &Path, extra: &[String]) -> Spawned {
         let started = Instant::now();
         let mut child = Command::new(bin)
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(data)
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .expect("spawn modelhub");
         let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let line = lines.next_line().await.expect("read").expect("a line");
+        let base = loop {
+            let Some(line) = lines.next_line().await.expect("read") else {
+                panic!(
+                    "{bin} serve {} ended before listening (its stderr is above)",
+                    extra.join(" ")
+                );
+            };
+            if let Some(base) = line.strip_prefix("modelhub listening on ") {
+                break base.to_string();
+            }
+        };
         let ready_after = started.elapsed();
-        let base = line
-            .strip_prefix("modelhub listening on ")
-            .expect("listening line")
-            .to_string();
         // Keep draining stdout so the server never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Spawned {
@@ -392,27 +401,40 @@ pub struct Cpu {
     pub bench: Option<Duration>,
 }
 
-/// CPU times of the server (if its pid is known) and of this process at
-/// one moment, to measure what both spend from then on.
+/// CPU times of the server's processes (if their pids are known: all of
+/// a target's modelhub replicas, and etcd under modelhub on etcd) and of
+/// this process at one moment, to measure what both spend from then on.
 pub struct CpuMark {
-    pid: Option<u32>,
+    pids: Vec<u32>,
     server: Option<Duration>,
     bench: Option<Duration>,
 }
 
+/// The CPU time of all of `pids` together; `None` if there are none or
+/// one cannot be read.
+fn cpu_of(pids: &[u32]) -> Option<Duration> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter()
+        .map(|p| cpu_time(&p.to_string()))
+        .sum::<Option<Duration>>()
+}
+
 impl CpuMark {
-    /// The CPU times now of `server_pid` (if known) and of this process.
-    pub fn now(server_pid: Option<u32>) -> CpuMark {
+    /// The CPU times now of `server_pids` (the server's CPU is unknown
+    /// without any) and of this process.
+    pub fn now(server_pids: &[u32]) -> CpuMark {
         CpuMark {
-            pid: server_pid,
-            server: server_pid.and_then(|p| cpu_time(&p.to_string())),
+            pids: server_pids.to_vec(),
+            server: cpu_of(server_pids),
             bench: cpu_time("self"),
         }
     }
 
     /// The CPU both have spent since the mark.
     pub fn spent(&self) -> Cpu {
-        let now = CpuMark::now(self.pid);
+        let now = CpuMark::now(&self.pids);
         let diff = |a: Option<Duration>, b: Option<Duration>| Some(b?.saturating_sub(a?));
         Cpu {
             server: diff(self.server, now.server),
@@ -421,10 +443,10 @@ impl CpuMark {
     }
 }
 
-/// Measures the CPU of `server_pid` (if known) and of this process across
+/// Measures the CPU of `server_pids` (if any) and of this process across
 /// `work`.
-pub async fn with_cpu<T>(server_pid: Option<u32>, work: impl Future<Output = T>) -> (T, Cpu) {
-    let mark = CpuMark::now(server_pid);
+pub async fn with_cpu<T>(server_pids: &[u32], work: impl Future<Output = T>) -> (T, Cpu) {
+    let mark = CpuMark::now(server_pids);
     let out = work.await;
     (out, mark.spent())
 }
@@ -440,8 +462,55 @@ pub struct Run {
     pub errors: u64,
     /// The first failure, for the report.
     pub first_error: Option<String>,
+    /// Failures by kind (e.g. `create: 503 Unavailable`): how many, and
+    /// the first one's whole message.
+    pub kinds: BTreeMap<String, (u64, String)>,
     /// Wall time of the whole run.
     pub elapsed: Duration,
+    /// Of the server's CPU, what the store under it spent (etcd under
+    /// modelhub on etcd), if known.
+    pub backend: Option<Duration>,
+}
+
+/// A failed request: its kind, counted in [`Run::kinds`] (no names in it,
+/// so that failures of one kind add up), and the whole message.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    /// E.g. `create: 503 Unavailable`.
+    pub kind: String,
+    /// E.g. the request's path and the problem's detail.
+    pub detail: String,
+}
+
+impl Failure {
+    /// A failure of kind `kind`, described by `detail`.
+    pub fn new(kind: impl Into<String>, detail: impl Into<String>) -> Failure {
+        Failure {
+            kind: kind.into(),
+            detail: detail.into(),
+        }
+    }
+}
+
+impl From<String> for Failure {
+    /// A failure whose message is its kind (an etcd client's error, say).
+    fn from(detail: String) -> Failure {
+        let kind: String = detail.chars().take(160).collect();
+        Failure { kind, detail }
+    }
+}
+
+/// Adds `count` failures of `kind` (first message `detail`) to `kinds`.
+pub fn count_kind(
+    kinds: &mut BTreeMap<String, (u64, String)>,
+    kind: String,
+    count: u64,
+    detail: String,
+) {
+    kinds
+        .entry(kind)
+        .and_modify(|(n, _)| *n += count)
+        .or_insert((count, detail));
 }
 
 impl Run {
@@ -458,18 +527,27 @@ impl Run {
     /// Adds another run of the same workload to this one, as if the two
     /// had been one run: requests, errors, wall time and CPU add up.
     pub fn absorb(&mut self, other: Run) {
-        self.lat.extend(other.lat);
-        self.lat.sort();
-        self.errors += other.errors;
-        if self.first_error.is_none() {
-            self.first_error = other.first_error;
-        }
-        self.elapsed += other.elapsed;
         let add = |a: Option<Duration>, b: Option<Duration>| Some(a? + b?);
         self.cpu = Cpu {
             server: add(self.cpu.server, other.cpu.server),
             bench: add(self.cpu.bench, other.cpu.bench),
         };
+        self.elapsed += other.elapsed;
+        self.backend = add(self.backend, other.backend);
+        self.absorb_counts(other);
+        self.lat.sort();
+    }
+
+    /// Adds another client's requests and failures (not its time or CPU).
+    fn absorb_counts(&mut self, other: Run) {
+        self.lat.extend(other.lat);
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+        for (kind, (n, detail)) in other.kinds {
+            count_kind(&mut self.kinds, kind, n, detail);
+        }
     }
 
     /// Server and load-generator CPU per successful request, if measured.
@@ -490,14 +568,14 @@ impl Run {
 
 /// Runs `clients` concurrent loops, each calling `op(client, seq)` back to
 /// back until `stop`; `seq` is unique across clients (0, 1, 2, ...). The
-/// CPU of `server_pid` (if known) and of this process during the loops
+/// CPU of `server_pids` (if any) and of this process during the loops
 /// goes into the run.
-pub async fn closed_loop<F, Fut>(server_pid: Option<u32>, clients: usize, stop: Stop, op: F) -> Run
+pub async fn closed_loop<F, Fut>(server_pids: &[u32], clients: usize, stop: Stop, op: F) -> Run
 where
     F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<(), String>> + Send + 'static,
+    Fut: Future<Output = Result<(), Failure>> + Send + 'static,
 {
-    let (mut all, cpu) = with_cpu(server_pid, run_loops(clients, stop, op)).await;
+    let (mut all, cpu) = with_cpu(server_pids, run_loops(clients, stop, op)).await;
     all.cpu = cpu;
     all
 }
@@ -505,7 +583,7 @@ where
 async fn run_loops<F, Fut>(clients: usize, stop: Stop, op: F) -> Run
 where
     F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<(), String>> + Send + 'static,
+    Fut: Future<Output = Result<(), Failure>> + Send + 'static,
 {
     let op = Arc::new(op);
     let next = Arc::new(AtomicU64::new(0));
@@ -531,7 +609,8 @@ where
                     Ok(()) => run.lat.push(t.elapsed()),
                     Err(e) => {
                         run.errors += 1;
-                        run.first_error.get_or_insert(e);
+                        run.first_error.get_or_insert_with(|| e.detail.clone());
+                        count_kind(&mut run.kinds, e.kind, 1, e.detail);
                     }
                 }
             }
@@ -541,11 +620,7 @@ where
     let mut all = Run::default();
     for t in tasks {
         let run = t.await.expect("client task");
-        all.lat.extend(run.lat);
-        all.errors += run.errors;
-        if all.first_error.is_none() {
-            all.first_error = run.first_error;
-        }
+        all.absorb_counts(run);
     }
     all.elapsed = started.elapsed();
     all.lat.sort();
