@@ -314,20 +314,20 @@ impl Inner {
             }
             let mut rev = -1;
             let mut k = 0u64;
+            // Whether this response reaches the end (`current` where
+            // progress is trusted; the marker, elsewhere): a revision's
+            // events all come in one response.
+            let mut reached = false;
             for ev in resp.events() {
                 let Some(kv) = ev.kv() else { continue };
-                if kv.mod_revision() > current {
-                    // Beyond the page: done once the end is reached (an
-                    // event after `current` at all, where progress is
-                    // trusted; the marker, elsewhere).
-                    if self.trust_progress || kv.mod_revision() >= end {
-                        complete = true;
-                        break 'read;
-                    }
+                let at = kv.mod_revision();
+                reached |= at >= end;
+                if at > current {
+                    // Beyond the page.
                     continue;
                 }
-                if kv.mod_revision() != rev {
-                    rev = kv.mod_revision();
+                if at != rev {
+                    rev = at;
                     k = 0;
                 }
                 if self.layout.parse(kv.key()).is_none() {
@@ -345,7 +345,7 @@ impl Inner {
                     events.push(e);
                 }
             }
-            if self.trust_progress && rev >= end {
+            if reached {
                 complete = true;
                 break;
             }
