@@ -47,10 +47,35 @@ pub fn prefix_range(prefix: &[u8]) -> (Vec<u8>, Option<Vec<u8>>) {
     (prefix.to_vec(), Some(end))
 }
 
+/// A key as lowercase hex (continue tokens carry their last key so).
+pub fn to_hex(key: &[u8]) -> String {
+    key.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The key `hex` spells; `None` unless it is a non-empty, even-length run
+/// of hex digits (a token is client input).
+pub fn from_hex(hex: &str) -> Option<Vec<u8>> {
+    if hex.is_empty() || !hex.len().is_multiple_of(2) || !hex.is_ascii() {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn hex_round_trips_and_refuses_what_is_not_hex() {
+        assert_eq!(from_hex(&to_hex(b"r\0s\0")), Some(b"r\0s\0".to_vec()));
+        for bad in ["", "0", "0g", "\u{e9}\u{e9}", "a\u{e9}", "a\u{e9}a"] {
+            assert_eq!(from_hex(bad), None, "{bad:?}");
+        }
+    }
 
     fn name() -> impl Strategy<Value = String> {
         // Valid names: printable, no '_' or '/'; includes multi-byte text.

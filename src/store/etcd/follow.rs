@@ -233,7 +233,7 @@ async fn heartbeat(inner: &Inner, seen: i64) -> Option<i64> {
             Compare::mod_revision(key.clone(), CompareOp::Equal, seen),
         ])
         .and_then(vec![TxnOp::put(key, "", None)]);
-    match inner.txn(txn).await {
+    match inner.txn(&txn).await {
         Ok(resp) if resp.succeeded() => Some(super::inner::header_revision(resp.header())),
         Ok(_) => heartbeat_seen(inner).await,
         Err(e) => {
@@ -317,7 +317,7 @@ impl EtcdStore {
             ])
             .and_then(vec![TxnOp::put(key, target.to_string(), None)]);
         let won = inner
-            .txn(txn)
+            .txn(&txn)
             .await
             .map_err(|e| e.refusal_or_unknown())?
             .succeeded();

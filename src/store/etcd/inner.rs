@@ -137,7 +137,7 @@ impl EtcdStore {
                 TxnOp::put(key.clone(), codec::encode_token(&token), None),
                 TxnOp::put(l.meta("tokens"), "1", None),
             ]);
-        let resp = self.0.txn(txn).await.map_err(|e| e.refusal_or_unknown())?;
+        let resp = self.0.txn(&txn).await.map_err(|e| e.refusal_or_unknown())?;
         if resp.succeeded() {
             return Ok(());
         }
@@ -162,7 +162,7 @@ impl EtcdStore {
                     Compare::mod_revision(key.clone(), CompareOp::Equal, kv.mod_revision),
                 ])
                 .and_then(vec![TxnOp::delete(key.clone(), None)]);
-            let resp = self.0.txn(txn).await.map_err(|e| e.refusal_or_unknown())?;
+            let resp = self.0.txn(&txn).await.map_err(|e| e.refusal_or_unknown())?;
             if resp.succeeded() {
                 return Ok(token);
             }
@@ -179,7 +179,7 @@ impl EtcdStore {
             TxnOp::get(prefix.clone(), Some(GetOptions::new().with_prefix())),
             TxnOp::get(l.meta("tokens"), None),
         ]);
-        let resp = self.0.read_txn(txn).await.map_err(|e| e.read())?;
+        let resp = self.0.read_txn(&txn).await.map_err(|e| e.read())?;
         let mut items = Vec::new();
         let mut enabled = false;
         for (i, r) in resp.op_responses().into_iter().enumerate() {
@@ -286,7 +286,7 @@ impl Inner {
     /// A write transaction; sent again (within the etcd timeout) while
     /// etcd refuses it before applying it (no leader yet, a member that
     /// cannot be reached), as nothing can have been written.
-    pub(super) async fn txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse, EtcdError> {
+    pub(super) async fn txn(&self, txn: &Txn) -> Result<etcd_client::TxnResponse, EtcdError> {
         self.again(
             || {
                 let (mut kv, txn) = (self.kv(), txn.clone());
@@ -298,7 +298,7 @@ impl Inner {
     }
 
     /// A read-only transaction, sent again on any passing failure.
-    pub(super) async fn read_txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse, EtcdError> {
+    pub(super) async fn read_txn(&self, txn: &Txn) -> Result<etcd_client::TxnResponse, EtcdError> {
         self.again(
             || {
                 let (mut kv, txn) = (self.kv(), txn.clone());

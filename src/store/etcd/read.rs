@@ -475,8 +475,7 @@ impl Scope {
 /// A continue token: the list's position (`resourceVersion` form, so that
 /// a restore's offset is part of it) and the last key read.
 fn encode_token(position: u64, key: &[u8]) -> String {
-    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
-    format!("e1.{position}.{hex}")
+    format!("e1.{position}.{}", keys::to_hex(key))
 }
 
 fn parse_token(token: &str) -> Result<(u64, Vec<u8>), StoreError> {
@@ -484,15 +483,10 @@ fn parse_token(token: &str) -> Result<(u64, Vec<u8>), StoreError> {
     let rest = token.strip_prefix("e1.").ok_or_else(bad)?;
     let (r, hex) = rest.split_once('.').ok_or_else(bad)?;
     let r: u64 = r.parse().map_err(|_| bad())?;
-    if r == 0 || hex.len() % 2 != 0 || hex.is_empty() {
+    if r == 0 {
         return Err(bad());
     }
-    let key = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16))
-        .collect::<Result<Vec<u8>, _>>()
-        .map_err(|_| bad())?;
-    Ok((r, key))
+    Ok((r, keys::from_hex(hex).ok_or_else(bad)?))
 }
 
 /// The store at one etcd revision.
@@ -633,7 +627,14 @@ mod tests {
         let t = encode_token(42, b"r\0s\0");
         assert_eq!(parse_token(&t).unwrap(), (42, b"r\0s\0".to_vec()));
         for bad in [
-            "", "e1.", "e1.x.00", "e1.5.0", "e1.5.zz", "r1.5.00", "e1.0.00",
+            "",
+            "e1.",
+            "e1.x.00",
+            "e1.5.0",
+            "e1.5.zz",
+            "r1.5.00",
+            "e1.0.00",
+            "e1.5.a\u{e9}a",
         ] {
             assert!(parse_token(bad).is_err(), "{bad:?}");
         }

@@ -237,7 +237,7 @@ fn stamp(inner: &Inner, plan: Plan, r: i64, index: &mut u64, prev: &mut u64) -> 
 }
 
 /// What a request reads before planning.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Read {
     /// One object (or its absence).
     Object(Kind, Vec<u8>),
@@ -269,10 +269,7 @@ impl Read {
 /// `reads` without repeats, in order.
 fn distinct(reads: &[Read]) -> Vec<&Read> {
     let mut seen = HashSet::new();
-    reads
-        .iter()
-        .filter(|r| seen.insert(format!("{r:?}")))
-        .collect()
+    reads.iter().filter(|r| seen.insert(*r)).collect()
 }
 
 fn reads_of(op: &WriteOp) -> Vec<Read> {
@@ -347,7 +344,7 @@ impl<'a> View<'a> {
                 })
                 .collect();
             let resp = inner
-                .read_txn(Txn::new().and_then(ops))
+                .read_txn(&Txn::new().and_then(ops))
                 .await
                 .map_err(EtcdError::read)?;
             if view.revision == 0 {
@@ -547,7 +544,6 @@ impl Inner {
         let l = &self.layout;
         let mut ops = Vec::new();
         let mut bytes = 0usize;
-        let mut puts = Vec::new();
         let deleting = steps.iter().any(|s| s.change == ChangeType::Deleted);
         if deleting {
             for (kind, prefix) in &view.cascade {
@@ -564,13 +560,8 @@ impl Inner {
                 Some(DeleteOptions::new().with_prev_key()),
             ));
         } else {
-            for (index, step) in steps.iter().enumerate() {
-                let mut obj = step.object.clone();
-                obj.meta_mut().resource_version = index as u64;
-                let key = l.object(step.kind, &step.key);
-                let value = codec::encode(&obj);
+            for (key, value) in self.records(&steps) {
                 bytes += key.len() + value.len();
-                puts.push((key.clone(), value.clone()));
                 ops.push(TxnOp::put(key, value, None));
             }
         }
@@ -595,9 +586,9 @@ impl Inner {
             )));
         }
         let txn = Txn::new().when(compares).and_then(ops);
-        let resp = match self.txn(txn.clone()).await {
+        let resp = match self.txn(&txn).await {
             Ok(resp) => resp,
-            Err(e) => match self.settle(e, txn, &puts).await? {
+            Err(e) => match self.settle(e, &txn, &steps, deleting).await? {
                 Settled::Answered(resp) => resp,
                 Settled::Stored(r) => return Ok(Some(self.committed(r, steps).await)),
             },
@@ -620,71 +611,44 @@ impl Inner {
         self.commits.fetch_add(1, Ordering::Relaxed);
         self.published(r).await;
         let mut prev = self.revs.position(r - 1);
-        let changes: Vec<Change> = steps
-            .into_iter()
-            .enumerate()
-            .map(|(i, mut s)| {
-                let revision = self.revs.rv(r, i as u64);
-                s.object.meta_mut().resource_version = revision;
-                let c = Change {
-                    revision,
-                    prev,
-                    change: s.change,
-                    object: Arc::new(s.object),
-                };
-                prev = revision;
-                c
-            })
-            .collect();
-        let object = changes.last().expect("a plan has steps").object.clone();
-        WriteOutcome { object, changes }
+        stamp(self, Plan::Steps(steps), r, &mut 0, &mut prev)
     }
 
-    /// The changes a committed transaction made.
+    /// The changes a committed transaction made: its puts, or what its
+    /// deletes removed (as etcd reports them, in the order of its events).
     fn outcome(
         &self,
         resp: &TxnResponse,
-        steps: Vec<Step>,
+        mut steps: Vec<Step>,
         deleting: bool,
     ) -> Result<WriteOutcome, StoreError> {
-        let r = super::inner::header_revision(resp.header());
-        let mut prev = self.revs.position(r - 1);
-        let mut changes = Vec::new();
-        let mut push = |changes: &mut Vec<Change>, change: ChangeType, mut obj: AnyObject| {
-            let revision = self.revs.rv(r, changes.len() as u64);
-            obj.meta_mut().resource_version = revision;
-            changes.push(Change {
-                revision,
-                prev,
-                change,
-                object: Arc::new(obj),
-            });
-            prev = revision;
-        };
         if deleting {
+            steps.clear();
             for op in resp.op_responses() {
                 if let TxnOpResponse::Delete(d) = op {
                     for kv in d.prev_kvs() {
                         let kv = Kv::from(kv);
-                        let Some((kind, _)) = self.layout.parse(&kv.key) else {
+                        let Some((kind, key)) = self.layout.parse(&kv.key) else {
                             continue;
                         };
-                        let obj = self.decode(kind, &kv)?;
-                        push(&mut changes, ChangeType::Deleted, obj);
+                        steps.push(Step {
+                            change: ChangeType::Deleted,
+                            kind,
+                            object: self.decode(kind, &kv)?,
+                            key,
+                        });
                     }
                 }
             }
-        } else {
-            for s in steps {
-                push(&mut changes, s.change, s.object);
+            if steps.is_empty() {
+                return Err(StoreError::Internal(
+                    "a committed delete removed nothing".into(),
+                ));
             }
         }
-        let object = changes
-            .last()
-            .ok_or_else(|| StoreError::Internal("a committed delete removed nothing".into()))?
-            .object
-            .clone();
-        Ok(WriteOutcome { object, changes })
+        let r = super::inner::header_revision(resp.header());
+        let mut prev = self.revs.position(r - 1);
+        Ok(stamp(self, Plan::Steps(steps), r, &mut 0, &mut prev))
     }
 
     /// A write etcd did not confirm. A refusal if nothing can have been
@@ -697,8 +661,9 @@ impl Inner {
     async fn settle(
         &self,
         e: EtcdError,
-        txn: Txn,
-        puts: &[(Vec<u8>, Vec<u8>)],
+        txn: &Txn,
+        steps: &[Step],
+        deleting: bool,
     ) -> Result<Settled, StoreError> {
         if e.too_large().is_some() || e.never_sent() {
             return Err(e.refusal_or_unknown());
@@ -707,7 +672,7 @@ impl Inner {
         let deadline = Instant::now() + self.options.timeout * 2;
         let mut last = e;
         while Instant::now() < deadline && !last.is_no_space() {
-            match self.txn(txn.clone()).await {
+            match self.txn(txn).await {
                 Ok(resp) if resp.succeeded() => return Ok(Settled::Answered(resp)),
                 Ok(_) => break,
                 Err(e) => {
@@ -716,11 +681,34 @@ impl Inner {
                 }
             }
         }
-        if let Some(r) = self.stored(puts).await {
+        // A delete cannot be told from another's: only puts are settled.
+        let puts = if deleting {
+            Vec::new()
+        } else {
+            self.records(steps)
+        };
+        if let Some(r) = self.stored(&puts).await {
             tracing::info!(revision = r, "the unconfirmed write was applied");
             return Ok(Settled::Stored(r));
         }
         Err(last.refusal_or_unknown())
+    }
+
+    /// The keys and records of `steps` (puts) as the transaction writes
+    /// them: each record keeps its change's index in the transaction.
+    fn records(&self, steps: &[Step]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        steps
+            .iter()
+            .enumerate()
+            .map(|(index, step)| {
+                let mut obj = step.object.clone();
+                obj.meta_mut().resource_version = index as u64;
+                (
+                    self.layout.object(step.kind, &step.key),
+                    codec::encode(&obj),
+                )
+            })
+            .collect()
     }
 
     /// The etcd revision at which every `(key, value)` of `puts` is stored

@@ -194,22 +194,14 @@ fn rand_start() -> u64 {
 }
 
 fn encode_token(id: u64, last_key: &[u8]) -> String {
-    let hex: String = last_key.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{id:x}.{hex}")
+    format!("{id:x}.{}", keys::to_hex(last_key))
 }
 
 fn decode_token(token: &str) -> Result<(u64, Vec<u8>), StoreError> {
     let bad = || StoreError::BadRequest(format!("malformed continue token {token:?}"));
     let (id, hex) = token.split_once('.').ok_or_else(bad)?;
     let id = u64::from_str_radix(id, 16).map_err(|_| bad())?;
-    if hex.len() % 2 != 0 || hex.is_empty() || !hex.is_ascii() {
-        return Err(bad());
-    }
-    let key = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16))
-        .collect::<Result<Vec<u8>, _>>()
-        .map_err(|_| bad())?;
+    let key = keys::from_hex(hex).ok_or_else(bad)?;
     Ok((id, key))
 }
 
