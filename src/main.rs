@@ -132,6 +132,12 @@ struct EtcdArgs {
     /// Most objects one cascade delete may remove on etcd (413 beyond).
     #[arg(long, env = "MODELHUB_MAX_CASCADE_OBJECTS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     max_cascade_objects: u64,
+    /// Keep a copy of the objects in memory (about the size of the stored
+    /// records), kept current by the change feed, and serve reads and
+    /// write plans from it after a linearizable check (one small read,
+    /// shared by concurrent requests); false: every read goes to etcd.
+    #[arg(long, env = "MODELHUB_ETCD_CACHE", default_value_t = true, action = clap::ArgAction::Set)]
+    etcd_cache: bool,
 }
 
 impl EtcdArgs {
@@ -157,6 +163,7 @@ impl EtcdArgs {
             max_request_bytes: usize::try_from(self.etcd_max_request_bytes).unwrap_or(usize::MAX),
             max_cascade_objects: self.max_cascade_objects,
             heartbeat,
+            cache: self.etcd_cache,
         }))
     }
 }

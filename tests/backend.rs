@@ -738,12 +738,11 @@ fn redb() -> (Store, tempfile::TempDir) {
 
 suite!(redb_backend, redb());
 
-/// A store under a fresh prefix of the shared etcd cluster (`None`, with
-/// the reason printed, without an etcd binary).
 /// A store on a one-member etcd cluster of its own (compaction is
-/// cluster-wide), `None` without an etcd binary (the reason is printed).
+/// cluster-wide), `None` without an etcd binary (the reason is printed);
+/// `cache`: whether the replica keeps its copy of the objects.
 #[cfg(feature = "etcd")]
-async fn etcd() -> Option<(Store, common::etcd::Cluster)> {
+async fn etcd(cache: bool) -> Option<(Store, common::etcd::Cluster)> {
     let cluster = tokio::task::spawn_blocking(|| common::etcd::Cluster::start(1))
         .await
         .unwrap()?;
@@ -752,6 +751,7 @@ async fn etcd() -> Option<(Store, common::etcd::Cluster)> {
         prefix: common::etcd::next_prefix(),
         // Quiet: a heartbeat would move the position between two reads.
         heartbeat: std::time::Duration::from_secs(600),
+        cache,
         ..modelhub::store::EtcdOptions::default()
     };
     Some((Store::open_etcd(&options).await.unwrap(), cluster))
@@ -760,7 +760,18 @@ async fn etcd() -> Option<(Store, common::etcd::Cluster)> {
 #[cfg(feature = "etcd")]
 suite!(
     etcd_backend,
-    match etcd().await {
+    match etcd(true).await {
+        Some(b) => b,
+        None => return,
+    }
+);
+
+// Every read from etcd itself (`--etcd-cache false`), the path a replica
+// takes while its copy loads or lags.
+#[cfg(feature = "etcd")]
+suite!(
+    etcd_uncached_backend,
+    match etcd(false).await {
         Some(b) => b,
         None => return,
     }

@@ -740,6 +740,50 @@ fn two_replicas_agree() {
     }
     assert_eq!(last, (100, 100));
 
+    // Read-your-writes across replicas, served from each replica's copy
+    // of the objects: a write acknowledged by one is in the other's next
+    // GET and list.
+    let cells = format!("{STACK}/cells");
+    for n in 0..30 {
+        let (w, r) = if n % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        let name = format!("ryw{n}");
+        let (st, made) = c.post_json(&w.api(&cells), &json!({"metadata": {"name": name}}));
+        assert_eq!(st, 201, "{made}");
+        let (st, got) = c.get(&r.api(&format!("{cells}/{name}")));
+        assert_eq!(
+            st, 200,
+            "created through one replica, read on the other: {got}"
+        );
+        assert_eq!(rv(&got), rv(&made));
+        let (st, gone) = c.delete(&r.api(&format!("{cells}/{name}")));
+        assert_eq!(st, 200, "{gone}");
+        let (st, list) = c.get(&w.api(&cells));
+        assert_eq!(st, 200);
+        assert!(
+            !item_names(&list).contains(&name),
+            "deleted through one replica, still listed by the other"
+        );
+        assert!(rv(&list) >= rv(&gone), "the list is older than the delete");
+    }
+    for s in [&a, &b] {
+        let text = metrics_text(&c, s);
+        let served = |source: &str| -> u64 {
+            let line = format!("modelhub_etcd_cache_reads_total{{source=\"{source}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(line.as_str()))
+                .unwrap_or_else(|| panic!("{line} in /metrics"))
+                .parse()
+                .unwrap()
+        };
+        let (cache, etcd) = (served("cache"), served("etcd"));
+        eprintln!("reads served from the copy: {cache}, from etcd: {etcd}");
+        assert!(
+            cache >= 30,
+            "the replica's copy serves reads ({cache} of {})",
+            cache + etcd
+        );
+    }
+
     // Tokens live in etcd: created on A, accepted by B within 3 s;
     // revoked on A, refused by B within 3 s.
     let (admin, _) = first_admin(&a);

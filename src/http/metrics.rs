@@ -111,10 +111,20 @@ pub async fn render(State(s): State<AppState>) -> Response {
              (the rest is freed by a defragmentation).\n\
              # TYPE modelhub_etcd_db_in_use_bytes gauge\nmodelhub_etcd_db_in_use_bytes {}\n\
              # HELP modelhub_etcd_feed_up Whether this replica follows the cluster's changes.\n\
-             # TYPE modelhub_etcd_feed_up gauge\nmodelhub_etcd_feed_up {}\n",
+             # TYPE modelhub_etcd_feed_up gauge\nmodelhub_etcd_feed_up {}\n\
+             # HELP modelhub_etcd_cache_reads_total Reads by where they were served from: this \
+             replica's copy of the objects, or etcd (the copy was off, loading or behind).\n\
+             # TYPE modelhub_etcd_cache_reads_total counter\n\
+             modelhub_etcd_cache_reads_total{{source=\"cache\"}} {}\n\
+             modelhub_etcd_cache_reads_total{{source=\"etcd\"}} {}\n\
+             # HELP modelhub_etcd_cache_objects Objects in this replica's copy.\n\
+             # TYPE modelhub_etcd_cache_objects gauge\nmodelhub_etcd_cache_objects {}\n",
             stats.database_bytes,
             stats.database_in_use_bytes,
             u8::from(s.store.feed_error().is_none()),
+            stats.cache_reads,
+            stats.cache_misses,
+            stats.cached_objects,
         ));
     }
     if let Ok(rev) = s.store.revision().await {

@@ -135,7 +135,7 @@ enum RawValue {
     Redb(redb_read::Guard),
     /// A record the engine handed over (etcd).
     #[cfg(feature = "etcd")]
-    Owned(Vec<u8>),
+    Owned(bytes::Bytes),
 }
 
 impl RawEntry {
@@ -145,7 +145,7 @@ impl RawEntry {
         let bytes = match &self.value {
             RawValue::Redb(g) => g.bytes(),
             #[cfg(feature = "etcd")]
-            RawValue::Owned(v) => v.as_slice(),
+            RawValue::Owned(v) => v,
         };
         let mut obj = codec::decode(self.kind, bytes)?;
         obj.meta_mut().resource_version = self.resource_version;

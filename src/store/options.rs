@@ -122,6 +122,11 @@ pub struct EtcdOptions {
     /// How often one replica writes the heartbeat key, so that watchers'
     /// BOOKMARKs advance on an idle keyspace (the bookmark interval).
     pub heartbeat: Duration,
+    /// Keep a copy of the objects, kept current by the change feed, and
+    /// serve reads and write plans from it once a linearizable check shows
+    /// it holds every acknowledged write (memory: about the size of the
+    /// stored records).
+    pub cache: bool,
 }
 
 impl Default for EtcdOptions {
@@ -139,6 +144,7 @@ impl Default for EtcdOptions {
             max_request_bytes: 1536 * 1024,
             max_cascade_objects: 10_000,
             heartbeat: Duration::from_secs(10),
+            cache: true,
         }
     }
 }

@@ -142,4 +142,11 @@ pub struct StoreStats {
     pub object_bytes: u64,
     /// Bytes of stored history (event records).
     pub history_bytes: u64,
+    /// Reads served from a replica's copy of the objects (etcd), and reads
+    /// that went to the engine because the copy was not fresh.
+    pub cache_reads: u64,
+    /// See `cache_reads`.
+    pub cache_misses: u64,
+    /// Objects in the replica's copy.
+    pub cached_objects: u64,
 }

@@ -23,9 +23,10 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use etcd_client::{
-    AlarmAction, AlarmType, Compare, CompareOp, GetOptions, Txn, TxnOp, WatchOptions,
+    AlarmAction, AlarmType, Compare, CompareOp, EventType, GetOptions, Txn, TxnOp, WatchOptions,
 };
 
+use super::cache::Entry;
 use super::error::EtcdError;
 use super::inner::{EtcdStore, Inner};
 use super::layout::prefix_end;
@@ -47,6 +48,31 @@ pub async fn feed(store: Weak<Inner>, opened: i64) {
         let Some(inner) = store.upgrade() else { return };
         if inner.closed.load(Ordering::SeqCst) {
             return;
+        }
+        if inner.cache.enabled() && inner.cache.revision().is_none() {
+            match inner.load_cache(next - 1).await {
+                Ok(_) => {
+                    // Readers waiting for the copy look again.
+                    inner.published.send_modify(|_| {});
+                }
+                Err(e) if e.is_compacted() => {
+                    // Fell behind etcd's history while reloading: start
+                    // again at the present (watchers behind see the gap).
+                    if let Err(e) = jump(&inner, &mut next, &mut last).await {
+                        tracing::warn!(error = %e, "the etcd change feed cannot find the present");
+                    }
+                    drop(inner);
+                    tokio::time::sleep(backoff).await;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e.message(), "cannot load the etcd cache; reads go to etcd meanwhile");
+                    drop(inner);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    continue;
+                }
+            }
         }
         match follow(&inner, &mut next, &mut last).await {
             Ok(()) => backoff = Duration::from_millis(100),
@@ -99,18 +125,12 @@ async fn follow(inner: &Arc<Inner>, next: &mut i64, last: &mut u64) -> Result<()
             if resp.compact_revision() > 0 {
                 // This replica fell behind etcd's whole history: start
                 // again at the present; watchers behind catch up or 410.
-                let current = inner.current().await.map_err(|e| e.to_string())?;
                 tracing::error!(
                     next = *next,
                     compacted = resp.compact_revision(),
-                    current,
                     "etcd compacted what the change feed had not read: watchers behind get 410"
                 );
-                *next = current + 1;
-                *last = inner.revs.position(current);
-                inner.feed.publish_progress(*last, *last);
-                inner.published.send_replace(current);
-                return Ok(());
+                return jump(inner, next, last).await;
             }
             return Err(format!(
                 "etcd cancelled the watch: {}",
@@ -133,6 +153,7 @@ async fn follow(inner: &Arc<Inner>, next: &mut i64, last: &mut u64) -> Result<()
             if inner.trust_progress && header >= *next {
                 *next = header + 1;
                 let position = inner.revs.position(header);
+                inner.cache.advance(header);
                 inner.feed.publish_progress(position, *last);
                 inner.published.send_replace(header);
             }
@@ -147,6 +168,7 @@ async fn follow(inner: &Arc<Inner>, next: &mut i64, last: &mut u64) -> Result<()
             let r = kv.mod_revision();
             let repeated = r < *next;
             let mut changes = Vec::new();
+            let mut copies = Vec::new();
             let mut k = 0u64;
             while i < events.len() && events[i].kv().is_some_and(|kv| kv.mod_revision() == r) {
                 if repeated {
@@ -158,6 +180,11 @@ async fn follow(inner: &Arc<Inner>, next: &mut i64, last: &mut u64) -> Result<()
                 let ev = &events[i];
                 let kv = ev.kv().expect("checked");
                 if inner.layout.parse(kv.key()).is_some() {
+                    let copy = match ev.event_type() {
+                        EventType::Put => Some(Entry::of(kv)),
+                        EventType::Delete => None,
+                    };
+                    copies.push((kv.key().to_vec(), copy));
                     match inner.event(ev.event_type(), kv, ev.prev_kv(), r, k) {
                         Ok(Some((revision, change, object))) => {
                             changes.push(Change {
@@ -181,6 +208,7 @@ async fn follow(inner: &Arc<Inner>, next: &mut i64, last: &mut u64) -> Result<()
                 continue;
             }
             *next = r + 1;
+            inner.cache.apply(r, copies);
             if changes.is_empty() {
                 inner.feed.publish_progress(inner.revs.position(r), *last);
             } else {
@@ -189,6 +217,19 @@ async fn follow(inner: &Arc<Inner>, next: &mut i64, last: &mut u64) -> Result<()
             inner.published.send_replace(r);
         }
     }
+}
+
+/// Starts the feed again at etcd's current revision after a gap: the
+/// copy is loaded again, and the next change published names the position
+/// before it as its predecessor, so watchers behind see the gap.
+async fn jump(inner: &Inner, next: &mut i64, last: &mut u64) -> Result<(), String> {
+    let current = inner.current().await.map_err(|e| e.to_string())?;
+    inner.cache.invalidate();
+    *next = current + 1;
+    *last = inner.revs.position(current);
+    inner.feed.publish_progress(*last, *last);
+    inner.published.send_replace(current);
+    Ok(())
 }
 
 /// The heartbeat and the cluster's status, until the store closes.

@@ -23,7 +23,7 @@ use crate::store::query::{Refusal, RefusedCause, StoreStats};
 const REVOKE_ATTEMPTS: usize = 16;
 
 /// How long an acknowledgement waits for the feed to publish its write.
-const FEED_PATIENCE: Duration = Duration::from_secs(1);
+pub(super) const FEED_PATIENCE: Duration = Duration::from_secs(1);
 
 /// Responses of this size are accepted from etcd (a cascade's deleted
 /// objects, a page of a list).
@@ -58,6 +58,10 @@ pub(super) struct Inner {
     pub(super) compact_seen: Mutex<Option<i64>>,
     /// One lock per object being written through this replica.
     pub(super) turns: Mutex<HashMap<Vec<u8>, Arc<tokio::sync::Mutex<()>>>>,
+    /// This replica's copy of the objects.
+    pub(super) cache: super::cache::Cache,
+    /// Requests waiting for the cache's next freshness check.
+    pub(super) checks: tokio::sync::mpsc::UnboundedSender<super::cache::Check>,
 }
 
 /// What the background tasks last learnt about the cluster.
@@ -97,7 +101,11 @@ impl EtcdStore {
     /// Counters for `/metrics`.
     pub fn stats(&self) -> StoreStats {
         let h = self.0.health();
+        let (cache_reads, cache_misses, cached_objects) = self.0.cache.stats();
         StoreStats {
+            cache_reads,
+            cache_misses,
+            cached_objects,
             requests: self.0.requests.load(Ordering::Relaxed),
             commits: self.0.commits.load(Ordering::Relaxed),
             database_bytes: h.db_size,
@@ -210,7 +218,7 @@ impl EtcdStore {
 /// One stored key as this module uses it.
 pub(super) struct Kv {
     pub(super) key: Vec<u8>,
-    pub(super) value: Vec<u8>,
+    pub(super) value: bytes::Bytes,
     pub(super) mod_revision: i64,
     pub(super) create_revision: i64,
 }
@@ -219,7 +227,7 @@ impl Kv {
     pub(super) fn from(kv: &etcd_client::KeyValue) -> Kv {
         Kv {
             key: kv.key().to_vec(),
-            value: kv.value().to_vec(),
+            value: bytes::Bytes::copy_from_slice(kv.value()),
             mod_revision: kv.mod_revision(),
             create_revision: kv.create_revision(),
         }

@@ -8,6 +8,8 @@
 //! P/m/compact                                compaction compare-and-swap
 //! P/m/heartbeat                              progress on an idle keyspace
 //! P/m/tokens                                 a token was ever created
+//! P/m/written                                put by every object write: its
+//!                                            mod_revision is the last one's
 //! ```
 //! Objects of one kind are one range, and one parent's children one
 //! range inside it, in path order (the names' 0x00 separators, as redb).

@@ -7,6 +7,9 @@
 //!   ([`crate::store::plan`]), its reads turned into compares.
 //! - `read`: point reads, paged lists any replica can continue, snapshots
 //!   and the history (a short-lived etcd watch).
+//! - `cache`: the replica's copy of the objects, kept by the feed, from
+//!   which reads and write plans are served once a linearizable check
+//!   shows it has every acknowledged write.
 //! - `follow`: the change feed (one etcd watch per replica, covering every
 //!   replica's writes), the heartbeat, compaction and the cluster's status.
 //! - `restore`: loading a backup into an empty prefix.
@@ -20,6 +23,7 @@
 //! change up to revision R" is `(R + offset) * 1_000_000 + 999_999`
 //! (`layout::Revisions`). No type of `etcd_client` leaves this module.
 
+mod cache;
 mod error;
 mod follow;
 mod inner;

@@ -45,6 +45,7 @@ impl EtcdStore {
             "etcd store open"
         );
         let revs = Revisions::new(offset);
+        let (checks, waiting) = tokio::sync::mpsc::unbounded_channel();
         let store = EtcdStore(Arc::new(Inner {
             client,
             layout,
@@ -66,10 +67,13 @@ impl EtcdStore {
             turns: Mutex::new(HashMap::new()),
             compact_seen: Mutex::new(None),
             last_mark: tokio::sync::Mutex::new(None),
+            cache: super::cache::Cache::new(options.cache),
+            checks,
         }));
         let tasks = vec![
             tokio::spawn(follow::feed(Arc::downgrade(&store.0), start)),
             tokio::spawn(follow::maintain(Arc::downgrade(&store.0))),
+            tokio::spawn(super::cache::checks(Arc::downgrade(&store.0), waiting)),
         ];
         *store.0.tasks.lock().expect("tasks") = tasks;
         Ok(store)

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use etcd_client::{EventType, GetOptions, WatchOptions};
 
+use super::cache::At;
 use super::error::EtcdError;
 use super::inner::{EtcdStore, Inner, Kv};
 use super::layout::prefix_end;
@@ -31,12 +32,19 @@ impl EtcdStore {
     /// Reads one object, linearizably.
     pub async fn get(&self, path: &Path) -> Result<AnyObject, StoreError> {
         self.0.check_open()?;
-        let key = keys::encode(path.names());
-        match self
+        let key = self
             .0
-            .get_raw(&self.0.layout.object(path.kind(), &key))
-            .await?
-        {
+            .layout
+            .object(path.kind(), &keys::encode(path.names()));
+        let cached = match self.0.fresh().await? {
+            Some(r) => self.0.cache.with(At::From(r), |s| s.get(&key)),
+            None => None,
+        };
+        let found = match cached {
+            Some(found) => found,
+            None => self.0.get_raw(&key).await?,
+        };
+        match found {
             Some(kv) => self.0.decode(path.kind(), &kv),
             None => Err(StoreError::NotFound(path.clone())),
         }
@@ -73,13 +81,20 @@ impl EtcdStore {
             }
             None => (0, None),
         };
+        // A first page: from the copy once it holds every acknowledged
+        // write, at the revision it shows then (the next pages come from
+        // the copy while it stays there, else from etcd pinned there).
+        let mut fresh = match revision {
+            0 => self.0.fresh().await?,
+            _ => None,
+        };
         let want = query.limit.unwrap_or(usize::MAX);
         let mut items = Vec::new();
         let mut more = false;
         loop {
             let batch = self
                 .0
-                .range(query.kind, &scope, after.as_deref(), revision)
+                .range(query.kind, &scope, after.as_deref(), revision, fresh.take())
                 .await?;
             if revision == 0 {
                 // The first read pins the list's revision (a pinned read's
@@ -127,7 +142,14 @@ impl EtcdStore {
     /// A consistent view at etcd's current revision (blocking).
     pub fn snapshot(&self) -> Result<EtcdSnapshot, StoreError> {
         let inner = self.0.clone();
-        let revision = self.0.block(async move { inner.current().await })?;
+        let revision = self.0.block(async move {
+            match inner.fresh().await? {
+                // The revision the copy shows now (at least `r`): its
+                // lists come from the copy while it stays there.
+                Some(r) => Ok(inner.cache.revision().map_or(r, |c| c.max(r))),
+                None => inner.current().await,
+            }
+        })?;
         Ok(EtcdSnapshot {
             store: self.clone(),
             revision,
@@ -149,14 +171,26 @@ struct Batch {
 }
 
 impl Inner {
-    /// The next keys of `scope` after `after`, at `revision` (0: now).
+    /// The next keys of `scope` after `after`, at `revision` (0: now,
+    /// from the copy if it shows `fresh` or later).
     async fn range(
         &self,
         kind: Kind,
         scope: &Scope,
         after: Option<&[u8]>,
         revision: i64,
+        fresh: Option<i64>,
     ) -> Result<Batch, StoreError> {
+        let at = match (revision, fresh) {
+            (0, Some(r)) => Some(At::From(r)),
+            (0, None) => None,
+            (r, _) => Some(At::Exactly(r)),
+        };
+        if let Some(at) = at
+            && let Some(batch) = self.cached_range(kind, scope, after, at)
+        {
+            return Ok(batch);
+        }
         let start = match after {
             Some(k) => {
                 let mut s = self.layout.object(kind, k);
@@ -182,6 +216,35 @@ impl Inner {
             kvs: resp.kvs().iter().map(Kv::from).collect(),
             more: resp.more(),
             revision: super::inner::header_revision(resp.header()),
+        })
+    }
+
+    /// [`Inner::range`] from this replica's copy, if it shows a revision
+    /// `at` allows.
+    fn cached_range(
+        &self,
+        kind: Kind,
+        scope: &Scope,
+        after: Option<&[u8]>,
+        at: At,
+    ) -> Option<Batch> {
+        let first = self.layout.object(kind, &scope.prefix);
+        let end = prefix_end(&first);
+        let start = match after {
+            Some(k) => {
+                let mut s = self.layout.object(kind, k);
+                s.push(0);
+                s
+            }
+            None => first,
+        };
+        self.cache.with(at, |s| {
+            let (kvs, more) = s.range(&start, &end, PAGE as usize);
+            Batch {
+                kvs,
+                more,
+                revision: s.revision(),
+            }
         })
     }
 
@@ -521,6 +584,12 @@ impl EtcdSnapshot {
             .layout
             .object(path.kind(), &keys::encode(path.names()));
         let r = self.revision;
+        if let Some(found) = self.store.0.cache.with(At::Exactly(r), |s| s.get(&key)) {
+            return match found {
+                Some(kv) => self.store.0.decode(path.kind(), &kv),
+                None => Err(StoreError::NotFound(path.clone())),
+            };
+        }
         let found = self.store.0.block(async move {
             inner
                 .get(key, GetOptions::new().with_revision(r))
@@ -552,7 +621,7 @@ pub struct EtcdEntry {
     /// The resourceVersion.
     pub resource_version: u64,
     /// The record.
-    pub value: Vec<u8>,
+    pub value: bytes::Bytes,
 }
 
 impl EtcdIter {
@@ -597,7 +666,7 @@ impl EtcdIter {
             let batch = self
                 .store
                 .0
-                .block(async move { inner.range(kind, &scope, after.as_deref(), r).await });
+                .block(async move { inner.range(kind, &scope, after.as_deref(), r, None).await });
             match batch {
                 Err(e) => {
                     self.done = true;

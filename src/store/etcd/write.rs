@@ -27,6 +27,7 @@ use etcd_client::{
     TxnResponse,
 };
 
+use super::cache::At;
 use super::error::{EtcdError, contention};
 use super::inner::{EtcdStore, Inner, Kv};
 use super::layout::prefix_end;
@@ -51,16 +52,20 @@ impl EtcdStore {
         let _turn = inner.turn(&op).await;
         let reads = reads_of(&op);
         let mut retry = Retry::new(inner);
-        // The first plan reads this member's copy (no round trip to the
-        // leader); its transaction's compares make it exact. A refusal or
-        // a no-op planned from it is confirmed on a linearizable read
-        // first, so a refused write never reaches etcd's log.
+        // The first plan reads this replica's copy of the objects (or,
+        // without one, the member's: no round trip to the leader); its
+        // transaction's compares make it exact. A refusal or a no-op
+        // planned from it is confirmed on a linearizable read first, so a
+        // refused write never reaches etcd's log.
         let mut local = true;
         loop {
             let mut view = if local {
-                View::read_local(inner, &reads).await?
+                match View::cached(inner, &reads, At::Any) {
+                    Some(view) => view,
+                    None => View::read_local(inner, &reads).await?,
+                }
             } else {
-                View::read(inner, &reads).await?
+                View::current(inner, &reads).await?
             };
             match plan::plan(&mut view, op.clone(), now()) {
                 Err(e) if local && !e.is_storage_failure() => {
@@ -111,7 +116,7 @@ impl EtcdStore {
             .collect();
         let mut retry = Retry::new(inner);
         loop {
-            let mut view = View::read(inner, &reads).await?;
+            let mut view = View::current(inner, &reads).await?;
             let planned = plan::plan_apply(&mut view, objects.clone(), now())?;
             let mut steps = Vec::new();
             let mut written = HashMap::new();
@@ -363,6 +368,48 @@ impl<'a> View<'a> {
         Ok(view)
     }
 
+    /// `reads` as of a linearizable read: from this replica's copy once it
+    /// holds every acknowledged write, else from etcd.
+    async fn current(inner: &'a Inner, reads: &[Read]) -> Result<View<'a>, StoreError> {
+        if let Some(r) = inner.fresh().await?
+            && let Some(view) = View::cached(inner, reads, At::From(r))
+        {
+            return Ok(view);
+        }
+        View::read(inner, reads).await
+    }
+
+    /// `reads` from this replica's copy of the objects, if it has one at a
+    /// revision `at` allows (`At::Any`: possibly behind etcd).
+    fn cached(inner: &'a Inner, reads: &[Read], at: At) -> Option<View<'a>> {
+        let mut view = View::empty(inner);
+        let reads = distinct(reads);
+        let l = &inner.layout;
+        inner.cache.with(at, |s| {
+            view.revision = s.revision();
+            for r in reads {
+                match r {
+                    Read::Object(kind, key) => {
+                        view.objects
+                            .insert((*kind, key.clone()), s.get(&l.object(*kind, key)));
+                    }
+                    Read::FirstChild(kind, key) => {
+                        let start = l.object(*kind, key);
+                        let (mut first, _) = s.range(&start, &prefix_end(&start), 1);
+                        view.first_child.insert((*kind, key.clone()), first.pop());
+                    }
+                    Read::Count(kind, key) => {
+                        let start = l.object(*kind, key);
+                        let n = s.count(&start, &prefix_end(&start));
+                        view.counts.insert((*kind, key.clone()), n as i64);
+                    }
+                }
+            }
+        })?;
+        view.check_cascade().ok()?;
+        Some(view)
+    }
+
     /// Fetches `reads` from the member's own copy (serializable: no round
     /// trip to the leader, possibly behind), all at once.
     async fn read_local(inner: &'a Inner, reads: &[Read]) -> Result<View<'a>, StoreError> {
@@ -565,6 +612,8 @@ impl Inner {
                 ops.push(TxnOp::put(key, value, None));
             }
         }
+        // The last write's revision, for the copies' freshness checks.
+        ops.push(TxnOp::put(l.meta("written"), "", None));
         let mut compares = vec![self.format_compare()];
         compares.extend(view.compares.into_values().map(|(_, c)| c));
         let max = self.options.max_txn_ops;
@@ -717,7 +766,7 @@ impl Inner {
         let mut at = None;
         for (key, value) in puts {
             let kv = self.get_raw(key).await.ok()??;
-            if &kv.value != value || at.is_some_and(|r| r != kv.mod_revision) {
+            if kv.value != value || at.is_some_and(|r| r != kv.mod_revision) {
                 return None;
             }
             at = Some(kv.mod_revision);

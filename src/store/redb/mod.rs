@@ -341,6 +341,7 @@ impl RedbStore {
             free_bytes: disk.free_bytes(&self.0.path).unwrap_or(0),
             object_bytes: stats.object_bytes.load(Ordering::Relaxed),
             history_bytes: stats.event_bytes.load(Ordering::Relaxed),
+            ..StoreStats::default()
         }
     }
 
