@@ -164,6 +164,7 @@ impl EtcdArgs {
             max_cascade_objects: self.max_cascade_objects,
             heartbeat,
             cache: self.etcd_cache,
+            feed_delay: std::time::Duration::ZERO,
         }))
     }
 }

@@ -776,3 +776,74 @@ suite!(
         None => return,
     }
 );
+
+/// A replica whose watch lags still answers every read with the writes
+/// acknowledged before it (through another replica): it waits for its
+/// copy to catch up, or, past the patience, reads etcd.
+#[cfg(feature = "etcd")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_copies_answer_linearizably_while_their_feed_lags() {
+    use std::time::Duration;
+    let Some(cluster) = tokio::task::spawn_blocking(|| common::etcd::Cluster::start(1))
+        .await
+        .unwrap()
+    else {
+        return;
+    };
+    let prefix = common::etcd::next_prefix();
+    let open = |feed_delay: Duration| {
+        let options = modelhub::store::EtcdOptions {
+            endpoints: cluster.endpoints().split(',').map(String::from).collect(),
+            prefix: prefix.clone(),
+            heartbeat: Duration::from_secs(600),
+            feed_delay,
+            ..modelhub::store::EtcdOptions::default()
+        };
+        async move { Store::open_etcd(&options).await.unwrap() }
+    };
+    let a = open(Duration::ZERO).await;
+    let slow = open(Duration::from_millis(300)).await;
+    let stuck = open(Duration::from_millis(2500)).await;
+    // Until each copy is loaded, reads go to etcd.
+    for s in [&slow, &stuck] {
+        let mut served = false;
+        for _ in 0..100 {
+            let before = s.stats().cache_reads;
+            let _ = s.get(&path(Kind::Realm, &["none"])).await;
+            if s.stats().cache_reads > before {
+                served = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(served, "the copy never served a read");
+    }
+
+    for n in 0..3 {
+        let name = format!("r{n}");
+        let made = a.write(WriteOp::Create(realm(&name))).await.unwrap();
+        let rv = made.object.meta().resource_version;
+        let (hits, misses) = (slow.stats().cache_reads, slow.stats().cache_misses);
+        let got = slow.get(&path(Kind::Realm, &[&name])).await.unwrap();
+        assert_eq!(got.meta().resource_version, rv);
+        assert_eq!(
+            (slow.stats().cache_reads, slow.stats().cache_misses),
+            (hits + 1, misses),
+            "served from the copy, after waiting for it"
+        );
+        let page = slow.list_page(list(Kind::Realm, &[], None)).await.unwrap();
+        assert!(
+            page.revision >= rv,
+            "a list older than an acknowledged write"
+        );
+        assert_eq!(page.items.len(), n + 1);
+
+        let misses = stuck.stats().cache_misses;
+        let got = stuck.get(&path(Kind::Realm, &[&name])).await.unwrap();
+        assert_eq!(got.meta().resource_version, rv, "read from etcd");
+        assert_eq!(stuck.stats().cache_misses, misses + 1);
+    }
+    for s in [a, slow, stuck] {
+        s.close();
+    }
+}

@@ -112,8 +112,9 @@ pub async fn render(State(s): State<AppState>) -> Response {
              # TYPE modelhub_etcd_db_in_use_bytes gauge\nmodelhub_etcd_db_in_use_bytes {}\n\
              # HELP modelhub_etcd_feed_up Whether this replica follows the cluster's changes.\n\
              # TYPE modelhub_etcd_feed_up gauge\nmodelhub_etcd_feed_up {}\n\
-             # HELP modelhub_etcd_cache_reads_total Reads by where they were served from: this \
-             replica's copy of the objects, or etcd (the copy was off, loading or behind).\n\
+             # HELP modelhub_etcd_cache_reads_total GETs, first pages of lists and snapshots, by \
+             where they were served from: this replica's copy of the objects, or etcd (the copy \
+             was loading or behind; none counted without a copy).\n\
              # TYPE modelhub_etcd_cache_reads_total counter\n\
              modelhub_etcd_cache_reads_total{{source=\"cache\"}} {}\n\
              modelhub_etcd_cache_reads_total{{source=\"etcd\"}} {}\n\

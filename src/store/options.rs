@@ -127,6 +127,10 @@ pub struct EtcdOptions {
     /// it holds every acknowledged write (memory: about the size of the
     /// stored records).
     pub cache: bool,
+    /// Test hook: the feed waits this long before handling each answer of
+    /// its etcd watch (a replica whose watch lags). Zero in service.
+    #[doc(hidden)]
+    pub feed_delay: Duration,
 }
 
 impl Default for EtcdOptions {
@@ -145,6 +149,7 @@ impl Default for EtcdOptions {
             max_cascade_objects: 10_000,
             heartbeat: Duration::from_secs(10),
             cache: true,
+            feed_delay: Duration::ZERO,
         }
     }
 }

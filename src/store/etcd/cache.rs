@@ -10,44 +10,60 @@
 //! progress notifications (which etcd before 3.4.25 and 3.5.8 may send ahead
 //! of events). Concurrent readers share one such check: requests arriving
 //! while one is in flight wait for the next, which is sent after they
-//! arrived ([`checks`]). The copy is loaded at start and again after a gap
-//! in the feed (etcd compacted what it had not read); until then, and
-//! whenever the feed lags past a short patience, reads go to etcd.
+//! arrived ([`checks`]).
+//!
+//! The copy is loaded by a task of its own ([`loader`]) at start and again
+//! after a gap in the feed, while the feed keeps running: the feed's
+//! changes during a load are kept aside and applied after the loaded
+//! state, from the load's revision on. Until the copy is loaded, and while
+//! it lags the last write by more than a short patience, reads go to etcd.
 //!
 //! Invariant: while the copy is loaded at revision `R`, it holds exactly
 //! the objects etcd held under the prefix at `R`.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, Weak};
+use std::time::Duration;
 
 use bytes::Bytes;
 use etcd_client::GetOptions;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::error::EtcdError;
-use super::inner::{Inner, Kv};
+use super::inner::{FEED_PATIENCE, Inner, Kv};
 use super::layout::prefix_end;
 use crate::store::error::StoreError;
 
-/// Keys read per etcd range while loading the copy.
-const LOAD_PAGE: i64 = 2000;
+/// Keys read per etcd range while loading the copy (halved down to one
+/// when a page is too large for one answer or its deadline).
+const LOAD_PAGE: i64 = 1000;
 
 /// A waiter for the next freshness check.
 pub(super) type Check = oneshot::Sender<Result<i64, StoreError>>;
+
+/// One etcd revision's changes to objects (`None`: the key was deleted).
+pub(super) type Changes = Vec<(Vec<u8>, Option<Entry>)>;
 
 /// The copy, if this replica keeps one (`--etcd-cache`).
 pub(super) struct Cache {
     enabled: bool,
     state: RwLock<State>,
+    /// Reads served from the copy, and reads that went to etcd.
     hits: AtomicU64,
     misses: AtomicU64,
+    /// A last-write revision the copy did not reach within the patience:
+    /// until it does, reads go to etcd without waiting.
+    behind: AtomicI64,
+    /// Wakes the loader (at start, and after a gap).
+    pub(super) wanted: Notify,
 }
 
 /// Which revisions of the copy a read accepts.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum At {
-    /// Whichever it shows (a plan its transaction's compares check).
+    /// Whichever it shows (a first plan: its transaction's compares
+    /// check what it read).
     Any,
     /// This one or a later one (a linearizable read).
     From(i64),
@@ -62,6 +78,8 @@ pub(super) struct State {
     objects: BTreeMap<Vec<u8>, Entry>,
     /// The etcd revision the copy shows; 0 while it is not loaded.
     revision: i64,
+    /// While a load runs: the feed's changes since it began, in order.
+    pending: Option<Vec<(i64, Changes)>>,
 }
 
 /// One object as etcd stores it.
@@ -99,12 +117,9 @@ impl Cache {
             state: RwLock::new(State::default()),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            behind: AtomicI64::new(0),
+            wanted: Notify::new(),
         }
-    }
-
-    /// Whether this replica keeps a copy at all.
-    pub(super) fn enabled(&self) -> bool {
-        self.enabled
     }
 
     fn read(&self) -> RwLockReadGuard<'_, State> {
@@ -121,8 +136,15 @@ impl Cache {
         (r > 0).then_some(r)
     }
 
+    /// Whether the copy is known to lag the last write (a read would wait
+    /// for it in vain).
+    pub(super) fn lagging(&self) -> bool {
+        let behind = self.behind.load(Ordering::Relaxed);
+        behind > 0 && self.revision().is_none_or(|r| r < behind)
+    }
+
     /// Runs `f` on the copy if it is loaded and shows a revision `at`
-    /// allows; counts the read as served from the copy or not.
+    /// allows.
     pub(super) fn with<T>(&self, at: At, f: impl FnOnce(&State) -> T) -> Option<T> {
         let s = self.read();
         let fits = s.revision > 0
@@ -131,13 +153,20 @@ impl Cache {
                 At::From(r) => s.revision >= r,
                 At::Exactly(r) => s.revision == r,
             };
-        let counter = if fits { &self.hits } else { &self.misses };
-        counter.fetch_add(1, Ordering::Relaxed);
         fits.then(|| f(&s))
     }
 
-    /// Reads served from the copy, reads that found it unfit, and the
-    /// objects it holds.
+    /// Counts one read request: served from the copy or not (nothing
+    /// without a copy).
+    pub(super) fn count(&self, served: bool) {
+        if self.enabled {
+            let counter = if served { &self.hits } else { &self.misses };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Reads served from the copy, reads that went to etcd, and the
+    /// objects the copy holds.
     pub(super) fn stats(&self) -> (u64, u64, u64) {
         (
             self.hits.load(Ordering::Relaxed),
@@ -146,59 +175,93 @@ impl Cache {
         )
     }
 
-    /// Counts a read that went to etcd without looking at the copy (it was
-    /// not fresh).
-    pub(super) fn missed(&self) {
+    /// Forgets the copy (the feed has a gap, or went back) and asks the
+    /// loader for a new one; reads go to etcd meanwhile.
+    pub(super) fn invalidate(&self) {
+        {
+            let mut s = self.write();
+            s.objects = BTreeMap::new();
+            s.revision = 0;
+            s.pending = None;
+        }
         if self.enabled {
-            self.misses.fetch_add(1, Ordering::Relaxed);
+            self.wanted.notify_one();
         }
     }
 
-    /// The copy is now exactly `objects` at `revision`.
-    pub(super) fn replace(&self, objects: BTreeMap<Vec<u8>, Entry>, revision: i64) {
+    /// The feed's changes of etcd revision `r`, after every change before
+    /// it (an empty `changes`: nothing under the objects changed up to
+    /// `r`).
+    pub(super) fn apply(&self, r: i64, changes: Changes) {
         let mut s = self.write();
-        s.objects = objects;
-        s.revision = revision;
-    }
-
-    /// Forgets the copy (the feed has a gap): reads go to etcd until it is
-    /// loaded again.
-    pub(super) fn invalidate(&self) {
-        let mut s = self.write();
-        s.objects = BTreeMap::new();
-        s.revision = 0;
-    }
-
-    /// The changes of etcd revision `r` (`None`: the key was deleted),
-    /// after every change before it.
-    pub(super) fn apply(&self, r: i64, changes: Vec<(Vec<u8>, Option<Entry>)>) {
-        let mut s = self.write();
+        if let Some(pending) = s.pending.as_mut() {
+            pending.push((r, changes));
+            return;
+        }
         if s.revision == 0 {
             return;
         }
-        for (key, entry) in changes {
-            match entry {
-                Some(e) => {
-                    s.objects.insert(key, e);
-                }
-                None => {
-                    s.objects.remove(&key);
-                }
-            }
+        if r < s.revision || (r == s.revision && !changes.is_empty()) {
+            drop(s);
+            tracing::error!(
+                revision = r,
+                "the etcd feed went back: reloading this replica's copy of the objects"
+            );
+            self.invalidate();
+            return;
         }
-        s.revision = s.revision.max(r);
+        s.apply(r, changes);
     }
 
-    /// Nothing under the prefix's objects changed up to revision `r`.
-    pub(super) fn advance(&self, r: i64) {
+    /// A load begins: the feed's changes from now on are kept aside.
+    fn begin_load(&self) {
         let mut s = self.write();
-        if s.revision != 0 {
-            s.revision = s.revision.max(r);
+        s.objects = BTreeMap::new();
+        s.revision = 0;
+        s.pending = Some(Vec::new());
+    }
+
+    /// The copy is `objects` at `revision`, then the feed's changes kept
+    /// aside after that revision.
+    fn finish_load(&self, objects: BTreeMap<Vec<u8>, Entry>, revision: i64) {
+        let mut s = self.write();
+        let Some(pending) = s.pending.take() else {
+            // Invalidated during the load: the loader starts again.
+            return;
+        };
+        s.objects = objects;
+        s.revision = revision;
+        for (r, changes) in pending {
+            if r > revision {
+                s.apply(r, changes);
+            }
         }
+    }
+
+    /// A load failed: no copy.
+    fn abandon_load(&self) {
+        let mut s = self.write();
+        s.pending = None;
+        s.objects = BTreeMap::new();
+        s.revision = 0;
     }
 }
 
 impl State {
+    fn apply(&mut self, r: i64, changes: Changes) {
+        for (key, entry) in changes {
+            match entry {
+                Some(e) => {
+                    self.objects.insert(key, e);
+                }
+                None => {
+                    self.objects.remove(&key);
+                }
+            }
+        }
+        self.revision = self.revision.max(r);
+    }
+
     /// The revision this state shows.
     pub(super) fn revision(&self) -> i64 {
         self.revision
@@ -209,28 +272,31 @@ impl State {
         self.objects.get(key).map(|e| e.kv(key))
     }
 
+    fn between<'a>(
+        &'a self,
+        start: &'a [u8],
+        end: &'a [u8],
+    ) -> impl Iterator<Item = (&'a Vec<u8>, &'a Entry)> + 'a {
+        // An empty range (BTreeMap::range panics on a reversed one).
+        let end = if start < end { end } else { start };
+        self.objects.range::<[u8], _>((
+            std::ops::Bound::Included(start),
+            std::ops::Bound::Excluded(end),
+        ))
+    }
+
     /// At most `limit` objects from `start` (inclusive) to `end`
     /// (exclusive), and whether more remain.
     pub(super) fn range(&self, start: &[u8], end: &[u8], limit: usize) -> (Vec<Kv>, bool) {
-        let mut items = Vec::new();
-        let mut range = self.objects.range::<[u8], _>((
-            std::ops::Bound::Included(start),
-            std::ops::Bound::Excluded(end),
-        ));
-        for (k, e) in range.by_ref().take(limit) {
-            items.push(e.kv(k));
-        }
+        let mut range = self.between(start, end);
+        let items = range.by_ref().take(limit).map(|(k, e)| e.kv(k)).collect();
         (items, range.next().is_some())
     }
 
-    /// How many objects lie from `start` to `end`.
-    pub(super) fn count(&self, start: &[u8], end: &[u8]) -> usize {
-        self.objects
-            .range::<[u8], _>((
-                std::ops::Bound::Included(start),
-                std::ops::Bound::Excluded(end),
-            ))
-            .count()
+    /// How many objects lie from `start` to `end`, counting to `cap` at
+    /// most.
+    pub(super) fn count(&self, start: &[u8], end: &[u8], cap: usize) -> usize {
+        self.between(start, end).take(cap).count()
     }
 }
 
@@ -241,25 +307,27 @@ impl Inner {
     /// or the feed lags past its patience).
     pub(super) async fn fresh(&self) -> Result<Option<i64>, StoreError> {
         if self.cache.revision().is_none() || !self.health().feed_ok {
-            self.cache.missed();
             return Ok(None);
         }
         let written = self.last_written().await?;
-        let mut rx = self.published.subscribe();
         let reached = || self.cache.revision().filter(|r| *r >= written);
         if let Some(r) = reached() {
             return Ok(Some(r));
         }
-        let waited = tokio::time::timeout(
-            super::inner::FEED_PATIENCE,
-            rx.wait_for(|_| reached().is_some()),
-        )
-        .await;
+        if self.cache.lagging() {
+            return Ok(None);
+        }
+        let mut rx = self.published.subscribe();
+        let waited =
+            tokio::time::timeout(FEED_PATIENCE, rx.wait_for(|_| reached().is_some())).await;
         if waited.is_err() {
-            tracing::debug!(
+            tracing::warn!(
                 revision = written,
-                "the cache lags the last write: reading etcd"
+                copy = self.cache.revision(),
+                "this replica's copy of the objects lags the last write: reading etcd until it \
+                 catches up"
             );
+            self.cache.behind.fetch_max(written, Ordering::Relaxed);
         }
         Ok(reached())
     }
@@ -272,25 +340,37 @@ impl Inner {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Loads the copy at etcd revision `at`; answers how many objects it
-    /// holds.
-    pub(super) async fn load_cache(&self, at: i64) -> Result<usize, EtcdError> {
+    /// Loads the copy at etcd's current revision, the feed's changes
+    /// meanwhile applied after it; answers how many objects it holds.
+    async fn load_cache(&self) -> Result<usize, StoreError> {
         let started = std::time::Instant::now();
+        self.cache.begin_load();
+        // Read after the load began: every change after it reaches the
+        // copy through the changes kept aside.
+        let at = self.current().await?;
         let end = prefix_end(&self.layout.objects());
         let mut from = self.layout.objects();
         let mut objects = BTreeMap::new();
+        let mut page = LOAD_PAGE;
+        let mut reported = 0;
         loop {
-            let resp = self
-                .get(
-                    from.clone(),
-                    GetOptions::new()
-                        .with_range(end.clone())
-                        .with_limit(LOAD_PAGE)
-                        .with_revision(at),
-                )
-                .await?;
+            let options = GetOptions::new()
+                .with_range(end.clone())
+                .with_limit(page)
+                .with_revision(at);
+            let resp = match self.get(from.clone(), options).await {
+                Ok(resp) => resp,
+                Err(e) if page > 1 && !e.is_compacted() => {
+                    tracing::debug!(error = %e.message(), page, "a page of the copy failed: halving it");
+                    page /= 2;
+                    continue;
+                }
+                Err(e) => return Err(e.read()),
+            };
             for kv in resp.kvs() {
-                objects.insert(kv.key().to_vec(), Entry::of(kv));
+                if self.layout.parse(kv.key()).is_some() {
+                    objects.insert(kv.key().to_vec(), Entry::of(kv));
+                }
             }
             let Some(last) = resp.kvs().last() else { break };
             if !resp.more() {
@@ -298,14 +378,51 @@ impl Inner {
             }
             from = last.key().to_vec();
             from.push(0);
-            if objects.len() % 100_000 < LOAD_PAGE as usize {
-                tracing::info!(objects = objects.len(), "loading the etcd cache");
+            if objects.len() >= reported + 100_000 {
+                reported = objects.len();
+                tracing::info!(
+                    objects = reported,
+                    "loading this replica's copy of the objects"
+                );
             }
         }
         let n = objects.len();
-        self.cache.replace(objects, at);
-        tracing::info!(objects = n, revision = at, elapsed = ?started.elapsed(), "etcd cache loaded");
+        self.cache.finish_load(objects, at);
+        tracing::info!(objects = n, revision = at, elapsed = ?started.elapsed(), "loaded this replica's copy of the objects");
         Ok(n)
+    }
+}
+
+/// Loads the copy whenever it is wanted (at start, after a gap), retrying
+/// with a growing pause while etcd cannot answer.
+pub(super) async fn loader(store: Weak<Inner>) {
+    let mut pause = Duration::from_millis(100);
+    loop {
+        let Some(inner) = store.upgrade() else { return };
+        if inner.check_open().is_err() {
+            return;
+        }
+        if inner.cache.revision().is_some() {
+            // Woken when wanted; a second at most, so that a dropped store
+            // is not kept alive by this task.
+            let _ =
+                tokio::time::timeout(Duration::from_secs(1), inner.cache.wanted.notified()).await;
+            continue;
+        }
+        match inner.load_cache().await {
+            Ok(_) => {
+                pause = Duration::from_millis(100);
+                // Readers waiting for the copy look again.
+                inner.published.send_modify(|_| {});
+            }
+            Err(e) => {
+                inner.cache.abandon_load();
+                tracing::warn!(error = %e, "cannot load this replica's copy of the objects; reads go to etcd meanwhile");
+                drop(inner);
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        }
     }
 }
 
@@ -346,13 +463,19 @@ mod tests {
         })
     }
 
+    fn value(c: &Cache, key: &[u8]) -> Option<String> {
+        c.with(At::Any, |s| s.get(key))?
+            .map(|kv| String::from_utf8(kv.value.to_vec()).unwrap())
+    }
+
     #[test]
     fn follows_changes_only_once_loaded() {
         let c = Cache::new(true);
         c.apply(5, vec![(b"a".to_vec(), entry("x", 5, 5))]);
         assert_eq!(c.revision(), None);
         assert!(c.with(At::Any, |_| ()).is_none());
-        c.replace(BTreeMap::new(), 7);
+        c.begin_load();
+        c.finish_load(BTreeMap::new(), 7);
         c.apply(8, vec![(b"b".to_vec(), entry("1", 8, 8))]);
         c.apply(
             9,
@@ -361,7 +484,7 @@ mod tests {
                 (b"c".to_vec(), entry("3", 9, 9)),
             ],
         );
-        c.advance(12);
+        c.apply(12, Vec::new());
         assert_eq!(c.revision(), Some(12));
         assert!(c.with(At::Exactly(9), |_| ()).is_none());
         assert!(c.with(At::From(13), |_| ()).is_none());
@@ -372,10 +495,65 @@ mod tests {
             (&b"2"[..], 9, 8)
         );
         c.apply(13, vec![(b"b".to_vec(), None)]);
-        assert!(c.with(At::Any, |s| s.get(b"b")).unwrap().is_none());
-        assert_eq!(c.stats().0, 4);
+        assert_eq!(value(&c, b"b"), None);
+        assert_eq!(value(&c, b"c").as_deref(), Some("3"));
+    }
+
+    #[test]
+    fn a_load_takes_the_changes_made_while_it_ran_after_its_revision() {
+        let c = Cache::new(true);
+        c.begin_load();
+        // The feed goes on while the load reads etcd at revision 10:
+        // changes up to 10 are in what it read, later ones are not.
+        c.apply(9, vec![(b"a".to_vec(), entry("old", 9, 9))]);
+        c.apply(11, vec![(b"a".to_vec(), None)]);
+        c.apply(12, vec![(b"b".to_vec(), entry("new", 12, 12))]);
+        assert_eq!(c.revision(), None, "not served while loading");
+        let mut loaded = BTreeMap::new();
+        loaded.insert(b"a".to_vec(), entry("at10", 10, 9).unwrap());
+        c.finish_load(loaded, 10);
+        assert_eq!(c.revision(), Some(12));
+        assert_eq!(value(&c, b"a"), None, "deleted at 11");
+        assert_eq!(value(&c, b"b").as_deref(), Some("new"));
+        // Invalidated during a load: that load is dropped.
+        c.begin_load();
         c.invalidate();
+        c.finish_load(BTreeMap::new(), 20);
         assert_eq!(c.revision(), None);
+    }
+
+    #[test]
+    fn a_feed_that_goes_back_drops_the_copy() {
+        let c = Cache::new(true);
+        c.begin_load();
+        c.finish_load(BTreeMap::new(), 7);
+        c.apply(9, vec![(b"a".to_vec(), entry("x", 9, 9))]);
+        c.apply(8, vec![(b"b".to_vec(), entry("y", 8, 8))]);
+        assert_eq!(c.revision(), None);
+    }
+
+    #[test]
+    fn lags_are_remembered_until_the_copy_passes_them() {
+        let c = Cache::new(true);
+        c.begin_load();
+        c.finish_load(BTreeMap::new(), 7);
+        assert!(!c.lagging());
+        c.behind.store(9, Ordering::Relaxed);
+        assert!(c.lagging());
+        c.apply(9, Vec::new());
+        assert!(!c.lagging());
+    }
+
+    #[test]
+    fn counts_reads_only_with_a_copy() {
+        let (on, off) = (Cache::new(true), Cache::new(false));
+        for c in [&on, &off] {
+            c.count(true);
+            c.count(false);
+            c.count(false);
+        }
+        assert_eq!(on.stats(), (1, 2, 0));
+        assert_eq!(off.stats(), (0, 0, 0));
     }
 
     #[test]
@@ -385,7 +563,8 @@ mod tests {
         for k in ["a/1", "a/2", "a/3", "b/1"] {
             objects.insert(k.as_bytes().to_vec(), entry(k, 2, 2).unwrap());
         }
-        c.replace(objects, 2);
+        c.begin_load();
+        c.finish_load(objects, 2);
         c.with(At::Any, |s| {
             let (page, more) = s.range(b"a/", b"a0", 2);
             let keys: Vec<_> = page.iter().map(|kv| kv.key.clone()).collect();
@@ -394,8 +573,14 @@ mod tests {
             let (page, more) = s.range(b"a/3", b"a0", 2);
             assert_eq!(page.len(), 1);
             assert!(!more);
-            assert_eq!(s.count(b"a/", b"a0"), 3);
-            assert_eq!(s.count(b"c/", b"c0"), 0);
+            assert_eq!(s.count(b"a/", b"a0", 100), 3);
+            assert_eq!(s.count(b"a/", b"a0", 2), 2);
+            assert_eq!(s.count(b"c/", b"c0", 100), 0);
+            assert_eq!(
+                s.range(b"b", b"a", 10).0.len(),
+                0,
+                "a reversed range is empty"
+            );
         })
         .unwrap();
     }

@@ -49,31 +49,6 @@ pub async fn feed(store: Weak<Inner>, opened: i64) {
         if inner.closed.load(Ordering::SeqCst) {
             return;
         }
-        if inner.cache.enabled() && inner.cache.revision().is_none() {
-            match inner.load_cache(next - 1).await {
-                Ok(_) => {
-                    // Readers waiting for the copy look again.
-                    inner.published.send_modify(|_| {});
-                }
-                Err(e) if e.is_compacted() => {
-                    // Fell behind etcd's history while reloading: start
-                    // again at the present (watchers behind see the gap).
-                    if let Err(e) = jump(&inner, &mut next, &mut last).await {
-                        tracing::warn!(error = %e, "the etcd change feed cannot find the present");
-                    }
-                    drop(inner);
-                    tokio::time::sleep(backoff).await;
-                    continue;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e.message(), "cannot load the etcd cache; reads go to etcd meanwhile");
-                    drop(inner);
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
-                    continue;
-                }
-            }
-        }
         match follow(&inner, &mut next, &mut last).await {
             Ok(()) => backoff = Duration::from_millis(100),
             Err(e) => {
@@ -118,6 +93,9 @@ async fn follow(inner: &Arc<Inner>, next: &mut i64, last: &mut u64) -> Result<()
         let Some(resp) = msg else {
             return Err("etcd closed the watch".into());
         };
+        if !inner.options.feed_delay.is_zero() {
+            tokio::time::sleep(inner.options.feed_delay).await;
+        }
         if inner.closed.load(Ordering::SeqCst) {
             return Ok(());
         }
@@ -153,7 +131,7 @@ async fn follow(inner: &Arc<Inner>, next: &mut i64, last: &mut u64) -> Result<()
             if inner.trust_progress && header >= *next {
                 *next = header + 1;
                 let position = inner.revs.position(header);
-                inner.cache.advance(header);
+                inner.cache.apply(header, Vec::new());
                 inner.feed.publish_progress(position, *last);
                 inner.published.send_replace(header);
             }
@@ -205,6 +183,8 @@ async fn follow(inner: &Arc<Inner>, next: &mut i64, last: &mut u64) -> Result<()
                 i += 1;
             }
             if repeated {
+                // Never expected: the copy may have missed this revision.
+                inner.cache.invalidate();
                 continue;
             }
             *next = r + 1;
@@ -220,8 +200,9 @@ async fn follow(inner: &Arc<Inner>, next: &mut i64, last: &mut u64) -> Result<()
 }
 
 /// Starts the feed again at etcd's current revision after a gap: the
-/// copy is loaded again, and the next change published names the position
-/// before it as its predecessor, so watchers behind see the gap.
+/// copy is dropped (the loader loads a new one), and the next change
+/// published names the position before it as its predecessor, so watchers
+/// behind see the gap.
 async fn jump(inner: &Inner, next: &mut i64, last: &mut u64) -> Result<(), String> {
     let current = inner.current().await.map_err(|e| e.to_string())?;
     inner.cache.invalidate();

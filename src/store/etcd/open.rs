@@ -70,11 +70,14 @@ impl EtcdStore {
             cache: super::cache::Cache::new(options.cache),
             checks,
         }));
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(follow::feed(Arc::downgrade(&store.0), start)),
             tokio::spawn(follow::maintain(Arc::downgrade(&store.0))),
             tokio::spawn(super::cache::checks(Arc::downgrade(&store.0), waiting)),
         ];
+        if options.cache {
+            tasks.push(tokio::spawn(super::cache::loader(Arc::downgrade(&store.0))));
+        }
         *store.0.tasks.lock().expect("tasks") = tasks;
         Ok(store)
     }
@@ -249,15 +252,15 @@ async fn check_format(
         })?,
     };
     match format.kvs().first() {
-        Some(kv) => {
-            let found: u32 = std::str::from_utf8(kv.value())
+        Some(stored) => {
+            let found: u32 = std::str::from_utf8(stored.value())
                 .ok()
                 .and_then(|s| s.trim().parse().ok())
                 .ok_or_else(|| {
                     StoreError::Unavailable(format!(
                         "{}/m/format holds {:?}, not a storage format number",
                         options.prefix,
-                        String::from_utf8_lossy(kv.value())
+                        String::from_utf8_lossy(stored.value())
                     ))
                 })?;
             if found > FORMAT {
@@ -265,6 +268,9 @@ async fn check_format(
                     found,
                     supported: FORMAT,
                 });
+            }
+            if found == 1 && FORMAT == 2 {
+                return upgrade_from_1(kv, layout, options, offset).await;
             }
             if found < FORMAT {
                 return Err(StoreError::Unavailable(format!(
@@ -299,6 +305,48 @@ async fn check_format(
             Ok((FORMAT, offset, super::inner::header_revision(resp.header())))
         }
     }
+}
+
+/// Format 1 to 2: the keys are the same; from 2 on, every write also puts
+/// `P/m/written`, which replicas keeping a copy of the objects rely on. The
+/// format key's change stops replicas of older builds from writing (their
+/// transactions compare it); one compare-and-swap, so that replicas
+/// starting together upgrade once.
+async fn upgrade_from_1(
+    kv: &KvClient,
+    layout: &Layout,
+    options: &EtcdOptions,
+    offset: Offset,
+) -> Result<(u32, Offset, i64), StoreError> {
+    let key = layout.meta("format");
+    let upgrade = Txn::new()
+        .when(vec![Compare::value(key.clone(), CompareOp::Equal, "1")])
+        .and_then(vec![TxnOp::put(key.clone(), FORMAT.to_string(), None)])
+        .or_else(vec![TxnOp::get(key, None)]);
+    let resp = patiently(options, || {
+        let (mut kv, upgrade) = (kv.clone(), upgrade.clone());
+        async move { kv.txn(upgrade).await }
+    })
+    .await?;
+    if !resp.succeeded() {
+        let now = resp.op_responses().into_iter().find_map(|r| match r {
+            etcd_client::TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.value().to_vec()),
+            _ => None,
+        });
+        if now.as_deref() != Some(FORMAT.to_string().as_bytes()) {
+            return Err(StoreError::Unavailable(format!(
+                "the storage format under {} changed while this replica upgraded it from 1; \
+                 start it again",
+                options.prefix
+            )));
+        }
+    }
+    tracing::warn!(
+        prefix = %options.prefix,
+        "upgraded the etcd prefix from storage format 1 to {FORMAT}: replicas of older builds \
+         can no longer write to it (upgrade them)"
+    );
+    Ok((FORMAT, offset, super::inner::header_revision(resp.header())))
 }
 
 #[cfg(test)]

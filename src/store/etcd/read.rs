@@ -40,6 +40,7 @@ impl EtcdStore {
             Some(r) => self.0.cache.with(At::From(r), |s| s.get(&key)),
             None => None,
         };
+        self.0.cache.count(cached.is_some());
         let found = match cached {
             Some(found) => found,
             None => self.0.get_raw(&key).await?,
@@ -85,7 +86,11 @@ impl EtcdStore {
         // write, at the revision it shows then (the next pages come from
         // the copy while it stays there, else from etcd pinned there).
         let mut fresh = match revision {
-            0 => self.0.fresh().await?,
+            0 => {
+                let fresh = self.0.fresh().await?;
+                self.0.cache.count(fresh.is_some());
+                fresh
+            }
             _ => None,
         };
         let want = query.limit.unwrap_or(usize::MAX);
@@ -139,11 +144,15 @@ impl EtcdStore {
         })
     }
 
-    /// A consistent view at etcd's current revision (blocking).
+    /// A consistent view with every write acknowledged before the call:
+    /// at the revision the copy shows once fresh, else at etcd's current
+    /// one (blocking).
     pub fn snapshot(&self) -> Result<EtcdSnapshot, StoreError> {
         let inner = self.0.clone();
         let revision = self.0.block(async move {
-            match inner.fresh().await? {
+            let fresh = inner.fresh().await?;
+            inner.cache.count(fresh.is_some());
+            match fresh {
                 // The revision the copy shows now (at least `r`): its
                 // lists come from the copy while it stays there.
                 Some(r) => Ok(inner.cache.revision().map_or(r, |c| c.max(r))),

@@ -1,19 +1,22 @@
 //! Writes: every request is one etcd transaction.
 //!
 //! The shared planner ([`plan`]) runs over a [`View`] of what the request
-//! reads, fetched in one read transaction; every read becomes a compare of
-//! the write transaction (an object's `mod_revision`, a parent's
-//! `create_revision`, a child range's emptiness), together with the
-//! prefix's storage format. A compare that fails means someone wrote in
-//! between: the request is planned again on a fresh read, after a jittered
-//! pause, until a deadline. A request's first plan reads the member's own
-//! copy (serializable), and a refusal or no-op is confirmed on a
-//! linearizable read, so that a refused request never reaches etcd's log
-//! (a compare that fails is logged too). A cascade removes each descendant
+//! reads; every read becomes a compare of the write transaction (an
+//! object's `mod_revision`, a parent's `create_revision`, a child range's
+//! emptiness, and, for a cascade, that nothing in the ranges it removes
+//! changed since the view), together with the prefix's storage format. A
+//! compare that fails means someone wrote in between: the request is
+//! planned again on a fresh view, after a jittered pause, until a deadline.
+//! A request's first plan reads this replica's copy of the objects
+//! (possibly behind; without a copy, the member's own data, serializable);
+//! a refusal or no-op planned from it is confirmed on a fresh view (the
+//! copy once it holds every acknowledged write, else a linearizable read),
+//! so that a refused request never reaches etcd's log. Every transaction
+//! also puts `P/m/written` (see `cache`). A cascade removes each descendant
 //! kind's range with one `DeleteRange`, whose deleted keys are exactly the
-//! changes reported. A write etcd may have applied without confirming it is
-//! read back: a record identical to ours (a create carries its new uid) is
-//! the write's success; anything else is `OutcomeUnknown`.
+//! changes reported. A write etcd may have applied without confirming it
+//! is read back: a record identical to ours (a create carries its new uid)
+//! is the write's success; anything else is `OutcomeUnknown`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -61,12 +64,20 @@ impl EtcdStore {
         loop {
             let mut view = if local {
                 match View::cached(inner, &reads, At::Any) {
-                    Some(view) => view,
-                    None => View::read_local(inner, &reads).await?,
+                    Some(view) if !inner.cache.lagging() => view,
+                    _ => View::read_local(inner, &reads).await?,
                 }
             } else {
                 View::current(inner, &reads).await?
             };
+            match view.check_cascade() {
+                Err(e) if local && !e.is_storage_failure() => {
+                    local = false;
+                    continue;
+                }
+                Err(e) => return Err(e),
+                Ok(()) => {}
+            }
             match plan::plan(&mut view, op.clone(), now()) {
                 Err(e) if local && !e.is_storage_failure() => {
                     local = false;
@@ -89,8 +100,11 @@ impl EtcdStore {
                     }
                 }
             }
-            local = false;
-            retry.conflict().await?;
+            // A first plan on a copy that was behind is no conflict: plan
+            // again at once, on a fresh view.
+            if !std::mem::replace(&mut local, false) {
+                retry.conflict().await?;
+            }
         }
     }
 
@@ -312,7 +326,8 @@ struct View<'a> {
     inner: &'a Inner,
     objects: HashMap<(Kind, Vec<u8>), Option<Kv>>,
     first_child: HashMap<(Kind, Vec<u8>), Option<Kv>>,
-    counts: HashMap<(Kind, Vec<u8>), i64>,
+    /// Objects under a key prefix, and the revision they were counted at.
+    counts: HashMap<(Kind, Vec<u8>), (i64, i64)>,
     /// Compares by etcd key (one per key; a read of an object's content
     /// outranks a check of its existence).
     compares: HashMap<Vec<u8>, (bool, Compare)>,
@@ -364,7 +379,6 @@ impl<'a> View<'a> {
                 view.record(r, &g);
             }
         }
-        view.check_cascade()?;
         Ok(view)
     }
 
@@ -400,13 +414,16 @@ impl<'a> View<'a> {
                     }
                     Read::Count(kind, key) => {
                         let start = l.object(*kind, key);
-                        let n = s.count(&start, &prefix_end(&start));
-                        view.counts.insert((*kind, key.clone()), n as i64);
+                        let cap = usize::try_from(inner.options.max_cascade_objects)
+                            .unwrap_or(usize::MAX)
+                            .saturating_add(1);
+                        let n = s.count(&start, &prefix_end(&start), cap);
+                        view.counts
+                            .insert((*kind, key.clone()), (n as i64, s.revision()));
                     }
                 }
             }
         })?;
-        view.check_cascade().ok()?;
         Some(view)
     }
 
@@ -426,7 +443,6 @@ impl<'a> View<'a> {
             view.revision = view.revision.max(super::inner::header_revision(g.header()));
             view.record(r, g);
         }
-        view.check_cascade()?;
         Ok(view)
     }
 
@@ -440,14 +456,15 @@ impl<'a> View<'a> {
                 self.first_child.insert((*kind, key.clone()), first);
             }
             Read::Count(kind, key) => {
-                self.counts.insert((*kind, key.clone()), got.count());
+                let at = super::inner::header_revision(got.header());
+                self.counts.insert((*kind, key.clone()), (got.count(), at));
             }
         }
     }
 
     /// Refuses a cascade over `--max-cascade-objects`.
     fn check_cascade(&self) -> Result<(), StoreError> {
-        let total: i64 = self.counts.values().sum();
+        let total: i64 = self.counts.values().map(|(n, _)| n).sum();
         let max = self.inner.options.max_cascade_objects;
         if !self.counts.is_empty() && total as u64 + 1 > max {
             return Err(StoreError::TooLarge(format!(
@@ -515,10 +532,18 @@ impl ReadView for View<'_> {
 
     fn scan(&mut self, kind: Kind, prefix: &[u8], limit: Option<usize>) -> Scanned {
         if limit.is_none() {
-            // A cascade: its DeleteRange reports what it removed.
-            if !self.counts.contains_key(&(kind, prefix.to_vec())) {
+            // A cascade: its DeleteRange reports what it removed, which is
+            // what was counted (nothing in the range changed since).
+            let Some((_, at)) = self.counts.get(&(kind, prefix.to_vec())).copied() else {
                 return Err(View::missing("a subtree"));
-            }
+            };
+            let start = self.inner.layout.object(kind, prefix);
+            let end = prefix_end(&start);
+            self.compare(
+                start.clone(),
+                true,
+                Compare::mod_revision(start, CompareOp::Less, at + 1).with_range(end),
+            );
             self.cascade.push((kind, prefix.to_vec()));
             return Ok(Vec::new());
         }
