@@ -201,13 +201,9 @@ impl Cache {
         if s.revision == 0 {
             return;
         }
-        if r < s.revision || (r == s.revision && !changes.is_empty()) {
-            drop(s);
-            tracing::error!(
-                revision = r,
-                "the etcd feed went back: reloading this replica's copy of the objects"
-            );
-            self.invalidate();
+        // A load can overtake the feed (it reads etcd's current revision
+        // itself): what the copy already covers is skipped.
+        if r <= s.revision {
             return;
         }
         s.apply(r, changes);
@@ -221,13 +217,19 @@ impl Cache {
         s.pending = Some(Vec::new());
     }
 
+    /// Whether a load is still wanted (the copy was not dropped since it
+    /// began).
+    fn loading(&self) -> bool {
+        self.read().pending.is_some()
+    }
+
     /// The copy is `objects` at `revision`, then the feed's changes kept
-    /// aside after that revision.
-    fn finish_load(&self, objects: BTreeMap<Vec<u8>, Entry>, revision: i64) {
+    /// aside after that revision; false if it was dropped during the load
+    /// (the loader starts again).
+    fn finish_load(&self, objects: BTreeMap<Vec<u8>, Entry>, revision: i64) -> bool {
         let mut s = self.write();
         let Some(pending) = s.pending.take() else {
-            // Invalidated during the load: the loader starts again.
-            return;
+            return false;
         };
         s.objects = objects;
         s.revision = revision;
@@ -236,6 +238,7 @@ impl Cache {
                 s.apply(r, changes);
             }
         }
+        true
     }
 
     /// A load failed: no copy.
@@ -306,16 +309,14 @@ impl Inner {
     /// revision it shows then. `None`: read etcd instead (no copy, loading,
     /// or the feed lags past its patience).
     pub(super) async fn fresh(&self) -> Result<Option<i64>, StoreError> {
-        if self.cache.revision().is_none() || !self.health().feed_ok {
+        // A copy known to lag a past write lags every later one too.
+        if self.cache.revision().is_none() || !self.health().feed_ok || self.cache.lagging() {
             return Ok(None);
         }
         let written = self.last_written().await?;
         let reached = || self.cache.revision().filter(|r| *r >= written);
         if let Some(r) = reached() {
             return Ok(Some(r));
-        }
-        if self.cache.lagging() {
-            return Ok(None);
         }
         let mut rx = self.published.subscribe();
         let waited =
@@ -341,8 +342,9 @@ impl Inner {
     }
 
     /// Loads the copy at etcd's current revision, the feed's changes
-    /// meanwhile applied after it; answers how many objects it holds.
-    async fn load_cache(&self) -> Result<usize, StoreError> {
+    /// meanwhile applied after it; answers how many objects it holds, or
+    /// `None` if the copy was dropped meanwhile (load again).
+    async fn load_cache(&self) -> Result<Option<usize>, StoreError> {
         let started = std::time::Instant::now();
         self.cache.begin_load();
         // Read after the load began: every change after it reaches the
@@ -360,13 +362,23 @@ impl Inner {
                 .with_revision(at);
             let resp = match self.get(from.clone(), options).await {
                 Ok(resp) => resp,
-                Err(e) if page > 1 && !e.is_compacted() => {
+                // Too large for one answer, or for its deadline: smaller
+                // pages.
+                Err(e)
+                    if page > 1
+                        && (e.too_large().is_some()
+                            || e.message().contains("no answer within")) =>
+                {
                     tracing::debug!(error = %e.message(), page, "a page of the copy failed: halving it");
                     page /= 2;
                     continue;
                 }
                 Err(e) => return Err(e.read()),
             };
+            page = (page * 2).min(LOAD_PAGE);
+            if !self.cache.loading() {
+                return Ok(None);
+            }
             for kv in resp.kvs() {
                 if self.layout.parse(kv.key()).is_some() {
                     objects.insert(kv.key().to_vec(), Entry::of(kv));
@@ -387,9 +399,11 @@ impl Inner {
             }
         }
         let n = objects.len();
-        self.cache.finish_load(objects, at);
+        if !self.cache.finish_load(objects, at) {
+            return Ok(None);
+        }
         tracing::info!(objects = n, revision = at, elapsed = ?started.elapsed(), "loaded this replica's copy of the objects");
-        Ok(n)
+        Ok(Some(n))
     }
 }
 
@@ -410,10 +424,15 @@ pub(super) async fn loader(store: Weak<Inner>) {
             continue;
         }
         match inner.load_cache().await {
-            Ok(_) => {
+            Ok(Some(_)) => {
                 pause = Duration::from_millis(100);
                 // Readers waiting for the copy look again.
                 inner.published.send_modify(|_| {});
+            }
+            Ok(None) => {
+                // Dropped while loading (another gap): again, after a pause.
+                drop(inner);
+                tokio::time::sleep(pause).await;
             }
             Err(e) => {
                 inner.cache.abandon_load();
@@ -518,18 +537,26 @@ mod tests {
         // Invalidated during a load: that load is dropped.
         c.begin_load();
         c.invalidate();
-        c.finish_load(BTreeMap::new(), 20);
+        assert!(!c.loading());
+        assert!(!c.finish_load(BTreeMap::new(), 20));
         assert_eq!(c.revision(), None);
     }
 
     #[test]
-    fn a_feed_that_goes_back_drops_the_copy() {
+    fn a_feed_behind_the_load_skips_what_it_covers() {
         let c = Cache::new(true);
         c.begin_load();
-        c.finish_load(BTreeMap::new(), 7);
-        c.apply(9, vec![(b"a".to_vec(), entry("x", 9, 9))]);
-        c.apply(8, vec![(b"b".to_vec(), entry("y", 8, 8))]);
-        assert_eq!(c.revision(), None);
+        let mut loaded = BTreeMap::new();
+        loaded.insert(b"a".to_vec(), entry("at10", 10, 10).unwrap());
+        assert!(c.finish_load(loaded, 10));
+        // The feed had not reached the load's revision yet.
+        c.apply(9, vec![(b"a".to_vec(), None)]);
+        c.apply(10, vec![(b"a".to_vec(), entry("at10", 10, 10))]);
+        c.apply(10, Vec::new());
+        assert_eq!(c.revision(), Some(10));
+        assert_eq!(value(&c, b"a").as_deref(), Some("at10"));
+        c.apply(11, vec![(b"a".to_vec(), None)]);
+        assert_eq!((c.revision(), value(&c, b"a")), (Some(11), None));
     }
 
     #[test]

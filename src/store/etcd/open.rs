@@ -269,8 +269,8 @@ async fn check_format(
                     supported: FORMAT,
                 });
             }
-            if found == 1 && FORMAT == 2 {
-                return upgrade_from_1(kv, layout, options, offset).await;
+            if found == 1 {
+                return upgrade_from_1(kv, layout, options, offset, stored.mod_revision()).await;
             }
             if found < FORMAT {
                 return Err(StoreError::Unavailable(format!(
@@ -307,20 +307,26 @@ async fn check_format(
     }
 }
 
-/// Format 1 to 2: the keys are the same; from 2 on, every write also puts
-/// `P/m/written`, which replicas keeping a copy of the objects rely on. The
-/// format key's change stops replicas of older builds from writing (their
-/// transactions compare it); one compare-and-swap, so that replicas
-/// starting together upgrade once.
+/// Format 1 to the current one: the keys are the same; from 2 on, every
+/// write also puts `P/m/written`, which replicas keeping a copy of the
+/// objects rely on. The format key's change stops replicas of older builds
+/// from writing (their transactions compare it); one compare-and-swap on
+/// the key's revision `seen`, so that replicas starting together upgrade
+/// once.
 async fn upgrade_from_1(
     kv: &KvClient,
     layout: &Layout,
     options: &EtcdOptions,
     offset: Offset,
+    seen: i64,
 ) -> Result<(u32, Offset, i64), StoreError> {
     let key = layout.meta("format");
     let upgrade = Txn::new()
-        .when(vec![Compare::value(key.clone(), CompareOp::Equal, "1")])
+        .when(vec![Compare::mod_revision(
+            key.clone(),
+            CompareOp::Equal,
+            seen,
+        )])
         .and_then(vec![TxnOp::put(key.clone(), FORMAT.to_string(), None)])
         .or_else(vec![TxnOp::get(key, None)]);
     let resp = patiently(options, || {
@@ -341,11 +347,13 @@ async fn upgrade_from_1(
             )));
         }
     }
-    tracing::warn!(
-        prefix = %options.prefix,
-        "upgraded the etcd prefix from storage format 1 to {FORMAT}: replicas of older builds \
-         can no longer write to it (upgrade them)"
-    );
+    if resp.succeeded() {
+        tracing::warn!(
+            prefix = %options.prefix,
+            "upgraded the etcd prefix from storage format 1 to {FORMAT}: replicas of older \
+             builds can no longer write to it (upgrade them)"
+        );
+    }
     Ok((FORMAT, offset, super::inner::header_revision(resp.header())))
 }
 

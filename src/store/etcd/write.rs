@@ -63,9 +63,13 @@ impl EtcdStore {
         let mut local = true;
         loop {
             let mut view = if local {
-                match View::cached(inner, &reads, At::Any) {
-                    Some(view) if !inner.cache.lagging() => view,
-                    _ => View::read_local(inner, &reads).await?,
+                let cached = match inner.cache.lagging() {
+                    true => None,
+                    false => View::cached(inner, &reads, At::Any),
+                };
+                match cached {
+                    Some(view) => view,
+                    None => View::read_local(inner, &reads).await?,
                 }
             } else {
                 View::current(inner, &reads).await?
