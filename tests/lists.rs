@@ -551,6 +551,103 @@ fn malformed_label_selectors_are_400() {
     }
 }
 
+/// Sets the status state of cell `name` in realm `r`.
+fn set_state(c: &Client, s: &Server, r: &str, name: &str, state: &str) {
+    let (st, b) = c.put_json(
+        &s.api(&format!(
+            "/realms/{r}/spaces/s/stacks/t/cells/{name}/status"
+        )),
+        &json!({"status": {"state": state}}),
+    );
+    assert_eq!(st, 200, "{b}");
+}
+
+#[test]
+fn field_selectors_on_scoped_and_cross_scope_lists() {
+    let (s, c) = selector_fixture();
+    for r in ["r1", "r2"] {
+        set_state(&c, &s, r, "c1", "Failed");
+        set_state(&c, &s, r, "c2", "Ready");
+        set_state(&c, &s, r, "c5", "Failed");
+    }
+    let cases: &[(&str, &str, &[&str])] = &[
+        ("status.state=Failed", "", &["c1", "c5"]),
+        ("status.state==Failed", "", &["c1", "c5"]),
+        ("status.state!=Failed", "", &["c2", "c3", "c4"]),
+        ("status.state=Pending", "", &["c3", "c4"]),
+        ("status.state!=Failed,status.state!=Pending", "", &["c2"]),
+        ("status.state=Failed", "app=web", &["c1"]),
+        ("status.state=Failed", "tier=back", &[]),
+        ("status.state=Stopped", "", &[]),
+    ];
+    let scoped = s.api("/realms/r1/spaces/s/stacks/t/cells");
+    for (fields, labels, want) in cases {
+        let mut q = vec![("fieldSelector", *fields)];
+        if !labels.is_empty() {
+            q.push(("labelSelector", labels));
+        }
+        let (st, list) = c.get_query(&scoped, &q);
+        assert_eq!(st, 200, "{fields} {labels}: {list}");
+        assert_eq!(
+            item_names(&list),
+            *want,
+            "fieldSelector={fields} labelSelector={labels}"
+        );
+        // Paged, and across realms (the same cells in both).
+        let mut paged = q.clone();
+        paged.push(("limit", "1"));
+        let mut seen = Vec::new();
+        let mut token = String::new();
+        for _ in 0..20 {
+            let mut q = paged.clone();
+            if !token.is_empty() {
+                q.push(("continue", &token));
+            }
+            let (st, page) = c.get_query(&s.api("/cells"), &q);
+            assert_eq!(st, 200, "{page}");
+            seen.extend(item_names(&page));
+            match page["metadata"]["continue"].as_str() {
+                Some(t) => token = t.to_string(),
+                None => break,
+            }
+        }
+        let both: Vec<&str> = want.iter().chain(want.iter()).copied().collect();
+        assert_eq!(seen, both, "paged across realms: fieldSelector={fields}");
+    }
+    // A list cached for one selector never answers another.
+    let (_, all) = c.get(&scoped);
+    assert_eq!(item_names(&all).len(), 5);
+    let (_, failed) = c.get_query(&scoped, &[("fieldSelector", "status.state=Failed")]);
+    assert_eq!(item_names(&failed), ["c1", "c5"]);
+    set_state(&c, &s, "r1", "c5", "Ready");
+    let (_, failed) = c.get_query(&scoped, &[("fieldSelector", "status.state=Failed")]);
+    assert_eq!(item_names(&failed), ["c1"], "a cell that recovered");
+}
+
+#[test]
+fn unsupported_field_selectors_are_400_naming_the_field() {
+    let (s, c) = selector_fixture();
+    for bad in [
+        "spec.image=x",
+        "metadata.name=c1",
+        "status.state",
+        "status.state=",
+        "status.state=Failed,",
+        "status.state in (Failed)",
+    ] {
+        for url in [s.api("/realms/r1/spaces/s/stacks/t/cells"), s.api("/cells")] {
+            let r = c.get_query(&url, &[("fieldSelector", bad)]);
+            assert_problem(&r, 400, "BadRequest", Some("fieldSelector"));
+        }
+    }
+    let r = c.get_query(&s.api("/cells"), &[("fieldSelector", "spec.image=x")]);
+    let detail = r.1["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("spec.image") && detail.contains("status.state"),
+        "{detail}"
+    );
+}
+
 #[test]
 fn large_lists_stream_as_valid_json() {
     let s = Server::start();

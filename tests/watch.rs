@@ -311,6 +311,93 @@ async fn kind_and_scope_filters() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn field_and_label_selectors_narrow_a_watch() {
+    let s = Server::start_args(&["--bookmark-interval", "300ms"]);
+    let c = AClient::default();
+    hierarchy(&c, &s, "r", "s", "t").await;
+    let cells = s.api("/realms/r/spaces/s/stacks/t/cells");
+    let from = revision_async(&s).await;
+    let mut failed = Lines::open(&format!(
+        "{cells}?watch=true&resourceVersion={from}&fieldSelector=status.state%3DFailed"
+    ))
+    .await;
+    let mut web_not_ready = Lines::open(&s.api(&format!(
+        "/watch?kind=Cell&resourceVersion={from}&fieldSelector=status.state!%3DReady\
+         &labelSelector=app%3Dweb"
+    )))
+    .await;
+    for (name, app) in [("a", "web"), ("b", "db")] {
+        let (st, b) = c
+            .post_json(
+                &cells,
+                &json!({"metadata": {"name": name, "labels": {"app": app}}}),
+            )
+            .await;
+        assert_eq!(st, 201, "{b}");
+    }
+    for (name, state) in [("a", "Failed"), ("b", "Failed"), ("a", "Ready")] {
+        let r =
+            c.0.put(format!("{cells}/{name}/status"))
+                .json(&json!({"status": {"state": state}}))
+                .send()
+                .await
+                .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    // status.state=Failed: a and b as they failed (the creates were
+    // Pending), nothing of a's recovery.
+    let seen: Vec<(String, String)> = failed
+        .take(2)
+        .await
+        .iter()
+        .map(|e| (e["type"].as_str().unwrap().to_string(), name(e).to_string()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("MODIFIED".into(), "a".into()),
+            ("MODIFIED".into(), "b".into())
+        ]
+    );
+    assert_eq!(failed.next().await["type"], "BOOKMARK");
+    // app=web and not Ready: a's create and its failure, not its recovery.
+    let seen: Vec<String> = web_not_ready
+        .take(2)
+        .await
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {} {}",
+                e["type"],
+                name(e),
+                e["object"]["status"]["state"]
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        ["\"ADDED\" a \"Pending\"", "\"MODIFIED\" a \"Failed\""]
+    );
+    assert_eq!(web_not_ready.next().await["type"], "BOOKMARK");
+    // A snapshot watch starts with the objects that match now.
+    let mut snapshot = Lines::open(&format!(
+        "{cells}?watch=true&fieldSelector=status.state%3DFailed"
+    ))
+    .await;
+    let e = snapshot.next().await;
+    assert_eq!((e["type"].as_str(), name(&e)), (Some("ADDED"), "b"));
+    assert_eq!(snapshot.next().await["type"], "BOOKMARK");
+    let (st, body) = c
+        .get(&format!("{cells}?watch=true&fieldSelector=spec.image%3Dx"))
+        .await;
+    assert_eq!((st, body["field"].as_str()), (400, Some("fieldSelector")));
+    let (st, body) = c
+        .get(&s.api("/watch?fieldSelector=status.phase%3DRunning"))
+        .await;
+    assert_eq!((st, body["field"].as_str()), (400, Some("fieldSelector")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn compacted_and_future_revisions_are_gone() {
     let (mut args, _cluster) = tokio::task::block_in_place(own_cluster_for_compaction);
     // On etcd every compaction's compare-and-swap is itself a revision: once

@@ -433,6 +433,7 @@ pub async fn watch(
         kinds,
         scope: names,
         label_selector: None,
+        field_selector: None,
     };
     let stream = client.watch(&what, None).await.map_err(&fail)?;
     let mut stream = Box::pin(stream);

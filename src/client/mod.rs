@@ -85,6 +85,8 @@ pub struct WatchScope {
     pub scope: Vec<String>,
     /// Label selector.
     pub label_selector: Option<String>,
+    /// Field selector (`status.state=X`, `status.state!=X`).
+    pub field_selector: Option<String>,
 }
 
 /// A bearer token. Never shown: its `Debug` prints `Token(..)`.
@@ -415,6 +417,9 @@ impl Client {
         }
         if let Some(s) = &what.label_selector {
             q.push(("labelSelector".into(), s.clone()));
+        }
+        if let Some(s) = &what.field_selector {
+            q.push(("fieldSelector".into(), s.clone()));
         }
         if let Some(rv) = resource_version {
             q.push(("resourceVersion".into(), rv.to_string()));

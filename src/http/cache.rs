@@ -84,21 +84,28 @@ const SLOTS: usize = 1 << 16;
 const MAX_LISTS: usize = 4096;
 
 /// What a cached list answers: the kind listed, the scope names (`None`:
-/// any) and the label selector as the client wrote it.
+/// any) and the label and field selectors as the client wrote them.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ListKey {
     kind: Kind,
     scope: Vec<Option<String>>,
     selector: Option<String>,
+    fields: Option<String>,
 }
 
 impl ListKey {
     /// The key of a list query.
-    pub fn new(kind: Kind, scope: &[Option<String>], selector: Option<&str>) -> ListKey {
+    pub fn new(
+        kind: Kind,
+        scope: &[Option<String>],
+        selector: Option<&str>,
+        fields: Option<&str>,
+    ) -> ListKey {
         ListKey {
             kind,
             scope: scope.to_vec(),
             selector: selector.filter(|s| !s.is_empty()).map(str::to_owned),
+            fields: fields.filter(|s| !s.is_empty()).map(str::to_owned),
         }
     }
 
@@ -355,7 +362,7 @@ mod list_tests {
     /// after its one write.
     fn one_list_at_1() -> (ListCache, ListKey) {
         let cache = ListCache::new(1 << 20);
-        let key = ListKey::new(Kind::Cell, &scope(&["r", "s", "t"]), None);
+        let key = ListKey::new(Kind::Cell, &scope(&["r", "s", "t"]), None, None);
         cache.observe(&[change(1, cell("t", "a"))]);
         cache.insert(key.clone(), 1, items("{a}"), 0);
         (cache, key)
@@ -403,11 +410,11 @@ mod list_tests {
     #[test]
     fn the_memory_held_counts_not_just_the_lengths() {
         let cache = ListCache::new(1000);
-        let key = ListKey::new(Kind::Cell, &scope(&["r", "s", "t"]), None);
+        let key = ListKey::new(Kind::Cell, &scope(&["r", "s", "t"]), None, None);
         cache.insert(key.clone(), 0, items("{a}"), 300);
         assert_eq!(cache.bytes(), 300);
         // Held beyond half the budget: not kept, however short.
-        let other = ListKey::new(Kind::Cell, &scope(&["r", "s", "u"]), None);
+        let other = ListKey::new(Kind::Cell, &scope(&["r", "s", "u"]), None, None);
         cache.insert(other.clone(), 0, items("{a}"), 501);
         assert!(cache.get(&other, 0).is_none());
         assert_eq!(cache.bytes(), 300);
@@ -416,10 +423,10 @@ mod list_tests {
     #[test]
     fn wildcard_scopes_miss_on_any_write_of_the_kind() {
         let cache = ListCache::new(1 << 20);
-        let all = ListKey::new(Kind::Cell, &[], None);
-        let realm_wide = ListKey::new(Kind::Cell, &[Some("r".into())], None);
-        let by_stack = ListKey::new(Kind::Cell, &[None, None, Some("t".into())], None);
-        let stacks = ListKey::new(Kind::Stack, &scope(&["r", "s"]), None);
+        let all = ListKey::new(Kind::Cell, &[], None, None);
+        let realm_wide = ListKey::new(Kind::Cell, &[Some("r".into())], None, None);
+        let by_stack = ListKey::new(Kind::Cell, &[None, None, Some("t".into())], None, None);
+        let stacks = ListKey::new(Kind::Stack, &scope(&["r", "s"]), None, None);
         for key in [&all, &realm_wide, &by_stack, &stacks] {
             cache.insert(key.clone(), 0, items("{}"), 0);
         }
@@ -434,9 +441,9 @@ mod list_tests {
     #[test]
     fn selectors_are_separate_entries() {
         let cache = ListCache::new(1 << 20);
-        let plain = ListKey::new(Kind::Cell, &scope(&["r", "s", "t"]), None);
-        let empty = ListKey::new(Kind::Cell, &scope(&["r", "s", "t"]), Some(""));
-        let selected = ListKey::new(Kind::Cell, &scope(&["r", "s", "t"]), Some("app=web"));
+        let plain = ListKey::new(Kind::Cell, &scope(&["r", "s", "t"]), None, None);
+        let empty = ListKey::new(Kind::Cell, &scope(&["r", "s", "t"]), Some(""), None);
+        let selected = ListKey::new(Kind::Cell, &scope(&["r", "s", "t"]), Some("app=web"), None);
         assert_eq!(plain, empty);
         cache.insert(plain.clone(), 0, items("{a},{b}"), 0);
         assert!(cache.get(&selected, 0).is_none());
@@ -454,7 +461,7 @@ mod list_tests {
     #[test]
     fn the_budget_evicts_the_least_recently_used_and_refuses_big_lists() {
         let cache = ListCache::new(100);
-        let key = |t: &str| ListKey::new(Kind::Cell, &scope(&["r", "s", t]), None);
+        let key = |t: &str| ListKey::new(Kind::Cell, &scope(&["r", "s", t]), None, None);
         let forty = || vec![Bytes::from(vec![b'x'; 40])];
         cache.insert(key("a"), 0, forty(), 0);
         cache.insert(key("b"), 0, forty(), 0);
@@ -479,10 +486,10 @@ mod list_tests {
 
     #[test]
     fn scope_slots_agree_between_queries_and_objects() {
-        let key = ListKey::new(Kind::Cell, &scope(&["r", "s", "t"]), None);
+        let key = ListKey::new(Kind::Cell, &scope(&["r", "s", "t"]), None, None);
         assert_eq!(key.slot(), Some(parent_slot(&cell("t", "any"))));
         // Names do not run into each other.
-        let other = ListKey::new(Kind::Cell, &scope(&["r", "st", ""]), None);
+        let other = ListKey::new(Kind::Cell, &scope(&["r", "st", ""]), None, None);
         assert_ne!(key.slot(), other.slot());
     }
 }

@@ -21,7 +21,7 @@ use crate::api::v1beta1::paths::object_path;
 use crate::api::v1beta1::{self, Decoded, Format, types::ListMeta};
 use crate::auth::Identity;
 use crate::model::{
-    AnyObject, Container, Kind, Path, PrivilegedField, Selector, SpaceSpec,
+    AnyObject, Container, Kind, Path, PrivilegedField, SpaceSpec,
     apply_space_defaults_to_container, validate_object,
 };
 pub use crate::store::Part;
@@ -33,6 +33,8 @@ use crate::store::{Backend, ListQuery, Snapshot, StoreError, WriteOp};
 pub struct ListParams {
     /// Label selector.
     pub label_selector: Option<String>,
+    /// Field selector (`status.state`).
+    pub field_selector: Option<String>,
     /// Page size.
     pub limit: Option<String>,
     /// Continue token.
@@ -463,10 +465,10 @@ fn list_query(
         scope.resize(i + 1, None);
         scope[i] = Some(v.clone());
     }
-    let selector = match params.label_selector.as_deref() {
-        None => Selector::default(),
-        Some(s) => Selector::parse(s).map_err(|e| ApiError::bad_field("labelSelector", e))?,
-    };
+    let selector = super::watch::selector_of(
+        params.label_selector.as_deref(),
+        params.field_selector.as_deref(),
+    )?;
     let limit = match params.limit.as_deref() {
         None => None,
         Some(l) => Some(l.parse::<usize>().map_err(|_| {
@@ -541,8 +543,14 @@ pub async fn list_objects(
     }
     let committing = state.store.committing_revision();
     // `u64::MAX`: the engine's feed can never prove a cache current (etcd).
-    let cache_key = (!effective && committing != u64::MAX)
-        .then(|| ListKey::new(kind, &query.scope, params.label_selector.as_deref()));
+    let cache_key = (!effective && committing != u64::MAX).then(|| {
+        ListKey::new(
+            kind,
+            &query.scope,
+            params.label_selector.as_deref(),
+            params.field_selector.as_deref(),
+        )
+    });
     if let Some((revision, items)) = cache_key
         .as_ref()
         .and_then(|k| state.lists.get(k, committing))

@@ -397,6 +397,12 @@ fn list_params(kind: Kind, cross_scope: bool) -> Vec<utoipa::openapi::path::Para
             "Label selector: `k=v`, `k!=v`, `k`, `!k`, `k in (a,b)`, `k notin (a,b)`, comma-separated (AND).",
         ),
         query_param(
+            "fieldSelector",
+            Type::String,
+            "Field selector: `status.state=X`, `status.state!=X` (`==` too), comma-separated (AND), \
+             combined with the label selector (AND); any other field is 400 naming it.",
+        ),
+        query_param(
             "limit",
             Type::Integer,
             "Page size; a `continue` token is returned when more items remain.",
@@ -740,7 +746,13 @@ pub(super) fn watch_operation() -> Operation {
         watch_params.push(name_query_param(k));
     }
     watch_params.extend(list_params(Kind::Realm, false).into_iter().filter(|p| {
-        ["labelSelector", "resourceVersion", "timeoutSeconds"].contains(&p.name.as_str())
+        [
+            "labelSelector",
+            "fieldSelector",
+            "resourceVersion",
+            "timeoutSeconds",
+        ]
+        .contains(&p.name.as_str())
     }));
     errors(
         OperationBuilder::new()

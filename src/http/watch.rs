@@ -29,6 +29,8 @@ pub struct WatchParams {
     pub resource_version: Option<String>,
     /// Label selector.
     pub label_selector: Option<String>,
+    /// Field selector (`status.state`).
+    pub field_selector: Option<String>,
     /// End the stream after this many seconds.
     pub timeout_seconds: Option<String>,
 }
@@ -69,11 +71,17 @@ pub fn timeout_of(value: Option<&str>) -> Result<Option<Duration>, ApiError> {
     }
 }
 
-/// Parses a label selector parameter.
-pub fn selector_of(value: Option<&str>) -> Result<Selector, ApiError> {
-    match value {
-        None => Ok(Selector::default()),
-        Some(s) => Selector::parse(s).map_err(|e| ApiError::bad_field("labelSelector", e)),
+/// Parses the label and field selector parameters.
+pub fn selector_of(labels: Option<&str>, fields: Option<&str>) -> Result<Selector, ApiError> {
+    let selector = match labels {
+        None => Selector::default(),
+        Some(s) => Selector::parse(s).map_err(|e| ApiError::bad_field("labelSelector", e))?,
+    };
+    match fields {
+        None => Ok(selector),
+        Some(f) => selector
+            .with_fields(f)
+            .map_err(|e| ApiError::bad_field("fieldSelector", e)),
     }
 }
 
@@ -160,7 +168,10 @@ pub async fn watch_all(
     let filter = Filter {
         kinds,
         scope,
-        selector: selector_of(params.label_selector.as_deref())?,
+        selector: selector_of(
+            params.label_selector.as_deref(),
+            params.field_selector.as_deref(),
+        )?,
     };
     let start = start_of(params.resource_version.as_deref(), &headers)?;
     let timeout = timeout_of(params.timeout_seconds.as_deref())?;

@@ -25,7 +25,7 @@ pub use path::{Kind, Path};
 pub use privilege::{PrivilegedField, privileged_fields};
 #[cfg(test)]
 pub(crate) use samples::samples;
-pub use selector::{Requirement, Selector};
+pub use selector::{FieldRequirement, Requirement, SELECTABLE_FIELDS, Selector};
 pub use state::{CellState, ContainerState, RealmState, SpaceState, StackState};
 pub use types::*;
 pub use validate::{

@@ -1,5 +1,7 @@
-//! Label selectors: `k=v`, `k==v`, `k!=v`, `k`, `!k`, `k in (a,b)`,
-//! `k notin (a,b)`, comma-separated and ANDed (Kubernetes syntax).
+//! Selectors: label requirements `k=v`, `k==v`, `k!=v`, `k`, `!k`,
+//! `k in (a,b)`, `k notin (a,b)`, and field requirements `status.state=X`,
+//! `status.state==X`, `status.state!=X`, each comma-separated and ANDed
+//! (Kubernetes syntax).
 
 use std::collections::BTreeMap;
 
@@ -20,32 +22,111 @@ pub enum Requirement {
     NotIn(String, Vec<String>),
 }
 
+/// The fields a field selector may name.
+pub const SELECTABLE_FIELDS: &[&str] = &["status.state"];
+
+/// One requirement of a field selector: `status.state` equals (or, with
+/// `equals` false, differs from) `value`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldRequirement {
+    /// `=`/`==` (true) or `!=`.
+    pub equals: bool,
+    /// The state's name.
+    pub value: String,
+}
+
 /// A parsed selector: every requirement must hold.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Selector(pub Vec<Requirement>);
+pub struct Selector {
+    /// Label requirements.
+    pub labels: Vec<Requirement>,
+    /// Field requirements (on `status.state`).
+    pub fields: Vec<FieldRequirement>,
+}
 
 impl Selector {
-    /// Parses a selector; the error says which part is malformed.
+    /// Parses a label selector; the error says which part is malformed.
     pub fn parse(s: &str) -> Result<Selector, String> {
-        let mut reqs = Vec::new();
+        let mut labels = Vec::new();
         for part in split_top_level(s)? {
             let part = part.trim();
             if part.is_empty() {
                 return Err("empty requirement (stray comma?)".into());
             }
-            reqs.push(parse_requirement(part)?);
+            labels.push(parse_requirement(part)?);
         }
-        Ok(Selector(reqs))
+        Ok(Selector {
+            labels,
+            fields: Vec::new(),
+        })
     }
 
-    /// Whether `labels` satisfy every requirement.
+    /// Adds the requirements of a field selector (`status.state=X`,
+    /// `status.state!=X`, comma-separated); the error names the field or
+    /// the part it cannot read.
+    pub fn with_fields(mut self, s: &str) -> Result<Selector, String> {
+        for part in s.split(',') {
+            let part = part.trim();
+            if part.is_empty() {
+                return Err("empty requirement (stray comma?)".into());
+            }
+            let (field, equals, value) = if let Some((f, v)) = part.split_once("!=") {
+                (f, false, v)
+            } else if let Some((f, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
+                (f, true, v)
+            } else {
+                return Err(format!(
+                    "{part:?}: expected field=value or field!=value (fields: {})",
+                    SELECTABLE_FIELDS.join(", ")
+                ));
+            };
+            let field = field.trim();
+            if !SELECTABLE_FIELDS.contains(&field) {
+                return Err(format!(
+                    "{field:?} cannot be selected on (fields: {})",
+                    SELECTABLE_FIELDS.join(", ")
+                ));
+            }
+            let value = value.trim();
+            if value.is_empty() || value.contains(|c: char| !c.is_ascii_alphanumeric()) {
+                return Err(format!(
+                    "{part:?}: expected a state name after the operator"
+                ));
+            }
+            self.fields.push(FieldRequirement {
+                equals,
+                value: value.to_string(),
+            });
+        }
+        Ok(self)
+    }
+
+    /// Whether it has field requirements (matching needs the whole
+    /// object, not only its labels).
+    pub fn has_fields(&self) -> bool {
+        !self.fields.is_empty()
+    }
+
+    /// Whether an object whose status state is named `state` satisfies
+    /// the field requirements.
+    pub fn matches_fields(&self, state: &str) -> bool {
+        self.fields.iter().all(|f| (f.value == state) == f.equals)
+    }
+
+    /// Whether `obj` satisfies every requirement.
+    pub fn matches_object(&self, obj: &super::AnyObject) -> bool {
+        self.matches(&obj.meta().labels) && self.matches_fields(obj.state_name())
+    }
+
+    /// Whether `labels` satisfy every label requirement.
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
         self.matches_with(|k| labels.get(k).map(String::as_str))
     }
 
-    /// Whether labels read through `get` (label key -> value) match.
+    /// Whether labels read through `get` (label key -> value) satisfy
+    /// every label requirement.
     pub fn matches_with<'a>(&self, get: impl Fn(&str) -> Option<&'a str>) -> bool {
-        self.0.iter().all(|r| match r {
+        self.labels.iter().all(|r| match r {
             Requirement::Equals(k, v) => get(k) == Some(v.as_str()),
             Requirement::NotEquals(k, v) => get(k) != Some(v.as_str()),
             Requirement::Exists(k) => get(k).is_some(),
@@ -168,6 +249,40 @@ mod tests {
         for (sel, want) in cases {
             assert_eq!(Selector::parse(sel).unwrap().matches(&l), want, "{sel}");
         }
+    }
+
+    #[test]
+    fn field_requirements() {
+        let s = Selector::parse("app=web")
+            .unwrap()
+            .with_fields("status.state=Failed")
+            .unwrap();
+        assert!(s.has_fields());
+        assert!(s.matches_fields("Failed"));
+        assert!(!s.matches_fields("Ready"));
+        let s = Selector::default()
+            .with_fields("status.state!=Ready, status.state==Failed")
+            .unwrap();
+        assert!(s.matches_fields("Failed"));
+        assert!(!s.matches_fields("Ready"));
+        assert!(!s.matches_fields("Pending"));
+        for bad in [
+            "",
+            "status.state",
+            "spec.image=x",
+            "status.state=",
+            "status.state=a b",
+            "status.state=Ready,",
+            "metadata.name=x",
+        ] {
+            let e = Selector::default().with_fields(bad).unwrap_err();
+            assert!(!e.is_empty(), "{bad}");
+        }
+        let e = Selector::default().with_fields("spec.image=x").unwrap_err();
+        assert!(
+            e.contains("spec.image") && e.contains("status.state"),
+            "{e}"
+        );
     }
 
     #[test]

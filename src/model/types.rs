@@ -502,6 +502,11 @@ impl AnyObject {
         each!(self, o => &o.meta)
     }
 
+    /// The name of `status.state`.
+    pub fn state_name(&self) -> &'static str {
+        each!(self, o => o.status.state.as_str())
+    }
+
     /// Mutable metadata.
     pub fn meta_mut(&mut self) -> &mut ObjectMeta {
         each!(self, o => &mut o.meta)

@@ -140,6 +140,8 @@ pub struct Frame {
     pub names: Vec<String>,
     /// The object's labels (for selectors).
     pub labels: BTreeMap<String, String>,
+    /// The name of the object's `status.state` (for field selectors).
+    pub state: &'static str,
     /// The event document (JSON, no trailing newline).
     pub json: Bytes,
     /// The NDJSON line (the document and a newline), shared by every
@@ -159,8 +161,15 @@ pub struct Filter {
 }
 
 impl Filter {
-    /// Whether an object of `kind` at `names` with `labels` is wanted.
-    pub fn matches(&self, kind: Kind, names: &[String], labels: &BTreeMap<String, String>) -> bool {
+    /// Whether an object of `kind` at `names` with `labels` and status
+    /// state `state` is wanted.
+    pub fn matches(
+        &self,
+        kind: Kind,
+        names: &[String],
+        labels: &BTreeMap<String, String>,
+        state: &str,
+    ) -> bool {
         (self.kinds.is_empty() || self.kinds.contains(&kind))
             && self
                 .scope
@@ -168,6 +177,7 @@ impl Filter {
                 .enumerate()
                 .all(|(i, want)| want.as_ref().is_none_or(|w| names.get(i) == Some(w)))
             && self.selector.matches(labels)
+            && self.selector.matches_fields(state)
     }
 
     fn kinds(&self) -> Vec<Kind> {
@@ -268,6 +278,7 @@ impl Hub {
                     kind: Kind::Realm,
                     names: Vec::new(),
                     labels: BTreeMap::new(),
+                    state: "",
                     json: Bytes::new(),
                     line: Bytes::new(),
                 }));
@@ -284,6 +295,7 @@ impl Hub {
             kind: obj.kind(),
             names: obj.path().names().to_vec(),
             labels: obj.meta().labels.clone(),
+            state: obj.state_name(),
             line: {
                 let mut line = self.encode.event(event, obj);
                 line.push(b'\n');
@@ -582,10 +594,12 @@ impl Watcher {
         let n = page.events.len();
         for (revision, change, obj) in page.events {
             self.cursor = revision;
-            if self
-                .filter
-                .matches(obj.kind(), obj.path().names(), &obj.meta().labels)
-            {
+            if self.filter.matches(
+                obj.kind(),
+                obj.path().names(),
+                &obj.meta().labels,
+                obj.state_name(),
+            ) {
                 let event = EventType::from(change);
                 let frame = self.hub.render(self.framing, event, Some(revision), &obj);
                 self.out.push_back(frame);
@@ -633,7 +647,12 @@ impl Watcher {
                         }
                         self.cursor = frame.revision;
                         if frame.event != EventType::Bookmark
-                            && self.filter.matches(frame.kind, &frame.names, &frame.labels)
+                            && self.filter.matches(
+                                frame.kind,
+                                &frame.names,
+                                &frame.labels,
+                                frame.state,
+                            )
                         {
                             let b = match self.framing {
                                 Framing::Ndjson => frame.line.clone(),
@@ -780,7 +799,12 @@ impl SnapshotCursor {
                 None => self.iter = None,
                 Some(entry) => {
                     let (_, obj) = entry?;
-                    if filter.matches(*kind, obj.path().names(), &obj.meta().labels) {
+                    if filter.matches(
+                        *kind,
+                        obj.path().names(),
+                        &obj.meta().labels,
+                        obj.state_name(),
+                    ) {
                         let frame = hub.render(framing, EventType::Added, None, &obj);
                         size += frame.len();
                         frames.push(frame);
@@ -805,11 +829,16 @@ mod tests {
         };
         let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let web = BTreeMap::from([("app".to_string(), "web".to_string())]);
-        assert!(f.matches(Kind::Cell, &names(&["r", "s", "t", "c"]), &web));
-        assert!(!f.matches(Kind::Cell, &names(&["r", "s", "u", "c"]), &web));
-        assert!(!f.matches(Kind::Cell, &names(&["x", "s", "t", "c"]), &web));
-        assert!(!f.matches(Kind::Stack, &names(&["r", "s", "t"]), &web));
-        assert!(!f.matches(Kind::Cell, &names(&["r", "s", "t", "c"]), &BTreeMap::new()));
+        assert!(f.matches(Kind::Cell, &names(&["r", "s", "t", "c"]), &web, "Pending"));
+        assert!(!f.matches(Kind::Cell, &names(&["r", "s", "u", "c"]), &web, "Pending"));
+        assert!(!f.matches(Kind::Cell, &names(&["x", "s", "t", "c"]), &web, "Pending"));
+        assert!(!f.matches(Kind::Stack, &names(&["r", "s", "t"]), &web, "Pending"));
+        assert!(!f.matches(
+            Kind::Cell,
+            &names(&["r", "s", "t", "c"]),
+            &BTreeMap::new(),
+            "Pending"
+        ));
         assert_eq!(f.bookmark_kind(), "Cell");
         assert_eq!(Filter::default().bookmark_kind(), "Bookmark");
     }

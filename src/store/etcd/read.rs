@@ -516,7 +516,7 @@ impl Scope {
         })
     }
 
-    fn wants(&self, key: &[u8], value: &[u8]) -> Result<Option<u64>, StoreError> {
+    fn wants(&self, kind: Kind, key: &[u8], value: &[u8]) -> Result<Option<u64>, StoreError> {
         if !self.filters.is_empty() {
             let names = keys::decode(key);
             if !self.filters.iter().all(|(i, n)| names.get(*i) == Some(n)) {
@@ -524,10 +524,17 @@ impl Scope {
             }
         }
         let meta = codec::peek_meta(value)?;
-        Ok(self
-            .selector
-            .matches_with(|k| meta.label(k))
-            .then_some(meta.resource_version))
+        if !self.selector.matches_with(|k| meta.label(k)) {
+            return Ok(None);
+        }
+        if self.selector.has_fields()
+            && !self
+                .selector
+                .matches_fields(codec::decode(kind, value)?.state_name())
+        {
+            return Ok(None);
+        }
+        Ok(Some(meta.resource_version))
     }
 
     fn select(
@@ -537,7 +544,7 @@ impl Scope {
         key: &[u8],
         kv: &Kv,
     ) -> Result<Option<AnyObject>, StoreError> {
-        match self.wants(key, &kv.value)? {
+        match self.wants(kind, key, &kv.value)? {
             Some(_) => Ok(Some(inner.decode(kind, kv)?)),
             None => Ok(None),
         }
@@ -650,7 +657,7 @@ impl EtcdIter {
             if let Some(kv) = self.buffer.pop_front() {
                 let skip = self.store.0.layout.kind(self.kind).len();
                 let key = kv.key[skip..].to_vec();
-                match self.scope.wants(&key, &kv.value) {
+                match self.scope.wants(self.kind, &key, &kv.value) {
                     Err(e) => return Some(Err(e)),
                     Ok(None) => continue,
                     Ok(Some(index)) => {

@@ -111,6 +111,13 @@ impl RedbIter {
                 Err(e) => return Some(Err(e.into())),
             };
             if self.selector.matches_with(|k| meta.label(k)) {
+                if self.selector.has_fields() {
+                    match codec::decode(self.kind, v.value()) {
+                        Ok(obj) if self.selector.matches_fields(obj.state_name()) => {}
+                        Ok(_) => continue,
+                        Err(e) => return Some(Err(e.into())),
+                    }
+                }
                 let resource_version = meta.resource_version;
                 return Some(Ok(RedbEntry {
                     key: key.to_vec(),
