@@ -10,6 +10,7 @@ use std::time::Duration;
 use etcd_client::{Client, Compare, CompareOp, GetOptions, KvClient, Txn, TxnOp, TxnOpResponse};
 use tokio::time::Instant;
 
+use super::cache::Kv;
 use super::error::EtcdError;
 use super::layout::{FORMAT, Layout, Revisions};
 use crate::auth::token::{Token, Tokens};
@@ -211,25 +212,6 @@ impl EtcdStore {
         self.0.closed.store(true, Ordering::SeqCst);
         for t in self.0.tasks.lock().expect("tasks").drain(..) {
             t.abort();
-        }
-    }
-}
-
-/// One stored key as this module uses it.
-pub(super) struct Kv {
-    pub(super) key: Vec<u8>,
-    pub(super) value: bytes::Bytes,
-    pub(super) mod_revision: i64,
-    pub(super) create_revision: i64,
-}
-
-impl Kv {
-    pub(super) fn from(kv: &etcd_client::KeyValue) -> Kv {
-        Kv {
-            key: kv.key().to_vec(),
-            value: bytes::Bytes::copy_from_slice(kv.value()),
-            mod_revision: kv.mod_revision(),
-            create_revision: kv.create_revision(),
         }
     }
 }

@@ -7,9 +7,9 @@
 //!   ([`crate::store::plan`]), its reads turned into compares.
 //! - `read`: point reads, paged lists any replica can continue, snapshots
 //!   and the history (a short-lived etcd watch).
-//! - `cache`: the replica's copy of the objects, kept by the feed, from
-//!   which reads and write plans are served once a linearizable check
-//!   shows it has every acknowledged write.
+//! - `cache`: the replica's copy of the objects, kept by the feed;
+//!   `fresh`: reads and write plans served from it once a linearizable
+//!   check shows it has every acknowledged write, and its loader.
 //! - `follow`: the change feed (one etcd watch per replica, covering every
 //!   replica's writes), the heartbeat, compaction and the cluster's status.
 //! - `restore`: loading a backup into an empty prefix.
@@ -26,6 +26,7 @@
 mod cache;
 mod error;
 mod follow;
+mod fresh;
 mod inner;
 mod layout;
 mod open;

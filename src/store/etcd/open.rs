@@ -73,10 +73,10 @@ impl EtcdStore {
         let mut tasks = vec![
             tokio::spawn(follow::feed(Arc::downgrade(&store.0), start)),
             tokio::spawn(follow::maintain(Arc::downgrade(&store.0))),
-            tokio::spawn(super::cache::checks(Arc::downgrade(&store.0), waiting)),
+            tokio::spawn(super::fresh::checks(Arc::downgrade(&store.0), waiting)),
         ];
         if options.cache {
-            tasks.push(tokio::spawn(super::cache::loader(Arc::downgrade(&store.0))));
+            tasks.push(tokio::spawn(super::fresh::loader(Arc::downgrade(&store.0))));
         }
         *store.0.tasks.lock().expect("tasks") = tasks;
         Ok(store)

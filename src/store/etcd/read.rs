@@ -13,8 +13,9 @@ use std::time::Duration;
 use etcd_client::{EventType, GetOptions, WatchOptions};
 
 use super::cache::At;
+use super::cache::Kv;
 use super::error::EtcdError;
-use super::inner::{EtcdStore, Inner, Kv};
+use super::inner::{EtcdStore, Inner};
 use super::layout::prefix_end;
 use crate::model::{AnyObject, Kind, Path};
 use crate::store::change::ChangeType;

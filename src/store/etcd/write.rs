@@ -31,8 +31,9 @@ use etcd_client::{
 };
 
 use super::cache::At;
+use super::cache::Kv;
 use super::error::{EtcdError, contention};
-use super::inner::{EtcdStore, Inner, Kv};
+use super::inner::{EtcdStore, Inner};
 use super::layout::prefix_end;
 use crate::model::{AnyObject, Kind, Path, Timestamp};
 use crate::store::change::{ApplyOutcome, Change, ChangeType, WriteOp, WriteOutcome};
