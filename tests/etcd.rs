@@ -1252,7 +1252,7 @@ fn startup_refusals() {
         err.contains("format") && err.contains("99"),
         "the refusal names the format it found: {err}"
     );
-    // Format 1 (before writes put P/m/written) is upgraded to 2 at start.
+    // Format 1 (before writes put P/m/written) is upgraded at start.
     let out = cluster.etcdctl(&["put", "/old/m/format", "1"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let old = replica(&cluster, "/old", &[]);
@@ -1260,7 +1260,7 @@ fn startup_refusals() {
     let out = cluster.etcdctl(&["get", "--print-value-only", "/old/m/format"]);
     assert_eq!(
         text(&out.stdout).trim(),
-        "2",
+        "3",
         "the format key after the upgrade"
     );
     let out = cluster.etcdctl(&["get", "--keys-only", "/old/m/written"]);

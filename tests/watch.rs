@@ -771,6 +771,106 @@ async fn format_1_database_migrates_once_and_watches() {
     assert_eq!(name(&w.next().await), "new");
 }
 
+/// `tests/fixtures/format-2.redb` (see `tests/fixtures/README.md`): its
+/// records and history are rewritten in record format 2, nothing else
+/// changes, and the migration runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn format_2_database_migrates_its_records_and_keeps_its_history() {
+    if on_etcd() {
+        eprintln!("skipping on etcd: the migration of a format-2 redb file is redb's");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("old.redb");
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/format-2.redb"),
+        &data,
+    )
+    .unwrap();
+    let mut s = Server::start_with(&data, &[]);
+    assert!(
+        s.log_text().contains("rewrite every record in record format 2"),
+        "{}",
+        s.log_text()
+    );
+    assert!(dir.path().join("old.format-2.bak").exists());
+    let c = AClient::default();
+    for p in [
+        "/realms/demo",
+        "/realms/demo/spaces/web",
+        "/realms/demo/spaces/web/stacks/frontend",
+        "/realms/demo/spaces/web/stacks/frontend/cells/shop",
+        "/realms/demo/spaces/web/stacks/frontend/cells/shop/containers/sidecar",
+        "/realms/other",
+        "/realms/other/spaces/s2",
+    ] {
+        let (st, body) = c.get(&s.api(p)).await;
+        assert_eq!(st, 200, "{p}: {body}");
+    }
+    let (_, shop) = c
+        .get(&s.api("/realms/demo/spaces/web/stacks/frontend/cells/shop"))
+        .await;
+    assert_eq!(shop["status"]["state"], "Failed");
+    assert_eq!(shop["spec"]["containers"].as_array().unwrap().len(), 3);
+    let (_, other) = c.get(&s.api("/realms/other")).await;
+    assert_eq!(other["metadata"]["labels"]["env"], "test");
+    let (st, _) = c.get(&s.api("/realms/other/spaces/s2/stacks/t2")).await;
+    assert_eq!(st, 404);
+    assert_eq!(revision_async(&s).await, 12);
+    // The history written by format 2 reads back, event by event.
+    let mut w = Lines::open(&s.api("/watch?resourceVersion=8")).await;
+    let got: Vec<String> = w
+        .take(4)
+        .await
+        .iter()
+        .map(|e| format!("{} {} {}", e["type"], name(e), event_rv(e)))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "\"MODIFIED\" other 9",
+            "\"ADDED\" t2 10",
+            "\"DELETED\" t2 11",
+            "\"MODIFIED\" shop 12"
+        ]
+    );
+    drop(w);
+    realm(&s, "after").await;
+    s.stop();
+    // Every record on disk is in record format 2 now.
+    {
+        let db = redb::Database::open(&data).unwrap();
+        let txn = db.begin_read().unwrap();
+        use redb::ReadableTable;
+        for table in ["realms", "spaces", "stacks", "cells", "containers"] {
+            let t = txn
+                .open_table(redb::TableDefinition::<&[u8], &[u8]>::new(table))
+                .unwrap();
+            for entry in t.iter().unwrap() {
+                let (_, v) = entry.unwrap();
+                assert_eq!(v.value()[0], 2, "a {table} record");
+            }
+        }
+        let events = txn
+            .open_table(redb::TableDefinition::<u64, &[u8]>::new("events"))
+            .unwrap();
+        let n = events
+            .iter()
+            .unwrap()
+            .map(|e| {
+                let (_, v) = e.unwrap();
+                assert_eq!(v.value()[0], 2, "an event record");
+            })
+            .count();
+        assert!(n >= 5, "the history is kept ({n} events)");
+    }
+    // Opening again migrates nothing.
+    tokio::task::block_in_place(|| s.restart());
+    assert!(!s.log_text().contains("migrating database"), "{}", s.log_text());
+    let (st, _) = c.get(&s.api("/realms/after")).await;
+    assert_eq!(st, 200);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_newer_format_is_refused() {
     let dir = tempfile::tempdir().unwrap();

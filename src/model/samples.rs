@@ -13,6 +13,8 @@ fn meta(name: &str) -> ObjectMeta {
         resource_version: 42,
         generation: 3,
         creation_timestamp: 1_700_000_000_123_456_789,
+        finalizers: vec!["kukeon.io/runtime".into(), "example.com/backup".into()],
+        deletion_timestamp: Some(1_700_000_100_000_000_001),
     }
 }
 

@@ -20,8 +20,14 @@ use crate::auth::Role;
 use crate::auth::token::Token;
 use crate::model::{AnyObject, Kind};
 
-/// Version of the record layout written by this build.
-pub const RECORD_FORMAT: u8 = 1;
+/// Version of the record layout written by this build: 2 added
+/// `finalizers` and `deletion_timestamp` at the end of `ObjectMeta`.
+/// Format-1 records are read too ([`upgrade_v1`]): etcd prefixes keep
+/// them until each object is written again; redb files are migrated.
+pub const RECORD_FORMAT: u8 = 2;
+
+/// The record format of token records (their layout never changed).
+const TOKEN_FORMAT: u8 = 1;
 
 /// Why a stored value could not be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,15 +93,15 @@ impl postcard::ser_flavors::Flavor for Record {
     }
 }
 
-fn to_bytes<T: Serialize>(value: &T) -> Vec<u8> {
+fn to_bytes<T: Serialize>(format: u8, value: &T) -> Vec<u8> {
     let mut out = Vec::with_capacity(RECORD_CAPACITY);
-    out.push(RECORD_FORMAT);
+    out.push(format);
     postcard::serialize_with_flavor(value, Record(out)).expect("records always serialize")
 }
 
-fn from_bytes<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+fn from_bytes<T: DeserializeOwned>(expected: u8, bytes: &[u8]) -> Result<T, CodecError> {
     let (&format, body) = bytes.split_first().ok_or(CodecError::Empty)?;
-    if format != RECORD_FORMAT {
+    if format != expected {
         return Err(CodecError::UnknownFormat(format));
     }
     let (value, rest) =
@@ -133,10 +139,11 @@ impl MetaPeek<'_> {
 }
 
 /// Reads only the metadata at the front of a record (every record starts
-/// with its `ObjectMeta`), leaving spec and status undecoded.
+/// with its `ObjectMeta`), leaving spec and status undecoded; the fields
+/// it reads are the same in record formats 1 and 2.
 pub fn peek_meta(bytes: &[u8]) -> Result<MetaPeek<'_>, CodecError> {
     let (&format, body) = bytes.split_first().ok_or(CodecError::Empty)?;
-    if format != RECORD_FORMAT {
+    if format != RECORD_FORMAT && format != 1 {
         return Err(CodecError::UnknownFormat(format));
     }
     postcard::take_from_bytes(body)
@@ -147,23 +154,59 @@ pub fn peek_meta(bytes: &[u8]) -> Result<MetaPeek<'_>, CodecError> {
 /// Encodes an object for its kind's table.
 pub fn encode(obj: &AnyObject) -> Vec<u8> {
     match obj {
-        AnyObject::Realm(o) => to_bytes(o),
-        AnyObject::Space(o) => to_bytes(o),
-        AnyObject::Stack(o) => to_bytes(o),
-        AnyObject::Cell(o) => to_bytes(o),
-        AnyObject::Container(o) => to_bytes(o),
+        AnyObject::Realm(o) => to_bytes(RECORD_FORMAT, o),
+        AnyObject::Space(o) => to_bytes(RECORD_FORMAT, o),
+        AnyObject::Stack(o) => to_bytes(RECORD_FORMAT, o),
+        AnyObject::Cell(o) => to_bytes(RECORD_FORMAT, o),
+        AnyObject::Container(o) => to_bytes(RECORD_FORMAT, o),
     }
 }
 
-/// Decodes a value read from `kind`'s table.
+/// Decodes a value read from `kind`'s table (record format 2, or 1).
 pub fn decode(kind: Kind, bytes: &[u8]) -> Result<AnyObject, CodecError> {
+    if bytes.first() == Some(&1) {
+        return decode(kind, &upgrade_v1(&bytes[1..])?);
+    }
+    let f = RECORD_FORMAT;
     Ok(match kind {
-        Kind::Realm => AnyObject::Realm(from_bytes(bytes)?),
-        Kind::Space => AnyObject::Space(from_bytes(bytes)?),
-        Kind::Stack => AnyObject::Stack(from_bytes(bytes)?),
-        Kind::Cell => AnyObject::Cell(from_bytes(bytes)?),
-        Kind::Container => AnyObject::Container(from_bytes(bytes)?),
+        Kind::Realm => AnyObject::Realm(from_bytes(f, bytes)?),
+        Kind::Space => AnyObject::Space(from_bytes(f, bytes)?),
+        Kind::Stack => AnyObject::Stack(from_bytes(f, bytes)?),
+        Kind::Cell => AnyObject::Cell(from_bytes(f, bytes)?),
+        Kind::Container => AnyObject::Container(from_bytes(f, bytes)?),
     })
+}
+
+/// Record format 1's `ObjectMeta`, frozen: read only to find where a
+/// format-1 record's metadata ends.
+#[derive(Deserialize)]
+#[expect(dead_code, reason = "read to find where the metadata ends")]
+struct MetaV1<'a> {
+    name: &'a str,
+    #[serde(borrow)]
+    labels: Vec<(&'a str, &'a str)>,
+    uid: &'a str,
+    resource_version: u64,
+    generation: u64,
+    creation_timestamp: i128,
+}
+
+/// The format-2 record of a format-1 record's body (what follows its
+/// format byte): format 2 appended `finalizers` (empty) and
+/// `deletion_timestamp` (none) to the metadata, which every record starts
+/// with; the rest is unchanged.
+pub fn upgrade_v1(body: &[u8]) -> Result<Vec<u8>, CodecError> {
+    let (_, rest) = postcard::take_from_bytes::<MetaV1<'_>>(body)
+        .map_err(|e| CodecError::Corrupt(format!("format-1 metadata: {e}")))?;
+    let meta = &body[..body.len() - rest.len()];
+    let added = postcard::to_allocvec(&(Vec::<String>::new(), None::<i128>))
+        .expect("the added fields serialize");
+    let mut out = Vec::with_capacity(1 + body.len() + added.len());
+    out.push(RECORD_FORMAT);
+    out.extend_from_slice(meta);
+    out.extend_from_slice(&added);
+    out.extend_from_slice(rest);
+    Ok(out)
 }
 
 fn kind_byte(kind: Kind) -> u8 {
@@ -204,7 +247,7 @@ pub fn decode_event(bytes: &[u8]) -> Result<(ChangeType, AnyObject), CodecError>
     if bytes.len() < 3 {
         return Err(CodecError::Corrupt("short event record".into()));
     }
-    if bytes[0] != RECORD_FORMAT {
+    if bytes[0] != RECORD_FORMAT && bytes[0] != 1 {
         return Err(CodecError::UnknownFormat(bytes[0]));
     }
     let change = change_from_byte(bytes[1])
@@ -213,7 +256,7 @@ pub fn decode_event(bytes: &[u8]) -> Result<(ChangeType, AnyObject), CodecError>
         .get(usize::from(bytes[2]))
         .ok_or_else(|| CodecError::Corrupt(format!("unknown kind {}", bytes[2])))?;
     let mut record = Vec::with_capacity(bytes.len() - 2);
-    record.push(RECORD_FORMAT);
+    record.push(bytes[0]);
     record.extend_from_slice(&bytes[3..]);
     Ok((change, decode(kind, &record)?))
 }
@@ -257,12 +300,12 @@ pub fn encode_token(t: &Token) -> Vec<u8> {
         privileged: t.privileged,
         created: t.created,
     };
-    to_bytes(&rec)
+    to_bytes(TOKEN_FORMAT, &rec)
 }
 
 /// Decodes the record of the token named `name`.
 pub fn decode_token(name: &str, bytes: &[u8]) -> Result<Token, CodecError> {
-    let rec: TokenRecord = from_bytes(bytes)?;
+    let rec: TokenRecord = from_bytes(TOKEN_FORMAT, bytes)?;
     Ok(Token {
         name: name.to_string(),
         digest: rec.digest,
@@ -367,8 +410,8 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn golden_bytes_of_format_1() {
-        // Pins the layout of record format 1: if this changes, the stored
+    fn golden_bytes_of_format_2_and_format_1_read_as_2() {
+        // Pins the layout of record format 2: if this changes, the stored
         // format changed and needs a new version and a migration.
         let stack = AnyObject::Stack(Stack {
             meta: ObjectMeta {
@@ -378,6 +421,8 @@ pub(crate) mod tests {
                 resource_version: 5,
                 generation: 1,
                 creation_timestamp: 0,
+                finalizers: Vec::new(),
+                deletion_timestamp: None,
             },
             spec: StackSpec {
                 id: "t".into(),
@@ -386,11 +431,25 @@ pub(crate) mod tests {
             },
             status: StackStatus::default(),
         });
+        let v2 = [
+            2, 1, b't', 0, 1, b'u', 5, 1, 0, 0, 0, 1, b't', 1, b'r', 1, b's', 0, 0, 0,
+        ];
+        assert_eq!(encode(&stack), v2);
+        // The same object as format 1 wrote it: no finalizers, no deletion
+        // timestamp; read as format 2, and upgraded to its bytes.
+        let v1 = [
+            1, 1, b't', 0, 1, b'u', 5, 1, 0, 1, b't', 1, b'r', 1, b's', 0, 0, 0,
+        ];
+        assert_eq!(decode(Kind::Stack, &v1), Ok(stack.clone()));
+        assert_eq!(upgrade_v1(&v1[1..]), Ok(v2.to_vec()));
+        assert_eq!(peek_meta(&v1).unwrap().resource_version, 5);
+        let mut event = vec![1, 1, 2];
+        event.extend_from_slice(&v1[1..]);
+        assert_eq!(decode_event(&event), Ok((ChangeType::Modified, stack)));
+        assert!(upgrade_v1(&v1[1..4]).is_err(), "a cut record");
         assert_eq!(
-            encode(&stack),
-            [
-                1, 1, b't', 0, 1, b'u', 5, 1, 0, 1, b't', 1, b'r', 1, b's', 0, 0, 0
-            ]
+            decode(Kind::Stack, &[3, 0]),
+            Err(CodecError::UnknownFormat(3))
         );
     }
 
@@ -405,7 +464,7 @@ pub(crate) mod tests {
             created: 1,
         };
         let bytes = encode_token(&t);
-        let mut want = vec![RECORD_FORMAT];
+        let mut want = vec![TOKEN_FORMAT];
         want.extend([7; 32]);
         want.extend([2, 1, 2, 1, b'a', 1, b'b', 1, 2]);
         assert_eq!(bytes, want);

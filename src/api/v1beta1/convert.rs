@@ -369,6 +369,9 @@ fn meta_out(meta: &m::ObjectMeta) -> w::ObjectMeta {
         resource_version,
         generation,
         creation_timestamp,
+        // Not in v1beta1 until the deletion lifecycle serves them.
+        finalizers: _,
+        deletion_timestamp: _,
     } = meta;
     w::ObjectMeta {
         name: name.clone(),

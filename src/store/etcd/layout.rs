@@ -3,7 +3,7 @@
 //! ```text
 //! P/o/<kind letter>/<keys::encode(names)>   objects (the record of codec)
 //! P/k/<name>                                 tokens (digests, never values)
-//! P/m/format                                 storage format ("2")
+//! P/m/format                                 storage format ("3")
 //! P/m/offset                                 "<offset> <floor>" (a restore)
 //! P/m/compact                                compaction compare-and-swap
 //! P/m/heartbeat                              progress on an idle keyspace
@@ -18,7 +18,7 @@ use crate::model::Kind;
 use crate::store::error::StoreError;
 
 /// The storage format this build reads and writes under a prefix.
-pub const FORMAT: u32 = 2;
+pub const FORMAT: u32 = 3;
 
 /// resourceVersions per etcd revision: a transaction's changes are
 /// numbered within it.

@@ -269,8 +269,8 @@ async fn check_format(
                     supported: FORMAT,
                 });
             }
-            if found == 1 {
-                return upgrade_from_1(kv, layout, options, offset, stored.mod_revision()).await;
+            if (1..FORMAT).contains(&found) {
+                return upgrade(kv, layout, options, offset, found, stored.mod_revision()).await;
             }
             if found < FORMAT {
                 return Err(StoreError::Unavailable(format!(
@@ -307,17 +307,20 @@ async fn check_format(
     }
 }
 
-/// Format 1 to the current one: the keys are the same; from 2 on, every
-/// write also puts `P/m/written`, which replicas keeping a copy of the
-/// objects rely on. The format key's change stops replicas of older builds
-/// from writing (their transactions compare it); one compare-and-swap on
-/// the key's revision `seen`, so that replicas starting together upgrade
-/// once.
-async fn upgrade_from_1(
+/// An older format to the current one, by one compare-and-swap on the
+/// format key's revision `seen` (replicas starting together upgrade once).
+/// No key is rewritten: format 2 added `P/m/written`, which every write of
+/// this build puts; format 3 added record format 2, which this build
+/// writes, while it reads format-1 records too (`codec::decode`). The
+/// format key's change stops replicas of older builds from writing (their
+/// transactions compare it); they cannot read format-2 records either, so
+/// every replica is stopped before the first of the new build starts.
+async fn upgrade(
     kv: &KvClient,
     layout: &Layout,
     options: &EtcdOptions,
     offset: Offset,
+    from: u32,
     seen: i64,
 ) -> Result<(u32, Offset, i64), StoreError> {
     let key = layout.meta("format");
@@ -341,8 +344,8 @@ async fn upgrade_from_1(
         });
         if now.as_deref() != Some(FORMAT.to_string().as_bytes()) {
             return Err(StoreError::Unavailable(format!(
-                "the storage format under {} changed while this replica upgraded it from 1; \
-                 start it again",
+                "the storage format under {} changed while this replica upgraded it from \
+                 {from}; start it again",
                 options.prefix
             )));
         }
@@ -350,8 +353,8 @@ async fn upgrade_from_1(
     if resp.succeeded() {
         tracing::warn!(
             prefix = %options.prefix,
-            "upgraded the etcd prefix from storage format 1 to {FORMAT}: replicas of older \
-             builds can no longer write to it (upgrade them)"
+            "upgraded the etcd prefix from storage format {from} to {FORMAT}: replicas of \
+             older builds can no longer write to it (upgrade them)"
         );
     }
     Ok((FORMAT, offset, super::inner::header_revision(resp.header())))
