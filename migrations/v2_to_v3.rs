@@ -51,7 +51,9 @@ fn apply(txn: &WriteTransaction) -> Result<(), StoreError> {
         // `[format, change, kind]`, then the record's body.
         let (Some(&change), Some(&kind), Some(body)) = (event.get(1), event.get(2), event.get(3..))
         else {
-            return Err(codec::CodecError::Corrupt(format!("short event record {revision}")).into());
+            return Err(
+                codec::CodecError::Corrupt(format!("short event record {revision}")).into(),
+            );
         };
         let upgraded = codec::upgrade_v1(body)?;
         let mut new = Vec::with_capacity(upgraded.len() + 2);

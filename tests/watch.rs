@@ -789,7 +789,8 @@ async fn format_2_database_migrates_its_records_and_keeps_its_history() {
     .unwrap();
     let mut s = Server::start_with(&data, &[]);
     assert!(
-        s.log_text().contains("rewrite every record in record format 2"),
+        s.log_text()
+            .contains("rewrite every record in record format 2"),
         "{}",
         s.log_text()
     );
@@ -839,9 +840,9 @@ async fn format_2_database_migrates_its_records_and_keeps_its_history() {
     s.stop();
     // Every record on disk is in record format 2 now.
     {
+        use redb::{ReadableDatabase, ReadableTable};
         let db = redb::Database::open(&data).unwrap();
         let txn = db.begin_read().unwrap();
-        use redb::ReadableTable;
         for table in ["realms", "spaces", "stacks", "cells", "containers"] {
             let t = txn
                 .open_table(redb::TableDefinition::<&[u8], &[u8]>::new(table))
@@ -866,7 +867,11 @@ async fn format_2_database_migrates_its_records_and_keeps_its_history() {
     }
     // Opening again migrates nothing.
     tokio::task::block_in_place(|| s.restart());
-    assert!(!s.log_text().contains("migrating database"), "{}", s.log_text());
+    assert!(
+        !s.log_text().contains("migrating database"),
+        "{}",
+        s.log_text()
+    );
     let (st, _) = c.get(&s.api("/realms/after")).await;
     assert_eq!(st, 200);
 }
@@ -892,5 +897,5 @@ async fn a_newer_format_is_refused() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("format 99") && err.contains("(2)"), "{err}");
+    assert!(err.contains("format 99") && err.contains("(3)"), "{err}");
 }

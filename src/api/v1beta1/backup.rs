@@ -80,6 +80,13 @@ struct Internal {
     /// The runtime-only fields of a Cell's `spec.containers`, by index.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     containers: BTreeMap<usize, Runtime>,
+    /// `metadata.finalizers` (stored; not in v1beta1 documents yet).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    finalizers: Vec<String>,
+    /// `metadata.deletionTimestamp`, nanoseconds since the epoch (stored;
+    /// not in v1beta1 documents yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    deletion_timestamp: Option<i128>,
 }
 
 /// The runtime-only fields of a container spec (filled by kukeon's runner,
@@ -129,7 +136,11 @@ impl Runtime {
 
 impl Internal {
     fn of(obj: &AnyObject) -> Internal {
-        let mut internal = Internal::default();
+        let mut internal = Internal {
+            finalizers: obj.meta().finalizers.clone(),
+            deletion_timestamp: obj.meta().deletion_timestamp,
+            ..Internal::default()
+        };
         match obj {
             AnyObject::Space(s) => {
                 let state = s.status.state.as_str();
@@ -158,8 +169,12 @@ impl Internal {
             space_state,
             runtime,
             containers,
+            finalizers,
+            deletion_timestamp,
         } = self;
         let kind = obj.kind();
+        obj.meta_mut().finalizers = finalizers;
+        obj.meta_mut().deletion_timestamp = deletion_timestamp;
         let misplaced =
             |member: &str| Err(format!("internal.{member} does not belong to a {kind}"));
         if let Some(state) = space_state {
@@ -627,7 +642,9 @@ mod tests {
         assert_eq!(read_all(&bytes).unwrap(), objects);
         let text = String::from_utf8(bytes).unwrap();
         assert!(
-            text.contains(r#""internal":{"spaceState":"Creating"}"#),
+            text.contains(
+                r#""internal":{"spaceState":"Creating","finalizers":["kukeon.io/runtime","example.com/backup"],"deletionTimestamp":1700000100000000001}"#
+            ),
             "{text}"
         );
         assert!(text.contains(r#""cellProfileName":"profile""#), "{text}");
@@ -635,7 +652,9 @@ mod tests {
 
     #[test]
     fn an_object_line_is_the_document_get_returns() {
-        let obj = samples().remove(0);
+        let mut obj = samples().remove(0);
+        obj.meta_mut().finalizers.clear();
+        obj.meta_mut().deletion_timestamp = None;
         assert!(Internal::of(&obj).is_empty());
         let mut out = Vec::new();
         Encoder::start(1, 0, &mut Vec::new()).object(&obj, &mut out);

@@ -187,7 +187,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = db(&dir);
         let mut j = journal(1, 2);
-        j.push(3, ChangeType::Deleted, Kind::Realm, b"k1", b"\x01rec");
+        j.push(3, ChangeType::Deleted, Kind::Realm, b"k1", b"\x02rec");
         assert_eq!(run(&db, &Log::of(&[j])).unwrap(), 3);
         let txn = db.begin_read().unwrap();
         let t = txn.open_table(tables::objects(Kind::Realm)).unwrap();
@@ -204,13 +204,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = db(&dir);
         let mut j = journal(1, 3);
-        j.push(4, ChangeType::Deleted, Kind::Realm, b"k2", b"\x01rec");
+        j.push(4, ChangeType::Deleted, Kind::Realm, b"k2", b"\x02rec");
         j.push(
             5,
             ChangeType::Modified,
             Kind::Realm,
             b"k1",
-            b"\x01longer record",
+            b"\x02longer record",
         );
         run(&db, &Log::of(&[j])).unwrap();
         let txn = db.begin_write().unwrap();

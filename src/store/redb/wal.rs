@@ -727,7 +727,7 @@ pub(super) mod tests {
                 ChangeType::Added,
                 Kind::Realm,
                 format!("k{r}").as_bytes(),
-                b"\x01rec",
+                b"\x02rec",
             );
         }
         j
