@@ -503,6 +503,27 @@ fn watch_prints_one_line_per_event() {
 }
 
 #[test]
+fn watch_goes_on_across_a_server_restart() {
+    let mut s = Server::start();
+    let c = Client::default();
+    create_realm(&c, &s, "before");
+    let mut w = Watch::start(&s, &["realms"]);
+    let first = w.next();
+    assert!(first.starts_with("ADDED realm before rv="), "{first}");
+    s.restart();
+    create_realm(&c, &s, "after");
+    let next = w.next();
+    assert!(next.starts_with("ADDED realm after rv="), "{next}");
+    let (st, _) = c.delete(&s.api("/realms/before"));
+    assert_eq!(st, 200);
+    let gone = w.next();
+    assert!(gone.starts_with("DELETED realm before rv="), "{gone}");
+    assert!(w.child.try_wait().unwrap().is_none(), "watch exited");
+    w.child.kill().unwrap();
+    w.child.wait().unwrap();
+}
+
+#[test]
 fn server_address_and_connection_failures() {
     let s = Server::start();
     let c = Client::default();

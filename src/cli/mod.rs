@@ -11,6 +11,7 @@
 mod backup;
 pub mod tokens;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io::{Read, Write};
 use std::process::ExitCode;
@@ -20,7 +21,8 @@ use futures_util::StreamExt;
 use serde_json::Value;
 
 use crate::api::v1beta1;
-use crate::client::{Client, ClientError, ClientOptions, WatchEvent, WatchScope, object_url};
+use crate::client::watcher::{Event as WatcherEvent, Watcher};
+use crate::client::{Client, ClientError, ClientOptions, WatchScope, object_url};
 use crate::model::{AnyObject, Kind, Path};
 
 pub use backup::backup;
@@ -435,35 +437,67 @@ pub async fn watch(
         label_selector: None,
         field_selector: None,
     };
-    let stream = client.watch(&what, None).await.map_err(&fail)?;
-    let mut stream = Box::pin(stream);
+    // One watch first, so that a refusal (scope, token, no server) ends
+    // the command with its reason; then a reconnecting watcher, which
+    // resumes from its last revision across restarts of the server and
+    // lists again after a 410.
+    let first = client.watch(&what, None).await.map_err(&fail)?;
+    drop(first);
+    let mut events = Box::pin(Watcher::new(client.clone(), what).run());
+    // What this command has shown, so that a re-sync prints only changes.
+    let mut shown: HashMap<Path, AnyObject> = HashMap::new();
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);
     loop {
         let event = tokio::select! {
             _ = &mut interrupted => return Ok(()),
-            event = stream.next() => event,
+            event = events.next() => event,
         };
-        let (verb, obj) = match event {
-            None => {
-                return Err(CliError::WatchEnded(format!(
-                    "the server at {} ended the watch stream",
-                    client.server()
-                )));
-            }
-            Some(Err(e)) => return Err(fail(e)),
-            Some(Ok(WatchEvent::Bookmark(_))) => continue,
-            Some(Ok(WatchEvent::Error(problem))) => {
-                return Err(CliError::WatchEnded(format!(
-                    "{} watch ended by the server: {}",
-                    problem.status, problem.detail
-                )));
-            }
-            Some(Ok(WatchEvent::Added(o))) => ("ADDED", o),
-            Some(Ok(WatchEvent::Modified(o))) => ("MODIFIED", o),
-            Some(Ok(WatchEvent::Deleted(o))) => ("DELETED", o),
+        let Some(event) = event else {
+            return Err(CliError::WatchEnded(format!(
+                "the watch of {} ended",
+                client.server()
+            )));
         };
-        writeln!(out, "{}", event_line(verb, &obj))?;
+        let mut lines = Vec::new();
+        match event {
+            WatcherEvent::Restarted(objects) => {
+                let now: HashMap<Path, AnyObject> =
+                    objects.into_iter().map(|o| (o.path(), o)).collect();
+                let mut paths: Vec<&Path> = now.keys().chain(shown.keys()).collect();
+                paths.sort();
+                paths.dedup();
+                for path in paths {
+                    match (shown.get(path), now.get(path)) {
+                        (None, Some(o)) => lines.push(event_line("ADDED", o)),
+                        (Some(was), Some(o))
+                            if was.meta().resource_version != o.meta().resource_version =>
+                        {
+                            lines.push(event_line("MODIFIED", o));
+                        }
+                        (Some(was), None) => lines.push(event_line("DELETED", was)),
+                        _ => {}
+                    }
+                }
+                shown = now;
+            }
+            WatcherEvent::Applied(o) => {
+                let verb = if shown.contains_key(&o.path()) {
+                    "MODIFIED"
+                } else {
+                    "ADDED"
+                };
+                lines.push(event_line(verb, &o));
+                shown.insert(o.path(), o);
+            }
+            WatcherEvent::Deleted(o) => {
+                lines.push(event_line("DELETED", &o));
+                shown.remove(&o.path());
+            }
+        }
+        for line in lines {
+            writeln!(out, "{line}")?;
+        }
         out.flush()?;
     }
 }

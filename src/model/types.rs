@@ -33,8 +33,8 @@ pub struct ObjectMeta {
     pub generation: u64,
     /// Creation time.
     pub creation_timestamp: Timestamp,
-    /// Controllers that must finish their work before the object goes
-    /// (names validated like label keys). Record format 2.
+    /// Controllers that must finish their work before the object goes.
+    /// Record format 2.
     pub finalizers: Vec<String>,
     /// When a deletion was asked for while finalizers remained (set by the
     /// server only). Record format 2.

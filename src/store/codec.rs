@@ -48,7 +48,8 @@ impl std::fmt::Display for CodecError {
             CodecError::Empty => f.write_str("empty record"),
             CodecError::UnknownFormat(v) => write!(
                 f,
-                "record format {v} is not readable by this build (it reads {RECORD_FORMAT})"
+                "record format {v} is not readable by this build (it reads objects of formats 1 \
+                 to {RECORD_FORMAT}, tokens of format {TOKEN_FORMAT})"
             ),
             CodecError::Corrupt(e) => write!(f, "corrupt record: {e}"),
             CodecError::TrailingBytes(n) => write!(f, "corrupt record: {n} trailing bytes"),
@@ -199,12 +200,13 @@ pub fn upgrade_v1(body: &[u8]) -> Result<Vec<u8>, CodecError> {
     let (_, rest) = postcard::take_from_bytes::<MetaV1<'_>>(body)
         .map_err(|e| CodecError::Corrupt(format!("format-1 metadata: {e}")))?;
     let meta = &body[..body.len() - rest.len()];
-    let added = postcard::to_allocvec(&(Vec::<String>::new(), None::<i128>))
-        .expect("the added fields serialize");
-    let mut out = Vec::with_capacity(1 + body.len() + added.len());
-    out.push(RECORD_FORMAT);
+    // Format 2's layout, whatever the current format: a later format
+    // upgrades from 2 in turn. postcard writes an empty list and `None`
+    // as one 0 byte each.
+    let mut out = Vec::with_capacity(3 + body.len());
+    out.push(2);
     out.extend_from_slice(meta);
-    out.extend_from_slice(&added);
+    out.extend_from_slice(&[0, 0]);
     out.extend_from_slice(rest);
     Ok(out)
 }

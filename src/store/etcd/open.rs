@@ -354,7 +354,8 @@ async fn upgrade(
         tracing::warn!(
             prefix = %options.prefix,
             "upgraded the etcd prefix from storage format {from} to {FORMAT}: replicas of \
-             older builds can no longer write to it (upgrade them)"
+             older builds can no longer write to it, nor read what this one writes (stop and \
+             upgrade them)"
         );
     }
     Ok((FORMAT, offset, super::inner::header_revision(resp.header())))
