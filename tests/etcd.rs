@@ -1252,10 +1252,33 @@ fn startup_refusals() {
         err.contains("format") && err.contains("99"),
         "the refusal names the format it found: {err}"
     );
-    // Format 1 (before writes put P/m/written) is upgraded at start.
+    // Format 1 (before writes put P/m/written, with record-format-1
+    // objects) is upgraded at start; its records are read as they are.
     let out = cluster.etcdctl(&["put", "/old/m/format", "1"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
+    let legacy_key = b"/old/o/r/r\0".to_vec();
+    raw_put(&cluster, &legacy_key, &format_1_realm());
     let old = replica(&cluster, "/old", &[]);
+    let (st, legacy) = c.get(&old.api("/realms/r"));
+    assert_eq!(st, 200, "a format-1 record: {legacy}");
+    assert_eq!(legacy["metadata"]["labels"]["app"], "web");
+    assert_eq!(legacy["spec"]["namespace"], "ns");
+    let (st, list) = c.get_query(&old.api("/realms"), &[("labelSelector", "app=web")]);
+    assert_eq!((st, item_names(&list)), (200, vec!["r".to_string()]));
+    let (st, patched) = c.patch(
+        &old.api("/realms/r"),
+        &json!({"metadata": {"labels": {"app": "db"}}}),
+    );
+    assert_eq!(st, 200, "{patched}");
+    assert_eq!(
+        raw_get(&cluster, &legacy_key)[0],
+        2,
+        "rewritten in format 2"
+    );
+    assert_eq!(
+        c.get(&old.api("/realms/r")).1["metadata"]["labels"]["app"],
+        "db"
+    );
     create_realm(&c, &old, "upgraded");
     let out = cluster.etcdctl(&["get", "--print-value-only", "/old/m/format"]);
     assert_eq!(
@@ -1272,6 +1295,40 @@ fn startup_refusals() {
     let d = replica(&cluster, "/ready", &[]);
     assert_eq!(c.get(&d.api("/realms/after")).0, 200);
     assert!(failed.is_empty(), "failed checks:\n{}", failed.join("\n"));
+}
+
+/// The sample realm's record as record format 1 wrote it
+/// (`tests/fixtures/golden/format-1/realm.hex`).
+fn format_1_realm() -> Vec<u8> {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/golden/format-1/realm.hex"
+    ))
+    .unwrap();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .flat_map(|l| l.split('|').next().unwrap_or_default().split_whitespace())
+        .map(|b| u8::from_str_radix(b, 16).unwrap())
+        .collect()
+}
+
+/// Puts raw bytes at `key` (etcdctl cannot take a key with 0x00 in it).
+fn raw_put(cluster: &Cluster, key: &[u8], value: &[u8]) {
+    let endpoints: Vec<String> = cluster.endpoints().split(',').map(String::from).collect();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let mut client = etcd_client::Client::connect(endpoints, None).await.unwrap();
+        client.put(key, value, None).await.unwrap();
+    });
+}
+
+/// The raw bytes at `key`.
+fn raw_get(cluster: &Cluster, key: &[u8]) -> Vec<u8> {
+    let endpoints: Vec<String> = cluster.endpoints().split(',').map(String::from).collect();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let mut client = etcd_client::Client::connect(endpoints, None).await.unwrap();
+        let resp = client.get(key, None).await.unwrap();
+        resp.kvs().first().expect("the key").value().to_vec()
+    })
 }
 
 /// A watch from `rv` through `s`, read for about a second: `Some(body)`
