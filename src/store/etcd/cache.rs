@@ -57,7 +57,7 @@ pub(super) struct State {
 }
 
 /// One object as etcd stores it.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub(super) struct Entry {
     pub(super) value: Bytes,
     pub(super) mod_revision: i64,
@@ -407,6 +407,105 @@ mod tests {
         }
         assert_eq!(on.stats(), (1, 2, 0));
         assert_eq!(off.stats(), (0, 0, 0));
+    }
+
+    /// Random histories (puts and deletes over a few keys, and revisions
+    /// that change no object), a load at a random revision while the feed
+    /// is at another, the feed's revisions split at random around the
+    /// load's end: the copy always shows exactly the state at its
+    /// revision, and ends at the last one.
+    mod property {
+        use super::*;
+        use proptest::prelude::*;
+
+        type History = Vec<Changes>;
+
+        fn history() -> impl Strategy<Value = History> {
+            let change = (0u8..4, proptest::option::of(0u8..3));
+            proptest::collection::vec(proptest::collection::vec(change, 0..3), 1..12).prop_map(
+                |revs| {
+                    revs.into_iter()
+                        .enumerate()
+                        .map(|(i, changes)| {
+                            let r = i as i64 + 1;
+                            changes
+                                .into_iter()
+                                .map(|(k, v)| {
+                                    (
+                                        vec![b'k', k],
+                                        v.map(|v| entry(&format!("{r}:{v}"), r, r).unwrap()),
+                                    )
+                                })
+                                .collect()
+                        })
+                        .collect()
+                },
+            )
+        }
+
+        /// The objects after revision `r` (1-based; 0: none).
+        fn state(h: &History, r: usize) -> BTreeMap<Vec<u8>, String> {
+            let mut m = BTreeMap::new();
+            for changes in &h[..r] {
+                for (k, e) in changes {
+                    match e {
+                        Some(e) => {
+                            m.insert(k.clone(), String::from_utf8(e.value.to_vec()).unwrap())
+                        }
+                        None => m.remove(k),
+                    };
+                }
+            }
+            m
+        }
+
+        fn copy(c: &Cache) -> Option<(i64, BTreeMap<Vec<u8>, String>)> {
+            c.with(At::Any, |s| {
+                let m = s
+                    .objects
+                    .iter()
+                    .map(|(k, e)| (k.clone(), String::from_utf8(e.value.to_vec()).unwrap()))
+                    .collect();
+                (s.revision(), m)
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn a_load_and_the_feed_agree(h in history(), p in 0usize..12, l in 0usize..12, q in 0usize..12) {
+                let n = h.len();
+                // The feed had delivered `p` when the load began; the load
+                // read revision `load` (at least `p`); the feed delivered up
+                // to `q` before the load finished.
+                let p = p.min(n);
+                let load = l.clamp(p, n).max(1);
+                let q = q.clamp(p, n);
+                let c = Cache::new(true);
+                for (i, changes) in h[..p].iter().enumerate() {
+                    c.apply(i as i64 + 1, changes.clone());
+                }
+                c.begin_load();
+                for (i, changes) in h[p..q].iter().enumerate() {
+                    c.apply((p + i) as i64 + 1, changes.clone());
+                }
+                let loaded: BTreeMap<Vec<u8>, Entry> = state(&h, load)
+                    .into_iter()
+                    .map(|(k, v)| (k, entry(&v, 1, 1).unwrap()))
+                    .collect();
+                prop_assert!(c.finish_load(loaded, load as i64));
+                let check = |c: &Cache| -> Result<(), TestCaseError> {
+                    let (r, m) = copy(c).expect("loaded");
+                    prop_assert_eq!(m, state(&h, r as usize), "the copy at revision {}", r);
+                    Ok(())
+                };
+                check(&c)?;
+                for (i, changes) in h[q..].iter().enumerate() {
+                    c.apply((q + i) as i64 + 1, changes.clone());
+                    check(&c)?;
+                }
+                prop_assert_eq!(copy(&c).unwrap().0, n.max(load) as i64);
+            }
+        }
     }
 
     #[test]
