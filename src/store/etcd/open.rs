@@ -34,7 +34,7 @@ impl EtcdStore {
         let layout = Layout::new(&options.prefix)?;
         let mut kv = kv_client(&client);
         let version = check_version(&client, options).await?;
-        let trust_progress = trusts_progress(&version);
+        let trust_progress = trusts_progress(&version) && every_endpoint_trusted(options).await;
         tracing::info!(version = %version, endpoints = ?options.endpoints, prefix = %options.prefix, "etcd cluster reached");
         let (format, offset, start) = check_format(&mut kv, &layout, options).await?;
         tracing::info!(
@@ -174,6 +174,41 @@ fn trusts_progress(version: &str) -> bool {
         Some(v) => v > (3, 5, 0),
         None => false,
     }
+}
+
+/// Whether every configured endpoint (the client's watch may go to any)
+/// runs a version whose progress notifications can be trusted; an
+/// endpoint that does not answer now counts as not trusted (a cluster in
+/// the middle of an upgrade may mix versions).
+async fn every_endpoint_trusted(options: &EtcdOptions) -> bool {
+    let mut versions = Vec::new();
+    for endpoint in &options.endpoints {
+        let one = EtcdOptions {
+            endpoints: vec![endpoint.clone()],
+            ..options.clone()
+        };
+        let version = match connect(&one).await {
+            Ok(client) => {
+                let mut m = client.maintenance_client();
+                match tokio::time::timeout(options.timeout, m.status()).await {
+                    Ok(Ok(status)) => Some(status.version().to_string()),
+                    _ => None,
+                }
+            }
+            Err(_) => None,
+        };
+        tracing::debug!(endpoint = %endpoint, version = ?version, "etcd member version");
+        versions.push(version);
+    }
+    all_trusted(&versions)
+}
+
+/// Whether every version is known and trusted ([`trusts_progress`]).
+fn all_trusted(versions: &[Option<String>]) -> bool {
+    !versions.is_empty()
+        && versions
+            .iter()
+            .all(|v| v.as_deref().is_some_and(trusts_progress))
 }
 
 /// Runs `call` until it succeeds or the etcd timeout has passed (a
@@ -376,5 +411,13 @@ mod tests {
         assert!(trusts_progress("3.4.25"));
         assert!(!trusts_progress("3.5.7"));
         assert!(trusts_progress("3.6.1"));
+        let v = |s: &str| Some(s.to_string());
+        assert!(all_trusted(&[v("3.5.18"), v("3.6.1")]));
+        assert!(!all_trusted(&[v("3.5.18"), v("3.4.23")]), "a mixed cluster");
+        assert!(
+            !all_trusted(&[v("3.5.18"), None]),
+            "a member that did not answer"
+        );
+        assert!(!all_trusted(&[]));
     }
 }
