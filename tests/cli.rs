@@ -360,8 +360,8 @@ fn delete_with_and_without_cascade() {
     ] {
         assert_eq!(c.get(&s.api(url)).0, 404, "{url} survived the cascade");
     }
-    // Four objects removed (one revision each), plus the stack earlier.
-    assert_eq!(revision(&c, &s), before + 5);
+    // Four objects removed (one change each), plus the stack earlier.
+    assert_changes_since(&c, &s, before, 5, "a stack, then a cascade of four");
 
     // Errors.
     let r = run(&s, &["delete", "realm", "test-realm"]).failed();
@@ -464,9 +464,13 @@ fn watch_prints_one_line_per_event() {
             rv(&patched)
         )
     );
+    let before_delete = revision(&c, &s);
     let r = run(&s, &["delete", "stack", "multi-realm/multi-space/live"]).ok();
     assert_eq!(r.lines(), ["stack/multi-realm/multi-space/live deleted"]);
-    let deleted_at = revision(&c, &s);
+    // The deletion's revision (on etcd not the list position after it).
+    let deleted = events_since(&c, &s, before_delete);
+    assert_eq!(deleted.len(), 1, "{deleted:?}");
+    let deleted_at = event_rv(&deleted[0]);
     assert_eq!(
         w.next(),
         format!("DELETED stack multi-realm/multi-space/live rv={deleted_at}")
