@@ -40,7 +40,10 @@ const STATUS_EVERY: Duration = Duration::from_secs(2);
 pub async fn feed(store: Weak<Inner>, opened: i64) {
     let mut next = opened + 1;
     let mut last = match store.upgrade() {
-        Some(s) => s.revs.position(opened),
+        Some(s) => {
+            s.recent.start(s.revs.position(opened));
+            s.revs.position(opened)
+        }
         None => return,
     };
     let mut backoff = Duration::from_millis(100);
@@ -132,6 +135,7 @@ async fn follow(inner: &Arc<Inner>, next: &mut i64, last: &mut u64) -> Result<()
                 *next = header + 1;
                 let position = inner.revs.position(header);
                 inner.cache.apply(header, Vec::new());
+                inner.recent.advance(position);
                 inner.feed.publish_progress(position, *last);
                 inner.published.send_replace(header);
             }
@@ -189,9 +193,12 @@ async fn follow(inner: &Arc<Inner>, next: &mut i64, last: &mut u64) -> Result<()
             }
             *next = r + 1;
             inner.cache.apply(r, copies);
+            let position = inner.revs.position(r);
             if changes.is_empty() {
-                inner.feed.publish_progress(inner.revs.position(r), *last);
+                inner.recent.advance(position);
+                inner.feed.publish_progress(position, *last);
             } else {
+                inner.recent.push(&changes, position);
                 inner.feed.publish(&changes);
             }
             inner.published.send_replace(r);
@@ -208,6 +215,7 @@ async fn jump(inner: &Inner, next: &mut i64, last: &mut u64) -> Result<(), Strin
     inner.cache.invalidate();
     *next = current + 1;
     *last = inner.revs.position(current);
+    inner.recent.start(*last);
     inner.feed.publish_progress(*last, *last);
     inner.published.send_replace(current);
     Ok(())

@@ -61,6 +61,8 @@ pub(super) struct Inner {
     pub(super) turns: Mutex<HashMap<Vec<u8>, Arc<tokio::sync::Mutex<()>>>>,
     /// This replica's copy of the objects.
     pub(super) cache: super::cache::Cache,
+    /// The last changes the feed published.
+    pub(super) recent: super::recent::Recent,
     /// Requests waiting for the cache's next freshness check.
     pub(super) checks: tokio::sync::mpsc::UnboundedSender<super::cache::Check>,
 }

@@ -68,6 +68,7 @@ impl EtcdStore {
             compact_seen: Mutex::new(None),
             last_mark: tokio::sync::Mutex::new(None),
             cache: super::cache::Cache::new(options.cache),
+            recent: super::recent::Recent::default(),
             checks,
         }));
         let mut tasks = vec![

@@ -166,8 +166,12 @@ impl EtcdStore {
         })
     }
 
-    /// At most `max` changes after `after`, from etcd's history (blocking).
+    /// At most `max` changes after `after`: from the changes this replica
+    /// kept when they are all there, else from etcd's history (blocking).
     pub fn events(&self, after: u64, max: usize) -> Result<EventsPage, StoreError> {
+        if let Some(page) = self.0.recent.page(after, max) {
+            return Ok(page);
+        }
         let inner = self.0.clone();
         self.0.block(async move { inner.history(after, max).await })
     }

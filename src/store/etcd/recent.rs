@@ -1,0 +1,164 @@
+//! The last changes this replica's feed published, kept in memory so that
+//! a watcher resuming from a recent revision catches up without reading
+//! etcd's history (a short-lived etcd watch, and on etcd before 3.4.25
+//! and 3.5.8 a marker write, per catch-up).
+//!
+//! Invariant: while `kept` is set, every change with a revision in
+//! `(from, to]` is in `changes`, in order, and none other.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use crate::model::AnyObject;
+use crate::store::change::{Change, ChangeType};
+use crate::store::query::EventsPage;
+
+/// Changes kept (about their records' size each).
+const KEPT: usize = 8192;
+
+/// The recent changes.
+#[derive(Default)]
+pub(super) struct Recent(Mutex<State>);
+
+#[derive(Default)]
+struct State {
+    kept: bool,
+    from: u64,
+    to: u64,
+    changes: VecDeque<(u64, ChangeType, Arc<AnyObject>)>,
+}
+
+impl Recent {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps the changes after `position` from now on (the feed starts, or
+    /// starts again after a gap).
+    pub(super) fn start(&self, position: u64) {
+        let mut s = self.state();
+        s.kept = true;
+        s.from = position;
+        s.to = position;
+        s.changes.clear();
+    }
+
+    /// The feed published `changes`; every change up to `to` is known.
+    pub(super) fn push(&self, changes: &[Change], to: u64) {
+        let mut s = self.state();
+        if !s.kept {
+            return;
+        }
+        for c in changes {
+            s.changes
+                .push_back((c.revision, c.change, c.object.clone()));
+        }
+        while s.changes.len() > KEPT {
+            if let Some((revision, ..)) = s.changes.pop_front() {
+                s.from = revision;
+            }
+        }
+        s.to = s.to.max(to);
+    }
+
+    /// Every change up to `to` is known (a revision without object
+    /// changes, or etcd's progress).
+    pub(super) fn advance(&self, to: u64) {
+        let mut s = self.state();
+        if s.kept {
+            s.to = s.to.max(to);
+        }
+    }
+
+    /// At most `max` (at least one) changes after `after`, if they are all
+    /// kept: the page ends at `to`, or at its last change when `max` cut it.
+    pub(super) fn page(&self, after: u64, max: usize) -> Option<EventsPage> {
+        let s = self.state();
+        if !s.kept || max == 0 || after < s.from || after > s.to {
+            return None;
+        }
+        let first = s.changes.partition_point(|(rv, ..)| *rv <= after);
+        let events: Vec<(u64, ChangeType, AnyObject)> = s
+            .changes
+            .iter()
+            .skip(first)
+            .take(max)
+            .map(|(rv, change, object)| (*rv, *change, AnyObject::clone(object)))
+            .collect();
+        let cut = s.changes.len() - first > max;
+        let current = match (cut, events.last()) {
+            (true, Some((rv, ..))) => *rv,
+            _ => s.to,
+        };
+        Some(EventsPage { events, current })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ObjectMeta, Realm};
+
+    fn change(revision: u64, prev: u64) -> Change {
+        Change {
+            revision,
+            prev,
+            change: ChangeType::Added,
+            object: Arc::new(AnyObject::Realm(Realm {
+                meta: ObjectMeta {
+                    name: format!("r{revision}"),
+                    resource_version: revision,
+                    ..ObjectMeta::default()
+                },
+                ..Realm::default()
+            })),
+        }
+    }
+
+    fn revisions(p: &EventsPage) -> Vec<u64> {
+        p.events.iter().map(|(rv, ..)| *rv).collect()
+    }
+
+    #[test]
+    fn pages_only_what_it_kept() {
+        let r = Recent::default();
+        assert!(
+            r.page(0, 10).is_none(),
+            "nothing kept before the feed starts"
+        );
+        r.start(1_999_999);
+        r.push(
+            &[change(2_000_000, 1_999_999), change(2_000_001, 2_000_000)],
+            2_999_999,
+        );
+        r.advance(4_999_999);
+        r.push(&[change(5_000_000, 2_000_001)], 5_999_999);
+        let p = r.page(1_999_999, 10).unwrap();
+        assert_eq!(revisions(&p), [2_000_000, 2_000_001, 5_000_000]);
+        assert_eq!(p.current, 5_999_999);
+        // In the middle of a transaction, and cut by `max`.
+        let p = r.page(2_000_000, 1).unwrap();
+        assert_eq!((revisions(&p), p.current), (vec![2_000_001], 2_000_001));
+        // Nothing after: empty, at the end of what is known.
+        let p = r.page(5_999_999, 10).unwrap();
+        assert_eq!((p.events.len(), p.current), (0, 5_999_999));
+        // Before what it kept, after what it knows, or a check: etcd's.
+        assert!(r.page(1_000_000, 10).is_none());
+        assert!(r.page(6_999_999, 10).is_none());
+        assert!(r.page(2_999_999, 0).is_none());
+        // A gap starts it again.
+        r.start(9_999_999);
+        assert!(r.page(5_999_999, 10).is_none());
+    }
+
+    #[test]
+    fn forgets_the_oldest_beyond_its_size() {
+        let r = Recent::default();
+        r.start(0);
+        let changes: Vec<Change> = (1..=KEPT as u64 + 2).map(|i| change(i, i - 1)).collect();
+        r.push(&changes, KEPT as u64 + 2);
+        assert!(r.page(1, 10).is_none(), "change 2 is forgotten");
+        let p = r.page(2, 10).unwrap();
+        assert_eq!(p.events[0].0, 3);
+    }
+}
