@@ -700,19 +700,27 @@ async fn shutdown_ends_open_streams_promptly() {
     }
 }
 
+/// A copy of `tests/fixtures/NAME` as `old.redb` in a temporary directory.
+fn fixture_copy(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("old.redb");
+    std::fs::copy(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name),
+        &data,
+    )
+    .unwrap();
+    (dir, data)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn format_1_database_migrates_once_and_watches() {
     if on_etcd() {
         eprintln!("skipping on etcd: the migration of a format-1 redb file is redb's");
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("old.redb");
-    std::fs::copy(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/format-1.redb"),
-        &data,
-    )
-    .unwrap();
+    let (dir, data) = fixture_copy("format-1.redb");
     let mut s = Server::start_with(&data, &[]);
     assert!(
         s.log_text().contains("migrating database"),
@@ -780,13 +788,7 @@ async fn format_2_database_migrates_its_records_and_keeps_its_history() {
         eprintln!("skipping on etcd: the migration of a format-2 redb file is redb's");
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("old.redb");
-    std::fs::copy(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/format-2.redb"),
-        &data,
-    )
-    .unwrap();
+    let (dir, data) = fixture_copy("format-2.redb");
     let mut s = Server::start_with(&data, &[]);
     assert!(
         s.log_text()
