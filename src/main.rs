@@ -376,6 +376,10 @@ enum Command {
         /// Also delete everything under it (otherwise a resource with children is refused).
         #[arg(long)]
         cascade: bool,
+        /// When it is marked for deletion (it has finalizers, or children
+        /// still being deleted), wait until it is gone.
+        #[arg(long)]
+        wait: bool,
     },
     /// Print changes as they happen (first the resources that exist), until Ctrl-C.
     Watch {
@@ -823,12 +827,13 @@ fn main() -> ExitCode {
             kind,
             path,
             cascade,
+            wait,
         } => run_client(async {
             modelhub::cli::delete(
                 &remote.target()?,
                 &kind,
                 &path,
-                cascade,
+                modelhub::cli::DeleteOptions { cascade, wait },
                 &mut std::io::stdout(),
             )
             .await

@@ -92,6 +92,9 @@ fn expected() -> Vec<(&'static str, String, Needs, Realm)> {
         t.push(("GET", format!("{item}/status"), Read, Realm::Path));
         t.push(("PUT", format!("{item}/status"), Status, Realm::Path));
         t.push(("PATCH", format!("{item}/status"), Status, Realm::Path));
+        // Finalizers: what status writers may (a controller's own).
+        t.push(("PUT", format!("{item}/finalizers"), Status, Realm::Path));
+        t.push(("PATCH", format!("{item}/finalizers"), Status, Realm::Path));
     }
     t.extend([
         ("GET", format!("{b}/watch"), Read, Realm::Query),

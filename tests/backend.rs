@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex};
 
 use modelhub::model::{AnyObject, Cell, Kind, ObjectMeta, Path, Realm, Selector, Space, Stack};
 use modelhub::store::{
-    Applied, Backend, Change, ChangeType, ListQuery, Part, Store, StoreError, StoreOptions,
-    WriteOp, WriteOutcome,
+    Applied, Backend, Change, ChangeType, Document, ListQuery, Part, Store, StoreError,
+    StoreOptions, WriteOp, WriteOutcome,
 };
 
 fn meta(name: &str) -> ObjectMeta {
@@ -357,6 +357,11 @@ async fn cascade_deletes_children_first_in_consecutive_revisions<B: Backend>(b: 
     assert_eq!(names(&realms.items), ["other"]);
 }
 
+/// Documents that leave their finalizers out.
+fn docs(objects: Vec<AnyObject>) -> Vec<Document> {
+    objects.into_iter().map(|o| (o, Part::Main)).collect()
+}
+
 /// Apply is all or nothing: a bad document anywhere writes none of them
 /// and names its index; a dry run computes the outcome and commits
 /// nothing; each document sees the ones before it.
@@ -364,7 +369,7 @@ async fn apply_is_atomic_and_reports_each_document<B: Backend>(b: B) {
     let seen = record(&b);
     let err = b
         .apply(
-            vec![realm("r"), space("r", "s"), space("missing", "s")],
+            docs(vec![realm("r"), space("r", "s"), space("missing", "s")]),
             false,
         )
         .await
@@ -379,7 +384,7 @@ async fn apply_is_atomic_and_reports_each_document<B: Backend>(b: B) {
     assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
 
     let dry = b
-        .apply(vec![realm("r"), space("r", "s")], true)
+        .apply(docs(vec![realm("r"), space("r", "s")]), true)
         .await
         .unwrap();
     let applied: Vec<Applied> = dry.items.iter().map(|(a, _)| *a).collect();
@@ -392,7 +397,7 @@ async fn apply_is_atomic_and_reports_each_document<B: Backend>(b: B) {
     // The same document twice: created, then unchanged, both answering
     // the created object with its revision.
     let out = b
-        .apply(vec![realm("r"), space("r", "s"), realm("r")], false)
+        .apply(docs(vec![realm("r"), space("r", "s"), realm("r")]), false)
         .await
         .unwrap();
     let applied: Vec<Applied> = out.items.iter().map(|(a, _)| *a).collect();
@@ -415,7 +420,7 @@ async fn apply_is_atomic_and_reports_each_document<B: Backend>(b: B) {
         r.spec.namespace = "other".into();
     }
     let out = b
-        .apply(vec![changed, space("r", "s")], false)
+        .apply(docs(vec![changed, space("r", "s")]), false)
         .await
         .unwrap();
     let applied: Vec<Applied> = out.items.iter().map(|(a, _)| *a).collect();
@@ -429,7 +434,7 @@ async fn apply_is_atomic_and_reports_each_document<B: Backend>(b: B) {
     }
     for dry_run in [true, false] {
         let out = b
-            .apply(vec![again.clone(), again.clone()], dry_run)
+            .apply(docs(vec![again.clone(), again.clone()]), dry_run)
             .await
             .unwrap();
         let applied: Vec<Applied> = out.items.iter().map(|(a, _)| *a).collect();

@@ -579,3 +579,40 @@ fn serve_refuses_zero_intervals() {
         );
     }
 }
+
+#[test]
+fn delete_of_an_object_with_finalizers_says_what_it_waits_for() {
+    let s = Server::start();
+    let c = Client::default();
+    let (st, b) = c.post_json(
+        &s.api("/realms"),
+        &json!({"metadata": {"name": "fin", "finalizers": ["kukeon.io/runtime"]}}),
+    );
+    assert_eq!(st, 201, "{b}");
+    let r = run(&s, &["delete", "realm", "fin"]).ok();
+    assert_eq!(
+        r.lines(),
+        ["realm/fin marked for deletion, waiting for: kukeon.io/runtime"]
+    );
+    let r = run(&s, &["get", "realms"]).ok();
+    let row = r.lines()[1];
+    assert_eq!(columns(row)[1].1, "Terminating", "{row:?}");
+    // --wait returns once the controller removed its finalizer.
+    let url = s.api("/realms/fin/finalizers");
+    let remover = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(600));
+        let (st, b) = Client::default().put_json(&url, &json!({}));
+        assert_eq!(st, 200, "{b}");
+    });
+    let r = run(&s, &["delete", "realm", "fin", "--wait"]).ok();
+    remover.join().unwrap();
+    assert_eq!(
+        r.lines(),
+        [
+            "realm/fin marked for deletion, waiting for: kukeon.io/runtime",
+            "realm/fin deleted"
+        ]
+    );
+    let (st, _) = c.get(&s.api("/realms/fin"));
+    assert_eq!(st, 404);
+}

@@ -580,8 +580,8 @@ fn next_step(rng: &mut Rng, model: &mut Model, i: u64) -> Planned {
                     precondition: None,
                     update: Arc::new(move |stored: &AnyObject| {
                         Ok(match part {
-                            Part::Main => with_new_spec(stored, &t, pad),
                             Part::Status => with_new_status(stored, &t),
+                            _ => with_new_spec(stored, &t, pad),
                         })
                     }),
                 }),
@@ -709,7 +709,10 @@ struct Acked {
 async fn execute(store: &Store, step: &Step) -> Result<Acked, StoreError> {
     let (changes, dropped) = match step {
         Step::Write(op) => (store.write(op.clone()).await?.changes, 0),
-        Step::Apply(docs) => (store.apply(docs.clone(), false).await?.changes, 0),
+        Step::Apply(docs) => {
+            let docs = docs.iter().map(|o| (o.clone(), Part::Main)).collect();
+            (store.apply(docs, false).await?.changes, 0)
+        }
         Step::Compact(keep) => (Vec::new(), store.compact(*keep).await?),
         Step::Checkpoint => {
             store.checkpoint().await?;

@@ -258,7 +258,13 @@ async fn the_committing_revision_follows_commits_only() {
         "a refused write commits nothing"
     );
     let outcome = store
-        .apply(vec![realm("c", "ns"), realm("d", "ns")], false)
+        .apply(
+            vec![
+                (realm("c", "ns"), Part::Main),
+                (realm("d", "ns"), Part::Main),
+            ],
+            false,
+        )
         .await
         .unwrap();
     assert_eq!(outcome.revision, 4);

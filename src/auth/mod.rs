@@ -25,6 +25,9 @@ pub enum Access {
     WriteSpec,
     /// Writing the status subresource.
     WriteStatus,
+    /// Writing the finalizers subresource (what a controller does when it
+    /// takes on or finishes an object's teardown).
+    WriteFinalizers,
     /// Reading the server's metrics.
     Metrics,
     /// Operating the server (tokens, backups).
@@ -69,7 +72,9 @@ impl Role {
         match access {
             Access::Public | Access::Read | Access::Metrics => true,
             Access::WriteSpec => matches!(self, Role::Admin | Role::Writer),
-            Access::WriteStatus => matches!(self, Role::Admin | Role::Writer | Role::Controller),
+            Access::WriteStatus | Access::WriteFinalizers => {
+                matches!(self, Role::Admin | Role::Writer | Role::Controller)
+            }
             Access::Admin => self == Role::Admin,
         }
     }
@@ -215,15 +220,26 @@ mod tests {
     fn roles_allow_what_the_table_says() {
         use Access::*;
         let table = [
-            (Role::Admin, [true, true, true, true, true, true]),
-            (Role::Writer, [true, true, true, true, true, false]),
-            (Role::Controller, [true, true, false, true, true, false]),
-            (Role::Reader, [true, true, false, false, true, false]),
+            (Role::Admin, [true, true, true, true, true, true, true]),
+            (Role::Writer, [true, true, true, true, true, true, false]),
+            (
+                Role::Controller,
+                [true, true, false, true, true, true, false],
+            ),
+            (Role::Reader, [true, true, false, false, false, true, false]),
         ];
         for (role, allowed) in table {
-            for (access, want) in [Public, Read, WriteSpec, WriteStatus, Metrics, Admin]
-                .into_iter()
-                .zip(allowed)
+            for (access, want) in [
+                Public,
+                Read,
+                WriteSpec,
+                WriteStatus,
+                WriteFinalizers,
+                Metrics,
+                Admin,
+            ]
+            .into_iter()
+            .zip(allowed)
             {
                 assert_eq!(role.may(access), want, "{role} {access:?}");
             }

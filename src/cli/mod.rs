@@ -361,12 +361,31 @@ pub async fn get(
     Ok(())
 }
 
-/// `modelhub delete KIND PATH [--cascade]`.
+/// How `modelhub delete` deletes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DeleteOptions {
+    /// With everything under it.
+    pub cascade: bool,
+    /// Until it is gone, when it is only marked.
+    pub wait: bool,
+}
+
+/// What a terminating object waits for, for the user.
+fn waiting_for(obj: &AnyObject) -> String {
+    let finalizers = &obj.meta().finalizers;
+    if finalizers.is_empty() {
+        "its children to be deleted".to_string()
+    } else {
+        finalizers.join(", ")
+    }
+}
+
+/// `modelhub delete KIND PATH [--cascade] [--wait]`.
 pub async fn delete(
     remote: &Remote,
     kind: &str,
     path: &str,
-    cascade: bool,
+    options: DeleteOptions,
     out: &mut impl Write,
 ) -> Result<(), CliError> {
     let kind = parse_kind(kind)?;
@@ -379,8 +398,9 @@ pub async fn delete(
         )));
     }
     let (client, fail) = connect(remote)?;
+    let target = Path::new(kind, names);
     let deleted = client
-        .delete(&Path::new(kind, names), cascade)
+        .delete(&target, options.cascade)
         .await
         .map_err(|e| match &e {
             ClientError::Api { reason, .. } if reason == "HasChildren" => CliError::Hinted(
@@ -392,8 +412,34 @@ pub async fn delete(
             ),
             _ => fail(e),
         })?;
-    let path = deleted.path().names().join("/");
-    writeln!(out, "{} deleted", kubectl_name(kind, &path))?;
+    let name = kubectl_name(kind, &deleted.path().names().join("/"));
+    if !deleted.meta().is_terminating() {
+        writeln!(out, "{name} deleted")?;
+        out.flush()?;
+        return Ok(());
+    }
+    let mut waiting = waiting_for(&deleted);
+    writeln!(out, "{name} marked for deletion, waiting for: {waiting}")?;
+    out.flush()?;
+    if !options.wait {
+        return Ok(());
+    }
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        match client.get(&target).await {
+            Ok(obj) => {
+                let now = waiting_for(&obj);
+                if now != waiting {
+                    writeln!(out, "{name} waiting for: {now}")?;
+                    out.flush()?;
+                    waiting = now;
+                }
+            }
+            Err(ClientError::Api { status: 404, .. }) => break,
+            Err(e) => return Err(fail(e)),
+        }
+    }
+    writeln!(out, "{name} deleted")?;
     out.flush()?;
     Ok(())
 }
@@ -530,6 +576,7 @@ impl Row {
     /// from its path (they are the scope the user gave).
     pub fn of(doc: &Value, prefix: usize) -> Result<Row, String> {
         let state = match &doc["status"]["state"] {
+            _ if doc["metadata"]["deletionTimestamp"].is_string() => "Terminating".to_string(),
             Value::String(s) if !s.is_empty() => s.clone(),
             Value::Number(n) => n.to_string(),
             _ => "-".to_string(),

@@ -17,7 +17,7 @@ use crate::api::v1beta1::types::{ApplyItem, ApplyResult};
 use crate::api::v1beta1::{self, Format};
 use crate::auth::Identity;
 use crate::model::{AnyObject, Kind, Path, SpaceSpec, validate_name, validate_object};
-use crate::store::{Applied, Backend};
+use crate::store::{Applied, Backend, Document, Part};
 
 /// Query parameters of `/apply`.
 #[derive(Debug, Default, Deserialize)]
@@ -93,7 +93,8 @@ fn documents(body: &Body, max: usize) -> Result<Vec<serde_json::Value>, ApiError
 }
 
 /// Reads one manifest into a placed, validated object.
-fn object_of(doc: serde_json::Value) -> Result<AnyObject, ApiError> {
+/// A document's object, and the part of an existing one it writes.
+fn object_of(doc: serde_json::Value) -> Result<(AnyObject, Part), ApiError> {
     if !doc.is_object() {
         return Err(ApiError::bad_request("a document must be a mapping"));
     }
@@ -115,7 +116,9 @@ fn object_of(doc: serde_json::Value) -> Result<AnyObject, ApiError> {
                 },
             )
         })?;
-    let mut object = v1beta1::decode_value(kind, doc)?.object;
+    let decoded = v1beta1::decode_value(kind, doc)?;
+    let part = Part::main(decoded.finalizers_given);
+    let mut object = decoded.object;
     object.default_id();
     let path = object.path();
     let coordinates = [
@@ -133,7 +136,7 @@ fn object_of(doc: serde_json::Value) -> Result<AnyObject, ApiError> {
         validate_name(field, name)?;
     }
     validate_object(&mut object)?;
-    Ok(object)
+    Ok((object, part))
 }
 
 /// The privileged-field policy over the documents of an apply, each as
@@ -143,19 +146,19 @@ fn object_of(doc: serde_json::Value) -> Result<AnyObject, ApiError> {
 async fn check_privileged(
     state: &AppState,
     identity: &Identity,
-    objects: &[AnyObject],
+    documents: &[Document],
 ) -> Result<(), ApiError> {
     if identity.may_privileged() {
         return Ok(());
     }
-    let mut spaces: HashMap<Path, Option<SpaceSpec>> = objects
-        .iter()
+    let objects = || documents.iter().map(|(o, _)| o);
+    let mut spaces: HashMap<Path, Option<SpaceSpec>> = objects()
         .filter_map(|o| match o {
             AnyObject::Space(s) => Some((o.path(), Some(s.spec.clone()))),
             _ => None,
         })
         .collect();
-    for (i, obj) in objects.iter().enumerate() {
+    for (i, obj) in objects().enumerate() {
         let path = obj.path();
         let space = if matches!(obj.kind(), Kind::Cell | Kind::Container) {
             let sp = space_of(&path);
@@ -187,20 +190,20 @@ pub async fn apply(
     if docs.is_empty() {
         return Err(ApiError::bad_request("the request holds no documents"));
     }
-    let objects = docs
+    let documents = docs
         .into_iter()
         .enumerate()
         .map(|(i, d)| object_of(d).map_err(|e| in_document(i, e)))
         .collect::<Result<Vec<_>, _>>()?;
     // One document out of the identity's realms fails the whole apply.
-    for (i, o) in objects.iter().enumerate() {
+    for (i, (o, _)) in documents.iter().enumerate() {
         if let Err(why) = may_write_realm(&identity, &o.path().names()[0]) {
             return Err(in_document(i, ApiError::forbidden(why)));
         }
     }
-    check_privileged(&state, &identity, &objects).await?;
-    let documents = objects.len();
-    let outcome = state.store.apply(objects, dry_run).await?;
+    check_privileged(&state, &identity, &documents).await?;
+    let count = documents.len();
+    let outcome = state.store.apply(documents, dry_run).await?;
     let items = outcome
         .items
         .iter()
@@ -228,7 +231,7 @@ pub async fn apply(
     };
     let mut resp = render(&result, wants_yaml(&headers), StatusCode::OK);
     resp.extensions_mut().insert(AuditNote {
-        documents,
+        documents: count,
         revision: if dry_run { 0 } else { outcome.revision },
     });
     Ok(resp)

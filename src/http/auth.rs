@@ -324,6 +324,9 @@ pub fn rule(
             match access {
                 Access::WriteSpec => "write objects (only admin and writer may)",
                 Access::WriteStatus => "write status (only admin, writer and controller may)",
+                Access::WriteFinalizers => {
+                    "write finalizers (only admin, writer and controller may)"
+                }
                 Access::Admin => "operate the server (tokens, backups: only admin may)",
                 Access::Public | Access::Read | Access::Metrics => "read",
             }

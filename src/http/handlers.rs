@@ -271,7 +271,7 @@ fn write_op(part: Part, object: AnyObject, precondition: Option<u64>) -> WriteOp
 /// Prepares a decoded document for a write at `path`.
 fn prepare(part: Part, path: &Path, decoded: AnyObject) -> Result<AnyObject, ApiError> {
     match part {
-        Part::Main => {
+        Part::Main | Part::MainAndFinalizers => {
             let mut object = decoded;
             object.place(path).map_err(to_bad_request)?;
             validate_object(&mut object)?;
@@ -292,6 +292,17 @@ fn prepare(part: Part, path: &Path, decoded: AnyObject) -> Result<AnyObject, Api
             object.place(path).map_err(to_bad_request)?;
             Ok(object)
         }
+        Part::Finalizers => {
+            // Only the finalizers are written; the body is a document about
+            // this object, as for the status.
+            let mut decoded = decoded;
+            decoded.place(path).map_err(to_bad_request)?;
+            crate::model::validate_finalizers(&decoded.meta().finalizers)?;
+            let mut object = empty(path.kind());
+            object.place(path).map_err(to_bad_request)?;
+            object.meta_mut().finalizers = std::mem::take(&mut decoded.meta_mut().finalizers);
+            Ok(object)
+        }
     }
 }
 
@@ -305,7 +316,12 @@ fn empty(kind: Kind) -> AnyObject {
     }
 }
 
-/// PUT an object or its status.
+/// Whether a write of `part` writes labels and spec.
+fn writes_main(part: Part) -> bool {
+    matches!(part, Part::Main | Part::MainAndFinalizers)
+}
+
+/// PUT an object, its status or its finalizers.
 pub async fn replace_object(
     state: AppState,
     identity: Arc<Identity>,
@@ -318,15 +334,20 @@ pub async fn replace_object(
     let path = Path::new(kind, names);
     let decoded = decode_body(kind, &body)?;
     let pre = precondition(decoded.resource_version, &headers)?;
+    // A document that leaves its finalizers out keeps the stored ones.
+    let part = match part {
+        Part::Main => Part::main(decoded.finalizers_given),
+        other => other,
+    };
     let object = prepare(part, &path, decoded.object)?;
-    if part == Part::Main {
+    if writes_main(part) {
         check_privileged(&state, &identity, &object).await?;
     }
     let outcome = state.store.write(write_op(part, object, pre)).await?;
     Ok(render_object(&outcome.object, &headers, StatusCode::OK))
 }
 
-/// PATCH an object or its status with a JSON merge patch.
+/// PATCH an object, its status or its finalizers with a JSON merge patch.
 pub async fn patch_object(
     state: AppState,
     identity: Arc<Identity>,
@@ -367,7 +388,13 @@ pub async fn patch_object(
     let path = Path::new(kind, names);
     // The privileged-field policy looks at the merged object, inside the
     // transaction; the space whose defaults it inherits is read before.
-    let policy = if part == Part::Main && !identity.may_privileged() {
+    // The merged document holds the stored finalizers unless the patch
+    // changed them.
+    let part = match part {
+        Part::Main => Part::MainAndFinalizers,
+        other => other,
+    };
+    let policy = if writes_main(part) && !identity.may_privileged() {
         Some((identity.clone(), inherited_space(&state, &path).await?))
     } else {
         None
@@ -427,7 +454,14 @@ pub async fn delete_object(
             precondition: pre,
         })
         .await?;
-    Ok(render_object(&outcome.object, &headers, StatusCode::OK))
+    // An object that stays (terminating, until its finalizers and children
+    // are gone) is answered with 202.
+    let status = if outcome.object.meta().is_terminating() {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    Ok(render_object(&outcome.object, &headers, status))
 }
 
 /// Builds the list query from the path scope and the parameters.

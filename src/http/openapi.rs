@@ -288,7 +288,7 @@ fn patch_schema(kind: Kind) -> RefOr<Schema> {
         .into()
 }
 
-fn request_body(kind: Kind, patch: bool, status_only: bool, create: bool) -> RequestBodyBuilder {
+fn request_body(kind: Kind, patch: bool, sub: Sub, create: bool) -> RequestBodyBuilder {
     let example = example(kind);
     let content = |ex: Option<Value>| {
         let schema = if create {
@@ -300,7 +300,7 @@ fn request_body(kind: Kind, patch: bool, status_only: bool, create: bool) -> Req
         };
         ContentBuilder::new()
             .schema(Some(schema))
-            .example(if status_only { None } else { ex })
+            .example(if sub == Sub::Main { ex } else { None })
             .build()
     };
     let mut b = RequestBodyBuilder::new().required(Some(Required::True));
@@ -313,10 +313,19 @@ fn request_body(kind: Kind, patch: bool, status_only: bool, create: bool) -> Req
             .content(JSON, content(None));
     } else {
         b = b
-            .description(Some(if status_only {
-                "A document of which only `status` (and `metadata.resourceVersion` as a precondition) is read."
-            } else {
-                "The whole document; unknown fields are rejected, `status` is ignored on replace."
+            .description(Some(match sub {
+                Sub::Status => {
+                    "A document of which only `status` (and `metadata.resourceVersion` as a precondition) is read."
+                }
+                Sub::Finalizers => {
+                    "A document of which only `metadata.finalizers` (and `metadata.resourceVersion` as a precondition) is read; leaving them out removes them all."
+                }
+                Sub::Main if create => {
+                    "The whole document; unknown fields are rejected, `status` is ignored."
+                }
+                Sub::Main => {
+                    "The whole document; unknown fields are rejected, `status` is ignored on replace; `metadata.finalizers` left out keeps the stored ones."
+                }
             }))
             .content(JSON, content(example.clone()))
             .content(YAML, content(example));
@@ -511,7 +520,8 @@ const WRITE_ERRORS: &[(u16, &str)] = &[
     (404, "no such object"),
     (
         409,
-        "the resourceVersion precondition failed (nothing was written)",
+        "the resourceVersion precondition failed (Conflict), or the object is being deleted and \
+         refuses spec, label and added-finalizer changes (Terminating); nothing was written",
     ),
     (413, "the body is too large"),
     (415, "unsupported Content-Type"),
@@ -580,7 +590,7 @@ pub(super) fn create_operation(kind: Kind) -> Operation {
     write_errors(
         object_operation(kind, "create", "", format!("Create a {name}"))
             .parameters(Some(path_params(kind, false)))
-            .request_body(Some(request_body(kind, false, false, true).build()))
+            .request_body(Some(request_body(kind, false, Sub::Main, true).build()))
             .response(
                 "201",
                 links(
@@ -595,7 +605,10 @@ pub(super) fn create_operation(kind: Kind) -> Operation {
                 "malformed body, unknown field, or coordinates that contradict the URL",
             ),
             (404, "the parent does not exist"),
-            (409, "an object with that name exists"),
+            (
+                409,
+                "an object with that name exists (AlreadyExists), or an ancestor is being deleted (Terminating)",
+            ),
             (413, "the body is too large"),
             (415, "unsupported Content-Type"),
             (422, "a validation rule failed (`field` names it)"),
@@ -623,15 +636,26 @@ pub(super) fn get_operation(kind: Kind) -> Operation {
     .build()
 }
 
-/// `PUT` (`patch` false) or `PATCH` an object, or its status.
-fn write_operation(kind: Kind, status: bool, patch: bool) -> Operation {
+/// What part of an object a write route writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Sub {
+    /// Labels and spec (and finalizers, when given).
+    Main,
+    /// The status subresource.
+    Status,
+    /// The finalizers subresource.
+    Finalizers,
+}
+
+/// `PUT` (`patch` false) or `PATCH` an object, its status or its
+/// finalizers.
+fn write_operation(kind: Kind, sub: Sub, patch: bool) -> Operation {
     let name = kind.as_str();
     let verb = if patch { "patch" } else { "replace" };
-    let suffix = if status { "_status" } else { "" };
-    let what = if status {
-        format!("the status of a {name}")
-    } else {
-        format!("a {name}")
+    let (suffix, what) = match sub {
+        Sub::Main => ("", format!("a {name}")),
+        Sub::Status => ("_status", format!("the status of a {name}")),
+        Sub::Finalizers => ("_finalizers", format!("the finalizers of a {name}")),
     };
     let summary = if patch {
         format!("Merge-patch {what}")
@@ -645,24 +669,35 @@ fn write_operation(kind: Kind, status: bool, patch: bool) -> Operation {
                     .into_iter()
                     .chain([if_match_param()]),
             ))
-            .request_body(Some(request_body(kind, patch, status, false).build()))
+            .request_body(Some(request_body(kind, patch, sub, false).build()))
             .response(
                 "200",
-                document_response(&format!("The {name} after the write."), name, true).build(),
+                document_response(
+                    &match sub {
+                        Sub::Finalizers => format!(
+                            "The {name} after the write (its last state, with \
+                             `deletionTimestamp`, if removing its last finalizer removed it)."
+                        ),
+                        _ => format!("The {name} after the write."),
+                    },
+                    name,
+                    true,
+                )
+                .build(),
             ),
         WRITE_ERRORS,
     )
     .build()
 }
 
-/// `PUT` an object (`status` false) or its status.
-pub(super) fn replace_operation(kind: Kind, status: bool) -> Operation {
-    write_operation(kind, status, false)
+/// `PUT` an object, its status or its finalizers.
+pub(super) fn replace_operation(kind: Kind, sub: Sub) -> Operation {
+    write_operation(kind, sub, false)
 }
 
-/// `PATCH` an object (`status` false) or its status.
-pub(super) fn patch_operation(kind: Kind, status: bool) -> Operation {
-    write_operation(kind, status, true)
+/// `PATCH` an object, its status or its finalizers.
+pub(super) fn patch_operation(kind: Kind, sub: Sub) -> Operation {
+    write_operation(kind, sub, true)
 }
 
 /// `DELETE` an object.
@@ -674,14 +709,25 @@ pub(super) fn delete_operation(kind: Kind) -> Operation {
                 query_param(
                     "cascade",
                     Type::Boolean,
-                    "Also delete every object below it (children first, one transaction).",
+                    "Also delete every object below it (children first). A subtree without finalizers goes in one transaction; otherwise the object is marked (202) and the rest follows as finalizers are removed.",
                 ),
                 if_match_param(),
             ])))
             .response(
                 "200",
                 document_response(
-                    "The last state of the object, at the deletion's revision.",
+                    "The last state of the object, at the deletion's revision: it is gone.",
+                    name,
+                    true,
+                )
+                .build(),
+            )
+            .response(
+                "202",
+                document_response(
+                    "The object, marked for deletion (`metadata.deletionTimestamp`): it stays, \
+                     terminating, until its finalizers and its children are gone. A second \
+                     DELETE answers the same and changes nothing.",
                     name,
                     true,
                 )
@@ -692,7 +738,7 @@ pub(super) fn delete_operation(kind: Kind) -> Operation {
             (404, "no such object"),
             (
                 409,
-                "it still has children (use cascade=true), or the precondition failed",
+                "it still has children that are not terminating (HasChildren: use cascade=true), or the precondition failed",
             ),
         ],
     )

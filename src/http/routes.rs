@@ -26,8 +26,8 @@ use super::handlers::{self, ItemParams, ListParams, Part};
 use super::openapi as doc;
 use super::{AppState, apply, backup, metrics, tokens, watch};
 use crate::api::v1beta1::paths::{
-    apply_route, backup_route, collection_route, cross_scope_route, item_route, status_route,
-    token_route, tokens_route, watch_route,
+    apply_route, backup_route, collection_route, cross_scope_route, finalizers_route, item_route,
+    status_route, token_route, tokens_route, watch_route,
 };
 use crate::auth::Identity;
 use crate::model::Kind;
@@ -270,7 +270,7 @@ fn kind_routes(kind: Kind) -> Vec<Route> {
                   b: Body| {
                 handlers::replace_object(s, id, kind, Part::Main, n, h, b)
             },
-            doc::replace_operation(kind, false),
+            doc::replace_operation(kind, doc::Sub::Main),
         ),
         Route::new(
             Method::PATCH,
@@ -282,7 +282,7 @@ fn kind_routes(kind: Kind) -> Vec<Route> {
                   Names(n),
                   h: HeaderMap,
                   b: Body| { handlers::patch_object(s, id, kind, Part::Main, n, h, b) },
-            doc::patch_operation(kind, false),
+            doc::patch_operation(kind, doc::Sub::Main),
         ),
         Route::new(
             Method::DELETE,
@@ -305,35 +305,46 @@ fn kind_routes(kind: Kind) -> Vec<Route> {
             },
             doc::get_status_operation(kind),
         ),
-        Route::new(
-            Method::PUT,
-            status_route(kind),
-            k,
-            Access::WriteStatus,
-            move |State(s): State<AppState>,
-                  Extension(id): Extension<Arc<Identity>>,
-                  Names(n),
-                  h: HeaderMap,
-                  b: Body| {
-                handlers::replace_object(s, id, kind, Part::Status, n, h, b)
-            },
-            doc::replace_operation(kind, true),
-        ),
-        Route::new(
-            Method::PATCH,
-            status_route(kind),
-            k,
-            Access::WriteStatus,
-            move |State(s): State<AppState>,
-                  Extension(id): Extension<Arc<Identity>>,
-                  Names(n),
-                  h: HeaderMap,
-                  b: Body| {
-                handlers::patch_object(s, id, kind, Part::Status, n, h, b)
-            },
-            doc::patch_operation(kind, true),
-        ),
     ];
+    for (route, part, access, sub) in [
+        (
+            status_route(kind),
+            Part::Status,
+            Access::WriteStatus,
+            doc::Sub::Status,
+        ),
+        (
+            finalizers_route(kind),
+            Part::Finalizers,
+            Access::WriteFinalizers,
+            doc::Sub::Finalizers,
+        ),
+    ] {
+        routes.push(Route::new(
+            Method::PUT,
+            route.clone(),
+            k,
+            access,
+            move |State(s): State<AppState>,
+                  Extension(id): Extension<Arc<Identity>>,
+                  Names(n),
+                  h: HeaderMap,
+                  b: Body| { handlers::replace_object(s, id, kind, part, n, h, b) },
+            doc::replace_operation(kind, sub),
+        ));
+        routes.push(Route::new(
+            Method::PATCH,
+            route,
+            k,
+            access,
+            move |State(s): State<AppState>,
+                  Extension(id): Extension<Arc<Identity>>,
+                  Names(n),
+                  h: HeaderMap,
+                  b: Body| { handlers::patch_object(s, id, kind, part, n, h, b) },
+            doc::patch_operation(kind, sub),
+        ));
+    }
     if kind != Kind::Realm {
         routes.push(Route::new(
             Method::GET,

@@ -25,10 +25,11 @@ pub use path::{Kind, Path};
 pub use privilege::{PrivilegedField, privileged_fields};
 #[cfg(test)]
 pub(crate) use samples::samples;
-pub use selector::{FieldRequirement, Requirement, SELECTABLE_FIELDS, Selector};
+pub use selector::{Field, FieldRequirement, Requirement, SELECTABLE_FIELDS, Selector};
 pub use state::{CellState, ContainerState, RealmState, SpaceState, StackState};
 pub use types::*;
 pub use validate::{
-    Invalid, MAX_LABEL_VALUE, MAX_LABELS, MAX_LABELS_BYTES, validate_label_keys_present,
-    validate_labels, validate_name, validate_object, validate_stored_object,
+    Invalid, MAX_FINALIZERS, MAX_LABEL_VALUE, MAX_LABELS, MAX_LABELS_BYTES, validate_finalizers,
+    validate_label_keys_present, validate_labels, validate_name, validate_object,
+    validate_stored_object,
 };

@@ -1,7 +1,7 @@
 //! Selectors: label requirements `k=v`, `k==v`, `k!=v`, `k`, `!k`,
 //! `k in (a,b)`, `k notin (a,b)`, and field requirements `status.state=X`,
-//! `status.state==X`, `status.state!=X`, each comma-separated and ANDed
-//! (Kubernetes syntax).
+//! `status.state==X`, `status.state!=X`, `metadata.terminating=true|false`
+//! (and `!=`), each comma-separated and ANDed (Kubernetes syntax).
 
 use std::collections::BTreeMap;
 
@@ -23,15 +23,27 @@ pub enum Requirement {
 }
 
 /// The fields a field selector may name.
-pub const SELECTABLE_FIELDS: &[&str] = &["status.state"];
+pub const SELECTABLE_FIELDS: &[&str] = &["status.state", "metadata.terminating"];
 
-/// One requirement of a field selector: `status.state` equals (or, with
+/// A field a field selector may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    /// `status.state`: the state's name.
+    State,
+    /// `metadata.terminating`: `true` when the object has its own
+    /// `deletionTimestamp`.
+    Terminating,
+}
+
+/// One requirement of a field selector: the field equals (or, with
 /// `equals` false, differs from) `value`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldRequirement {
+    /// The field.
+    pub field: Field,
     /// `=`/`==` (true) or `!=`.
     pub equals: bool,
-    /// The state's name.
+    /// The value: a state's name, or `true`/`false`.
     pub value: String,
 }
 
@@ -80,20 +92,31 @@ impl Selector {
                     SELECTABLE_FIELDS.join(", ")
                 ));
             };
-            let field = field.trim();
-            if !SELECTABLE_FIELDS.contains(&field) {
-                return Err(format!(
-                    "{field:?} cannot be selected on (fields: {})",
-                    SELECTABLE_FIELDS.join(", ")
-                ));
-            }
             let value = value.trim();
-            if value.is_empty() || value.contains(|c: char| !c.is_ascii_alphanumeric()) {
-                return Err(format!(
-                    "{part:?}: expected a state name after the operator"
-                ));
-            }
+            let field = match field.trim() {
+                "status.state" => {
+                    if value.is_empty() || value.contains(|c: char| !c.is_ascii_alphanumeric()) {
+                        return Err(format!(
+                            "{part:?}: expected a state name after the operator"
+                        ));
+                    }
+                    Field::State
+                }
+                "metadata.terminating" => {
+                    if value != "true" && value != "false" {
+                        return Err(format!("{part:?}: metadata.terminating is true or false"));
+                    }
+                    Field::Terminating
+                }
+                other => {
+                    return Err(format!(
+                        "{other:?} cannot be selected on (fields: {})",
+                        SELECTABLE_FIELDS.join(", ")
+                    ));
+                }
+            };
             self.fields.push(FieldRequirement {
+                field,
                 equals,
                 value: value.to_string(),
             });
@@ -107,15 +130,26 @@ impl Selector {
         !self.fields.is_empty()
     }
 
-    /// Whether an object whose status state is named `state` satisfies
-    /// the field requirements.
-    pub fn matches_fields(&self, state: &str) -> bool {
-        self.fields.iter().all(|f| (f.value == state) == f.equals)
+    /// Whether an object whose status state is named `state` (and which
+    /// is `terminating` or not) satisfies the field requirements.
+    pub fn matches_fields(&self, state: &str, terminating: bool) -> bool {
+        self.fields.iter().all(|f| {
+            let is = match f.field {
+                Field::State => f.value == state,
+                Field::Terminating => (f.value == "true") == terminating,
+            };
+            is == f.equals
+        })
+    }
+
+    /// Whether `obj` satisfies the field requirements.
+    pub fn matches_object_fields(&self, obj: &super::AnyObject) -> bool {
+        self.matches_fields(obj.state_name(), obj.meta().is_terminating())
     }
 
     /// Whether `obj` satisfies every requirement.
     pub fn matches_object(&self, obj: &super::AnyObject) -> bool {
-        self.matches(&obj.meta().labels) && self.matches_fields(obj.state_name())
+        self.matches(&obj.meta().labels) && self.matches_object_fields(obj)
     }
 
     /// Whether `labels` satisfy every label requirement.
@@ -258,14 +292,24 @@ mod tests {
             .with_fields("status.state=Failed")
             .unwrap();
         assert!(s.has_fields());
-        assert!(s.matches_fields("Failed"));
-        assert!(!s.matches_fields("Ready"));
+        assert!(s.matches_fields("Failed", false));
+        assert!(!s.matches_fields("Ready", false));
         let s = Selector::default()
             .with_fields("status.state!=Ready, status.state==Failed")
             .unwrap();
-        assert!(s.matches_fields("Failed"));
-        assert!(!s.matches_fields("Ready"));
-        assert!(!s.matches_fields("Pending"));
+        assert!(s.matches_fields("Failed", true));
+        assert!(!s.matches_fields("Ready", false));
+        assert!(!s.matches_fields("Pending", false));
+        let s = Selector::default()
+            .with_fields("metadata.terminating=true")
+            .unwrap();
+        assert!(s.matches_fields("Ready", true));
+        assert!(!s.matches_fields("Ready", false));
+        let s = Selector::default()
+            .with_fields("metadata.terminating!=true,status.state=Ready")
+            .unwrap();
+        assert!(s.matches_fields("Ready", false));
+        assert!(!s.matches_fields("Ready", true));
         for bad in [
             "",
             "status.state",
@@ -274,6 +318,8 @@ mod tests {
             "status.state=a b",
             "status.state=Ready,",
             "metadata.name=x",
+            "metadata.terminating=yes",
+            "metadata.terminating=",
         ] {
             let e = Selector::default().with_fields(bad).unwrap_err();
             assert!(!e.is_empty(), "{bad}");

@@ -41,6 +41,13 @@ pub struct ObjectMeta {
     pub deletion_timestamp: Option<Timestamp>,
 }
 
+impl ObjectMeta {
+    /// Whether a deletion is pending (the object has `deletion_timestamp`).
+    pub fn is_terminating(&self) -> bool {
+        self.deletion_timestamp.is_some()
+    }
+}
+
 /// Realm spec.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct RealmSpec {

@@ -82,6 +82,7 @@ pub fn validate_object(obj: &mut AnyObject) -> Result {
 pub fn validate_stored_object(obj: &mut AnyObject) -> Result {
     validate_name("metadata.name", &obj.meta().name)?;
     validate_label_keys_present(&obj.meta().labels)?;
+    validate_finalizers(&obj.meta().finalizers)?;
     match obj {
         AnyObject::Realm(r) => validate_realm(&r.spec),
         AnyObject::Space(s) => validate_space(&s.spec),
@@ -164,6 +165,35 @@ pub fn validate_labels(labels: &std::collections::BTreeMap<String, String>) -> R
                 "labels must hold at most {MAX_LABELS_BYTES} bytes (keys and values), not {bytes}"
             ),
         ));
+    }
+    Ok(())
+}
+
+/// The most finalizers an object may have.
+pub const MAX_FINALIZERS: usize = 32;
+
+/// The finalizer rules: at most [`MAX_FINALIZERS`] names, each a
+/// Kubernetes label key (e.g. `kukeon.io/runtime`), none repeated. A
+/// name is named in the error as `metadata.finalizers[i]`.
+pub fn validate_finalizers(finalizers: &[String]) -> Result {
+    if finalizers.len() > MAX_FINALIZERS {
+        return Err(Invalid::new(
+            "metadata.finalizers",
+            format!(
+                "at most {MAX_FINALIZERS} finalizers are allowed, not {}",
+                finalizers.len()
+            ),
+        ));
+    }
+    for (i, name) in finalizers.iter().enumerate() {
+        let field = format!("metadata.finalizers[{i}]");
+        validate_label_key(name).map_err(|m| Invalid::new(&field, format!("finalizer {m}")))?;
+        if let Some(j) = finalizers[..i].iter().position(|f| f == name) {
+            return Err(Invalid::new(
+                &field,
+                format!("repeats metadata.finalizers[{j}]"),
+            ));
+        }
     }
     Ok(())
 }

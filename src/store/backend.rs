@@ -37,7 +37,7 @@
 
 use std::future::Future;
 
-use super::change::{ApplyOutcome, WriteOp, WriteOutcome};
+use super::change::{ApplyOutcome, Document, WriteOp, WriteOutcome};
 use super::cursor::Snapshot;
 use super::error::StoreError;
 use super::feed::Feed;
@@ -54,7 +54,7 @@ pub trait Backend: Send + Sync + 'static {
     /// (`dry_run`: computed, never committed or published).
     fn apply(
         &self,
-        objects: Vec<AnyObject>,
+        objects: Vec<Document>,
         dry_run: bool,
     ) -> impl Future<Output = Result<ApplyOutcome, StoreError>> + Send;
 

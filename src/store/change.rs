@@ -10,11 +10,31 @@ use crate::model::{AnyObject, Path};
 /// Which part of an object a replace or update writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Part {
-    /// Labels and spec (status kept; generation +1 if the spec changed).
+    /// Labels and spec (status and finalizers kept; generation +1 if the
+    /// spec changed): a document that leaves `finalizers` out.
     Main,
+    /// Labels, spec and finalizers: a document that gives `finalizers`.
+    MainAndFinalizers,
     /// The status subresource (labels, spec and generation kept).
     Status,
+    /// The finalizers subresource (all else kept).
+    Finalizers,
 }
+
+impl Part {
+    /// The part a document writes: with its finalizers if it gave them.
+    pub fn main(finalizers_given: bool) -> Part {
+        if finalizers_given {
+            Part::MainAndFinalizers
+        } else {
+            Part::Main
+        }
+    }
+}
+
+/// One document of an apply: the object, and the part of an existing one
+/// it writes ([`Part::Main`] or [`Part::MainAndFinalizers`]).
+pub type Document = (AnyObject, Part);
 
 /// Computes an object's new version from its stored one, inside the write
 /// (read-modify-write without a lost update). A backend may call it more
@@ -51,7 +71,9 @@ pub enum WriteOp {
         /// The new version from the stored one.
         update: UpdateFn,
     },
-    /// Delete an object, with its subtree if `cascade`.
+    /// Delete an object, with its subtree if `cascade`; an object with
+    /// finalizers (or, with cascade, a subtree holding any) is marked
+    /// terminating instead, and goes once they are removed.
     Delete {
         /// The object.
         path: Path,
@@ -67,7 +89,7 @@ pub enum WriteOp {
 pub enum ChangeType {
     /// Created.
     Added,
-    /// Labels, spec or status replaced.
+    /// Labels, spec, status or finalizers replaced, or marked terminating.
     Modified,
     /// Removed.
     Deleted,

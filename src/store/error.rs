@@ -39,6 +39,17 @@ pub enum StoreError {
         /// One of its children, for the message.
         child: Path,
     },
+    /// A write a terminating object (one with `deletion_timestamp`)
+    /// refuses: spec, labels or a new finalizer on it, or a create under
+    /// it.
+    Terminating {
+        /// The terminating object.
+        path: Path,
+        /// The refused field, if one is to blame.
+        field: Option<String>,
+        /// What was refused.
+        message: String,
+    },
     /// A continue token whose snapshot has expired.
     Gone(String),
     /// A malformed argument (e.g. a continue token).
@@ -213,6 +224,10 @@ impl fmt::Display for StoreError {
             StoreError::HasChildren { path, child } => write!(
                 f,
                 "{path} still has children (such as {child}): delete them first or use ?cascade=true"
+            ),
+            StoreError::Terminating { path, message, .. } => write!(
+                f,
+                "{path} is being deleted (it has deletionTimestamp): {message}"
             ),
             StoreError::Gone(m)
             | StoreError::BadRequest(m)

@@ -43,7 +43,7 @@ use std::path::{Path as FsPath, PathBuf};
 
 pub use backend::Backend;
 pub use change::{
-    Applied, ApplyOutcome, Change, ChangeType, Part, UpdateFn, WriteOp, WriteOutcome,
+    Applied, ApplyOutcome, Change, ChangeType, Document, Part, UpdateFn, WriteOp, WriteOutcome,
 };
 pub use cursor::{ListIter, RawEntry, Snapshot};
 pub use error::{EngineError, StoreError};
@@ -167,7 +167,7 @@ impl Backend for Store {
 
     async fn apply(
         &self,
-        objects: Vec<AnyObject>,
+        objects: Vec<Document>,
         dry_run: bool,
     ) -> Result<ApplyOutcome, StoreError> {
         match &self.0 {

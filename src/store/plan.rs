@@ -2,26 +2,37 @@
 //! request does to the store, computed from a [`ReadView`] of it.
 //!
 //! A planner checks everything first (parent exists, no duplicate,
-//! precondition, children without cascade) and only then answers the
-//! [`Plan`]: the objects to put or delete, in the order their revisions are
-//! to be handed out. It never writes, so a backend that executes plans
-//! inside one transaction (redb) runs each plan once, and a backend that
-//! retries on conflict (etcd) can run the planner again on a fresh view.
+//! precondition, children without cascade, nothing terminating in the
+//! way) and only then answers the [`Plan`]: the objects to put or delete,
+//! in the order their revisions are to be handed out. It never writes, so
+//! a backend that executes plans inside one transaction (redb) runs each
+//! plan once, and a backend that retries on conflict (etcd) can run the
+//! planner again on a fresh view.
 //!
-//! The rules: a create gets a new uid, generation 1 and the creation time;
-//! a write of labels and spec bumps the generation only if the spec
-//! changed, and writes nothing if neither changed; a status write keeps
-//! labels, spec and generation, and writes nothing if the status is the
-//! same; a delete removes descendants (deepest kinds first) before the
-//! object, and without cascade refuses an object that has any; apply
-//! creates what is missing and configures the rest, each document seeing
-//! the ones before it. Revisions are stamped by the backend as it executes
-//! the plan, one per step.
+//! The rules: a create gets a new uid, generation 1 and the creation time,
+//! and is refused under a terminating ancestor; a write of labels and spec
+//! bumps the generation only if the spec changed, and writes nothing if
+//! nothing changed; a status write keeps labels, spec and generation; a
+//! delete removes descendants (deepest kinds first) before the object, and
+//! without cascade refuses an object that has any that are not
+//! terminating; apply creates what is missing and configures the rest,
+//! each document seeing the ones before it. Revisions are stamped by the
+//! backend as it executes the plan, one per step.
+//!
+//! The deletion lifecycle: an object is *terminating* once it has
+//! `deletion_timestamp`. A delete of an object with finalizers (or with
+//! children that are all terminating, or with cascade over a subtree
+//! holding finalizers) marks it instead of removing it; a terminating
+//! object refuses spec, label and added-finalizer writes and creates
+//! under it, and goes with the write that leaves it without finalizers and
+//! without children. What such a write leads to beyond its own object
+//! (the rest of a cascade, ancestors left empty) is [`settle`]'s: in the
+//! same plan when the view [settles](ReadView::settles), else later.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::change::{Applied, Change, ChangeType, Part, WriteOp, WriteOutcome};
+use super::change::{Applied, Change, ChangeType, Document, Part, WriteOp, WriteOutcome};
 use super::error::StoreError;
 use super::keys;
 use crate::model::{AnyObject, Kind, Path, Timestamp};
@@ -38,6 +49,15 @@ pub trait ReadView {
     /// The objects of `kind` whose keys start with `prefix`, in key order,
     /// at most `limit` of them.
     fn scan(&mut self, kind: Kind, prefix: &[u8], limit: Option<usize>) -> Scanned;
+    /// Whether a write carries out in its own plan what its deletions lead
+    /// to ([`settle`]: the rest of a terminating subtree, ancestors left
+    /// empty). Then terminating is closed downwards: every descendant of a
+    /// terminating object is terminating. `false` (etcd, whose
+    /// transactions are bounded): a write changes only the object it
+    /// names, and a background process settles the rest.
+    fn settles(&self) -> bool {
+        true
+    }
 }
 
 /// One object to put (`Added`, `Modified`) or delete (`Deleted`); it takes
@@ -64,23 +84,36 @@ pub struct Step {
 pub enum Plan {
     /// Nothing changes; the request answers this stored object.
     Unchanged(AnyObject),
-    /// These steps, in order; the request answers the last one's object.
-    Steps(Vec<Step>),
+    /// These steps, in order; the request answers `steps[answer]`'s
+    /// object (the object it names).
+    Steps {
+        /// The steps, in revision order.
+        steps: Vec<Step>,
+        /// The step of the request's own object.
+        answer: usize,
+    },
 }
 
 impl Plan {
     fn single(change: ChangeType, key: Vec<u8>, object: AnyObject) -> Plan {
-        Plan::Steps(vec![Step {
-            change,
-            kind: object.kind(),
-            key,
-            object,
-        }])
+        Plan::Steps {
+            steps: vec![step(change, key, object)],
+            answer: 0,
+        }
+    }
+}
+
+fn step(change: ChangeType, key: Vec<u8>, object: AnyObject) -> Step {
+    Step {
+        change,
+        kind: object.kind(),
+        key,
+        object,
     }
 }
 
 /// Plans one write request. `now` is the creation time of a created
-/// object.
+/// object, and the deletion time of one it marks.
 pub fn plan(view: &mut impl ReadView, op: WriteOp, now: Timestamp) -> Result<Plan, StoreError> {
     match op {
         WriteOp::Create(obj) => create(view, obj, now),
@@ -91,7 +124,7 @@ pub fn plan(view: &mut impl ReadView, op: WriteOp, now: Timestamp) -> Result<Pla
         } => {
             let path = object.path();
             let (key, stored) = existing(view, &path, precondition)?;
-            Ok(replace(key, stored, &object, part))
+            replace(view, key, stored, &object, part)
         }
         WriteOp::Update {
             path,
@@ -107,52 +140,177 @@ pub fn plan(view: &mut impl ReadView, op: WriteOp, now: Timestamp) -> Result<Pla
                     object.path()
                 )));
             }
-            Ok(replace(key, stored, &object, part))
+            replace(view, key, stored, &object, part)
         }
         WriteOp::Delete {
             path,
             cascade,
             precondition,
-        } => {
-            let (key, stored) = existing(view, &path, precondition)?;
-            // Every descendant's key starts with this object's key; deepest
-            // kinds first, so children always go before their parents.
-            let mut steps = Vec::new();
-            for kind in Kind::ALL.iter().rev().filter(|k| **k > path.kind()) {
-                let limit = (!cascade).then_some(1);
-                for (k, object) in view.scan(*kind, &key, limit)? {
-                    if !cascade {
-                        return Err(StoreError::HasChildren {
-                            path,
-                            child: Path::new(*kind, keys::decode(&k)),
-                        });
-                    }
-                    steps.push(Step {
-                        change: ChangeType::Deleted,
-                        kind: *kind,
-                        key: k,
-                        object,
-                    });
-                }
-            }
-            steps.push(Step {
-                change: ChangeType::Deleted,
-                kind: path.kind(),
-                key,
-                object: stored,
-            });
-            Ok(Plan::Steps(steps))
-        }
+        } => delete(view, path, cascade, precondition, now),
     }
 }
 
+fn delete(
+    view: &mut impl ReadView,
+    path: Path,
+    cascade: bool,
+    precondition: Option<u64>,
+    now: Timestamp,
+) -> Result<Plan, StoreError> {
+    let (key, stored) = existing(view, &path, precondition)?;
+    // A second delete changes nothing: the first one's course is set.
+    if stored.meta().is_terminating() {
+        return Ok(Plan::Unchanged(stored));
+    }
+    if !cascade {
+        // Children (and so descendants: none is left without its parent)
+        // that are all terminating let the object wait for them.
+        let children = match path.kind().child() {
+            Some(kind) => view.scan(kind, &key, None)?,
+            None => Vec::new(),
+        };
+        if let Some((k, child)) = children.iter().find(|(_, c)| !c.meta().is_terminating()) {
+            return Err(StoreError::HasChildren {
+                path,
+                child: Path::new(child.kind(), keys::decode(k)),
+            });
+        }
+        if children.is_empty() && stored.meta().finalizers.is_empty() {
+            return gone(view, key, stored);
+        }
+        return Ok(Plan::single(ChangeType::Modified, key, marked(stored, now)));
+    }
+    // Every descendant's key starts with this object's key; deepest kinds
+    // first, so children always go before their parents.
+    let mut steps = Vec::new();
+    for kind in Kind::ALL.iter().rev().filter(|k| **k > path.kind()) {
+        for (k, object) in view.scan(*kind, &key, None)? {
+            steps.push(step(ChangeType::Deleted, k, object));
+        }
+    }
+    let finalized = |o: &AnyObject| !o.meta().finalizers.is_empty();
+    if !finalized(&stored) && !steps.iter().any(|s| finalized(&s.object)) {
+        steps.push(step(ChangeType::Deleted, key, stored));
+        let answer = steps.len() - 1;
+        return Ok(Plan::Steps { steps, answer });
+    }
+    // Marking the root is the request's one atomic step; the rest follows
+    // in the same plan, or later (see `settle`).
+    let mut steps = vec![step(ChangeType::Modified, key, marked(stored, now))];
+    if view.settles() {
+        let rest = settle(&mut Overlay::over(view, &steps), &path, now)?;
+        steps.extend(rest);
+    }
+    Ok(Plan::Steps { steps, answer: 0 })
+}
+
+/// `object` marked terminating at `now`.
+fn marked(mut object: AnyObject, now: Timestamp) -> AnyObject {
+    object.meta_mut().deletion_timestamp = Some(now);
+    object
+}
+
+/// Removes `object`, and the terminating ancestors that leaves empty.
+fn gone(view: &mut impl ReadView, key: Vec<u8>, object: AnyObject) -> Result<Plan, StoreError> {
+    let path = object.path();
+    let mut steps = vec![step(ChangeType::Deleted, key, object)];
+    if view.settles() {
+        let up = emptied_ancestors(&mut Overlay::over(view, &steps), &path)?;
+        steps.extend(up);
+    }
+    Ok(Plan::Steps { steps, answer: 0 })
+}
+
+/// Whether the object at `path` (key `key`) has any child.
+fn has_children(view: &mut impl ReadView, path: &Path, key: &[u8]) -> Result<bool, StoreError> {
+    match path.kind().child() {
+        Some(kind) => Ok(!view.scan(kind, key, Some(1))?.is_empty()),
+        None => Ok(false),
+    }
+}
+
+/// The steps that carry the terminating subtree at `root` forward, as far
+/// as the view allows: deepest kinds first, every object without
+/// finalizers and without remaining children is removed, and every other
+/// one not yet terminating is marked at `now`; a parent goes only after
+/// all its children; if the root goes, so do the terminating ancestors it
+/// leaves empty. Empty when the subtree is settled (or gone). Settling
+/// again after these steps (or after any prefix of them, in order) is
+/// what a background process does on a store whose transactions are
+/// bounded.
+pub fn settle(
+    view: &mut impl ReadView,
+    root: &Path,
+    now: Timestamp,
+) -> Result<Vec<Step>, StoreError> {
+    let key = keys::encode(root.names());
+    let Some(stored) = view.get(root.kind(), &key)? else {
+        return Ok(Vec::new());
+    };
+    let mut all = Vec::new();
+    for kind in Kind::ALL.iter().rev().filter(|k| **k > root.kind()) {
+        all.extend(view.scan(*kind, &key, None)?);
+    }
+    all.push((key, stored));
+    // Per parent key: how many of its children stay.
+    let mut staying: HashMap<Vec<u8>, usize> = HashMap::new();
+    let mut steps = Vec::new();
+    let mut root_gone = false;
+    for (k, object) in all {
+        let stays = !object.meta().finalizers.is_empty() || staying.get(&k).is_some_and(|n| *n > 0);
+        if stays {
+            if let Some(parent) = object.path().parent() {
+                *staying.entry(keys::encode(parent.names())).or_default() += 1;
+            }
+            if !object.meta().is_terminating() {
+                steps.push(step(ChangeType::Modified, k, marked(object, now)));
+            }
+        } else {
+            root_gone = object.kind() == root.kind();
+            steps.push(step(ChangeType::Deleted, k, object));
+        }
+    }
+    if root_gone {
+        let up = emptied_ancestors(&mut Overlay::over(view, &steps), root)?;
+        steps.extend(up);
+    }
+    Ok(steps)
+}
+
+/// The terminating ancestors of `path` that are left without finalizers
+/// and without children (in the view, which has `path`'s removal laid
+/// over it), nearest first, as deletions.
+fn emptied_ancestors<V: ReadView>(
+    view: &mut Overlay<'_, V>,
+    path: &Path,
+) -> Result<Vec<Step>, StoreError> {
+    let mut steps = Vec::new();
+    let mut next = path.parent();
+    while let Some(p) = next {
+        let key = keys::encode(p.names());
+        let Some(object) = view.get(p.kind(), &key)? else {
+            break;
+        };
+        if !object.meta().is_terminating()
+            || !object.meta().finalizers.is_empty()
+            || has_children(view, &p, &key)?
+        {
+            break;
+        }
+        view.written.insert((p.kind(), key.clone()), None);
+        steps.push(step(ChangeType::Deleted, key, object));
+        next = p.parent();
+    }
+    Ok(steps)
+}
+
 /// Plans an apply: each object is created if missing, else gets its labels
-/// and spec replaced; each sees the ones before it. Answers, per object in
-/// order, what applying it does and its plan. A failure names the
-/// document's index.
+/// and spec (and finalizers, if its document gave them) replaced; each
+/// sees the ones before it. Answers, per object in order, what applying
+/// it does and its plan. A failure names the document's index.
 pub fn plan_apply(
     view: &mut impl ReadView,
-    objects: Vec<AnyObject>,
+    objects: Vec<Document>,
     now: Timestamp,
 ) -> Result<Vec<(Applied, Plan)>, StoreError> {
     let mut view = Overlay {
@@ -160,7 +318,7 @@ pub fn plan_apply(
         written: HashMap::new(),
     };
     let mut out = Vec::with_capacity(objects.len());
-    for (index, object) in objects.into_iter().enumerate() {
+    for (index, (object, part)) in objects.into_iter().enumerate() {
         let tag = |e: StoreError| {
             if e.is_storage_failure() {
                 e
@@ -178,16 +336,13 @@ pub fn plan_apply(
                 Applied::Created,
                 create(&mut view, object, now).map_err(tag)?,
             ),
-            Some(stored) => match replace(key, stored, &object, Part::Main) {
+            Some(stored) => match replace(&mut view, key, stored, &object, part).map_err(tag)? {
                 p @ Plan::Unchanged(_) => (Applied::Unchanged, p),
                 p => (Applied::Configured, p),
             },
         };
-        if let Plan::Steps(steps) = &planned.1 {
-            for s in steps {
-                let value = (s.change != ChangeType::Deleted).then(|| s.object.clone());
-                view.written.insert((s.kind, s.key.clone()), value);
-            }
+        if let Plan::Steps { steps, .. } = &planned.1 {
+            view.lay(steps);
         }
         out.push(planned);
     }
@@ -232,6 +387,25 @@ struct Overlay<'a, V> {
     written: HashMap<(Kind, Vec<u8>), Option<AnyObject>>,
 }
 
+impl<'a, V: ReadView> Overlay<'a, V> {
+    /// `base` with `steps` laid over it.
+    fn over(base: &'a mut V, steps: &[Step]) -> Overlay<'a, V> {
+        let mut view = Overlay {
+            base,
+            written: HashMap::new(),
+        };
+        view.lay(steps);
+        view
+    }
+
+    fn lay(&mut self, steps: &[Step]) {
+        for s in steps {
+            let value = (s.change != ChangeType::Deleted).then(|| s.object.clone());
+            self.written.insert((s.kind, s.key.clone()), value);
+        }
+    }
+}
+
 impl<V: ReadView> ReadView for Overlay<'_, V> {
     fn get(&mut self, kind: Kind, key: &[u8]) -> Result<Option<AnyObject>, StoreError> {
         match self.written.get(&(kind, key.to_vec())) {
@@ -248,13 +422,24 @@ impl<V: ReadView> ReadView for Overlay<'_, V> {
     }
 
     fn scan(&mut self, kind: Kind, prefix: &[u8], limit: Option<usize>) -> Scanned {
-        let mut merged: std::collections::BTreeMap<Vec<u8>, AnyObject> =
-            self.base.scan(kind, prefix, None)?.into_iter().collect();
-        for ((k, key), value) in &self.written {
-            if *k == kind && key.starts_with(prefix) {
+        let laid = |(k, key): &(Kind, Vec<u8>)| *k == kind && key.starts_with(prefix);
+        // The base need yield only as many more as the overlay removes.
+        let removed = self
+            .written
+            .iter()
+            .filter(|(k, v)| laid(k) && v.is_none())
+            .count();
+        let base_limit = limit.map(|l| l.saturating_add(removed));
+        let mut merged: std::collections::BTreeMap<Vec<u8>, AnyObject> = self
+            .base
+            .scan(kind, prefix, base_limit)?
+            .into_iter()
+            .collect();
+        for (k, value) in &self.written {
+            if laid(k) {
                 match value {
-                    Some(v) => merged.insert(key.clone(), v.clone()),
-                    None => merged.remove(key),
+                    Some(v) => merged.insert(k.1.clone(), v.clone()),
+                    None => merged.remove(&k.1),
                 };
             }
         }
@@ -262,6 +447,10 @@ impl<V: ReadView> ReadView for Overlay<'_, V> {
             .into_iter()
             .take(limit.unwrap_or(usize::MAX))
             .collect())
+    }
+
+    fn settles(&self) -> bool {
+        self.base.settles()
     }
 }
 
@@ -271,10 +460,27 @@ fn create(
     now: Timestamp,
 ) -> Result<Plan, StoreError> {
     let path = obj.path();
-    if let Some(parent) = path.parent()
-        && !view.exists(parent.kind(), &keys::encode(parent.names()))?
-    {
-        return Err(StoreError::ParentNotFound { parent });
+    // The parent must exist, and no ancestor may be terminating (every
+    // ancestor is read: a store restored from another engine's backup, or
+    // etcd between two settling steps, may hold a terminating object whose
+    // descendants are not marked yet).
+    let mut next = path.parent();
+    let mut parent = true;
+    while let Some(a) = next {
+        match view.get(a.kind(), &keys::encode(a.names()))? {
+            None if parent => return Err(StoreError::ParentNotFound { parent: a }),
+            None => break,
+            Some(o) if o.meta().is_terminating() => {
+                return Err(StoreError::Terminating {
+                    message: format!("{path} cannot be created under it"),
+                    path: a,
+                    field: None,
+                });
+            }
+            Some(_) => {}
+        }
+        parent = false;
+        next = a.parent();
     }
     let key = keys::encode(path.names());
     if view.exists(path.kind(), &key)? {
@@ -284,6 +490,7 @@ fn create(
     meta.uid = uuid::Uuid::new_v4().to_string();
     meta.generation = 1;
     meta.creation_timestamp = now;
+    meta.deletion_timestamp = None;
     Ok(Plan::single(ChangeType::Added, key, obj))
 }
 
@@ -307,17 +514,70 @@ fn existing(
     }
 }
 
+/// Refuses a terminating object's write of `field`.
+fn terminating(stored: &AnyObject, field: &str, what: &str) -> StoreError {
+    StoreError::Terminating {
+        path: stored.path(),
+        field: Some(field.into()),
+        message: format!("{what} cannot change; status writes and finalizer removals can"),
+    }
+}
+
+/// Refuses finalizers a terminating object does not have yet.
+fn check_finalizers(stored: &AnyObject, finalizers: &[String]) -> Result<(), StoreError> {
+    if !stored.meta().is_terminating() {
+        return Ok(());
+    }
+    match finalizers
+        .iter()
+        .position(|f| !stored.meta().finalizers.contains(f))
+    {
+        Some(i) => Err(StoreError::Terminating {
+            path: stored.path(),
+            field: Some(format!("metadata.finalizers[{i}]")),
+            message: format!(
+                "finalizer {:?} cannot be added; finalizers can only be removed",
+                finalizers[i]
+            ),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Writes `part` of `object` over `stored` (nothing if nothing changes).
-fn replace(key: Vec<u8>, stored: AnyObject, object: &AnyObject, part: Part) -> Plan {
+/// A terminating object left without finalizers goes, once it has no
+/// children.
+fn replace(
+    view: &mut impl ReadView,
+    key: Vec<u8>,
+    stored: AnyObject,
+    object: &AnyObject,
+    part: Part,
+) -> Result<Plan, StoreError> {
+    let ending = stored.meta().is_terminating();
     let updated = match part {
-        Part::Main => {
+        Part::Main | Part::MainAndFinalizers => {
+            let finalizers = match part {
+                Part::MainAndFinalizers => &object.meta().finalizers,
+                _ => &stored.meta().finalizers,
+            };
             let same_spec = stored.same_spec(object);
-            if same_spec && stored.meta().labels == object.meta().labels {
-                return Plan::Unchanged(stored);
+            let same_labels = stored.meta().labels == object.meta().labels;
+            if same_spec && same_labels && *finalizers == stored.meta().finalizers {
+                return Ok(Plan::Unchanged(stored));
             }
+            if ending && !same_spec {
+                return Err(terminating(&stored, "spec", "its spec"));
+            }
+            if ending && !same_labels {
+                return Err(terminating(&stored, "metadata.labels", "its labels"));
+            }
+            check_finalizers(&stored, finalizers)?;
+            let finalizers = finalizers.clone();
             let mut updated = stored.with_spec_of(object);
             let meta = updated.meta_mut();
             meta.labels = object.meta().labels.clone();
+            meta.finalizers = finalizers;
             if !same_spec {
                 meta.generation += 1;
             }
@@ -325,12 +585,26 @@ fn replace(key: Vec<u8>, stored: AnyObject, object: &AnyObject, part: Part) -> P
         }
         Part::Status => {
             if stored.same_status(object) {
-                return Plan::Unchanged(stored);
+                return Ok(Plan::Unchanged(stored));
             }
             stored.with_status_of(object)
         }
+        Part::Finalizers => {
+            let finalizers = &object.meta().finalizers;
+            if *finalizers == stored.meta().finalizers {
+                return Ok(Plan::Unchanged(stored));
+            }
+            check_finalizers(&stored, finalizers)?;
+            let mut updated = stored;
+            updated.meta_mut().finalizers = finalizers.clone();
+            updated
+        }
     };
-    Plan::single(ChangeType::Modified, key, updated)
+    if ending && updated.meta().finalizers.is_empty() && !has_children(view, &updated.path(), &key)?
+    {
+        return gone(view, key, updated);
+    }
+    Ok(Plan::single(ChangeType::Modified, key, updated))
 }
 
 #[cfg(test)]
@@ -395,9 +669,13 @@ mod tests {
         AnyObject::Space(s)
     }
 
+    fn docs(objects: Vec<AnyObject>) -> Vec<Document> {
+        objects.into_iter().map(|o| (o, Part::Main)).collect()
+    }
+
     fn steps(p: Plan) -> Vec<Step> {
         match p {
-            Plan::Steps(s) => s,
+            Plan::Steps { steps, .. } => steps,
             Plan::Unchanged(o) => panic!("unchanged {o:?}"),
         }
     }
@@ -485,7 +763,7 @@ mod tests {
                 object: Arc::new(o),
                 changes: Vec::new(),
             },
-            Plan::Steps(steps) => {
+            Plan::Steps { steps, answer } => {
                 let changes: Vec<Change> = steps
                     .into_iter()
                     .map(|mut s| {
@@ -499,7 +777,7 @@ mod tests {
                         }
                     })
                     .collect();
-                let object = changes.last().expect("steps").object.clone();
+                let object = changes[answer].object.clone();
                 WriteOutcome { object, changes }
             }
         }
@@ -508,8 +786,12 @@ mod tests {
     #[test]
     fn a_repeated_document_answers_the_earlier_write() {
         let mut view = MapView::default();
-        let planned =
-            plan_apply(&mut view, vec![realm("r", "n", 0), realm("r", "n", 0)], 0).unwrap();
+        let planned = plan_apply(
+            &mut view,
+            docs(vec![realm("r", "n", 0), realm("r", "n", 0)]),
+            0,
+        )
+        .unwrap();
         let mut next = 100;
         let (items, changes) = execute_apply(planned, |p| Ok(stamp(&mut next, p))).unwrap();
         assert_eq!(changes.len(), 1);
@@ -550,7 +832,11 @@ mod tests {
         let mut view = MapView::default();
         let planned = plan_apply(
             &mut view,
-            vec![realm("r", "n", 0), space("r", "s"), realm("r", "n2", 0)],
+            docs(vec![
+                realm("r", "n", 0),
+                space("r", "s"),
+                realm("r", "n2", 0),
+            ]),
             0,
         )
         .unwrap();
@@ -559,7 +845,12 @@ mod tests {
             applied,
             [Applied::Created, Applied::Created, Applied::Configured]
         );
-        let err = plan_apply(&mut view, vec![realm("r", "n", 0), space("x", "s")], 0).unwrap_err();
+        let err = plan_apply(
+            &mut view,
+            docs(vec![realm("r", "n", 0), space("x", "s")]),
+            0,
+        )
+        .unwrap_err();
         assert!(
             matches!(err, StoreError::Document { index: 1, .. }),
             "{err:?}"

@@ -142,6 +142,8 @@ pub struct Frame {
     pub labels: BTreeMap<String, String>,
     /// The name of the object's `status.state` (for field selectors).
     pub state: &'static str,
+    /// Whether the object is terminating (for field selectors).
+    pub terminating: bool,
     /// The event document (JSON, no trailing newline).
     pub json: Bytes,
     /// The NDJSON line (the document and a newline), shared by every
@@ -161,14 +163,15 @@ pub struct Filter {
 }
 
 impl Filter {
-    /// Whether an object of `kind` at `names` with `labels` and status
-    /// state `state` is wanted.
+    /// Whether an object of `kind` at `names` with `labels`, status
+    /// state `state` and `terminating` or not is wanted.
     pub fn matches(
         &self,
         kind: Kind,
         names: &[String],
         labels: &BTreeMap<String, String>,
         state: &str,
+        terminating: bool,
     ) -> bool {
         (self.kinds.is_empty() || self.kinds.contains(&kind))
             && self
@@ -177,7 +180,7 @@ impl Filter {
                 .enumerate()
                 .all(|(i, want)| want.as_ref().is_none_or(|w| names.get(i) == Some(w)))
             && self.selector.matches(labels)
-            && self.selector.matches_fields(state)
+            && self.selector.matches_fields(state, terminating)
     }
 
     fn kinds(&self) -> Vec<Kind> {
@@ -279,6 +282,7 @@ impl Hub {
                     names: Vec::new(),
                     labels: BTreeMap::new(),
                     state: "",
+                    terminating: false,
                     json: Bytes::new(),
                     line: Bytes::new(),
                 }));
@@ -296,6 +300,7 @@ impl Hub {
             names: obj.path().names().to_vec(),
             labels: obj.meta().labels.clone(),
             state: obj.state_name(),
+            terminating: obj.meta().is_terminating(),
             line: {
                 let mut line = self.encode.event(event, obj);
                 line.push(b'\n');
@@ -599,6 +604,7 @@ impl Watcher {
                 obj.path().names(),
                 &obj.meta().labels,
                 obj.state_name(),
+                obj.meta().is_terminating(),
             ) {
                 let event = EventType::from(change);
                 let frame = self.hub.render(self.framing, event, Some(revision), &obj);
@@ -652,6 +658,7 @@ impl Watcher {
                                 &frame.names,
                                 &frame.labels,
                                 frame.state,
+                                frame.terminating,
                             )
                         {
                             let b = match self.framing {
@@ -804,6 +811,7 @@ impl SnapshotCursor {
                         obj.path().names(),
                         &obj.meta().labels,
                         obj.state_name(),
+                        obj.meta().is_terminating(),
                     ) {
                         let frame = hub.render(framing, EventType::Added, None, &obj);
                         size += frame.len();
@@ -829,15 +837,40 @@ mod tests {
         };
         let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let web = BTreeMap::from([("app".to_string(), "web".to_string())]);
-        assert!(f.matches(Kind::Cell, &names(&["r", "s", "t", "c"]), &web, "Pending"));
-        assert!(!f.matches(Kind::Cell, &names(&["r", "s", "u", "c"]), &web, "Pending"));
-        assert!(!f.matches(Kind::Cell, &names(&["x", "s", "t", "c"]), &web, "Pending"));
-        assert!(!f.matches(Kind::Stack, &names(&["r", "s", "t"]), &web, "Pending"));
+        assert!(f.matches(
+            Kind::Cell,
+            &names(&["r", "s", "t", "c"]),
+            &web,
+            "Pending",
+            false
+        ));
+        assert!(!f.matches(
+            Kind::Cell,
+            &names(&["r", "s", "u", "c"]),
+            &web,
+            "Pending",
+            false
+        ));
+        assert!(!f.matches(
+            Kind::Cell,
+            &names(&["x", "s", "t", "c"]),
+            &web,
+            "Pending",
+            false
+        ));
+        assert!(!f.matches(
+            Kind::Stack,
+            &names(&["r", "s", "t"]),
+            &web,
+            "Pending",
+            false
+        ));
         assert!(!f.matches(
             Kind::Cell,
             &names(&["r", "s", "t", "c"]),
             &BTreeMap::new(),
-            "Pending"
+            "Pending",
+            false
         ));
         assert_eq!(f.bookmark_kind(), "Cell");
         assert_eq!(Filter::default().bookmark_kind(), "Bookmark");
@@ -926,7 +959,7 @@ mod tests {
             .map(|i| {
                 let mut realm = crate::model::Realm::default();
                 realm.meta.name = format!("r{i}");
-                AnyObject::Realm(realm)
+                (AnyObject::Realm(realm), crate::store::Part::Main)
             })
             .collect();
         store.apply(realms, false).await.unwrap();

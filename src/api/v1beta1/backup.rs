@@ -80,11 +80,13 @@ struct Internal {
     /// The runtime-only fields of a Cell's `spec.containers`, by index.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     containers: BTreeMap<usize, Runtime>,
-    /// `metadata.finalizers` (stored; not in v1beta1 documents yet).
+    /// `metadata.finalizers`, as backups wrote them before v1beta1
+    /// documents had the field (read, never written).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     finalizers: Vec<String>,
-    /// `metadata.deletionTimestamp`, nanoseconds since the epoch (stored;
-    /// not in v1beta1 documents yet).
+    /// `metadata.deletionTimestamp`, nanoseconds since the epoch, as
+    /// backups wrote it before v1beta1 documents had the field (read,
+    /// never written).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     deletion_timestamp: Option<i128>,
 }
@@ -136,11 +138,7 @@ impl Runtime {
 
 impl Internal {
     fn of(obj: &AnyObject) -> Internal {
-        let mut internal = Internal {
-            finalizers: obj.meta().finalizers.clone(),
-            deletion_timestamp: obj.meta().deletion_timestamp,
-            ..Internal::default()
-        };
+        let mut internal = Internal::default();
         match obj {
             AnyObject::Space(s) => {
                 let state = s.status.state.as_str();
@@ -173,8 +171,12 @@ impl Internal {
             deletion_timestamp,
         } = self;
         let kind = obj.kind();
-        obj.meta_mut().finalizers = finalizers;
-        obj.meta_mut().deletion_timestamp = deletion_timestamp;
+        if !finalizers.is_empty() {
+            obj.meta_mut().finalizers = finalizers;
+        }
+        if deletion_timestamp.is_some() {
+            obj.meta_mut().deletion_timestamp = deletion_timestamp;
+        }
         let misplaced =
             |member: &str| Err(format!("internal.{member} does not belong to a {kind}"));
         if let Some(state) = space_state {
@@ -642,19 +644,34 @@ mod tests {
         assert_eq!(read_all(&bytes).unwrap(), objects);
         let text = String::from_utf8(bytes).unwrap();
         assert!(
-            text.contains(
-                r#""internal":{"spaceState":"Creating","finalizers":["kukeon.io/runtime","example.com/backup"],"deletionTimestamp":1700000100000000001}"#
-            ),
+            text.contains(r#""internal":{"spaceState":"Creating"}"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#""finalizers":["kukeon.io/runtime","example.com/backup"]"#),
             "{text}"
         );
         assert!(text.contains(r#""cellProfileName":"profile""#), "{text}");
     }
 
     #[test]
-    fn an_object_line_is_the_document_get_returns() {
+    fn finalizers_of_older_backups_are_read_from_internal() {
         let mut obj = samples().remove(0);
+        let want = obj.clone();
         obj.meta_mut().finalizers.clear();
         obj.meta_mut().deletion_timestamp = None;
+        let internal = Internal {
+            finalizers: want.meta().finalizers.clone(),
+            deletion_timestamp: want.meta().deletion_timestamp,
+            ..Internal::default()
+        };
+        internal.restore(&mut obj).unwrap();
+        assert_eq!(obj, want);
+    }
+
+    #[test]
+    fn an_object_line_is_the_document_get_returns() {
+        let obj = samples().remove(0);
         assert!(Internal::of(&obj).is_empty());
         let mut out = Vec::new();
         Encoder::start(1, 0, &mut Vec::new()).object(&obj, &mut out);

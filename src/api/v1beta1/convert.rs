@@ -63,6 +63,9 @@ pub struct Decoded {
     pub object: AnyObject,
     /// `metadata.resourceVersion` from the body, if sent.
     pub resource_version: Option<u64>,
+    /// Whether the body gave `metadata.finalizers` (even empty): a write
+    /// that leaves them out keeps the stored ones.
+    pub finalizers_given: bool,
 }
 
 fn serde_error<E: fmt::Display>(err: serde_path_to_error::Error<E>) -> DecodeError {
@@ -222,6 +225,9 @@ pub fn decode_document(value: serde_json::Value) -> Result<AnyObject, DecodeErro
     if let Some(ts) = meta.creation_timestamp {
         m.creation_timestamp = parse_time("metadata.creationTimestamp", &ts)?.unwrap_or_default();
     }
+    if let Some(ts) = meta.deletion_timestamp {
+        m.deletion_timestamp = parse_time("metadata.deletionTimestamp", &ts)?;
+    }
     Ok(object)
 }
 
@@ -279,9 +285,11 @@ fn finish<T: Envelope>(kind: Kind, doc: T) -> Result<Decoded, DecodeError> {
         });
     }
     let resource_version = resource_version(meta.resource_version.as_deref())?;
+    let finalizers_given = meta.finalizers.is_some();
     Ok(Decoded {
         object: doc.into_model()?,
         resource_version,
+        finalizers_given,
     })
 }
 
@@ -353,10 +361,11 @@ pub fn to_value(obj: &AnyObject) -> serde_json::Value {
 
 fn meta_in(meta: w::ObjectMeta) -> m::ObjectMeta {
     // Server-owned fields are ignored on input; resourceVersion was read
-    // as a precondition by `finish`.
+    // as a precondition, and whether finalizers were given, by `finish`.
     m::ObjectMeta {
         name: meta.name,
         labels: meta.labels,
+        finalizers: meta.finalizers.unwrap_or_default(),
         ..m::ObjectMeta::default()
     }
 }
@@ -369,9 +378,8 @@ fn meta_out(meta: &m::ObjectMeta) -> w::ObjectMeta {
         resource_version,
         generation,
         creation_timestamp,
-        // Not in v1beta1 until the deletion lifecycle serves them.
-        finalizers: _,
-        deletion_timestamp: _,
+        finalizers,
+        deletion_timestamp,
     } = meta;
     w::ObjectMeta {
         name: name.clone(),
@@ -380,6 +388,8 @@ fn meta_out(meta: &m::ObjectMeta) -> w::ObjectMeta {
         resource_version: Some(resource_version.to_string()),
         generation: Some(i64::try_from(*generation).unwrap_or(i64::MAX)),
         creation_timestamp: Some(format_time(Some(*creation_timestamp))),
+        finalizers: (!finalizers.is_empty()).then(|| finalizers.clone()),
+        deletion_timestamp: deletion_timestamp.map(|t| format_time(Some(t))),
     }
 }
 
@@ -1246,9 +1256,6 @@ mod tests {
                 // Internal-only states have no external name (see above).
                 s.status.state = m::SpaceState::Unknown;
             }
-            // Not in v1beta1 documents yet (a backup carries them).
-            want.meta_mut().finalizers.clear();
-            want.meta_mut().deletion_timestamp = None;
             assert_eq!(decode_document(to_value(&obj)).unwrap(), want);
         }
     }

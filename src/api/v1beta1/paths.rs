@@ -38,6 +38,11 @@ pub fn status_route(kind: Kind) -> String {
     format!("{}/status", item_route(kind))
 }
 
+/// The route of an object's finalizers subresource.
+pub fn finalizers_route(kind: Kind) -> String {
+    format!("{}/finalizers", item_route(kind))
+}
+
 /// The route listing `kind` across scopes (`/api/v1beta1/cells`, narrowed
 /// by `?realm=`...); for realms, their collection.
 pub fn cross_scope_route(kind: Kind) -> String {

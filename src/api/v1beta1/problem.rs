@@ -24,6 +24,10 @@ pub enum Reason {
     Conflict,
     /// Delete of an object with children, without cascade.
     HasChildren,
+    /// The object, or an ancestor, is being deleted (it has
+    /// `deletionTimestamp`): spec, labels, new finalizers and new children
+    /// are refused; status writes and finalizer removals are not.
+    Terminating,
     /// Valid syntax, invalid content.
     Invalid,
     /// Expired snapshot or compacted history.
@@ -187,6 +191,10 @@ impl From<StoreError> for ApiError {
             StoreError::HasChildren { .. } => {
                 ApiError::new(S::CONFLICT, Reason::HasChildren, detail)
             }
+            StoreError::Terminating { field, .. } => ApiError {
+                field,
+                ..ApiError::new(S::CONFLICT, Reason::Terminating, detail)
+            },
             StoreError::Gone(_) => ApiError::new(S::GONE, Reason::Gone, detail),
             StoreError::BadRequest(_) => ApiError::new(S::BAD_REQUEST, Reason::BadRequest, detail),
             StoreError::Rejected {

@@ -71,6 +71,19 @@ pub struct ObjectMeta {
     /// Server-owned: RFC 3339 creation time (ignored on input).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub creation_timestamp: Option<String>,
+    /// Controllers that must finish their work before the object goes,
+    /// each named like a label key (e.g. `kukeon.io/runtime`), at most 32,
+    /// none repeated. On a PUT or an apply, leaving it out keeps the
+    /// stored ones; a given list (even empty) replaces them. Omitted in
+    /// output when empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable)]
+    pub finalizers: Option<Vec<String>>,
+    /// Server-owned: RFC 3339 time a deletion was asked for while
+    /// finalizers or children remained; the object is terminating and
+    /// goes once it has neither (ignored on input).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_timestamp: Option<String>,
 }
 
 macro_rules! wire_state {

@@ -200,6 +200,9 @@ async fn follow(inner: &Arc<Inner>, next: &mut i64, last: &mut u64) -> Result<()
             } else {
                 inner.recent.push(&changes, position);
                 inner.feed.publish(&changes);
+                if changes.iter().any(|c| c.object.meta().is_terminating()) {
+                    inner.reap.notify_one();
+                }
             }
             inner.published.send_replace(r);
         }
@@ -217,6 +220,8 @@ async fn jump(inner: &Inner, next: &mut i64, last: &mut u64) -> Result<(), Strin
     *last = inner.revs.position(current);
     inner.recent.start(*last);
     inner.feed.publish_progress(*last, *last);
+    // Changes were missed: some may have left subtrees to settle.
+    inner.reap.notify_one();
     inner.published.send_replace(current);
     Ok(())
 }

@@ -63,6 +63,8 @@ pub(super) struct Inner {
     pub(super) cache: super::cache::Cache,
     /// The last changes the feed published.
     pub(super) recent: super::recent::Recent,
+    /// Wakes the task that settles terminating subtrees (see `reap`).
+    pub(super) reap: tokio::sync::Notify,
     /// Requests waiting for the cache's next freshness check.
     pub(super) checks: tokio::sync::mpsc::UnboundedSender<super::cache::Check>,
 }

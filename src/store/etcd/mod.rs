@@ -33,6 +33,7 @@ mod inner;
 mod layout;
 mod open;
 pub(super) mod read;
+mod reap;
 mod recent;
 pub(super) mod restore;
 mod write;

@@ -69,12 +69,14 @@ impl EtcdStore {
             last_mark: tokio::sync::Mutex::new(None),
             cache: super::cache::Cache::new(options.cache),
             recent: super::recent::Recent::default(),
+            reap: tokio::sync::Notify::new(),
             checks,
         }));
         let mut tasks = vec![
             tokio::spawn(follow::feed(Arc::downgrade(&store.0), start)),
             tokio::spawn(follow::maintain(Arc::downgrade(&store.0))),
             tokio::spawn(super::fresh::checks(Arc::downgrade(&store.0), waiting)),
+            tokio::spawn(super::reap::run(Arc::downgrade(&store.0))),
         ];
         if options.cache {
             tasks.push(tokio::spawn(super::fresh::loader(Arc::downgrade(&store.0))));

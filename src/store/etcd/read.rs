@@ -535,7 +535,7 @@ impl Scope {
         if self.selector.has_fields()
             && !self
                 .selector
-                .matches_fields(codec::decode(kind, value)?.state_name())
+                .matches_object_fields(&codec::decode(kind, value)?)
         {
             return Ok(None);
         }

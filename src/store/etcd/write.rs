@@ -36,7 +36,7 @@ use super::error::{EtcdError, contention};
 use super::inner::{EtcdStore, Inner};
 use super::layout::prefix_end;
 use crate::model::{AnyObject, Kind, Path, Timestamp};
-use crate::store::change::{ApplyOutcome, Change, ChangeType, WriteOp, WriteOutcome};
+use crate::store::change::{ApplyOutcome, Change, ChangeType, Document, WriteOp, WriteOutcome};
 use crate::store::error::StoreError;
 use crate::store::plan::{self, Plan, ReadView, Scanned, Step};
 use crate::store::{codec, keys};
@@ -54,7 +54,7 @@ impl EtcdStore {
         // Writes to one object through this replica take turns instead of
         // overtaking each other in etcd.
         let _turn = inner.turn(&op).await;
-        let reads = reads_of(&op);
+        let reads = reads_of(&op, inner.options.max_cascade_objects);
         let mut retry = Retry::new(inner);
         // The first plan reads this replica's copy of the objects (or,
         // without one, the member's: no round trip to the leader); its
@@ -75,14 +75,6 @@ impl EtcdStore {
             } else {
                 View::current(inner, &reads).await?
             };
-            match view.check_cascade() {
-                Err(e) if local && !e.is_storage_failure() => {
-                    local = false;
-                    continue;
-                }
-                Err(e) => return Err(e),
-                Ok(()) => {}
-            }
             match plan::plan(&mut view, op.clone(), now()) {
                 Err(e) if local && !e.is_storage_failure() => {
                     local = false;
@@ -99,9 +91,17 @@ impl EtcdStore {
                         changes: Vec::new(),
                     });
                 }
-                Ok(Plan::Steps(steps)) => {
-                    if let Some(outcome) = inner.execute(steps, view, false).await? {
-                        return Ok(outcome);
+                Ok(Plan::Steps { steps, answer }) => {
+                    match inner.execute(steps, answer, view, false).await {
+                        Ok(Some(outcome)) => return Ok(outcome),
+                        Ok(None) => {}
+                        // A cascade counted on a copy that was behind:
+                        // count again on a fresh view.
+                        Err(StoreError::TooLarge(_)) if local => {
+                            local = false;
+                            continue;
+                        }
+                        Err(e) => return Err(e),
                     }
                 }
             }
@@ -116,20 +116,20 @@ impl EtcdStore {
     /// Creates or configures `objects` in one transaction.
     pub async fn apply(
         &self,
-        objects: Vec<AnyObject>,
+        objects: Vec<Document>,
         dry_run: bool,
     ) -> Result<ApplyOutcome, StoreError> {
         let inner = &self.0;
         inner.check_open()?;
         inner.requests.fetch_add(1, Ordering::Relaxed);
+        // What a create reads (its ancestors) and what a write of a
+        // terminating object reads (whether it has children).
         let reads: Vec<Read> = objects
             .iter()
-            .flat_map(|o| {
+            .flat_map(|(o, _)| {
                 let path = o.path();
-                let mut r = vec![Read::Object(path.kind(), keys::encode(path.names()))];
-                if let Some(p) = path.parent() {
-                    r.push(Read::Object(p.kind(), keys::encode(p.names())));
-                }
+                let mut r = ancestors(&path);
+                r.extend(children(&path, Some(1)));
                 r
             })
             .collect();
@@ -140,7 +140,7 @@ impl EtcdStore {
             let mut steps = Vec::new();
             let mut written = HashMap::new();
             for (index, (_, p)) in planned.iter().enumerate() {
-                if let Plan::Steps(s) = p {
+                if let Plan::Steps { steps: s, .. } = p {
                     for step in s {
                         if let Some(first) = written.insert((step.kind, step.key.clone()), index) {
                             return Err(StoreError::Document {
@@ -165,7 +165,8 @@ impl EtcdStore {
             let revision = if steps.is_empty() || dry_run {
                 read_at + 1
             } else {
-                match inner.execute(steps, view, true).await? {
+                let answer = steps.len().saturating_sub(1);
+                match inner.execute(steps, answer, view, true).await? {
                     Some(outcome) => {
                         let first = outcome.changes.first().map_or(0, |c| c.revision);
                         inner.revs.split(first).map_or(0, |(r, _)| r)
@@ -237,7 +238,7 @@ fn stamp(inner: &Inner, plan: Plan, r: i64, index: &mut u64, prev: &mut u64) -> 
             object: Arc::new(o),
             changes: Vec::new(),
         },
-        Plan::Steps(steps) => {
+        Plan::Steps { steps, answer } => {
             let changes: Vec<Change> = steps
                 .into_iter()
                 .map(|mut s| {
@@ -254,7 +255,7 @@ fn stamp(inner: &Inner, plan: Plan, r: i64, index: &mut u64, prev: &mut u64) -> 
                     c
                 })
                 .collect();
-            let object = changes.last().expect("a plan has steps").object.clone();
+            let object = changes[answer].object.clone();
             WriteOutcome { object, changes }
         }
     }
@@ -265,10 +266,8 @@ fn stamp(inner: &Inner, plan: Plan, r: i64, index: &mut u64, prev: &mut u64) -> 
 enum Read {
     /// One object (or its absence).
     Object(Kind, Vec<u8>),
-    /// The first child of `kind` under a key prefix.
-    FirstChild(Kind, Vec<u8>),
-    /// How many objects of `kind` are under a key prefix.
-    Count(Kind, Vec<u8>),
+    /// The first objects (all: `None`) of `kind` under a key prefix.
+    Under(Kind, Vec<u8>, Option<usize>),
 }
 
 impl Read {
@@ -276,18 +275,34 @@ impl Read {
     fn request(&self, l: &super::layout::Layout) -> (Vec<u8>, GetOptions) {
         match self {
             Read::Object(kind, key) => (l.object(*kind, key), GetOptions::new()),
-            Read::FirstChild(kind, key) => {
+            Read::Under(kind, key, limit) => {
                 let start = l.object(*kind, key);
                 let end = prefix_end(&start);
-                (start, GetOptions::new().with_range(end).with_limit(1))
-            }
-            Read::Count(kind, key) => {
-                let start = l.object(*kind, key);
-                let end = prefix_end(&start);
-                (start, GetOptions::new().with_range(end).with_count_only())
+                let options = GetOptions::new().with_range(end);
+                match limit {
+                    Some(n) => (start, options.with_limit(*n as i64)),
+                    None => (start, options),
+                }
             }
         }
     }
+}
+
+/// The reads of the object at `path` and of every ancestor.
+fn ancestors(path: &Path) -> Vec<Read> {
+    let mut reads = Vec::new();
+    let mut next = Some(path.clone());
+    while let Some(p) = next {
+        reads.push(Read::Object(p.kind(), keys::encode(p.names())));
+        next = p.parent();
+    }
+    reads
+}
+
+/// The read of the first `limit` children of the object at `path`.
+fn children(path: &Path, limit: Option<usize>) -> Option<Read> {
+    let kind = path.kind().child()?;
+    Some(Read::Under(kind, keys::encode(path.names()), limit))
 }
 
 /// `reads` without repeats, in order.
@@ -296,48 +311,67 @@ fn distinct(reads: &[Read]) -> Vec<&Read> {
     reads.iter().filter(|r| seen.insert(*r)).collect()
 }
 
-fn reads_of(op: &WriteOp) -> Vec<Read> {
+/// What the planner reads for `op`: the object; for a create every
+/// ancestor (none may be terminating); for a write whether it has children
+/// (a terminating object left without finalizers goes only without); for
+/// a delete its children (plain: all of them, to tell whether they are all
+/// terminating), or for a cascade its subtree, up to one more object per
+/// kind than `--max-cascade-objects` allows.
+fn reads_of(op: &WriteOp, max_cascade: u64) -> Vec<Read> {
     let own = |path: &Path| Read::Object(path.kind(), keys::encode(path.names()));
     match op {
-        WriteOp::Create(obj) => {
-            let path = obj.path();
+        WriteOp::Create(obj) => ancestors(&obj.path()),
+        WriteOp::Replace { object, .. } => {
+            let path = object.path();
             let mut r = vec![own(&path)];
-            if let Some(p) = path.parent() {
-                r.push(own(&p));
-            }
+            r.extend(children(&path, Some(1)));
             r
         }
-        WriteOp::Replace { object, .. } => vec![own(&object.path())],
-        WriteOp::Update { path, .. } => vec![own(path)],
-        WriteOp::Delete { path, cascade, .. } => {
+        WriteOp::Update { path, .. } => {
+            let mut r = vec![own(path)];
+            r.extend(children(path, Some(1)));
+            r
+        }
+        WriteOp::Delete {
+            path,
+            cascade: false,
+            ..
+        } => {
+            let mut r = vec![own(path)];
+            r.extend(children(path, None));
+            r
+        }
+        WriteOp::Delete {
+            path,
+            cascade: true,
+            ..
+        } => {
             let key = keys::encode(path.names());
+            let cap = usize::try_from(max_cascade)
+                .unwrap_or(usize::MAX)
+                .saturating_add(1);
             let mut r = vec![own(path)];
             for kind in Kind::ALL.iter().filter(|k| **k > path.kind()) {
-                r.push(if *cascade {
-                    Read::Count(*kind, key.clone())
-                } else {
-                    Read::FirstChild(*kind, key.clone())
-                });
+                r.push(Read::Under(*kind, key.clone(), Some(cap)));
             }
             r
         }
     }
 }
 
-/// What the planner sees: the reads fetched before it ran (or, for an
-/// optimistic create, what the transaction will check), and the compares
-/// they become.
+/// What the planner sees: the reads fetched before it ran, and the
+/// compares they become.
 struct View<'a> {
     inner: &'a Inner,
     objects: HashMap<(Kind, Vec<u8>), Option<Kv>>,
-    first_child: HashMap<(Kind, Vec<u8>), Option<Kv>>,
-    /// Objects under a key prefix, and the revision they were counted at.
-    counts: HashMap<(Kind, Vec<u8>), (i64, i64)>,
+    /// Objects under a key prefix, and the revision they were read at.
+    under: HashMap<(Kind, Vec<u8>), (Vec<Kv>, i64)>,
     /// Compares by etcd key (one per key; a read of an object's content
     /// outranks a check of its existence).
     compares: HashMap<Vec<u8>, (bool, Compare)>,
-    /// Ranges a cascade removes, deepest kind first.
-    cascade: Vec<(Kind, Vec<u8>)>,
+    /// Ranges the planner read whole, deepest kind first: what a cascade
+    /// removes with one `DeleteRange` each.
+    ranges: Vec<(Kind, Vec<u8>)>,
     /// etcd's revision when the reads were made.
     revision: i64,
 }
@@ -347,10 +381,9 @@ impl<'a> View<'a> {
         View {
             inner,
             objects: HashMap::new(),
-            first_child: HashMap::new(),
-            counts: HashMap::new(),
+            under: HashMap::new(),
             compares: HashMap::new(),
-            cascade: Vec::new(),
+            ranges: Vec::new(),
             revision: 0,
         }
     }
@@ -412,19 +445,11 @@ impl<'a> View<'a> {
                         view.objects
                             .insert((*kind, key.clone()), s.get(&l.object(*kind, key)));
                     }
-                    Read::FirstChild(kind, key) => {
+                    Read::Under(kind, key, limit) => {
                         let start = l.object(*kind, key);
-                        let (mut first, _) = s.range(&start, &prefix_end(&start), 1);
-                        view.first_child.insert((*kind, key.clone()), first.pop());
-                    }
-                    Read::Count(kind, key) => {
-                        let start = l.object(*kind, key);
-                        let cap = usize::try_from(inner.options.max_cascade_objects)
-                            .unwrap_or(usize::MAX)
-                            .saturating_add(1);
-                        let n = s.count(&start, &prefix_end(&start), cap);
-                        view.counts
-                            .insert((*kind, key.clone()), (n as i64, s.revision()));
+                        let (kvs, _) =
+                            s.range(&start, &prefix_end(&start), limit.unwrap_or(usize::MAX));
+                        view.under.insert((*kind, key.clone()), (kvs, s.revision()));
                     }
                 }
             }
@@ -452,33 +477,17 @@ impl<'a> View<'a> {
     }
 
     fn record(&mut self, read: &Read, got: &GetResponse) {
-        let first = got.kvs().first().map(Kv::from);
         match read {
             Read::Object(kind, key) => {
+                let first = got.kvs().first().map(Kv::from);
                 self.objects.insert((*kind, key.clone()), first);
             }
-            Read::FirstChild(kind, key) => {
-                self.first_child.insert((*kind, key.clone()), first);
-            }
-            Read::Count(kind, key) => {
+            Read::Under(kind, key, _) => {
                 let at = super::inner::header_revision(got.header());
-                self.counts.insert((*kind, key.clone()), (got.count(), at));
+                let kvs = got.kvs().iter().map(Kv::from).collect();
+                self.under.insert((*kind, key.clone()), (kvs, at));
             }
         }
-    }
-
-    /// Refuses a cascade over `--max-cascade-objects`.
-    fn check_cascade(&self) -> Result<(), StoreError> {
-        let total: i64 = self.counts.values().map(|(n, _)| n).sum();
-        let max = self.inner.options.max_cascade_objects;
-        if !self.counts.is_empty() && total as u64 + 1 > max {
-            return Err(StoreError::TooLarge(format!(
-                "this cascade would delete {} objects in one transaction; --max-cascade-objects \
-                 allows {max}: nothing was deleted (delete the subtree in parts, children first)",
-                total + 1
-            )));
-        }
-        Ok(())
     }
 
     fn compare(&mut self, key: Vec<u8>, content: bool, c: Compare) {
@@ -536,42 +545,35 @@ impl ReadView for View<'_> {
     }
 
     fn scan(&mut self, kind: Kind, prefix: &[u8], limit: Option<usize>) -> Scanned {
-        if limit.is_none() {
-            // A cascade: its DeleteRange reports what it removed, which is
-            // what was counted (nothing in the range changed since).
-            let Some((_, at)) = self.counts.get(&(kind, prefix.to_vec())).copied() else {
-                return Err(View::missing("a subtree"));
-            };
-            let start = self.inner.layout.object(kind, prefix);
-            let end = prefix_end(&start);
-            self.compare(
-                start.clone(),
-                true,
-                Compare::mod_revision(start, CompareOp::Less, at + 1).with_range(end),
-            );
-            self.cascade.push((kind, prefix.to_vec()));
-            return Ok(Vec::new());
-        }
-        let Some(first) = self.first_child.get(&(kind, prefix.to_vec())) else {
-            return Err(View::missing("a first child"));
+        let Some((kvs, at)) = self.under.get(&(kind, prefix.to_vec())) else {
+            return Err(View::missing("the objects under a prefix"));
         };
-        match first {
-            Some(kv) => {
-                let obj = self.decode(kind, kv)?;
-                let key = keys::encode(obj.path().names());
-                Ok(vec![(key, obj)])
-            }
-            None => {
-                let start = self.inner.layout.object(kind, prefix);
-                let end = prefix_end(&start);
-                self.compare(
-                    start.clone(),
-                    false,
-                    Compare::create_revision(start, CompareOp::Equal, 0).with_range(end),
-                );
-                Ok(Vec::new())
-            }
+        let at = *at;
+        let mut found = Vec::new();
+        for kv in kvs.iter().take(limit.unwrap_or(usize::MAX)) {
+            let Some((k, key)) = self.inner.layout.parse(&kv.key) else {
+                continue;
+            };
+            found.push((key, self.decode(k, kv)?));
         }
+        // Nothing in the range changed since it was read: no object came,
+        // none was written (so a cascade's `DeleteRange` removes exactly
+        // what was read).
+        let start = self.inner.layout.object(kind, prefix);
+        let end = prefix_end(&start);
+        self.compare(
+            start.clone(),
+            true,
+            Compare::mod_revision(start, CompareOp::Less, at + 1).with_range(end),
+        );
+        if limit.is_none() {
+            self.ranges.push((kind, prefix.to_vec()));
+        }
+        Ok(found)
+    }
+
+    fn settles(&self) -> bool {
+        false
     }
 }
 
@@ -609,12 +611,14 @@ impl Inner {
         Ok(obj)
     }
 
-    /// Runs `steps` as one transaction with the view's compares. `None`: a
-    /// compare failed (plan again). `apply`: the puts of several
-    /// documents, answered by the caller.
+    /// Runs `steps` as one transaction with the view's compares; the
+    /// request answers `steps[answer]`. `None`: a compare failed (plan
+    /// again). `apply`: the steps of several documents, answered by the
+    /// caller.
     async fn execute(
         &self,
         steps: Vec<Step>,
+        answer: usize,
         view: View<'_>,
         apply: bool,
     ) -> Result<Option<WriteOutcome>, StoreError> {
@@ -622,8 +626,28 @@ impl Inner {
         let mut ops = Vec::new();
         let mut bytes = 0usize;
         let deleting = steps.iter().any(|s| s.change == ChangeType::Deleted);
-        if deleting {
-            for (kind, prefix) in &view.cascade {
+        // A cascade removes each range it read whole with one operation,
+        // then its root.
+        let ranged =
+            !view.ranges.is_empty() && steps.iter().all(|s| s.change == ChangeType::Deleted);
+        if ranged {
+            let max = self.options.max_cascade_objects;
+            if steps.len() as u64 > max {
+                return Err(StoreError::TooLarge(format!(
+                    "this cascade would delete {}{} objects in one transaction; \
+                     --max-cascade-objects allows {max}: nothing was deleted (delete the subtree \
+                     in parts, children first, or give its root a finalizer: a subtree with \
+                     finalizers is removed in the background, in as many transactions as it \
+                     takes)",
+                    steps.len(),
+                    if steps.len() as u64 > max + 1 {
+                        " or more"
+                    } else {
+                        ""
+                    },
+                )));
+            }
+            for (kind, prefix) in &view.ranges {
                 let start = l.object(*kind, prefix);
                 let end = prefix_end(&start);
                 ops.push(TxnOp::delete(
@@ -631,15 +655,20 @@ impl Inner {
                     Some(DeleteOptions::new().with_range(end).with_prev_key()),
                 ));
             }
-            let root = steps.last().expect("a plan has steps");
+            let root = &steps[answer];
             ops.push(TxnOp::delete(
                 l.object(root.kind, &root.key),
                 Some(DeleteOptions::new().with_prev_key()),
             ));
         } else {
-            for (key, value) in self.records(&steps) {
-                bytes += key.len() + value.len();
-                ops.push(TxnOp::put(key, value, None));
+            let mut puts = self.records(&steps).into_iter();
+            for s in &steps {
+                if s.change == ChangeType::Deleted {
+                    ops.push(TxnOp::delete(l.object(s.kind, &s.key), None));
+                } else if let Some((key, value)) = puts.next() {
+                    bytes += key.len() + value.len();
+                    ops.push(TxnOp::put(key, value, None));
+                }
             }
         }
         // The last write's revision, for the copies' freshness checks.
@@ -669,40 +698,37 @@ impl Inner {
             Ok(resp) => resp,
             Err(e) => match self.settle(e, &txn, &steps, deleting).await? {
                 Settled::Answered(resp) => resp,
-                Settled::Stored(r) => return Ok(Some(self.committed(r, steps).await)),
+                Settled::Stored(r) => return Ok(Some(self.committed(r, steps, answer).await)),
             },
         };
         if !resp.succeeded() {
             return Ok(None);
         }
         let r = super::inner::header_revision(resp.header());
-        if apply {
-            return Ok(Some(self.committed(r, steps).await));
+        if apply || !ranged {
+            return Ok(Some(self.committed(r, steps, answer).await));
         }
         self.commits.fetch_add(1, Ordering::Relaxed);
         self.published(r).await;
-        self.outcome(&resp, steps, deleting).map(Some)
+        self.outcome(&resp).map(Some)
     }
 
-    /// The outcome of `steps` (puts), committed at etcd revision `r` (an
-    /// apply takes only `r` from it: it numbers its documents' changes).
-    async fn committed(&self, r: i64, steps: Vec<Step>) -> WriteOutcome {
+    /// The outcome of `steps` (one event each, in order), committed at
+    /// etcd revision `r` (an apply takes only `r` from it: it numbers its
+    /// documents' changes).
+    async fn committed(&self, r: i64, steps: Vec<Step>, answer: usize) -> WriteOutcome {
         self.commits.fetch_add(1, Ordering::Relaxed);
         self.published(r).await;
         let mut prev = self.revs.position(r - 1);
-        stamp(self, Plan::Steps(steps), r, &mut 0, &mut prev)
+        stamp(self, Plan::Steps { steps, answer }, r, &mut 0, &mut prev)
     }
 
-    /// The changes a committed transaction made: its puts, or what its
-    /// deletes removed (as etcd reports them, in the order of its events).
-    fn outcome(
-        &self,
-        resp: &TxnResponse,
-        mut steps: Vec<Step>,
-        deleting: bool,
-    ) -> Result<WriteOutcome, StoreError> {
-        if deleting {
-            steps.clear();
+    /// The changes a committed cascade made: what its deletes removed (as
+    /// etcd reports them, in the order of its events); it answers its root,
+    /// removed last.
+    fn outcome(&self, resp: &TxnResponse) -> Result<WriteOutcome, StoreError> {
+        let mut steps = Vec::new();
+        {
             for op in resp.op_responses() {
                 if let TxnOpResponse::Delete(d) = op {
                     for kv in d.prev_kvs() {
@@ -727,7 +753,14 @@ impl Inner {
         }
         let r = super::inner::header_revision(resp.header());
         let mut prev = self.revs.position(r - 1);
-        Ok(stamp(self, Plan::Steps(steps), r, &mut 0, &mut prev))
+        let answer = steps.len() - 1;
+        Ok(stamp(
+            self,
+            Plan::Steps { steps, answer },
+            r,
+            &mut 0,
+            &mut prev,
+        ))
     }
 
     /// A write etcd did not confirm. A refusal if nothing can have been
@@ -773,12 +806,14 @@ impl Inner {
         Err(last.refusal_or_unknown())
     }
 
-    /// The keys and records of `steps` (puts) as the transaction writes
-    /// them: each record keeps its change's index in the transaction.
-    fn records(&self, steps: &[Step]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    /// The keys and records of the puts of `steps` as the transaction
+    /// writes them: each record keeps its change's index in the
+    /// transaction (its step's).
+    pub(super) fn records(&self, steps: &[Step]) -> Vec<(Vec<u8>, Vec<u8>)> {
         steps
             .iter()
             .enumerate()
+            .filter(|(_, step)| step.change != ChangeType::Deleted)
             .map(|(index, step)| {
                 let mut obj = step.object.clone();
                 obj.meta_mut().resource_version = index as u64;

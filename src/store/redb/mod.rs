@@ -42,7 +42,7 @@ use tokio::sync::oneshot;
 
 use crate::auth::token::Token;
 use crate::model::{AnyObject, Path};
-use crate::store::change::{ApplyOutcome, WriteOp, WriteOutcome};
+use crate::store::change::{ApplyOutcome, Document, WriteOp, WriteOutcome};
 use crate::store::error::StoreError;
 use crate::store::feed::Feed;
 use crate::store::options::StoreOptions;
@@ -187,7 +187,7 @@ impl RedbStore {
     /// See [`crate::store::Backend::apply`].
     pub async fn apply(
         &self,
-        objects: Vec<AnyObject>,
+        objects: Vec<Document>,
         dry_run: bool,
     ) -> Result<ApplyOutcome, StoreError> {
         self.submit(|reply| writer::Job::Apply {

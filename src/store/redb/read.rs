@@ -113,7 +113,7 @@ impl RedbIter {
             if self.selector.matches_with(|k| meta.label(k)) {
                 if self.selector.has_fields() {
                     match codec::decode(self.kind, v.value()) {
-                        Ok(obj) if self.selector.matches_fields(obj.state_name()) => {}
+                        Ok(obj) if self.selector.matches_object_fields(&obj) => {}
                         Ok(_) => continue,
                         Err(e) => return Some(Err(e.into())),
                     }

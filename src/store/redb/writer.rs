@@ -48,8 +48,7 @@ use super::tables::{
 };
 use super::wal::{self, AppendError, Appended, Journal, Wal};
 use crate::auth::token::Token;
-use crate::model::AnyObject;
-use crate::store::change::{ApplyOutcome, Change, WriteOp, WriteOutcome};
+use crate::store::change::{ApplyOutcome, Change, Document, Part, WriteOp, WriteOutcome};
 use crate::store::codec;
 use crate::store::error::{EngineError, StoreError};
 use crate::store::feed::Feed;
@@ -103,7 +102,7 @@ pub(super) enum Job {
     /// Create or configure several objects in one transaction of their own,
     /// all or nothing (`dry_run`: never committed).
     Apply {
-        objects: Vec<AnyObject>,
+        objects: Vec<Document>,
         dry_run: bool,
         reply: oneshot::Sender<Result<ApplyOutcome, StoreError>>,
     },
@@ -554,10 +553,21 @@ impl Writer {
         let mut ops = Vec::with_capacity(batch.len());
         let mut replies = Vec::with_capacity(batch.len());
         for (op, reply) in batch {
-            if let Some(e) = refused
-                .as_ref()
-                .filter(|_| !matches!(op, WriteOp::Delete { .. }))
-            {
+            // Deletions go on when space is short: deletes, and finalizer
+            // writes (what lets a marked object go).
+            let deletion = matches!(
+                op,
+                WriteOp::Delete { .. }
+                    | WriteOp::Replace {
+                        part: Part::Finalizers,
+                        ..
+                    }
+                    | WriteOp::Update {
+                        part: Part::Finalizers,
+                        ..
+                    }
+            );
+            if let Some(e) = refused.as_ref().filter(|_| !deletion) {
                 let _ = reply.send(Err(e.clone()));
             } else {
                 ops.push(op);
@@ -997,14 +1007,14 @@ impl Batch<'_> {
     /// Executes a plan: each step takes the next revision, is stored (or
     /// removed) with its event, and is journaled.
     fn execute(&mut self, plan: Plan) -> Result<WriteOutcome, StoreError> {
-        let steps = match plan {
+        let (steps, answer) = match plan {
             Plan::Unchanged(object) => {
                 return Ok(WriteOutcome {
                     object: Arc::new(object),
                     changes: Vec::new(),
                 });
             }
-            Plan::Steps(steps) => steps,
+            Plan::Steps { steps, answer } => (steps, answer),
         };
         let mut changes = Vec::with_capacity(steps.len());
         for step in steps {
@@ -1024,7 +1034,7 @@ impl Batch<'_> {
                 object: Arc::new(object),
             });
         }
-        let object = changes.last().expect("a plan has steps").object.clone();
+        let object = changes[answer].object.clone();
         Ok(WriteOutcome { object, changes })
     }
 }
@@ -1132,7 +1142,7 @@ fn commit_batch(
 fn apply_documents(
     db: &Database,
     wal: &mut Wal,
-    objects: Vec<AnyObject>,
+    objects: Vec<Document>,
     dry_run: bool,
     stats: &WriterStats,
 ) -> Result<ApplyOutcome, StoreError> {
