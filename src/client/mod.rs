@@ -342,6 +342,25 @@ impl Client {
         Self::object(Self::answer(resp).await?)
     }
 
+    /// Writes the finalizers of `obj` (its `metadata.finalizers`, and
+    /// nothing else), guarded by its `resource_version` when it is
+    /// non-zero: a controller adds its own when it first sees an object and
+    /// removes it when its teardown is done (409 `Conflict`: re-read and
+    /// retry).
+    pub async fn replace_finalizers(&self, obj: &AnyObject) -> Result<AnyObject, ClientError> {
+        let url = format!("{}/finalizers", object_url(&obj.path()));
+        let mut body = guarded(obj);
+        if let Some(m) = body.get_mut("metadata").and_then(Value::as_object_mut) {
+            // An empty list is omitted in documents; here it says "none".
+            m.insert(
+                "finalizers".into(),
+                serde_json::json!(obj.meta().finalizers),
+            );
+        }
+        let resp = self.http.put(self.url(&url)).json(&body).send().await?;
+        Self::object(Self::answer(resp).await?)
+    }
+
     /// Deletes an object (with its subtree if `cascade`).
     pub async fn delete(&self, path: &Path, cascade: bool) -> Result<AnyObject, ClientError> {
         let url = format!("{}?cascade={cascade}", object_url(path));
