@@ -628,3 +628,67 @@ fn on_etcd_a_large_subtree_completes_after_a_replica_is_killed() {
     let removed = events.iter().filter(|e| e["type"] == "DELETED").count();
     assert_eq!(removed, CELLS + 2, "each cell, keep and the stack, once");
 }
+
+/// One apply that removes a child's last finalizer and then its terminating
+/// parent's: the parent stays while another child remains (each document
+/// sees the ones before it).
+#[test]
+fn an_apply_removing_finalizers_keeps_a_parent_with_children_left() {
+    let s = Server::start();
+    let c = Client::default();
+    hierarchy(&c, &s, "r", "s", "t");
+    let (st, b) = c.patch(
+        &s.api(&format!("{STACK}/finalizers")),
+        &json!({"metadata": {"finalizers": ["kukeon.io/runtime"]}}),
+    );
+    assert_eq!(st, 200, "{b}");
+    let mut cells = Vec::new();
+    for name in ["c1", "c2"] {
+        let (st, b) = c.post_json(
+            &s.api(&format!("{STACK}/cells")),
+            &json!({"metadata": {"name": name, "finalizers": ["kukeon.io/runtime"]}}),
+        );
+        assert_eq!(st, 201, "{b}");
+        cells.push(b);
+    }
+    let (st, b) = c.delete(&s.api(&format!("{STACK}?cascade=true")));
+    assert_eq!(st, 202, "{b}");
+    eventually("the cells are marked", || {
+        ["c1", "c2"]
+            .iter()
+            .all(|n| terminating(&c.get(&s.api(&cell_url(n))).1))
+    });
+    // The stored documents, without their server-owned metadata, with no
+    // finalizers.
+    let doc = |path: &str| {
+        let (_, mut d) = c.get(&s.api(path));
+        let m = d["metadata"].as_object_mut().unwrap();
+        for k in [
+            "uid",
+            "resourceVersion",
+            "generation",
+            "creationTimestamp",
+            "deletionTimestamp",
+        ] {
+            m.remove(k);
+        }
+        m.insert("finalizers".into(), json!([]));
+        d.as_object_mut().unwrap().remove("status");
+        d
+    };
+    let (st, b) = c.post_json(&s.api("/apply"), &json!([doc(&cell_url("c1")), doc(STACK)]));
+    assert_eq!(st, 200, "{b}");
+    assert!(gone(&c, &s, &cell_url("c1")));
+    let (st, t) = c.get(&s.api(STACK));
+    assert_eq!(st, 200, "the stack stays while c2 remains: {t}");
+    assert!(
+        terminating(&t) && t["metadata"]["finalizers"].is_null(),
+        "{t}"
+    );
+    let (st, b) = c.put_json(
+        &s.api(&format!("{}/finalizers", cell_url("c2"))),
+        &json!({}),
+    );
+    assert_eq!(st, 200, "{b}");
+    eventually("the stack goes with its last cell", || gone(&c, &s, STACK));
+}

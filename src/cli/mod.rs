@@ -427,6 +427,8 @@ pub async fn delete(
     loop {
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
         match client.get(&target).await {
+            // Another object of that name: the one deleted is gone.
+            Ok(obj) if obj.meta().uid != deleted.meta().uid => break,
             Ok(obj) => {
                 let now = waiting_for(&obj);
                 if now != waiting {

@@ -545,8 +545,8 @@ fn check_finalizers(stored: &AnyObject, finalizers: &[String]) -> Result<(), Sto
 }
 
 /// Writes `part` of `object` over `stored` (nothing if nothing changes).
-/// A terminating object left without finalizers goes, once it has no
-/// children.
+/// A terminating object a write of its labels, spec or finalizers leaves
+/// without finalizers goes, once it has no children.
 fn replace(
     view: &mut impl ReadView,
     key: Vec<u8>,
@@ -600,7 +600,13 @@ fn replace(
             updated
         }
     };
-    if ending && updated.meta().finalizers.is_empty() && !has_children(view, &updated.path(), &key)?
+    // A status write never removes (a terminating object left without
+    // finalizers and children between two settling steps goes with the
+    // next one).
+    if ending
+        && part != Part::Status
+        && updated.meta().finalizers.is_empty()
+        && !has_children(view, &updated.path(), &key)?
     {
         return gone(view, key, updated);
     }

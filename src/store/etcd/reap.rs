@@ -49,6 +49,7 @@ enum Pass {
 pub(super) async fn run(store: Weak<Inner>) {
     let mut due = true;
     let mut pause = Duration::from_millis(100);
+    let mut contended = Duration::from_millis(10);
     loop {
         let Some(inner) = store.upgrade() else { return };
         if inner.closed.load(Ordering::SeqCst) {
@@ -66,13 +67,21 @@ pub(super) async fn run(store: Weak<Inner>) {
             Ok(Pass::Done) => {
                 due = false;
                 pause = Duration::from_millis(100);
+                contended = Duration::from_millis(10);
             }
-            Ok(Pass::Progress) => pause = Duration::from_millis(100),
+            Ok(Pass::Progress) => {
+                pause = Duration::from_millis(100);
+                contended = Duration::from_millis(10);
+            }
             Ok(Pass::Conflict) => {
+                // Another replica (or a request) wrote in between: 50% to
+                // 150% of a pause that grows to a second.
                 inner.conflicts.fetch_add(1, Ordering::Relaxed);
-                let jitter = (uuid::Uuid::new_v4().as_u128() % 50) as u64;
+                let spread = (uuid::Uuid::new_v4().as_u128() % 1000) as u32;
+                let wait = contended * (500 + spread) / 1000;
+                contended = (contended * 2).min(Duration::from_secs(1));
                 drop(inner);
-                tokio::time::sleep(Duration::from_millis(10 + jitter)).await;
+                tokio::time::sleep(wait).await;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot settle terminating subtrees now; trying again");
@@ -89,6 +98,8 @@ pub(super) async fn run(store: Weak<Inner>) {
 struct Objects {
     map: BTreeMap<(Kind, Vec<u8>), (AnyObject, i64)>,
     revision: i64,
+    /// The keys of records that could not be read.
+    unreadable: Vec<Vec<u8>>,
 }
 
 impl ReadView for Objects {
@@ -112,15 +123,17 @@ impl ReadView for Objects {
 }
 
 impl Objects {
-    /// The objects, from this replica's copy (at whatever revision it
-    /// shows: the transaction's compares make the plan exact) or else
-    /// from etcd, page by page at one revision.
+    /// The objects, from this replica's copy once it holds every
+    /// acknowledged write (a plan from a copy behind would only conflict),
+    /// or else from etcd, page by page at one revision.
     async fn read(inner: &Inner) -> Result<Objects, StoreError> {
         let start = inner.layout.objects();
         let end = prefix_end(&start);
-        let copied = inner.cache.with(At::Any, |s| {
-            let (kvs, _) = s.range(&start, &end, usize::MAX);
-            (kvs, s.revision())
+        let copied = inner.fresh().await?.and_then(|r| {
+            inner.cache.with(At::From(r), |s| {
+                let (kvs, _) = s.range(&start, &end, usize::MAX);
+                (kvs, s.revision())
+            })
         });
         let (kvs, revision) = match copied {
             Some(c) => c,
@@ -152,17 +165,33 @@ impl Objects {
         let mut objects = Objects {
             map: BTreeMap::new(),
             revision,
+            unreadable: Vec::new(),
         };
         for kv in kvs {
             let Some((kind, key)) = inner.layout.parse(&kv.key) else {
                 continue;
             };
-            // An unreadable object stops the pass: settling around it could
-            // remove its parent.
-            let object = inner.decode(kind, &kv)?;
-            objects.map.insert((kind, key), (object, kv.mod_revision));
+            match inner.decode(kind, &kv) {
+                Ok(object) => {
+                    objects.map.insert((kind, key), (object, kv.mod_revision));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "an unreadable object: its ancestors stay");
+                    objects.unreadable.push(key);
+                }
+            }
         }
         Ok(objects)
+    }
+
+    /// Whether `step` removes an ancestor of an unreadable object (which
+    /// the plan did not see, so counted as gone).
+    fn above_unreadable(&self, step: &Step) -> bool {
+        step.change == ChangeType::Deleted
+            && self
+                .unreadable
+                .iter()
+                .any(|k| k.len() > step.key.len() && k.starts_with(&step.key))
     }
 
     /// The terminating objects without a terminating ancestor.
@@ -211,6 +240,7 @@ async fn pass(inner: &Inner) -> Result<Pass, StoreError> {
     for root in &roots {
         steps.extend(plan::settle(&mut objects, root, now)?);
     }
+    steps.retain(|s| !objects.above_unreadable(s));
     if steps.is_empty() {
         return Ok(Pass::Done);
     }

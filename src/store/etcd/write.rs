@@ -123,13 +123,15 @@ impl EtcdStore {
         inner.check_open()?;
         inner.requests.fetch_add(1, Ordering::Relaxed);
         // What a create reads (its ancestors) and what a write of a
-        // terminating object reads (whether it has children).
+        // terminating object reads (whether it has children: one more than
+        // the documents before it may remove).
+        let enough = objects.len() + 1;
         let reads: Vec<Read> = objects
             .iter()
             .flat_map(|(o, _)| {
                 let path = o.path();
                 let mut r = ancestors(&path);
-                r.extend(children(&path, Some(1)));
+                r.extend(children(&path, Some(enough)));
                 r
             })
             .collect();
@@ -268,6 +270,10 @@ enum Read {
     Object(Kind, Vec<u8>),
     /// The first objects (all: `None`) of `kind` under a key prefix.
     Under(Kind, Vec<u8>, Option<usize>),
+    /// The same, for a cascade: a full read means the subtree may hold
+    /// more, which the planner may see in part (more than
+    /// `--max-cascade-objects` is refused anyway).
+    Subtree(Kind, Vec<u8>, usize),
 }
 
 impl Read {
@@ -284,6 +290,30 @@ impl Read {
                     None => (start, options),
                 }
             }
+            Read::Subtree(kind, key, limit) => {
+                Read::Under(*kind, key.clone(), Some(*limit)).request(l)
+            }
+        }
+    }
+}
+
+impl Read {
+    /// How many objects it reads under its prefix (`None`: all).
+    fn limit(&self) -> Option<usize> {
+        match self {
+            Read::Object(..) => Some(1),
+            Read::Under(_, _, limit) => *limit,
+            Read::Subtree(_, _, limit) => Some(*limit),
+        }
+    }
+
+    /// How many objects the planner may ask of it when it came back full:
+    /// what it read (`None`: any number, since it read all, or it is a
+    /// subtree, whose part is enough to plan from).
+    fn bound(&self) -> Option<usize> {
+        match self {
+            Read::Under(_, _, limit) => *limit,
+            _ => None,
         }
     }
 }
@@ -352,7 +382,7 @@ fn reads_of(op: &WriteOp, max_cascade: u64) -> Vec<Read> {
                 .saturating_add(1);
             let mut r = vec![own(path)];
             for kind in Kind::ALL.iter().filter(|k| **k > path.kind()) {
-                r.push(Read::Under(*kind, key.clone(), Some(cap)));
+                r.push(Read::Subtree(*kind, key.clone(), cap));
             }
             r
         }
@@ -364,8 +394,9 @@ fn reads_of(op: &WriteOp, max_cascade: u64) -> Vec<Read> {
 struct View<'a> {
     inner: &'a Inner,
     objects: HashMap<(Kind, Vec<u8>), Option<Kv>>,
-    /// Objects under a key prefix, and the revision they were read at.
-    under: HashMap<(Kind, Vec<u8>), (Vec<Kv>, i64)>,
+    /// Objects under a key prefix, the revision they were read at, and
+    /// how many the planner may ask for (see [`Read::bound`]).
+    under: HashMap<(Kind, Vec<u8>), (Vec<Kv>, i64, Option<usize>)>,
     /// Compares by etcd key (one per key; a read of an object's content
     /// outranks a check of its existence).
     compares: HashMap<Vec<u8>, (bool, Compare)>,
@@ -445,11 +476,12 @@ impl<'a> View<'a> {
                         view.objects
                             .insert((*kind, key.clone()), s.get(&l.object(*kind, key)));
                     }
-                    Read::Under(kind, key, limit) => {
+                    Read::Under(kind, key, _) | Read::Subtree(kind, key, _) => {
                         let start = l.object(*kind, key);
-                        let (kvs, _) =
-                            s.range(&start, &prefix_end(&start), limit.unwrap_or(usize::MAX));
-                        view.under.insert((*kind, key.clone()), (kvs, s.revision()));
+                        let limit = r.limit().unwrap_or(usize::MAX);
+                        let (kvs, _) = s.range(&start, &prefix_end(&start), limit);
+                        view.under
+                            .insert((*kind, key.clone()), (kvs, s.revision(), r.bound()));
                     }
                 }
             }
@@ -482,10 +514,11 @@ impl<'a> View<'a> {
                 let first = got.kvs().first().map(Kv::from);
                 self.objects.insert((*kind, key.clone()), first);
             }
-            Read::Under(kind, key, _) => {
+            Read::Under(kind, key, _) | Read::Subtree(kind, key, _) => {
                 let at = super::inner::header_revision(got.header());
                 let kvs = got.kvs().iter().map(Kv::from).collect();
-                self.under.insert((*kind, key.clone()), (kvs, at));
+                self.under
+                    .insert((*kind, key.clone()), (kvs, at, read.bound()));
             }
         }
     }
@@ -545,10 +578,17 @@ impl ReadView for View<'_> {
     }
 
     fn scan(&mut self, kind: Kind, prefix: &[u8], limit: Option<usize>) -> Scanned {
-        let Some((kvs, at)) = self.under.get(&(kind, prefix.to_vec())) else {
+        let Some((kvs, at, bound)) = self.under.get(&(kind, prefix.to_vec())) else {
             return Err(View::missing("the objects under a prefix"));
         };
         let at = *at;
+        // A read that came back full cannot answer for more than it holds.
+        if let Some(n) = bound
+            && kvs.len() >= *n
+            && limit.is_none_or(|l| l > kvs.len())
+        {
+            return Err(View::missing("more objects under a prefix than it read"));
+        }
         let mut found = Vec::new();
         for kv in kvs.iter().take(limit.unwrap_or(usize::MAX)) {
             let Some((k, key)) = self.inner.layout.parse(&kv.key) else {
