@@ -389,14 +389,22 @@ fn reads_of(op: &WriteOp, max_cascade: u64) -> Vec<Read> {
     }
 }
 
+/// Objects read under a key prefix.
+struct Under {
+    kvs: Vec<Kv>,
+    /// The revision they were read at.
+    at: i64,
+    /// How many the planner may ask for (see [`Read::bound`]).
+    bound: Option<usize>,
+}
+
 /// What the planner sees: the reads fetched before it ran, and the
 /// compares they become.
 struct View<'a> {
     inner: &'a Inner,
     objects: HashMap<(Kind, Vec<u8>), Option<Kv>>,
-    /// Objects under a key prefix, the revision they were read at, and
-    /// how many the planner may ask for (see [`Read::bound`]).
-    under: HashMap<(Kind, Vec<u8>), (Vec<Kv>, i64, Option<usize>)>,
+    /// Objects under a key prefix.
+    under: HashMap<(Kind, Vec<u8>), Under>,
     /// Compares by etcd key (one per key; a read of an object's content
     /// outranks a check of its existence).
     compares: HashMap<Vec<u8>, (bool, Compare)>,
@@ -480,8 +488,12 @@ impl<'a> View<'a> {
                         let start = l.object(*kind, key);
                         let limit = r.limit().unwrap_or(usize::MAX);
                         let (kvs, _) = s.range(&start, &prefix_end(&start), limit);
-                        view.under
-                            .insert((*kind, key.clone()), (kvs, s.revision(), r.bound()));
+                        let under = Under {
+                            kvs,
+                            at: s.revision(),
+                            bound: r.bound(),
+                        };
+                        view.under.insert((*kind, key.clone()), under);
                     }
                 }
             }
@@ -517,8 +529,12 @@ impl<'a> View<'a> {
             Read::Under(kind, key, _) | Read::Subtree(kind, key, _) => {
                 let at = super::inner::header_revision(got.header());
                 let kvs = got.kvs().iter().map(Kv::from).collect();
-                self.under
-                    .insert((*kind, key.clone()), (kvs, at, read.bound()));
+                let under = Under {
+                    kvs,
+                    at,
+                    bound: read.bound(),
+                };
+                self.under.insert((*kind, key.clone()), under);
             }
         }
     }
@@ -578,7 +594,7 @@ impl ReadView for View<'_> {
     }
 
     fn scan(&mut self, kind: Kind, prefix: &[u8], limit: Option<usize>) -> Scanned {
-        let Some((kvs, at, bound)) = self.under.get(&(kind, prefix.to_vec())) else {
+        let Some(Under { kvs, at, bound }) = self.under.get(&(kind, prefix.to_vec())) else {
             return Err(View::missing("the objects under a prefix"));
         };
         let at = *at;
