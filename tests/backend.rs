@@ -553,7 +553,7 @@ async fn history_matches_the_feed_and_ends_in_gone<B: Backend>(b: B) {
     let logged: Vec<(u64, ChangeType, String)> = page
         .events
         .iter()
-        .map(|(r, c, o)| (*r, *c, o.path().to_string()))
+        .map(|(r, c, o, _)| (*r, *c, o.path().to_string()))
         .collect();
     assert_eq!(logged, published);
     let tail = b.events(logged[3].0, 2).unwrap();
@@ -574,10 +574,10 @@ async fn history_matches_the_feed_and_ends_in_gone<B: Backend>(b: B) {
     let kept = b.events(current - 2, 10).unwrap();
     let newer: Vec<u64> = logged
         .iter()
-        .map(|(r, _, _)| *r)
+        .map(|(r, ..)| *r)
         .filter(|r| *r > current - 2)
         .collect();
-    let got: Vec<u64> = kept.events.iter().map(|(r, _, _)| *r).collect();
+    let got: Vec<u64> = kept.events.iter().map(|(r, ..)| *r).collect();
     assert_eq!(got, newer);
 }
 

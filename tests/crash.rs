@@ -943,7 +943,7 @@ fn resolve(
         .map_err(|e| format!("history unreadable after recovery: {e:?}"))?;
     let extras = &page.events;
     check_extras(extras, Some((expect, failed)))?;
-    model.learn(extras.iter().map(|(r, c, o)| (*r, *c, o)))?;
+    model.learn(extras.iter().map(|(r, c, o, _)| (*r, *c, o)))?;
     let mark = compaction_mark(store, page.current)?;
     let allowed = allowed_marks(model, Some((expect, failed)));
     if !allowed.contains(&mark) {
@@ -958,13 +958,13 @@ fn resolve(
 /// Checks changes beyond every known one: none, or exactly those of the
 /// request in flight (and none if it was refused).
 fn check_extras(
-    extras: &[(u64, ChangeType, AnyObject)],
+    extras: &[modelhub::store::Event],
     inflight: Option<(&Expect, Failed)>,
 ) -> Result<(), String> {
     if extras.is_empty() {
         return Ok(());
     }
-    let got = sorted(extras.iter().map(|(_, c, o)| (*c, o.path())).collect());
+    let got = sorted(extras.iter().map(|(_, c, o, _)| (*c, o.path())).collect());
     match inflight {
         None => Err(format!("changes nobody asked for: {got:?}")),
         Some((_, Failed::Refused)) => Err(format!(
@@ -1123,14 +1123,14 @@ async fn check(store: &Store, done: &Done) -> Result<(), String> {
         .events(mark, usize::MAX)
         .map_err(|e| format!("history unreadable: {e:?}"))?;
     let history = page.events;
-    let revs: Vec<u64> = history.iter().map(|(r, _, _)| *r).collect();
+    let revs: Vec<u64> = history.iter().map(|(r, ..)| *r).collect();
     if revs != (mark + 1..=current).collect::<Vec<_>>() {
         return Err(format!(
             "history after {mark} is not dense up to {current}: {revs:?}"
         ));
     }
     for (rev, (change, object)) in known.range(mark + 1..) {
-        let (_, c, o) = &history[(rev - mark - 1) as usize];
+        let (_, c, o, _) = &history[(rev - mark - 1) as usize];
         if c != change || o != object {
             return Err(in_flight(format!(
                 "revision {rev} ({change:?} {}) was acknowledged or published, and the history \
@@ -1143,7 +1143,7 @@ async fn check(store: &Store, done: &Done) -> Result<(), String> {
     }
     let extras: Vec<_> = history
         .iter()
-        .filter(|(r, _, _)| *r > newest)
+        .filter(|(r, ..)| *r > newest)
         .cloned()
         .collect();
     check_extras(&extras, inflight).map_err(in_flight)?;
@@ -1153,7 +1153,7 @@ async fn check(store: &Store, done: &Done) -> Result<(), String> {
     for (change, object) in known.range(..=mark).map(|(_, v)| v) {
         fold(&mut replayed, *change, object);
     }
-    for (_, change, object) in &history {
+    for (_, change, object, _) in &history {
         fold(&mut replayed, *change, object);
     }
     if let Some(d) = diff(&listed, &replayed) {
@@ -1162,7 +1162,7 @@ async fn check(store: &Store, done: &Done) -> Result<(), String> {
         ));
     }
     let mut expected = model.objects.clone();
-    for (_, change, object) in &extras {
+    for (_, change, object, _) in &extras {
         fold(&mut expected, *change, object);
     }
     if let Some(d) = diff(&listed, &expected) {

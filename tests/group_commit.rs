@@ -219,7 +219,7 @@ async fn revisions_are_dense_ordered_and_survive_reopening() {
     let logged: Vec<(u64, String)> = page
         .events
         .iter()
-        .map(|(r, _, o)| (*r, o.meta().name.clone()))
+        .map(|(r, _, o, _)| (*r, o.meta().name.clone()))
         .collect();
     assert_eq!(logged, by_rev);
     let s = store.clone();

@@ -33,7 +33,7 @@ use modelhub::model::{
     Space, SpaceState, Stack, StackState,
 };
 use modelhub::store::{
-    Backend, ChangeType, ListQuery, Part, Store, StoreError, StoreOptions, WriteOp,
+    Backend, Before, ChangeType, ListQuery, Part, Store, StoreError, StoreOptions, WriteOp,
 };
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
@@ -545,12 +545,21 @@ fn replay_history(
             );
             break;
         }
-        for (revision, change, object) in page.events {
+        for (revision, change, object, before) in page.events {
             prop_assert!(
                 revision > after,
                 "{at}: the history has revision {revision} after {after}"
             );
             let here = format!("{at}: the history at revision {revision}");
+            // A modification's previous version, as watches compare it
+            // with the new one, is the one the history had.
+            if let Some(before) = before {
+                let previous = replayed.get(&object.path());
+                prop_assert!(
+                    previous.is_some_and(|p| *Before::of(p) == *before),
+                    "{here}: a modification's previous version {before:?} is not {previous:?}"
+                );
+            }
             lay(&mut replayed, revision, change, &object, &here)?;
             logged.push((revision, change, object.path()));
             after = revision;

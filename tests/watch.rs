@@ -344,25 +344,25 @@ async fn field_and_label_selectors_narrow_a_watch() {
                 .unwrap();
         assert_eq!(r.status(), 200);
     }
-    // status.state=Failed: a and b as they failed (the creates were
-    // Pending), nothing of a's recovery.
+    // status.state=Failed: a and b enter the selection as they fail (the
+    // creates were Pending), and a leaves it as it recovers.
+    let failing = [("ADDED", "a"), ("ADDED", "b"), ("DELETED", "a")];
     let seen: Vec<(String, String)> = failed
-        .take(2)
+        .take(3)
         .await
         .iter()
         .map(|e| (e["type"].as_str().unwrap().to_string(), name(e).to_string()))
         .collect();
-    assert_eq!(
-        seen,
-        [
-            ("MODIFIED".into(), "a".into()),
-            ("MODIFIED".into(), "b".into())
-        ]
-    );
+    let want: Vec<(String, String)> = failing
+        .iter()
+        .map(|(t, n)| (t.to_string(), n.to_string()))
+        .collect();
+    assert_eq!(seen, want);
     assert_eq!(failed.next().await["type"], "BOOKMARK");
-    // app=web and not Ready: a's create and its failure, not its recovery.
+    // app=web and not Ready: a's create and its failure, then its recovery
+    // as a DELETED carrying the Ready state.
     let seen: Vec<String> = web_not_ready
-        .take(2)
+        .take(3)
         .await
         .iter()
         .map(|e| {
@@ -376,9 +376,55 @@ async fn field_and_label_selectors_narrow_a_watch() {
         .collect();
     assert_eq!(
         seen,
-        ["\"ADDED\" a \"Pending\"", "\"MODIFIED\" a \"Failed\""]
+        [
+            "\"ADDED\" a \"Pending\"",
+            "\"MODIFIED\" a \"Failed\"",
+            "\"DELETED\" a \"Ready\""
+        ]
     );
     assert_eq!(web_not_ready.next().await["type"], "BOOKMARK");
+    // A watch from the same revision opened afterwards (a catch-up, not
+    // the live stream) sees the same.
+    let mut late = Lines::open(&format!(
+        "{cells}?watch=true&resourceVersion={from}&fieldSelector=status.state%3DFailed"
+    ))
+    .await;
+    let seen: Vec<(String, String)> = late
+        .take(3)
+        .await
+        .iter()
+        .map(|e| (e["type"].as_str().unwrap().to_string(), name(e).to_string()))
+        .collect();
+    assert_eq!(seen, want, "caught up");
+    // Labels too: b enters app=web as it is relabelled, and leaves again.
+    let mut web = Lines::open(&format!(
+        "{cells}?watch=true&resourceVersion={}&labelSelector=app%3Dweb",
+        revision_async(&s).await
+    ))
+    .await;
+    for app in ["web", "db"] {
+        let r =
+            c.0.patch(format!("{cells}/b"))
+                .header("content-type", "application/merge-patch+json")
+                .body(json!({"metadata": {"labels": {"app": app}}}).to_string())
+                .send()
+                .await
+                .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let seen: Vec<(String, String)> = web
+        .take(2)
+        .await
+        .iter()
+        .map(|e| (e["type"].as_str().unwrap().to_string(), name(e).to_string()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("ADDED".to_string(), "b".to_string()),
+            ("DELETED".to_string(), "b".to_string())
+        ]
+    );
     // A snapshot watch starts with the objects that match now.
     let mut snapshot = Lines::open(&format!(
         "{cells}?watch=true&fieldSelector=status.state%3DFailed"

@@ -347,6 +347,7 @@ mod list_tests {
             prev: revision - 1,
             change: ChangeType::Added,
             object,
+            before: None,
         }
     }
 

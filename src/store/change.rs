@@ -2,6 +2,7 @@
 //! callers: write requests ([`WriteOp`]), their outcomes, and the changes
 //! a committed write publishes. It imports only the store's error type.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::error::StoreError;
@@ -95,6 +96,35 @@ pub enum ChangeType {
     Deleted,
 }
 
+/// What selectors see of an object's previous version: a watch follows
+/// an object into its selection (ADDED) and out of it (DELETED) by
+/// comparing it with the new one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Before {
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// The name of its `status.state`.
+    pub state: &'static str,
+    /// Whether it was terminating.
+    pub terminating: bool,
+}
+
+impl Before {
+    /// What selectors see of `object`.
+    pub fn of(object: &AnyObject) -> Arc<Before> {
+        Arc::new(Before {
+            labels: object.meta().labels.clone(),
+            state: object.state_name(),
+            terminating: object.meta().is_terminating(),
+        })
+    }
+}
+
+/// One change in a page of history: its revision, what happened, the
+/// object, and, for a modification when known, its previous version's
+/// [`Before`].
+pub type Event = (u64, ChangeType, AnyObject, Option<Arc<Before>>);
+
 /// One object changed at one revision.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Change {
@@ -110,6 +140,9 @@ pub struct Change {
     /// The object after the change (for `Deleted`: its last state, with the
     /// deletion's revision). Shared with the request's outcome.
     pub object: Arc<AnyObject>,
+    /// For `Modified`: what selectors saw of the version before, when
+    /// known.
+    pub before: Option<Arc<Before>>,
 }
 
 /// The result of a successful write request.

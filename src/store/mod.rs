@@ -37,13 +37,15 @@ pub mod keys;
 pub mod options;
 pub mod plan;
 pub mod query;
+mod recent;
 mod redb;
 
 use std::path::{Path as FsPath, PathBuf};
 
 pub use backend::Backend;
 pub use change::{
-    Applied, ApplyOutcome, Change, ChangeType, Document, Part, UpdateFn, WriteOp, WriteOutcome,
+    Applied, ApplyOutcome, Before, Change, ChangeType, Document, Event, Part, UpdateFn, WriteOp,
+    WriteOutcome,
 };
 pub use cursor::{ListIter, RawEntry, Snapshot};
 pub use error::{EngineError, StoreError};

@@ -32,7 +32,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::change::{Applied, Change, ChangeType, Document, Part, WriteOp, WriteOutcome};
+use super::change::{Applied, Before, Change, ChangeType, Document, Part, WriteOp, WriteOutcome};
 use super::error::StoreError;
 use super::keys;
 use crate::model::{AnyObject, Kind, Path, Timestamp};
@@ -73,6 +73,8 @@ pub struct Step {
     /// The object to store, or for `Deleted` its last state (its
     /// `resourceVersion` is stamped at execution).
     pub object: AnyObject,
+    /// For `Modified`: what selectors saw of the stored version.
+    pub before: Option<Arc<Before>>,
 }
 
 /// What one request does: its steps in revision order, or nothing.
@@ -109,6 +111,24 @@ fn step(change: ChangeType, key: Vec<u8>, object: AnyObject) -> Step {
         kind: object.kind(),
         key,
         object,
+        before: None,
+    }
+}
+
+/// `stored`, modified into `object`.
+fn modified(key: Vec<u8>, stored: &AnyObject, object: AnyObject) -> Step {
+    Step {
+        before: Some(Before::of(stored)),
+        ..step(ChangeType::Modified, key, object)
+    }
+}
+
+impl Plan {
+    fn modified(key: Vec<u8>, stored: &AnyObject, object: AnyObject) -> Plan {
+        Plan::Steps {
+            steps: vec![modified(key, stored, object)],
+            answer: 0,
+        }
     }
 }
 
@@ -178,7 +198,8 @@ fn delete(
         if children.is_empty() && stored.meta().finalizers.is_empty() {
             return gone(view, key, stored);
         }
-        return Ok(Plan::single(ChangeType::Modified, key, marked(stored, now)));
+        let before = stored.clone();
+        return Ok(Plan::modified(key, &before, marked(stored, now)));
     }
     // Every descendant's key starts with this object's key; deepest kinds
     // first, so children always go before their parents.
@@ -196,7 +217,8 @@ fn delete(
     }
     // Marking the root is the request's one atomic step; the rest follows
     // in the same plan, or later (see `settle`).
-    let mut steps = vec![step(ChangeType::Modified, key, marked(stored, now))];
+    let before = stored.clone();
+    let mut steps = vec![modified(key, &before, marked(stored, now))];
     if view.settles() {
         let rest = settle(&mut Overlay::over(view, &steps), &path, now)?;
         steps.extend(rest);
@@ -263,7 +285,11 @@ pub fn settle(
                 *staying.entry(keys::encode(parent.names())).or_default() += 1;
             }
             if !object.meta().is_terminating() {
-                steps.push(step(ChangeType::Modified, k, marked(object, now)));
+                let before = Before::of(&object);
+                steps.push(Step {
+                    before: Some(before),
+                    ..step(ChangeType::Modified, k, marked(object, now))
+                });
             }
         } else {
             root_gone = object.kind() == root.kind();
@@ -555,6 +581,7 @@ fn replace(
     part: Part,
 ) -> Result<Plan, StoreError> {
     let ending = stored.meta().is_terminating();
+    let before = Before::of(&stored);
     let updated = match part {
         Part::Main | Part::MainAndFinalizers => {
             let finalizers = match part {
@@ -610,7 +637,13 @@ fn replace(
     {
         return gone(view, key, updated);
     }
-    Ok(Plan::single(ChangeType::Modified, key, updated))
+    Ok(Plan::Steps {
+        steps: vec![Step {
+            before: Some(before),
+            ..step(ChangeType::Modified, key, updated)
+        }],
+        answer: 0,
+    })
 }
 
 #[cfg(test)]
@@ -780,6 +813,7 @@ mod tests {
                             prev: *next - 1,
                             change: s.change,
                             object: Arc::new(s.object),
+                            before: None,
                         }
                     })
                     .collect();

@@ -2,7 +2,6 @@
 //! queries and pages, pages of the change history, and the store's
 //! counters.
 
-use super::change::ChangeType;
 use crate::model::{AnyObject, Kind, Selector};
 
 /// What to list.
@@ -62,7 +61,7 @@ pub struct ListPage {
 #[derive(Debug, Clone)]
 pub struct EventsPage {
     /// Events in revision order.
-    pub events: Vec<(u64, ChangeType, AnyObject)>,
+    pub events: Vec<super::change::Event>,
     /// The current revision when the page was read.
     pub current: u64,
 }

@@ -40,7 +40,7 @@ use tokio::time::Instant;
 
 use crate::model::{AnyObject, Kind, Selector};
 use crate::store::{
-    Backend, Change, ChangeType, ListIter, ListQuery, ProgressSubscriber, Snapshot, Store,
+    Backend, Before, Change, ChangeType, ListIter, ListQuery, ProgressSubscriber, Snapshot, Store,
     StoreError, Subscriber,
 };
 
@@ -144,11 +144,29 @@ pub struct Frame {
     pub state: &'static str,
     /// Whether the object is terminating (for field selectors).
     pub terminating: bool,
+    /// For a modification, what selectors saw of the version before, when
+    /// known: a watcher whose selection the object enters gets ADDED, one
+    /// whose selection it leaves gets DELETED.
+    pub before: Option<Arc<Before>>,
+    /// The object (none for a progress frame), for a watcher that gets it
+    /// under another event type.
+    pub object: Option<Arc<AnyObject>>,
     /// The event document (JSON, no trailing newline).
     pub json: Bytes,
     /// The NDJSON line (the document and a newline), shared by every
     /// NDJSON watcher without copying.
     pub line: Bytes,
+}
+
+/// What selectors see of an object's version.
+#[derive(Debug, Clone, Copy)]
+pub struct Selected<'a> {
+    /// Its labels.
+    pub labels: &'a BTreeMap<String, String>,
+    /// The name of its `status.state`.
+    pub state: &'a str,
+    /// Whether it is terminating.
+    pub terminating: bool,
 }
 
 /// Which events a watcher wants.
@@ -181,6 +199,33 @@ impl Filter {
                 .all(|(i, want)| want.as_ref().is_none_or(|w| names.get(i) == Some(w)))
             && self.selector.matches(labels)
             && self.selector.matches_fields(state, terminating)
+    }
+
+    /// The event a watcher gets for a change of type `event` to the object
+    /// of `kind` at `names`, which is now `now` and was `before` (for a
+    /// modification, when known): ADDED when the change brings it into
+    /// the selection, DELETED when it takes it out, the change's own type
+    /// while it stays in, nothing while it is out. Without `before` (a
+    /// change read from redb's event log), the new version alone decides.
+    pub fn event_for(
+        &self,
+        event: EventType,
+        kind: Kind,
+        names: &[String],
+        now: Selected<'_>,
+        before: Option<&Before>,
+    ) -> Option<EventType> {
+        let is = self.matches(kind, names, now.labels, now.state, now.terminating);
+        let Some(b) = before.filter(|_| event == EventType::Modified) else {
+            return is.then_some(event);
+        };
+        let was = self.matches(kind, names, &b.labels, b.state, b.terminating);
+        match (was, is) {
+            (true, true) => Some(EventType::Modified),
+            (false, true) => Some(EventType::Added),
+            (true, false) => Some(EventType::Deleted),
+            (false, false) => None,
+        }
     }
 
     fn kinds(&self) -> Vec<Kind> {
@@ -283,6 +328,8 @@ impl Hub {
                     labels: BTreeMap::new(),
                     state: "",
                     terminating: false,
+                    before: None,
+                    object: None,
                     json: Bytes::new(),
                     line: Bytes::new(),
                 }));
@@ -301,6 +348,8 @@ impl Hub {
             labels: obj.meta().labels.clone(),
             state: obj.state_name(),
             terminating: obj.meta().is_terminating(),
+            before: change.before.clone(),
+            object: Some(change.object.clone()),
             line: {
                 let mut line = self.encode.event(event, obj);
                 line.push(b'\n');
@@ -597,16 +646,20 @@ impl Watcher {
             .map_err(|e| Stop::Failed(StoreError::Internal(e.to_string())))?
             .map_err(Stop::Failed)?;
         let n = page.events.len();
-        for (revision, change, obj) in page.events {
+        for (revision, change, obj, before) in page.events {
             self.cursor = revision;
-            if self.filter.matches(
+            let now = Selected {
+                labels: &obj.meta().labels,
+                state: obj.state_name(),
+                terminating: obj.meta().is_terminating(),
+            };
+            if let Some(event) = self.filter.event_for(
+                EventType::from(change),
                 obj.kind(),
                 obj.path().names(),
-                &obj.meta().labels,
-                obj.state_name(),
-                obj.meta().is_terminating(),
+                now,
+                before.as_deref(),
             ) {
-                let event = EventType::from(change);
                 let frame = self.hub.render(self.framing, event, Some(revision), &obj);
                 self.out.push_back(frame);
             }
@@ -652,18 +705,32 @@ impl Watcher {
                             break;
                         }
                         self.cursor = frame.revision;
-                        if frame.event != EventType::Bookmark
-                            && self.filter.matches(
-                                frame.kind,
-                                &frame.names,
-                                &frame.labels,
-                                frame.state,
-                                frame.terminating,
-                            )
-                        {
-                            let b = match self.framing {
-                                Framing::Ndjson => frame.line.clone(),
-                                Framing::Sse => frame_bytes(
+                        let event = (frame.event != EventType::Bookmark)
+                            .then(|| {
+                                let now = Selected {
+                                    labels: &frame.labels,
+                                    state: frame.state,
+                                    terminating: frame.terminating,
+                                };
+                                self.filter.event_for(
+                                    frame.event,
+                                    frame.kind,
+                                    &frame.names,
+                                    now,
+                                    frame.before.as_deref(),
+                                )
+                            })
+                            .flatten();
+                        if let Some(event) = event {
+                            let b = match (&frame.object, self.framing) {
+                                // Into or out of the selection: its own
+                                // event type.
+                                (Some(object), framing) if event != frame.event => {
+                                    self.hub
+                                        .render(framing, event, Some(frame.revision), object)
+                                }
+                                (_, Framing::Ndjson) => frame.line.clone(),
+                                (_, Framing::Sse) => frame_bytes(
                                     self.framing,
                                     frame.event,
                                     Some(frame.revision),
@@ -926,6 +993,7 @@ mod tests {
             prev,
             change: ChangeType::Added,
             object: Arc::new(AnyObject::Realm(realm)),
+            before: None,
         }
     }
 

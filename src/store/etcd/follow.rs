@@ -168,12 +168,13 @@ async fn follow(inner: &Arc<Inner>, next: &mut i64, last: &mut u64) -> Result<()
                     };
                     copies.push((kv.key().to_vec(), copy));
                     match inner.event(ev.event_type(), kv, ev.prev_kv(), r, k) {
-                        Ok(Some((revision, change, object))) => {
+                        Ok(Some((revision, change, object, before))) => {
                             changes.push(Change {
                                 revision,
                                 prev: *last,
                                 change,
                                 object: Arc::new(object),
+                                before,
                             });
                             *last = revision;
                         }

@@ -62,7 +62,7 @@ pub(super) struct Inner {
     /// This replica's copy of the objects.
     pub(super) cache: super::cache::Cache,
     /// The last changes the feed published.
-    pub(super) recent: super::recent::Recent,
+    pub(super) recent: crate::store::recent::Recent,
     /// Wakes the task that settles terminating subtrees (see `reap`).
     pub(super) reap: tokio::sync::Notify,
     /// Requests waiting for the cache's next freshness check.

@@ -12,8 +12,6 @@
 //!   check shows it has every acknowledged write, and its loader.
 //! - `follow`: the change feed (one etcd watch per replica, covering every
 //!   replica's writes), the heartbeat, compaction and the cluster's status.
-//! - `recent`: the last changes the feed published, for watchers
-//!   catching up from a recent revision.
 //! - `restore`: loading a backup into an empty prefix.
 //! - `inner`: the open store and the requests every part sends;
 //!   `open`: connecting and the start-up checks; `error`: etcd's failures
@@ -34,7 +32,6 @@ mod layout;
 mod open;
 pub(super) mod read;
 mod reap;
-mod recent;
 pub(super) mod restore;
 mod write;
 

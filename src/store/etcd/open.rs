@@ -68,7 +68,7 @@ impl EtcdStore {
             compact_seen: Mutex::new(None),
             last_mark: tokio::sync::Mutex::new(None),
             cache: super::cache::Cache::new(options.cache),
-            recent: super::recent::Recent::default(),
+            recent: crate::store::recent::Recent::default(),
             reap: tokio::sync::Notify::new(),
             checks,
         }));

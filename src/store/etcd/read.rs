@@ -18,7 +18,7 @@ use super::error::EtcdError;
 use super::inner::{EtcdStore, Inner};
 use super::layout::prefix_end;
 use crate::model::{AnyObject, Kind, Path};
-use crate::store::change::ChangeType;
+use crate::store::change::{Before, ChangeType, Event};
 use crate::store::error::StoreError;
 use crate::store::query::{EventsPage, ListPage, ListQuery};
 use crate::store::{codec, keys};
@@ -466,7 +466,9 @@ impl Inner {
         Ok(h)
     }
 
-    /// One change from an etcd event at revision `r`, index `k`.
+    /// One change from an etcd event at revision `r`, index `k` (with,
+    /// for a modification, what selectors saw of its previous version, if
+    /// it is readable).
     pub(super) fn event(
         &self,
         kind: EventType,
@@ -474,7 +476,7 @@ impl Inner {
         prev: Option<&etcd_client::KeyValue>,
         r: i64,
         k: u64,
-    ) -> Result<Option<(u64, ChangeType, AnyObject)>, StoreError> {
+    ) -> Result<Option<Event>, StoreError> {
         let Some((object_kind, _)) = self.layout.parse(kv.key()) else {
             return Ok(None);
         };
@@ -498,7 +500,13 @@ impl Inner {
         };
         let mut obj = codec::decode(object_kind, source.value())?;
         obj.meta_mut().resource_version = rv;
-        Ok(Some((rv, change, obj)))
+        let before = match (change, prev) {
+            (ChangeType::Modified, Some(p)) => codec::decode(object_kind, p.value())
+                .ok()
+                .map(|o| Before::of(&o)),
+            _ => None,
+        };
+        Ok(Some((rv, change, obj, before)))
     }
 }
 

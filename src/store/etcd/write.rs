@@ -252,6 +252,7 @@ fn stamp(inner: &Inner, plan: Plan, r: i64, index: &mut u64, prev: &mut u64) -> 
                         prev: *prev,
                         change: s.change,
                         object: Arc::new(s.object),
+                        before: s.before,
                     };
                     *prev = revision;
                     c
@@ -793,6 +794,7 @@ impl Inner {
                             continue;
                         };
                         steps.push(Step {
+                            before: None,
                             change: ChangeType::Deleted,
                             kind,
                             object: self.decode(kind, &kv)?,

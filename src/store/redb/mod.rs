@@ -103,6 +103,7 @@ impl RedbStore {
             stats: writer::WriterStats::default(),
             refused: Mutex::new(None),
             fatal: Mutex::new(None),
+            recent: Default::default(),
         });
         shared.set_db(Some(opened.db.clone()));
         let mut w = writer::Writer::new(
@@ -270,7 +271,7 @@ impl RedbStore {
 
     /// See [`crate::store::Backend::events`].
     pub fn events(&self, after: u64, max: usize) -> Result<EventsPage, StoreError> {
-        self.read(|db| read::read_events(db, after, max))
+        self.read(|db| read::read_events_after(db, after, max, Some(&self.0.shared.recent)))
     }
 
     /// A read snapshot of the whole database.

@@ -294,6 +294,18 @@ pub fn tokens(db: &Database) -> Result<crate::auth::token::Tokens, StoreError> {
 /// Reads at most `max` events after revision `after`. A revision before
 /// the retained history, or after the current revision, is `Gone`.
 pub fn read_events(db: &Database, after: u64, max: usize) -> Result<EventsPage, StoreError> {
+    read_events_after(db, after, max, None)
+}
+
+/// [`read_events`], from the `recent` changes when they hold every one
+/// after `after` (they keep each modification's previous version, which
+/// the log does not), else from the log.
+pub fn read_events_after(
+    db: &Database,
+    after: u64,
+    max: usize,
+    recent: Option<&crate::store::recent::Recent>,
+) -> Result<EventsPage, StoreError> {
     let txn = db.begin_read()?;
     let current = tables::read_meta(&txn, REVISION_KEY)?.unwrap_or(0);
     let compacted = tables::read_meta(&txn, COMPACTED_KEY)?.unwrap_or(0);
@@ -309,12 +321,15 @@ pub fn read_events(db: &Database, after: u64, max: usize) -> Result<EventsPage, 
              another database history; list or watch again without resourceVersion"
         )));
     }
+    if let Some(page) = recent.and_then(|r| r.page(after, max)) {
+        return Ok(page);
+    }
     let table = txn.open_table(tables::EVENTS)?;
     let mut events = Vec::new();
     for entry in table.range(after + 1..)?.take(max) {
         let (k, v) = entry?;
         let (change, object) = codec::decode_event(v.value())?;
-        events.push((k.value(), change, object));
+        events.push((k.value(), change, object, None));
     }
     Ok(EventsPage { events, current })
 }

@@ -257,6 +257,8 @@ pub(super) struct Shared {
     pub refused: Mutex<Option<Refusal>>,
     /// Set when the store cannot recover: the process should exit.
     pub fatal: Mutex<Option<String>>,
+    /// The last changes published (for watchers' catch-ups).
+    pub recent: crate::store::recent::Recent,
 }
 
 impl Shared {
@@ -328,6 +330,7 @@ impl Writer {
         published: u64,
     ) -> Writer {
         shared.stats.set_sizes(opened.sizes);
+        shared.recent.start(published);
         Writer {
             shared,
             path,
@@ -753,6 +756,7 @@ impl Writer {
             .collect();
         if let Some(last) = fresh.last() {
             let last = last.revision;
+            self.shared.recent.push(&fresh, last);
             self.feed.publish(&fresh);
             self.published = last;
         }
@@ -942,12 +946,13 @@ impl Writer {
             let changes: Vec<Change> = page
                 .events
                 .into_iter()
-                .map(|(revision, change, object)| {
+                .map(|(revision, change, object, before)| {
                     let c = Change {
                         revision,
                         prev,
                         change,
                         object: Arc::new(object),
+                        before,
                     };
                     prev = revision;
                     c
@@ -1032,6 +1037,7 @@ impl Batch<'_> {
                 prev: revision - 1,
                 change: step.change,
                 object: Arc::new(object),
+                before: step.before,
             });
         }
         let object = changes[answer].object.clone();

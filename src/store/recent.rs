@@ -1,16 +1,18 @@
-//! The last changes this replica's feed published, kept in memory so that
-//! a watcher resuming from a recent revision catches up without reading
-//! etcd's history (a short-lived etcd watch, and on etcd before 3.4.25
-//! and 3.5.8 a marker write, per catch-up).
+//! The last changes a store published, kept in memory so that a watcher
+//! resuming from a recent revision catches up from them: on etcd without
+//! reading etcd's history (a short-lived etcd watch, and on etcd before
+//! 3.4.25 and 3.5.8 a marker write, per catch-up); on redb with each
+//! modification's previous version (`Change::before`, which the event
+//! log does not keep), so that a selection is followed in and out.
 //!
 //! Invariant: while `kept` is set, every change with a revision in
 //! `(from, to]` is in `changes`, in order, and none other.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use crate::model::AnyObject;
-use crate::store::change::{Change, ChangeType};
+use crate::store::change::Change;
 use crate::store::query::EventsPage;
 
 /// Changes kept (about their records' size each).
@@ -25,7 +27,7 @@ struct State {
     kept: bool,
     from: u64,
     to: u64,
-    changes: VecDeque<(u64, ChangeType, Arc<AnyObject>)>,
+    changes: VecDeque<Change>,
 }
 
 impl Recent {
@@ -50,12 +52,11 @@ impl Recent {
             return;
         }
         for c in changes {
-            s.changes
-                .push_back((c.revision, c.change, c.object.clone()));
+            s.changes.push_back(c.clone());
         }
         while s.changes.len() > KEPT {
-            if let Some((revision, ..)) = s.changes.pop_front() {
-                s.from = revision;
+            if let Some(c) = s.changes.pop_front() {
+                s.from = c.revision;
             }
         }
         s.to = s.to.max(to);
@@ -73,23 +74,24 @@ impl Recent {
     /// At most `max` (at least one) changes after `after`, if they are all
     /// kept: the page ends at `to`, or at its last change when `max` cut it.
     pub(super) fn page(&self, after: u64, max: usize) -> Option<EventsPage> {
-        let s = self.state();
-        if !s.kept || max == 0 || after < s.from || after > s.to {
-            return None;
-        }
-        let first = s.changes.partition_point(|(rv, ..)| *rv <= after);
-        let events: Vec<(u64, ChangeType, AnyObject)> = s
-            .changes
-            .iter()
-            .skip(first)
-            .take(max)
-            .map(|(rv, change, object)| (*rv, *change, AnyObject::clone(object)))
-            .collect();
-        let cut = s.changes.len() - first > max;
-        let current = match (cut, events.last()) {
-            (true, Some((rv, ..))) => *rv,
-            _ => s.to,
+        let (kept, cut, to) = {
+            let s = self.state();
+            if !s.kept || max == 0 || after < s.from || after > s.to {
+                return None;
+            }
+            let first = s.changes.partition_point(|c| c.revision <= after);
+            // Shared objects under the lock; their copies after it.
+            let kept: Vec<Change> = s.changes.iter().skip(first).take(max).cloned().collect();
+            (kept, s.changes.len() - first > max, s.to)
         };
+        let current = match (cut, kept.last()) {
+            (true, Some(c)) => c.revision,
+            _ => to,
+        };
+        let events = kept
+            .into_iter()
+            .map(|c| (c.revision, c.change, AnyObject::clone(&c.object), c.before))
+            .collect();
         Some(EventsPage { events, current })
     }
 }
@@ -98,6 +100,8 @@ impl Recent {
 mod tests {
     use super::*;
     use crate::model::{ObjectMeta, Realm};
+    use crate::store::change::ChangeType;
+    use std::sync::Arc;
 
     fn change(revision: u64, prev: u64) -> Change {
         Change {
@@ -112,6 +116,7 @@ mod tests {
                 },
                 ..Realm::default()
             })),
+            before: None,
         }
     }
 
