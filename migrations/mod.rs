@@ -8,8 +8,9 @@
 mod step;
 mod v1_to_v2;
 mod v2_to_v3;
+mod v3_to_v4;
 
 pub use step::Step;
 
 /// Every step, in order. Format 1 is the first format: nothing precedes it.
-pub const STEPS: &[Step] = &[v1_to_v2::STEP, v2_to_v3::STEP];
+pub const STEPS: &[Step] = &[v1_to_v2::STEP, v2_to_v3::STEP, v3_to_v4::STEP];

@@ -760,19 +760,38 @@ fn fixture_copy(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     (dir, data)
 }
 
+/// The first `n` events of the watch at `query` on `s`, as "TYPE name rv".
+async fn typed_events(s: &Server, query: &str, n: usize) -> Vec<String> {
+    let mut w = Lines::open(&s.api(query)).await;
+    w.take(n)
+        .await
+        .iter()
+        .map(|e| format!("{} {} {}", e["type"], name(e), event_rv(e)))
+        .collect()
+}
+
+/// A server started on a copy of the fixture `name` (a redb file of an
+/// older format), whose log shows the migration `step`; `None` on etcd
+/// (the migration of a redb file is redb's), saying so.
+fn start_fixture(
+    name: &str,
+    step: &str,
+) -> Option<(tempfile::TempDir, std::path::PathBuf, Server)> {
+    if on_etcd() {
+        eprintln!("skipping on etcd: the migration of {name}, a redb file, is redb's");
+        return None;
+    }
+    let (dir, data) = fixture_copy(name);
+    let s = Server::start_with(&data, &[]);
+    assert!(s.log_text().contains(step), "{}", s.log_text());
+    Some((dir, data, s))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn format_1_database_migrates_once_and_watches() {
-    if on_etcd() {
-        eprintln!("skipping on etcd: the migration of a format-1 redb file is redb's");
+    let Some((dir, _, mut s)) = start_fixture("format-1.redb", "migrating database") else {
         return;
-    }
-    let (dir, data) = fixture_copy("format-1.redb");
-    let mut s = Server::start_with(&data, &[]);
-    assert!(
-        s.log_text().contains("migrating database"),
-        "{}",
-        s.log_text()
-    );
+    };
     assert!(
         dir.path().join("old.format-1.bak").exists(),
         "the old file is copied aside first"
@@ -830,18 +849,11 @@ async fn format_1_database_migrates_once_and_watches() {
 /// changes, and the migration runs once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn format_2_database_migrates_its_records_and_keeps_its_history() {
-    if on_etcd() {
-        eprintln!("skipping on etcd: the migration of a format-2 redb file is redb's");
+    let Some((dir, data, mut s)) =
+        start_fixture("format-2.redb", "rewrite every record in record format 2")
+    else {
         return;
-    }
-    let (dir, data) = fixture_copy("format-2.redb");
-    let mut s = Server::start_with(&data, &[]);
-    assert!(
-        s.log_text()
-            .contains("rewrite every record in record format 2"),
-        "{}",
-        s.log_text()
-    );
+    };
     assert!(dir.path().join("old.format-2.bak").exists());
     let c = AClient::default();
     for p in [
@@ -867,13 +879,7 @@ async fn format_2_database_migrates_its_records_and_keeps_its_history() {
     assert_eq!(st, 404);
     assert_eq!(revision_async(&s).await, 12);
     // The history written by format 2 reads back, event by event.
-    let mut w = Lines::open(&s.api("/watch?resourceVersion=8")).await;
-    let got: Vec<String> = w
-        .take(4)
-        .await
-        .iter()
-        .map(|e| format!("{} {} {}", e["type"], name(e), event_rv(e)))
-        .collect();
+    let got = typed_events(&s, "/watch?resourceVersion=8", 4).await;
     assert_eq!(
         got,
         [
@@ -883,7 +889,6 @@ async fn format_2_database_migrates_its_records_and_keeps_its_history() {
             "\"MODIFIED\" shop 12"
         ]
     );
-    drop(w);
     realm(&s, "after").await;
     s.stop();
     // Every record on disk is in record format 2 now.
@@ -908,7 +913,9 @@ async fn format_2_database_migrates_its_records_and_keeps_its_history() {
             .unwrap()
             .map(|e| {
                 let (_, v) = e.unwrap();
-                assert_eq!(v.value()[0], 2, "an event record");
+                // The migrated history in record format 2; what this build
+                // wrote since, in event format 3.
+                assert!([2, 3].contains(&v.value()[0]), "an event record");
             })
             .count();
         assert!(n >= 5, "the history is kept ({n} events)");
@@ -922,6 +929,62 @@ async fn format_2_database_migrates_its_records_and_keeps_its_history() {
     );
     let (st, _) = c.get(&s.api("/realms/after")).await;
     assert_eq!(st, 200);
+}
+
+/// `tests/fixtures/format-3.redb` (see `tests/fixtures/README.md`): it
+/// migrates to format 4 without a rewrite, its history reads back (its
+/// events without previous versions), and the events this build writes
+/// keep them: after a restart, a watch catching up from the log follows an
+/// object in and out of its selection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn format_3_database_migrates_and_its_new_events_follow_selections() {
+    let Some((dir, _, mut s)) = start_fixture("format-3.redb", "nothing rewritten") else {
+        return;
+    };
+    assert!(dir.path().join("old.format-3.bak").exists());
+    let c = AClient::default();
+    let (_, other) = c.get(&s.api("/realms/other")).await;
+    assert_eq!(other["metadata"]["labels"]["env"], "prod");
+    let (_, s2) = c.get(&s.api("/realms/other/spaces/s2")).await;
+    assert_eq!(s2["metadata"]["finalizers"], json!(["kukeon.io/runtime"]));
+    assert!(s2["metadata"]["deletionTimestamp"].is_string(), "{s2}");
+    assert_eq!(revision_async(&s).await, 16);
+    // The history of format 3 reads back, event by event.
+    let got = typed_events(&s, "/watch?resourceVersion=12", 4).await;
+    assert_eq!(
+        got,
+        [
+            "\"MODIFIED\" other 13",
+            "\"MODIFIED\" s2 14",
+            "\"MODIFIED\" s2 15",
+            "\"MODIFIED\" shop 16"
+        ]
+    );
+    // Two relabellings by this build, then a restart: the catch-up reads
+    // them from the log, with their previous versions.
+    for env in ["test", "staging"] {
+        let r =
+            c.0.patch(s.api("/realms/other"))
+                .header("content-type", "application/merge-patch+json")
+                .body(json!({"metadata": {"labels": {"env": env}}}).to_string())
+                .send()
+                .await
+                .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    tokio::task::block_in_place(|| s.restart());
+    assert!(!s.log_text().contains("migrating database"));
+    let mut w =
+        Lines::open(&s.api("/watch?kind=Realm&resourceVersion=12&labelSelector=env%3Dtest")).await;
+    let got: Vec<String> = w
+        .take(2)
+        .await
+        .iter()
+        .map(|e| format!("{} {} {}", e["type"], name(e), event_rv(e)))
+        .collect();
+    // Revision 13 (env=test to prod) is of format 3: filtered on its new
+    // version alone, it sends nothing; 17 enters the selection, 18 leaves.
+    assert_eq!(got, ["\"ADDED\" other 17", "\"DELETED\" other 18"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -945,5 +1008,5 @@ async fn a_newer_format_is_refused() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("format 99") && err.contains("(3)"), "{err}");
+    assert!(err.contains("format 99") && err.contains("(4)"), "{err}");
 }

@@ -14,7 +14,9 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::change::ChangeType;
+use std::sync::Arc;
+
+use super::change::{Before, ChangeType};
 use super::error::{EngineError, StoreError};
 use crate::auth::Role;
 use crate::auth::token::Token;
@@ -234,33 +236,116 @@ pub fn change_from_byte(b: u8) -> Option<ChangeType> {
     }
 }
 
-/// Encodes an event-log entry from the object's already encoded record:
-/// `[RECORD_FORMAT, change, kind]` followed by the record's body, so a
-/// write encodes each object once for both tables.
-pub fn encode_event(change: ChangeType, kind: Kind, record: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(record.len() + 2);
-    out.extend_from_slice(&[RECORD_FORMAT, change_byte(change), kind_byte(kind)]);
+/// The format of the event-log records this build writes: 3 added the
+/// previous version's [`Before`] (after the header, for a modification).
+/// Records of formats 1 and 2 (`[record format, change, kind]` and the
+/// object record's body) are read too, without it.
+pub const EVENT_FORMAT: u8 = 3;
+
+/// What an event record keeps of a modification's previous version.
+#[derive(Serialize, Deserialize)]
+struct BeforeRecord {
+    labels: std::collections::BTreeMap<String, String>,
+    state: String,
+    terminating: bool,
+}
+
+/// Encodes an event-log entry from the object's already encoded record
+/// (record format [`RECORD_FORMAT`]), so a write encodes each object once
+/// for both tables: `[EVENT_FORMAT, change, kind]`, then `0`, or `1`, the
+/// length of the previous version's [`Before`] (`u32`, little-endian) and
+/// its postcard encoding; then the record's body.
+pub fn encode_event(
+    change: ChangeType,
+    kind: Kind,
+    record: &[u8],
+    before: Option<&Before>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(record.len() + 4);
+    out.extend_from_slice(&[EVENT_FORMAT, change_byte(change), kind_byte(kind)]);
+    match before {
+        None => out.push(0),
+        Some(b) => {
+            let rec = BeforeRecord {
+                labels: b.labels.clone(),
+                state: b.state.to_string(),
+                terminating: b.terminating,
+            };
+            let bytes = postcard::to_allocvec(&rec).expect("a record always serializes");
+            out.push(1);
+            out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+            out.extend_from_slice(&bytes);
+        }
+    }
     out.extend_from_slice(&record[1..]);
     out
 }
 
-/// Decodes an event-log entry.
-pub fn decode_event(bytes: &[u8]) -> Result<(ChangeType, AnyObject), CodecError> {
+/// Decodes an event-log entry: what happened, the object, and for a
+/// modification recorded by event format 3, its previous version's
+/// [`Before`].
+pub fn decode_event(
+    bytes: &[u8],
+) -> Result<(ChangeType, AnyObject, Option<Arc<Before>>), CodecError> {
     if bytes.len() < 3 {
         return Err(CodecError::Corrupt("short event record".into()));
-    }
-    if bytes[0] != RECORD_FORMAT && bytes[0] != 1 {
-        return Err(CodecError::UnknownFormat(bytes[0]));
     }
     let change = change_from_byte(bytes[1])
         .ok_or_else(|| CodecError::Corrupt(format!("unknown change type {}", bytes[1])))?;
     let kind = *Kind::ALL
         .get(usize::from(bytes[2]))
         .ok_or_else(|| CodecError::Corrupt(format!("unknown kind {}", bytes[2])))?;
-    let mut record = Vec::with_capacity(bytes.len() - 2);
-    record.push(bytes[0]);
-    record.extend_from_slice(&bytes[3..]);
-    Ok((change, decode(kind, &record)?))
+    let (record_format, before, body) = match bytes[0] {
+        1 | 2 => (bytes[0], None, &bytes[3..]),
+        EVENT_FORMAT => {
+            let short = || CodecError::Corrupt("short event record".into());
+            match bytes.get(3) {
+                Some(0) => (RECORD_FORMAT, None, &bytes[4..]),
+                Some(1) => {
+                    let len = bytes.get(4..8).ok_or_else(short)?;
+                    let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
+                    let end = 8usize.checked_add(len).ok_or_else(short)?;
+                    let rec: BeforeRecord = take_from_bytes(bytes.get(8..end).ok_or_else(short)?)?;
+                    (RECORD_FORMAT, before_of(kind, rec), &bytes[end..])
+                }
+                _ => return Err(CodecError::Corrupt("bad event record header".into())),
+            }
+        }
+        other => return Err(CodecError::UnknownFormat(other)),
+    };
+    let mut record = Vec::with_capacity(body.len() + 1);
+    record.push(record_format);
+    record.extend_from_slice(body);
+    Ok((change, decode(kind, &record)?, before))
+}
+
+/// A stored [`BeforeRecord`] as the watch compares it (`None` when its
+/// state is not one of the kind's).
+fn before_of(kind: Kind, rec: BeforeRecord) -> Option<Arc<Before>> {
+    use crate::model::{CellState, ContainerState, RealmState, SpaceState, StackState};
+    let s = rec.state.as_str();
+    let state = match kind {
+        Kind::Realm => RealmState::from_name(s).map(RealmState::as_str),
+        Kind::Space => SpaceState::from_name(s).map(SpaceState::as_str),
+        Kind::Stack => StackState::from_name(s).map(StackState::as_str),
+        Kind::Cell => CellState::from_name(s).map(CellState::as_str),
+        Kind::Container => ContainerState::from_name(s).map(ContainerState::as_str),
+    }?;
+    Some(Arc::new(Before {
+        labels: rec.labels,
+        state,
+        terminating: rec.terminating,
+    }))
+}
+
+/// Decodes a postcard value that fills `bytes` exactly.
+fn take_from_bytes<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    let (value, rest) =
+        postcard::take_from_bytes(bytes).map_err(|e| CodecError::Corrupt(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(CodecError::TrailingBytes(rest.len()));
+    }
+    Ok(value)
 }
 
 /// A token as stored (keyed by its name): its digest, never the token.
@@ -382,8 +467,8 @@ pub(crate) mod tests {
     fn events_round_trip() {
         for obj in samples() {
             for change in [ChangeType::Added, ChangeType::Modified, ChangeType::Deleted] {
-                let e = encode_event(change, obj.kind(), &encode(&obj));
-                assert_eq!(decode_event(&e).unwrap(), (change, obj.clone()));
+                let e = encode_event(change, obj.kind(), &encode(&obj), None);
+                assert_eq!(decode_event(&e).unwrap(), (change, obj.clone(), None));
             }
         }
         assert!(decode_event(&[RECORD_FORMAT, 7, 0]).is_err());
@@ -447,7 +532,10 @@ pub(crate) mod tests {
         assert_eq!(peek_meta(&v1).unwrap().resource_version, 5);
         let mut event = vec![1, 1, 2];
         event.extend_from_slice(&v1[1..]);
-        assert_eq!(decode_event(&event), Ok((ChangeType::Modified, stack)));
+        assert_eq!(
+            decode_event(&event),
+            Ok((ChangeType::Modified, stack, None))
+        );
         assert!(upgrade_v1(&v1[1..4]).is_err(), "a cut record");
         assert_eq!(
             decode(Kind::Stack, &[3, 0]),

@@ -122,14 +122,43 @@ fn records_of_every_kind_are_the_golden_bytes() {
         );
 
         for (change, change_byte) in changes.into_iter().zip(0u8..) {
-            let mut event = vec![want[0], change_byte, kind_byte];
+            // Event format 3 without a previous version.
+            let mut event = vec![3, change_byte, kind_byte, 0];
             event.extend_from_slice(&want[1..]);
             assert_eq!(
-                encode_event(change, kind, &actual),
+                encode_event(change, kind, &actual, None),
                 event,
                 "{change:?} {kind}"
             );
-            assert_eq!(decode_event(&event), Ok((change, obj.clone())));
+            assert_eq!(decode_event(&event), Ok((change, obj.clone(), None)));
+            // Event format 2 (the record format's byte, no flag) still reads.
+            let mut old = vec![want[0], change_byte, kind_byte];
+            old.extend_from_slice(&want[1..]);
+            assert_eq!(decode_event(&old), Ok((change, obj.clone(), None)));
+        }
+        // A modification with its previous version: labels {a: b}, state
+        // Ready, terminating, as postcard writes them.
+        let before = crate::store::change::Before {
+            labels: [("a".to_string(), "b".to_string())].into(),
+            state: "Ready",
+            terminating: true,
+        };
+        let section = [1, 1, b'a', 1, b'b', 5, b'R', b'e', b'a', b'd', b'y', 1];
+        let mut event = vec![3, 1, kind_byte, 1];
+        event.extend_from_slice(&(section.len() as u32).to_le_bytes());
+        event.extend_from_slice(&section);
+        event.extend_from_slice(&want[1..]);
+        assert_eq!(
+            encode_event(ChangeType::Modified, kind, &actual, Some(&before)),
+            event,
+            "{kind} with its previous version"
+        );
+        let (change, decoded, got) = decode_event(&event).unwrap();
+        assert_eq!((change, &decoded), (ChangeType::Modified, &obj));
+        assert_eq!(got.as_deref(), Some(&before));
+        // Truncated sections are corrupt, not a panic.
+        for cut in 4..12 {
+            assert!(decode_event(&event[..cut]).is_err(), "{kind} cut at {cut}");
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::store::options::StoreOptions;
 pub mod steps;
 
 /// The storage format this build writes.
-pub const CURRENT_FORMAT: u32 = 3;
+pub const CURRENT_FORMAT: u32 = 4;
 
 /// Brings the database at `path`, at format `from`, to
 /// [`CURRENT_FORMAT`] in one durable transaction, after a durable backup

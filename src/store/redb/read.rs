@@ -328,8 +328,8 @@ pub fn read_events_after(
     let mut events = Vec::new();
     for entry in table.range(after + 1..)?.take(max) {
         let (k, v) = entry?;
-        let (change, object) = codec::decode_event(v.value())?;
-        events.push((k.value(), change, object, None));
+        let (change, object, before) = codec::decode_event(v.value())?;
+        events.push((k.value(), change, object, before));
     }
     Ok(EventsPage { events, current })
 }

@@ -51,7 +51,7 @@ pub(super) fn replay(db: &Database, records: &(impl Records + ?Sized)) -> Result
             }
             for e in entries {
                 rev += 1;
-                tables.store_change(rev, e.change, e.kind, e.key, e.record)?;
+                tables.store_change(rev, e.change, e.kind, e.key, e.record, None)?;
             }
             Ok(())
         })?;

@@ -5,7 +5,7 @@
 use redb::{ReadTransaction, ReadableTable, Table, TableDefinition, WriteTransaction};
 
 use crate::model::{AnyObject, Kind};
-use crate::store::change::ChangeType;
+use crate::store::change::{Before, ChangeType};
 use crate::store::error::StoreError;
 use crate::store::plan::{ReadView, Scanned};
 use crate::store::{codec, keys};
@@ -182,6 +182,9 @@ impl<'txn> WriteTables<'txn> {
     /// Stores one change (object and event) at `revision`: the one place
     /// that turns a change into table entries, for the writer and for the
     /// log's replay alike.
+    /// A modification's event keeps `before`, the previous version's
+    /// [`Before`]; without it (a replay of the write-ahead log) it is read
+    /// from the record replaced.
     pub fn store_change(
         &mut self,
         revision: u64,
@@ -189,16 +192,28 @@ impl<'txn> WriteTables<'txn> {
         kind: Kind,
         key: &[u8],
         record: &[u8],
+        before: Option<&Before>,
     ) -> Result<(), StoreError> {
+        let mut found = None;
         let old = match change {
             ChangeType::Deleted => self.of(kind).remove(key)?.map(|v| v.value().len()),
             ChangeType::Added | ChangeType::Modified => {
                 self.delta.objects += record.len() as i64;
-                self.of(kind).insert(key, record)?.map(|v| v.value().len())
+                let old = self.of(kind).insert(key, record)?;
+                if change == ChangeType::Modified && before.is_none() {
+                    // An unreadable old record only costs the event its
+                    // previous version.
+                    found = old
+                        .as_ref()
+                        .and_then(|v| codec::decode(kind, v.value()).ok())
+                        .map(|o| Before::of(&o));
+                }
+                old.map(|v| v.value().len())
             }
         };
         self.delta.objects -= old.unwrap_or(0) as i64;
-        let event = codec::encode_event(change, kind, record);
+        let before = before.or(found.as_deref());
+        let event = codec::encode_event(change, kind, record, before);
         self.delta.events += event.len() as i64;
         self.events.insert(revision, event.as_slice())?;
         Ok(())

@@ -1028,8 +1028,14 @@ impl Batch<'_> {
             let mut object = step.object;
             object.meta_mut().resource_version = revision;
             let record = codec::encode(&object);
-            self.tables
-                .store_change(revision, step.change, step.kind, &step.key, &record)?;
+            self.tables.store_change(
+                revision,
+                step.change,
+                step.kind,
+                &step.key,
+                &record,
+                step.before.as_deref(),
+            )?;
             self.journal
                 .push(revision, step.change, step.kind, &step.key, &record);
             changes.push(Change {
