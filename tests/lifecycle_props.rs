@@ -552,7 +552,12 @@ fn replay_history(
             );
             let here = format!("{at}: the history at revision {revision}");
             // A modification's previous version, as watches compare it
-            // with the new one, is the one the history had.
+            // with the new one, is the one the history had; every
+            // modification this build writes keeps it.
+            prop_assert!(
+                change != ChangeType::Modified || before.is_some(),
+                "{here}: a modification without its previous version"
+            );
             if let Some(before) = before {
                 let previous = replayed.get(&object.path());
                 prop_assert!(

@@ -408,8 +408,10 @@ fn list_params(kind: Kind, cross_scope: bool) -> Vec<utoipa::openapi::path::Para
         query_param(
             "fieldSelector",
             Type::String,
-            "Field selector: `status.state=X`, `status.state!=X` (`==` too), comma-separated (AND), \
-             combined with the label selector (AND); any other field is 400 naming it.",
+            "Field selector: `status.state=X`, `status.state!=X`, `metadata.terminating=true|false` \
+             (`==` and `!=` too), comma-separated (AND), combined with the label selector (AND); \
+             any other field is 400 naming it. A watch follows objects in and out of the \
+             selection (ADDED, DELETED).",
         ),
         query_param(
             "limit",

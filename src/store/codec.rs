@@ -242,11 +242,27 @@ pub fn change_from_byte(b: u8) -> Option<ChangeType> {
 /// object record's body) are read too, without it.
 pub const EVENT_FORMAT: u8 = 3;
 
+/// The record format of an event-format-3 record's body, frozen: a new
+/// record format needs a new event format.
+const EVENT_3_RECORD: u8 = 2;
+const _: () = assert!(
+    RECORD_FORMAT == EVENT_3_RECORD,
+    "a new record format needs a new EVENT_FORMAT (event format 3 holds record format 2)"
+);
+
 /// What an event record keeps of a modification's previous version.
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct BeforeRecord {
     labels: std::collections::BTreeMap<String, String>,
     state: String,
+    terminating: bool,
+}
+
+/// [`BeforeRecord`] as written (the same postcard bytes, borrowed).
+#[derive(Serialize)]
+struct BeforeRef<'a> {
+    labels: &'a std::collections::BTreeMap<String, String>,
+    state: &'a str,
     terminating: bool,
 }
 
@@ -261,20 +277,24 @@ pub fn encode_event(
     record: &[u8],
     before: Option<&Before>,
 ) -> Vec<u8> {
-    let mut out = Vec::with_capacity(record.len() + 4);
+    debug_assert_eq!(record.first(), Some(&EVENT_3_RECORD));
+    let mut out = Vec::with_capacity(record.len() + 64);
     out.extend_from_slice(&[EVENT_FORMAT, change_byte(change), kind_byte(kind)]);
     match before {
         None => out.push(0),
         Some(b) => {
-            let rec = BeforeRecord {
-                labels: b.labels.clone(),
-                state: b.state.to_string(),
+            let rec = BeforeRef {
+                labels: &b.labels,
+                state: b.state,
                 terminating: b.terminating,
             };
-            let bytes = postcard::to_allocvec(&rec).expect("a record always serializes");
-            out.push(1);
-            out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-            out.extend_from_slice(&bytes);
+            out.extend_from_slice(&[1, 0, 0, 0, 0]);
+            let at = out.len();
+            let mut out = postcard::to_extend(&rec, out).expect("a record always serializes");
+            let len = (out.len() - at) as u32;
+            out[at - 4..at].copy_from_slice(&len.to_le_bytes());
+            out.extend_from_slice(&record[1..]);
+            return out;
         }
     }
     out.extend_from_slice(&record[1..]);
@@ -300,13 +320,13 @@ pub fn decode_event(
         EVENT_FORMAT => {
             let short = || CodecError::Corrupt("short event record".into());
             match bytes.get(3) {
-                Some(0) => (RECORD_FORMAT, None, &bytes[4..]),
+                Some(0) => (EVENT_3_RECORD, None, &bytes[4..]),
                 Some(1) => {
                     let len = bytes.get(4..8).ok_or_else(short)?;
                     let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
                     let end = 8usize.checked_add(len).ok_or_else(short)?;
                     let rec: BeforeRecord = take_from_bytes(bytes.get(8..end).ok_or_else(short)?)?;
-                    (RECORD_FORMAT, before_of(kind, rec), &bytes[end..])
+                    (EVENT_3_RECORD, before_of(kind, rec), &bytes[end..])
                 }
                 _ => return Err(CodecError::Corrupt("bad event record header".into())),
             }

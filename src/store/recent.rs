@@ -1,9 +1,9 @@
 //! The last changes a store published, kept in memory so that a watcher
-//! resuming from a recent revision catches up from them: on etcd without
-//! reading etcd's history (a short-lived etcd watch, and on etcd before
-//! 3.4.25 and 3.5.8 a marker write, per catch-up); on redb with each
-//! modification's previous version (`Change::before`, which the event
-//! log does not keep), so that a selection is followed in and out.
+//! resuming from a recent revision catches up from them without reading
+//! the store's history: on etcd a short-lived etcd watch (and before
+//! 3.4.25 and 3.5.8 a marker write) per catch-up; on redb a read of the
+//! event log, and of every modification's previous version in events
+//! written before storage format 4, which lack it.
 //!
 //! Invariant: while `kept` is set, every change with a revision in
 //! `(from, to]` is in `changes`, in order, and none other.

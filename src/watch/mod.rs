@@ -205,8 +205,9 @@ impl Filter {
     /// of `kind` at `names`, which is now `now` and was `before` (for a
     /// modification, when known): ADDED when the change brings it into
     /// the selection, DELETED when it takes it out, the change's own type
-    /// while it stays in, nothing while it is out. Without `before` (a
-    /// change read from redb's event log), the new version alone decides.
+    /// while it stays in, nothing while it is out. Without `before` (an
+    /// event redb wrote before storage format 4, or an etcd change whose
+    /// previous version could not be read), the new version alone decides.
     pub fn event_for(
         &self,
         event: EventType,

@@ -91,6 +91,12 @@ impl EtcdStore {
                         changes: Vec::new(),
                     });
                 }
+                // Only a view that settles plans steps around an object.
+                Ok(Plan::Around { .. }) => {
+                    return Err(StoreError::Internal(
+                        "the etcd write planner settled a subtree in a request".into(),
+                    ));
+                }
                 Ok(Plan::Steps { steps, answer }) => {
                     match inner.execute(steps, answer, view, false).await {
                         Ok(Some(outcome)) => return Ok(outcome),
@@ -124,12 +130,18 @@ impl EtcdStore {
         inner.requests.fetch_add(1, Ordering::Relaxed);
         // What a create reads (its ancestors) and what a write of a
         // terminating object reads (whether it has children: one more than
-        // the documents before it may remove).
-        let enough = objects.len() + 1;
+        // the documents of its children may remove).
+        let mut children_of: HashMap<Path, usize> = HashMap::new();
+        for (o, _) in &objects {
+            if let Some(parent) = o.path().parent() {
+                *children_of.entry(parent).or_default() += 1;
+            }
+        }
         let reads: Vec<Read> = objects
             .iter()
             .flat_map(|(o, _)| {
                 let path = o.path();
+                let enough = 1 + children_of.get(&path).copied().unwrap_or(0);
                 let mut r = ancestors(&path);
                 r.extend(children(&path, Some(enough)));
                 r
@@ -236,7 +248,7 @@ impl<'a> Retry<'a> {
 /// continuing at `index`.
 fn stamp(inner: &Inner, plan: Plan, r: i64, index: &mut u64, prev: &mut u64) -> WriteOutcome {
     match plan {
-        Plan::Unchanged(o) => WriteOutcome {
+        Plan::Unchanged(o) | Plan::Around { object: o, .. } => WriteOutcome {
             object: Arc::new(o),
             changes: Vec::new(),
         },

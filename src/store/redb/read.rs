@@ -298,8 +298,7 @@ pub fn read_events(db: &Database, after: u64, max: usize) -> Result<EventsPage, 
 }
 
 /// [`read_events`], from the `recent` changes when they hold every one
-/// after `after` (they keep each modification's previous version, which
-/// the log does not), else from the log.
+/// after `after` (no read of the log), else from the log.
 pub fn read_events_after(
     db: &Database,
     after: u64,

@@ -1019,7 +1019,9 @@ impl Batch<'_> {
                     changes: Vec::new(),
                 });
             }
-            Plan::Steps { steps, answer } => (steps, answer),
+            Plan::Steps { steps, answer } => (steps, Ok(answer)),
+            // Steps around the request's object, which stays as it is.
+            Plan::Around { steps, object } => (steps, Err(object)),
         };
         let mut changes = Vec::with_capacity(steps.len());
         for step in steps {
@@ -1046,7 +1048,10 @@ impl Batch<'_> {
                 before: step.before,
             });
         }
-        let object = changes[answer].object.clone();
+        let object = match answer {
+            Ok(i) => changes[i].object.clone(),
+            Err(object) => Arc::new(object),
+        };
         Ok(WriteOutcome { object, changes })
     }
 }
