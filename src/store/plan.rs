@@ -584,7 +584,8 @@ fn check_finalizers(stored: &AnyObject, finalizers: &[String]) -> Result<(), Sto
 
 /// Writes `part` of `object` over `stored` (nothing if nothing changes).
 /// A terminating object a write of its labels, spec or finalizers leaves
-/// without finalizers goes, once it has no children.
+/// without finalizers goes, once it has no children (in the same write
+/// when the view settles).
 fn replace(
     view: &mut impl ReadView,
     key: Vec<u8>,
@@ -645,9 +646,13 @@ fn replace(
     };
     // A status write never removes (a terminating object left without
     // finalizers and children between two settling steps goes with the
-    // next one).
+    // next one). Nor does a write on a store that settles in the
+    // background (etcd): a removal there is one `DeleteRange` whose event
+    // carries the stored version, so the version without finalizers is
+    // stored first, and the settling removes it.
     if ending
         && part != Part::Status
+        && view.settles()
         && updated.meta().finalizers.is_empty()
         && !has_children(view, &updated.path(), &key)?
     {
