@@ -154,6 +154,36 @@ pub fn peek_meta(bytes: &[u8]) -> Result<MetaPeek<'_>, CodecError> {
         .map_err(|e| CodecError::Corrupt(e.to_string()))
 }
 
+/// Record format 2's `ObjectMeta`, borrowed, as far as
+/// `deletion_timestamp`.
+#[derive(Deserialize)]
+#[expect(dead_code, reason = "read to reach deletion_timestamp")]
+struct MetaV2<'a> {
+    name: &'a str,
+    #[serde(borrow)]
+    labels: Vec<(&'a str, &'a str)>,
+    uid: &'a str,
+    resource_version: u64,
+    generation: u64,
+    creation_timestamp: i128,
+    #[serde(borrow)]
+    finalizers: Vec<&'a str>,
+    deletion_timestamp: Option<i128>,
+}
+
+/// Whether a record's object is terminating (has `deletion_timestamp`),
+/// from its metadata alone (a format-1 record never is).
+pub fn peek_terminating(bytes: &[u8]) -> Result<bool, CodecError> {
+    match bytes.split_first() {
+        None => Err(CodecError::Empty),
+        Some((1, _)) => Ok(false),
+        Some((&RECORD_FORMAT, body)) => postcard::take_from_bytes::<MetaV2<'_>>(body)
+            .map(|(meta, _)| meta.deletion_timestamp.is_some())
+            .map_err(|e| CodecError::Corrupt(e.to_string())),
+        Some((&other, _)) => Err(CodecError::UnknownFormat(other)),
+    }
+}
+
 /// Encodes an object for its kind's table.
 pub fn encode(obj: &AnyObject) -> Vec<u8> {
     match obj {
@@ -288,13 +318,10 @@ pub fn encode_event(
                 state: b.state,
                 terminating: b.terminating,
             };
-            out.extend_from_slice(&[1, 0, 0, 0, 0]);
-            let at = out.len();
-            let mut out = postcard::to_extend(&rec, out).expect("a record always serializes");
-            let len = (out.len() - at) as u32;
-            out[at - 4..at].copy_from_slice(&len.to_le_bytes());
-            out.extend_from_slice(&record[1..]);
-            return out;
+            let bytes = postcard::to_allocvec(&rec).expect("a record always serializes");
+            out.push(1);
+            out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+            out.extend_from_slice(&bytes);
         }
     }
     out.extend_from_slice(&record[1..]);

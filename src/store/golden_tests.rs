@@ -191,3 +191,18 @@ fn dumps_parse_back() {
     let path = golden_path(Kind::Realm);
     assert_eq!(parse(&path, &dump(Kind::Realm, &bytes)), bytes);
 }
+
+/// Whether a record's object is terminating reads from its metadata alone,
+/// in record format 2 and (never) in format 1.
+#[test]
+fn terminating_is_read_from_the_metadata() {
+    for obj in samples() {
+        let mut live = obj.clone();
+        live.meta_mut().deletion_timestamp = None;
+        assert_eq!(peek_terminating(&encode(&obj)), Ok(true));
+        assert_eq!(peek_terminating(&encode(&live)), Ok(false));
+    }
+    assert!(peek_terminating(&[]).is_err());
+    assert!(peek_terminating(&[2, 1]).is_err());
+    assert_eq!(peek_terminating(&[1]), Ok(false));
+}

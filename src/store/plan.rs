@@ -49,6 +49,11 @@ pub trait ReadView {
     /// The objects of `kind` whose keys start with `prefix`, in key order,
     /// at most `limit` of them.
     fn scan(&mut self, kind: Kind, prefix: &[u8], limit: Option<usize>) -> Scanned;
+    /// Whether the object of `kind` at `key` is terminating (`None`: there
+    /// is none); a view may answer without decoding it all.
+    fn terminating(&mut self, kind: Kind, key: &[u8]) -> Result<Option<bool>, StoreError> {
+        Ok(self.get(kind, key)?.map(|o| o.meta().is_terminating()))
+    }
     /// Whether a write carries out in its own plan what its deletions lead
     /// to ([`settle`]: the rest of a terminating subtree, ancestors left
     /// empty). Then terminating is closed downwards: every descendant of a
@@ -487,6 +492,13 @@ impl<V: ReadView> ReadView for Overlay<'_, V> {
             .collect())
     }
 
+    fn terminating(&mut self, kind: Kind, key: &[u8]) -> Result<Option<bool>, StoreError> {
+        match self.written.get(&(kind, key.to_vec())) {
+            Some(v) => Ok(v.as_ref().map(|o| o.meta().is_terminating())),
+            None => self.base.terminating(kind, key),
+        }
+    }
+
     fn settles(&self) -> bool {
         self.base.settles()
     }
@@ -505,17 +517,17 @@ fn create(
     let mut next = path.parent();
     let mut parent = true;
     while let Some(a) = next {
-        match view.get(a.kind(), &keys::encode(a.names()))? {
+        match view.terminating(a.kind(), &keys::encode(a.names()))? {
             None if parent => return Err(StoreError::ParentNotFound { parent: a }),
             None => break,
-            Some(o) if o.meta().is_terminating() => {
+            Some(true) => {
                 return Err(StoreError::Terminating {
                     message: format!("{path} cannot be created under it"),
                     path: a,
                     field: None,
                 });
             }
-            Some(_) => {}
+            Some(false) => {}
         }
         parent = false;
         next = a.parent();

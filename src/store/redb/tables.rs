@@ -239,6 +239,13 @@ impl ReadView for WriteTables<'_> {
         Ok(self.of(kind).get(key)?.is_some())
     }
 
+    fn terminating(&mut self, kind: Kind, key: &[u8]) -> Result<Option<bool>, StoreError> {
+        match self.of(kind).get(key)? {
+            Some(v) => Ok(Some(codec::peek_terminating(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
     fn scan(&mut self, kind: Kind, prefix: &[u8], limit: Option<usize>) -> Scanned {
         let (start, end) = keys::prefix_range(prefix);
         let table = self.of(kind);
