@@ -1,7 +1,9 @@
-//! Property: on the redb backend, any sequence of creates, deletes (with or
-//! without cascade), finalizer writes and status writes keeps the deletion
-//! lifecycle's invariants (`modelhub::store::plan`), checked through the
-//! library API after every write:
+//! Property: on the redb backend (and, with `MODELHUB_TEST_STORE=etcd`, on
+//! etcd once its background process has settled each write), any sequence
+//! of creates, deletes (with or without cascade), finalizer writes and
+//! status writes keeps the deletion lifecycle's invariants
+//! (`modelhub::store::plan`), checked through the library API after every
+//! write:
 //!
 //! 1. no object is stored without its parent;
 //! 2. terminating is closed downwards: every descendant of a terminating

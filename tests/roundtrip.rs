@@ -162,7 +162,11 @@ fn maximal_cell_round_trips_through_yaml() {
     let cell = json!({
         "apiVersion": "v1beta1",
         "kind": "Cell",
-        "metadata": {"name": "c", "labels": {"app": "web"}},
+        "metadata": {
+            "name": "c",
+            "labels": {"app": "web"},
+            "finalizers": ["kukeon.io/runtime", "example.com/backup"]
+        },
         "spec": {
             "id": "c", "realmId": "r", "spaceId": "s", "stackId": "t",
             "rootContainerId": "main",
@@ -176,6 +180,19 @@ fn maximal_cell_round_trips_through_yaml() {
     let (st, created) = c.post_yaml(&s.api(&format!("{STACK}/cells")), &yaml);
     assert_eq!(st, 201, "{created}\n{yaml}");
     assert_same_doc(&created, &cell);
+    assert_eq!(
+        created["metadata"]["finalizers"],
+        cell["metadata"]["finalizers"]
+    );
+    // Marked for deletion, its deletionTimestamp reads the same in YAML.
+    let url = s.api(&format!("{STACK}/cells/c"));
+    let (st, marked) = c.delete(&url);
+    assert_eq!(st, 202, "{marked}");
+    let (st, _, text) = c.get_yaml(&url);
+    assert_eq!(st, 200);
+    let doc = yaml_json(&text);
+    assert!(doc["metadata"]["deletionTimestamp"].is_string(), "{text}");
+    assert_eq!(doc["metadata"], marked["metadata"]);
 }
 
 #[test]

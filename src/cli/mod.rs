@@ -429,6 +429,10 @@ pub async fn delete(
         match client.get(&target).await {
             // Another object of that name: the one deleted is gone.
             Ok(obj) if obj.meta().uid != deleted.meta().uid => break,
+            // Without finalizers it waits for its children (said when it
+            // was marked), or is about to go (etcd removes it moments after
+            // its last finalizer).
+            Ok(obj) if obj.meta().finalizers.is_empty() => {}
             Ok(obj) => {
                 let now = waiting_for(&obj);
                 if now != waiting {

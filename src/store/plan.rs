@@ -753,6 +753,24 @@ mod tests {
     }
 
     #[test]
+    fn a_create_under_a_terminating_ancestor_is_refused_before_its_parent_is_marked() {
+        // The realm is marked; its space not yet (etcd between two
+        // settling steps).
+        let mut r = realm("r", "n", 1);
+        r.meta_mut().deletion_timestamp = Some(5);
+        let mut view = MapView::with(&[r, space("r", "a")]);
+        let mut stack = crate::model::Stack::default();
+        stack.meta.name = "t".into();
+        stack.spec.realm_name = "r".into();
+        stack.spec.space_name = "a".into();
+        let err = plan(&mut view, WriteOp::Create(AnyObject::Stack(stack)), 9).unwrap_err();
+        match err {
+            StoreError::Terminating { path, .. } => assert_eq!(path.to_string(), "Realm r"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn a_second_delete_settles_what_a_restore_left_unsettled() {
         // A terminating realm without finalizers whose space is not marked
         // (as a backup of etcd between two settling steps may hold).
