@@ -462,6 +462,12 @@ fn below_the_reserve_writes_get_507_while_reads_and_deletes_work_and_resume_when
         &["--min-free-space", "16MiB", "--checkpoint-interval", "50ms"],
     );
     let c = Client::default();
+    // An object with a finalizer, to be deleted below the reserve.
+    let (st, b) = c.post_json(
+        &s.api("/realms"),
+        &json!({"metadata": {"name": "fin", "finalizers": ["kukeon.io/runtime"]}}),
+    );
+    assert_eq!(st, 201, "{b}");
     let began = Instant::now();
     let free_at_start = free_bytes(fs.path());
     let attempts = fill(&s, "a");
@@ -502,6 +508,13 @@ fn below_the_reserve_writes_get_507_while_reads_and_deletes_work_and_resume_when
         acked.present.remove(name);
         acked.deleted.insert(name.clone());
     }
+    // So do a marking delete and the finalizer removal that lets the
+    // object go.
+    let (st, b) = c.delete(&s.api("/realms/fin"));
+    assert_eq!(st, 202, "a marking DELETE below the reserve: {b}");
+    let (st, b) = c.put_json(&s.api("/realms/fin/finalizers"), &json!({}));
+    assert_eq!(st, 200, "a finalizer removal below the reserve: {b}");
+    assert_eq!(c.get(&s.api("/realms/fin")).0, 404);
     // Other writes are still refused.
     let a = send(
         c.http

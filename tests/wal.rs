@@ -19,11 +19,15 @@ const CELLS: &str = "/realms/r/spaces/s/stacks/t/cells";
 
 /// The non-BOOKMARK events after `from`, read until the stream times out.
 fn events_after(c: &Client, s: &Server, from: u64) -> Vec<Value> {
+    selected_events_after(c, s, from, "")
+}
+
+/// [`events_after`] of a watch narrowed by `query` (`&labelSelector=...`).
+fn selected_events_after(c: &Client, s: &Server, from: u64, query: &str) -> Vec<Value> {
     let text = c
-        .raw(
-            c.http
-                .get(s.api(&format!("/watch?resourceVersion={from}&timeoutSeconds=1"))),
-        )
+        .raw(c.http.get(s.api(&format!(
+            "/watch?resourceVersion={from}&timeoutSeconds=1{query}"
+        ))))
         .text()
         .unwrap();
     text.lines()
@@ -415,21 +419,8 @@ fn replayed_modifications_keep_their_previous_versions() {
         "the restart replayed the log: {}",
         s.log_text()
     );
-    let text = c
-        .http
-        .get(format!(
-            "{}?resourceVersion={from}&timeoutSeconds=1&labelSelector=env%3Da",
-            s.api("/watch")
-        ))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    let got: Vec<String> = text
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|e| e["type"] != "BOOKMARK")
+    let got: Vec<String> = selected_events_after(&c, &s, from, "&labelSelector=env%3Da")
+        .iter()
         .map(|e| format!("{} {}", e["type"], e["object"]["metadata"]["labels"]["env"]))
         .collect();
     assert_eq!(got, ["\"DELETED\" \"b\"", "\"ADDED\" \"a\""]);
