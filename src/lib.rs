@@ -21,6 +21,7 @@ pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod client;
+pub mod histogram;
 pub mod http;
 pub mod model;
 pub mod restore;

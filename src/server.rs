@@ -47,6 +47,8 @@ pub struct Config {
     pub continue_ttl: Duration,
     /// Longest time between checkpoints of the write-ahead log.
     pub checkpoint_interval: Duration,
+    /// Log bytes that make a checkpoint due.
+    pub checkpoint_bytes: u64,
     /// Free space kept on the data's filesystem: below it, every write
     /// but a delete is refused (507).
     pub min_free_bytes: u64,
@@ -85,6 +87,7 @@ impl Config {
             cache_bytes: StoreOptions::default().cache_bytes,
             continue_ttl: StoreOptions::default().snapshot_ttl,
             checkpoint_interval: StoreOptions::default().checkpoint_interval,
+            checkpoint_bytes: StoreOptions::default().checkpoint_bytes,
             min_free_bytes: StoreOptions::default().min_free_bytes,
             quota_bytes: StoreOptions::default().quota_bytes,
             history_bytes: StoreOptions::default().history_bytes,
@@ -203,6 +206,7 @@ pub async fn serve(
         cache_bytes: config.cache_bytes,
         snapshot_ttl: config.continue_ttl,
         checkpoint_interval: config.checkpoint_interval,
+        checkpoint_bytes: config.checkpoint_bytes,
         min_free_bytes: config.min_free_bytes,
         quota_bytes: config.quota_bytes,
         history_bytes: config.history_bytes,

@@ -1,23 +1,119 @@
-//! `/metrics`: request counters in the Prometheus text format.
+//! `/metrics`: counters, gauges and latency histograms in the Prometheus
+//! text format.
 
+use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use axum::extract::State;
+use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
+use crate::histogram::{self, Histogram};
 use crate::store::{Backend, RefusedCause};
 
-/// Response counters by status class.
-#[derive(Debug, Default)]
+/// Response counters by status class, and request durations by route
+/// and status class.
+#[derive(Debug)]
 pub struct Metrics {
     by_class: [AtomicU64; 6],
+    /// Per route of [`super::routes::table`] (and one last for requests
+    /// outside it), a histogram per status class 1xx..5xx.
+    durations: Vec<RouteTimes>,
+    /// Route template to its methods' indexes in `durations`.
+    index: HashMap<String, Vec<(Method, usize)>>,
 }
 
-/// Counts a response.
-pub fn count(s: &AppState, resp: &Response) {
+#[derive(Debug)]
+struct RouteTimes {
+    method: String,
+    route: String,
+    by_class: [Histogram; 5],
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut durations = Vec::new();
+        let mut index: HashMap<String, Vec<(Method, usize)>> = HashMap::new();
+        for route in super::routes::table() {
+            index
+                .entry(route.path.clone())
+                .or_default()
+                .push((route.method.clone(), durations.len()));
+            durations.push(RouteTimes {
+                method: route.method.to_string(),
+                route: route.path,
+                by_class: Default::default(),
+            });
+        }
+        durations.push(RouteTimes {
+            method: "any".into(),
+            route: "other".into(),
+            by_class: Default::default(),
+        });
+        Metrics {
+            by_class: Default::default(),
+            durations,
+            index,
+        }
+    }
+}
+
+impl Metrics {
+    /// Where a request on `route` (the matched template, if any) with
+    /// `method` is timed.
+    pub fn route_slot(&self, method: &Method, route: Option<&str>) -> usize {
+        route
+            .and_then(|r| self.index.get(r))
+            .and_then(|methods| methods.iter().find(|(m, _)| m == method))
+            .map_or(self.durations.len() - 1, |(_, i)| *i)
+    }
+}
+
+/// Counts a response, and times it on its route (`slot` from
+/// [`Metrics::route_slot`]): `took` is until the response's head, so a
+/// watch stream counts its start only.
+pub fn count(s: &AppState, resp: &Response, slot: usize, took: Duration) {
     let class = (resp.status().as_u16() / 100).min(5) as usize;
     s.metrics.by_class[class].fetch_add(1, Ordering::Relaxed);
+    if let Some(times) = s.metrics.durations.get(slot) {
+        times.by_class[class.clamp(1, 5) - 1].observe(took);
+    }
+}
+
+/// Escapes a label value (`\`, `"` and newlines).
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The request-duration histograms, only the series that have counts.
+fn render_durations(m: &Metrics, out: &mut String) {
+    histogram::header(
+        out,
+        "modelhub_http_request_duration_seconds",
+        "Time from a request's arrival to its response's head, by method, route template \
+         and status class (a watch stream counts until its head is sent).",
+    );
+    for times in &m.durations {
+        for (i, h) in times.by_class.iter().enumerate() {
+            let snap = h.snapshot();
+            if snap.count() == 0 {
+                continue;
+            }
+            let labels = format!(
+                "method=\"{}\",route=\"{}\",class=\"{}xx\"",
+                label(&times.method),
+                label(&times.route),
+                i + 1
+            );
+            snap.render(out, "modelhub_http_request_duration_seconds", &labels);
+        }
+    }
 }
 
 /// Renders the counters and the store revision.
@@ -32,6 +128,7 @@ pub async fn render(State(s): State<AppState>) -> Response {
             c.load(Ordering::Relaxed)
         ));
     }
+    render_durations(&s.metrics, &mut out);
     let stats = s.store.stats();
     let (requests, commits) = (stats.requests, stats.commits);
     out.push_str(&format!(
@@ -103,6 +200,46 @@ pub async fn render(State(s): State<AppState>) -> Response {
         stats.object_bytes,
         stats.history_bytes,
     ));
+    for (name, help, h) in [
+        (
+            "modelhub_write_commit_duration_seconds",
+            "Write batches' time from their transaction's start to their commit, log sync included.",
+            stats.commit_time,
+        ),
+        (
+            "modelhub_log_sync_duration_seconds",
+            "Time to append a write batch to the write-ahead log and sync it.",
+            stats.log_sync_time,
+        ),
+        (
+            "modelhub_checkpoint_duration_seconds",
+            "Checkpoints of the write-ahead log into the database (writes wait for them).",
+            stats.checkpoint_time,
+        ),
+    ] {
+        if let Some(h) = h {
+            histogram::header(&mut out, name, help);
+            h.render(&mut out, name, "");
+        }
+    }
+    let watch = s.hub.stats();
+    let _ = write!(
+        out,
+        "# HELP modelhub_write_queue_depth Write requests queued for the writer.\n\
+         # TYPE modelhub_write_queue_depth gauge\nmodelhub_write_queue_depth {}\n\
+         # HELP modelhub_log_pending_bytes Bytes of write-ahead log records since the last \
+         checkpoint (what a restart after a crash replays).\n\
+         # TYPE modelhub_log_pending_bytes gauge\nmodelhub_log_pending_bytes {}\n\
+         # HELP modelhub_watch_events_sent_total Events (not bookmarks) queued to watch streams.\n\
+         # TYPE modelhub_watch_events_sent_total counter\nmodelhub_watch_events_sent_total {}\n\
+         # HELP modelhub_watch_catchups_total Times a watch stream read the event log: it \
+         resumed from a past revision or fell behind the live buffer.\n\
+         # TYPE modelhub_watch_catchups_total counter\nmodelhub_watch_catchups_total {}\n\
+         # HELP modelhub_watch_gone_total Watches refused or ended with 410 Gone (the revision \
+         asked for was compacted).\n\
+         # TYPE modelhub_watch_gone_total counter\nmodelhub_watch_gone_total {}\n",
+        stats.write_queue, stats.log_pending_bytes, watch.events_sent, watch.catch_ups, watch.gone,
+    );
     if s.store.is_etcd() {
         out.push_str(&format!(
             "# HELP modelhub_etcd_db_size_bytes Size of the etcd member's database file.\n\

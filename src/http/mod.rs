@@ -113,11 +113,18 @@ pub fn router(state: AppState) -> Router {
 /// response counters. One layer rather than four: each `from_fn` layer
 /// costs a boxed future and a clone of the state per request.
 async fn front(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
+    let arrived = std::time::Instant::now();
+    let slot = s.metrics.route_slot(
+        req.method(),
+        req.extensions()
+            .get::<axum::extract::MatchedPath>()
+            .map(|m| m.as_str()),
+    );
     auth::authenticate(&s, &mut req);
     let audit = auth::Audit::begin(&req);
     let resp = limits::limit(&s, req, next).await;
     audit.end(&resp);
-    metrics::count(&s, &resp);
+    metrics::count(&s, &resp, slot, arrived.elapsed());
     resp
 }
 

@@ -50,7 +50,7 @@ pub use change::{
 pub use cursor::{ListIter, RawEntry, Snapshot};
 pub use error::{EngineError, StoreError};
 pub use feed::{Feed, ProgressSubscriber, Subscriber};
-pub use options::{EtcdOptions, StoreOptions};
+pub use options::{EtcdOptions, MAX_CHECKPOINT_BYTES, StoreOptions};
 pub use query::{EventsPage, ListPage, ListQuery, Refusal, RefusedCause, StoreStats};
 
 use crate::auth::token::{Token, Tokens};

@@ -16,6 +16,10 @@ pub struct StoreOptions {
     pub cache_bytes: usize,
     /// Longest time between checkpoints of the write-ahead log.
     pub checkpoint_interval: Duration,
+    /// Log bytes that make a checkpoint due, whatever the time (at most
+    /// [`MAX_CHECKPOINT_BYTES`]): a checkpoint's pause grows with what the
+    /// log holds, so this bounds it.
+    pub checkpoint_bytes: u64,
     /// Free space kept on the filesystem: below it, every write but a
     /// delete is refused (507), so that objects can still be removed and a
     /// checkpoint never meets a full disk.
@@ -69,6 +73,13 @@ pub const DEFAULT_WRITE_QUEUE: usize = 4096;
 /// The default size of the spare file.
 pub const DEFAULT_SPARE_BYTES: u64 = 32 * 1024 * 1024;
 
+/// The default [`StoreOptions::checkpoint_bytes`].
+pub const DEFAULT_CHECKPOINT_BYTES: u64 = 1024 * 1024;
+
+/// The largest [`StoreOptions::checkpoint_bytes`]: half the write-ahead
+/// log, so that a checkpoint is due well before the log is full.
+pub const MAX_CHECKPOINT_BYTES: u64 = 32 * 1024 * 1024;
+
 /// The default free-space reserve: room for the log to fill and for a
 /// checkpoint of everything it holds.
 pub const DEFAULT_MIN_FREE_BYTES: u64 = 128 * 1024 * 1024;
@@ -80,6 +91,7 @@ impl Default for StoreOptions {
             max_snapshots: 1024,
             cache_bytes: 128 * 1024 * 1024,
             checkpoint_interval: Duration::from_secs(1),
+            checkpoint_bytes: DEFAULT_CHECKPOINT_BYTES,
             min_free_bytes: DEFAULT_MIN_FREE_BYTES,
             quota_bytes: DEFAULT_QUOTA_BYTES,
             history_bytes: DEFAULT_HISTORY_BYTES,

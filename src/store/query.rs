@@ -148,4 +148,16 @@ pub struct StoreStats {
     pub cache_misses: u64,
     /// Objects in the replica's copy.
     pub cached_objects: u64,
+    /// Bytes of log records since the last checkpoint (what a restart
+    /// after a crash replays; 0 for a backend without a log).
+    pub log_pending_bytes: u64,
+    /// Write jobs queued for the writer and not taken yet.
+    pub write_queue: u64,
+    /// Write batches' time from their transaction's start to their
+    /// commit, log sync included (for a backend with a writer of its own).
+    pub commit_time: Option<crate::histogram::Snapshot>,
+    /// Time to append a batch to the log and sync it.
+    pub log_sync_time: Option<crate::histogram::Snapshot>,
+    /// Checkpoints' time (writes wait for it).
+    pub checkpoint_time: Option<crate::histogram::Snapshot>,
 }

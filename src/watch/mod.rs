@@ -31,6 +31,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -279,6 +280,28 @@ pub struct Hub {
     shutdown: watch::Sender<bool>,
     encode: Encoder,
     bookmark_interval: Duration,
+    counters: Counters,
+}
+
+/// What the hub's watchers did, for `/metrics`.
+#[derive(Debug, Default)]
+struct Counters {
+    events_sent: AtomicU64,
+    catch_ups: AtomicU64,
+    gone: AtomicU64,
+}
+
+/// [`Hub::stats`]: counts since the start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WatchStats {
+    /// Events (not bookmarks or errors) queued to streams.
+    pub events_sent: u64,
+    /// Times a stream read the log: it resumed from a past revision, or
+    /// fell behind the hub's buffer.
+    pub catch_ups: u64,
+    /// Watches refused, or streams ended, because their revision was
+    /// compacted (410).
+    pub gone: u64,
 }
 
 impl Hub {
@@ -295,7 +318,24 @@ impl Hub {
             shutdown,
             encode,
             bookmark_interval,
+            counters: Counters::default(),
         })
+    }
+
+    /// What the watchers did so far.
+    pub fn stats(&self) -> WatchStats {
+        let c = &self.counters;
+        WatchStats {
+            events_sent: c.events_sent.load(Ordering::Relaxed),
+            catch_ups: c.catch_ups.load(Ordering::Relaxed),
+            gone: c.gone.load(Ordering::Relaxed),
+        }
+    }
+
+    fn count_gone(&self, e: &StoreError) {
+        if matches!(e, StoreError::Gone(_)) {
+            self.counters.gone.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// The subscriber to the store's change feed that publishes every
@@ -442,7 +482,9 @@ pub async fn start(
         let s = store.clone();
         tokio::task::spawn_blocking(move || s.events(n, 0))
             .await
-            .map_err(|e| StoreError::Internal(e.to_string()))??;
+            .map_err(|e| StoreError::Internal(e.to_string()))?
+            .inspect_err(|e| hub.count_gone(e))?;
+        hub.counters.catch_ups.fetch_add(1, Ordering::Relaxed);
     }
     let mut shutdown = hub.shutdown.subscribe();
     // A timeout too large to represent means no deadline.
@@ -542,6 +584,7 @@ impl Watcher {
                 Ok(()) => {}
                 Err(Stop::Closed) => return None,
                 Err(Stop::Failed(e)) => {
+                    self.hub.count_gone(&e);
                     let bytes = self.hub.encode.error(&e);
                     self.out
                         .push_back(frame_bytes(self.framing, EventType::Error, None, &bytes));
@@ -623,6 +666,10 @@ impl Watcher {
         .await
         .map_err(|e| Stop::Failed(StoreError::Internal(e.to_string())))?
         .map_err(Stop::Failed)?;
+        self.hub
+            .counters
+            .events_sent
+            .fetch_add(frames.len() as u64, Ordering::Relaxed);
         self.out.extend(frames);
         if done {
             // Only a complete snapshot has a revision: a failure halfway
@@ -647,6 +694,7 @@ impl Watcher {
             .map_err(|e| Stop::Failed(StoreError::Internal(e.to_string())))?
             .map_err(Stop::Failed)?;
         let n = page.events.len();
+        let mut sent = 0;
         for (revision, change, obj, before) in page.events {
             self.cursor = revision;
             let now = Selected {
@@ -663,8 +711,13 @@ impl Watcher {
             ) {
                 let frame = self.hub.render(self.framing, event, Some(revision), &obj);
                 self.out.push_back(frame);
+                sent += 1;
             }
         }
+        self.hub
+            .counters
+            .events_sent
+            .fetch_add(sent, Ordering::Relaxed);
         if n < CATCH_UP_BATCH {
             // The page holds every change up to `current`: revisions
             // between the last change and it (none on redb; other
@@ -697,11 +750,13 @@ impl Watcher {
                 // Take whatever else is already queued too, so a busy
                 // stream writes one chunk instead of many.
                 let mut size = 0;
+                let mut sent = 0;
                 let mut next = Some(frame);
                 while let Some(frame) = next.take() {
                     if frame.revision > self.cursor {
                         if frame.prev > self.cursor {
                             // Missed frames: they are in the log.
+                            self.hub.counters.catch_ups.fetch_add(1, Ordering::Relaxed);
                             self.phase = Phase::CatchUp;
                             break;
                         }
@@ -739,6 +794,7 @@ impl Watcher {
                                 ),
                             };
                             size += b.len();
+                            sent += 1;
                             self.out.push_back(b);
                         }
                     }
@@ -748,14 +804,20 @@ impl Watcher {
                     match self.live.try_recv() {
                         Ok(f) => next = Some(f),
                         Err(broadcast::error::TryRecvError::Lagged(_)) => {
+                            self.hub.counters.catch_ups.fetch_add(1, Ordering::Relaxed);
                             self.phase = Phase::CatchUp;
                             break;
                         }
                         Err(_) => break,
                     }
                 }
+                self.hub
+                    .counters
+                    .events_sent
+                    .fetch_add(sent, Ordering::Relaxed);
             }
             Woke::Frame(Err(broadcast::error::RecvError::Lagged(missed))) => {
+                self.hub.counters.catch_ups.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(
                     missed,
                     cursor = self.cursor,

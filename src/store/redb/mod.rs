@@ -150,10 +150,16 @@ impl RedbStore {
         let mut job = job(reply);
         let deadline = std::time::Instant::now() + patience;
         loop {
+            let queued = &self.0.shared.stats.queued;
             let sent = {
                 let guard = self.0.writer.lock().expect("writer handle");
                 let (tx, _) = guard.as_ref().ok_or(StoreError::Closed)?;
-                tx.try_send(job)
+                // Counted before it can be taken, so the count never dips
+                // below zero.
+                queued.fetch_add(1, Ordering::Relaxed);
+                tx.try_send(job).inspect_err(|_| {
+                    queued.fetch_sub(1, Ordering::Relaxed);
+                })
             };
             match sent {
                 Ok(()) => break,
@@ -342,6 +348,11 @@ impl RedbStore {
             free_bytes: disk.free_bytes(&self.0.path).unwrap_or(0),
             object_bytes: stats.object_bytes.load(Ordering::Relaxed),
             history_bytes: stats.event_bytes.load(Ordering::Relaxed),
+            log_pending_bytes: stats.logged.load(Ordering::Relaxed),
+            write_queue: stats.queued.load(Ordering::Relaxed),
+            commit_time: Some(stats.commit_time.snapshot()),
+            log_sync_time: Some(stats.log_sync_time.snapshot()),
+            checkpoint_time: Some(stats.checkpoint_time.snapshot()),
             ..StoreStats::default()
         }
     }

@@ -261,7 +261,7 @@ pub(super) fn open(path: &FsPath, options: &StoreOptions) -> Result<Opened, Stor
         &log,
         id,
         may_create,
-        options.checkpoint_interval,
+        (options.checkpoint_interval, options.checkpoint_bytes),
         options.sabotage,
     )?;
     let mut replayed = 0;
@@ -350,7 +350,10 @@ mod tests {
             &log,
             id,
             true,
-            std::time::Duration::from_secs(60),
+            (
+                std::time::Duration::from_secs(60),
+                crate::store::options::MAX_CHECKPOINT_BYTES,
+            ),
             Sabotage::default(),
         )
         .unwrap();

@@ -9,8 +9,11 @@
 //! (a durable redb commit) persists everything before it and the log starts
 //! again from its beginning: one checkpoint interval
 //! (`StoreOptions::checkpoint_interval`, 1 s by default) after the first
-//! change since the last one, or once the log holds half its capacity, or
-//! when a record does not fit. On open, the writer replays the records
+//! change since the last one, or once the log holds
+//! `StoreOptions::checkpoint_bytes` (1 MiB by default: a checkpoint's
+//! pause grows with what it persists, about 5 ms per MiB of log on an SSD,
+//! so this bounds the pause whatever the write rate), or when a record
+//! does not fit. On open, the writer replays the records
 //! after the database's revision ([`Records::for_each_record`]) in one
 //! durable transaction, and the log is cleared ([`Wal::clear`]).
 //!
@@ -56,8 +59,7 @@ use crate::store::options::Sabotage;
 pub const CAPACITY: u64 = 64 * 1024 * 1024;
 /// The file is zero-filled this much at a time, as the log first grows.
 const FILL_STEP: u64 = 4 * 1024 * 1024;
-/// Checkpoint once the log holds this much, whatever the time.
-const CHECKPOINT_BYTES: u64 = CAPACITY / 2;
+const _: () = assert!(crate::store::options::MAX_CHECKPOINT_BYTES <= CAPACITY / 2);
 /// A record's header: length and checksum.
 const HEADER: usize = 8;
 /// Records start on a block of this size (a disk's largest sector).
@@ -162,6 +164,8 @@ pub struct Wal {
     base: u64,
     last_checkpoint: Instant,
     interval: Duration,
+    /// Log bytes that make a checkpoint due.
+    due_bytes: u64,
     failed: Option<EngineError>,
     sabotage: Sabotage,
 }
@@ -192,13 +196,14 @@ impl Wal {
     /// database, or a header that cannot be read, is refused. What it
     /// holds from a run that did not stop cleanly is read with
     /// [`Records::for_each_record`], then dropped with [`Wal::clear`].
-    /// Checkpoints are due every `interval` while writes arrive.
+    /// Checkpoints are due every `interval` while writes arrive, or once
+    /// the log holds `due_bytes` of records.
     pub fn open(
         disk: &dyn Disk,
         path: &Path,
         id: u128,
         create: bool,
-        interval: Duration,
+        (interval, due_bytes): (Duration, u64),
         sabotage: Sabotage,
     ) -> Result<Wal, StoreError> {
         let refuse = |what: String| StoreError::Engine(EngineError::msg(what));
@@ -220,6 +225,7 @@ impl Wal {
             base: START,
             last_checkpoint: Instant::now(),
             interval,
+            due_bytes: due_bytes.clamp(ALIGN, crate::store::options::MAX_CHECKPOINT_BYTES),
             failed: None,
             sabotage,
         };
@@ -425,7 +431,8 @@ impl Wal {
     pub fn checkpoint_due(&self) -> bool {
         self.failed.is_none()
             && self.offset > START
-            && (self.offset >= CHECKPOINT_BYTES || self.last_checkpoint.elapsed() >= self.interval)
+            && (self.logged_bytes() >= self.due_bytes
+                || self.last_checkpoint.elapsed() >= self.interval)
     }
 
     /// How long until a checkpoint is due, if anything is logged (never
@@ -793,9 +800,18 @@ pub(super) mod tests {
             path,
             id,
             create,
-            Duration::from_secs(60),
+            (
+                Duration::from_secs(60),
+                crate::store::options::MAX_CHECKPOINT_BYTES,
+            ),
             Sabotage::default(),
         )
+    }
+
+    /// The log at `path`, created if missing, with checkpoints due after
+    /// `due` (interval, bytes).
+    fn open_due(path: &Path, due: (Duration, u64)) -> Wal {
+        Wal::open(&OsDisk, path, ID, true, due, Sabotage::default()).unwrap()
     }
 
     /// The log in `dir`, opened with a long checkpoint interval.
@@ -884,18 +900,38 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn a_checkpoint_is_due_once_the_log_holds_its_bytes_whatever_the_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.redb.wal");
+        let mut wal = open_due(&path, (Duration::from_secs(3600), 3 * ALIGN));
+        assert!(!wal.checkpoint_due(), "nothing logged");
+        for first in 1..=2 {
+            assert_eq!(
+                wal.append(&mut journal(first, 1)).unwrap(),
+                Appended::Logged
+            );
+            assert!(!wal.checkpoint_due(), "{} bytes logged", wal.logged_bytes());
+        }
+        assert_eq!(wal.append(&mut journal(3, 1)).unwrap(), Appended::Logged);
+        assert_eq!(wal.logged_bytes(), 3 * ALIGN, "a record a block");
+        assert!(wal.checkpoint_due());
+        wal.reset();
+        assert!(!wal.checkpoint_due());
+        assert_eq!(wal.logged_bytes(), 0);
+
+        // Out-of-range settings are brought within [one block, the most].
+        let wide = open_due(&path, (Duration::ZERO, u64::MAX));
+        assert_eq!(wide.due_bytes, crate::store::options::MAX_CHECKPOINT_BYTES);
+    }
+
+    #[test]
     fn a_failed_wal_refuses_writes_and_checkpoints() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.redb.wal");
-        let mut wal = Wal::open(
-            &OsDisk,
+        let mut wal = open_due(
             &path,
-            ID,
-            true,
-            Duration::ZERO,
-            Sabotage::default(),
-        )
-        .unwrap();
+            (Duration::ZERO, crate::store::options::MAX_CHECKPOINT_BYTES),
+        );
         assert_eq!(wal.append(&mut journal(1, 1)).unwrap(), Appended::Logged);
         assert!(wal.checkpoint_due());
         wal.fail(EngineError::msg("disk on fire"));

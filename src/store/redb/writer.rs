@@ -48,6 +48,7 @@ use super::tables::{
 };
 use super::wal::{self, AppendError, Appended, Journal, Wal};
 use crate::auth::token::Token;
+use crate::histogram::Histogram;
 use crate::store::change::{ApplyOutcome, Change, Document, Part, WriteOp, WriteOutcome};
 use crate::store::codec;
 use crate::store::error::{EngineError, StoreError};
@@ -135,7 +136,7 @@ pub(super) enum TokenOp {
 
 /// Most events dropped by one compaction transaction, so that compaction
 /// never holds the writer for long.
-const COMPACT_CHUNK: u64 = 10_000;
+const COMPACT_CHUNK: u64 = 1_000;
 
 /// Counters of the writer's work.
 #[derive(Debug, Default)]
@@ -160,6 +161,17 @@ pub(super) struct WriterStats {
     pub object_bytes: AtomicU64,
     /// Bytes of stored event records.
     pub event_bytes: AtomicU64,
+    /// Batches' time from the start of their transaction to their commit
+    /// (log sync included).
+    pub commit_time: Histogram,
+    /// Time to append a batch to the log and sync it.
+    pub log_sync_time: Histogram,
+    /// Time of a checkpoint (the writer waits for it).
+    pub checkpoint_time: Histogram,
+    /// Jobs queued for the writer and not taken yet.
+    pub queued: AtomicU64,
+    /// Bytes of log records since the last checkpoint.
+    pub logged: AtomicU64,
 }
 
 impl WriterStats {
@@ -382,6 +394,8 @@ impl Writer {
             {
                 self.checkpoint(false);
             }
+            let logged = self.wal.as_ref().map_or(0, Wal::logged_bytes);
+            self.shared.stats.logged.store(logged, Ordering::Relaxed);
             let wait = match &self.failure {
                 Some(f) => Some(f.next_try.saturating_duration_since(Instant::now())),
                 None => {
@@ -393,10 +407,18 @@ impl Writer {
                     }
                 }
             };
+            let queued = &self.shared.stats.queued;
+            let taken = |job| {
+                queued.fetch_sub(1, Ordering::Relaxed);
+                job
+            };
             let next = match (pending.take(), wait) {
                 (Some(job), _) => Ok(job),
-                (None, Some(wait)) => rx.recv_timeout(wait),
-                (None, None) => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                (None, Some(wait)) => rx.recv_timeout(wait).map(taken),
+                (None, None) => rx
+                    .recv()
+                    .map(taken)
+                    .map_err(|_| RecvTimeoutError::Disconnected),
             };
             let first = match next {
                 Ok(job) => job,
@@ -414,7 +436,7 @@ impl Writer {
                 Job::Write { op, reply } => {
                     batch.push((op, reply));
                     while batch.len() < MAX_BATCH {
-                        match rx.try_recv() {
+                        match rx.try_recv().map(taken) {
                             Ok(Job::Write { op, reply }) => batch.push((op, reply)),
                             Ok(other) => {
                                 pending = Some(other);
@@ -971,6 +993,7 @@ impl Writer {
         if sabotage.clear_log_before_checkpoint {
             wal.reset();
         }
+        let began = Instant::now();
         let done = (|| -> Result<(), StoreError> {
             if closing {
                 let mut txn = db.begin_write()?;
@@ -986,10 +1009,9 @@ impl Writer {
         match done {
             Ok(()) => {
                 wal.reset();
-                self.shared
-                    .stats
-                    .checkpoints
-                    .fetch_add(1, Ordering::Relaxed);
+                let stats = &self.shared.stats;
+                stats.checkpoint_time.observe(began.elapsed());
+                stats.checkpoints.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => wal.fail(match e {
                 StoreError::Engine(e) => e.reworded(|w| format!("checkpoint failed: {w}")),
@@ -1079,6 +1101,7 @@ fn with_batch<T>(
         }
         other => other,
     };
+    let began = Instant::now();
     let txn = match db.begin_write() {
         Ok(txn) => txn,
         Err(e) => return Err(refuse(wal, e.into())),
@@ -1106,6 +1129,7 @@ fn with_batch<T>(
     };
     if end != start && keep {
         commit(txn, wal, &mut journal, stats)?;
+        stats.commit_time.observe(began.elapsed());
         if let Some(sizes) = sizes {
             stats.set_sizes(sizes);
         }
@@ -1282,7 +1306,10 @@ fn commit(
         wal.fail(e.clone());
         return Err(e.refusal());
     }
-    let appended = match wal.append(journal) {
+    let syncing = Instant::now();
+    let appended = wal.append(journal);
+    stats.log_sync_time.observe(syncing.elapsed());
+    let appended = match appended {
         Ok(a) => a,
         Err(AppendError::Refused(StoreError::Engine(e))) => return Err(e.refusal()),
         Err(AppendError::Refused(e)) => return Err(e),
