@@ -203,7 +203,8 @@ pub async fn render(State(s): State<AppState>) -> Response {
     for (name, help, h) in [
         (
             "modelhub_write_commit_duration_seconds",
-            "Write batches' time from their transaction's start to their commit, log sync included.",
+            "Write batches' time from their transaction's start to their commit, log sync \
+             included (on etcd: write transactions' round trips, retries included).",
             stats.commit_time,
         ),
         (

@@ -154,7 +154,7 @@ pub struct StoreStats {
     /// Write jobs queued for the writer and not taken yet.
     pub write_queue: u64,
     /// Write batches' time from their transaction's start to their
-    /// commit, log sync included (for a backend with a writer of its own).
+    /// commit, log sync included (etcd: write transactions' round trips).
     pub commit_time: Option<crate::histogram::Snapshot>,
     /// Time to append a batch to the log and sync it.
     pub log_sync_time: Option<crate::histogram::Snapshot>,

@@ -44,6 +44,8 @@ pub(super) struct Inner {
     pub(super) closed: AtomicBool,
     pub(super) requests: AtomicU64,
     pub(super) commits: AtomicU64,
+    /// Write transactions' round trips, retries included.
+    pub(super) commit_time: crate::histogram::Histogram,
     pub(super) conflicts: AtomicU64,
     pub(super) health: Mutex<Health>,
     /// Whether etcd's progress notifications can be trusted not to run
@@ -115,6 +117,7 @@ impl EtcdStore {
             commits: self.0.commits.load(Ordering::Relaxed),
             database_bytes: h.db_size,
             database_in_use_bytes: h.db_in_use,
+            commit_time: Some(self.0.commit_time.snapshot()),
             ..StoreStats::default()
         }
     }
@@ -281,14 +284,18 @@ impl Inner {
     /// etcd refuses it before applying it (no leader yet, a member that
     /// cannot be reached), as nothing can have been written.
     pub(super) async fn txn(&self, txn: &Txn) -> Result<etcd_client::TxnResponse, EtcdError> {
-        self.again(
-            || {
-                let (mut kv, txn) = (self.kv(), txn.clone());
-                async move { kv.txn(txn).await }
-            },
-            Again::Write,
-        )
-        .await
+        let sent = std::time::Instant::now();
+        let resp = self
+            .again(
+                || {
+                    let (mut kv, txn) = (self.kv(), txn.clone());
+                    async move { kv.txn(txn).await }
+                },
+                Again::Write,
+            )
+            .await;
+        self.commit_time.observe(sent.elapsed());
+        resp
     }
 
     /// A read-only transaction, sent again on any passing failure.

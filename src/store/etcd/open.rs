@@ -56,6 +56,7 @@ impl EtcdStore {
             closed: AtomicBool::new(false),
             requests: AtomicU64::new(0),
             commits: AtomicU64::new(0),
+            commit_time: Default::default(),
             conflicts: AtomicU64::new(0),
             health: Mutex::new(Health {
                 feed_ok: true,
