@@ -429,7 +429,8 @@ impl Audit {
             status,
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS
         );
-        if write || denied {
+        // Nothing is formatted for a record no subscriber takes.
+        if (write || denied) && tracing::enabled!(target: "modelhub::audit", tracing::Level::INFO) {
             let note = resp.extensions().get::<AuditNote>().copied();
             let token = resp.extensions().get::<AuditToken>().map(|t| t.0.as_str());
             let peer = peer.map(|p| match p {

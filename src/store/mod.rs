@@ -163,7 +163,7 @@ impl Backend for Store {
         match &self.0 {
             Engine::Redb(s) => s.write(op).await,
             #[cfg(feature = "etcd")]
-            Engine::Etcd(s) => s.write(op).await,
+            Engine::Etcd(s) => Box::pin(s.write(op)).await,
         }
     }
 
@@ -175,7 +175,7 @@ impl Backend for Store {
         match &self.0 {
             Engine::Redb(s) => s.apply(objects, dry_run).await,
             #[cfg(feature = "etcd")]
-            Engine::Etcd(s) => s.apply(objects, dry_run).await,
+            Engine::Etcd(s) => Box::pin(s.apply(objects, dry_run)).await,
         }
     }
 
@@ -183,7 +183,7 @@ impl Backend for Store {
         match &self.0 {
             Engine::Redb(s) => s.get(path),
             #[cfg(feature = "etcd")]
-            Engine::Etcd(s) => s.get(path).await,
+            Engine::Etcd(s) => Box::pin(s.get(path)).await,
         }
     }
 
@@ -191,7 +191,7 @@ impl Backend for Store {
         match &self.0 {
             Engine::Redb(s) => s.revision(),
             #[cfg(feature = "etcd")]
-            Engine::Etcd(s) => s.revision().await,
+            Engine::Etcd(s) => Box::pin(s.revision()).await,
         }
     }
 
@@ -199,7 +199,7 @@ impl Backend for Store {
         match &self.0 {
             Engine::Redb(s) => s.list_page(query).await,
             #[cfg(feature = "etcd")]
-            Engine::Etcd(s) => s.list_page(query).await,
+            Engine::Etcd(s) => Box::pin(s.list_page(query)).await,
         }
     }
 
@@ -223,7 +223,7 @@ impl Backend for Store {
         match &self.0 {
             Engine::Redb(s) => s.compact(keep).await,
             #[cfg(feature = "etcd")]
-            Engine::Etcd(s) => s.compact(keep).await,
+            Engine::Etcd(s) => Box::pin(s.compact(keep)).await,
         }
     }
 
@@ -248,7 +248,7 @@ impl Backend for Store {
         match &self.0 {
             Engine::Redb(s) => s.ready(),
             #[cfg(feature = "etcd")]
-            Engine::Etcd(s) => s.ready().await,
+            Engine::Etcd(s) => Box::pin(s.ready()).await,
         }
     }
 
@@ -288,7 +288,7 @@ impl Backend for Store {
         match &self.0 {
             Engine::Redb(s) => s.create_token(token).await,
             #[cfg(feature = "etcd")]
-            Engine::Etcd(s) => s.create_token(token).await,
+            Engine::Etcd(s) => Box::pin(s.create_token(token)).await,
         }
     }
 
@@ -296,7 +296,7 @@ impl Backend for Store {
         match &self.0 {
             Engine::Redb(s) => s.revoke_token(name).await,
             #[cfg(feature = "etcd")]
-            Engine::Etcd(s) => s.revoke_token(name).await,
+            Engine::Etcd(s) => Box::pin(s.revoke_token(name)).await,
         }
     }
 
@@ -304,7 +304,7 @@ impl Backend for Store {
         match &self.0 {
             Engine::Redb(s) => s.tokens(),
             #[cfg(feature = "etcd")]
-            Engine::Etcd(s) => s.tokens().await,
+            Engine::Etcd(s) => Box::pin(s.tokens()).await,
         }
     }
 

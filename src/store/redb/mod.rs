@@ -186,9 +186,15 @@ impl RedbStore {
         })?
     }
 
-    /// See [`crate::store::Backend::write`].
-    pub async fn write(&self, op: WriteOp) -> Result<WriteOutcome, StoreError> {
-        self.submit(|reply| writer::Job::Write { op, reply }).await
+    /// See [`crate::store::Backend::write`]. The operation is boxed before
+    /// the future is made, so that the future stays small (request
+    /// handlers' futures hold it, and are moved into a box per request).
+    pub fn write(
+        &self,
+        op: WriteOp,
+    ) -> impl std::future::Future<Output = Result<WriteOutcome, StoreError>> + Send + '_ {
+        let op = Box::new(op);
+        self.submit(|reply| writer::Job::Write { op, reply })
     }
 
     /// See [`crate::store::Backend::apply`].

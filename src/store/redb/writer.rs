@@ -92,12 +92,12 @@ const SPARE_RETRY: Duration = Duration::from_secs(1);
 /// How long free space found above the reserve is trusted.
 const FREE_RECHECK: Duration = Duration::from_millis(100);
 
-/// Work for the writer thread.
-#[expect(clippy::large_enum_variant, reason = "moved once, into the queue")]
+/// Work for the writer thread. Small: the futures that hold one while
+/// waiting for room in the queue are moved into a box per request.
 pub(super) enum Job {
     /// A write request and where its answer goes.
     Write {
-        op: WriteOp,
+        op: Box<WriteOp>,
         reply: oneshot::Sender<Result<WriteOutcome, StoreError>>,
     },
     /// Create or configure several objects in one transaction of their own,
@@ -434,10 +434,10 @@ impl Writer {
             let mut batch = Vec::new();
             let job = match first {
                 Job::Write { op, reply } => {
-                    batch.push((op, reply));
+                    batch.push((*op, reply));
                     while batch.len() < MAX_BATCH {
                         match rx.try_recv().map(taken) {
-                            Ok(Job::Write { op, reply }) => batch.push((op, reply)),
+                            Ok(Job::Write { op, reply }) => batch.push((*op, reply)),
                             Ok(other) => {
                                 pending = Some(other);
                                 break;
