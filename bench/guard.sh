@@ -21,6 +21,13 @@
 # working tree's fresh build, the default of an omitted --a or --b:
 #   bench/guard.sh --b "env MODELHUB_CACHE_MB=32 @current"
 #   bench/guard.sh --a-serve "--workers 1" --b-serve "--workers 2"
+# --a-bench/--b-bench add global modelhub-bench flags to one side's runs,
+# e.g. the cost of authentication (issue 22): side B's load generator
+# creates an admin token on each fresh server and sends it on every
+# request, side A's stays anonymous (MODELHUB_BENCH_TOKEN is unset for the
+# runs: a fresh server knows no given token):
+#   bench/guard.sh --a @current --b @current --b-bench --auth \
+#     --workloads create1,create64,get16
 #
 # Options (environment variable, default):
 #   --rounds N         alternating rounds (GUARD_ROUNDS, 5)
@@ -32,6 +39,10 @@
 #   --workloads LIST   comma-separated subset of create1,create64,status64,
 #                      get16,list,watch (GUARD_WORKLOADS, all)
 #   --a-serve FLAGS / --b-serve FLAGS   extra `serve` flags of side A / B
+#   --a-bench FLAGS / --b-bench FLAGS   extra global modelhub-bench flags of
+#                      side A / B's runs (e.g. --auth); alone, like the
+#                      serve flags, they compare two settings of the
+#                      working tree
 #   --out FILE         keep the figures (tab-separated; `modelhub-bench
 #                      guard-report FILE` prints the table again)
 # A quick smoke: bench/guard.sh --rounds 1 --duration 2 --watch-writes 200
@@ -71,12 +82,12 @@ watch_writes=${GUARD_WATCH_WRITES:-1000}
 watch_rate=${GUARD_WATCH_RATE:-100}
 workloads=${GUARD_WORKLOADS:-create1,create64,status64,get16,list,watch}
 out=${GUARD_OUT:-}
-cmd_a='' cmd_b='' serve_a='' serve_b='' baseline='' settings=''
+cmd_a='' cmd_b='' serve_a='' serve_b='' bench_a='' bench_b='' baseline='' settings=''
 while [ $# -gt 0 ]; do
   case $1 in
     -h | --help) usage 0 ;;
     --rounds | --threshold | --duration | --watch-writes | --watch-rate | --workloads | \
-      --a | --b | --a-serve | --b-serve | --out)
+      --a | --b | --a-serve | --b-serve | --a-bench | --b-bench | --out)
       [ $# -ge 2 ] || die "$1 needs a value"
       case $1 in
         --rounds) rounds=$2 ;;
@@ -89,6 +100,8 @@ while [ $# -gt 0 ]; do
         --b) cmd_b=$2 settings=1 ;;
         --a-serve) serve_a=$2 ;;
         --b-serve) serve_b=$2 ;;
+        --a-bench) bench_a=$2 ;;
+        --b-bench) bench_b=$2 ;;
         --out) out=$2 ;;
       esac
       shift 2
@@ -103,8 +116,9 @@ while [ $# -gt 0 ]; do
 done
 [ -z "$out" ] || [[ $out = /* ]] || out=$caller/$out
 [ -n "$baseline" ] && [ -n "$settings" ] && die "give a BASELINE commit or --a/--b, not both"
-# Serve flags alone compare two settings of the working tree.
-[ -z "$baseline" ] && { [ -n "$serve_a" ] || [ -n "$serve_b" ]; } && settings=1
+# Serve or bench flags alone compare two settings of the working tree.
+[ -z "$baseline" ] && { [ -n "$serve_a" ] || [ -n "$serve_b" ] || [ -n "$bench_a" ] ||
+  [ -n "$bench_b" ]; } && settings=1
 [ -n "$settings" ] || baseline=${baseline:-HEAD}
 [[ $rounds =~ ^[1-9][0-9]*$ ]] || die "--rounds: a positive whole number"
 [[ $watch_writes =~ ^[1-9][0-9]*$ ]] || die "--watch-writes: a positive whole number"
@@ -180,8 +194,8 @@ if [ -n "$settings" ]; then
   names=(A B)
   cmd_a=${cmd_a:-@current}
   cmd_b=${cmd_b:-@current}
-  echo "== A: $cmd_a serve ... $serve_a"
-  echo "== B: $cmd_b serve ... $serve_b"
+  echo "== A: $cmd_a serve ... $serve_a${bench_a:+  (load generator: modelhub-bench $bench_a ...)}"
+  echo "== B: $cmd_b serve ... $serve_b${bench_b:+  (load generator: modelhub-bench $bench_b ...)}"
   echo "   (@current: the working tree at $head$dirty)"
 else
   names=(baseline current)
@@ -207,8 +221,8 @@ else
   cp "$dir/modelhub" "$work/modelhub-baseline"
   cmd_a=$work/modelhub-baseline
   cmd_b=@current
-  echo "== baseline: $baseline = ${sha:0:12} $(git log -1 --format=%s "$sha")"
-  echo "== current:  the working tree at $head$dirty"
+  echo "== baseline: $baseline = ${sha:0:12} $(git log -1 --format=%s "$sha")${serve_a:+; serve ... $serve_a}${bench_a:+  (load generator: modelhub-bench $bench_a ...)}"
+  echo "== current:  the working tree at $head$dirty${serve_b:+; serve ... $serve_b}${bench_b:+  (load generator: modelhub-bench $bench_b ...)}"
 fi
 cmd_a=${cmd_a//@current/$work/modelhub-current}
 cmd_b=${cmd_b//@current/$work/modelhub-current}
@@ -242,8 +256,8 @@ start_server() {
 
 # One run: side $1, round $2, workload $3; its figures go to $figures.
 run() {
-  local side=$1 round=$2 w=$3 name=${names[0]}
-  [ "$side" = b ] && name=${names[1]}
+  local side=$1 round=$2 w=$3 name=${names[0]} flags=$bench_a
+  [ "$side" = b ] && name=${names[1]} flags=$bench_b
   printf '  %-9s %-8s ' "$w" "$name"
   if ! start_server "$side"; then
     failed_runs=$((failed_runs + 1))
@@ -251,9 +265,9 @@ run() {
   fi
   rm -f "$work/run.tsv"
   local t0=$SECONDS
-  # shellcheck disable=SC2086 # the workload's arguments are words
-  "$bench" --server "$url" --server-pid "$server_pid" --figures "$work/run.tsv" \
-    --duration "$duration" ${args[$w]} >"$work/bench.log" 2>&1 &
+  # shellcheck disable=SC2086 # the side's flags and the workload's arguments are words
+  env -u MODELHUB_BENCH_TOKEN "$bench" $flags --server "$url" --server-pid "$server_pid" \
+    --figures "$work/run.tsv" --duration "$duration" ${args[$w]} >"$work/bench.log" 2>&1 &
   bench_pid=$!
   if wait "$bench_pid" && [ -s "$work/run.tsv" ]; then
     awk -F'\t' -v s="$side" -v r="$round" '{ print s "\t" r "\t" $0 }' "$work/run.tsv" >>"$figures"
@@ -268,7 +282,7 @@ run() {
       { printf "%s%s %s", sep, $2, fig($3); sep = ", "; w = $1; c = $5 }
       END { printf "; server CPU %s us/op  (%d s)\n", cpu(c), t }' "$work/run.tsv" "$work/run.tsv"
   else
-    echo "FAILED (modelhub-bench ${args[$w]}):"
+    echo "FAILED (modelhub-bench ${flags:+$flags }${args[$w]}):"
     tail -5 "$work/bench.log" | sed 's/^/    /'
     failed_runs=$((failed_runs + 1))
   fi

@@ -8,7 +8,8 @@
 //!
 //! Only what a watch needs: no request bodies, no server push, response
 //! headers checked for `:status 200` only, flow control windows opened
-//! wide at the start and refilled as data is read.
+//! wide at the start and refilled as data is read. A request may carry an
+//! `authorization` header (`--auth`).
 
 use std::io;
 use std::time::{Duration, Instant};
@@ -87,13 +88,28 @@ fn hpack_literal(out: &mut Vec<u8>, name: usize, value: &str) {
     out.extend_from_slice(value.as_bytes());
 }
 
-/// The header block of `GET path` to `authority` over `http`.
-fn get_headers(authority: &str, path: &str) -> Vec<u8> {
+/// The same, never indexed (RFC 7541, 6.2.3: no intermediary may put the
+/// value into a table), for a credential.
+fn hpack_never_indexed(out: &mut Vec<u8>, name: usize, value: &str) {
+    hpack_int(out, 4, 0x10, name);
+    hpack_int(out, 7, 0x00, value.len());
+    out.extend_from_slice(value.as_bytes());
+}
+
+/// HPACK static table entry naming `authorization`.
+const AUTHORIZATION: usize = 23;
+
+/// The header block of `GET path` to `authority` over `http`, with
+/// `authorization` if given (its value, e.g. `Bearer TOKEN`).
+fn get_headers(authority: &str, path: &str, authorization: Option<&str>) -> Vec<u8> {
     // Static table: 2 is `:method: GET`, 6 `:scheme: http`; 1 and 4 name
     // `:authority` and `:path`.
     let mut block = vec![0x82, 0x86];
     hpack_literal(&mut block, 4, path);
     hpack_literal(&mut block, 1, authority);
+    if let Some(value) = authorization {
+        hpack_never_indexed(&mut block, AUTHORIZATION, value);
+    }
     block
 }
 
@@ -126,12 +142,19 @@ pub enum Event<'a> {
 }
 
 /// Opens one connection to `base` (`http://host:port`) with one `GET`
-/// stream per path, and calls `on` for each [`Event`] until it answers
+/// stream per path (each with the `authorization` header's value, if
+/// given), and calls `on` for each [`Event`] until it answers
 /// [`Seen::Done`]. Fails if the connection ends first (closed, GOAWAY, or
 /// `idle` without anything [`Seen::New`]: bookmarks alone do not keep it
 /// open), if a stream is refused, reset or ended, or on a protocol error;
 /// the caller keeps what it was given before.
-pub async fn watch<F>(base: &str, paths: &[String], idle: Duration, mut on: F) -> io::Result<()>
+pub async fn watch<F>(
+    base: &str,
+    paths: &[String],
+    authorization: Option<&str>,
+    idle: Duration,
+    mut on: F,
+) -> io::Result<()>
 where
     F: FnMut(Event<'_>) -> Seen,
 {
@@ -155,7 +178,7 @@ where
     frame(&mut out, SETTINGS, 0, 0, &settings);
     window_update(&mut out, 0, WINDOW - DEFAULT_WINDOW);
     for (i, path) in paths.iter().enumerate() {
-        let block = get_headers(authority, path);
+        let block = get_headers(authority, path, authorization);
         frame(
             &mut out,
             HEADERS,
@@ -371,6 +394,24 @@ mod tests {
     async fn server() -> String {
         let app = axum::Router::new()
             .route(
+                "/private",
+                axum::routing::get(|headers: axum::http::HeaderMap| async move {
+                    let authorized = headers
+                        .get("authorization")
+                        .is_some_and(|v| v == "Bearer mh_t");
+                    if authorized {
+                        Ok(Body::from_stream(
+                            futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from(
+                                line(0),
+                            ))])
+                            .chain(futures_util::stream::pending()),
+                        ))
+                    } else {
+                        Err(axum::http::StatusCode::UNAUTHORIZED)
+                    }
+                }),
+            )
+            .route(
                 "/lines",
                 axum::routing::get(|| async {
                     let lines = futures_util::stream::iter(
@@ -399,6 +440,7 @@ mod tests {
         let result = watch(
             &base,
             &paths,
+            None,
             Duration::from_secs(10),
             |event| match event {
                 Event::Ready => {
@@ -430,6 +472,7 @@ mod tests {
         let err = watch(
             &base,
             &["/ended".to_string()],
+            None,
             Duration::from_secs(10),
             |event| {
                 if let Event::Data { data, .. } = event {
@@ -448,7 +491,7 @@ mod tests {
     /// `answer`.
     async fn error_of(path: &str, idle: Duration, answer: Seen) -> String {
         let base = server().await;
-        watch(&base, &[path.to_string()], idle, |_| answer)
+        watch(&base, &[path.to_string()], None, idle, |_| answer)
             .await
             .unwrap_err()
             .to_string()
@@ -482,11 +525,50 @@ mod tests {
 
     #[test]
     fn get_headers_are_static_entries_and_literals() {
-        let block = get_headers("h:1", "/p");
+        let block = get_headers("h:1", "/p", None);
         assert_eq!(
             block,
             [0x82, 0x86, 0x04, 2, b'/', b'p', 0x01, 3, b'h', b':', b'1']
         );
+        // authorization: static entry 23, never indexed (0x1f 0x08: 23 in
+        // a 4-bit prefix).
+        let block = get_headers("h:1", "/p", Some("Bearer t"));
+        let mut want = vec![0x82, 0x86, 0x04, 2, b'/', b'p', 0x01, 3, b'h', b':', b'1'];
+        want.extend_from_slice(&[0x1f, 0x08, 8]);
+        want.extend_from_slice(b"Bearer t");
+        assert_eq!(block, want);
+    }
+
+    #[tokio::test]
+    async fn the_authorization_header_reaches_the_server() {
+        let base = server().await;
+        let paths = vec!["/private".to_string(); 3];
+        let mut got = vec![0; paths.len()];
+        watch(
+            &base,
+            &paths,
+            Some("Bearer mh_t"),
+            Duration::from_secs(10),
+            |event| match event {
+                Event::Ready => Seen::New,
+                Event::Data { stream, data, .. } => {
+                    got[stream] += data.len();
+                    if got.iter().all(|g| *g == line(0).len()) {
+                        Seen::Done
+                    } else {
+                        Seen::New
+                    }
+                }
+            },
+        )
+        .await
+        .unwrap();
+        for token in [None, Some("Bearer other")] {
+            let err = watch(&base, &paths, token, Duration::from_secs(10), |_| Seen::New)
+                .await
+                .unwrap_err();
+            assert!(err.to_string().contains("status is not 200"), "{err}");
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! target/release/modelhub-bench --spawn target/release/modelhub all
 //! ```
 
+mod auth;
 #[cfg(feature = "etcd")]
 mod etcd;
 mod guard;
@@ -76,9 +77,10 @@ struct Cli {
     /// gRPC connections to etcd; concurrent clients share them round-robin.
     #[arg(long, default_value_t = 1)]
     etcd_conns: usize,
-    /// Length of each closed-loop workload (create, status, get), seconds.
-    #[arg(long, default_value_t = 10.0)]
-    duration: f64,
+    /// Length of each closed-loop workload (create, status, get), seconds;
+    /// default 10, for `tail` 60 (each run).
+    #[arg(long)]
+    duration: Option<f64>,
     /// Instead of --duration: this many requests per closed-loop workload.
     #[arg(long)]
     count: Option<u64>,
@@ -96,6 +98,19 @@ struct Cli {
     /// one tab-separated line per figure (for bench/guard.sh).
     #[arg(long)]
     figures: Option<PathBuf>,
+    /// Send `Authorization: Bearer TOKEN` on every request to modelhub,
+    /// to measure what authentication costs. The token: --token-file's,
+    /// else $MODELHUB_BENCH_TOKEN, else an admin token created through the
+    /// API on each modelhub (spawned or --server) right after it is up
+    /// (which needs a server with no token yet: anonymous loopback
+    /// requests are then admins). Once a token exists the server refuses
+    /// anonymous requests; the bench checks that it does.
+    #[arg(long)]
+    auth: bool,
+    /// With --auth: read the token from this file (e.g. for a running
+    /// server, or --data of a database that has tokens).
+    #[arg(long, requires = "auth")]
+    token_file: Option<PathBuf>,
     #[command(subcommand)]
     workload: Workload,
 }
@@ -120,6 +135,32 @@ struct ListArgs {
     no_etcd_big: bool,
 }
 
+/// The writers' pace of a paced watch run.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Pace {
+    /// Writes per second in all.
+    Rate(f64),
+    /// [`MAX_SHARE`] of the lowest rate the closed loop sustained
+    /// ([`max_rate`]).
+    Max,
+}
+
+impl std::str::FromStr for Pace {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Pace, String> {
+        match s {
+            "max" => Ok(Pace::Max),
+            _ => match s.parse::<f64>() {
+                Ok(r) if r > 0.0 && r.is_finite() => Ok(Pace::Rate(r)),
+                _ => Err(format!(
+                    "{s}: writes per second (a positive number), or max"
+                )),
+            },
+        }
+    }
+}
+
 #[derive(Args, Clone)]
 struct WatchArgs {
     /// Concurrent modelhub watchers.
@@ -128,6 +169,11 @@ struct WatchArgs {
     /// Concurrent etcd watchers.
     #[arg(long, default_value_t = 100)]
     etcd_watchers: usize,
+    /// Instead of --watchers and --etcd-watchers: the whole comparison
+    /// (closed loop, then each --rate) with each of these counts in turn,
+    /// the same on both stores, e.g. `100,1000`.
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["watchers", "etcd_watchers"])]
+    equal_watchers: Vec<usize>,
     /// Writes (cell creates).
     #[arg(long, default_value_t = 2000)]
     writes: usize,
@@ -137,9 +183,12 @@ struct WatchArgs {
     /// Then run again with the writers paced at this many writes per
     /// second in all (open loop), to measure fan-out latency below
     /// saturation (the closed loop writes as fast as acks come, so a queue
-    /// forms whenever fan-out is the slower side).
-    #[arg(long)]
-    rate: Option<f64>,
+    /// forms whenever fan-out is the slower side). `max`: 90 % of the
+    /// lowest rate at which every watcher received the closed loop's
+    /// writes (modelhub with etcd's watcher count, and etcd). Several,
+    /// comma-separated (`200,max`): a paced run at each.
+    #[arg(long, value_delimiter = ',')]
+    rate: Vec<Pace>,
     /// modelhub watchers share HTTP/2 (h2c) connections, this many streams
     /// each (at most 200, the server's limit per connection), as etcd's
     /// watchers share its gRPC connection; 0: one HTTP/1.1 connection per
@@ -153,6 +202,23 @@ struct WatchArgs {
 }
 
 impl WatchArgs {
+    /// The comparisons to run: these arguments, or one per
+    /// --equal-watchers count with that count on both stores.
+    fn variants(&self) -> Vec<WatchArgs> {
+        if self.equal_watchers.is_empty() {
+            return vec![self.clone()];
+        }
+        self.equal_watchers
+            .iter()
+            .map(|&n| WatchArgs {
+                watchers: n,
+                etcd_watchers: n,
+                equal_watchers: Vec::new(),
+                ..self.clone()
+            })
+            .collect()
+    }
+
     fn client(&self) -> workloads::WatchClient {
         match (usize::from(self.h2_streams), self.h2_reqwest) {
             (0, _) => workloads::WatchClient::Http1,
@@ -193,6 +259,26 @@ struct StartupArgs {
     runs: usize,
 }
 
+#[derive(Args, Clone)]
+struct TailArgs {
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// Runs per store of each workload, each the whole --duration (60 s
+    /// unless given), the stores alternating as --rounds alternates them
+    /// (--rounds itself does not apply).
+    #[arg(long, default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..=workloads::MAX_ROUNDS as i64))]
+    runs: u32,
+    /// Existing cells the status writes go to (picked pseudo-randomly).
+    #[arg(long, default_value_t = 1000)]
+    cells: usize,
+    /// Write every run's seconds to this file, tab-separated, with a
+    /// header: store, workload, run, second, ops, p99_ms, max_ms.
+    #[arg(long)]
+    series: Option<PathBuf>,
+}
+
 #[derive(Subcommand, Clone)]
 enum Workload {
     /// Durable creates of new cells (POST .../cells; etcd: Put of a new key).
@@ -227,6 +313,10 @@ enum Workload {
     Startup(StartupArgs),
     /// Watch fan-out: write-ack to receipt delay with many watchers.
     Watch(WatchArgs),
+    /// Tail latency (issue 22): creates, then status writes, from 64
+    /// clients, several long runs per store; per run its percentiles and
+    /// each second's requests, p99 and max, then the targets.
+    Tail(TailArgs),
     /// In-process CPU cost of a create's steps in the server (decode,
     /// validate, record, render) on the bench's cell; needs no server.
     Steps {
@@ -282,6 +372,8 @@ struct Ctx {
     rounds: u32,
     /// Where modelhub's headline figures go (`--figures`).
     figures: guard::Sink,
+    /// How the requests authenticate (`--auth`).
+    auth: auth::Auth,
     #[cfg(feature = "etcd")]
     etcd: Option<etcd::Etcd>,
 }
@@ -483,6 +575,194 @@ async fn get(ctx: &Ctx, clients: usize, cells: usize) -> Runs {
     .await
 }
 
+/// The workloads of `tail`, in the order they run.
+#[derive(Clone, Copy, Debug)]
+enum TailWorkload {
+    Create,
+    Status,
+}
+
+impl TailWorkload {
+    const ALL: [TailWorkload; 2] = [TailWorkload::Create, TailWorkload::Status];
+
+    /// Its name in the report and the series.
+    fn name(self) -> &'static str {
+        match self {
+            TailWorkload::Create => "create",
+            TailWorkload::Status => "status",
+        }
+    }
+
+    /// What it writes, for the report.
+    fn what(self, args: &TailArgs) -> String {
+        match self {
+            TailWorkload::Create => "new 1.5 KB cells".to_string(),
+            TailWorkload::Status => format!("on {} existing cells", args.cells),
+        }
+    }
+
+    /// Run `run` of it on `hub`.
+    async fn on_hub(self, hub: &Hub, args: &TailArgs, stop: Stop, run: u32) -> Run {
+        match self {
+            TailWorkload::Create => hub.create(args.clients, stop, run).await,
+            TailWorkload::Status => hub.status(args.clients, stop, args.cells, run).await,
+        }
+    }
+
+    /// Run `run` of it on etcd, after [`etcd::Etcd::reset`].
+    #[cfg(feature = "etcd")]
+    async fn on_etcd(self, etcd: &etcd::Etcd, args: &TailArgs, stop: Stop, run: u32) -> Run {
+        etcd.reset().await;
+        match self {
+            TailWorkload::Create => etcd.create(args.clients, stop, run).await,
+            TailWorkload::Status => etcd.status(args.clients, stop, args.cells).await,
+        }
+    }
+}
+
+/// How `tail` starts each modelhub run's server: `bin serve` with `args`
+/// on a temporary database.
+struct Fresh {
+    bin: String,
+    args: Vec<String>,
+}
+
+/// Run `run` of `workload` on modelhub target `h`: on a server started for
+/// it on a fresh database and stopped after it, with `fresh`, else on the
+/// target's server(s).
+async fn tail_hub(
+    ctx: &Ctx,
+    h: usize,
+    fresh: Option<&Fresh>,
+    workload: TailWorkload,
+    args: &TailArgs,
+    run: u32,
+) -> Run {
+    let target = &ctx.hubs[h];
+    let Some(fresh) = fresh else {
+        return workload.on_hub(target, args, ctx.stop, run).await;
+    };
+    let server = Spawned::start(&fresh.bin, &fresh.args).await;
+    let mut hub = Hub::new(
+        std::slice::from_ref(&server.base),
+        &target.run,
+        vec![server.pid()],
+    );
+    hub.label = target.label.clone();
+    eprintln!(
+        "{}: a fresh server for this run on {} (pid {})",
+        hub.label,
+        server.base,
+        server.pid()
+    );
+    // A fresh database knows no token: one is created on it.
+    hub.authenticate(&ctx.auth.fresh(), None).await;
+    let out = workload.on_hub(&hub, args, ctx.stop, run).await;
+    server.stop().await;
+    out
+}
+
+/// Issue 22's tail latency: creates, then status writes, each in
+/// `--runs` runs per store of the whole `--duration`, the stores in
+/// [`order`] (modelhub, with `fresh`, each run on a fresh server and
+/// database; etcd reset before each run). Prints each run's figures and
+/// seconds (and writes these to `--series`), then per workload the
+/// medians over the runs, then the targets.
+async fn tail(ctx: &Ctx, args: &TailArgs, fresh: Option<&Fresh>) {
+    let mut series = args.series.as_ref().map(|path| {
+        let mut file = std::fs::File::create(path)
+            .unwrap_or_else(|e| panic!("--series {}: {e}", path.display()));
+        std::io::Write::write_all(&mut file, report::SERIES_HEADER.as_bytes())
+            .expect("write --series");
+        file
+    });
+    let modelhub_runs = match fresh {
+        Some(_) => "modelhub on a fresh server and database each run",
+        None => "modelhub's runs on one database (no --spawn, or --data, or modelhub on etcd)",
+    };
+    let etcd_runs = if ctx.has_etcd() {
+        "; etcd's created cells deleted, compacted and defragmented before each run"
+    } else {
+        ""
+    };
+    let mut targets = Targets::default();
+    for workload in TailWorkload::ALL {
+        let head = format!(
+            "tail: {}, {}, {}",
+            workload.name(),
+            clients_label(args.clients),
+            workload.what(args)
+        );
+        println!(
+            "== {head}: {} of {} per store, alternating; {modelhub_runs}{etcd_runs}",
+            match args.runs {
+                1 => "1 run".to_string(),
+                n => format!("{n} runs"),
+            },
+            ctx.stop
+        );
+        let mut hubs: Vec<Vec<report::TailRun>> = vec![Vec::new(); ctx.hubs.len()];
+        let mut etcd: Vec<report::TailRun> = Vec::new();
+        for run in 0..args.runs {
+            for side in order(run, ctx.hubs.len()) {
+                let (who, out) = match side {
+                    Side::Hub(h) => (
+                        ctx.hubs[h].label.as_str(),
+                        Some(tail_hub(ctx, h, fresh, workload, args, run).await),
+                    ),
+                    Side::Etcd => (
+                        "etcd",
+                        on_etcd!(ctx, e => workload.on_etcd(e, args, ctx.stop, run).await),
+                    ),
+                };
+                let Some(out) = out else { continue };
+                println!(
+                    "-- {}, run {} of {}: {who}",
+                    workload.name(),
+                    run + 1,
+                    args.runs
+                );
+                report::run_line(who, &out);
+                let seconds = out.per_second.seconds();
+                report::seconds(&seconds);
+                if let Some(file) = &mut series {
+                    let lines = report::series_lines(who, workload.name(), run + 1, &seconds);
+                    std::io::Write::write_all(file, lines.as_bytes()).expect("write --series");
+                }
+                match side {
+                    Side::Hub(h) => hubs[h].push(report::TailRun::of(&out)),
+                    Side::Etcd => etcd.push(report::TailRun::of(&out)),
+                }
+            }
+        }
+        let rows: Vec<(&str, &[report::TailRun])> = ctx
+            .labels()
+            .into_iter()
+            .zip(hubs.iter().map(Vec::as_slice))
+            .collect();
+        let has_etcd = ctx.has_etcd();
+        report::tail_summary(
+            &format!("{head}: medians over the runs"),
+            &rows,
+            has_etcd.then_some(etcd.as_slice()),
+        );
+        for (who, runs) in rows {
+            if !has_etcd {
+                targets.add(
+                    &format!("{who}: {}", workload.name()),
+                    "no etcd".into(),
+                    None,
+                );
+                continue;
+            }
+            for (target, figures, met) in report::tail_targets(workload.name(), who, runs, &etcd) {
+                targets.add(&target, figures, Some(met));
+            }
+        }
+    }
+    targets.print();
+}
+
 /// Each modelhub target's list figures, and etcd's if run.
 type ListSet = (Vec<report::ListFigures>, Option<report::ListFigures>);
 
@@ -627,24 +907,170 @@ async fn list(ctx: &Ctx, args: &ListArgs) -> Lists {
     }
 }
 
-/// Each modelhub target's watch figures (with `--watchers`), and etcd's if
-/// run.
-type WatchSet = (Vec<report::WatchFigures>, Option<report::WatchFigures>);
+/// One watch comparison's figures: each modelhub target's with
+/// `--watchers`, each one's with etcd's watcher count (the like-for-like
+/// run; the same when the counts are equal or there is no etcd), and
+/// etcd's if run.
+#[derive(Clone, Default)]
+struct WatchSet {
+    hubs: Vec<report::WatchFigures>,
+    like: Vec<report::WatchFigures>,
+    etcd: Option<report::WatchFigures>,
+}
 
-/// Watch fan-out, closed loop and then (with `--rate`) paced; answers the
-/// paced figures if run, else the closed loop's. With etcd and a different
-/// etcd watcher count, modelhub also runs with etcd's count, for a
-/// like-for-like line.
-async fn watch(ctx: &Ctx, args: &WatchArgs) -> WatchSet {
-    let closed = watch_at(ctx, args, None).await;
-    match args.rate {
-        // Paced, both stores write at the same rate below saturation: the
-        // like-for-like latency, which the target compares. The closed
-        // loop's p99 is the backlog of whichever side is slower (modelhub's
-        // 1,000 watchers take ten times etcd's deliveries per write).
-        Some(_) => watch_at(ctx, args, args.rate).await,
-        None => closed,
+/// The watch comparisons of one watcher count: the closed loop, then each
+/// `--rate` (its rate chosen for `max`).
+struct WatchRuns {
+    closed: WatchSet,
+    paced: Vec<(Pace, WatchSet)>,
+}
+
+impl WatchRuns {
+    /// The comparison judged: the first paced one if any (both stores
+    /// writing at the same rate below saturation: the like-for-like
+    /// latency; the closed loop's p99 is the backlog of whichever side is
+    /// slower), else the closed loop.
+    fn judged(&self) -> &WatchSet {
+        self.paced.first().map_or(&self.closed, |(_, set)| set)
     }
+}
+
+/// Share of the closed loop's sustained rate that `--rate max` paces at.
+const MAX_SHARE: f64 = 0.9;
+
+/// The rate at which every watcher of a closed-loop run received its
+/// writes: events received per watcher over the time from the first write
+/// to the last receipt.
+fn sustained(f: &report::WatchFigures) -> f64 {
+    f.delivered as f64 / f.watchers.max(1) as f64 / f.span.as_secs_f64().max(1e-9)
+}
+
+/// The writes per second a watch run made.
+fn write_rate(f: &report::WatchFigures) -> f64 {
+    f.writes as f64 / f.write_time.as_secs_f64().max(1e-9)
+}
+
+/// `--rate max`: [`MAX_SHARE`] of the lowest of the closed loop's
+/// sustained rates, in whole writes per second (at least 1).
+fn max_rate(sustained: &[f64]) -> f64 {
+    let lowest = sustained.iter().copied().fold(f64::INFINITY, f64::min);
+    if lowest.is_finite() {
+        (lowest * MAX_SHARE).floor().max(1.0)
+    } else {
+        1.0
+    }
+}
+
+/// The rate of `pace` after the closed loop `closed` (printing how `max`
+/// was chosen): modelhub's like-for-like runs and etcd's sustained rates.
+fn pace_rate(ctx: &Ctx, pace: Pace, closed: &WatchSet) -> f64 {
+    match pace {
+        Pace::Rate(rate) => rate,
+        Pace::Max => {
+            let mut rates: Vec<(&str, &report::WatchFigures)> =
+                ctx.labels().into_iter().zip(&closed.like).collect();
+            rates.extend(closed.etcd.as_ref().map(|e| ("etcd", e)));
+            let rate = max_rate(&rates.iter().map(|(_, f)| sustained(f)).collect::<Vec<_>>());
+            let each: Vec<String> = rates
+                .iter()
+                .map(|(who, f)| format!("{who} {:.0}/s ({} watchers)", sustained(f), f.watchers))
+                .collect();
+            println!(
+                "== rate max: the closed loop's writes reached every watcher at {}; \
+                 pacing at {:.0} % of the lowest: {rate}/s",
+                each.join(", "),
+                MAX_SHARE * 100.0
+            );
+            rate
+        }
+    }
+}
+
+/// Watch fan-out of each watcher count (`--equal-watchers`, else
+/// `--watchers` and `--etcd-watchers`): closed loop, then paced at each
+/// `--rate`. With etcd and a different etcd watcher count, modelhub also
+/// runs with etcd's count, for a like-for-like line.
+async fn watch(ctx: &Ctx, args: &WatchArgs) -> Vec<WatchRuns> {
+    let mut out = Vec::new();
+    for args in args.variants() {
+        let closed = watch_at(ctx, &args, None).await;
+        let mut paced = Vec::new();
+        for &pace in &args.rate {
+            let rate = pace_rate(ctx, pace, &closed);
+            paced.push((pace, watch_at(ctx, &args, Some(rate)).await));
+        }
+        out.push(WatchRuns { closed, paced });
+    }
+    out
+}
+
+/// The first comparison of `watch` alone, for another workload's targets:
+/// the first watcher count, paced at the first `--rate` (after the closed
+/// loop for `max`), else the closed loop.
+async fn first_watch(ctx: &Ctx, args: &WatchArgs) -> WatchSet {
+    let args = &args.variants()[0];
+    match args.rate.first() {
+        None => watch_at(ctx, args, None).await,
+        Some(Pace::Rate(r)) => watch_at(ctx, args, Some(*r)).await,
+        Some(&Pace::Max) => {
+            let closed = watch_at(ctx, args, None).await;
+            watch_at(ctx, args, Some(pace_rate(ctx, Pace::Max, &closed))).await
+        }
+    }
+}
+
+/// The targets of `watch` against etcd: for each watcher count, each
+/// modelhub target's like-for-like run (etcd's watcher count) paced at
+/// each rate (else the closed loop), p99 no worse than etcd's and nothing
+/// missing.
+fn watch_targets(labels: &[&str], runs: &[WatchRuns]) -> Targets {
+    let mut targets = Targets::default();
+    for r in runs {
+        let judged: Vec<(String, &WatchSet)> = if r.paced.is_empty() {
+            vec![("closed loop".to_string(), &r.closed)]
+        } else {
+            r.paced
+                .iter()
+                .map(|(pace, set)| {
+                    let rate = set.like.first().and_then(|f| f.rate).unwrap_or_default();
+                    let how = match pace {
+                        Pace::Rate(_) => format!("paced at {rate}/s"),
+                        Pace::Max => format!("paced at {rate}/s (max)"),
+                    };
+                    (how, set)
+                })
+                .collect()
+        };
+        for (how, set) in judged {
+            let Some(e) = &set.etcd else { continue };
+            for (who, m) in labels.iter().zip(&set.like) {
+                let (mine, etcd) = (m.p(99.0), e.p(99.0));
+                targets.add(
+                    &format!(
+                        "{who}: watch, {} watchers each, {how}: p99 no worse than etcd's, 0 missing",
+                        e.watchers
+                    ),
+                    format!(
+                        "p50 {} vs {}, p99 {} vs {} ({:.2}x), max {} vs {}; missing {} (etcd {}); \
+                         writes made at {:.0} vs {:.0}/s",
+                        ms(m.p(50.0)),
+                        ms(e.p(50.0)),
+                        ms(mine),
+                        ms(etcd),
+                        over(mine.as_secs_f64(), etcd.as_secs_f64()),
+                        ms(m.p(100.0)),
+                        ms(e.p(100.0)),
+                        m.missing,
+                        e.missing,
+                        write_rate(m),
+                        write_rate(e)
+                    ),
+                    Some(mine <= etcd && m.missing == 0),
+                );
+            }
+        }
+    }
+    targets
 }
 
 /// One watch comparison, closed loop (`rate` None) or paced, in the
@@ -689,20 +1115,22 @@ async fn watch_at(ctx: &Ctx, args: &WatchArgs, rate: Option<f64>) -> WatchSet {
     let figures: Vec<report::WatchFigures> =
         figures.into_iter().map(Option::unwrap_or_default).collect();
     let mut rows = Vec::new();
-    let mut primary = Vec::new();
-    let mut etcd = None;
+    let mut set = WatchSet::default();
     for ((side, watchers), f) in runs.iter().zip(&figures) {
         match side {
             Side::Hub(h) => {
                 rows.push((ctx.hubs[*h].label.as_str(), f));
-                if *watchers == args.watchers && primary.len() == *h {
-                    primary.push(f.clone());
+                if *watchers == args.watchers && set.hubs.len() == *h {
+                    set.hubs.push(f.clone());
+                }
+                if (*watchers == args.etcd_watchers || !ctx.has_etcd()) && set.like.len() == *h {
+                    set.like.push(f.clone());
                 }
             }
-            Side::Etcd => etcd = Some(f.clone()),
+            Side::Etcd => set.etcd = Some(f.clone()),
         }
     }
-    report::watches(&rows, etcd.as_ref());
+    report::watches(&rows, set.etcd.as_ref());
     let via = match client {
         workloads::WatchClient::Http1 => "HTTP/1.1".to_string(),
         workloads::WatchClient::Raw(n) => format!("HTTP/2 {n} per conn"),
@@ -710,14 +1138,19 @@ async fn watch_at(ctx: &Ctx, args: &WatchArgs, rate: Option<f64>) -> WatchSet {
     };
     let key = format!("watch: {} watchers, {via}", args.watchers);
     // The closed loop's p99 is a backlog: judged only without a paced run.
-    let closed_p99 = args.rate.is_none();
+    let closed_p99 = args.rate.is_empty();
     ctx.figures
-        .emit(&guard::of_watch(&key, &primary[0], closed_p99));
-    (primary, etcd)
+        .emit(&guard::of_watch(&key, &set.hubs[0], closed_p99));
+    set
 }
 
-async fn startup(bin: &str, data: &std::path::Path, args: &StartupArgs) -> Vec<report::Startup> {
-    let (runs, objects) = workloads::startup(bin, data, args.runs, 1000).await;
+async fn startup(
+    bin: &str,
+    data: &std::path::Path,
+    args: &StartupArgs,
+    auth: &auth::Auth,
+) -> Vec<report::Startup> {
+    let (runs, objects) = workloads::startup(bin, data, args.runs, 1000, auth).await;
     let size = std::fs::metadata(data).map(|m| m.len()).unwrap_or(0);
     report::startups(data, size, Some(objects), &runs);
     runs
@@ -743,14 +1176,20 @@ async fn all(
     let c64 = create(ctx, 64).await;
     let _status = status(ctx, 64, 1000).await;
     let g16 = get(ctx, 16, 1000).await;
-    let w = watch(ctx, watch_args).await;
+    let watches = watch(ctx, watch_args).await;
+    let w = watches[0].judged();
     let lists = list(ctx, list_args).await;
     let starts = match (server, bin) {
         (Some(mut server), Some(bin)) => {
             let data = server.data.clone();
             let _dir = server.take_dir();
             server.stop().await;
-            Some(startup(bin, &data, startup_args).await)
+            // The database keeps the token the hub had.
+            let auth = match &ctx.hubs[0].token {
+                Some(t) => auth::Auth::Given(t.clone()),
+                None => auth::Auth::Off,
+            };
+            Some(startup(bin, &data, startup_args, &auth).await)
         }
         _ => {
             println!("== startup: skipped (needs --spawn, one server, no --spawn-args)");
@@ -848,7 +1287,7 @@ async fn all(
         }
         None => targets.add("list with 1M other objects", "needs --big".into(), None),
     }
-    let (mh_w, etcd_w) = (&w.0[0], &w.1);
+    let (mh_w, etcd_w) = (&w.hubs[0], &w.etcd);
     match etcd_w {
         Some(e) => targets.add(
             "watch: p99 with modelhub's watchers no worse than etcd's with its watchers, 0 missing",
@@ -914,7 +1353,7 @@ async fn etcd_backend(ctx: &Ctx, args: &BackendArgs) {
     let c1 = create(ctx, 1).await;
     let c64 = create(ctx, 64).await;
     let g = get(ctx, args.get_clients, 1000).await;
-    let w = watch_at(ctx, &args.watch, args.watch.rate).await;
+    let w = first_watch(ctx, &args.watch).await;
     let list_args = ListArgs {
         cells: args.cells,
         repeat: args.repeat,
@@ -928,7 +1367,7 @@ async fn etcd_backend(ctx: &Ctx, args: &BackendArgs) {
         &c1.etcd,
         &c64.etcd,
         &g.etcd,
-        &w.1,
+        &w.etcd,
         &lists.small.1,
         &lists.after_write.1,
     ) else {
@@ -936,7 +1375,7 @@ async fn etcd_backend(ctx: &Ctx, args: &BackendArgs) {
         return;
     };
     for (h, who) in ctx.labels().into_iter().enumerate() {
-        let (m1, m64, mg, mw) = (&c1.hubs[h], &c64.hubs[h], &g.hubs[h], &w.0[h]);
+        let (m1, m64, mg, mw) = (&c1.hubs[h], &c64.hubs[h], &g.hubs[h], &w.hubs[h]);
         let p50 = over(m1.p(50.0).as_secs_f64(), e1.p(50.0).as_secs_f64());
         targets.add(
             &format!("{who}: create, 1 client: p50 <= {ETCD_BOUND}x etcd's put"),
@@ -1080,8 +1519,8 @@ fn spawn_args(args: Option<&str>, replicas: u32) -> Vec<String> {
 }
 
 /// The modelhub targets of the command line, and the servers it spawned
-/// for them (exits on a contradiction).
-async fn targets(cli: &Cli, run: &str) -> (Vec<Hub>, Vec<Spawned>) {
+/// for them, each authenticated as `auth` says (exits on a contradiction).
+async fn targets(cli: &Cli, run: &str, auth: &auth::Auth) -> (Vec<Hub>, Vec<Spawned>) {
     let Some(bin) = &cli.spawn else {
         if cli.server.is_empty() {
             eprintln!("give --server URL or --spawn PATH");
@@ -1089,6 +1528,7 @@ async fn targets(cli: &Cli, run: &str) -> (Vec<Hub>, Vec<Spawned>) {
         }
         let mut hub = Hub::new(&cli.server, run, cli.server_pid.clone());
         hub.label = target_label(cli.server.len(), false);
+        hub.authenticate(auth, None).await;
         return (vec![hub], Vec::new());
     };
     let etcd_store = on_etcd_store(&spawn_args(cli.spawn_args.as_deref(), 1));
@@ -1133,6 +1573,9 @@ async fn targets(cli: &Cli, run: &str) -> (Vec<Hub>, Vec<Spawned>) {
         let mut hub = Hub::new(&bases, &run, pids);
         hub.label = target_label(n as usize, several);
         hub.backend = backend;
+        // Targets on one store (an etcd prefix) share the first's token.
+        let earlier = hubs.first().and_then(|h: &Hub| h.token.clone());
+        hub.authenticate(auth, earlier.as_ref()).await;
         eprintln!(
             "{}: {} ({}){}",
             hub.label,
@@ -1161,10 +1604,20 @@ async fn main() {
         eprintln!("--etcd needs the bench built with --features etcd");
         std::process::exit(2);
     }
+    let duration = cli.duration.unwrap_or(match cli.workload {
+        Workload::Tail(_) => 60.0,
+        _ => 10.0,
+    });
     let stop = match cli.count {
         Some(n) => Stop::Count(n),
-        None => Stop::For(Duration::from_secs_f64(cli.duration)),
+        None => Stop::For(Duration::from_secs_f64(duration)),
     };
+    let env_token = std::env::var(auth::TOKEN_ENV).ok();
+    let auth = auth::Auth::choose(cli.auth, cli.token_file.as_deref(), env_token.as_deref())
+        .unwrap_or_else(|e| {
+            eprintln!("--auth: {e}");
+            std::process::exit(2);
+        });
     let started = Instant::now();
     if let Workload::Steps { rounds, calls } = &cli.workload {
         steps::print(&steps::run(*rounds, *calls));
@@ -1195,7 +1648,7 @@ async fn main() {
             );
             std::process::exit(2);
         };
-        startup(bin, data, args).await;
+        startup(bin, data, args, &auth).await;
         eprintln!("done in {:.1?}", started.elapsed());
         return;
     }
@@ -1204,7 +1657,7 @@ async fn main() {
         std::process::exit(2);
     }
     let run = util::run_id();
-    let (hubs, mut servers) = targets(&cli, &run).await;
+    let (hubs, mut servers) = targets(&cli, &run, &auth).await;
     #[cfg(feature = "etcd")]
     let etcd = match &cli.etcd {
         Some(url) => Some(etcd::Etcd::connect(url, cli.etcd_conns, &run, cli.etcd_pid).await),
@@ -1215,6 +1668,7 @@ async fn main() {
         stop,
         rounds: cli.rounds,
         figures: guard::Sink::new(cli.figures.clone()),
+        auth,
         #[cfg(feature = "etcd")]
         etcd,
     };
@@ -1233,7 +1687,30 @@ async fn main() {
             list(&ctx, args).await;
         }
         Workload::Watch(args) => {
-            watch(&ctx, args).await;
+            let runs = watch(&ctx, args).await;
+            if ctx.has_etcd() {
+                watch_targets(&ctx.labels(), &runs).print();
+            }
+        }
+        Workload::Tail(args) => {
+            if cli.rounds > 1 {
+                eprintln!("tail: --rounds does not apply (its --runs alternate the stores)");
+            }
+            let fresh = cli
+                .spawn
+                .clone()
+                .map(|bin| Fresh {
+                    bin,
+                    args: spawn_args(cli.spawn_args.as_deref(), 1),
+                })
+                .filter(|f| cli.data.is_none() && !on_etcd_store(&f.args));
+            if fresh.is_some() {
+                // Each run starts a server of its own.
+                for server in servers.drain(..) {
+                    server.stop().await;
+                }
+            }
+            tail(&ctx, args, fresh.as_ref()).await;
         }
         Workload::EtcdBackend(args) => {
             etcd_backend(&ctx, args).await;
@@ -1331,6 +1808,7 @@ mod tests {
             kinds: [(format!("kind {secs}"), (1, format!("detail {secs}")))].into(),
             elapsed: Duration::from_secs(secs),
             backend: server.map(|ms| Duration::from_millis(ms / 2)),
+            ..Run::default()
         };
         let mut acc = None;
         merge(&mut acc, run(&[3, 5], 1, Some(100)));
@@ -1494,6 +1972,267 @@ mod tests {
     fn client_counts_read_well() {
         assert_eq!(clients_label(1), "1 client");
         assert_eq!(clients_label(64), "64 clients");
+    }
+
+    #[test]
+    fn requests_fall_in_the_second_they_complete() {
+        let ms = Duration::from_millis;
+        let mut a = util::PerSecond::default();
+        a.note(ms(10), ms(2), Some(2));
+        a.note(ms(999), ms(4), Some(2));
+        a.note(ms(2_500), ms(9), Some(2));
+        // In flight at the end: counted in the last second.
+        a.note(ms(3_001), ms(300), Some(2));
+        let mut b = util::PerSecond::default();
+        b.note(ms(1_200), ms(1), Some(2));
+        a.merge(b);
+        let lens: Vec<usize> = a.0.iter().map(Vec::len).collect();
+        assert_eq!(lens, [2, 1, 2]);
+        let seconds = a.seconds();
+        assert_eq!(seconds.iter().map(|s| s.ops).collect::<Vec<_>>(), [2, 1, 2]);
+        assert_eq!((seconds[0].p99, seconds[0].max), (ms(4), ms(4)));
+        assert_eq!((seconds[1].p99, seconds[1].max), (ms(1), ms(1)));
+        assert_eq!(seconds[2].max, ms(300));
+        // A quiet second in the middle stays, empty.
+        let mut gap = util::PerSecond::default();
+        gap.note(ms(100), ms(1), None);
+        gap.note(ms(2_100), ms(1), None);
+        assert_eq!(gap.seconds()[1], util::Second::default());
+        assert_eq!(
+            util::last_second(Stop::For(Duration::from_secs(60))),
+            Some(59)
+        );
+        assert_eq!(util::last_second(Stop::For(ms(2_500))), Some(2));
+        assert_eq!(util::last_second(Stop::For(ms(300))), Some(0));
+        assert_eq!(util::last_second(Stop::Count(5)), None);
+    }
+
+    #[test]
+    fn a_seconds_percentile_is_the_runs_rule() {
+        let us: Vec<u32> = (1..=1000).collect();
+        let d: Vec<Duration> = us
+            .iter()
+            .map(|u| Duration::from_micros(u64::from(*u)))
+            .collect();
+        for p in [0.0, 50.0, 99.0, 99.9, 100.0] {
+            assert_eq!(
+                Duration::from_micros(u64::from(util::percentile_us(&us, p))),
+                util::percentile(&d, p)
+            );
+        }
+        assert_eq!(util::percentile_us(&[], 99.0), 0);
+        assert_eq!(util::percentile_us(&[7], 99.0), 7);
+    }
+
+    #[tokio::test]
+    async fn the_closed_loop_counts_every_request_in_a_second() {
+        let run = util::closed_loop(&[], 4, Stop::Count(50), |_, _| async { Ok(()) }).await;
+        let seconds = run.per_second.seconds();
+        assert_eq!(seconds.iter().map(|s| s.ops).sum::<usize>(), 50);
+        assert_eq!(run.lat.len(), 50);
+        // Rounds: the second round's seconds follow the first's.
+        let mut acc = None;
+        merge(&mut acc, run.clone());
+        merge(&mut acc, run);
+        let all = acc.expect("merged");
+        assert_eq!(all.per_second.0.len(), 2 * seconds.len());
+    }
+
+    #[test]
+    fn seconds_print_and_write_compactly() {
+        let ms = Duration::from_millis;
+        let second = |ops, p99, max| util::Second {
+            ops,
+            p99: ms(p99),
+            max: ms(max),
+        };
+        let seconds = [
+            second(21_340, 4, 12),
+            second(950, 40, 310),
+            second(1_500, 5, 305),
+        ];
+        assert_eq!(
+            report::slowest(&seconds),
+            "1: 310 ms, 2: 305 ms, 0: 12.0 ms"
+        );
+        assert_eq!(
+            report::series_lines("etcd", "create", 2, &seconds[..2]),
+            "etcd\tcreate\t2\t0\t21340\t4.000\t12.000\n\
+             etcd\tcreate\t2\t1\t950\t40.000\t310.000\n"
+        );
+        assert_eq!(report::SERIES_HEADER.matches('\t').count(), 6);
+    }
+
+    #[test]
+    fn tail_targets_judge_the_medians_of_the_runs() {
+        let ms = Duration::from_millis;
+        let run = |ops: f64, p999: u64, max: u64| report::TailRun {
+            ops,
+            p999: ms(p999),
+            max: ms(max),
+            errors: 0,
+        };
+        // One bad run of three does not decide: medians 10 ms and 100 ms.
+        let mh = [
+            run(15_000.0, 10, 100),
+            run(14_000.0, 50, 400),
+            run(16_000.0, 9, 90),
+        ];
+        let etcd = [
+            run(10_000.0, 12, 120),
+            run(10_500.0, 11, 100),
+            run(9_000.0, 30, 150),
+        ];
+        let m = report::tail_medians(&mh);
+        assert_eq!((m.ops, m.p999, m.max), (15_000.0, ms(10), ms(100)));
+        let verdicts: Vec<bool> = report::tail_targets("create", "modelhub", &mh, &etcd)
+            .into_iter()
+            .map(|(_, _, met)| met)
+            .collect();
+        // p99.9 10 <= 12 ms; max 100 <= 120 ms; 15,000 >= 1.4 x 10,000.
+        assert_eq!(verdicts, [true, true, true]);
+        let slower = [run(13_999.0, 13, 121)];
+        let targets = report::tail_targets("status", "modelhub", &slower, &etcd);
+        assert_eq!(
+            targets.iter().map(|t| t.2).collect::<Vec<_>>(),
+            [false, false, false]
+        );
+        assert!(targets[0].0.contains("status: p99.9"), "{}", targets[0].0);
+        assert!(
+            targets[2].1.starts_with("13999 vs 10000 ops/s (1.40x)"),
+            "{}",
+            targets[2].1
+        );
+    }
+
+    #[test]
+    fn rate_max_is_a_share_of_the_lowest_sustained_rate() {
+        assert_eq!(max_rate(&[2345.6, 1234.5]), 1111.0);
+        assert_eq!(max_rate(&[0.5]), 1.0);
+        assert_eq!(max_rate(&[]), 1.0);
+        let f = report::WatchFigures {
+            watchers: 10,
+            delivered: 1000,
+            span: Duration::from_secs(2),
+            ..report::WatchFigures::default()
+        };
+        assert_eq!(sustained(&f), 50.0);
+    }
+
+    #[test]
+    fn watch_options_read_rates_and_equal_counts() {
+        let cli = Cli::try_parse_from([
+            "b",
+            "--server",
+            "http://127.0.0.1:1",
+            "watch",
+            "--equal-watchers",
+            "100,1000",
+            "--rate",
+            "200,max",
+        ])
+        .expect("parses");
+        let Workload::Watch(args) = cli.workload else {
+            panic!("watch")
+        };
+        assert_eq!(args.rate, [Pace::Rate(200.0), Pace::Max]);
+        let counts: Vec<(usize, usize)> = args
+            .variants()
+            .iter()
+            .map(|a| (a.watchers, a.etcd_watchers))
+            .collect();
+        assert_eq!(counts, [(100, 100), (1000, 1000)]);
+        assert!("0".parse::<Pace>().is_err());
+        assert!("fast".parse::<Pace>().is_err());
+        let both = ["b", "--server", "u", "watch", "--equal-watchers", "100"];
+        assert!(Cli::try_parse_from(both.iter().chain(&["--watchers", "5"])).is_err());
+        let cli = Cli::try_parse_from(["b", "--server", "u", "tail"]).expect("parses");
+        assert_eq!(cli.duration, None, "tail picks its own default");
+    }
+
+    #[test]
+    fn auth_options_parse() {
+        let cli = Cli::try_parse_from(["b", "--spawn", "m", "--auth", "get"]).expect("parses");
+        assert!(cli.auth && cli.token_file.is_none());
+        let cli = Cli::try_parse_from([
+            "b",
+            "--server",
+            "u",
+            "--auth",
+            "--token-file",
+            "/t",
+            "create",
+        ])
+        .expect("parses");
+        assert_eq!(cli.token_file, Some(PathBuf::from("/t")));
+        // A token file without --auth is a mistake, not a silent no-op.
+        assert!(Cli::try_parse_from(["b", "--server", "u", "--token-file", "/t", "get"]).is_err());
+    }
+
+    #[test]
+    fn watch_targets_judge_like_for_like_paced_runs() {
+        let ms = Duration::from_millis;
+        let figures = |watchers, p99: u64, missing, rate| report::WatchFigures {
+            watchers,
+            delays: vec![ms(p99); 10],
+            missing,
+            rate,
+            ..report::WatchFigures::default()
+        };
+        let set = |mh: report::WatchFigures, etcd: report::WatchFigures| WatchSet {
+            hubs: vec![mh.clone()],
+            like: vec![mh],
+            etcd: Some(etcd),
+        };
+        let runs = [
+            WatchRuns {
+                closed: set(figures(100, 50, 0, None), figures(100, 1, 0, None)),
+                paced: vec![
+                    (
+                        Pace::Rate(200.0),
+                        set(
+                            figures(100, 1, 0, Some(200.0)),
+                            figures(100, 2, 0, Some(200.0)),
+                        ),
+                    ),
+                    (
+                        Pace::Max,
+                        set(
+                            figures(100, 1, 3, Some(900.0)),
+                            figures(100, 2, 0, Some(900.0)),
+                        ),
+                    ),
+                ],
+            },
+            WatchRuns {
+                closed: set(figures(1000, 3, 0, None), figures(1000, 2, 0, None)),
+                paced: Vec::new(),
+            },
+        ];
+        assert_eq!(runs[0].judged().like[0].rate, Some(200.0));
+        let targets = watch_targets(&["modelhub"], &runs);
+        let got: Vec<(&str, &str)> = targets
+            .rows()
+            .iter()
+            .map(|(t, _, v)| (t.as_str(), *v))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "modelhub: watch, 100 watchers each, paced at 200/s: p99 no worse than etcd's, 0 missing",
+                    "MET"
+                ),
+                (
+                    "modelhub: watch, 100 watchers each, paced at 900/s (max): p99 no worse than etcd's, 0 missing",
+                    "MISSED"
+                ),
+                (
+                    "modelhub: watch, 1000 watchers each, closed loop: p99 no worse than etcd's, 0 missing",
+                    "MISSED"
+                ),
+            ]
+        );
     }
 
     #[test]

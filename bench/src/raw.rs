@@ -1,11 +1,14 @@
 //! A minimal HTTP/1.1 keep-alive client (one connection per closed-loop
 //! client, requests written in one syscall, responses read by
 //! `Content-Length` or chunked framing), so that the load generator spends
-//! little of the CPU it shares with the server, as `wrk` does. Watches,
+//! little of the CPU it shares with the server, as `wrk` does. Header
+//! lines every request carries (`--auth`'s `authorization`) are formatted
+//! once per connection, with the request line's tail and `host`. Watches,
 //! which stream without end, go through reqwest over HTTP/1.1 and through
 //! [`crate::h2raw`] over HTTP/2.
 
 use std::io;
+use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -16,7 +19,9 @@ use crate::util::Failure;
 /// One keep-alive connection.
 pub struct Conn {
     stream: TcpStream,
-    host: String,
+    /// What follows the path in every request: ` HTTP/1.1`, `host` and
+    /// the extra header lines, without the final CRLF ([`head`]).
+    head: Vec<u8>,
     buf: Vec<u8>,
     out: Vec<u8>,
 }
@@ -41,19 +46,53 @@ fn bad(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.into())
 }
 
+/// What follows the path in every request to `host` (request line's tail,
+/// `host` and the `extra` header lines, each `\r\nname: value`), without
+/// the CRLF that ends the last line.
+fn head(host: &str, extra: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32 + host.len() + extra.len());
+    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    out.extend_from_slice(host.as_bytes());
+    out.extend_from_slice(extra);
+    out
+}
+
+/// Writes the request `method path` with `head` ([`head`]) and a JSON
+/// `body` (none for a `GET` without one) into `out`, cleared first.
+fn write_request(out: &mut Vec<u8>, method: &str, path: &str, head: &[u8], body: &[u8]) {
+    out.clear();
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(path.as_bytes());
+    out.extend_from_slice(head);
+    if body.is_empty() && method == "GET" {
+        out.extend_from_slice(b"\r\n\r\n");
+    } else {
+        out.extend_from_slice(
+            format!(
+                "\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        out.extend_from_slice(body);
+    }
+}
+
 impl Conn {
-    /// Connects to `base` (`http://host:port`).
-    pub async fn connect(base: &str) -> io::Result<Conn> {
+    /// Connects to `base` (`http://host:port`); every request carries the
+    /// header lines `extra` (each `\r\nname: value`, e.g.
+    /// [`crate::auth::Token::raw_line`]; empty for none).
+    pub async fn connect(base: &str, extra: &[u8]) -> io::Result<Conn> {
         let host = base
             .strip_prefix("http://")
             .ok_or_else(|| bad(format!("{base}: only http:// URLs")))?
-            .trim_end_matches('/')
-            .to_string();
-        let stream = TcpStream::connect(&host).await?;
+            .trim_end_matches('/');
+        let stream = TcpStream::connect(host).await?;
         stream.set_nodelay(true)?;
         Ok(Conn {
             stream,
-            host,
+            head: head(host, extra),
             buf: Vec::with_capacity(16 * 1024),
             out: Vec::with_capacity(4 * 1024),
         })
@@ -74,24 +113,7 @@ impl Conn {
     }
 
     async fn send(&mut self, method: &str, path: &str, body: &[u8]) -> io::Result<()> {
-        self.out.clear();
-        self.out.extend_from_slice(method.as_bytes());
-        self.out.push(b' ');
-        self.out.extend_from_slice(path.as_bytes());
-        self.out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
-        self.out.extend_from_slice(self.host.as_bytes());
-        if body.is_empty() && method == "GET" {
-            self.out.extend_from_slice(b"\r\n\r\n");
-        } else {
-            self.out.extend_from_slice(
-                format!(
-                    "\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-                    body.len()
-                )
-                .as_bytes(),
-            );
-            self.out.extend_from_slice(body);
-        }
+        write_request(&mut self.out, method, path, &self.head, body);
         self.stream.write_all(&self.out).await
     }
 
@@ -196,18 +218,21 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 /// One lazily opened connection per closed-loop client, client `c` on
 /// `bases[c % bases.len()]` (the replicas of one store share the clients
 /// out); a connection that fails is dropped and reopened by the next
-/// request.
+/// request. Every request carries the pool's extra header lines.
 pub struct Pool {
     bases: Vec<String>,
+    extra: Arc<[u8]>,
     conns: Vec<Mutex<Option<Conn>>>,
 }
 
 impl Pool {
-    /// A pool for `clients` clients of `bases` (at least one).
-    pub fn new(bases: &[String], clients: usize) -> Pool {
+    /// A pool for `clients` clients of `bases` (at least one), whose
+    /// requests carry the header lines `extra` ([`Conn::connect`]).
+    pub fn new(bases: &[String], clients: usize, extra: Arc<[u8]>) -> Pool {
         assert!(!bases.is_empty(), "a pool needs a server");
         Pool {
             bases: bases.to_vec(),
+            extra,
             conns: (0..clients).map(|_| Mutex::new(None)).collect(),
         }
     }
@@ -223,7 +248,7 @@ impl Pool {
         let mut slot = self.conns[c].lock().await;
         if slot.is_none() {
             let base = &self.bases[c % self.bases.len()];
-            let conn = Conn::connect(base).await.map_err(|e| {
+            let conn = Conn::connect(base, &self.extra).await.map_err(|e| {
                 Failure::new(format!("connect: {e}"), format!("connect to {base}: {e}"))
             })?;
             *slot = Some(conn);
@@ -239,5 +264,82 @@ impl Pool {
                 ))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(method: &str, path: &str, extra: &[u8], body: &[u8]) -> String {
+        let mut out = b"left over".to_vec();
+        write_request(&mut out, method, path, &head("127.0.0.1:8080", extra), body);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn requests_carry_host_then_the_extra_lines() {
+        assert_eq!(
+            request("GET", "/a", b"", b""),
+            "GET /a HTTP/1.1\r\nhost: 127.0.0.1:8080\r\n\r\n"
+        );
+        let auth = b"\r\nauthorization: Bearer mh_t";
+        assert_eq!(
+            request("GET", "/a", auth, b""),
+            "GET /a HTTP/1.1\r\nhost: 127.0.0.1:8080\r\nauthorization: Bearer mh_t\r\n\r\n"
+        );
+        assert_eq!(
+            request("POST", "/c", auth, b"{}"),
+            "POST /c HTTP/1.1\r\nhost: 127.0.0.1:8080\r\nauthorization: Bearer mh_t\r\n\
+             content-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
+        );
+    }
+
+    /// A server of one connection that answers `200` with a 2-byte body
+    /// to a request with the header `authorization: Bearer mh_t`, `401`
+    /// to one without; answers how many requests it read.
+    async fn server() -> (String, tokio::task::JoinHandle<usize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let (mut requests, mut buf) = (0, Vec::new());
+            loop {
+                let Some(end) = find(&buf, b"\r\n\r\n") else {
+                    if stream.read_buf(&mut buf).await.unwrap() == 0 {
+                        return requests;
+                    }
+                    continue;
+                };
+                let head: Vec<u8> = buf.drain(..end + 4).collect();
+                let answer: &[u8] = if find(&head, b"\r\nauthorization: Bearer mh_t\r\n").is_some()
+                {
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+                } else {
+                    b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 2\r\n\r\nno"
+                };
+                requests += 1;
+                stream.write_all(answer).await.unwrap();
+            }
+        });
+        (base, task)
+    }
+
+    #[tokio::test]
+    async fn a_pool_sends_its_header_on_every_request() {
+        let (base, task) = server().await;
+        let extra: Arc<[u8]> = b"\r\nauthorization: Bearer mh_t".as_slice().into();
+        let pool = Pool::new(std::slice::from_ref(&base), 1, extra);
+        for _ in 0..3 {
+            let resp = pool.request(0, "GET", "/x", b"").await.unwrap();
+            assert_eq!((resp.status, resp.len), (200, 2));
+        }
+        drop(pool);
+        assert_eq!(task.await.unwrap(), 3);
+        // Without it: refused, the error's body kept.
+        let (base, _task) = server().await;
+        let mut conn = Conn::connect(&base, b"").await.unwrap();
+        let resp = conn.request("GET", "/x", b"").await.unwrap();
+        assert_eq!((resp.status, resp.error.as_deref()), (401, Some("no")));
     }
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::util::Run;
+use crate::util::{Run, Second};
 
 /// Width of the first column (a store's name) of the figures' lines.
 const WHO: usize = 10;
@@ -165,6 +165,222 @@ pub fn median(values: &[f64]) -> f64 {
         0 => 0.0,
         n if n % 2 == 1 => v[n / 2],
         n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// Seconds per block of a run's per-second table.
+const SECONDS_PER_LINE: usize = 15;
+
+/// Seconds named by the "slowest seconds" line of a run's table.
+const SLOWEST: usize = 5;
+
+/// A count in at most 5 characters: `850`, `1.23k`, `21.3k`, `150k`.
+fn count(n: usize) -> String {
+    match n {
+        0..1_000 => n.to_string(),
+        1_000..10_000 => format!("{:.2}k", n as f64 / 1e3),
+        10_000..100_000 => format!("{:.1}k", n as f64 / 1e3),
+        _ => format!("{:.0}k", n as f64 / 1e3),
+    }
+}
+
+/// Milliseconds without the unit, 3 significant digits: `0.41`, `12.3`,
+/// `310`.
+fn ms_bare(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1000.0;
+    if ms >= 100.0 {
+        format!("{ms:.0}")
+    } else if ms >= 10.0 {
+        format!("{ms:.1}")
+    } else {
+        format!("{ms:.2}")
+    }
+}
+
+/// Prints a run's seconds ([`crate::util::PerSecond`]): for each, the
+/// requests completed in it, their p99 and their slowest, in blocks of
+/// [`SECONDS_PER_LINE`]; then the slowest seconds.
+pub fn seconds(seconds: &[Second]) {
+    println!("    per second (requests completed in it; their p99 and max, ms):");
+    for (block, chunk) in seconds.chunks(SECONDS_PER_LINE).enumerate() {
+        let row = |name: &str, cell: &dyn Fn(usize, &Second) -> String| {
+            let cells: String = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, s)| format!("{:>7}", cell(block * SECONDS_PER_LINE + i, s)))
+                .collect();
+            println!("    {name:<4}{cells}");
+        };
+        row("s", &|i, _| i.to_string());
+        row("ops", &|_, s| count(s.ops));
+        row("p99", &|_, s| ms_bare(s.p99));
+        row("max", &|_, s| ms_bare(s.max));
+    }
+    println!("    slowest seconds (max): {}", slowest(seconds));
+}
+
+/// The [`SLOWEST`] seconds with the highest max, slowest first: `"12: 310
+/// ms, 42: 305 ms"`.
+pub fn slowest(seconds: &[Second]) -> String {
+    let mut by_max: Vec<(usize, &Second)> = seconds.iter().enumerate().collect();
+    by_max.sort_by(|a, b| b.1.max.cmp(&a.1.max).then(a.0.cmp(&b.0)));
+    by_max
+        .iter()
+        .take(SLOWEST)
+        .map(|(i, s)| format!("{i}: {}", ms(s.max)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The header of `tail --series` files.
+pub const SERIES_HEADER: &str = "store\tworkload\trun\tsecond\tops\tp99_ms\tmax_ms\n";
+
+/// A run's seconds as lines of a `tail --series` file ([`SERIES_HEADER`];
+/// runs counted from 1, seconds from 0).
+pub fn series_lines(store: &str, workload: &str, run: u32, seconds: &[Second]) -> String {
+    seconds
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            format!(
+                "{store}\t{workload}\t{run}\t{i}\t{}\t{:.3}\t{:.3}\n",
+                s.ops,
+                s.p99.as_secs_f64() * 1e3,
+                s.max.as_secs_f64() * 1e3
+            )
+        })
+        .collect()
+}
+
+/// The figures of one run of `tail` that its targets judge.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct TailRun {
+    /// Successful requests per second.
+    pub ops: f64,
+    /// 99.9th percentile latency.
+    pub p999: Duration,
+    /// The slowest request.
+    pub max: Duration,
+    /// Failed requests.
+    pub errors: u64,
+}
+
+impl TailRun {
+    /// The figures of `run`.
+    pub fn of(run: &Run) -> TailRun {
+        TailRun {
+            ops: run.ops_per_sec(),
+            p999: run.p(99.9),
+            max: run.p(100.0),
+            errors: run.errors,
+        }
+    }
+}
+
+/// Medians over a store's `tail` runs: ops/s, p99.9 and max (each the
+/// median of the runs' figure), and the errors of all runs.
+pub fn tail_medians(runs: &[TailRun]) -> TailRun {
+    let med = |f: &dyn Fn(&TailRun) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
+    TailRun {
+        ops: med(&|r| r.ops),
+        p999: Duration::from_secs_f64(med(&|r| r.p999.as_secs_f64())),
+        max: Duration::from_secs_f64(med(&|r| r.max.as_secs_f64())),
+        errors: runs.iter().map(|r| r.errors).sum(),
+    }
+}
+
+/// Least modelhub/etcd throughput of `tail`'s targets.
+pub const TAIL_THROUGHPUT: f64 = 1.4;
+
+/// `tail`'s targets for one workload of one modelhub target (`who`,
+/// `runs`) against etcd's runs: the medians of the runs' p99.9 and of
+/// their maxima no worse than etcd's, the median throughput at least
+/// [`TAIL_THROUGHPUT`] times etcd's. Each: wording, figures, met.
+pub fn tail_targets(
+    workload: &str,
+    who: &str,
+    runs: &[TailRun],
+    etcd: &[TailRun],
+) -> Vec<(String, String, bool)> {
+    let (m, e) = (tail_medians(runs), tail_medians(etcd));
+    let secs = |d: Duration| d.as_secs_f64();
+    let n = |runs: &[TailRun]| runs.len();
+    vec![
+        (
+            format!("{who}: {workload}: p99.9 no worse than etcd's (median of runs)"),
+            format!(
+                "{} vs {} ({}; {} and {} runs)",
+                ms(m.p999),
+                ms(e.p999),
+                ratio(secs(m.p999), secs(e.p999)),
+                n(runs),
+                n(etcd)
+            ),
+            m.p999 <= e.p999,
+        ),
+        (
+            format!("{who}: {workload}: max no worse than etcd's (median of the runs' maxima)"),
+            format!(
+                "{} vs {} ({})",
+                ms(m.max),
+                ms(e.max),
+                ratio(secs(m.max), secs(e.max))
+            ),
+            m.max <= e.max,
+        ),
+        (
+            format!("{who}: {workload}: throughput >= {TAIL_THROUGHPUT}x etcd's (median of runs)"),
+            format!(
+                "{:.0} vs {:.0} ops/s ({}); errors {} vs {}",
+                m.ops,
+                e.ops,
+                ratio(m.ops, e.ops),
+                m.errors,
+                e.errors
+            ),
+            m.ops >= TAIL_THROUGHPUT * e.ops,
+        ),
+    ]
+}
+
+/// Prints a `tail` workload's summary: per store its runs' ops/s, p99.9
+/// and max and their medians, then each modelhub target's ratios to etcd.
+pub fn tail_summary(title: &str, hubs: &[(&str, &[TailRun])], etcd: Option<&[TailRun]>) {
+    println!("== {title}");
+    let line = |who: &str, runs: &[TailRun]| {
+        let m = tail_medians(runs);
+        let each =
+            |f: &dyn Fn(&TailRun) -> String| runs.iter().map(f).collect::<Vec<_>>().join(" ");
+        println!(
+            "  {who:<WHO$} median ops/s {:>6.0}   p99.9 {:>9}   max {:>9}   errors {}",
+            m.ops,
+            ms(m.p999),
+            ms(m.max),
+            m.errors
+        );
+        println!(
+            "  {:<WHO$} runs: ops/s {}; p99.9 ms {}; max ms {}",
+            "",
+            each(&|r| format!("{:.0}", r.ops)),
+            each(&|r| ms_bare(r.p999)),
+            each(&|r| ms_bare(r.max)),
+        );
+    };
+    for (who, runs) in hubs {
+        line(who, runs);
+    }
+    if let Some(e) = etcd {
+        line("etcd", e);
+        let me = tail_medians(e);
+        for (who, runs) in hubs {
+            let m = tail_medians(runs);
+            println!(
+                "  {who}/etcd (medians): ops/s {}   p99.9 {}   max {}",
+                ratio(m.ops, me.ops),
+                ratio(m.p999.as_secs_f64(), me.p999.as_secs_f64()),
+                ratio(m.max.as_secs_f64(), me.max.as_secs_f64()),
+            );
+        }
     }
 }
 
@@ -429,6 +645,12 @@ impl Targets {
     /// Records figures beside the targets that are no target themselves.
     pub fn note(&mut self, what: &str, figures: String) {
         self.rows.push((what.to_string(), figures, "info"));
+    }
+
+    /// The rows: target, figures, verdict.
+    #[cfg(test)]
+    pub fn rows(&self) -> &[(String, String, &'static str)] {
+        &self.rows
     }
 
     /// Prints the table.

@@ -470,6 +470,80 @@ pub struct Run {
     /// Of the server's CPU, what the store under it spent (etcd under
     /// modelhub on etcd), if known.
     pub backend: Option<Duration>,
+    /// The successful requests' latencies by the second in which each
+    /// completed.
+    pub per_second: PerSecond,
+}
+
+/// Latencies of a run by the second of the run in which each request
+/// completed (from the run's start), in microseconds, each second's
+/// unsorted; so that a stall of the server shows as the seconds it falls
+/// in.
+#[derive(Clone, Debug, Default)]
+pub struct PerSecond(pub Vec<Vec<u32>>);
+
+/// One second of a [`PerSecond`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Second {
+    /// Requests completed in it.
+    pub ops: usize,
+    /// Their 99th percentile latency.
+    pub p99: Duration,
+    /// The slowest of them.
+    pub max: Duration,
+}
+
+impl PerSecond {
+    /// Notes a request that took `lat` and completed `done` after the
+    /// run's start; one completing in or after second `last` (if given:
+    /// the run's last, for requests in flight at its end) counts in it.
+    pub fn note(&mut self, done: Duration, lat: Duration, last: Option<usize>) {
+        let mut s = done.as_secs() as usize;
+        if let Some(last) = last {
+            s = s.min(last);
+        }
+        if self.0.len() <= s {
+            self.0.resize_with(s + 1, Vec::new);
+        }
+        self.0[s].push(u32::try_from(lat.as_micros()).unwrap_or(u32::MAX));
+    }
+
+    /// Adds the requests of another client of the same run, second by
+    /// second.
+    pub fn merge(&mut self, other: PerSecond) {
+        if self.0.len() < other.0.len() {
+            self.0.resize_with(other.0.len(), Vec::new);
+        }
+        for (mine, theirs) in self.0.iter_mut().zip(other.0) {
+            mine.extend(theirs);
+        }
+    }
+
+    /// Each second's count, p99 and maximum.
+    pub fn seconds(&self) -> Vec<Second> {
+        self.0
+            .iter()
+            .map(|lat| {
+                let mut lat = lat.clone();
+                lat.sort_unstable();
+                let us = |us: u32| Duration::from_micros(u64::from(us));
+                Second {
+                    ops: lat.len(),
+                    p99: us(percentile_us(&lat, 99.0)),
+                    max: us(lat.last().copied().unwrap_or(0)),
+                }
+            })
+            .collect()
+    }
+}
+
+/// The `p`-th percentile (0..=100) of sorted microseconds, as
+/// [`percentile`] picks it; 0 for none.
+pub fn percentile_us(sorted: &[u32], p: f64) -> u32 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p / 100.0).round() as usize]
 }
 
 /// A failed request: its kind, counted in [`Run::kinds`] (no names in it,
@@ -525,8 +599,11 @@ impl Run {
     }
 
     /// Adds another run of the same workload to this one, as if the two
-    /// had been one run: requests, errors, wall time and CPU add up.
-    pub fn absorb(&mut self, other: Run) {
+    /// had been one run: requests, errors, wall time and CPU add up, and
+    /// its seconds follow this one's.
+    pub fn absorb(&mut self, mut other: Run) {
+        let seconds = std::mem::take(&mut other.per_second);
+        self.per_second.0.extend(seconds.0);
         let add = |a: Option<Duration>, b: Option<Duration>| Some(a? + b?);
         self.cpu = Cpu {
             server: add(self.cpu.server, other.cpu.server),
@@ -541,6 +618,7 @@ impl Run {
     /// Adds another client's requests and failures (not its time or CPU).
     fn absorb_counts(&mut self, other: Run) {
         self.lat.extend(other.lat);
+        self.per_second.merge(other.per_second);
         self.errors += other.errors;
         if self.first_error.is_none() {
             self.first_error = other.first_error;
@@ -592,6 +670,7 @@ where
         Stop::For(d) => Some(started + d),
         Stop::Count(_) => None,
     };
+    let last = last_second(stop);
     let mut tasks = Vec::with_capacity(clients);
     for c in 0..clients {
         let (op, next) = (op.clone(), next.clone());
@@ -606,7 +685,12 @@ where
                 }
                 let t = Instant::now();
                 match op(c, seq).await {
-                    Ok(()) => run.lat.push(t.elapsed()),
+                    Ok(()) => {
+                        let done = Instant::now();
+                        let lat = done - t;
+                        run.lat.push(lat);
+                        run.per_second.note(done - started, lat, last);
+                    }
                     Err(e) => {
                         run.errors += 1;
                         run.first_error.get_or_insert_with(|| e.detail.clone());
@@ -625,6 +709,15 @@ where
     all.elapsed = started.elapsed();
     all.lat.sort();
     all
+}
+
+/// The last second of a run that stops after a time: the one the requests
+/// in flight at its end count in (none for a count of requests).
+pub fn last_second(stop: Stop) -> Option<usize> {
+    match stop {
+        Stop::For(d) => Some((d.as_secs_f64().ceil() as usize).max(1) - 1),
+        Stop::Count(_) => None,
+    }
 }
 
 /// A pseudo-random index in `0..n` for request `seq` (a fixed permutation,

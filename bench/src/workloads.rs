@@ -11,6 +11,7 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
+use crate::auth::{self, Auth, Token};
 use crate::report::{ListFigures, Startup, WatchFigures};
 use crate::util::{self, Failure, Run, Spawned, Stop};
 use crate::{h2raw, raw};
@@ -40,8 +41,15 @@ pub struct Hub {
     /// watcher `w` and writer `w` use replica `c % n`, `w % n`.
     pub bases: Vec<String>,
     /// A reqwest client for set-up, loading and watches (the timed
-    /// requests go through [`crate::raw`]).
+    /// requests go through [`crate::raw`]); with a token, every request
+    /// of it carries it.
     pub http: reqwest::Client,
+    /// The bearer token every request carries (`--auth`), once
+    /// [`Hub::authenticate`] has set it.
+    pub token: Option<Token>,
+    /// The header lines of the minimal clients' requests: the token's
+    /// (formatted once), or none.
+    raw_extra: Arc<[u8]>,
     /// The processes whose CPU is the server's, if known: every replica,
     /// and etcd under modelhub on etcd.
     pub pids: Vec<u32>,
@@ -72,11 +80,69 @@ impl Hub {
             pids,
             backend: Vec::new(),
             http: reqwest::Client::builder().build().expect("client"),
+            token: None,
+            raw_extra: Arc::from(&[][..]),
             run: run.to_string(),
             label: "modelhub".to_string(),
             apply_batch: AtomicUsize::new(APPLY_BATCH),
             list_writes: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Sets how every request to the replicas authenticates: with `how`
+    /// on, a token (given, else created on the first replica), checked to
+    /// be accepted by every replica, each of which then refuses anonymous
+    /// requests. `earlier`: a token of another target, used rather than a
+    /// new one if this target's store knows it already (targets sharing an
+    /// etcd prefix). Exits on failure.
+    pub async fn authenticate(&mut self, how: &Auth, earlier: Option<&Token>) {
+        let token = match how {
+            Auth::Off => return,
+            Auth::Given(t) => t.clone(),
+            Auth::Create => {
+                let known = match earlier {
+                    Some(t) => auth::accepted(t, &self.base).await.then(|| t.clone()),
+                    None => None,
+                };
+                match known {
+                    Some(t) => t,
+                    None => auth::create(&self.base, &auth::token_name(&self.run))
+                        .await
+                        .unwrap_or_else(|e| fail(&self.label, &e)),
+                }
+            }
+        };
+        auth::check(&token, &self.bases)
+            .await
+            .unwrap_or_else(|e| fail(&self.label, &e));
+        self.http = auth::client(reqwest::Client::builder(), Some(&token));
+        self.raw_extra = token.raw_line().into();
+        self.token = Some(token);
+        eprintln!(
+            "{}: authentication on: every request carries a bearer token; an anonymous \
+             request is refused (401)",
+            self.label
+        );
+    }
+
+    /// A reqwest client from `builder` whose requests carry the token, if
+    /// any.
+    fn client(&self, builder: reqwest::ClientBuilder) -> reqwest::Client {
+        auth::client(builder, self.token.as_ref())
+    }
+
+    /// A pool of the minimal client for `clients` clients, its requests
+    /// carrying the token, if any.
+    fn pool(&self, clients: usize) -> raw::Pool {
+        raw::Pool::new(&self.bases, clients, self.raw_extra.clone())
+    }
+
+    /// A connection of the minimal client to `base`, its requests carrying
+    /// the token, if any.
+    async fn conn(&self, base: &str) -> raw::Conn {
+        raw::Conn::connect(base, &self.raw_extra)
+            .await
+            .expect("connect")
     }
 
     /// Applies `docs`; a refusal answers its status and message.
@@ -166,7 +232,7 @@ impl Hub {
     pub async fn create(&self, clients: usize, stop: Stop, round: u32) -> Run {
         util::hierarchy(&self.http, &self.base).await;
         let path = Arc::new(util::cells_path("t"));
-        let pool = Arc::new(raw::Pool::new(&self.bases, clients));
+        let pool = Arc::new(self.pool(clients));
         let template = Arc::new(util::CellTemplate::new());
         let run = util::create_tag(&self.run, clients, round);
         self.closed_loop(clients, stop, move |c, seq| {
@@ -198,7 +264,7 @@ impl Hub {
     pub async fn status(&self, clients: usize, stop: Stop, cells: usize, round: u32) -> Run {
         self.ensure_cells(RW_STACK, cells).await;
         let path = Arc::new(util::cells_path(RW_STACK));
-        let pool = Arc::new(raw::Pool::new(&self.bases, clients));
+        let pool = Arc::new(self.pool(clients));
         let base_n = self.status_base() + u64::from(round) * ROUND_STRIDE;
         self.closed_loop(clients, stop, move |c, seq| {
             let (pool, path) = (pool.clone(), path.clone());
@@ -222,7 +288,7 @@ impl Hub {
     pub async fn get(&self, clients: usize, stop: Stop, cells: usize) -> Run {
         self.ensure_cells(GET_STACK, cells).await;
         let path = Arc::new(util::cells_path(GET_STACK));
-        let pool = Arc::new(raw::Pool::new(&self.bases, clients));
+        let pool = Arc::new(self.pool(clients));
         self.closed_loop(clients, stop, move |c, seq| {
             let (pool, path) = (pool.clone(), path.clone());
             let name = util::nth_cell(util::spread(seq, cells));
@@ -260,6 +326,7 @@ impl Hub {
             .get(&url)
             .send()
             .await
+            .and_then(reqwest::Response::error_for_status)
             .expect("list")
             .json()
             .await
@@ -272,8 +339,8 @@ impl Hub {
         let path = util::cells_path(stack);
         let (mut conns, mut writers) = (Vec::new(), Vec::new());
         for base in &self.bases {
-            conns.push(raw::Conn::connect(base).await.expect("connect"));
-            writers.push(raw::Conn::connect(base).await.expect("connect"));
+            conns.push(self.conn(base).await);
+            writers.push(self.conn(base).await);
         }
         let replicas = self.bases.len();
         let mut body = Vec::new();
@@ -387,6 +454,7 @@ impl Hub {
             .get(format!("{}/api/v1beta1/realms?limit=1", self.base))
             .send()
             .await
+            .and_then(reqwest::Response::error_for_status)
             .expect("list")
             .json()
             .await
@@ -411,10 +479,8 @@ impl Hub {
         client: WatchClient,
     ) -> WatchFigures {
         let (writes, writers) = (load.writes, load.writers);
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(writers + watchers)
-            .build()
-            .expect("client");
+        let http =
+            self.client(reqwest::Client::builder().pool_max_idle_per_host(writers + watchers));
         util::hierarchy(&http, &self.base).await;
         let from = self.revision().await;
         let expect = Expect::new(from, writes);
@@ -432,17 +498,15 @@ impl Hub {
             let url = format!("{base}{path}");
             match client {
                 WatchClient::Raw(n) => {
-                    tasks.extend(raw_watchers(base, &path, k, n, &expect).await);
+                    let token = self.token.as_ref().map(Token::header_value);
+                    tasks.extend(raw_watchers(base, &path, token, k, n, &expect).await);
                 }
                 WatchClient::Http1 => {
                     tasks.extend(reqwest_watchers(&http, &url, k, &expect).await);
                 }
                 WatchClient::Reqwest(n) => {
                     for first in (0..k).step_by(n) {
-                        let http = reqwest::Client::builder()
-                            .http2_prior_knowledge()
-                            .build()
-                            .expect("client");
+                        let http = self.client(reqwest::Client::builder().http2_prior_knowledge());
                         let m = n.min(k - first);
                         tasks.extend(reqwest_watchers(&http, &url, m, &expect).await);
                         shared.push(http);
@@ -524,6 +588,27 @@ async fn create_for_watch(
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| Failure::new("create: no resourceVersion", format!("create {name}: {v}")))?;
     Ok((rv, ack))
+}
+
+/// `resp`, unless the server refused it for its credentials (`401`,
+/// `403`: the bench's own request lacked its token): then the run fails.
+/// Other statuses are the caller's to judge (`startup` reads whatever is
+/// there).
+fn admitted(resp: reqwest::Response) -> reqwest::Response {
+    let status = resp.status().as_u16();
+    assert!(
+        status != 401 && status != 403,
+        "{}: {status}: a request without its credentials",
+        resp.url().path()
+    );
+    resp
+}
+
+/// Ends the bench: `who`'s authentication failed with `error` (which
+/// never holds the token).
+fn fail(who: &str, error: &str) -> ! {
+    eprintln!("{who}: --auth: {error}");
+    std::process::exit(2);
 }
 
 /// A request of `op` on `name` answered `status` (not the one expected),
@@ -629,11 +714,13 @@ fn refused_watch(status: u16, body: &str) -> Failure {
 }
 
 /// `watchers` watches of `path` on HTTP/2 connections to `base` of
-/// `per_conn` streams each, a task per connection ([`crate::h2raw`]);
-/// answers once every stream has been answered.
+/// `per_conn` streams each, a task per connection ([`crate::h2raw`]), with
+/// the `authorization` header's value if given; answers once every stream
+/// has been answered.
 async fn raw_watchers(
     base: &str,
     path: &str,
+    authorization: Option<String>,
     watchers: usize,
     per_conn: usize,
     expect: &Expect,
@@ -644,6 +731,7 @@ async fn raw_watchers(
         let k = per_conn.min(watchers - first);
         let paths = vec![path.to_string(); k];
         let base = base.to_string();
+        let authorization = authorization.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
         ready.push(rx);
         let mut receipts: Vec<Receipts> = (0..k).map(|_| expect.untimed()).collect();
@@ -652,7 +740,8 @@ async fn raw_watchers(
             let mut lines: Vec<Lines> = (0..k).map(|_| Lines::default()).collect();
             let mut complete = 0;
             let mut tx = Some(tx);
-            let result = h2raw::watch(&base, &paths, WATCH_IDLE, |event| match event {
+            let auth = authorization.as_deref();
+            let result = h2raw::watch(&base, &paths, auth, WATCH_IDLE, |event| match event {
                 h2raw::Event::Ready => {
                     if let Some(tx) = tx.take() {
                         let _ = tx.send(());
@@ -1030,18 +1119,38 @@ fn fan_out_figures(
 /// Restarts modelhub `runs` times on `data`: time to the "listening" line,
 /// then RSS after a few list and get requests, then a clean stop.
 /// On the last run it also counts the objects (after the RSS reading).
-pub async fn startup(bin: &str, data: &Path, runs: usize, get_cells: usize) -> (Vec<Startup>, u64) {
+/// With `how` on, the requests carry a token (given, else created on the
+/// first run, the database keeping it for the next).
+pub async fn startup(
+    bin: &str,
+    data: &Path,
+    runs: usize,
+    get_cells: usize,
+    how: &Auth,
+) -> (Vec<Startup>, u64) {
     let mut out = Vec::with_capacity(runs);
     let mut objects = 0;
+    let mut how = how.clone();
     for run in 0..runs {
         let server = Spawned::start_on(bin, data, &[]).await;
         let ready = server.ready_after;
-        let hub = Hub::new(std::slice::from_ref(&server.base), "startup", Vec::new());
+        let mut hub = Hub::new(std::slice::from_ref(&server.base), "startup", Vec::new());
+        hub.label = "startup".to_string();
+        hub.authenticate(&how, None).await;
+        if let Some(t) = &hub.token {
+            how = Auth::Given(t.clone());
+        }
         // A few requests: the 10,000-cell list twice, 100 single gets, a
         // paged cross-scope list.
         let list = util::stack_cells_url(&hub.base, LIST_STACK);
         for _ in 0..2 {
-            let resp = hub.http.get(&list).send().await.expect("list");
+            let resp = hub
+                .http
+                .get(&list)
+                .send()
+                .await
+                .map(admitted)
+                .expect("list");
             resp.bytes().await.expect("list body");
         }
         let ro = util::stack_cells_url(&hub.base, GET_STACK);
@@ -1052,6 +1161,7 @@ pub async fn startup(bin: &str, data: &Path, runs: usize, get_cells: usize) -> (
                 .get(format!("{ro}/{name}"))
                 .send()
                 .await
+                .map(admitted)
                 .expect("get");
             resp.bytes().await.expect("get body");
         }
@@ -1060,6 +1170,7 @@ pub async fn startup(bin: &str, data: &Path, runs: usize, get_cells: usize) -> (
             .get(format!("{}/api/v1beta1/cells?limit=500", hub.base))
             .send()
             .await
+            .map(admitted)
             .expect("paged list");
         resp.bytes().await.expect("paged list body");
         let (rss_kib, hwm_kib) = server.memory_kib();
@@ -1093,6 +1204,7 @@ pub async fn count_objects(hub: &Hub) -> u64 {
                 .query(&query)
                 .send()
                 .await
+                .and_then(reqwest::Response::error_for_status)
                 .expect("count")
                 .json()
                 .await
