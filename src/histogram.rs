@@ -34,7 +34,8 @@ pub struct Snapshot {
 impl Histogram {
     /// Records one duration.
     pub fn observe(&self, d: Duration) {
-        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        // Rounded up, so that a bucket never holds more than its bound.
+        let us = u64::try_from(d.as_nanos().div_ceil(1000)).unwrap_or(u64::MAX);
         let slot = BOUNDS_US.partition_point(|&b| b < us);
         self.counts[slot].fetch_add(1, Ordering::Relaxed);
         self.sum_us.fetch_add(us, Ordering::Relaxed);

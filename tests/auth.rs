@@ -821,3 +821,47 @@ fn the_unix_socket_admits_root_and_asks_other_users_for_a_token() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("403"));
 }
+
+/// The audit record is formatted only when a subscriber takes it: with
+/// stderr at warnings only, the `--audit-log` file still gets every write.
+#[test]
+fn the_audit_log_gets_writes_while_stderr_logs_warnings_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_modelhub"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path().join("hub.redb"))
+        .arg("--audit-log")
+        .arg(&audit)
+        .env("RUST_LOG", "warn")
+        .env("MODELHUB_SPARE_SPACE", "0")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("modelhub listening on ")
+        .unwrap_or_else(|| panic!("unexpected line {line:?}"))
+        .to_string();
+    let c = Client::default();
+    let (st, b) = c.post_json(
+        &format!("{base}/api/v1beta1/realms"),
+        &json!({"metadata": {"name": "audited"}}),
+    );
+    let text = std::fs::read_to_string(&audit).unwrap_or_default();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(st, 201, "{b}");
+    let record: Value = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|r| r["fields"]["verb"] == "POST")
+        .unwrap_or_else(|| panic!("no POST in the audit log: {text:?}"));
+    assert_eq!(record["fields"]["path"], "/api/v1beta1/realms", "{record}");
+    assert_eq!(record["fields"]["status"], 201, "{record}");
+}

@@ -65,6 +65,12 @@ impl Metrics {
     /// Where a request on `route` (the matched template, if any) with
     /// `method` is timed.
     pub fn route_slot(&self, method: &Method, route: Option<&str>) -> usize {
+        // axum answers HEAD with the GET route.
+        let method = if method == Method::HEAD {
+            &Method::GET
+        } else {
+            method
+        };
         route
             .and_then(|r| self.index.get(r))
             .and_then(|methods| methods.iter().find(|(m, _)| m == method))
@@ -237,7 +243,7 @@ pub async fn render(State(s): State<AppState>) -> Response {
          resumed from a past revision or fell behind the live buffer.\n\
          # TYPE modelhub_watch_catchups_total counter\nmodelhub_watch_catchups_total {}\n\
          # HELP modelhub_watch_gone_total Watches refused or ended with 410 Gone (the revision \
-         asked for was compacted).\n\
+         asked for was compacted, or is not reached yet).\n\
          # TYPE modelhub_watch_gone_total counter\nmodelhub_watch_gone_total {}\n",
         stats.write_queue, stats.log_pending_bytes, watch.events_sent, watch.catch_ups, watch.gone,
     );

@@ -64,6 +64,10 @@ impl Recent {
 
     /// Every change up to `to` is known (a revision without object
     /// changes, or etcd's progress).
+    #[cfg_attr(
+        not(any(feature = "etcd", test)),
+        expect(dead_code, reason = "etcd's feed")
+    )]
     pub(super) fn advance(&self, to: u64) {
         let mut s = self.state();
         if s.kept {

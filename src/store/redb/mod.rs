@@ -275,7 +275,15 @@ impl RedbStore {
         {
             let guard = self.0.writer.lock().unwrap_or_else(|e| e.into_inner());
             if let Some((tx, _)) = guard.as_ref() {
-                let _ = tx.send(writer::Job::ReadFailed { why: why.clone() });
+                // Counted like every job, as the writer uncounts each.
+                let queued = &self.0.shared.stats.queued;
+                queued.fetch_add(1, Ordering::Relaxed);
+                if tx
+                    .send(writer::Job::ReadFailed { why: why.clone() })
+                    .is_err()
+                {
+                    queued.fetch_sub(1, Ordering::Relaxed);
+                }
             }
         }
         e

@@ -1308,7 +1308,9 @@ fn commit(
     }
     let syncing = Instant::now();
     let appended = wal.append(journal);
-    stats.log_sync_time.observe(syncing.elapsed());
+    if let Ok(Appended::Logged) = appended {
+        stats.log_sync_time.observe(syncing.elapsed());
+    }
     let appended = match appended {
         Ok(a) => a,
         Err(AppendError::Refused(StoreError::Engine(e))) => return Err(e.refusal()),
@@ -1328,11 +1330,15 @@ fn commit(
             }
         }
         Appended::Full => {
+            // A durable commit in place of the log: a checkpoint.
+            let began = Instant::now();
             if let Err(e) = commit_durably(txn) {
                 wal.fail(e.clone());
                 return Err(e.outcome_unknown());
             }
             wal.reset();
+            stats.checkpoint_time.observe(began.elapsed());
+            stats.checkpoints.fetch_add(1, Ordering::Relaxed);
         }
     }
     Ok(())
