@@ -241,6 +241,10 @@ fn options(disk: &SimDisk, sabotage: Sabotage) -> StoreOptions {
         disk: Arc::new(disk.clone()),
         min_free_bytes: 0,
         checkpoint_interval: Duration::from_secs(3600),
+        // Small, so that checkpoints the log's size makes due fall among
+        // the explored operations too (every few requests), beside the
+        // workload's own checkpoint steps.
+        checkpoint_bytes: 32 * 1024,
         cache_bytes: 64 * 1024,
         sabotage,
         ..StoreOptions::default()
