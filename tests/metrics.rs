@@ -55,6 +55,9 @@ fn requests_are_timed_by_method_route_template_and_status_class() {
         assert_eq!(c.get(&s.api(&format!("{CELLS}/one"))).0, 200);
     }
     assert_eq!(c.get(&s.api(&format!("{CELLS}/missing"))).0, 404);
+    // A HEAD is served by the GET route, and timed on it.
+    let head = c.http.head(s.api(&format!("{CELLS}/one"))).send().unwrap();
+    assert_eq!(head.status(), 200);
     assert_eq!(c.get(&format!("{}/no/such/route", s.base)).0, 404);
 
     let text = metrics_text(&c, &s);
@@ -65,7 +68,7 @@ fn requests_are_timed_by_method_route_template_and_status_class() {
     };
     assert_eq!(
         histogram_count(&text, name, &labels("GET", item, "2xx")),
-        3.0
+        4.0
     );
     assert_eq!(
         histogram_count(&text, name, &labels("GET", item, "4xx")),
