@@ -1,5 +1,5 @@
-//! `?view=effective`: containers with their space's defaults applied,
-//! computed on read, never stored.
+//! `?view=effective`: containers (and each container of a cell) with
+//! their space's defaults applied, computed on read, never stored.
 
 mod common;
 use common::*;
@@ -226,4 +226,48 @@ fn effective_view_follows_the_current_space_defaults() {
     assert_eq!(eff["spec"]["user"], "3000");
     assert!(eff["spec"].get("capabilities").is_none(), "{eff}");
     assert_eq!(get(&c, &url), before);
+}
+
+#[test]
+fn a_cells_effective_view_applies_the_defaults_to_each_of_its_containers() {
+    let (s, c) = setup();
+    let cells = s.api("/realms/r/spaces/sd/stacks/t/cells");
+    let (st, b) = c.post_json(
+        &cells,
+        &json!({"metadata": {"name": "multi"}, "spec": {"containers": [
+            {"id": "bare", "image": "busybox"},
+            {"id": "own", "image": "busybox", "user": "2000"}
+        ]}}),
+    );
+    assert_eq!(st, 201, "{b}");
+    let url = format!("{cells}/multi");
+    let stored = get(&c, &url);
+    let eff = get(&c, &format!("{url}?view=effective"));
+    let containers = eff["spec"]["containers"].as_array().unwrap();
+    assert_eq!(containers[0]["user"], "1000", "{eff}");
+    assert_eq!(containers[0]["readOnlyRootFilesystem"], true);
+    assert_eq!(
+        containers[1]["user"], "2000",
+        "the container's own value wins"
+    );
+    assert!(
+        stored["spec"]["containers"][0].get("user").is_none(),
+        "{stored}"
+    );
+    assert_eq!(get(&c, &url), stored, "nothing stored");
+    // Lists too, and a cell in a space without defaults is as stored.
+    let list = get(&c, &format!("{cells}?view=effective"));
+    let item = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["metadata"]["name"] == "multi")
+        .unwrap();
+    assert_eq!(item, &eff);
+    let plain = s.api("/realms/r/spaces/plain/stacks/t/cells/c");
+    assert_eq!(get(&c, &format!("{plain}?view=effective")), get(&c, &plain));
+    // Other kinds still refuse the view, naming it.
+    let (st, b) = c.get(&s.api("/realms/r/spaces/sd?view=effective"));
+    assert_eq!(st, 400, "{b}");
+    assert_eq!(b["field"], "view", "{b}");
 }

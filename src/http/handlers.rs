@@ -44,7 +44,7 @@ pub struct ListParams {
     pub watch: Option<String>,
     /// Watch: start after this revision.
     pub resource_version: Option<String>,
-    /// `effective` applies space defaults to containers.
+    /// `effective` applies space defaults to containers (a cell's too).
     pub view: Option<String>,
     /// Watch: end the stream after this many seconds.
     pub timeout_seconds: Option<String>,
@@ -62,7 +62,8 @@ pub struct ListParams {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct ItemParams {
-    /// `effective` applies space defaults to a container (GET).
+    /// `effective` applies space defaults to a container or a cell's
+    /// containers (GET).
     pub view: Option<String>,
     /// Delete the subtree too (DELETE).
     pub cascade: Option<String>,
@@ -84,10 +85,10 @@ pub fn flag(name: &str, value: Option<&str>) -> Result<bool, ApiError> {
 fn effective_view(kind: Kind, view: Option<&str>) -> Result<bool, ApiError> {
     match view {
         None => Ok(false),
-        Some("effective") if kind == Kind::Container => Ok(true),
+        Some("effective") if matches!(kind, Kind::Container | Kind::Cell) => Ok(true),
         Some("effective") => Err(ApiError::bad_field(
             "view",
-            "view=effective applies to containers only",
+            "view=effective applies to containers and cells only",
         )),
         Some(v) => Err(ApiError::bad_field(
             "view",
@@ -96,13 +97,23 @@ fn effective_view(kind: Kind, view: Option<&str>) -> Result<bool, ApiError> {
     }
 }
 
-/// Applies the space defaults to a container (the stored object is not
-/// changed). A container whose space has no defaults is returned as is.
+/// Applies the space defaults to a container, or to each container of a
+/// cell's spec (the stored object is not changed). An object whose space
+/// has no defaults is returned as is.
 fn apply_effective(space: Option<&AnyObject>, obj: &mut AnyObject) {
-    if let (Some(AnyObject::Space(space)), AnyObject::Container(Container { spec, .. })) =
-        (space, obj)
-    {
-        apply_space_defaults_to_container(&space.spec, spec);
+    let Some(AnyObject::Space(space)) = space else {
+        return;
+    };
+    match obj {
+        AnyObject::Container(Container { spec, .. }) => {
+            apply_space_defaults_to_container(&space.spec, spec);
+        }
+        AnyObject::Cell(cell) => {
+            for c in &mut cell.spec.containers {
+                apply_space_defaults_to_container(&space.spec, c);
+            }
+        }
+        _ => {}
     }
 }
 

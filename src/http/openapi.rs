@@ -440,7 +440,7 @@ fn list_params(kind: Kind, cross_scope: bool) -> Vec<utoipa::openapi::path::Para
             "Watch: end the stream after this many seconds.",
         ),
     ];
-    if kind == Kind::Container {
+    if matches!(kind, Kind::Container | Kind::Cell) {
         p.push(view_param());
     }
     if cross_scope {
@@ -456,7 +456,7 @@ fn view_param() -> utoipa::openapi::path::Parameter {
         .name("view")
         .parameter_in(ParameterIn::Query)
         .required(Required::False)
-        .description(Some("`effective`: the container spec with its space's defaults applied (the stored object is unchanged)."))
+        .description(Some("`effective`: the container spec (a cell's: each of its containers) with its space's defaults applied (the stored object is unchanged)."))
         .schema(Some(
             ObjectBuilder::new()
                 .schema_type(SchemaType::Type(Type::String))
@@ -623,7 +623,7 @@ pub(super) fn create_operation(kind: Kind) -> Operation {
 pub(super) fn get_operation(kind: Kind) -> Operation {
     let name = kind.as_str();
     let mut params = path_params(kind, true);
-    if kind == Kind::Container {
+    if matches!(kind, Kind::Container | Kind::Cell) {
         params.push(view_param());
     }
     errors(
