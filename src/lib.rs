@@ -15,7 +15,8 @@
 //! talk to a server over HTTP; they build on [`api`] and [`model`], never
 //! on [`http`].
 //! [`restore`] builds a database offline from a backup, through [`api`]
-//! (the backup format) and [`store`].
+//! (the backup format) and [`store`]. [`notify`] tells a service manager
+//! (systemd's `Type=notify`) when the server is ready and when it stops.
 
 pub mod api;
 pub mod auth;
@@ -24,6 +25,7 @@ pub mod client;
 pub mod histogram;
 pub mod http;
 pub mod model;
+pub mod notify;
 pub mod restore;
 pub mod server;
 pub mod store;

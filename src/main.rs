@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use modelhub::http::listen::{Limits, Listen, TlsFiles};
 use tracing_subscriber::EnvFilter;
 
@@ -387,6 +387,20 @@ enum Command {
         #[arg(long)]
         wait: bool,
     },
+    /// Print the shell completion script for SHELL to stdout (e.g.
+    /// `modelhub completions bash > /usr/share/bash-completion/completions/modelhub`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages to DIR: modelhub.1 and one
+    /// modelhub-COMMAND.1 per subcommand.
+    Man {
+        /// Directory to write the pages in (created if missing).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
     /// Print changes as they happen (first the resources that exist), until Ctrl-C.
     Watch {
         /// Only this kind (default: all kinds).
@@ -630,6 +644,14 @@ fn init_logging(audit: Option<&std::path::Path>) -> Result<(), String> {
     Ok(())
 }
 
+/// Writes `modelhub.1` and one `modelhub-COMMAND.1` per subcommand (and
+/// nested subcommand: `modelhub-token-create.1`) into `dir`.
+fn write_man_pages(dir: &std::path::Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    clap_mangen::generate_to(Cli::command(), dir)
+        .map_err(|e| format!("cannot write the manual pages to {}: {e}", dir.display()))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let audit = match &cli.command {
@@ -646,6 +668,22 @@ fn main() -> ExitCode {
             print!("{}", modelhub::http::openapi::to_json());
             ExitCode::SUCCESS
         }
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "modelhub",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Man { dir } => match write_man_pages(&dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Serve {
             listen,
             socket_group,
@@ -734,6 +772,7 @@ fn main() -> ExitCode {
                 write_queue: request_limits.write_queue as usize,
                 request_limits: request_limits.limits(),
                 etcd,
+                notify: modelhub::notify::NotifySocket::from_env(),
                 ..modelhub::server::Config::new(listen, data)
             };
             match runtime.block_on(modelhub::server::serve(

@@ -10,6 +10,7 @@ use crate::http::auth::{Auth, Posture};
 use crate::http::cache::{DocCache, ListCache};
 use crate::http::listen::{Limits, Listen, ListenConfig, Listeners, TlsFiles};
 use crate::http::{AppState, Metrics, router};
+use crate::notify::NotifySocket;
 use crate::store::{Backend, Change, Store, StoreError, StoreOptions};
 use crate::watch::Hub;
 
@@ -69,6 +70,10 @@ pub struct Config {
     pub request_limits: crate::http::limits::Limits,
     /// Store on this etcd cluster instead of the redb file at `data`.
     pub etcd: Option<crate::store::EtcdOptions>,
+    /// The service manager to tell `READY=1` once every listener is bound
+    /// and the store is open, and `STOPPING=1` when the server begins to
+    /// stop.
+    pub notify: Option<NotifySocket>,
 }
 
 impl Config {
@@ -97,6 +102,7 @@ impl Config {
             write_queue: crate::store::options::DEFAULT_WRITE_QUEUE,
             request_limits: crate::http::limits::Limits::default(),
             etcd: None,
+            notify: None,
         }
     }
 
@@ -186,7 +192,9 @@ async fn compaction_loop(store: Store, keep: u64, every: Duration) {
 /// then ends watch streams, finishes in-flight requests and closes the
 /// database (and removes the unix sockets). Prints one line per listener
 /// to stdout once serving, in the order given (scripts read the address
-/// when the port is 0).
+/// when the port is 0). With `config.notify`, tells the service manager
+/// `READY=1` once the listeners accept and `STOPPING=1` when it begins to
+/// stop.
 pub async fn serve(
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -322,15 +330,26 @@ pub async fn serve(
             }
         }
     };
+    let notify = config.notify.clone();
+    let ready = crate::notify::ready_message(&listeners.addresses());
     listeners
         .serve(router(state), async move {
-            if !stopped_early {
-                tokio::select! {
-                    () = shutdown => {}
-                    () = watchdog => {}
+            // Polled once the accept loops are spawned.
+            let why = if stopped_early {
+                "shutdown requested"
+            } else {
+                if let Some(n) = &notify {
+                    n.notify(&ready);
                 }
+                tokio::select! {
+                    () = shutdown => "shutdown requested",
+                    () = watchdog => "the store failed",
+                }
+            };
+            if let Some(n) = &notify {
+                n.notify(&crate::notify::stopping_message(why));
             }
-            tracing::info!("shutdown requested: ending watch streams, draining requests");
+            tracing::info!("{why}: ending watch streams, draining requests");
             stop_streams.shutdown();
         })
         .await;
