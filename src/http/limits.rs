@@ -300,7 +300,8 @@ impl Gate {
 /// What a request is, for the caps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Class {
-    /// Probes, metrics, the OpenAPI document and Swagger UI.
+    /// Probes, metrics, the OpenAPI document, Swagger UI and the console's
+    /// assets.
     Exempt,
     /// A watch stream.
     Watch,
@@ -315,6 +316,8 @@ fn classify(req: &Request) -> Class {
         "/healthz" | "/readyz" | "/readyz/reads" | "/readyz/writes" | "/metrics" | "/openapi.json"
     ) || path == "/swagger-ui"
         || path.starts_with("/swagger-ui/")
+        || path == super::ui::PREFIX
+        || path.starts_with("/ui/")
     {
         return Class::Exempt;
     }

@@ -1,8 +1,8 @@
 //! The HTTP layer: the route table ([`routes`]) and the router built from
 //! it, request extraction ([`body`]), handlers, rendering and its caches,
 //! the OpenAPI document ([`openapi`]), problem+json responses
-//! ([`error`]), the backup stream ([`backup`]) and the listeners and
-//! connections ([`listen`]). Wire shapes, URL templates and which failure gets which
+//! ([`error`]), the backup stream ([`backup`]), the console's assets
+//! ([`ui`]) and the listeners and connections ([`listen`]). Wire shapes, URL templates and which failure gets which
 //! status come from [`crate::api::v1beta1`]; handlers call the
 //! [`crate::store::Store`] facade.
 
@@ -22,6 +22,7 @@ pub mod openapi;
 mod policy_tests;
 pub mod routes;
 pub mod tokens;
+pub mod ui;
 pub mod watch;
 
 use std::sync::Arc;
@@ -58,7 +59,8 @@ pub struct AppState {
 }
 
 /// The whole application: the routes of [`routes::table`], the Swagger UI
-/// with the document it shows, and the problem+json fallbacks.
+/// with the document it shows, the console ([`ui`]), and the problem+json
+/// fallbacks.
 pub fn router(state: AppState) -> Router {
     let mut router = Router::new();
     for route in routes::table() {
@@ -85,6 +87,7 @@ pub fn router(state: AppState) -> Router {
                         .display_operation_id(true),
                 ),
         )
+        .merge(ui::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), front))

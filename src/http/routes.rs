@@ -8,8 +8,9 @@
 //! kind is fixed here, when the table is built.
 //!
 //! Outside the table, and so outside the document: the document itself
-//! (`/openapi.json`) and Swagger UI (`/swagger-ui`), both public and
-//! read-only, added by [`super::router`]. A per-route rule keyed by
+//! (`/openapi.json`), Swagger UI (`/swagger-ui`) and the console's assets
+//! (`/ui/`, [`super::ui`]), all public and read-only, added by
+//! [`super::router`]. A per-route rule keyed by
 //! [`Access`] must treat them as `Public`.
 
 use std::sync::Arc;
