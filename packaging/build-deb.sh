@@ -137,7 +137,7 @@ Version: $version
 Architecture: $arch
 Maintainer: $maintainer
 Installed-Size: $installed_size
-Depends: $shlibs, passwd
+Depends: $shlibs, passwd, init-system-helpers (>= 1.54~)
 Section: admin
 Priority: optional
 Description: metadata store for kukeon resources
@@ -155,5 +155,5 @@ chmod 0644 "$root/DEBIAN/control"
 mkdir -p "$out"
 deb="$out/modelhub_${version}_${arch}.deb"
 dpkg-deb --build --root-owner-group "$root" "$deb" >/dev/null
-echo "build-deb: $deb ($pages manual pages, Depends: $shlibs, passwd)" >&2
+echo "build-deb: $deb ($pages manual pages, Depends: $shlibs, passwd, init-system-helpers (>= 1.54~))" >&2
 echo "$deb"

@@ -189,8 +189,10 @@ ok "manual pages ($(find "$man1" -name '*.gz' | wc -l) pages)"
 # (the serve page names each flag's variable).
 defaults="$root/etc/default/modelhub"
 grep -qx 'MODELHUB_DATA=/var/lib/modelhub/modelhub.redb' "$defaults" || fail "the default file does not keep the data in /var/lib/modelhub"
-grep -qx 'MODELHUB_LISTEN=127.0.0.1:8080,unix:/run/modelhub/modelhub.sock' "$defaults" ||
-  fail "the default file does not listen on 127.0.0.1:8080 and unix:/run/modelhub/modelhub.sock"
+grep -qx 'MODELHUB_LISTEN=unix:/run/modelhub/modelhub.sock' "$defaults" ||
+  fail "the default file does not listen on unix:/run/modelhub/modelhub.sock alone (TCP waits for the first token)"
+grep -qx '#MODELHUB_LISTEN=127.0.0.1:8080,unix:/run/modelhub/modelhub.sock' "$defaults" ||
+  fail "the default file does not offer loopback TCP (commented out)"
 grep -qx 'MODELHUB_SOCKET_GROUP=modelhub' "$defaults" || fail "the default file does not give the socket group modelhub"
 for var in $(grep -oE '^#?MODELHUB_[A-Z_]+=' "$defaults" | tr -d '#='); do
   grep -qF "$var" "$work/serve.1" || fail "the default file names $var, which modelhub serve does not read"
@@ -265,6 +267,10 @@ dpkg -i "$deb" >"$work/dpkg-i" 2>&1 || fail "dpkg -i: $(cat "$work/dpkg-i")"
 # Configured again over itself (postinst with the old version: an upgrade).
 dpkg -i "$deb" >"$work/dpkg-i2" 2>&1 || fail "dpkg -i over itself: $(cat "$work/dpkg-i2")"
 ok "dpkg -i (twice)"
+# Enabled without a running systemd (deb-systemd-helper records it).
+[ "$(readlink /etc/systemd/system/multi-user.target.wants/modelhub.service)" = /lib/systemd/system/modelhub.service ] ||
+  fail "not enabled: /etc/systemd/system/multi-user.target.wants/modelhub.service is '$(readlink /etc/systemd/system/multi-user.target.wants/modelhub.service)'"
+ok "enabled (the multi-user.target link), with no systemd running"
 
 getent group modelhub >/dev/null || fail "no group modelhub after installation"
 IFS=: read -r _ _ uid gid _ home shell < <(getent passwd modelhub) || fail "no user modelhub after installation"
@@ -284,6 +290,14 @@ systemd-analyze verify "$man_check" /lib/systemd/system/modelhub.service >"$work
 [ ! -s "$work/verify" ] || fail "systemd-analyze verify /lib/systemd/system/modelhub.service warns: $(cat "$work/verify")"
 ok "systemd-analyze verify (installed, $man_check)"
 
+# The hardening, as systemd rates it (the README quotes the figure).
+systemd-analyze security --offline=true /lib/systemd/system/modelhub.service >"$work/security" 2>&1 ||
+  fail "systemd-analyze security: $(tail -n 3 "$work/security")"
+exposure=$(sed -n 's/.*Overall exposure level for modelhub.service: \([0-9.]*\).*/\1/p' "$work/security")
+[ -n "$exposure" ] || fail "no exposure level in: $(tail -n 3 "$work/security")"
+awk -v e="$exposure" 'BEGIN { exit !(e <= 2.0) }' || fail "exposure level $exposure, expected at most 2.0"
+ok "systemd-analyze security: exposure $exposure"
+
 # Run it as the unit would: RuntimeDirectory= makes /run/modelhub, the
 # environment is the file's variables alone, the user is modelhub with no
 # capability, from its state directory, with UMask=0027. The TCP port is
@@ -294,36 +308,66 @@ env_vars=()
 while IFS= read -r line; do
   env_vars+=("$line")
 done < <(grep -E '^[A-Za-z_][A-Za-z0-9_]*=' /etc/default/modelhub)
-listen_var=
-for i in "${!env_vars[@]}"; do
-  if [[ "${env_vars[$i]}" == MODELHUB_LISTEN=* ]]; then
-    env_vars[i]=${env_vars[$i]/127.0.0.1:8080/127.0.0.1:0}
-    listen_var=${env_vars[$i]}
-  fi
-done
-[ "$listen_var" = "MODELHUB_LISTEN=127.0.0.1:0,unix:$sock" ] || fail "unexpected $listen_var"
-(
-  cd "$state"
-  umask 0027
-  exec env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin "${env_vars[@]}" \
-    setpriv --reuid=modelhub --regid=modelhub --init-groups --no-new-privs \
-    --inh-caps=-all --bounding-set=-all /usr/bin/modelhub serve
-) >"$work/out" 2>"$work/log" &
-server_pid=$!
+# The file's commented loopback TCP line, with port 0.
+tcp_listen=$(sed -n 's/^#\(MODELHUB_LISTEN=127\.0\.0\.1:\)8080,/\10,/p' /etc/default/modelhub)
+[ "$tcp_listen" = "MODELHUB_LISTEN=127.0.0.1:0,unix:$sock" ] || fail "unexpected TCP line $tcp_listen"
 
-base=
-for _ in $(seq 150); do
-  kill -0 "$server_pid" 2>/dev/null || fail "the server exited: $(cat "$work/log")"
-  base=$(sed -n 's/^modelhub listening on \(http:.*\)$/\1/p' "$work/out")
-  if [ -n "$base" ] && curl -sf -o /dev/null "$base/healthz" &&
-    curl -sf -o /dev/null --unix-socket "$sock" http://localhost/healthz; then
-    break
+# start_server [LISTEN]: runs the server with the file's variables (its
+# MODELHUB_LISTEN replaced by LISTEN when given) and waits for /healthz on
+# the socket and, with TCP, on $base.
+start_server() {
+  local vars=("${env_vars[@]}") i
+  if [ $# -gt 0 ]; then
+    for i in "${!vars[@]}"; do
+      [[ "${vars[$i]}" != MODELHUB_LISTEN=* ]] || vars[i]=$1
+    done
   fi
+  (
+    cd "$state"
+    umask 0027
+    exec env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin "${vars[@]}" \
+      setpriv --reuid=modelhub --regid=modelhub --init-groups --no-new-privs \
+      --inh-caps=-all --bounding-set=-all /usr/bin/modelhub serve
+  ) >"$work/out" 2>"$work/log" &
+  server_pid=$!
+  local up=false want_tcp=false
+  [ $# -gt 0 ] && want_tcp=true
   base=
-  sleep 0.1
-done
-[ -n "$base" ] || fail "the server did not answer /healthz over TCP and $sock within 15 s: $(cat "$work/log")"
-ok "/healthz over $base and over $sock"
+  for _ in $(seq 150); do
+    kill -0 "$server_pid" 2>/dev/null || fail "the server exited: $(cat "$work/log")"
+    base=$(sed -n 's/^modelhub listening on \(http:.*\)$/\1/p' "$work/out")
+    if curl -sf -o /dev/null --unix-socket "$sock" http://localhost/healthz &&
+      { [ "$want_tcp" = false ] || { [ -n "$base" ] && curl -sf -o /dev/null "$base/healthz"; }; }; then
+      up=true
+      break
+    fi
+    sleep 0.1
+  done
+  [ "$up" = true ] || fail "the server did not answer /healthz within 15 s: $(cat "$work/log")"
+}
+
+# stop_server: SIGTERM, a clean exit within 30 s, the socket removed.
+stop_server() {
+  kill -TERM "$server_pid"
+  local stopped=false code=0
+  for _ in $(seq 300); do
+    if ! kill -0 "$server_pid" 2>/dev/null; then
+      stopped=true
+      break
+    fi
+    sleep 0.1
+  done
+  [ "$stopped" = true ] || fail "the server did not stop within 30 s of SIGTERM"
+  wait "$server_pid" || code=$?
+  server_pid=
+  [ "$code" = 0 ] || fail "the server exited with $code after SIGTERM: $(cat "$work/log")"
+  [ ! -e "$sock" ] || fail "$sock is left after a clean stop"
+}
+
+# As installed: the unix socket alone.
+start_server
+[ -z "$base" ] || fail "the default file opened TCP ($base) before any token exists"
+ok "/healthz over $sock (no TCP listener by default)"
 
 [ "$(stat -c '%a %U %G' "$sock")" = "660 modelhub modelhub" ] ||
   fail "$sock is $(stat -c '%a %U %G' "$sock"), expected 660 modelhub modelhub"
@@ -351,29 +395,21 @@ ok "group members may use the socket, others may not"
 token=$(/usr/bin/modelhub token create --server "unix:$sock" --name install-test --role admin 2>"$work/token-err") ||
   fail "modelhub token create as root over $sock: $(cat "$work/token-err")"
 [ -n "$token" ] || fail "modelhub token create printed no token"
+stop_server
+ok "first token created by root over the socket; clean stop on SIGTERM"
+
+# Then, as the file's comment says, loopback TCP too.
+start_server "$tcp_listen"
+[ -n "$base" ] || fail "no TCP listener with $tcp_listen"
 code=$(curl -s -o /dev/null -w '%{http_code}' "$base/api/v1beta1/realms")
 [ "$code" = 401 ] || fail "GET /api/v1beta1/realms without a token over TCP: $code, expected 401"
 code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" "$base/api/v1beta1/realms")
 [ "$code" = 200 ] || fail "GET /api/v1beta1/realms with the token: $code, expected 200"
-ok "first token created by root over the socket; TCP: 401 without it, 200 with it"
-
-kill -TERM "$server_pid"
-stopped=false
-for _ in $(seq 300); do
-  if ! kill -0 "$server_pid" 2>/dev/null; then
-    stopped=true
-    break
-  fi
-  sleep 0.1
-done
-[ "$stopped" = true ] || fail "the server did not stop within 30 s of SIGTERM"
-code=0
-wait "$server_pid" || code=$?
-server_pid=
-[ "$code" = 0 ] || fail "the server exited with $code after SIGTERM: $(cat "$work/log")"
-[ ! -e "$sock" ] || fail "$sock is left after a clean stop"
+code=$(curl -s -o /dev/null -w '%{http_code}' "$base/ui/")
+[ "$code" = 200 ] || fail "GET /ui/ over TCP: $code, expected 200"
+stop_server
 [ "$(stat -c '%U' "$state/modelhub.redb")" = modelhub ] || fail "$state/modelhub.redb is not owned by modelhub"
-ok "clean stop on SIGTERM; database in $state owned by modelhub"
+ok "with TCP: 401 without the token, 200 with it, the console served; database in $state owned by modelhub"
 
 echo kept >"$state/install-test-marker"
 dpkg -r modelhub >"$work/dpkg-r" 2>&1 || fail "dpkg -r: $(cat "$work/dpkg-r")"
@@ -384,6 +420,9 @@ for file in modelhub.redb install-test-marker; do
   [ -f "$state/$file" ] || fail "dpkg -r removed $state/$file"
 done
 ok "dpkg -r keeps $state and /etc/default/modelhub"
+[ "$(readlink /etc/systemd/system/modelhub.service)" = /dev/null ] ||
+  fail "dpkg -r did not mask modelhub.service"
+ok "dpkg -r masks the unit"
 
 dpkg -P modelhub >"$work/dpkg-p" 2>&1 || fail "dpkg -P: $(cat "$work/dpkg-p")"
 [ ! -e /etc/default/modelhub ] || fail "/etc/default/modelhub is left after dpkg -P"
@@ -393,5 +432,10 @@ done
 getent passwd modelhub >/dev/null || fail "dpkg -P removed the user modelhub (it owns the kept data)"
 grep -q "$state is kept" "$work/dpkg-p" || fail "dpkg -P did not say where the data is: $(cat "$work/dpkg-p")"
 ok "dpkg -P keeps $state and the user modelhub, and says so"
+if [ -e /etc/systemd/system/modelhub.service ] || [ -L /etc/systemd/system/modelhub.service ]; then
+  fail "dpkg -P left the mask"
+fi
+[ ! -L /etc/systemd/system/multi-user.target.wants/modelhub.service ] || fail "dpkg -P left /etc/systemd/system/multi-user.target.wants/modelhub.service"
+ok "dpkg -P forgets the unit's state"
 
 echo "test-deb: all checks passed"

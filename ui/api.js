@@ -79,6 +79,26 @@ export async function getYaml(path, params, signal) {
   return (await get(path, params, 'application/yaml', signal)).text();
 }
 
+// The server sends a BOOKMARK on an idle stream at least every
+// --bookmark-interval (10 s by default): a stream silent for this long is
+// dead (a half-open connection) and is given up, to be resumed.
+const STALL_MS = 45000;
+
+async function readWithin(reader, ms) {
+  let timer;
+  const stalled = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`the stream sent nothing for ${ms / 1000} s`)), ms);
+  });
+  try {
+    return await Promise.race([reader.read(), stalled]);
+  } catch (e) {
+    reader.cancel().catch(() => {});
+    throw e;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /**
  * Whether a watch from `params` would start (false: 410, that revision was
  * compacted or is unknown); the stream is closed at once.
@@ -114,7 +134,7 @@ export async function watch(params, signal, onEvent, onBatch) {
   const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
   let buf = '';
   for (;;) {
-    const { value, done } = await reader.read();
+    const { value, done } = await readWithin(reader, STALL_MS);
     if (done) return;
     buf += value;
     let start = 0;

@@ -198,7 +198,11 @@ function startFeed() {
         event: (ev, inSnapshot) => {
           stats.events += 1;
           const o = ev.object;
-          if (o && o.metadata && o.metadata.resourceVersion) rv = o.metadata.resourceVersion;
+          // A snapshot's ADDED carry their objects' own revisions, not a
+          // position: the stream's position is its closing BOOKMARK's.
+          if (!inSnapshot && o && o.metadata && o.metadata.resourceVersion) {
+            rv = o.metadata.resourceVersion;
+          }
           model.apply(ev);
           stats.rv = model.rv;
           if (!inSnapshot) up();
@@ -277,7 +281,7 @@ function startSelection(label, field) {
           }
         },
         event: (ev, inSnapshot) => {
-          if (ev.object && ev.object.metadata) rv = ev.object.metadata.resourceVersion;
+          if (!inSnapshot && ev.object && ev.object.metadata) rv = ev.object.metadata.resourceVersion;
           if (ev.type === 'BOOKMARK') return;
           const path = pathOf(ev.object);
           if (!path) return;
@@ -327,10 +331,12 @@ function initFilters() {
   });
 }
 
+// Another identity (sign-in, sign-out, other realms): nothing the previous
+// one could read stays on the page.
 function restartFeeds() {
   if (feedAbort) feedAbort.abort();
   stats.connected = false;
-  model.rv = null;
+  model.clear();
   startFeed();
   applyFilters();
   route();
@@ -338,13 +344,22 @@ function restartFeeds() {
 
 // ---- pages -----------------------------------------------------------------
 
+function objectPath(hash) {
+  try {
+    const path = hash.slice(4).split('/').map(decodeURIComponent).filter(Boolean);
+    return path.length >= 1 && path.length <= KINDS.length ? path : null;
+  } catch (_) {
+    return null;
+  }
+}
+
 function route() {
   const hash = location.hash || '#/';
   if (view && view.close) view.close();
   view = null;
   const main = $('page');
-  if (hash.startsWith('#/o/')) {
-    const path = hash.slice(4).split('/').map(decodeURIComponent).filter(Boolean);
+  const path = hash.startsWith('#/o/') ? objectPath(hash) : null;
+  if (path) {
     $('tree-page').hidden = true;
     main.hidden = false;
     view = new ObjectPage(model, path, main);
@@ -363,7 +378,14 @@ function init() {
   treeView = new TreeView(model, $('tree'));
   treeView.afterFlush = queueTotals;
   window.modelhubConsole.tree = treeView;
-  window.addEventListener('hashchange', route);
+  // Only the console's own links (#/...) change the page.
+  window.addEventListener('hashchange', () => {
+    if (location.hash.startsWith('#/') || !location.hash) route();
+  });
+  document.querySelector('.skip').addEventListener('click', (e) => {
+    e.preventDefault();
+    $('content').focus();
+  });
   startFeed();
   route();
 }

@@ -106,6 +106,8 @@ class Node {
     this.matches = 0;
     this.selfMatch = false;
     this.seen = 0;
+    this.tick = 0;
+    this.childTick = 0;
   }
 
   get kind() {
@@ -130,6 +132,23 @@ export class Model {
     this.filter = { text: '', selected: null };
     // Called with (node, what): what is 'self', 'counts' or 'children'.
     this.onChange = () => {};
+    // Counts changes: a node's `tick` is the clock at its last change, its
+    // `childTick` at its children's last, so a page can tell in O(1)
+    // whether anything it shows moved.
+    this.clock = 0;
+  }
+
+  changed(node, what) {
+    this.clock += 1;
+    node.tick = this.clock;
+    if (node.parent) node.parent.childTick = this.clock;
+    this.onChange(node, what);
+  }
+
+  /** Forgets everything (a sign-out, another token). */
+  clear() {
+    this.endSnapshot(this.beginSnapshot(), '');
+    this.rv = null;
   }
 
   get filtering() {
@@ -148,7 +167,7 @@ export class Model {
     node = new Node(path, parent);
     parent.children.set(node.name, node);
     this.nodes.set(key, node);
-    this.onChange(parent, 'children');
+    this.changed(parent, 'children');
     return node;
   }
 
@@ -162,7 +181,7 @@ export class Model {
     for (let a = node.parent; a; a = a.parent) {
       bump(a.counts, st, d);
       if (term) bump(a.counts, 'Terminating', d);
-      this.onChange(a, 'counts');
+      this.changed(a, 'counts');
     }
   }
 
@@ -181,9 +200,9 @@ export class Model {
     const d = m ? 1 : -1;
     for (let a = node; a; a = a.parent) {
       a.matches += d;
-      if (a !== node) this.onChange(a, 'counts');
+      if (a !== node) this.changed(a, 'counts');
     }
-    this.onChange(node, 'self');
+    this.changed(node, 'self');
   }
 
   /** Applies one watch event; answers whether it changed anything. */
@@ -209,7 +228,7 @@ export class Model {
     node.seen = this.generation;
     this.contribute(node, obj, 1);
     this.refreshMatch(node);
-    this.onChange(node, 'self');
+    this.changed(node, 'self');
   }
 
   remove(path) {
@@ -218,7 +237,7 @@ export class Model {
     this.contribute(node, node.obj, -1);
     node.obj = null;
     this.refreshMatch(node);
-    this.onChange(node, 'self');
+    this.changed(node, 'self');
     this.prune(node);
   }
 
@@ -228,8 +247,8 @@ export class Model {
     while (n !== this.root && !n.obj && n.children.size === 0) {
       n.parent.children.delete(n.name);
       this.nodes.delete(n.key);
-      this.onChange(n.parent, 'children');
-      this.onChange(n, 'removed');
+      this.changed(n.parent, 'children');
+      this.changed(n, 'removed');
       n = n.parent;
     }
   }

@@ -146,21 +146,26 @@ export class ObjectPage {
     this.onModel();
   }
 
+  // Reads both documents; a load that an earlier one overtakes is dropped.
   async load() {
+    this.loads = (this.loads || 0) + 1;
+    const seq = this.loads;
     const p = apiPath(this.path);
     const signal = this.abort.signal;
     try {
       const yaml = await api.getYaml(p, {}, signal);
+      if (seq !== this.loads) return;
       this.storedPre.textContent = yaml;
     } catch (e) {
-      if (signal.aborted) return;
+      if (signal.aborted || seq !== this.loads) return;
       this.storedPre.textContent = e.status === 404 ? 'This object does not exist (any more).' : `Could not load: ${e.message}`;
     }
     if (this.kind === 'Container' || this.kind === 'Cell') {
       try {
-        this.effectivePre.textContent = await api.getYaml(p, { view: 'effective' }, signal);
+        const yaml = await api.getYaml(p, { view: 'effective' }, signal);
+        if (seq === this.loads) this.effectivePre.textContent = yaml;
       } catch (e) {
-        if (!signal.aborted) this.effectivePre.textContent = `Could not load: ${e.message}`;
+        if (!signal.aborted && seq === this.loads) this.effectivePre.textContent = `Could not load: ${e.message}`;
       }
     } else {
       this.effectivePre.textContent = 'Space defaults apply to containers (and the containers of cells) only: this view is the stored one.';
@@ -171,7 +176,24 @@ export class ObjectPage {
   // documents when this object's revision moved.
   onModel() {
     const node = this.model.get(this.path);
+    const space = this.path.length > 2 ? this.model.get(this.path.slice(0, 2)) : null;
+    // What this page shows moved only if its node, a child or the space
+    // (whose defaults make the effective view) changed.
+    const ticks = [node ? node.tick : -1, node ? node.childTick : -1, space ? space.tick : -1, this.model.rv ? 1 : 0];
+    if (this.ticks && ticks.every((t, i) => t === this.ticks[i])) return;
+    const [selfMoved, kidsMoved, spaceMoved] = this.ticks ? ticks.map((t, i) => t !== this.ticks[i]) : [true, true, false];
+    this.ticks = ticks;
     const obj = node && node.obj;
+    if (selfMoved || !obj) this.showStatus(obj);
+    if (obj) {
+      const rv = revisionOf(obj);
+      if ((this.shownRv && rv !== this.shownRv) || spaceMoved) this.load();
+      this.shownRv = rv;
+    }
+    if (kidsMoved) this.showChildren(node);
+  }
+
+  showStatus(obj) {
     const parts = [];
     if (obj) {
       parts.push(el('span', 'label', 'State'), badge(stateOf(obj)));
@@ -185,19 +207,14 @@ export class ObjectPage {
       else f.append(el('span', 'none', 'none'));
       parts.push(f);
       parts.push(el('span', 'meta', `revision ${revisionOf(obj)} · generation ${obj.metadata.generation} · created ${obj.metadata.creationTimestamp}`));
-      const rv = revisionOf(obj);
-      if (this.shownRv && rv !== this.shownRv) this.load();
-      this.shownRv = rv;
     } else if (this.model.rv) {
       parts.push(el('span', 'badge st-Unknown', 'Gone: not in the store'));
     }
     this.statusEl.replaceChildren(...parts);
+  }
 
+  showChildren(node) {
     const kids = node ? [...node.children.values()].sort((a, b) => (a.name < b.name ? -1 : 1)) : [];
-    // Rebuilt only when a child came, went or changed.
-    const sig = kids.map((k) => `${k.name}@${k.obj ? revisionOf(k.obj) : ''}:${[...k.counts].join(';')}`).join(',');
-    if (sig === this.childrenSig) return;
-    this.childrenSig = sig;
     const items = kids.slice(0, 500).map((k) => {
       const li = el('li');
       const a = el('a', '', `${k.kind} ${k.name}`);
@@ -284,7 +301,7 @@ export class ObjectPage {
     const rv = revisionOf(o);
     if (this.history.length && !rvLess(this.history[0].rv, rv)) return;
     let what;
-    if (ev.type === 'ADDED' && !this.last) what = ['created'];
+    if (ev.type === 'ADDED') what = ['created'];
     else if (ev.type === 'DELETED') what = ['deleted'];
     else if (this.last) what = changes(this.last, o);
     else what = [`first change after revision ${floor} (earlier versions are not in the retained history)`];

@@ -214,6 +214,9 @@ export class TreeView {
       const idx = bisect(parent.names, node.name);
       if (parent.names[idx] === node.name) parent.names.splice(idx, 1);
     }
+    // Deleted and created again within one frame: the row just dropped
+    // stood for the new node too, which gets its own on the next frame.
+    if (this.model.nodes.has(node.key) && node.parent) this.mark(node.parent, 'children');
   }
 
   makeRow(node) {

@@ -113,7 +113,7 @@ impl Browser {
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {"binary": chromium, "args": args},
-            "goog:loggingPrefs": {"browser": "ALL"},
+            "goog:loggingPrefs": {"browser": "ALL", "performance": "ALL"},
         }}});
         let v = b.call("POST", "/session", Some(caps))?;
         b.session = v["sessionId"]
@@ -268,6 +268,35 @@ impl Browser {
             .ok()
             .and_then(|v| v.as_array().cloned())
             .unwrap_or_default()
+    }
+
+    /// Every request sent since the last call (from the DevTools network
+    /// log, so streams still open count too): the URL of the document that
+    /// sent it, its URL and its headers.
+    pub fn requests(&self) -> Vec<(String, String, Value)> {
+        let p = format!("/session/{}/se/log", self.session);
+        let entries = self
+            .call("POST", &p, Some(json!({"type": "performance"})))
+            .unwrap_or_else(|e| panic!("{e}"));
+        entries
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| serde_json::from_str::<Value>(e["message"].as_str()?).ok())
+            .filter(|m| m["message"]["method"] == "Network.requestWillBeSent")
+            .map(|m| {
+                let params = &m["message"]["params"];
+                let req = &params["request"];
+                (
+                    params["documentURL"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    req["url"].as_str().unwrap_or_default().to_string(),
+                    req["headers"].clone(),
+                )
+            })
+            .collect()
     }
 
     /// Chromium's processes' resident memory, summed (KiB), from /proc.
