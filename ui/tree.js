@@ -108,7 +108,8 @@ export class TreeView {
         this.fillRow(node, entry);
       }
     }
-    this.empty.hidden = this.model.root.children.size > 0;
+    const none = this.model.root.children.size === 0;
+    if (this.empty.hidden === none) this.empty.hidden = !none;
     this.flushes += 1;
     if (this.afterFlush) this.afterFlush();
   }

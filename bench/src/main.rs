@@ -12,6 +12,7 @@
 //! ```
 
 mod auth;
+mod console;
 #[cfg(feature = "etcd")]
 mod etcd;
 mod guard;
@@ -350,6 +351,14 @@ enum Workload {
     /// --etcd): create (1 and 64 clients), get, watch, list; then its
     /// targets for each modelhub target (--replicas).
     EtcdBackend(BackendArgs),
+    /// Issue 23's console benchmark: loads --cells cells, opens the live
+    /// console at /ui/ in headless Chromium (Debian's chromium and
+    /// chromium-driver) with one stack's rows rendered, writes a status
+    /// every --interval-ms, and reports the write-to-page delay, the DOM
+    /// changes per write and the browser's memory per minute. Needs one
+    /// --server (with no token: anonymous loopback requests are admins);
+    /// --server-pid adds the server's CPU. See bench/console.sh.
+    Console(console::ConsoleArgs),
     /// Everything in sequence: create (1, 16, 64 clients), status (64),
     /// get (16), watch, list (and --big), startup; then the targets.
     All {
@@ -1652,6 +1661,19 @@ async fn main() {
         eprintln!("done in {:.1?}", started.elapsed());
         return;
     }
+    if let Workload::Console(args) = &cli.workload {
+        let [server] = cli.server.as_slice() else {
+            eprintln!("console needs one --server URL (e.g. bench/console.sh starts one)");
+            std::process::exit(2);
+        };
+        if cli.auth || cli.etcd.is_some() {
+            eprintln!("console: --auth and --etcd do not apply (the page signs in as nobody)");
+            std::process::exit(2);
+        }
+        console::run(server, cli.server_pid.first().copied(), args.clone()).await;
+        eprintln!("done in {:.1?}", started.elapsed());
+        return;
+    }
     if matches!(cli.workload, Workload::EtcdBackend(_)) && cli.etcd.is_none() {
         eprintln!("etcd-backend needs --etcd URL (raw etcd, the other side of its ratios)");
         std::process::exit(2);
@@ -1726,7 +1748,10 @@ async fn main() {
                 .flatten();
             all(&ctx, single, l, w, s, cli.spawn.as_deref()).await;
         }
-        Workload::Startup(_) | Workload::Steps { .. } | Workload::GuardReport { .. } => {
+        Workload::Startup(_)
+        | Workload::Steps { .. }
+        | Workload::GuardReport { .. }
+        | Workload::Console(_) => {
             unreachable!("handled above")
         }
     }
