@@ -747,8 +747,9 @@ fn bad_query_parameters_are_400() {
         "BadRequest",
         Some("view"),
     );
+    // The effective view is for containers and cells only.
     assert_problem(
-        &c.get(&format!("{}/c?view=effective", cells(&s))),
+        &c.get(&s.api("/realms/r/spaces/s/stacks/t?view=effective")),
         400,
         "BadRequest",
         Some("view"),
