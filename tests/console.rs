@@ -617,7 +617,15 @@ fn the_history_starts_where_compaction_left_it() {
         set_state(&c, &s, "api", state);
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while c.get(&format!("{}?resourceVersion=0", s.api("/watch"))).0 != 410 {
+    // (A watch that starts streams until its timeout: one second.)
+    while c
+        .get(&format!(
+            "{}?resourceVersion=0&timeoutSeconds=1",
+            s.api("/watch")
+        ))
+        .0
+        != 410
+    {
         assert!(
             std::time::Instant::now() < deadline,
             "the history was never compacted"
