@@ -30,50 +30,10 @@ cd "$(dirname "$0")/.."
 if [ -z "${NO_BUILD:-}" ]; then
   cargo build --release -p modelhub -p modelhub-bench --features modelhub-bench/etcd
 fi
-modelhub=${MODELHUB:-target/release/modelhub}
-bench=${BENCH:-target/release/modelhub-bench}
-
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-port=${ETCD_PORT:-$(free_port)}
-peer=${ETCD_PEER_PORT:-$(free_port)}
-while [ "$peer" = "$port" ]; do peer=$(free_port); done
-url="http://127.0.0.1:$port"
-
-work=$(mktemp -d)
-etcd --name bench --data-dir "$work/etcd" \
-  --listen-client-urls "$url" --advertise-client-urls "$url" \
-  --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
-  --initial-cluster "bench=http://127.0.0.1:$peer" \
-  --quota-backend-bytes 8589934592 --auto-compaction-retention 0 >"$work/etcd.log" 2>&1 &
-etcd_pid=$!
-cleanup() {
-  kill "$etcd_pid" 2>/dev/null || true
-  wait "$etcd_pid" 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-healthy=
-for _ in $(seq 50); do
-  if ETCDCTL_API=3 etcdctl --endpoints "$url" endpoint health >/dev/null 2>&1; then
-    healthy=1
-    break
-  fi
-  sleep 0.2
-done
-if [ -z "$healthy" ]; then
-  echo "etcd did not become healthy on $url; its log:" >&2
-  cat "$work/etcd.log" >&2
-  exit 1
-fi
-
-# 1,000 watch streams per store plus the servers' side of them.
-ulimit -n 20000 2>/dev/null || true
-echo "date: $(date -u +%Y-%m-%dT%H:%MZ)  nproc: $(nproc)  cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-echo "commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo ' (src/ changed since)')"
-echo "modelhub: $modelhub ($("$modelhub" --version))"
-echo "etcd: $(etcd --version | head -1) on $url (pid $etcd_pid)"
+# etcd's own compaction off: the bench's stores compact as they would.
+etcd_extra=(--auto-compaction-retention 0)
+# shellcheck source=bench/etcd_lib.sh
+. bench/etcd_lib.sh
 # shellcheck disable=SC2086
 "$bench" --spawn "$modelhub" \
   --spawn-args "--store etcd --etcd-endpoints $url --etcd-prefix /bench-{n}" \

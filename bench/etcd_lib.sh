@@ -1,28 +1,30 @@
 # shellcheck shell=bash
-# Shared by bench/tail.sh and bench/watch_equal.sh (sourced, from the
-# repository root, after setting `needs` to the subcommand and an option
-# of it that the bench must know): the binaries, built with etcd support
-# only when one is missing or the bench is older than `needs` (MODELHUB
-# and BENCH name others; both default to
-# ${CARGO_TARGET_DIR:-target}/release/), then a throwaway etcd: a single
-# member on free 127.0.0.1 ports (ETCD_PORT and ETCD_PEER_PORT fix them),
-# its data in a temporary directory, `--quota-backend-bytes 8589934592`.
+# Shared by bench/tail.sh, bench/watch_equal.sh and bench/etcd_backend.sh
+# (sourced, from the repository root): the binaries (MODELHUB and BENCH
+# name others; both default to ${CARGO_TARGET_DIR:-target}/release/),
+# built with etcd support when the sourcing script sets `needs` to the
+# subcommand and an option of it that the bench must know, and one is
+# missing or the bench is older; then a throwaway etcd: a single member on
+# free 127.0.0.1 ports (ETCD_PORT and ETCD_PEER_PORT fix them), its data in
+# a temporary directory, `--quota-backend-bytes 8589934592` and the
+# arguments in the array `etcd_extra`, if set. Prints the run's header.
 # Sets $modelhub, $bench, $url, $etcd_pid and $work (the directory); on
 # exit stops that etcd by its PID and removes the directory.
 target=${CARGO_TARGET_DIR:-target}
 modelhub=${MODELHUB:-$target/release/modelhub}
 bench=${BENCH:-$target/release/modelhub-bench}
-# shellcheck disable=SC2154 # needs: set by the sourcing script
-knows() {
-  local help
-  [ -x "$modelhub" ] && [ -x "$bench" ] &&
-    help=$("$bench" "${needs[0]}" --help 2>/dev/null) && [[ $help == *"${needs[1]}"* ]]
-}
-if ! knows; then
-  cargo build --release -p modelhub -p modelhub-bench --features modelhub-bench/etcd
+if [ "${needs+set}" = set ]; then
+  knows() {
+    local help
+    [ -x "$modelhub" ] && [ -x "$bench" ] &&
+      help=$("$bench" "${needs[0]}" --help 2>/dev/null) && [[ $help == *"${needs[1]}"* ]]
+  }
   if ! knows; then
-    echo "$bench has no \`${needs[*]}\` (an older build?)" >&2
-    exit 1
+    cargo build --release -p modelhub -p modelhub-bench --features modelhub-bench/etcd
+    if ! knows; then
+      echo "$bench has no \`${needs[*]}\` (an older build?)" >&2
+      exit 1
+    fi
   fi
 fi
 
@@ -35,11 +37,12 @@ while [ "$peer" = "$port" ]; do peer=$(free_port); done
 url="http://127.0.0.1:$port"
 
 work=$(mktemp -d)
+# shellcheck disable=SC2154 # etcd_extra: set by the sourcing script, or not
 etcd --name bench --data-dir "$work/etcd" \
   --listen-client-urls "$url" --advertise-client-urls "$url" \
   --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
   --initial-cluster "bench=http://127.0.0.1:$peer" \
-  --quota-backend-bytes 8589934592 >"$work/etcd.log" 2>&1 &
+  --quota-backend-bytes 8589934592 ${etcd_extra[@]+"${etcd_extra[@]}"} >"$work/etcd.log" 2>&1 &
 etcd_pid=$!
 cleanup() {
   kill "$etcd_pid" 2>/dev/null || true
