@@ -304,7 +304,7 @@ pub async fn serve(
         config.history_revisions,
         config.compaction_interval,
     ));
-    let state = AppState {
+    let state = AppState::new(crate::http::Shared {
         store: store.clone(),
         metrics: Arc::new(Metrics::default()),
         hub: hub.clone(),
@@ -312,7 +312,7 @@ pub async fn serve(
         lists,
         auth,
         limits: Arc::new(crate::http::limits::Gate::new(config.request_limits)),
-    };
+    });
     let token_refresh = tokio::spawn(crate::http::auth::refresh_loop(state.clone()));
     let stop_streams = hub.clone();
     // A store that cannot recover from a storage failure stops the

@@ -141,7 +141,7 @@ impl FromRequest<AppState> for Body {
                 let over = std::error::Error::source(&e)
                     .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
                     || e.to_string().contains("length limit");
-                let stalled = error_chain(&e).any(|s| s.is::<tower_http::timeout::TimeoutError>());
+                let stalled = error_chain(&e).any(|s| s.is::<super::listen::BodyStalled>());
                 if stalled {
                     ApiError::new(
                         StatusCode::REQUEST_TIMEOUT,

@@ -325,7 +325,10 @@ fn classify(req: &Request) -> Class {
         form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == "watch" && (v == "true" || v == "1"))
     });
     let get = req.method() == axum::http::Method::GET;
-    if get && (watch_param || path == crate::api::v1beta1::paths::watch_route()) {
+    let watch_path = path
+        .strip_prefix(crate::api::v1beta1::paths::BASE)
+        .is_some_and(|rest| rest == "/watch");
+    if get && (watch_param || watch_path) {
         Class::Watch
     } else {
         Class::Request

@@ -38,9 +38,28 @@ pub use metrics::Metrics;
 
 use crate::store::{Backend, RefusedCause, Store};
 
-/// Shared state of every handler.
+/// Shared state of every handler: one pointer, so that each layer and
+/// handler that takes it costs one reference count, not one per part.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    /// The state of a server made of `parts`.
+    pub fn new(parts: Shared) -> AppState {
+        AppState(Arc::new(parts))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] holds.
+pub struct Shared {
     /// The store.
     pub store: Store,
     /// Request counters.

@@ -44,7 +44,7 @@ async fn serve() -> Harness {
             .await
             .unwrap(),
     );
-    let state = AppState {
+    let state = AppState::new(crate::http::Shared {
         auth,
         limits: Arc::new(super::limits::Gate::new(super::limits::Limits::default())),
         store,
@@ -52,7 +52,7 @@ async fn serve() -> Harness {
         hub: Hub::new(Arc::new(V1beta1Events), 1024, Duration::from_secs(60)),
         docs: Arc::new(DocCache::new(1 << 20)),
         lists: Arc::new(ListCache::new(1 << 20)),
-    };
+    });
     let who = Arc::new(Mutex::new(Identity::anonymous()));
     let mut router = Router::new();
     for route in routes::table() {

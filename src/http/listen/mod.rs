@@ -31,7 +31,7 @@ use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -509,11 +509,16 @@ async fn serve_connection<I>(
     // Closing: when it began, and whether the server is stopping (then the
     // connection may take as long as its requests need).
     let mut closing: Option<(Instant, bool)> = None;
+    // Requests do not wake this loop: the deadline moves earlier only when
+    // a head or a request begins, and then to at least the shorter of the
+    // two timeouts away, so a check at least that often finds every
+    // deadline on time.
+    let recheck = limits.header_timeout.min(limits.idle_timeout);
     loop {
         let check = match closing {
             Some((_, true)) => None,
             Some((at, false)) => Some(at + CLOSE_GRACE),
-            None => Some(activity.deadline(limits)),
+            None => Some(activity.deadline(limits).min(Instant::now() + recheck)),
         };
         tokio::select! {
             result = conn.as_mut() => {
@@ -528,9 +533,6 @@ async fn serve_connection<I>(
                 conn.as_mut().graceful_shutdown();
                 closing = Some((Instant::now(), true));
             }
-            // A request ended or a new head began: the deadline moved
-            // (maybe earlier).
-            () = activity.changed.notified(), if closing.is_none() => {}
             () = sleep_until(check) => {
                 match closing {
                     Some(_) => {
@@ -596,8 +598,6 @@ struct Activity {
     wrote_at: AtomicU64,
     /// The connection speaks HTTP/2 (its streams are not timed here).
     http2: std::sync::atomic::AtomicBool,
-    /// Told when a request ends or a head begins.
-    changed: tokio::sync::Notify,
 }
 
 impl Activity {
@@ -609,7 +609,6 @@ impl Activity {
             head_since: AtomicU64::new(u64::MAX),
             wrote_at: AtomicU64::new(0),
             http2: std::sync::atomic::AtomicBool::new(false),
-            changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -618,12 +617,13 @@ impl Activity {
         if self.in_flight.load(Ordering::Acquire) == 0
             && self.head_since.load(Ordering::Relaxed) == u64::MAX
             && !self.http2.load(Ordering::Relaxed)
-            && self
-                .head_since
-                .compare_exchange(u64::MAX, self.ms_now(), Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
         {
-            self.changed.notify_one();
+            let _ = self.head_since.compare_exchange(
+                u64::MAX,
+                self.ms_now(),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
         }
     }
 
@@ -687,9 +687,7 @@ struct InFlight(Arc<Activity>);
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.idle_since.store(self.0.ms_now(), Ordering::Release);
-        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.changed.notify_one();
-        }
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -793,10 +791,11 @@ impl tower::Service<http::Request<Incoming>> for ConnService {
         let in_flight = self.activity.begin();
         let (mut parts, body) = req.into_parts();
         parts.extensions.insert(self.peer.clone());
-        let body = axum::body::Body::new(tower_http::timeout::TimeoutBody::new(
-            self.body_timeout,
+        let body = axum::body::Body::new(StallTimeout {
             body,
-        ));
+            timeout: self.body_timeout,
+            sleep: None,
+        });
         let call = self
             .app
             .clone()
@@ -808,9 +807,108 @@ impl tower::Service<http::Request<Incoming>> for ConnService {
     }
 }
 
+/// A request body that stalled: nothing came within the body timeout
+/// (the error [`StallTimeout`] ends it with).
+#[derive(Debug)]
+pub struct BodyStalled(pub Duration);
+
+impl fmt::Display for BodyStalled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the request body sent nothing for {:?}", self.0)
+    }
+}
+
+impl std::error::Error for BodyStalled {}
+
+/// A request body that fails with [`BodyStalled`] once it has been
+/// pending for its timeout since its last frame. The timer exists only
+/// while the body is pending: a body whose frames are ready when asked
+/// (most are, having come with the head) costs no timer.
+struct StallTimeout<B> {
+    body: B,
+    timeout: Duration,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<B> http_body::Body for StallTimeout<B>
+where
+    B: http_body::Body + Unpin,
+    B::Error: Into<axum::BoxError>,
+{
+    type Data = B::Data;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, axum::BoxError>>> {
+        let this = self.get_mut();
+        if let Poll::Ready(frame) = Pin::new(&mut this.body).poll_frame(cx) {
+            this.sleep = None;
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        let timeout = this.timeout;
+        let sleep = this
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        ready!(sleep.as_mut().poll(cx));
+        Poll::Ready(Some(Err(Box::new(BodyStalled(timeout)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    type Frames = Result<http_body::Frame<bytes::Bytes>, Infallible>;
+    type ChannelBody = http_body_util::StreamBody<tokio_stream::wrappers::ReceiverStream<Frames>>;
+
+    /// A body fed through a channel: its frames come when sent.
+    fn channel_body() -> (tokio::sync::mpsc::Sender<Frames>, StallTimeout<ChannelBody>) {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let body = StallTimeout {
+            body: http_body_util::StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)),
+            timeout: Duration::from_secs(30),
+            sleep: None,
+        };
+        (tx, body)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_fails_once_it_stalls_for_its_timeout_and_not_before() {
+        use http_body_util::BodyExt;
+        let (tx, mut body) = channel_body();
+        tx.send(Ok(http_body::Frame::data("a".into())))
+            .await
+            .unwrap();
+        assert!(body.frame().await.unwrap().is_ok());
+        assert!(body.sleep.is_none(), "a ready frame arms no timer");
+        // Pending for most of the timeout, then a frame: the timer starts
+        // again from there.
+        let feed = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(29)).await;
+            tx.send(Ok(http_body::Frame::data("b".into())))
+                .await
+                .unwrap();
+            tx
+        });
+        let started = tokio::time::Instant::now();
+        assert!(body.frame().await.unwrap().is_ok());
+        assert_eq!(started.elapsed(), Duration::from_secs(29));
+        let _tx = feed.await.unwrap();
+        let started = tokio::time::Instant::now();
+        let e = body.frame().await.unwrap().unwrap_err();
+        assert!(e.is::<BodyStalled>(), "{e}");
+        assert_eq!(started.elapsed(), Duration::from_secs(30));
+    }
 
     #[test]
     fn listen_addresses_parse() {
