@@ -3,7 +3,7 @@
 # repository root): the load generator, a scratch directory, and a server
 # PID that `stop` ends and that is ended, with the directory removed, on
 # exit.
-bench=target/release/modelhub-bench
+bench=${CARGO_TARGET_DIR:-target}/release/modelhub-bench
 [ -x "$bench" ] || cargo build --release -p modelhub-bench
 work=$(mktemp -d)
 pid=

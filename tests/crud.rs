@@ -586,6 +586,11 @@ fn cell_url(s: &Server) -> String {
 
 fn make_cell(c: &Client, s: &Server) -> Value {
     hierarchy(c, s, "r", "s", "t");
+    post_cell(c, s)
+}
+
+/// Creates cell `c` (labelled app=web) under an existing hierarchy.
+fn post_cell(c: &Client, s: &Server) -> Value {
     let (st, b) = c.post_json(
         &s.api("/realms/r/spaces/s/stacks/t/cells"),
         &json!({"metadata": {"name": "c", "labels": {"app": "web"}},
@@ -916,4 +921,54 @@ fn unicode_names_round_trip_through_urls() {
     assert_eq!(got["metadata"]["name"], "Ωmega.v1-x");
     let (_, list) = c.get(&s.api("/realms"));
     assert_eq!(item_names(&list), ["Ωmega.v1-x"]);
+}
+
+/// GETs answer from a rendering kept per revision: after every kind of
+/// write the next GET shows that write, with its revision as the ETag, and
+/// equals the document the write answered (and the YAML rendering).
+#[test]
+fn a_get_after_each_write_shows_that_write() {
+    let s = Server::start();
+    let c = Client::default();
+    let created = make_cell(&c, &s);
+    let url = cell_url(&s);
+    let get = |want: &Value| {
+        let resp = c.raw(c.http.get(&url));
+        assert_eq!(resp.status(), 200);
+        let etag = resp.headers()["etag"].to_str().unwrap().to_string();
+        let got: Value = resp.json().unwrap();
+        assert_eq!(&got, want);
+        assert_eq!(etag, format!("\"{}\"", rv(want)));
+        // Twice: the second is the kept rendering.
+        assert_eq!(&c.get(&url).1, want);
+    };
+    get(&created);
+    let (st, a) = c.put_json(
+        &format!("{url}/status"),
+        &json!({"status": {"state": "Ready"}}),
+    );
+    assert_eq!(st, 200, "{a}");
+    get(&a);
+    let (st, b) = c.patch(&url, &json!({"metadata": {"labels": {"app": "db"}}}));
+    assert_eq!(st, 200, "{b}");
+    get(&b);
+    let mut replaced = b.clone();
+    replaced["spec"]["containers"][0]["image"] = json!("alpine");
+    let (st, r) = c.put_json(&url, &replaced);
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["spec"]["containers"][0]["image"], "alpine");
+    get(&r);
+    let yaml = c
+        .raw(c.http.get(&url).header("accept", "application/yaml"))
+        .text()
+        .unwrap();
+    let from_yaml: Value = yaml_serde::from_str(&yaml).unwrap();
+    assert_eq!(from_yaml, r);
+    // Deleted and created again under the same name: the new object.
+    let (st, _) = c.delete(&url);
+    assert_eq!(st, 200);
+    assert_eq!(c.get(&url).0, 404);
+    let again = post_cell(&c, &s);
+    assert_ne!(again["metadata"]["uid"], r["metadata"]["uid"]);
+    get(&again);
 }

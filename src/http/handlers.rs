@@ -12,7 +12,9 @@ use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
 
 use super::AppState;
-use super::body::{Body, BodyType, if_match, render, render_object, wants_yaml};
+use super::body::{
+    Body, BodyType, if_match, json_document, render, render_json, render_object, wants_yaml,
+};
 use super::cache::ListKey;
 use super::error::ApiError;
 use crate::api::v1beta1::list::{LIST_TAIL, ListBody, list_head, list_kind_name};
@@ -208,11 +210,29 @@ pub async fn get_object(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let effective = effective_view(kind, params.view.as_deref())?;
-    let mut obj = state.store.get(&Path::new(kind, names)).await?;
-    if effective {
-        obj = with_effective(&state, obj).await?;
+    let path = Path::new(kind, names);
+    if effective || wants_yaml(&headers) {
+        let mut obj = state.store.get(&path).await?;
+        if effective {
+            obj = with_effective(&state, obj).await?;
+        }
+        return Ok(render_object(&obj, &headers, StatusCode::OK));
     }
-    Ok(render_object(&obj, &headers, StatusCode::OK))
+    // The stored object's JSON is rendered once per revision, shared with
+    // the lists' renderings (a key at a revision is one content).
+    let entry = state.store.get_entry(&path).await?;
+    let revision = entry.resource_version;
+    let json = match state.docs.get(kind, &entry.key, revision) {
+        Some(json) => json,
+        None => {
+            let mut json = render_json(&v1beta1::encode(&entry.object()?));
+            json.shrink_to_fit();
+            let json = Bytes::from(json);
+            state.docs.insert(kind, entry.key, revision, json.clone());
+            json
+        }
+    };
+    Ok(json_document(json, revision, StatusCode::OK))
 }
 
 fn decode_body(kind: Kind, body: &Body) -> Result<Decoded, ApiError> {

@@ -38,7 +38,7 @@
 use std::future::Future;
 
 use super::change::{ApplyOutcome, Document, WriteOp, WriteOutcome};
-use super::cursor::Snapshot;
+use super::cursor::{RawEntry, Snapshot};
 use super::error::StoreError;
 use super::feed::Feed;
 use super::query::{EventsPage, ListPage, ListQuery, Refusal, StoreStats};
@@ -60,6 +60,11 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Reads one object.
     fn get(&self, path: &Path) -> impl Future<Output = Result<AnyObject, StoreError>> + Send;
+
+    /// Reads one object's record and `resourceVersion`, its spec and
+    /// status not decoded yet (for callers that keep renderings by
+    /// revision); as linearizable as [`Backend::get`].
+    fn get_entry(&self, path: &Path) -> impl Future<Output = Result<RawEntry, StoreError>> + Send;
 
     /// The current revision: every change up to it is visible to reads
     /// that start afterwards.

@@ -91,19 +91,18 @@ impl ListIter {
     /// metadata (callers with a rendering cache skip the rest).
     pub fn next_raw(&mut self) -> Option<Result<RawEntry, StoreError>> {
         match &mut self.0 {
-            IterInner::Redb(i) => Some(i.next_raw()?.map(|e| RawEntry {
-                key: e.key,
-                resource_version: e.resource_version,
-                kind: e.kind,
-                value: RawValue::Redb(e.value),
-            })),
+            IterInner::Redb(i) => Some(
+                i.next_raw()?
+                    .map(|e| RawEntry::redb(e.key, e.resource_version, e.kind, e.value)),
+            ),
             #[cfg(feature = "etcd")]
-            IterInner::Etcd(i) => Some(i.next_raw()?.map(|e| RawEntry {
-                key: e.key,
-                resource_version: e.resource_version,
-                kind: i.kind(),
-                value: RawValue::Owned(e.value),
-            })),
+            IterInner::Etcd(i) => {
+                let kind = i.kind();
+                Some(
+                    i.next_raw()?
+                        .map(|e| RawEntry::owned(e.key, e.resource_version, kind, e.value)),
+                )
+            }
         }
     }
 }
@@ -139,6 +138,42 @@ enum RawValue {
 }
 
 impl RawEntry {
+    /// An entry read from redb.
+    pub(super) fn redb(
+        key: Vec<u8>,
+        resource_version: u64,
+        kind: Kind,
+        value: redb_read::Guard,
+    ) -> RawEntry {
+        RawEntry {
+            key,
+            resource_version,
+            kind,
+            value: RawValue::Redb(value),
+        }
+    }
+
+    /// An entry whose record the engine handed over.
+    #[cfg(feature = "etcd")]
+    pub(super) fn owned(
+        key: Vec<u8>,
+        resource_version: u64,
+        kind: Kind,
+        value: bytes::Bytes,
+    ) -> RawEntry {
+        RawEntry {
+            key,
+            resource_version,
+            kind,
+            value: RawValue::Owned(value),
+        }
+    }
+
+    /// Its kind.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
     /// Decodes the whole object (with the entry's `resourceVersion`: an
     /// engine may store only part of it in the record).
     pub fn object(&self) -> Result<AnyObject, StoreError> {

@@ -187,6 +187,14 @@ impl Backend for Store {
         }
     }
 
+    async fn get_entry(&self, path: &Path) -> Result<RawEntry, StoreError> {
+        match &self.0 {
+            Engine::Redb(s) => s.get_entry(path),
+            #[cfg(feature = "etcd")]
+            Engine::Etcd(s) => Box::pin(s.get_entry(path)).await,
+        }
+    }
+
     async fn revision(&self) -> Result<u64, StoreError> {
         match &self.0 {
             Engine::Redb(s) => s.revision(),

@@ -808,7 +808,7 @@ impl tower::Service<http::Request<Incoming>> for ConnService {
 }
 
 /// A request body that stalled: nothing came within the body timeout
-/// (the error [`StallTimeout`] ends it with).
+/// (the error a request body ends with then).
 #[derive(Debug)]
 pub struct BodyStalled(pub Duration);
 

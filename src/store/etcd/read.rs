@@ -19,6 +19,7 @@ use super::inner::{EtcdStore, Inner};
 use super::layout::prefix_end;
 use crate::model::{AnyObject, Kind, Path};
 use crate::store::change::{Before, ChangeType, Event};
+use crate::store::cursor::RawEntry;
 use crate::store::error::StoreError;
 use crate::store::query::{EventsPage, ListPage, ListQuery};
 use crate::store::{codec, keys};
@@ -37,19 +38,38 @@ impl EtcdStore {
             .0
             .layout
             .object(path.kind(), &keys::encode(path.names()));
-        let cached = match self.0.fresh().await? {
-            Some(r) => self.0.cache.with(At::From(r), |s| s.get(&key)),
-            None => None,
-        };
-        self.0.cache.count(cached.is_some());
-        let found = match cached {
-            Some(found) => found,
-            None => self.0.get_raw(&key).await?,
-        };
-        match found {
+        match self.find(&key).await? {
             Some(kv) => self.0.decode(path.kind(), &kv),
             None => Err(StoreError::NotFound(path.clone())),
         }
+    }
+
+    /// The record at `key`: from the cache when it is fresh, else a
+    /// linearizable read.
+    async fn find(&self, key: &[u8]) -> Result<Option<Kv>, StoreError> {
+        let cached = match self.0.fresh().await? {
+            Some(r) => self.0.cache.with(At::From(r), |s| s.get(key)),
+            None => None,
+        };
+        self.0.cache.count(cached.is_some());
+        match cached {
+            Some(found) => Ok(found),
+            None => self.0.get_raw(key).await,
+        }
+    }
+
+    /// One object's record, not decoded past its metadata (read as
+    /// [`EtcdStore::get`] reads).
+    pub async fn get_entry(&self, path: &Path) -> Result<RawEntry, StoreError> {
+        self.0.check_open()?;
+        let names = keys::encode(path.names());
+        let key = self.0.layout.object(path.kind(), &names);
+        let Some(kv) = self.find(&key).await? else {
+            return Err(StoreError::NotFound(path.clone()));
+        };
+        let index = codec::peek_meta(&kv.value)?.resource_version;
+        let rv = self.0.revs.rv(kv.mod_revision, index);
+        Ok(RawEntry::owned(names, rv, path.kind(), kv.value))
     }
 
     /// One page of a list (or all of it).

@@ -43,6 +43,7 @@ use tokio::sync::oneshot;
 use crate::auth::token::Token;
 use crate::model::{AnyObject, Path};
 use crate::store::change::{ApplyOutcome, Document, WriteOp, WriteOutcome};
+use crate::store::cursor::RawEntry;
 use crate::store::error::StoreError;
 use crate::store::feed::Feed;
 use crate::store::options::StoreOptions;
@@ -304,6 +305,11 @@ impl RedbStore {
     /// thread and back.
     pub fn get(&self, path: &Path) -> Result<AnyObject, StoreError> {
         self.read(|db| read::get(db, path))
+    }
+
+    /// One object's record, not decoded past its metadata.
+    pub fn get_entry(&self, path: &Path) -> Result<RawEntry, StoreError> {
+        self.read(|db| read::get_entry(db, path))
     }
 
     /// The current revision (a point read, like [`RedbStore::get`]).

@@ -15,6 +15,7 @@ use redb::{Database, ReadTransaction, ReadableDatabase};
 
 use super::tables::{self, COMPACTED_KEY, REVISION_KEY};
 use crate::model::{AnyObject, Kind, Path, Selector};
+use crate::store::cursor::RawEntry;
 use crate::store::error::StoreError;
 use crate::store::query::{EventsPage, ListPage, ListQuery};
 use crate::store::{codec, keys};
@@ -224,6 +225,23 @@ fn get_in(txn: &ReadTransaction, path: &Path) -> Result<AnyObject, StoreError> {
         .get(key.as_slice())?
         .ok_or_else(|| StoreError::NotFound(path.clone()))?;
     Ok(codec::decode(path.kind(), value.value())?)
+}
+
+/// One object's record, with the `resourceVersion` its metadata holds.
+pub fn get_entry(db: &Database, path: &Path) -> Result<RawEntry, StoreError> {
+    let txn = db.begin_read()?;
+    let table = txn.open_table(tables::objects(path.kind()))?;
+    let key = keys::encode(path.names());
+    let value = table
+        .get(key.as_slice())?
+        .ok_or_else(|| StoreError::NotFound(path.clone()))?;
+    let resource_version = codec::peek_meta(value.value())?.resource_version;
+    Ok(RawEntry::redb(
+        key,
+        resource_version,
+        path.kind(),
+        Guard(value),
+    ))
 }
 
 /// The current revision.
