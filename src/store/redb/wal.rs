@@ -166,6 +166,9 @@ pub struct Wal {
     interval: Duration,
     /// Log bytes that make a checkpoint due.
     due_bytes: u64,
+    /// The database holds a commit made without durability that no record
+    /// of this log holds (a compaction): a checkpoint is due by time.
+    unlogged: bool,
     failed: Option<EngineError>,
     sabotage: Sabotage,
 }
@@ -224,6 +227,7 @@ impl Wal {
             offset: START,
             base: START,
             last_checkpoint: Instant::now(),
+            unlogged: false,
             interval,
             due_bytes: due_bytes.clamp(ALIGN, crate::store::options::MAX_CHECKPOINT_BYTES),
             failed: None,
@@ -430,9 +434,16 @@ impl Wal {
     /// Whether a checkpoint is due.
     pub fn checkpoint_due(&self) -> bool {
         self.failed.is_none()
-            && self.offset > START
+            && (self.offset > START || self.unlogged)
             && (self.logged_bytes() >= self.due_bytes
                 || self.last_checkpoint.elapsed() >= self.interval)
+    }
+
+    /// The database took a commit without durability that this log does
+    /// not hold: the next checkpoint makes it durable, and is due by time
+    /// even if nothing is logged.
+    pub fn unlogged_commit(&mut self) {
+        self.unlogged = true;
     }
 
     /// How long until a checkpoint is due, if anything is logged (never
@@ -441,7 +452,8 @@ impl Wal {
         if self.failed.is_some() {
             return None;
         }
-        (self.offset > START).then(|| self.interval.saturating_sub(self.last_checkpoint.elapsed()))
+        (self.offset > START || self.unlogged)
+            .then(|| self.interval.saturating_sub(self.last_checkpoint.elapsed()))
     }
 
     /// Starts the log over, after a durable commit made it redundant: the
@@ -460,6 +472,7 @@ impl Wal {
             }
         }
         self.offset = START;
+        self.unlogged = false;
         self.last_checkpoint = Instant::now();
     }
 

@@ -108,7 +108,7 @@ pub(super) enum Job {
         reply: oneshot::Sender<Result<ApplyOutcome, StoreError>>,
     },
     /// Drop events older than the last `keep` revisions, one bounded chunk
-    /// per transaction; answers how many were dropped.
+    /// per transaction; answers how many were dropped once that is durable.
     Compact {
         keep: u64,
         reply: oneshot::Sender<Result<u64, StoreError>>,
@@ -329,6 +329,10 @@ pub(super) struct Writer {
     recoveries: std::collections::VecDeque<Instant>,
     /// When free space was last found above the reserve.
     room_checked: Option<Instant>,
+    /// Compactions committed without durability: answered once a
+    /// checkpoint has made them durable, with how many events each
+    /// dropped (an acknowledged compaction is durable).
+    unacked: Vec<(oneshot::Sender<Result<u64, StoreError>>, u64)>,
 }
 
 impl Writer {
@@ -357,6 +361,7 @@ impl Writer {
             spare_tried: None,
             recoveries: std::collections::VecDeque::new(),
             room_checked: None,
+            unacked: Vec::new(),
         }
     }
 
@@ -388,9 +393,13 @@ impl Writer {
             if self.failure.is_none() && self.space.is_some() {
                 self.check_space();
             }
+            // Compactions waiting for durability are checkpointed as soon
+            // as no write waits (under load, the log's bound comes first).
             if self.failure.is_none()
                 && let Some(wal) = &self.wal
-                && wal.checkpoint_due()
+                && (wal.checkpoint_due()
+                    || (!self.unacked.is_empty()
+                        && self.shared.stats.queued.load(Ordering::Relaxed) == 0))
             {
                 self.checkpoint(false);
             }
@@ -648,7 +657,12 @@ impl Writer {
                     }
                 };
                 self.note_failure();
-                let _ = reply.send(result);
+                match result {
+                    Ok(dropped) if dropped > 0 => self.unacked.push((reply, dropped)),
+                    other => {
+                        let _ = reply.send(other);
+                    }
+                }
             }
             Job::Apply {
                 objects,
@@ -792,6 +806,13 @@ impl Writer {
         let Some(why) = self.wal.as_ref().and_then(Wal::failure).cloned() else {
             return;
         };
+        // A compaction not yet durable may or may not survive recovery.
+        for (reply, _) in self.unacked.drain(..) {
+            let e = why.reworded(|what| {
+                format!("storage failed ({what}) before the compaction was durable")
+            });
+            let _ = reply.send(Err(e.outcome_unknown()));
+        }
         self.shared.count_error(&why);
         if why.is_no_space() && !self.spare_released {
             let freed = open::release_spare(&self.path, &self.options);
@@ -1012,6 +1033,9 @@ impl Writer {
                 let stats = &self.shared.stats;
                 stats.checkpoint_time.observe(began.elapsed());
                 stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+                for (reply, dropped) in self.unacked.drain(..) {
+                    let _ = reply.send(Ok(dropped));
+                }
             }
             Err(e) => wal.fail(match e {
                 StoreError::Engine(e) => e.reworded(|w| format!("checkpoint failed: {w}")),
@@ -1199,12 +1223,14 @@ fn apply_documents(
     })
 }
 
-/// Compaction is not logged: its transaction is committed durably, which
-/// also checkpoints the log. It drops the events older than the last
-/// `keep` revisions and, while the history takes more than `budget` bytes
-/// (0: no budget), the oldest beyond that, a bounded chunk at a time. A
-/// failure before the commit refuses it (nothing was dropped); a failed
-/// commit leaves the outcome unknown.
+/// Compaction is not logged: its transaction is committed without
+/// durability, like a batch, and made durable by the next checkpoint (the
+/// writer answers it then; lost in a crash before, it only leaves the
+/// events in place). It drops the events older than the last `keep`
+/// revisions and, while the history takes more than `budget` bytes (0: no
+/// budget), the oldest beyond that, a bounded chunk at a time. A failure
+/// before the commit refuses it (nothing was dropped); a failed commit
+/// leaves the outcome unknown.
 fn compact(
     db: &Database,
     wal: &mut Wal,
@@ -1259,7 +1285,7 @@ fn compact(
             txn.abort()?;
             return Ok(None);
         }
-        txn.set_quick_repair(true);
+        txn.set_durability(Durability::None)?;
         Ok(Some((txn, dropped, sizes)))
     };
     let (txn, dropped, sizes) = match run() {
@@ -1272,8 +1298,8 @@ fn compact(
         Err(e) => return Err(e),
     };
     if let Err(e) = txn.commit() {
-        // A durable commit that failed may have reached the disk all the
-        // same: whether the events were dropped is unknown.
+        // The database is in doubt: recovery starts again from its last
+        // durable state and the log.
         let e = engine_error("compaction commit failed", e);
         wal.fail(e.clone());
         return Err(e.outcome_unknown());
@@ -1281,8 +1307,11 @@ fn compact(
     if let Some(sizes) = sizes {
         stats.set_sizes(sizes);
     }
-    wal.reset();
-    tracing::debug!(dropped, "compacted the event log");
+    wal.unlogged_commit();
+    tracing::debug!(
+        dropped,
+        "compacted the event log (durable at the next checkpoint)"
+    );
     Ok(dropped)
 }
 
