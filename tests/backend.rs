@@ -743,6 +743,57 @@ fn redb() -> (Store, tempfile::TempDir) {
 
 suite!(redb_backend, redb());
 
+/// redb: one compaction drops every event older than the revisions it
+/// keeps, however many of its chunks that takes, while writes keep the
+/// writer's queue busy all along; and it is answered once durable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redb_one_compaction_drops_all_it_may_while_writes_go_on() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (b, _dir) = redb();
+    create(&b, realm("r")).await;
+    let fill = |tag: &'static str, stop: Option<Arc<AtomicBool>>| {
+        (0..8)
+            .map(|w| {
+                let (b, stop) = (b.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let mut i = 0u64;
+                    while stop
+                        .as_ref()
+                        .map_or(i < 300, |s| !s.load(Ordering::Relaxed))
+                    {
+                        create(&b, space("r", &format!("{tag}{w}-{i}"))).await;
+                        i += 1;
+                    }
+                    i
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    for t in fill("s", None) {
+        t.await.unwrap();
+    }
+    let before = b.revision().await.unwrap();
+    assert!(before > 2_400, "more than two chunks of events: {before}");
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = fill("busy", Some(stop.clone()));
+    let dropped = tokio::time::timeout(std::time::Duration::from_secs(60), b.compact(100))
+        .await
+        .expect("the compaction ends while writes go on")
+        .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let mut written = 0;
+    for t in writers {
+        written += t.await.unwrap();
+    }
+    assert!(written > 0, "writes went on during the compaction");
+    assert!(dropped >= before - 100, "dropped {dropped} of {before}");
+    let err = b.events(before - 101, 10).unwrap_err();
+    assert!(matches!(err, StoreError::Gone(_)), "{err:?}");
+    // What the compaction left: the revisions it kept, and every later one.
+    let kept = b.events(dropped, 10).unwrap();
+    assert_eq!(kept.events.first().map(|e| e.0), Some(dropped + 1));
+}
+
 /// A store on a one-member etcd cluster of its own (compaction is
 /// cluster-wide), `None` without an etcd binary (the reason is printed);
 /// `cache`: whether the replica keeps its copy of the objects.

@@ -936,6 +936,7 @@ fn a_get_after_each_write_shows_that_write() {
         let resp = c.raw(c.http.get(&url));
         assert_eq!(resp.status(), 200);
         let etag = resp.headers()["etag"].to_str().unwrap().to_string();
+        assert_eq!(resp.headers()["content-type"], "application/json");
         let got: Value = resp.json().unwrap();
         assert_eq!(&got, want);
         assert_eq!(etag, format!("\"{}\"", rv(want)));

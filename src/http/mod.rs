@@ -66,7 +66,7 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Watch fan-out.
     pub hub: Arc<crate::watch::Hub>,
-    /// Rendered documents for lists.
+    /// Rendered documents, by key and revision (lists and GETs).
     pub docs: Arc<cache::DocCache>,
     /// Rendered whole lists (fed by the store's change feed).
     pub lists: Arc<cache::ListCache>,

@@ -84,8 +84,9 @@ pub trait Backend: Send + Sync + 'static {
     /// At most `max` changes after revision `after`, in order (blocking).
     fn events(&self, after: u64, max: usize) -> Result<EventsPage, StoreError>;
 
-    /// Drops history older than the last `keep` revisions, a bounded
-    /// chunk per call; answers how many changes were dropped.
+    /// Drops history older than the last `keep` revisions; answers how
+    /// many changes were dropped, once that is durable (redb works through
+    /// it a bounded chunk at a time, between batches of writes).
     fn compact(&self, keep: u64) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// The ordered change feed of committed writes.

@@ -119,7 +119,7 @@ impl Iterator for ListIter {
     }
 }
 
-/// A listed entry whose spec and status are not decoded yet.
+/// A listed or read entry whose spec and status are not decoded yet.
 pub struct RawEntry {
     /// The object's key.
     pub key: Vec<u8>,
@@ -167,11 +167,6 @@ impl RawEntry {
             kind,
             value: RawValue::Owned(value),
         }
-    }
-
-    /// Its kind.
-    pub fn kind(&self) -> Kind {
-        self.kind
     }
 
     /// Decodes the whole object (with the entry's `resourceVersion`: an

@@ -810,7 +810,7 @@ impl tower::Service<http::Request<Incoming>> for ConnService {
 /// A request body that stalled: nothing came within the body timeout
 /// (the error a request body ends with then).
 #[derive(Debug)]
-pub struct BodyStalled(pub Duration);
+pub(crate) struct BodyStalled(pub Duration);
 
 impl fmt::Display for BodyStalled {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -821,8 +821,8 @@ impl fmt::Display for BodyStalled {
 impl std::error::Error for BodyStalled {}
 
 /// A request body that fails with [`BodyStalled`] once it has been
-/// pending for its timeout since its last frame. The timer exists only
-/// while the body is pending: a body whose frames are ready when asked
+/// pending for its timeout (from the first poll after its last frame that
+/// found nothing). The timer exists only while the body is pending: a body whose frames are ready when asked
 /// (most are, having come with the head) costs no timer.
 struct StallTimeout<B> {
     body: B,

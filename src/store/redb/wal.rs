@@ -9,7 +9,8 @@
 //! (a durable redb commit) persists everything before it and the log starts
 //! again from its beginning: one checkpoint interval
 //! (`StoreOptions::checkpoint_interval`, 1 s by default) after the first
-//! change since the last one, or once the log holds
+//! change since the last one (a logged batch, or a compaction the log does
+//! not hold), or once the log holds
 //! `StoreOptions::checkpoint_bytes` (1 MiB by default: a checkpoint's
 //! pause grows with what it persists, about 5 ms per MiB of log on an SSD,
 //! so this bounds the pause whatever the write rate), or when a record
@@ -439,6 +440,12 @@ impl Wal {
                 || self.last_checkpoint.elapsed() >= self.interval)
     }
 
+    /// Whether nothing is logged and the database holds no commit made
+    /// without durability: everything committed is durable.
+    pub fn is_clean(&self) -> bool {
+        self.failed.is_none() && self.offset == START && !self.unlogged
+    }
+
     /// The database took a commit without durability that this log does
     /// not hold: the next checkpoint makes it durable, and is due by time
     /// even if nothing is logged.
@@ -446,8 +453,8 @@ impl Wal {
         self.unlogged = true;
     }
 
-    /// How long until a checkpoint is due, if anything is logged (never
-    /// after a failure).
+    /// How long until a checkpoint is due, if anything is to be made
+    /// durable (never after a failure).
     pub fn until_checkpoint(&self) -> Option<Duration> {
         if self.failed.is_some() {
             return None;
@@ -935,6 +942,25 @@ pub(super) mod tests {
         // Out-of-range settings are brought within [one block, the most].
         let wide = open_due(&path, (Duration::ZERO, u64::MAX));
         assert_eq!(wide.due_bytes, crate::store::options::MAX_CHECKPOINT_BYTES);
+    }
+
+    #[test]
+    fn a_commit_the_log_lacks_makes_a_checkpoint_due_by_time_and_the_log_unclean() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.redb.wal");
+        let mut wal = open_due(&path, (Duration::ZERO, 3 * ALIGN));
+        assert!(wal.is_clean());
+        assert!(!wal.checkpoint_due(), "nothing to make durable");
+        assert_eq!(wal.until_checkpoint(), None);
+        wal.unlogged_commit();
+        assert!(!wal.is_clean());
+        assert!(wal.checkpoint_due(), "due by time with nothing logged");
+        assert_eq!(wal.until_checkpoint(), Some(Duration::ZERO));
+        wal.reset();
+        assert!(wal.is_clean());
+        assert!(!wal.checkpoint_due());
+        assert_eq!(wal.append(&mut journal(1, 1)).unwrap(), Appended::Logged);
+        assert!(!wal.is_clean(), "a record is logged");
     }
 
     #[test]

@@ -329,10 +329,21 @@ pub(super) struct Writer {
     recoveries: std::collections::VecDeque<Instant>,
     /// When free space was last found above the reserve.
     room_checked: Option<Instant>,
-    /// Compactions committed without durability: answered once a
-    /// checkpoint has made them durable, with how many events each
-    /// dropped (an acknowledged compaction is durable).
+    /// Compactions asked for, the first in progress: the writer drops one
+    /// chunk of events per turn of its loop, between batches.
+    compactions: std::collections::VecDeque<Compaction>,
+    /// Compactions done but committed without durability: answered once
+    /// a durable commit covers them, with how many events each dropped
+    /// (an acknowledged compaction is durable).
     unacked: Vec<(oneshot::Sender<Result<u64, StoreError>>, u64)>,
+}
+
+/// A compaction the writer is working through.
+struct Compaction {
+    keep: u64,
+    /// Events dropped by its chunks so far (committed without durability).
+    dropped: u64,
+    reply: oneshot::Sender<Result<u64, StoreError>>,
 }
 
 impl Writer {
@@ -361,6 +372,7 @@ impl Writer {
             spare_tried: None,
             recoveries: std::collections::VecDeque::new(),
             room_checked: None,
+            compactions: std::collections::VecDeque::new(),
             unacked: Vec::new(),
         }
     }
@@ -393,12 +405,15 @@ impl Writer {
             if self.failure.is_none() && self.space.is_some() {
                 self.check_space();
             }
+            self.compact_step();
+            self.answer_durable_compactions();
             // Compactions waiting for durability are checkpointed as soon
             // as no write waits (under load, the log's bound comes first).
             if self.failure.is_none()
                 && let Some(wal) = &self.wal
                 && (wal.checkpoint_due()
                     || (!self.unacked.is_empty()
+                        && self.compactions.is_empty()
                         && self.shared.stats.queued.load(Ordering::Relaxed) == 0))
             {
                 self.checkpoint(false);
@@ -407,6 +422,9 @@ impl Writer {
             self.shared.stats.logged.store(logged, Ordering::Relaxed);
             let wait = match &self.failure {
                 Some(f) => Some(f.next_try.saturating_duration_since(Instant::now())),
+                // A compaction in progress goes on with its next chunk
+                // unless a job is waiting.
+                None if !self.compactions.is_empty() => Some(Duration::ZERO),
                 None => {
                     let checkpoint = self.wal.as_ref().and_then(Wal::until_checkpoint);
                     if self.space.is_some() {
@@ -469,6 +487,56 @@ impl Writer {
                     wal.fail(why);
                 }
                 self.note_failure();
+            }
+        }
+    }
+
+    /// Drops one chunk of events for the compaction in progress; once
+    /// a chunk drops nothing, the compaction waits for durability (or is
+    /// answered at once if it dropped nothing at all).
+    fn compact_step(&mut self) {
+        let Some(mut c) = self.compactions.pop_front() else {
+            return;
+        };
+        let result = match self.refusal() {
+            Some(e) => Err(e),
+            None => {
+                let (shared, budget) = (self.shared.clone(), self.options.history_bytes);
+                let (db, wal) = self.engine();
+                compact(&db, wal, c.keep, budget, &shared.stats)
+            }
+        };
+        self.note_failure();
+        match result {
+            Ok(0) if c.dropped == 0 => {
+                let _ = c.reply.send(Ok(0));
+            }
+            Ok(0) => self.unacked.push((c.reply, c.dropped)),
+            Ok(n) => {
+                c.dropped += n;
+                self.compactions.push_front(c);
+            }
+            // Earlier chunks were committed: whether they last is unknown.
+            Err(e) if c.dropped > 0 => {
+                let _ = c.reply.send(Err(StoreError::OutcomeUnknown(format!(
+                    "the compaction failed after dropping {} events: {e}",
+                    c.dropped
+                ))));
+            }
+            Err(e) => {
+                let _ = c.reply.send(Err(e));
+            }
+        }
+    }
+
+    /// Answers the compactions waiting for durability once a durable
+    /// commit (a checkpoint, or a batch or token change committed
+    /// durably) has covered them: the log then holds nothing and the
+    /// database no commit it lacks.
+    fn answer_durable_compactions(&mut self) {
+        if self.failure.is_none() && self.wal.as_ref().is_some_and(Wal::is_clean) {
+            for (reply, dropped) in self.unacked.drain(..) {
+                let _ = reply.send(Ok(dropped));
             }
         }
     }
@@ -647,23 +715,11 @@ impl Writer {
                     )));
                 }
             }
-            Job::Compact { keep, reply } => {
-                let result = match self.refusal() {
-                    Some(e) => Err(e),
-                    None => {
-                        let (shared, budget) = (self.shared.clone(), self.options.history_bytes);
-                        let (db, wal) = self.engine();
-                        compact(&db, wal, keep, budget, &shared.stats)
-                    }
-                };
-                self.note_failure();
-                match result {
-                    Ok(dropped) if dropped > 0 => self.unacked.push((reply, dropped)),
-                    other => {
-                        let _ = reply.send(other);
-                    }
-                }
-            }
+            Job::Compact { keep, reply } => self.compactions.push_back(Compaction {
+                keep,
+                dropped: 0,
+                reply,
+            }),
             Job::Apply {
                 objects,
                 dry_run,
