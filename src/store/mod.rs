@@ -189,9 +189,13 @@ impl Backend for Store {
 
     async fn get_entry(&self, path: &Path) -> Result<RawEntry, StoreError> {
         match &self.0 {
-            Engine::Redb(s) => s.get_entry(path),
+            Engine::Redb(s) => s
+                .get_entry(path)
+                .map(|e| RawEntry::redb(e.key, e.resource_version, e.kind, e.value)),
             #[cfg(feature = "etcd")]
-            Engine::Etcd(s) => Box::pin(s.get_entry(path)).await,
+            Engine::Etcd(s) => Box::pin(s.get_entry(path))
+                .await
+                .map(|e| RawEntry::owned(e.key, e.resource_version, path.kind(), e.value)),
         }
     }
 

@@ -19,7 +19,6 @@ use super::inner::{EtcdStore, Inner};
 use super::layout::prefix_end;
 use crate::model::{AnyObject, Kind, Path};
 use crate::store::change::{Before, ChangeType, Event};
-use crate::store::cursor::RawEntry;
 use crate::store::error::StoreError;
 use crate::store::query::{EventsPage, ListPage, ListQuery};
 use crate::store::{codec, keys};
@@ -60,7 +59,7 @@ impl EtcdStore {
 
     /// One object's record, not decoded past its metadata (read as
     /// [`EtcdStore::get`] reads).
-    pub async fn get_entry(&self, path: &Path) -> Result<RawEntry, StoreError> {
+    pub async fn get_entry(&self, path: &Path) -> Result<EtcdEntry, StoreError> {
         self.0.check_open()?;
         let names = keys::encode(path.names());
         let key = self.0.layout.object(path.kind(), &names);
@@ -69,7 +68,11 @@ impl EtcdStore {
         };
         let index = codec::peek_meta(&kv.value)?.resource_version;
         let rv = self.0.revs.rv(kv.mod_revision, index);
-        Ok(RawEntry::owned(names, rv, path.kind(), kv.value))
+        Ok(EtcdEntry {
+            key: names,
+            resource_version: rv,
+            value: kv.value,
+        })
     }
 
     /// One page of a list (or all of it).

@@ -43,7 +43,6 @@ use tokio::sync::oneshot;
 use crate::auth::token::Token;
 use crate::model::{AnyObject, Path};
 use crate::store::change::{ApplyOutcome, Document, WriteOp, WriteOutcome};
-use crate::store::cursor::RawEntry;
 use crate::store::error::StoreError;
 use crate::store::feed::Feed;
 use crate::store::options::StoreOptions;
@@ -308,7 +307,7 @@ impl RedbStore {
     }
 
     /// One object's record, not decoded past its metadata.
-    pub fn get_entry(&self, path: &Path) -> Result<RawEntry, StoreError> {
+    pub fn get_entry(&self, path: &Path) -> Result<read::RedbEntry, StoreError> {
         self.read(|db| read::get_entry(db, path))
     }
 

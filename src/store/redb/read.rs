@@ -15,7 +15,6 @@ use redb::{Database, ReadTransaction, ReadableDatabase};
 
 use super::tables::{self, COMPACTED_KEY, REVISION_KEY};
 use crate::model::{AnyObject, Kind, Path, Selector};
-use crate::store::cursor::RawEntry;
 use crate::store::error::StoreError;
 use crate::store::query::{EventsPage, ListPage, ListQuery};
 use crate::store::{codec, keys};
@@ -228,7 +227,7 @@ fn get_in(txn: &ReadTransaction, path: &Path) -> Result<AnyObject, StoreError> {
 }
 
 /// One object's record, with the `resourceVersion` its metadata holds.
-pub fn get_entry(db: &Database, path: &Path) -> Result<RawEntry, StoreError> {
+pub fn get_entry(db: &Database, path: &Path) -> Result<RedbEntry, StoreError> {
     let txn = db.begin_read()?;
     let table = txn.open_table(tables::objects(path.kind()))?;
     let key = keys::encode(path.names());
@@ -236,12 +235,12 @@ pub fn get_entry(db: &Database, path: &Path) -> Result<RawEntry, StoreError> {
         .get(key.as_slice())?
         .ok_or_else(|| StoreError::NotFound(path.clone()))?;
     let resource_version = codec::peek_meta(value.value())?.resource_version;
-    Ok(RawEntry::redb(
+    Ok(RedbEntry {
         key,
         resource_version,
-        path.kind(),
-        Guard(value),
-    ))
+        kind: path.kind(),
+        value: Guard(value),
+    })
 }
 
 /// The current revision.
