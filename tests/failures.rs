@@ -386,3 +386,42 @@ fn eio_on_a_tokens_durable_commit_is_outcome_unknown_then_the_store_recovers() {
         }
     });
 }
+
+/// A compaction is answered only once durable: when the checkpoint that
+/// would make it so fails, it is answered outcome unknown (never `Ok`, and
+/// never left waiting); the store recovers, and after a crash the history
+/// is either compacted or whole.
+#[test]
+fn eio_on_the_checkpoint_of_a_compaction_is_outcome_unknown_then_the_store_recovers() {
+    runtime().block_on(async {
+        let disk = SimDisk::new();
+        let store = open(&disk);
+        for i in 0..20 {
+            store
+                .write(WriteOp::Create(realm(&format!("r{i}"))))
+                .await
+                .unwrap();
+        }
+        // The chunks commit without a sync: the next sync is the
+        // checkpoint's.
+        disk.fail(Op::Sync, disk.counts().syncs + 1, std::io::ErrorKind::Other);
+        let err = store.compact(5).await.expect_err("the checkpoint failed");
+        assert!(matches!(err, StoreError::OutcomeUnknown(_)), "{err:?}");
+        create_when_recovered(&store, "after").await;
+        store.close();
+        for seed in 0..8 {
+            let after = open(&disk.crash(seed));
+            assert!(after.get(&path("r19")).await.is_ok(), "seed {seed}");
+            assert!(after.get(&path("after")).await.is_ok(), "seed {seed}");
+            match after.events(0, 100) {
+                Ok(page) => assert_eq!(page.events.len(), 21, "seed {seed}: whole"),
+                Err(StoreError::Gone(_)) => {
+                    let kept = after.events(15, 100).unwrap();
+                    assert_eq!(kept.events.len(), 6, "seed {seed}: compacted");
+                }
+                Err(e) => panic!("seed {seed}: {e:?}"),
+            }
+            after.close();
+        }
+    });
+}

@@ -218,22 +218,13 @@ pub fn get(db: &Database, path: &Path) -> Result<AnyObject, StoreError> {
 }
 
 fn get_in(txn: &ReadTransaction, path: &Path) -> Result<AnyObject, StoreError> {
-    let table = txn.open_table(tables::objects(path.kind()))?;
-    let key = keys::encode(path.names());
-    let value = table
-        .get(key.as_slice())?
-        .ok_or_else(|| StoreError::NotFound(path.clone()))?;
+    let (_, value) = record(txn, path)?;
     Ok(codec::decode(path.kind(), value.value())?)
 }
 
 /// One object's record, with the `resourceVersion` its metadata holds.
 pub fn get_entry(db: &Database, path: &Path) -> Result<RedbEntry, StoreError> {
-    let txn = db.begin_read()?;
-    let table = txn.open_table(tables::objects(path.kind()))?;
-    let key = keys::encode(path.names());
-    let value = table
-        .get(key.as_slice())?
-        .ok_or_else(|| StoreError::NotFound(path.clone()))?;
+    let (key, value) = record(&db.begin_read()?, path)?;
     let resource_version = codec::peek_meta(value.value())?.resource_version;
     Ok(RedbEntry {
         key,
@@ -241,6 +232,19 @@ pub fn get_entry(db: &Database, path: &Path) -> Result<RedbEntry, StoreError> {
         kind: path.kind(),
         value: Guard(value),
     })
+}
+
+/// The key and stored record of the object at `path` (404 if none).
+fn record(
+    txn: &ReadTransaction,
+    path: &Path,
+) -> Result<(Vec<u8>, redb::AccessGuard<'static, &'static [u8]>), StoreError> {
+    let table = txn.open_table(tables::objects(path.kind()))?;
+    let key = keys::encode(path.names());
+    let value = table
+        .get(key.as_slice())?
+        .ok_or_else(|| StoreError::NotFound(path.clone()))?;
+    Ok((key, value))
 }
 
 /// The current revision.

@@ -534,7 +534,10 @@ impl Writer {
     /// durably) has covered them: the log then holds nothing and the
     /// database no commit it lacks.
     fn answer_durable_compactions(&mut self) {
-        if self.failure.is_none() && self.wal.as_ref().is_some_and(Wal::is_clean) {
+        if !self.unacked.is_empty()
+            && self.failure.is_none()
+            && self.wal.as_ref().is_some_and(Wal::is_clean)
+        {
             for (reply, dropped) in self.unacked.drain(..) {
                 let _ = reply.send(Ok(dropped));
             }
@@ -1089,9 +1092,6 @@ impl Writer {
                 let stats = &self.shared.stats;
                 stats.checkpoint_time.observe(began.elapsed());
                 stats.checkpoints.fetch_add(1, Ordering::Relaxed);
-                for (reply, dropped) in self.unacked.drain(..) {
-                    let _ = reply.send(Ok(dropped));
-                }
             }
             Err(e) => wal.fail(match e {
                 StoreError::Engine(e) => e.reworded(|w| format!("checkpoint failed: {w}")),
@@ -1099,6 +1099,7 @@ impl Writer {
             }),
         }
         self.note_failure();
+        self.answer_durable_compactions();
     }
 }
 
