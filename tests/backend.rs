@@ -794,6 +794,63 @@ async fn redb_one_compaction_drops_all_it_may_while_writes_go_on() {
     assert_eq!(kept.events.first().map(|e| e.0), Some(dropped + 1));
 }
 
+/// redb: a catch-up served from the writer's ring of recent event records
+/// is the one the event log gives (after a reopen, whose ring starts empty):
+/// every page, from every revision, of creates, relabellings (which carry
+/// the previous version), status writes, an apply and a cascade.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redb_catch_ups_from_memory_are_the_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("b.redb");
+    let b = Store::open(&file, StoreOptions::default()).unwrap();
+    tree(&b, 4).await;
+    let relabelled = cell(["r", "s", "t"], "c001", &[("tier", "web")]);
+    replace(&b, relabelled, Part::Main).await;
+    let mut status = cell(["r", "s", "t"], "c002", &[]);
+    if let AnyObject::Cell(c) = &mut status {
+        c.status.state = modelhub::model::CellState::Ready;
+    }
+    replace(&b, status, Part::Status).await;
+    b.apply(
+        docs(vec![
+            cell(["r", "s", "t"], "c000", &[("tier", "db")]),
+            cell(["r", "s", "t"], "c100", &[]),
+        ]),
+        false,
+    )
+    .await
+    .unwrap();
+    delete(&b, path(Kind::Stack, &["r", "s", "t"]), true)
+        .await
+        .unwrap();
+    let current = b.revision().await.unwrap();
+    // A page cut by `max` may end at its last event (the ring) or at the
+    // current revision (the log); a whole page ends at the current one.
+    let pages = |b: &Store| {
+        let mut all = Vec::new();
+        for after in 0..=current {
+            for max in [1, 3, 1000] {
+                let page = b.events(after, max).unwrap();
+                let whole = max == 1000;
+                all.push((after, max, whole.then_some(page.current), page.events));
+            }
+        }
+        all
+    };
+    let from_memory = pages(&b);
+    assert!(
+        from_memory.iter().any(|(.., events)| events
+            .iter()
+            .any(|(_, change, _, before)| *change == ChangeType::Modified && before.is_some())),
+        "some modification carries its previous version"
+    );
+    b.close();
+    drop(b);
+    let b = Store::open(&file, StoreOptions::default()).unwrap();
+    assert_eq!(b.revision().await.unwrap(), current);
+    assert_eq!(pages(&b), from_memory);
+}
+
 /// A store on a one-member etcd cluster of its own (compaction is
 /// cluster-wide), `None` without an etcd binary (the reason is printed);
 /// `cache`: whether the replica keeps its copy of the objects.

@@ -1,9 +1,14 @@
 //! The last changes a store published, kept in memory so that a watcher
 //! resuming from a recent revision catches up from them without reading
 //! the store's history: on etcd a short-lived etcd watch (and before
-//! 3.4.25 and 3.5.8 a marker write) per catch-up; on redb a read of the
-//! event log, and of every modification's previous version in events
-//! written before storage format 4, which lack it.
+//! 3.4.25 and 3.5.8 a marker write) per catch-up, on redb a read
+//! transaction over the event log.
+//!
+//! etcd's feed keeps the published [`Change`]s, objects included. redb's
+//! writer keeps each change's encoded event record ([`Logged`]), decoded
+//! again on a catch-up: thousands of decoded objects, allocated by the
+//! request threads and dropped cold by the writer when they leave the
+//! ring, cost its single writer more than a catch-up's decoding costs.
 //!
 //! Invariant: while `kept` is set, every change with a revision in
 //! `(from, to]` is in `changes`, in order, and none other.
@@ -11,27 +16,83 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
+use bytes::Bytes;
+
 use crate::model::AnyObject;
-use crate::store::change::Change;
+use crate::store::change::{Change, Event};
+use crate::store::codec;
 use crate::store::query::EventsPage;
 
 /// Changes kept (about their records' size each).
 const KEPT: usize = 8192;
 
-/// The recent changes.
-#[derive(Default)]
-pub(super) struct Recent(Mutex<State>);
+/// One kept change: cheap to clone under the ring's lock, made an
+/// [`Event`] after it.
+pub(super) trait Kept: Clone {
+    /// Its revision.
+    fn revision(&self) -> u64;
+    /// The event, or `None` if it cannot be read back.
+    fn event(self) -> Option<Event>;
+}
 
-#[derive(Default)]
-struct State {
+impl Kept for Change {
+    fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    fn event(self) -> Option<Event> {
+        Some((
+            self.revision,
+            self.change,
+            AnyObject::clone(&self.object),
+            self.before,
+        ))
+    }
+}
+
+/// A change as its event record ([`codec::encode_event`]).
+#[derive(Clone)]
+pub(super) struct Logged {
+    /// Its revision.
+    pub revision: u64,
+    /// Its event record.
+    pub event: Bytes,
+}
+
+impl Kept for Logged {
+    fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    fn event(self) -> Option<Event> {
+        let (change, object, before) = codec::decode_event(&self.event).ok()?;
+        Some((self.revision, change, object, before))
+    }
+}
+
+/// The recent changes.
+pub(super) struct Recent<T = Change>(Mutex<State<T>>);
+
+impl<T> Default for Recent<T> {
+    fn default() -> Self {
+        Recent(Mutex::new(State {
+            kept: false,
+            from: 0,
+            to: 0,
+            changes: VecDeque::new(),
+        }))
+    }
+}
+
+struct State<T> {
     kept: bool,
     from: u64,
     to: u64,
-    changes: VecDeque<Change>,
+    changes: VecDeque<T>,
 }
 
-impl Recent {
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+impl<T: Kept> Recent<T> {
+    fn state(&self) -> std::sync::MutexGuard<'_, State<T>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -46,7 +107,7 @@ impl Recent {
     }
 
     /// The feed published `changes`; every change up to `to` is known.
-    pub(super) fn push(&self, changes: &[Change], to: u64) {
+    pub(super) fn push(&self, changes: &[T], to: u64) {
         let mut s = self.state();
         if !s.kept {
             return;
@@ -56,7 +117,7 @@ impl Recent {
         }
         while s.changes.len() > KEPT {
             if let Some(c) = s.changes.pop_front() {
-                s.from = c.revision;
+                s.from = c.revision();
             }
         }
         s.to = s.to.max(to);
@@ -76,26 +137,24 @@ impl Recent {
     }
 
     /// At most `max` (at least one) changes after `after`, if they are all
-    /// kept: the page ends at `to`, or at its last change when `max` cut it.
+    /// kept (and readable): the page ends at `to`, or at its last change
+    /// when `max` cut it.
     pub(super) fn page(&self, after: u64, max: usize) -> Option<EventsPage> {
         let (kept, cut, to) = {
             let s = self.state();
             if !s.kept || max == 0 || after < s.from || after > s.to {
                 return None;
             }
-            let first = s.changes.partition_point(|c| c.revision <= after);
-            // Shared objects under the lock; their copies after it.
-            let kept: Vec<Change> = s.changes.iter().skip(first).take(max).cloned().collect();
+            let first = s.changes.partition_point(|c| c.revision() <= after);
+            // Shared under the lock; made events after it.
+            let kept: Vec<T> = s.changes.iter().skip(first).take(max).cloned().collect();
             (kept, s.changes.len() - first > max, s.to)
         };
         let current = match (cut, kept.last()) {
-            (true, Some(c)) => c.revision,
+            (true, Some(c)) => c.revision(),
             _ => to,
         };
-        let events = kept
-            .into_iter()
-            .map(|c| (c.revision, c.change, AnyObject::clone(&c.object), c.before))
-            .collect();
+        let events = kept.into_iter().map(Kept::event).collect::<Option<_>>()?;
         Some(EventsPage { events, current })
     }
 }

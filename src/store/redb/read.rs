@@ -324,7 +324,7 @@ pub fn read_events_after(
     db: &Database,
     after: u64,
     max: usize,
-    recent: Option<&crate::store::recent::Recent>,
+    recent: Option<&crate::store::recent::Recent<crate::store::recent::Logged>>,
 ) -> Result<EventsPage, StoreError> {
     let txn = db.begin_read()?;
     let current = tables::read_meta(&txn, REVISION_KEY)?.unwrap_or(0);

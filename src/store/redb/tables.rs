@@ -193,7 +193,7 @@ impl<'txn> WriteTables<'txn> {
         key: &[u8],
         record: &[u8],
         before: Option<&Before>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<u8>, StoreError> {
         let mut found = None;
         let old = match change {
             ChangeType::Deleted => self.of(kind).remove(key)?.map(|v| v.value().len()),
@@ -216,7 +216,7 @@ impl<'txn> WriteTables<'txn> {
         let event = codec::encode_event(change, kind, record, before);
         self.delta.events += event.len() as i64;
         self.events.insert(revision, event.as_slice())?;
-        Ok(())
+        Ok(event)
     }
 
     /// Reads and decodes the object at `key`.

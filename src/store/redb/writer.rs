@@ -56,6 +56,7 @@ use crate::store::feed::Feed;
 use crate::store::options::StoreOptions;
 use crate::store::plan::{self, Plan};
 use crate::store::query::{Refusal, RefusedCause};
+use crate::store::recent::{Logged, Recent};
 
 /// Most requests applied in one transaction.
 const MAX_BATCH: usize = 512;
@@ -269,8 +270,9 @@ pub(super) struct Shared {
     pub refused: Mutex<Option<Refusal>>,
     /// Set when the store cannot recover: the process should exit.
     pub fatal: Mutex<Option<String>>,
-    /// The last changes published (for watchers' catch-ups).
-    pub recent: crate::store::recent::Recent,
+    /// The last changes published, as event records (for watchers'
+    /// catch-ups).
+    pub recent: Recent<Logged>,
 }
 
 impl Shared {
@@ -688,10 +690,12 @@ impl Writer {
         // The failure is on record before any client hears of it.
         self.note_failure();
         match result {
-            Ok(outcomes) => {
+            Ok((outcomes, logged)) => {
+                let published = self.published;
                 for outcome in outcomes.iter().filter_map(|o| o.as_ref().ok()) {
                     self.publish(&outcome.changes);
                 }
+                self.keep(published, &logged);
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     let _ = reply.send(outcome);
                 }
@@ -740,11 +744,14 @@ impl Writer {
                 let (db, wal) = self.engine();
                 let result = apply_documents(&db, wal, objects, dry_run, &shared.stats);
                 self.note_failure();
-                if let Ok(outcome) = &result
-                    && !dry_run
-                {
-                    self.publish(&outcome.changes);
-                }
+                let result = result.map(|(outcome, logged)| {
+                    if !dry_run {
+                        let published = self.published;
+                        self.publish(&outcome.changes);
+                        self.keep(published, &logged);
+                    }
+                    outcome
+                });
                 let _ = reply.send(result);
             }
             Job::Token { op, reply } => {
@@ -851,10 +858,18 @@ impl Writer {
             .collect();
         if let Some(last) = fresh.last() {
             let last = last.revision;
-            self.shared.recent.push(&fresh, last);
             self.feed.publish(&fresh);
             self.published = last;
         }
+    }
+
+    /// Keeps the records of a commit whose changes were just published
+    /// (those after `before`, the last revision published until then): the
+    /// commit's every change, so the ring still holds every change up to
+    /// what is now published.
+    fn keep(&self, before: u64, logged: &[Logged]) {
+        let first = logged.partition_point(|l| l.revision <= before);
+        self.shared.recent.push(&logged[first..], self.published);
     }
 
     /// Enters the failed state if the log says storage failed.
@@ -1061,6 +1076,9 @@ impl Writer {
                 })
                 .collect();
             self.publish(&changes);
+            // Published without their records: the ring starts again after
+            // them.
+            self.shared.recent.start(self.published);
         }
     }
 
@@ -1109,6 +1127,7 @@ struct Batch<'txn> {
     tables: WriteTables<'txn>,
     journal: Journal,
     revision: u64,
+    logged: Vec<Logged>,
 }
 
 impl Batch<'_> {
@@ -1133,7 +1152,7 @@ impl Batch<'_> {
             let mut object = step.object;
             object.meta_mut().resource_version = revision;
             let record = codec::encode(&object);
-            self.tables.store_change(
+            let event = self.tables.store_change(
                 revision,
                 step.change,
                 step.kind,
@@ -1141,6 +1160,10 @@ impl Batch<'_> {
                 &record,
                 step.before.as_deref(),
             )?;
+            self.logged.push(Logged {
+                revision,
+                event: event.into(),
+            });
             self.journal
                 .push(revision, step.change, step.kind, &step.key, &record);
             changes.push(Change {
@@ -1161,7 +1184,8 @@ impl Batch<'_> {
 
 /// Runs `f` on a batch in a new write transaction, then commits it through
 /// the log if it changed anything and `keep` is set, else aborts it.
-/// Answers `f`'s result, and the revisions before and after. A storage
+/// Answers `f`'s result, the revisions before and after, and the event
+/// record of each change (none if nothing was committed). A storage
 /// failure before the log was written refuses the batch (nothing written)
 /// and stops the log; see [`commit`] for failures after.
 fn with_batch<T>(
@@ -1170,7 +1194,7 @@ fn with_batch<T>(
     stats: &WriterStats,
     keep: bool,
     f: impl FnOnce(&mut Batch<'_>) -> Result<T, StoreError>,
-) -> Result<(T, u64, u64), StoreError> {
+) -> Result<(T, u64, u64, Vec<Logged>), StoreError> {
     wal.check().map_err(|e| match e {
         StoreError::Engine(e) => e.refusal(),
         other => other,
@@ -1187,13 +1211,15 @@ fn with_batch<T>(
         Ok(txn) => txn,
         Err(e) => return Err(refuse(wal, e.into())),
     };
-    let planned = (|| -> Result<(T, u64, u64, Journal, Option<Sizes>), StoreError> {
+    type Planned<T> = (T, u64, u64, Journal, Vec<Logged>, Option<Sizes>);
+    let planned = (|| -> Result<Planned<T>, StoreError> {
         let mut meta = txn.open_table(META)?;
         let start = tables::revision(&meta)?;
         let mut batch = Batch {
             tables: WriteTables::open(&txn)?,
             journal: Journal::default(),
             revision: start,
+            logged: Vec::new(),
         };
         let result = f(&mut batch)?;
         let mut sizes = None;
@@ -1201,9 +1227,16 @@ fn with_batch<T>(
             meta.insert(REVISION_KEY, batch.revision)?;
             sizes = Some(Sizes::put(&mut meta, stats.sizes(), batch.tables.delta)?);
         }
-        Ok((result, start, batch.revision, batch.journal, sizes))
+        Ok((
+            result,
+            start,
+            batch.revision,
+            batch.journal,
+            batch.logged,
+            sizes,
+        ))
     })();
-    let (result, start, end, mut journal, sizes) = match planned {
+    let (result, start, end, mut journal, mut logged, sizes) = match planned {
         Ok(p) => p,
         Err(e) if e.is_storage_failure() => return Err(refuse(wal, e)),
         Err(e) => return Err(e),
@@ -1214,10 +1247,13 @@ fn with_batch<T>(
         if let Some(sizes) = sizes {
             stats.set_sizes(sizes);
         }
-    } else if let Err(e) = txn.abort() {
-        return Err(refuse(wal, e.into()));
+    } else {
+        logged.clear();
+        if let Err(e) = txn.abort() {
+            return Err(refuse(wal, e.into()));
+        }
     }
-    Ok((result, start, end))
+    Ok((result, start, end, logged))
 }
 
 type Outcomes = Vec<Result<WriteOutcome, StoreError>>;
@@ -1225,15 +1261,15 @@ type Outcomes = Vec<Result<WriteOutcome, StoreError>>;
 /// Plans and executes a batch of requests in one transaction; a refused
 /// request fails alone, a storage failure fails them all. A panic while
 /// planning one request (a bug) fails that request alone: planning writes
-/// nothing.
+/// nothing. Answers the outcomes and the event records of their changes.
 fn commit_batch(
     db: &Database,
     wal: &mut Wal,
     ops: Vec<WriteOp>,
     stats: &WriterStats,
-) -> Result<Outcomes, StoreError> {
+) -> Result<(Outcomes, Vec<Logged>), StoreError> {
     let now = now();
-    let (outcomes, start, end) = with_batch(db, wal, stats, true, |batch| {
+    let (outcomes, start, end, logged) = with_batch(db, wal, stats, true, |batch| {
         let mut outcomes = Vec::with_capacity(ops.len());
         for op in ops {
             let planned = catch_unwind(AssertUnwindSafe(|| plan::plan(&mut batch.tables, op, now)))
@@ -1255,29 +1291,31 @@ fn commit_batch(
     if end != start {
         stats.commits.fetch_add(1, Ordering::Relaxed);
     }
-    Ok(outcomes)
+    Ok((outcomes, logged))
 }
 
 /// Applies documents in order in one transaction of their own: each is
 /// created if missing, else gets its labels and spec replaced. Any failure
 /// (tagged with the document's index) aborts the whole transaction.
+/// Answers the outcome and the event records of its changes.
 fn apply_documents(
     db: &Database,
     wal: &mut Wal,
     objects: Vec<Document>,
     dry_run: bool,
     stats: &WriterStats,
-) -> Result<ApplyOutcome, StoreError> {
+) -> Result<(ApplyOutcome, Vec<Logged>), StoreError> {
     let now = now();
-    let ((items, changes), start, end) = with_batch(db, wal, stats, !dry_run, |batch| {
+    let ((items, changes), start, end, logged) = with_batch(db, wal, stats, !dry_run, |batch| {
         let planned = plan::plan_apply(&mut batch.tables, objects, now)?;
         plan::execute_apply(planned, |p| batch.execute(p))
     })?;
-    Ok(ApplyOutcome {
+    let outcome = ApplyOutcome {
         items,
         changes,
         revision: if dry_run { start } else { end },
-    })
+    };
+    Ok((outcome, logged))
 }
 
 /// Compaction is not logged: its transaction is committed without
