@@ -4,11 +4,9 @@
 //! 3.4.25 and 3.5.8 a marker write) per catch-up, on redb a read
 //! transaction over the event log.
 //!
-//! etcd's feed keeps the published [`Change`]s, objects included. redb's
-//! writer keeps each change's encoded event record ([`Logged`]), decoded
-//! again on a catch-up: thousands of decoded objects, allocated by the
-//! request threads and dropped cold by the writer when they leave the
-//! ring, cost its single writer more than a catch-up's decoding costs.
+//! etcd's feed keeps [`Change`]s, objects included; redb's writer keeps
+//! event records ([`Logged`]), decoded on a catch-up, because dropping
+//! thousands of cold decoded objects cost its single writer more.
 //!
 //! Invariant: while `kept` is set, every change with a revision in
 //! `(from, to]` is in `changes`, in order, and none other.
@@ -106,7 +104,7 @@ impl<T: Kept> Recent<T> {
         s.changes.clear();
     }
 
-    /// The feed published `changes`; every change up to `to` is known.
+    /// The feed publishes `changes`; every change up to `to` is known.
     pub(super) fn push(&self, changes: &[T], to: u64) {
         let mut s = self.state();
         if !s.kept {
@@ -228,5 +226,45 @@ mod tests {
         assert!(r.page(1, 10).is_none(), "change 2 is forgotten");
         let p = r.page(2, 10).unwrap();
         assert_eq!(p.events[0].0, 3);
+    }
+
+    /// A change as redb's writer keeps it.
+    fn logged(c: &Change) -> Logged {
+        let record = codec::encode(&c.object);
+        let event = codec::encode_event(c.change, c.object.kind(), &record, c.before.as_deref());
+        Logged {
+            revision: c.revision,
+            event: event.into(),
+        }
+    }
+
+    #[test]
+    fn event_records_page_as_the_changes_they_encode() {
+        let mut modified = change(3, 2);
+        modified.change = ChangeType::Modified;
+        let mut labelled = AnyObject::clone(&modified.object);
+        labelled
+            .meta_mut()
+            .labels
+            .insert("tier".into(), "web".into());
+        modified.before = Some(crate::store::change::Before::of(&labelled));
+        let changes = [change(1, 0), change(2, 1), modified];
+        let r = Recent::<Logged>::default();
+        r.start(0);
+        r.push(&changes.iter().map(logged).collect::<Vec<_>>(), 3);
+        let p = r.page(0, 10).expect("all kept");
+        assert_eq!(p.current, 3);
+        let want: Vec<Event> = changes.iter().cloned().filter_map(Kept::event).collect();
+        assert_eq!(p.events, want);
+        // An unreadable record sends the catch-up to the log.
+        r.push(
+            &[Logged {
+                revision: 4,
+                event: Bytes::from_static(b"\xff\xff\xff"),
+            }],
+            4,
+        );
+        assert!(r.page(3, 10).is_none());
+        assert_eq!(r.page(1, 2).expect("before it").events, want[1..]);
     }
 }

@@ -691,11 +691,10 @@ impl Writer {
         self.note_failure();
         match result {
             Ok((outcomes, logged)) => {
-                let published = self.published;
+                self.keep(&logged);
                 for outcome in outcomes.iter().filter_map(|o| o.as_ref().ok()) {
                     self.publish(&outcome.changes);
                 }
-                self.keep(published, &logged);
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     let _ = reply.send(outcome);
                 }
@@ -746,9 +745,8 @@ impl Writer {
                 self.note_failure();
                 let result = result.map(|(outcome, logged)| {
                     if !dry_run {
-                        let published = self.published;
+                        self.keep(&logged);
                         self.publish(&outcome.changes);
-                        self.keep(published, &logged);
                     }
                     outcome
                 });
@@ -863,13 +861,14 @@ impl Writer {
         }
     }
 
-    /// Keeps the records of a commit whose changes were just published
-    /// (those after `before`, the last revision published until then): the
-    /// commit's every change, so the ring still holds every change up to
-    /// what is now published.
-    fn keep(&self, before: u64, logged: &[Logged]) {
-        let first = logged.partition_point(|l| l.revision <= before);
-        self.shared.recent.push(&logged[first..], self.published);
+    /// Keeps the records of a commit's changes (those not yet published)
+    /// in the ring, before they are published: a watcher that finds a gap
+    /// in the feed then catches up past it from the ring, as from the log.
+    fn keep(&self, logged: &[Logged]) {
+        let first = logged.partition_point(|l| l.revision <= self.published);
+        if let Some(last) = logged.last().filter(|l| l.revision > self.published) {
+            self.shared.recent.push(&logged[first..], last.revision);
+        }
     }
 
     /// Enters the failed state if the log says storage failed.
@@ -1185,7 +1184,7 @@ impl Batch<'_> {
 /// Runs `f` on a batch in a new write transaction, then commits it through
 /// the log if it changed anything and `keep` is set, else aborts it.
 /// Answers `f`'s result, the revisions before and after, and the event
-/// record of each change (none if nothing was committed). A storage
+/// record of each change (none unless it was committed or logged). A storage
 /// failure before the log was written refuses the batch (nothing written)
 /// and stops the log; see [`commit`] for failures after.
 fn with_batch<T>(
