@@ -5,19 +5,19 @@
 //! transaction over the event log.
 //!
 //! etcd's feed keeps [`Change`]s, objects included; redb's writer keeps
-//! event records ([`Logged`]), decoded on a catch-up, because dropping
-//! thousands of cold decoded objects cost its single writer more.
+//! event records ([`Logged`]), decoded only when a catch-up reads them,
+//! because dropping thousands of cold decoded objects cost its single
+//! writer more.
 //!
 //! Invariant: while `kept` is set, every change with a revision in
 //! `(from, to]` is in `changes`, in order, and none other.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
 
-use bytes::Bytes;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::model::AnyObject;
-use crate::store::change::{Change, Event};
+use crate::store::change::{Before, Change, ChangeType, Event};
 use crate::store::codec;
 use crate::store::query::EventsPage;
 
@@ -48,13 +48,34 @@ impl Kept for Change {
     }
 }
 
-/// A change as its event record ([`codec::encode_event`]).
+/// A change as its event record ([`codec::encode_event`]), decoded by
+/// the first catch-up that reads it and shared by the others (a burst of
+/// lagging watchers decodes each change once).
 #[derive(Clone)]
 pub(super) struct Logged {
     /// Its revision.
     pub revision: u64,
-    /// Its event record.
-    pub event: Bytes,
+    record: Arc<Record>,
+}
+
+struct Record {
+    event: Vec<u8>,
+    decoded: OnceLock<Option<Decoded>>,
+}
+
+type Decoded = (ChangeType, Arc<AnyObject>, Option<Arc<Before>>);
+
+impl Logged {
+    /// The change at `revision`, whose event record is `event`.
+    pub(super) fn new(revision: u64, event: Vec<u8>) -> Logged {
+        Logged {
+            revision,
+            record: Arc::new(Record {
+                event,
+                decoded: OnceLock::new(),
+            }),
+        }
+    }
 }
 
 impl Kept for Logged {
@@ -63,8 +84,17 @@ impl Kept for Logged {
     }
 
     fn event(self) -> Option<Event> {
-        let (change, object, before) = codec::decode_event(&self.event).ok()?;
-        Some((self.revision, change, object, before))
+        let decoded = self.record.decoded.get_or_init(|| {
+            let (change, object, before) = codec::decode_event(&self.record.event).ok()?;
+            Some((change, Arc::new(object), before))
+        });
+        let (change, object, before) = decoded.as_ref()?;
+        Some((
+            self.revision,
+            *change,
+            AnyObject::clone(object),
+            before.clone(),
+        ))
     }
 }
 
@@ -161,8 +191,6 @@ impl<T: Kept> Recent<T> {
 mod tests {
     use super::*;
     use crate::model::{ObjectMeta, Realm};
-    use crate::store::change::ChangeType;
-    use std::sync::Arc;
 
     fn change(revision: u64, prev: u64) -> Change {
         Change {
@@ -232,10 +260,7 @@ mod tests {
     fn logged(c: &Change) -> Logged {
         let record = codec::encode(&c.object);
         let event = codec::encode_event(c.change, c.object.kind(), &record, c.before.as_deref());
-        Logged {
-            revision: c.revision,
-            event: event.into(),
-        }
+        Logged::new(c.revision, event)
     }
 
     #[test]
@@ -256,14 +281,16 @@ mod tests {
         assert_eq!(p.current, 3);
         let want: Vec<Event> = changes.iter().cloned().filter_map(Kept::event).collect();
         assert_eq!(p.events, want);
-        // An unreadable record sends the catch-up to the log.
-        r.push(
-            &[Logged {
-                revision: 4,
-                event: Bytes::from_static(b"\xff\xff\xff"),
-            }],
-            4,
+        // Decoded once, for every later catch-up.
+        assert!(
+            r.state()
+                .changes
+                .iter()
+                .all(|l| l.record.decoded.get().is_some())
         );
+        assert_eq!(r.page(0, 10).expect("all kept").events, want);
+        // An unreadable record sends the catch-up to the log.
+        r.push(&[Logged::new(4, vec![0xff, 0xff, 0xff])], 4);
         assert!(r.page(3, 10).is_none());
         assert_eq!(r.page(1, 2).expect("before it").events, want[1..]);
     }

@@ -1159,10 +1159,7 @@ impl Batch<'_> {
                 &record,
                 step.before.as_deref(),
             )?;
-            self.logged.push(Logged {
-                revision,
-                event: event.into(),
-            });
+            self.logged.push(Logged::new(revision, event));
             self.journal
                 .push(revision, step.change, step.kind, &step.key, &record);
             changes.push(Change {
