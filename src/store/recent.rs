@@ -5,15 +5,14 @@
 //! transaction over the event log.
 //!
 //! etcd's feed keeps [`Change`]s, objects included; redb's writer keeps
-//! event records ([`Logged`]), decoded only when a catch-up reads them,
-//! because dropping thousands of cold decoded objects cost its single
-//! writer more.
+//! event records ([`Logged`]), each decoded only once a catch-up reads
+//! it: with no watcher behind, its single writer never allocates, walks
+//! or frees a decoded object for the ring.
 //!
 //! Invariant: while `kept` is set, every change with a revision in
 //! `(from, to]` is in `changes`, in order, and none other.
 
 use std::collections::VecDeque;
-
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::model::AnyObject;
@@ -21,7 +20,8 @@ use crate::store::change::{Before, Change, ChangeType, Event};
 use crate::store::codec;
 use crate::store::query::EventsPage;
 
-/// Changes kept (about their records' size each).
+/// Changes kept (each about its record's size; on redb, once a catch-up
+/// has read it, also its decoded object).
 const KEPT: usize = 8192;
 
 /// One kept change: cheap to clone under the ring's lock, made an
@@ -63,7 +63,7 @@ struct Record {
     decoded: OnceLock<Option<Decoded>>,
 }
 
-type Decoded = (ChangeType, Arc<AnyObject>, Option<Arc<Before>>);
+type Decoded = (ChangeType, AnyObject, Option<Arc<Before>>);
 
 impl Logged {
     /// The change at `revision`, whose event record is `event`.
@@ -84,10 +84,10 @@ impl Kept for Logged {
     }
 
     fn event(self) -> Option<Event> {
-        let decoded = self.record.decoded.get_or_init(|| {
-            let (change, object, before) = codec::decode_event(&self.record.event).ok()?;
-            Some((change, Arc::new(object), before))
-        });
+        let decoded = self
+            .record
+            .decoded
+            .get_or_init(|| codec::decode_event(&self.record.event).ok());
         let (change, object, before) = decoded.as_ref()?;
         Some((
             self.revision,
@@ -134,21 +134,26 @@ impl<T: Kept> Recent<T> {
         s.changes.clear();
     }
 
-    /// The feed publishes `changes`; every change up to `to` is known.
+    /// The feed publishes `changes`, the next after those kept; every
+    /// change up to `to` is known. What leaves the ring is dropped after
+    /// its lock.
     pub(super) fn push(&self, changes: &[T], to: u64) {
         let mut s = self.state();
         if !s.kept {
             return;
         }
+        debug_assert!(changes.first().is_none_or(|c| c.revision() > s.to));
         for c in changes {
             s.changes.push_back(c.clone());
         }
-        while s.changes.len() > KEPT {
-            if let Some(c) = s.changes.pop_front() {
-                s.from = c.revision();
-            }
+        let gone = s.changes.len().saturating_sub(KEPT);
+        let evicted: Vec<T> = s.changes.drain(..gone).collect();
+        if let Some(c) = evicted.last() {
+            s.from = c.revision();
         }
         s.to = s.to.max(to);
+        drop(s);
+        drop(evicted);
     }
 
     /// Every change up to `to` is known (a revision without object
@@ -286,7 +291,7 @@ mod tests {
             r.state()
                 .changes
                 .iter()
-                .all(|l| l.record.decoded.get().is_some())
+                .all(|l| matches!(l.record.decoded.get(), Some(Some(_))))
         );
         assert_eq!(r.page(0, 10).expect("all kept").events, want);
         // An unreadable record sends the catch-up to the log.

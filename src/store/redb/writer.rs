@@ -270,7 +270,7 @@ pub(super) struct Shared {
     pub refused: Mutex<Option<Refusal>>,
     /// Set when the store cannot recover: the process should exit.
     pub fatal: Mutex<Option<String>>,
-    /// The last changes published, as event records (for watchers'
+    /// The last changes committed, as event records (for watchers'
     /// catch-ups).
     pub recent: Recent<Logged>,
 }
@@ -691,7 +691,7 @@ impl Writer {
         self.note_failure();
         match result {
             Ok((outcomes, logged)) => {
-                self.keep(&logged);
+                self.remember(&logged);
                 for outcome in outcomes.iter().filter_map(|o| o.as_ref().ok()) {
                     self.publish(&outcome.changes);
                 }
@@ -745,7 +745,7 @@ impl Writer {
                 self.note_failure();
                 let result = result.map(|(outcome, logged)| {
                     if !dry_run {
-                        self.keep(&logged);
+                        self.remember(&logged);
                         self.publish(&outcome.changes);
                     }
                     outcome
@@ -861,14 +861,21 @@ impl Writer {
         }
     }
 
-    /// Keeps the records of a commit's changes (those not yet published)
+    /// Puts the records of a commit's changes (those not yet published)
     /// in the ring, before they are published: a watcher that finds a gap
     /// in the feed then catches up past it from the ring, as from the log.
-    fn keep(&self, logged: &[Logged]) {
-        let first = logged.partition_point(|l| l.revision <= self.published);
-        if let Some(last) = logged.last().filter(|l| l.revision > self.published) {
-            self.shared.recent.push(&logged[first..], last.revision);
+    /// Revisions are dense on redb; records that do not follow the last
+    /// published change (after changes published without their records)
+    /// start the ring again.
+    fn remember(&self, logged: &[Logged]) {
+        let fresh = &logged[logged.partition_point(|l| l.revision <= self.published)..];
+        let (Some(first), Some(last)) = (fresh.first(), fresh.last()) else {
+            return;
+        };
+        if first.revision != self.published + 1 {
+            self.shared.recent.start(first.revision - 1);
         }
+        self.shared.recent.push(fresh, last.revision);
     }
 
     /// Enters the failed state if the log says storage failed.
@@ -1181,7 +1188,8 @@ impl Batch<'_> {
 /// Runs `f` on a batch in a new write transaction, then commits it through
 /// the log if it changed anything and `keep` is set, else aborts it.
 /// Answers `f`'s result, the revisions before and after, and the event
-/// record of each change (none unless it was committed or logged). A storage
+/// record of each change (none when nothing is committed: no change, or
+/// not `keep`). A storage
 /// failure before the log was written refuses the batch (nothing written)
 /// and stops the log; see [`commit`] for failures after.
 fn with_batch<T>(
