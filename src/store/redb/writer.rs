@@ -1189,9 +1189,9 @@ impl Batch<'_> {
 /// the log if it changed anything and `keep` is set, else aborts it.
 /// Answers `f`'s result, the revisions before and after, and the event
 /// record of each change (none when nothing is committed: no change, or
-/// not `keep`). A storage
-/// failure before the log was written refuses the batch (nothing written)
-/// and stops the log; see [`commit`] for failures after.
+/// not `keep`). A storage failure before the log was written refuses the
+/// batch (nothing written) and stops the log; see [`commit`] for failures
+/// after.
 fn with_batch<T>(
     db: &Database,
     wal: &mut Wal,
