@@ -603,15 +603,37 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
 }
 
 /// Logs to stderr (filtered by `RUST_LOG`, default `info`) and, with
-/// `audit`, the audit records as JSON lines to that file as well.
-fn init_logging(audit: Option<&std::path::Path>) -> Result<(), String> {
+/// `audit`, the audit records as JSON lines to that file as well. A
+/// server's stderr (`batched`) takes its audit records in batches
+/// ([`modelhub::cli::batched`]): the answer is what to flush before the
+/// process ends.
+fn init_logging(
+    audit: Option<&std::path::Path>,
+    batched: bool,
+) -> Result<Option<modelhub::cli::batched::Batched>, String> {
+    use modelhub::cli::batched::Batched;
     use tracing_subscriber::Layer as _;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
-    let stderr = tracing_subscriber::fmt::layer()
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .with_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")));
+    let mut flush = None;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::stderr().is_terminal();
+    let stderr = if batched {
+        let b = Batched::new("modelhub-log", Box::new(std::io::stderr()))
+            .map_err(|e| format!("cannot start the log's thread: {e}"))?;
+        flush = Some(b.clone());
+        tracing_subscriber::fmt::layer()
+            .with_ansi(ansi)
+            .with_writer(b)
+            .with_filter(filter)
+            .boxed()
+    } else {
+        tracing_subscriber::fmt::layer()
+            .with_ansi(ansi)
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed()
+    };
     let audit = match audit {
         None => None,
         Some(path) => {
@@ -641,7 +663,7 @@ fn init_logging(audit: Option<&std::path::Path>) -> Result<(), String> {
         .with(stderr)
         .with(audit)
         .init();
-    Ok(())
+    Ok(flush)
 }
 
 /// Writes `modelhub.1` and one `modelhub-COMMAND.1` per subcommand (and
@@ -658,10 +680,31 @@ fn main() -> ExitCode {
         Command::Serve { audit_log, .. } => audit_log.clone(),
         _ => None,
     };
-    if let Err(e) = init_logging(audit.as_deref()) {
-        eprintln!("modelhub: {e}");
-        return ExitCode::FAILURE;
+    let serve = matches!(cli.command, Command::Serve { .. });
+    let logs = match init_logging(audit.as_deref(), serve) {
+        Ok(logs) => logs,
+        Err(e) => {
+            eprintln!("modelhub: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(log) = logs.clone() {
+        // What was logged before a panic comes before its report.
+        let report = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            log.try_flush();
+            report(info);
+        }));
     }
+    let code = run(cli);
+    if let Some(log) = logs {
+        log.flush();
+    }
+    code
+}
+
+/// Runs the command.
+fn run(cli: Cli) -> ExitCode {
     let remote = cli.remote;
     match cli.command {
         Command::Openapi => {

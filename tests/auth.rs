@@ -865,3 +865,41 @@ fn the_audit_log_gets_writes_while_stderr_logs_warnings_only() {
     assert_eq!(record["fields"]["path"], "/api/v1beta1/realms", "{record}");
     assert_eq!(record["fields"]["status"], 201, "{record}");
 }
+
+/// Audit records on stderr are written in batches (one `write` per batch
+/// under load): each reaches the log within a few periods without a stop,
+/// and a burst the server stops right after is all there, whole and in
+/// order (`cli::batched`'s unit tests cover the flush itself).
+#[test]
+fn audit_records_on_stderr_come_out_soon_whole_and_in_order() {
+    let mut s = Server::start();
+    let c = Client::default();
+    let (st, b) = c.post_json(&s.api("/realms"), &json!({"metadata": {"name": "first"}}));
+    assert_eq!(st, 201, "{b}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !s.log_text().contains("path=/api/v1beta1/realms status=201") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no audit record of the POST on stderr: {}",
+            s.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for i in 0..50 {
+        let space = json!({"metadata": {"name": format!("s{i:02}")}});
+        let (st, b) = c.post_json(&s.api("/realms/first/spaces"), &space);
+        assert_eq!(st, 201, "{b}");
+    }
+    s.stop();
+    let log = s.log_text();
+    let versions: Vec<u64> = log
+        .lines()
+        .filter(|l| l.contains("modelhub::audit") && l.contains("/realms/first/spaces "))
+        .map(|l| {
+            let v = l.split("resource_version=").nth(1).expect(l);
+            v.trim().parse().expect(l)
+        })
+        .collect();
+    assert_eq!(versions.len(), 50, "{log}");
+    assert!(versions.is_sorted_by(|a, b| a < b), "{versions:?}");
+}

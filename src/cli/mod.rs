@@ -9,6 +9,7 @@
 //! (`demo/web/frontend/shop`).
 
 mod backup;
+pub mod batched;
 pub mod tokens;
 
 use std::collections::HashMap;

@@ -1,0 +1,228 @@
+//! Log output written in batches by a thread of its own: a server under
+//! load logs an audit record per write, and one `write` call per record
+//! costs more than the record's formatting. Audit records are appended to
+//! a buffer that the thread writes out [`PERIOD`] after the first record
+//! it holds came (at once past [`SOON`] bytes; an idle log costs no
+//! wake-ups); every other record is written out with what it follows at
+//! once; past [`CAP`] bytes the appending thread writes the
+//! buffer itself, so a stuck output slows writers down rather than growing
+//! memory. [`Batched::flush`] writes what is buffered: the server calls it
+//! when it stops and before a panic is reported. What a `SIGKILL` takes
+//! is at most the last [`PERIOD`] of audit records on stderr (the
+//! `--audit-log` file is written record by record).
+
+use std::io::Write;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+/// The longest a record waits in the buffer.
+pub const PERIOD: Duration = Duration::from_millis(10);
+/// Past this many buffered bytes, the thread is woken at once.
+pub const SOON: usize = 256 * 1024;
+/// Past this many buffered bytes, the appending thread writes them out.
+pub const CAP: usize = 4 * 1024 * 1024;
+
+/// A batched output (cheap to clone: every clone appends to one buffer).
+#[derive(Clone)]
+pub struct Batched(Arc<Inner>);
+
+struct Inner {
+    buf: Mutex<Vec<u8>>,
+    wake: Condvar,
+    /// Held across taking and writing a batch, so batches keep their order.
+    out: Mutex<Box<dyn Write + Send>>,
+}
+
+impl Batched {
+    /// Batches records for `out`, written by a thread named `name`.
+    pub fn new(name: &str, out: Box<dyn Write + Send>) -> std::io::Result<Batched> {
+        let b = Batched(Arc::new(Inner {
+            buf: Mutex::new(Vec::new()),
+            wake: Condvar::new(),
+            out: Mutex::new(out),
+        }));
+        let inner = b.0.clone();
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                loop {
+                    {
+                        let mut buf = inner.buf.lock().unwrap_or_else(|e| e.into_inner());
+                        while buf.is_empty() {
+                            buf = inner.wake.wait(buf).unwrap_or_else(|e| e.into_inner());
+                        }
+                        if buf.len() < SOON {
+                            drop(inner.wake.wait_timeout(buf, PERIOD));
+                        }
+                    }
+                    Batched(inner.clone()).flush();
+                }
+            })?;
+        Ok(b)
+    }
+
+    /// Writes out everything buffered so far.
+    pub fn flush(&self) {
+        let out = self.0.out.lock().unwrap_or_else(|e| e.into_inner());
+        let buf = self.0.buf.lock().unwrap_or_else(|e| e.into_inner());
+        Self::write_out(out, buf);
+    }
+
+    /// [`Batched::flush`] unless another thread is writing or appending (a
+    /// panic report must not wait on a lock its own thread may hold).
+    pub fn try_flush(&self) {
+        if let Ok(out) = self.0.out.try_lock()
+            && let Ok(buf) = self.0.buf.try_lock()
+        {
+            Self::write_out(out, buf);
+        }
+    }
+
+    fn write_out(
+        mut out: std::sync::MutexGuard<'_, Box<dyn Write + Send>>,
+        mut buf: std::sync::MutexGuard<'_, Vec<u8>>,
+    ) {
+        let batch = std::mem::take(&mut *buf);
+        drop(buf);
+        if !batch.is_empty() {
+            // Nowhere to report a failure to write the log.
+            let _ = out.write_all(&batch);
+            let _ = out.flush();
+        }
+    }
+}
+
+/// One record's writer: appends it, and for a record that is not to wait
+/// (see [`Batched::urgent`]) writes the buffer out once it is appended.
+pub struct Record<'a> {
+    to: &'a Batched,
+    now: bool,
+}
+
+impl Batched {
+    /// Whether a record of `meta` is written out at once: every record but
+    /// the audit trail's (`modelhub::audit`, one per write) is, so that a
+    /// warning or a step of a recovery is in the log when it happens.
+    pub fn urgent(meta: &tracing::Metadata<'_>) -> bool {
+        meta.target() != "modelhub::audit"
+    }
+
+    /// A writer of one record, batched or written out at once (`now`).
+    pub fn record(&self, now: bool) -> Record<'_> {
+        Record { to: self, now }
+    }
+}
+
+impl Write for Record<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let len = {
+            let mut buf = self.to.0.buf.lock().unwrap_or_else(|e| e.into_inner());
+            buf.extend_from_slice(bytes);
+            buf.len()
+        };
+        let before = len - bytes.len();
+        if self.now || len >= CAP {
+            self.to.flush();
+        } else if before == 0 || (len >= SOON && before < SOON) {
+            // The first record starts the period; a large batch goes now.
+            self.to.0.wake.notify_one();
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Batched {
+    type Writer = Record<'a>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.record(true)
+    }
+
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Self::Writer {
+        self.record(Batched::urgent(meta))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An output the test can read back.
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Sink {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn records_come_out_whole_in_order_by_the_period_or_a_flush() {
+        let sink = Sink::default();
+        let b = Batched::new("test-log", Box::new(sink.clone())).unwrap();
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let b = b.clone();
+                std::thread::spawn(move || {
+                    for i in 0..1000 {
+                        b.record(false)
+                            .write_all(format!("{t} {i}\n").as_bytes())
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        // Written by the thread within a few periods, without a flush.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while sink
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|&&c| c == b'\n')
+            .count()
+            < 4000
+        {
+            assert!(std::time::Instant::now() < deadline, "records not written");
+            std::thread::sleep(PERIOD);
+        }
+        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        let mut next = [0; 4];
+        for line in text.lines() {
+            let (t, i) = line.split_once(' ').unwrap();
+            let (t, i): (usize, usize) = (t.parse().unwrap(), i.parse().unwrap());
+            assert_eq!(i, next[t], "thread {t}'s records out of order");
+            next[t] += 1;
+        }
+        assert_eq!(next, [1000; 4]);
+
+        // A flush writes at once, and so does an urgent record.
+        b.record(false).write_all(b"waits\n").unwrap();
+        b.flush();
+        assert!(sink.0.lock().unwrap().ends_with(b"waits\n"));
+        b.record(false).write_all(b"waits too\n").unwrap();
+        b.record(true).write_all(b"urgent\n").unwrap();
+        assert!(sink.0.lock().unwrap().ends_with(b"waits too\nurgent\n"));
+    }
+
+    #[test]
+    fn past_the_cap_the_writer_writes_itself() {
+        let sink = Sink::default();
+        let b = Batched::new("test-log", Box::new(sink.clone())).unwrap();
+        let big = vec![b'x'; CAP];
+        b.record(false).write_all(&big).unwrap();
+        assert_eq!(sink.0.lock().unwrap().len(), CAP);
+    }
+}
