@@ -156,6 +156,27 @@ impl<T: Kept> Recent<T> {
         drop(evicted);
     }
 
+    /// Keeps the changes of `records` (in revision order) after
+    /// `published`, the last revision the feed published, before the
+    /// feed publishes them. On a store whose revisions are dense (redb),
+    /// records that do not follow the last change kept (changes were
+    /// published without their records) start the ring again, so that a
+    /// catch-up from before them goes to the log.
+    pub(super) fn remember(&self, published: u64, records: &[T]) {
+        let fresh = &records[records.partition_point(|l| l.revision() <= published)..];
+        let (Some(first), Some(last)) = (fresh.first(), fresh.last()) else {
+            return;
+        };
+        let follows = {
+            let s = self.state();
+            s.kept && s.to + 1 == first.revision()
+        };
+        if !follows {
+            self.start(first.revision() - 1);
+        }
+        self.push(fresh, last.revision());
+    }
+
     /// Every change up to `to` is known (a revision without object
     /// changes, or etcd's progress).
     #[cfg_attr(
@@ -298,5 +319,26 @@ mod tests {
         r.push(&[Logged::new(4, vec![0xff, 0xff, 0xff])], 4);
         assert!(r.page(3, 10).is_none());
         assert_eq!(r.page(1, 2).expect("before it").events, want[1..]);
+    }
+
+    #[test]
+    fn records_after_a_gap_in_what_was_published_start_the_ring_again() {
+        let r = Recent::<Logged>::default();
+        r.start(0);
+        let records: Vec<Logged> = (1..=3).map(|i| logged(&change(i, i - 1))).collect();
+        // What was published already is not kept twice.
+        r.remember(0, &records[..2]);
+        r.remember(2, &records);
+        assert_eq!(revisions(&r.page(0, 10).unwrap()), [1, 2, 3]);
+        // Changes 4 and 5 were published without their records: a
+        // catch-up from before them must read the log.
+        let later: Vec<Logged> = (6..=7).map(|i| logged(&change(i, i - 1))).collect();
+        r.remember(5, &later);
+        assert!(r.page(3, 10).is_none(), "4 and 5 are not kept");
+        assert!(r.page(4, 10).is_none(), "5 is not kept");
+        assert_eq!(revisions(&r.page(5, 10).unwrap()), [6, 7]);
+        // Records that all were published already change nothing.
+        r.remember(7, &later);
+        assert_eq!(revisions(&r.page(5, 10).unwrap()), [6, 7]);
     }
 }

@@ -863,19 +863,10 @@ impl Writer {
 
     /// Puts the records of a commit's changes (those not yet published)
     /// in the ring, before they are published: a watcher that finds a gap
-    /// in the feed then catches up past it from the ring, as from the log.
-    /// Revisions are dense on redb; records that do not follow the last
-    /// published change (after changes published without their records)
-    /// start the ring again.
+    /// in the feed then catches up past it from the ring, as from the log
+    /// ([`Recent::remember`]).
     fn remember(&self, logged: &[Logged]) {
-        let fresh = &logged[logged.partition_point(|l| l.revision <= self.published)..];
-        let (Some(first), Some(last)) = (fresh.first(), fresh.last()) else {
-            return;
-        };
-        if first.revision != self.published + 1 {
-            self.shared.recent.start(first.revision - 1);
-        }
-        self.shared.recent.push(fresh, last.revision);
+        self.shared.recent.remember(self.published, logged);
     }
 
     /// Enters the failed state if the log says storage failed.
@@ -1185,20 +1176,30 @@ impl Batch<'_> {
     }
 }
 
+/// What [`with_batch`] did.
+struct BatchRun<T> {
+    /// `f`'s result.
+    result: T,
+    /// The revision before the batch.
+    start: u64,
+    /// The revision after it (`start` if it changed nothing).
+    end: u64,
+    /// The event record of each change committed (none when nothing is
+    /// committed: no change, or not `keep`).
+    logged: Vec<Logged>,
+}
+
 /// Runs `f` on a batch in a new write transaction, then commits it through
-/// the log if it changed anything and `keep` is set, else aborts it.
-/// Answers `f`'s result, the revisions before and after, and the event
-/// record of each change (none when nothing is committed: no change, or
-/// not `keep`). A storage failure before the log was written refuses the
-/// batch (nothing written) and stops the log; see [`commit`] for failures
-/// after.
+/// the log if it changed anything and `keep` is set, else aborts it. A
+/// storage failure before the log was written refuses the batch (nothing
+/// written) and stops the log; see [`commit`] for failures after.
 fn with_batch<T>(
     db: &Database,
     wal: &mut Wal,
     stats: &WriterStats,
     keep: bool,
     f: impl FnOnce(&mut Batch<'_>) -> Result<T, StoreError>,
-) -> Result<(T, u64, u64, Vec<Logged>), StoreError> {
+) -> Result<BatchRun<T>, StoreError> {
     wal.check().map_err(|e| match e {
         StoreError::Engine(e) => e.refusal(),
         other => other,
@@ -1257,7 +1258,12 @@ fn with_batch<T>(
             return Err(refuse(wal, e.into()));
         }
     }
-    Ok((result, start, end, logged))
+    Ok(BatchRun {
+        result,
+        start,
+        end,
+        logged,
+    })
 }
 
 type Outcomes = Vec<Result<WriteOutcome, StoreError>>;
@@ -1273,7 +1279,12 @@ fn commit_batch(
     stats: &WriterStats,
 ) -> Result<(Outcomes, Vec<Logged>), StoreError> {
     let now = now();
-    let (outcomes, start, end, logged) = with_batch(db, wal, stats, true, |batch| {
+    let BatchRun {
+        result: outcomes,
+        start,
+        end,
+        logged,
+    } = with_batch(db, wal, stats, true, |batch| {
         let mut outcomes = Vec::with_capacity(ops.len());
         for op in ops {
             let planned = catch_unwind(AssertUnwindSafe(|| plan::plan(&mut batch.tables, op, now)))
@@ -1310,7 +1321,12 @@ fn apply_documents(
     stats: &WriterStats,
 ) -> Result<(ApplyOutcome, Vec<Logged>), StoreError> {
     let now = now();
-    let ((items, changes), start, end, logged) = with_batch(db, wal, stats, !dry_run, |batch| {
+    let BatchRun {
+        result: (items, changes),
+        start,
+        end,
+        logged,
+    } = with_batch(db, wal, stats, !dry_run, |batch| {
         let planned = plan::plan_apply(&mut batch.tables, objects, now)?;
         plan::execute_apply(planned, |p| batch.execute(p))
     })?;
