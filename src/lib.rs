@@ -17,6 +17,7 @@
 //! [`restore`] builds a database offline from a backup, through [`api`]
 //! (the backup format) and [`store`]. [`notify`] tells a service manager
 //! (systemd's `Type=notify`) when the server is ready and when it stops.
+//! [`logging`] writes the server's log, its audit records in batches.
 
 pub mod api;
 pub mod auth;
@@ -24,6 +25,7 @@ pub mod cli;
 pub mod client;
 pub mod histogram;
 pub mod http;
+pub mod logging;
 pub mod model;
 pub mod notify;
 pub mod restore;

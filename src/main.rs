@@ -605,13 +605,13 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
 /// Logs to stderr (filtered by `RUST_LOG`, default `info`) and, with
 /// `audit`, the audit records as JSON lines to that file as well. A
 /// server's stderr (`batched`) takes its audit records in batches
-/// ([`modelhub::cli::batched`]): the answer is what to flush before the
+/// ([`modelhub::logging`]): the answer is what to flush before the
 /// process ends.
 fn init_logging(
     audit: Option<&std::path::Path>,
     batched: bool,
-) -> Result<Option<modelhub::cli::batched::Batched>, String> {
-    use modelhub::cli::batched::Batched;
+) -> Result<Option<modelhub::logging::Batched>, String> {
+    use modelhub::logging::Batched;
     use tracing_subscriber::Layer as _;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;

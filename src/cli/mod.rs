@@ -9,7 +9,6 @@
 //! (`demo/web/frontend/shop`).
 
 mod backup;
-pub mod batched;
 pub mod tokens;
 
 use std::collections::HashMap;

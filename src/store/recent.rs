@@ -161,7 +161,9 @@ impl<T: Kept> Recent<T> {
     /// feed publishes them. On a store whose revisions are dense (redb),
     /// records that do not follow the last change kept (changes were
     /// published without their records) start the ring again, so that a
-    /// catch-up from before them goes to the log.
+    /// catch-up from before them goes to the log. Called by the single
+    /// writer only: no other thread starts or pushes between its check
+    /// and its push.
     pub(super) fn remember(&self, published: u64, records: &[T]) {
         let fresh = &records[records.partition_point(|l| l.revision() <= published)..];
         let (Some(first), Some(last)) = (fresh.first(), fresh.last()) else {

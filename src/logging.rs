@@ -1,21 +1,27 @@
-//! Log output written in batches by a thread of its own: a server under
-//! load logs an audit record per write, and one `write` call per record
-//! costs more than the record's formatting. Audit records are appended to
-//! a buffer that the thread writes out [`PERIOD`] after the first record
-//! it holds came (at once past [`SOON`] bytes; an idle log costs no
-//! wake-ups); every other record is written out with what it follows at
-//! once; past [`CAP`] bytes the appending thread writes the
-//! buffer itself, so a stuck output slows writers down rather than growing
-//! memory. [`Batched::flush`] writes what is buffered: the server calls it
-//! when it stops and before a panic is reported. What a `SIGKILL` takes
-//! is at most the last [`PERIOD`] of audit records on stderr (the
-//! `--audit-log` file is written record by record).
+//! The server's log output, written in batches by a thread of its own: a
+//! server under load logs an audit record per write, and one `write` call
+//! per record cost more than the record's formatting. Audit records
+//! (`modelhub::audit`) are appended to a buffer that the thread writes out
+//! [`PERIOD`] after the first record it holds came, or at once past
+//! [`SOON`] bytes (an idle log costs no wake-ups). Any other record is
+//! written out at once, after what was buffered before it, so the log
+//! stays in order and a warning or a recovery step is in it when it
+//! happens (it may wait for a batch being written). Past [`CAP`] bytes the
+//! appending thread writes the buffer itself, so an output that cannot
+//! keep up slows writers down rather than growing memory.
+//!
+//! [`Batched::flush`] writes out what is buffered: the server calls it when
+//! it stops, and (best effort, [`Batched::try_flush`]) before a panic is
+//! reported. A kill or an abort loses the audit records of the last
+//! [`PERIOD`], more if the output had fallen behind; the `--audit-log`
+//! file is written record by record.
 
 use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-/// The longest a record waits in the buffer.
+/// How long the first record of a batch waits before the batch is
+/// written out.
 pub const PERIOD: Duration = Duration::from_millis(10);
 /// Past this many buffered bytes, the thread is woken at once.
 pub const SOON: usize = 256 * 1024;
@@ -44,6 +50,8 @@ impl Batched {
         let inner = b.0.clone();
         std::thread::Builder::new()
             .name(name.into())
+            // A batch goes out PERIOD after the thread saw its first record
+            // (or earlier: past SOON, or woken spuriously).
             .spawn(move || {
                 loop {
                     {
@@ -59,6 +67,17 @@ impl Batched {
                 }
             })?;
         Ok(b)
+    }
+
+    /// Whether a record of `meta` is written out at once: every record but
+    /// the audit trail's (`modelhub::audit`, one per write).
+    pub fn urgent(meta: &tracing::Metadata<'_>) -> bool {
+        meta.target() != "modelhub::audit"
+    }
+
+    /// A writer of one record, batched or written out at once (`urgent`).
+    pub fn record(&self, urgent: bool) -> Record<'_> {
+        Record { to: self, urgent }
     }
 
     /// Writes out everything buffered so far.
@@ -92,25 +111,11 @@ impl Batched {
     }
 }
 
-/// One record's writer: appends it, and for a record that is not to wait
-/// (see [`Batched::urgent`]) writes the buffer out once it is appended.
+/// One record's writer: appends it, and for an urgent record writes the
+/// buffer out once it is appended.
 pub struct Record<'a> {
     to: &'a Batched,
-    now: bool,
-}
-
-impl Batched {
-    /// Whether a record of `meta` is written out at once: every record but
-    /// the audit trail's (`modelhub::audit`, one per write) is, so that a
-    /// warning or a step of a recovery is in the log when it happens.
-    pub fn urgent(meta: &tracing::Metadata<'_>) -> bool {
-        meta.target() != "modelhub::audit"
-    }
-
-    /// A writer of one record, batched or written out at once (`now`).
-    pub fn record(&self, now: bool) -> Record<'_> {
-        Record { to: self, now }
-    }
+    urgent: bool,
 }
 
 impl Write for Record<'_> {
@@ -121,7 +126,7 @@ impl Write for Record<'_> {
             buf.len()
         };
         let before = len - bytes.len();
-        if self.now || len >= CAP {
+        if self.urgent || len >= CAP {
             self.to.flush();
         } else if before == 0 || (len >= SOON && before < SOON) {
             // The first record starts the period; a large batch goes now.
