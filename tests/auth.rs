@@ -828,26 +828,13 @@ fn the_unix_socket_admits_root_and_asks_other_users_for_a_token() {
 fn the_audit_log_gets_writes_while_stderr_logs_warnings_only() {
     let dir = tempfile::tempdir().unwrap();
     let audit = dir.path().join("audit.log");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_modelhub"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(dir.path().join("hub.redb"))
-        .arg("--audit-log")
-        .arg(&audit)
-        .env("RUST_LOG", "warn")
-        .env("MODELHUB_SPARE_SPACE", "0")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("modelhub listening on ")
-        .unwrap_or_else(|| panic!("unexpected line {line:?}"))
-        .to_string();
+    let audit_arg = audit.to_str().unwrap();
+    let (mut child, base) = serve_logging(
+        dir.path(),
+        &["--audit-log", audit_arg],
+        "warn",
+        std::process::Stdio::null(),
+    );
     let c = Client::default();
     let (st, b) = c.post_json(
         &format!("{base}/api/v1beta1/realms"),
@@ -875,24 +862,12 @@ fn the_audit_log_gets_writes_while_stderr_logs_warnings_only() {
 fn audit_records_on_stderr_come_out_on_their_own_whole_and_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let stderr = dir.path().join("stderr.log");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_modelhub"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(dir.path().join("hub.redb"))
-        .env("RUST_LOG", "warn,modelhub::audit=info")
-        .env("MODELHUB_SPARE_SPACE", "0")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::fs::File::create(&stderr).unwrap())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("modelhub listening on ")
-        .unwrap_or_else(|| panic!("unexpected line {line:?}"))
-        .to_string();
+    let (mut child, base) = serve_logging(
+        dir.path(),
+        &[],
+        "warn,modelhub::audit=info",
+        std::fs::File::create(&stderr).unwrap().into(),
+    );
     let api = |path: &str| format!("{base}/api/v1beta1{path}");
     let c = Client::default();
     let (st, b) = c.post_json(&api("/realms"), &json!({"metadata": {"name": "first"}}));
@@ -927,4 +902,35 @@ fn audit_records_on_stderr_come_out_on_their_own_whole_and_in_order() {
         .collect();
     assert_eq!(versions.len(), 50, "{log}");
     assert!(versions.is_sorted_by(|a, b| a < b), "{versions:?}");
+}
+
+/// Starts `modelhub serve` on a database in `dir` with `extra` arguments,
+/// `RUST_LOG=log` and its stderr to `stderr` (the common `Server` logs at
+/// debug); answers the child and its base URL.
+fn serve_logging(
+    dir: &std::path::Path,
+    extra: &[&str],
+    log: &str,
+    stderr: std::process::Stdio,
+) -> (std::process::Child, String) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_modelhub"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.join("hub.redb"))
+        .args(extra)
+        .env("RUST_LOG", log)
+        .env("MODELHUB_SPARE_SPACE", "0")
+        .stdout(std::process::Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("modelhub listening on ")
+        .unwrap_or_else(|| panic!("unexpected line {line:?}"))
+        .to_string();
+    (child, base)
 }
