@@ -613,27 +613,22 @@ fn init_logging(
 ) -> Result<Option<modelhub::logging::Batched>, String> {
     use modelhub::logging::Batched;
     use tracing_subscriber::Layer as _;
+    use tracing_subscriber::fmt::writer::BoxMakeWriter;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     let mut flush = None;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let ansi = std::io::stderr().is_terminal();
-    let stderr = if batched {
+    let writer = if batched {
         let b = Batched::new("modelhub-log", Box::new(std::io::stderr()))
             .map_err(|e| format!("cannot start the log's thread: {e}"))?;
         flush = Some(b.clone());
-        tracing_subscriber::fmt::layer()
-            .with_ansi(ansi)
-            .with_writer(b)
-            .with_filter(filter)
-            .boxed()
+        BoxMakeWriter::new(b)
     } else {
-        tracing_subscriber::fmt::layer()
-            .with_ansi(ansi)
-            .with_writer(std::io::stderr)
-            .with_filter(filter)
-            .boxed()
+        BoxMakeWriter::new(std::io::stderr)
     };
+    let stderr = tracing_subscriber::fmt::layer()
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(writer)
+        .with_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")));
     let audit = match audit {
         None => None,
         Some(path) => {
