@@ -96,12 +96,17 @@ fn parse<T: DeserializeOwned>(format: Format, bytes: &[u8]) -> Result<T, DecodeE
         Format::Json => {
             // Fast path: most bodies are valid, and tracking the path costs
             // as much as the parse itself. Only a failure is parsed again,
-            // with the path, to name the field.
-            let mut de = serde_json::Deserializer::from_slice(bytes);
-            if let Ok(v) = T::deserialize(Strict(&mut de))
-                && de.end().is_ok()
-            {
-                return Ok(v);
+            // with the path, to name the field. The body is checked as
+            // UTF-8 once, so that the parser need not check each string
+            // (a body that is not UTF-8 gets the slow path's error, which
+            // says where).
+            if let Ok(text) = std::str::from_utf8(bytes) {
+                let mut de = serde_json::Deserializer::from_str(text);
+                if let Ok(v) = T::deserialize(Strict(&mut de))
+                    && de.end().is_ok()
+                {
+                    return Ok(v);
+                }
             }
             let mut de = serde_json::Deserializer::from_slice(bytes);
             let v = serde_path_to_error::deserialize(Strict(&mut de)).map_err(serde_error)?;
@@ -1176,6 +1181,28 @@ mod tests {
         );
         let err = decode(Kind::Cell, Format::Json, br#"{"status":{"state":9}}"#).unwrap_err();
         assert!(matches!(err, DecodeError::BadRequest { .. }));
+    }
+
+    #[test]
+    fn bodies_are_read_as_utf8_once_and_bad_bytes_are_placed() {
+        let o = decode(
+            Kind::Realm,
+            Format::Json,
+            "{\"metadata\":{\"name\":\"r\",\"labels\":{\"k\":\"caf\u{e9} \u{1f980}\"}}}".as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(o.object.meta().labels["k"], "caf\u{e9} \u{1f980}");
+        // Not UTF-8: the parser that checks each string says where.
+        let err = decode(
+            Kind::Realm,
+            Format::Json,
+            b"{\"metadata\":{\"name\":\"r\",\"labels\":{\"k\":\"x\xff\"}}}",
+        )
+        .unwrap_err();
+        let DecodeError::BadRequest { message, .. } = err else {
+            panic!("{err:?}")
+        };
+        assert!(message.contains("column 41"), "{message}");
     }
 
     #[test]
