@@ -26,6 +26,8 @@ pub struct Etcd {
     run: String,
     /// The etcd server's pid, if known, to measure its CPU.
     pid: Option<u32>,
+    /// Creates run with a watcher on their keys (`--etcd-watched`).
+    watched: bool,
 }
 
 fn e2s(e: etcd_client::Error) -> String {
@@ -44,7 +46,47 @@ impl Etcd {
             clients,
             run: run.to_string(),
             pid,
+            watched: false,
         }
+    }
+
+    /// With `on`, creates run with one watcher on the keys they write.
+    pub fn watched(mut self, on: bool) -> Etcd {
+        if on {
+            eprintln!(
+                "etcd: creates run with one watcher (previous values included) on their keys, \
+                 as modelhub on etcd keeps one on its prefix"
+            );
+        }
+        self.watched = on;
+        self
+    }
+
+    /// A watcher on every key under `prefix`, with previous values (what
+    /// modelhub's feed asks of etcd), reading events until aborted; it
+    /// counts them in the counter it answers.
+    async fn watcher(
+        &self,
+        prefix: String,
+    ) -> (
+        tokio::task::JoinHandle<()>,
+        Arc<std::sync::atomic::AtomicU64>,
+    ) {
+        let options = WatchOptions::new().with_prefix().with_prev_key();
+        let mut stream = self
+            .client(0)
+            .watch(prefix, Some(options))
+            .await
+            .expect("etcd watch");
+        let seen = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = seen.clone();
+        let task = tokio::spawn(async move {
+            while let Ok(Some(resp)) = stream.message().await {
+                let n = resp.events().len() as u64;
+                counted.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        (task, seen)
     }
 
     fn client(&self, i: usize) -> Client {
@@ -160,7 +202,11 @@ impl Etcd {
         let pool: Arc<Vec<Client>> = Arc::new((0..clients).map(|c| self.client(c)).collect());
         let run = util::create_tag(&self.run, clients, round);
         let template = Arc::new(util::CellTemplate::new());
-        util::closed_loop(self.pid.as_slice(), clients, stop, move |c, seq| {
+        let watcher = match self.watched {
+            true => Some(self.watcher(util::etcd_key("t", "")).await),
+            false => None,
+        };
+        let figures = util::closed_loop(self.pid.as_slice(), clients, stop, move |c, seq| {
             let mut client = pool[c].clone();
             let name = format!("c-{run}-{seq}");
             let value = template.body(&name);
@@ -172,7 +218,13 @@ impl Etcd {
                 Ok(())
             }
         })
-        .await
+        .await;
+        if let Some((task, seen)) = watcher {
+            task.abort();
+            let seen = seen.load(std::sync::atomic::Ordering::Relaxed);
+            eprintln!("etcd: its watcher received {seen} events of the run's puts");
+        }
+        figures
     }
 
     /// Status writes: a Put overwriting the whole cell (etcd has no status

@@ -78,6 +78,11 @@ struct Cli {
     /// gRPC connections to etcd; concurrent clients share them round-robin.
     #[arg(long, default_value_t = 1)]
     etcd_conns: usize,
+    /// Raw etcd's creates run with one watcher on the keys they write
+    /// (with previous values), as modelhub on etcd keeps one on its prefix
+    /// to feed its watchers: a like-for-like baseline for modelhub on etcd
+    #[arg(long)]
+    etcd_watched: bool,
     /// Length of each closed-loop workload (create, status, get), seconds;
     /// default 10, for `tail` 60 (each run).
     #[arg(long)]
@@ -1682,7 +1687,11 @@ async fn main() {
     let (hubs, mut servers) = targets(&cli, &run, &auth).await;
     #[cfg(feature = "etcd")]
     let etcd = match &cli.etcd {
-        Some(url) => Some(etcd::Etcd::connect(url, cli.etcd_conns, &run, cli.etcd_pid).await),
+        Some(url) => Some(
+            etcd::Etcd::connect(url, cli.etcd_conns, &run, cli.etcd_pid)
+                .await
+                .watched(cli.etcd_watched),
+        ),
         None => None,
     };
     let ctx = Ctx {
@@ -1694,7 +1703,7 @@ async fn main() {
         #[cfg(feature = "etcd")]
         etcd,
     };
-    let _ = (cli.etcd_conns, cli.etcd_pid);
+    let _ = (cli.etcd_conns, cli.etcd_pid, cli.etcd_watched);
     match &cli.workload {
         Workload::Create { clients } => {
             create(&ctx, *clients).await;
