@@ -4,6 +4,7 @@
 //! after its WAL is synced, so its writes are as durable as modelhub's.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use etcd_client::{
@@ -30,6 +31,30 @@ pub struct Etcd {
     watched: bool,
 }
 
+/// A watcher on the keys a workload writes (`--etcd-watched`).
+struct Watcher {
+    task: tokio::task::JoinHandle<()>,
+    /// Events received so far.
+    seen: Arc<AtomicU64>,
+    stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Watcher {
+    /// Waits (at most 2 s) until the watcher has received the events of
+    /// `puts` puts, stops it and its stream (etcd then drops the watch)
+    /// and reports what it received.
+    async fn finish(self, puts: u64) {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while self.seen.load(Ordering::Relaxed) < puts && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+        let seen = self.seen.load(Ordering::Relaxed);
+        eprintln!("etcd: its watcher received {seen} events of {puts} acknowledged puts");
+    }
+}
+
 fn e2s(e: etcd_client::Error) -> String {
     e.to_string()
 }
@@ -52,41 +77,45 @@ impl Etcd {
 
     /// With `on`, creates run with one watcher on the keys they write.
     pub fn watched(mut self, on: bool) -> Etcd {
-        if on {
-            eprintln!(
-                "etcd: creates run with one watcher (previous values included) on their keys, \
-                 as modelhub on etcd keeps one on its prefix"
-            );
-        }
         self.watched = on;
         self
     }
 
     /// A watcher on every key under `prefix`, with previous values (what
-    /// modelhub's feed asks of etcd), reading events until aborted; it
-    /// counts them in the counter it answers.
-    async fn watcher(
-        &self,
-        prefix: String,
-    ) -> (
-        tokio::task::JoinHandle<()>,
-        Arc<std::sync::atomic::AtomicU64>,
-    ) {
+    /// modelhub's feed asks of etcd), created before it is answered; it
+    /// reads events, counting them, until its stop is sent.
+    async fn watcher(&self, prefix: String) -> Watcher {
         let options = WatchOptions::new().with_prefix().with_prev_key();
         let mut stream = self
             .client(0)
             .watch(prefix, Some(options))
             .await
             .expect("etcd watch");
-        let seen = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let created = stream
+            .message()
+            .await
+            .expect("etcd watch")
+            .expect("etcd watch");
+        assert!(created.created(), "etcd's first watch reply creates it");
+        let seen = Arc::new(AtomicU64::new(0));
         let counted = seen.clone();
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            while let Ok(Some(resp)) = stream.message().await {
-                let n = resp.events().len() as u64;
-                counted.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => return,
+                    resp = stream.message() => match resp {
+                        Ok(Some(r)) if !r.canceled() => {
+                            counted.fetch_add(r.events().len() as u64, Ordering::Relaxed);
+                        }
+                        Ok(Some(_)) => return eprintln!("etcd: the watcher was canceled"),
+                        Ok(None) => return eprintln!("etcd: the watcher's stream ended"),
+                        Err(e) => return eprintln!("etcd: the watcher failed: {e}"),
+                    },
+                }
             }
         });
-        (task, seen)
+        Watcher { task, seen, stop }
     }
 
     fn client(&self, i: usize) -> Client {
@@ -202,9 +231,10 @@ impl Etcd {
         let pool: Arc<Vec<Client>> = Arc::new((0..clients).map(|c| self.client(c)).collect());
         let run = util::create_tag(&self.run, clients, round);
         let template = Arc::new(util::CellTemplate::new());
-        let watcher = match self.watched {
-            true => Some(self.watcher(util::etcd_key("t", "")).await),
-            false => None,
+        let watcher = if self.watched {
+            Some(self.watcher(util::etcd_key("t", "")).await)
+        } else {
+            None
         };
         let figures = util::closed_loop(self.pid.as_slice(), clients, stop, move |c, seq| {
             let mut client = pool[c].clone();
@@ -219,10 +249,8 @@ impl Etcd {
             }
         })
         .await;
-        if let Some((task, seen)) = watcher {
-            task.abort();
-            let seen = seen.load(std::sync::atomic::Ordering::Relaxed);
-            eprintln!("etcd: its watcher received {seen} events of the run's puts");
+        if let Some(w) = watcher {
+            w.finish(figures.lat.len() as u64).await;
         }
         figures
     }

@@ -78,10 +78,9 @@ struct Cli {
     /// gRPC connections to etcd; concurrent clients share them round-robin.
     #[arg(long, default_value_t = 1)]
     etcd_conns: usize,
-    /// Raw etcd's creates run with one watcher on the keys they write
-    /// (with previous values), as modelhub on etcd keeps one on its prefix
-    /// to feed its watchers: a like-for-like baseline for modelhub on etcd
-    #[arg(long)]
+    /// Raw etcd's creates (every workload's) run with one watcher on the
+    /// keys they write, as modelhub on etcd keeps one on its prefix.
+    #[arg(long, requires = "etcd")]
     etcd_watched: bool,
     /// Length of each closed-loop workload (create, status, get), seconds;
     /// default 10, for `tail` 60 (each run).
@@ -1687,11 +1686,19 @@ async fn main() {
     let (hubs, mut servers) = targets(&cli, &run, &auth).await;
     #[cfg(feature = "etcd")]
     let etcd = match &cli.etcd {
-        Some(url) => Some(
-            etcd::Etcd::connect(url, cli.etcd_conns, &run, cli.etcd_pid)
-                .await
-                .watched(cli.etcd_watched),
-        ),
+        Some(url) => {
+            if cli.etcd_watched {
+                eprintln!(
+                    "etcd: creates run with one watcher (previous values included) on their \
+                     keys, as modelhub on etcd keeps one on its prefix (--etcd-watched)"
+                );
+            }
+            Some(
+                etcd::Etcd::connect(url, cli.etcd_conns, &run, cli.etcd_pid)
+                    .await
+                    .watched(cli.etcd_watched),
+            )
+        }
         None => None,
     };
     let ctx = Ctx {
