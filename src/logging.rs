@@ -111,6 +111,16 @@ impl Batched {
     }
 }
 
+/// The server's stderr as the log's writer: through `batched` when given
+/// (its audit records in batches), else plain.
+pub fn stderr(batched: Option<&Batched>) -> tracing_subscriber::fmt::writer::BoxMakeWriter {
+    use tracing_subscriber::fmt::writer::BoxMakeWriter;
+    match batched {
+        Some(b) => BoxMakeWriter::new(b.clone()),
+        None => BoxMakeWriter::new(std::io::stderr),
+    }
+}
+
 /// One record's writer: appends it, and for an urgent record writes the
 /// buffer out once it is appended.
 pub struct Record<'a> {
@@ -156,13 +166,14 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Batched {
 mod tests {
     use super::*;
 
-    /// An output the test can read back.
+    /// An output the test can read back, counting the calls that wrote it.
     #[derive(Clone, Default)]
-    struct Sink(Arc<Mutex<Vec<u8>>>);
+    struct Sink(Arc<Mutex<Vec<u8>>>, Arc<std::sync::atomic::AtomicUsize>);
 
     impl Write for Sink {
         fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
             self.0.lock().unwrap().extend_from_slice(bytes);
+            self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             Ok(bytes.len())
         }
         fn flush(&mut self) -> std::io::Result<()> {
@@ -220,6 +231,38 @@ mod tests {
         b.record(false).write_all(b"waits too\n").unwrap();
         b.record(true).write_all(b"urgent\n").unwrap();
         assert!(sink.0.lock().unwrap().ends_with(b"waits too\nurgent\n"));
+    }
+
+    /// The server's wiring (a fmt layer over [`stderr`]) hands audit
+    /// records to the batch and writes other records at once: 20 audit
+    /// records and a warning after them reach the output whole and in
+    /// order, in fewer writes than records (one write per record if the
+    /// audit records were written at once).
+    #[test]
+    fn the_servers_layer_batches_audit_records_only() {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let sink = Sink::default();
+        let b = Batched::new("test-log", Box::new(sink.clone())).unwrap();
+        let subscriber = tracing_subscriber::registry().with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(stderr(Some(&b))),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            for i in 0..20 {
+                tracing::info!(target: "modelhub::audit", i, "write");
+            }
+            tracing::warn!("after them");
+        });
+        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 21, "{text}");
+        for (n, line) in lines[..20].iter().enumerate() {
+            assert!(line.contains(&format!("i={n}")), "{text}");
+        }
+        assert!(lines[20].contains("after them"), "{text}");
+        let writes = sink.1.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(writes < 21, "{writes} writes for 21 records");
     }
 
     #[test]

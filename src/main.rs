@@ -613,21 +613,18 @@ fn init_logging(
 ) -> Result<Option<modelhub::logging::Batched>, String> {
     use modelhub::logging::Batched;
     use tracing_subscriber::Layer as _;
-    use tracing_subscriber::fmt::writer::BoxMakeWriter;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
-    let mut flush = None;
-    let writer = if batched {
+    let flush = if batched {
         let b = Batched::new("modelhub-log", Box::new(std::io::stderr()))
             .map_err(|e| format!("cannot start the log's thread: {e}"))?;
-        flush = Some(b.clone());
-        BoxMakeWriter::new(b)
+        Some(b)
     } else {
-        BoxMakeWriter::new(std::io::stderr)
+        None
     };
     let stderr = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(writer)
+        .with_writer(modelhub::logging::stderr(flush.as_ref()))
         .with_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")));
     let audit = match audit {
         None => None,
