@@ -48,7 +48,7 @@ pub async fn create(State(s): State<AppState>, body: Body) -> Result<Response, A
         Some(list) => {
             let mut set = BTreeSet::new();
             for (i, r) in list.into_iter().enumerate() {
-                validate_name(&format!("realms[{i}]"), &r)?;
+                validate_name(format_args!("realms[{i}]"), &r)?;
                 set.insert(r);
             }
             if set.is_empty() {

@@ -40,10 +40,21 @@ impl std::error::Error for Invalid {}
 
 type Result<T = ()> = std::result::Result<T, Invalid>;
 
+/// The wire path of a list's item, `list[index]`, formatted only when an
+/// error names it: a valid object (the common case) builds no path.
+#[derive(Clone, Copy)]
+struct Item<'a>(&'a dyn fmt::Display, usize);
+
+impl fmt::Display for Item<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}[{}]", self.0, self.1)
+    }
+}
+
 /// Checks a resource name: non-empty after trimming, no `_`, `/` or control
 /// characters, not `.` or `..`, at most 253 bytes.
-pub fn validate_name(field: &str, name: &str) -> Result {
-    let fail = |m: &str| Err(Invalid::new(field, m));
+pub fn validate_name(field: impl fmt::Display, name: &str) -> Result {
+    let fail = |m: &str| Err(Invalid::new(field.to_string(), m));
     if name.trim().is_empty() {
         return fail("must not be empty");
     }
@@ -88,7 +99,7 @@ pub fn validate_stored_object(obj: &mut AnyObject) -> Result {
         AnyObject::Space(s) => validate_space(&s.spec),
         AnyObject::Stack(_) => Ok(()),
         AnyObject::Cell(c) => validate_cell(&mut c.spec),
-        AnyObject::Container(c) => validate_container("spec", &c.spec),
+        AnyObject::Container(c) => validate_container(&"spec", &c.spec),
     }
 }
 
@@ -270,7 +281,7 @@ fn validate_realm(spec: &RealmSpec) -> Result {
     for (i, cred) in spec.registry_credentials.iter().enumerate() {
         if let Some(r) = &cred.password_ref {
             exactly_one_source(
-                &format!("spec.registryCredentials[{i}].passwordRef"),
+                format_args!("spec.registryCredentials[{i}].passwordRef"),
                 &r.from_file,
                 &r.from_env,
             )?;
@@ -279,11 +290,11 @@ fn validate_realm(spec: &RealmSpec) -> Result {
     Ok(())
 }
 
-fn exactly_one_source(field: &str, from_file: &str, from_env: &str) -> Result {
+fn exactly_one_source(field: impl fmt::Display, from_file: &str, from_env: &str) -> Result {
     match (from_file.is_empty(), from_env.is_empty()) {
         (false, true) | (true, false) => Ok(()),
         _ => Err(Invalid::new(
-            field,
+            field.to_string(),
             "exactly one of fromFile or fromEnv must be set",
         )),
     }
@@ -297,13 +308,13 @@ fn validate_space(spec: &SpaceSpec) -> Result {
         .iter()
         .enumerate()
     {
-        let field = format!("spec.network.egress.allow[{i}]");
+        let field = Item(&"spec.network.egress.allow", i);
         match (rule.host.is_empty(), rule.cidr.is_empty()) {
             (false, true) => {}
-            (true, false) => validate_cidr(&format!("{field}.cidr"), &rule.cidr)?,
+            (true, false) => validate_cidr(format_args!("{field}.cidr"), &rule.cidr)?,
             _ => {
                 return Err(Invalid::new(
-                    field,
+                    field.to_string(),
                     "exactly one of host or cidr must be set",
                 ));
             }
@@ -320,10 +331,10 @@ fn validate_space(spec: &SpaceSpec) -> Result {
     Ok(())
 }
 
-fn validate_cidr(field: &str, cidr: &str) -> Result {
+fn validate_cidr(field: impl fmt::Display, cidr: &str) -> Result {
     let bad = || {
         Invalid::new(
-            field,
+            field.to_string(),
             format!("{cidr:?} is not a valid CIDR (address/prefix)"),
         )
     };
@@ -341,7 +352,7 @@ fn validate_cell(spec: &mut CellSpec) -> Result {
     let mut ids = HashSet::new();
     let mut root: Option<usize> = None;
     for (i, c) in spec.containers.iter_mut().enumerate() {
-        let field = format!("spec.containers[{i}]");
+        let field = Item(&"spec.containers", i);
         for (coord, parent, own) in [
             ("realmId", &spec.realm_name, &mut c.realm_name),
             ("spaceId", &spec.space_name, &mut c.space_name),
@@ -405,11 +416,11 @@ fn validate_cell(spec: &mut CellSpec) -> Result {
     Ok(())
 }
 
-fn validate_container(field: &str, c: &ContainerSpec) -> Result {
-    validate_name(&format!("{field}.id"), &c.id)?;
+fn validate_container(field: &dyn fmt::Display, c: &ContainerSpec) -> Result {
+    validate_name(format_args!("{field}.id"), &c.id)?;
     for (i, v) in c.volumes.iter().enumerate() {
-        let vf = format!("{field}.volumes[{i}]");
-        absolute(&format!("{vf}.target"), &v.target)?;
+        let vf = Item(&format_args!("{field}.volumes"), i);
+        absolute(format_args!("{vf}.target"), &v.target)?;
         match v.kind.unwrap_or_default() {
             VolumeKind::Bind => {
                 if v.source.is_empty() {
@@ -447,19 +458,19 @@ fn validate_container(field: &str, c: &ContainerSpec) -> Result {
         }
     }
     for (i, t) in c.tmpfs.iter().enumerate() {
-        absolute(&format!("{field}.tmpfs[{i}].path"), &t.path)?;
+        absolute(format_args!("{field}.tmpfs[{i}].path"), &t.path)?;
     }
     for (i, s) in c.secrets.iter().enumerate() {
-        let sf = format!("{field}.secrets[{i}]");
+        let sf = Item(&format_args!("{field}.secrets"), i);
         if s.name.trim().is_empty() {
             return Err(Invalid::new(
                 format!("{sf}.name"),
                 "a secret reference needs a name",
             ));
         }
-        exactly_one_source(&sf, &s.from_file, &s.from_env)?;
+        exactly_one_source(sf, &s.from_file, &s.from_env)?;
         if !s.mount_path.is_empty() {
-            absolute(&format!("{sf}.mountPath"), &s.mount_path)?;
+            absolute(format_args!("{sf}.mountPath"), &s.mount_path)?;
         }
     }
     if c.tty.is_some() && !c.attachable {
@@ -471,14 +482,14 @@ fn validate_container(field: &str, c: &ContainerSpec) -> Result {
     Ok(())
 }
 
-fn absolute(field: &str, path: &str) -> Result {
+fn absolute(field: impl fmt::Display, path: &str) -> Result {
     if path.starts_with('/') {
         Ok(())
     } else if path.is_empty() {
-        Err(Invalid::new(field, "required"))
+        Err(Invalid::new(field.to_string(), "required"))
     } else {
         Err(Invalid::new(
-            field,
+            field.to_string(),
             format!("{path:?} must be an absolute path"),
         ))
     }
@@ -602,6 +613,129 @@ mod tests {
         );
         r.meta_mut().labels.insert(String::new(), "x".into());
         assert!(validate_stored_object(&mut r).is_err());
+    }
+
+    /// Every path built lazily (only on failure) names the item at its
+    /// index, nested lists included, on every kind that has one.
+    #[test]
+    fn nested_list_items_are_named_by_index() {
+        let meta = |name: &str| ObjectMeta {
+            name: name.into(),
+            ..ObjectMeta::default()
+        };
+        let vol = |target: &str| VolumeMount {
+            target: target.into(),
+            source: "/h".into(),
+            ..VolumeMount::default()
+        };
+        let secret = |from_file: &str, mount_path: &str| ContainerSecret {
+            name: "s".into(),
+            from_file: from_file.into(),
+            mount_path: mount_path.into(),
+            ..ContainerSecret::default()
+        };
+        let in_cell = |c: ContainerSpec| {
+            let mut obj = cell(vec![ctr("a"), c]);
+            validate_object(&mut obj).unwrap_err().field
+        };
+        let cases = [
+            (
+                ContainerSpec {
+                    volumes: vec![vol("/a"), vol("a")],
+                    ..ctr("b")
+                },
+                "spec.containers[1].volumes[1].target",
+            ),
+            (
+                ContainerSpec {
+                    volumes: vec![VolumeMount {
+                        kind: Some(VolumeKind::Tmpfs),
+                        ..vol("/a")
+                    }],
+                    ..ctr("b")
+                },
+                "spec.containers[1].volumes[0].source",
+            ),
+            (
+                ContainerSpec {
+                    tmpfs: vec![ContainerTmpfsMount::default()],
+                    ..ctr("b")
+                },
+                "spec.containers[1].tmpfs[0].path",
+            ),
+            (
+                ContainerSpec {
+                    secrets: vec![secret("/f", "/m"), secret("", "")],
+                    ..ctr("b")
+                },
+                "spec.containers[1].secrets[1]",
+            ),
+            (
+                ContainerSpec {
+                    secrets: vec![secret("/f", "m")],
+                    ..ctr("b")
+                },
+                "spec.containers[1].secrets[0].mountPath",
+            ),
+            (ctr("b_"), "spec.containers[1].id"),
+        ];
+        for (c, field) in cases {
+            assert_eq!(in_cell(c), field);
+        }
+
+        let mut container = AnyObject::Container(Container {
+            meta: meta("k"),
+            spec: ContainerSpec {
+                volumes: vec![vol("rel")],
+                ..ctr("k")
+            },
+            ..Container::default()
+        });
+        assert_eq!(
+            validate_object(&mut container).unwrap_err().field,
+            "spec.volumes[0].target"
+        );
+
+        let mut realm = AnyObject::Realm(Realm {
+            meta: meta("r"),
+            spec: RealmSpec {
+                registry_credentials: vec![
+                    RegistryCredentials::default(),
+                    RegistryCredentials {
+                        password_ref: Some(SecretSource::default()),
+                        ..RegistryCredentials::default()
+                    },
+                ],
+                ..RealmSpec::default()
+            },
+            ..Realm::default()
+        });
+        assert_eq!(
+            validate_object(&mut realm).unwrap_err().field,
+            "spec.registryCredentials[1].passwordRef"
+        );
+
+        let rule = |cidr: &str| EgressAllowRule {
+            cidr: cidr.into(),
+            ..EgressAllowRule::default()
+        };
+        let mut space = AnyObject::Space(Space {
+            meta: meta("s"),
+            spec: SpaceSpec {
+                network: Some(SpaceNetwork {
+                    egress: Some(EgressPolicy {
+                        allow: vec![rule("10.0.0.0/8"), rule("10.0.0.0/99")],
+                        ..EgressPolicy::default()
+                    }),
+                }),
+                ..SpaceSpec::default()
+            },
+            ..Space::default()
+        });
+        assert_eq!(
+            validate_object(&mut space).unwrap_err().field,
+            "spec.network.egress.allow[1].cidr"
+        );
     }
 
     #[test]
