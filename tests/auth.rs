@@ -492,6 +492,12 @@ fn token_lifecycle_and_no_token_at_rest() {
             .0,
         409
     );
+    // A token's realms are names like any other, each named by its index.
+    let r = admin.post_json(
+        &s.api("/tokens"),
+        &json!({"name": "scoped", "role": "reader", "realms": ["a", "b_c"]}),
+    );
+    common::assert_problem(&r, 422, "Invalid", Some("realms[1]"));
     let (st, list) = admin.get(&s.api("/tokens"));
     assert_eq!(st, 200);
     let names: Vec<&str> = list["items"]

@@ -41,7 +41,8 @@ impl std::error::Error for Invalid {}
 type Result<T = ()> = std::result::Result<T, Invalid>;
 
 /// The wire path of a list's item, `list[index]`, formatted only when an
-/// error names it: a valid object (the common case) builds no path.
+/// error names it: validating a valid object (the common case) formats no
+/// field path.
 #[derive(Clone, Copy)]
 struct Item<'a>(&'a dyn fmt::Display, usize);
 
@@ -150,11 +151,10 @@ pub fn validate_labels(labels: &std::collections::BTreeMap<String, String>) -> R
     }
     let mut bytes = 0;
     for (key, value) in labels {
-        let field = label_field(key);
-        validate_label_key(key).map_err(|m| Invalid::new(&field, format!("key {m}")))?;
+        validate_label_key(key).map_err(|m| Invalid::new(label_field(key), format!("key {m}")))?;
         if value.len() > MAX_LABEL_VALUE {
             return Err(Invalid::new(
-                &field,
+                label_field(key),
                 format!(
                     "the value must be at most {MAX_LABEL_VALUE} bytes, not {}",
                     value.len()
@@ -163,7 +163,7 @@ pub fn validate_labels(labels: &std::collections::BTreeMap<String, String>) -> R
         }
         if value.chars().any(char::is_control) {
             return Err(Invalid::new(
-                &field,
+                label_field(key),
                 "the value must not contain control characters",
             ));
         }
@@ -197,11 +197,12 @@ pub fn validate_finalizers(finalizers: &[String]) -> Result {
         ));
     }
     for (i, name) in finalizers.iter().enumerate() {
-        let field = format!("metadata.finalizers[{i}]");
-        validate_label_key(name).map_err(|m| Invalid::new(&field, format!("finalizer {m}")))?;
+        let field = Item(&"metadata.finalizers", i);
+        validate_label_key(name)
+            .map_err(|m| Invalid::new(field.to_string(), format!("finalizer {m}")))?;
         if let Some(j) = finalizers[..i].iter().position(|f| f == name) {
             return Err(Invalid::new(
-                &field,
+                field.to_string(),
                 format!("repeats metadata.finalizers[{j}]"),
             ));
         }
@@ -616,7 +617,8 @@ mod tests {
     }
 
     /// Every path built lazily (only on failure) names the item at its
-    /// index, nested lists included, on every kind that has one.
+    /// index, nested lists included, on every kind that has one (a
+    /// token's `realms[i]`: tests/auth.rs).
     #[test]
     fn nested_list_items_are_named_by_index() {
         let meta = |name: &str| ObjectMeta {
@@ -677,6 +679,41 @@ mod tests {
                 },
                 "spec.containers[1].secrets[0].mountPath",
             ),
+            (
+                ContainerSpec {
+                    secrets: vec![ContainerSecret {
+                        name: " ".into(),
+                        ..secret("/f", "")
+                    }],
+                    ..ctr("b")
+                },
+                "spec.containers[1].secrets[0].name",
+            ),
+            (
+                ContainerSpec {
+                    volumes: vec![
+                        vol("/a"),
+                        VolumeMount {
+                            mode: 0o644,
+                            ..vol("/b")
+                        },
+                    ],
+                    ..ctr("b")
+                },
+                "spec.containers[1].volumes[1].mode",
+            ),
+            (
+                ContainerSpec {
+                    volumes: vec![VolumeMount {
+                        kind: Some(VolumeKind::Tmpfs),
+                        source: String::new(),
+                        size_bytes: -1,
+                        ..vol("/a")
+                    }],
+                    ..ctr("b")
+                },
+                "spec.containers[1].volumes[0].sizeBytes",
+            ),
             (ctr("b_"), "spec.containers[1].id"),
         ];
         for (c, field) in cases {
@@ -715,26 +752,48 @@ mod tests {
             "spec.registryCredentials[1].passwordRef"
         );
 
-        let rule = |cidr: &str| EgressAllowRule {
+        let rule = |cidr: &str, ports: Vec<i64>| EgressAllowRule {
             cidr: cidr.into(),
+            ports,
             ..EgressAllowRule::default()
         };
-        let mut space = AnyObject::Space(Space {
-            meta: meta("s"),
-            spec: SpaceSpec {
-                network: Some(SpaceNetwork {
-                    egress: Some(EgressPolicy {
-                        allow: vec![rule("10.0.0.0/8"), rule("10.0.0.0/99")],
-                        ..EgressPolicy::default()
+        let space = |second: EgressAllowRule| {
+            AnyObject::Space(Space {
+                meta: meta("s"),
+                spec: SpaceSpec {
+                    network: Some(SpaceNetwork {
+                        egress: Some(EgressPolicy {
+                            allow: vec![rule("10.0.0.0/8", vec![]), second],
+                            ..EgressPolicy::default()
+                        }),
                     }),
-                }),
-                ..SpaceSpec::default()
-            },
-            ..Space::default()
-        });
+                    ..SpaceSpec::default()
+                },
+                ..Space::default()
+            })
+        };
+        for (second, field) in [
+            (
+                rule("10.0.0.0/99", vec![]),
+                "spec.network.egress.allow[1].cidr",
+            ),
+            (rule("", vec![]), "spec.network.egress.allow[1]"),
+            (
+                rule("10.0.0.0/8", vec![80, 0]),
+                "spec.network.egress.allow[1].ports[1]",
+            ),
+        ] {
+            assert_eq!(
+                validate_object(&mut space(second)).unwrap_err().field,
+                field
+            );
+        }
+
+        let mut finalized = cell(vec![ctr("a")]);
+        finalized.meta_mut().finalizers = vec!["a.io/x".into(), "a.io/y".into(), "a.io/x".into()];
         assert_eq!(
-            validate_object(&mut space).unwrap_err().field,
-            "spec.network.egress.allow[1].cidr"
+            validate_object(&mut finalized).unwrap_err().field,
+            "metadata.finalizers[2]"
         );
     }
 
