@@ -425,3 +425,71 @@ fn eio_on_the_checkpoint_of_a_compaction_is_outcome_unknown_then_the_store_recov
         }
     });
 }
+
+/// A status write of `path` setting `cgroup_path` to `to`, through the
+/// stored version it is planned from; answers that stored version too.
+async fn status_write(store: &Store, path: &Path, to: &str) -> Result<AnyObject, StoreError> {
+    let seen = Arc::new(std::sync::Mutex::new(None));
+    let (to, seen_by_update) = (to.to_string(), seen.clone());
+    store
+        .write(WriteOp::Update {
+            path: path.clone(),
+            part: Part::Status,
+            precondition: None,
+            update: Arc::new(move |stored: &AnyObject| {
+                *seen_by_update.lock().unwrap() = Some(stored.clone());
+                let mut next = stored.clone();
+                if let AnyObject::Realm(r) = &mut next {
+                    r.status.cgroup_path = to.clone();
+                }
+                Ok(next)
+            }),
+        })
+        .await?;
+    let planned_from = seen.lock().unwrap().take().expect("the update ran");
+    Ok(planned_from)
+}
+
+/// The writer keeps the objects it modifies decoded for their next
+/// read-modify-write; one whose batch failed is never planned from: the
+/// next write starts from the version stored, whatever the failure left.
+#[test]
+fn a_failed_status_write_is_not_planned_from_after_recovery() {
+    runtime().block_on(async {
+        let disk = SimDisk::new();
+        let store = open(&disk);
+        store.write(WriteOp::Create(realm("a"))).await.unwrap();
+        let a = path("a");
+        status_write(&store, &a, "/one").await.unwrap();
+        // Planned from the version the last write left (kept decoded).
+        let stored = store.get(&a).await.unwrap();
+        let from = status_write(&store, &a, "/two").await.unwrap();
+        assert_eq!(from, stored, "planned from what is stored");
+        let AnyObject::Realm(r) = &from else {
+            unreachable!()
+        };
+        assert_eq!(r.status.cgroup_path, "/one");
+        // The next status write is planned, then its log write fails: its
+        // outcome is unknown, and the log holds a torn record at most, so
+        // the recovery keeps the version before.
+        disk.fail(
+            Op::Write,
+            disk.counts().writes + 1,
+            std::io::ErrorKind::Other,
+        );
+        let err = status_write(&store, &a, "/lost")
+            .await
+            .expect_err("the write failed");
+        assert!(matches!(err, StoreError::OutcomeUnknown(_)), "{err:?}");
+        create_when_recovered(&store, "b").await;
+        // Whatever the recovery kept, the next write is planned from it.
+        let stored = store.get(&a).await.unwrap();
+        let from = status_write(&store, &a, "/three").await.unwrap();
+        assert_eq!(from, stored, "planned from what is stored after recovery");
+        let AnyObject::Realm(r) = store.get(&a).await.unwrap() else {
+            unreachable!()
+        };
+        assert_eq!(r.status.cgroup_path, "/three");
+        store.close();
+    });
+}

@@ -7,6 +7,8 @@
 //!   sync per batch; checkpointed into redb.
 //! - `writer`: the single writer thread: group commit, plan execution, the
 //!   commit protocol, checkpoints, compaction, failure and recovery.
+//! - `decoded`: the writer's last versions of the objects it modifies,
+//!   decoded, so that read-modify-writes skip decoding their records.
 //! - `read`: point reads, snapshots and list cursors, the paged-list
 //!   snapshot registry.
 //! - `open`: opening (and reopening after a failure): database file,
@@ -20,6 +22,7 @@
 //! the store's own types.
 
 pub(super) mod check;
+mod decoded;
 mod error;
 mod file;
 pub mod migrate;

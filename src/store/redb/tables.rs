@@ -6,6 +6,8 @@ use redb::{ReadTransaction, ReadableTable, Table, TableDefinition, WriteTransact
 
 use crate::model::{AnyObject, Kind};
 use crate::store::change::{Before, ChangeType};
+
+use super::decoded::Decoded;
 use crate::store::error::StoreError;
 use crate::store::plan::{ReadView, Scanned};
 use crate::store::{codec, keys};
@@ -86,6 +88,9 @@ pub struct WriteTables<'txn> {
     events: Table<'txn, u64, &'static [u8]>,
     /// How the stored bytes changed through [`WriteTables::store_change`].
     pub delta: Sizes,
+    /// The writer's decoded objects, which [`WriteTables::get`] takes
+    /// from (the writer's batches; not replay or restore).
+    pub decoded: Option<&'txn mut Decoded>,
 }
 
 /// Bytes of records stored: objects and history (the quota and the
@@ -171,6 +176,7 @@ impl<'txn> WriteTables<'txn> {
             tables,
             events: txn.open_table(EVENTS)?,
             delta: Sizes::default(),
+            decoded: None,
         })
     }
 
@@ -220,11 +226,25 @@ impl<'txn> WriteTables<'txn> {
     }
 
     /// Reads and decodes the object at `key`.
+    /// The object is taken from the writer's decoded objects when they
+    /// keep this very record.
     pub fn get(&mut self, kind: Kind, key: &[u8]) -> Result<Option<AnyObject>, StoreError> {
-        match self.of(kind).get(key)? {
-            Some(v) => Ok(Some(codec::decode(kind, v.value())?)),
-            None => Ok(None),
+        let Some(v) = self.tables[kind as usize].get(key)? else {
+            return Ok(None);
+        };
+        if let Some(object) = self
+            .decoded
+            .as_deref_mut()
+            .and_then(|d| d.take(kind, key, v.value()))
+        {
+            debug_assert_eq!(
+                Ok(&object),
+                codec::decode(kind, v.value()).as_ref(),
+                "a decoded object differs from its record"
+            );
+            return Ok(Some(object));
         }
+        Ok(Some(codec::decode(kind, v.value())?))
     }
 }
 

@@ -40,6 +40,7 @@ use std::time::{Duration, Instant};
 use redb::{Database, Durability, ReadableTable, WriteTransaction};
 use tokio::sync::oneshot;
 
+use super::decoded::Decoded;
 use super::error::engine_error;
 use super::open;
 use super::read;
@@ -49,7 +50,9 @@ use super::tables::{
 use super::wal::{self, AppendError, Appended, Journal, Wal};
 use crate::auth::token::Token;
 use crate::histogram::Histogram;
-use crate::store::change::{ApplyOutcome, Change, Document, Part, WriteOp, WriteOutcome};
+use crate::store::change::{
+    ApplyOutcome, Change, ChangeType, Document, Part, WriteOp, WriteOutcome,
+};
 use crate::store::codec;
 use crate::store::error::{EngineError, StoreError};
 use crate::store::feed::Feed;
@@ -338,6 +341,8 @@ pub(super) struct Writer {
     /// a durable commit covers them, with how many events each dropped
     /// (an acknowledged compaction is durable).
     unacked: Vec<(oneshot::Sender<Result<u64, StoreError>>, u64)>,
+    /// The last versions of the objects it modified lately, decoded.
+    decoded: Decoded,
 }
 
 /// A compaction the writer is working through.
@@ -376,6 +381,7 @@ impl Writer {
             room_checked: None,
             compactions: std::collections::VecDeque::new(),
             unacked: Vec::new(),
+            decoded: Decoded::default(),
         }
     }
 
@@ -685,8 +691,9 @@ impl Writer {
             return;
         }
         let shared = self.shared.clone();
-        let (db, wal) = self.engine();
-        let result = commit_batch(&db, wal, ops, &shared.stats);
+        let db = self.db.clone().expect("open while not failed");
+        let wal = self.wal.as_mut().expect("open while not failed");
+        let result = commit_batch(&db, wal, &mut self.decoded, ops, &shared.stats);
         // The failure is on record before any client hears of it.
         self.note_failure();
         match result {
@@ -740,8 +747,10 @@ impl Writer {
                     return;
                 }
                 let shared = self.shared.clone();
-                let (db, wal) = self.engine();
-                let result = apply_documents(&db, wal, objects, dry_run, &shared.stats);
+                let db = self.db.clone().expect("open while not failed");
+                let wal = self.wal.as_mut().expect("open while not failed");
+                let decoded = (!dry_run).then_some(&mut self.decoded);
+                let result = apply_documents(&db, wal, decoded, objects, dry_run, &shared.stats);
                 self.note_failure();
                 let result = result.map(|(outcome, logged)| {
                     if !dry_run {
@@ -1149,6 +1158,7 @@ impl Batch<'_> {
             let mut object = step.object;
             object.meta_mut().resource_version = revision;
             let record = codec::encode(&object);
+            let object = Arc::new(object);
             let event = self.tables.store_change(
                 revision,
                 step.change,
@@ -1160,11 +1170,16 @@ impl Batch<'_> {
             self.logged.push(Logged::new(revision, event));
             self.journal
                 .push(revision, step.change, step.kind, &step.key, &record);
+            if step.change == ChangeType::Modified
+                && let Some(decoded) = self.tables.decoded.as_deref_mut()
+            {
+                decoded.put(step.kind, &step.key, record, object.clone());
+            }
             changes.push(Change {
                 revision,
                 prev: revision - 1,
                 change: step.change,
-                object: Arc::new(object),
+                object,
                 before: step.before,
             });
         }
@@ -1196,6 +1211,7 @@ struct BatchRun<T> {
 fn with_batch<T>(
     db: &Database,
     wal: &mut Wal,
+    decoded: Option<&mut Decoded>,
     stats: &WriterStats,
     keep: bool,
     f: impl FnOnce(&mut Batch<'_>) -> Result<T, StoreError>,
@@ -1220,8 +1236,10 @@ fn with_batch<T>(
     let planned = (|| -> Result<Planned<T>, StoreError> {
         let mut meta = txn.open_table(META)?;
         let start = tables::revision(&meta)?;
+        let mut tables = WriteTables::open(&txn)?;
+        tables.decoded = decoded;
         let mut batch = Batch {
-            tables: WriteTables::open(&txn)?,
+            tables,
             journal: Journal::default(),
             revision: start,
             logged: Vec::new(),
@@ -1275,6 +1293,7 @@ type Outcomes = Vec<Result<WriteOutcome, StoreError>>;
 fn commit_batch(
     db: &Database,
     wal: &mut Wal,
+    decoded: &mut Decoded,
     ops: Vec<WriteOp>,
     stats: &WriterStats,
 ) -> Result<(Outcomes, Vec<Logged>), StoreError> {
@@ -1284,7 +1303,7 @@ fn commit_batch(
         start,
         end,
         logged,
-    } = with_batch(db, wal, stats, true, |batch| {
+    } = with_batch(db, wal, Some(decoded), stats, true, |batch| {
         let mut outcomes = Vec::with_capacity(ops.len());
         for op in ops {
             let planned = catch_unwind(AssertUnwindSafe(|| plan::plan(&mut batch.tables, op, now)))
@@ -1316,6 +1335,7 @@ fn commit_batch(
 fn apply_documents(
     db: &Database,
     wal: &mut Wal,
+    decoded: Option<&mut Decoded>,
     objects: Vec<Document>,
     dry_run: bool,
     stats: &WriterStats,
@@ -1326,7 +1346,7 @@ fn apply_documents(
         start,
         end,
         logged,
-    } = with_batch(db, wal, stats, !dry_run, |batch| {
+    } = with_batch(db, wal, decoded, stats, !dry_run, |batch| {
         let planned = plan::plan_apply(&mut batch.tables, objects, now)?;
         plan::execute_apply(planned, |p| batch.execute(p))
     })?;

@@ -1,0 +1,174 @@
+//! The writer's objects already decoded: the last version it wrote of
+//! each object it modified lately, beside that version's record, so that
+//! the next read-modify-write of the object (a status write, a merge
+//! patch, a finalizer removal) takes the decoded object instead of
+//! decoding the record again.
+//!
+//! Invariant: every entry's object is what its record decodes to. A read
+//! takes an entry only when the record stored in the transaction is
+//! byte-for-byte the entry's, so an entry of a write whose commit failed,
+//! or that a later write or a restore replaced, is never taken: it is
+//! dropped at the next read of its key, or leaves with age.
+//!
+//! Only modifications are kept (a modified object is likely to be modified
+//! again; a created one is not), at most [`CAPACITY`] of them, the oldest
+//! leaving first.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use crate::model::{AnyObject, Kind};
+
+/// Entries kept at most: about 10 MB with a typical cell (its 1.2 KB
+/// record and its decoded form).
+pub const CAPACITY: usize = 2048;
+
+/// One object as last written: its record and the object it decodes to.
+struct Entry {
+    record: Vec<u8>,
+    object: Arc<AnyObject>,
+    /// Its place in [`Decoded::order`].
+    seq: u64,
+}
+
+/// Decoded objects by kind and key, with their records (see the module's
+/// invariant).
+#[derive(Default)]
+pub struct Decoded {
+    /// Per kind (by [`Kind`]'s number), by key.
+    entries: [HashMap<Vec<u8>, Entry>; Kind::ALL.len()],
+    /// Entries in `entries`.
+    len: usize,
+    /// Keys in the order their entries were put (a key whose entry was
+    /// replaced or taken since stays until it reaches the front).
+    order: VecDeque<(u64, Kind, Vec<u8>)>,
+    next: u64,
+}
+
+impl Decoded {
+    /// Keeps `object` as what `record`, stored at `key`, decodes to.
+    pub fn put(&mut self, kind: Kind, key: &[u8], record: Vec<u8>, object: Arc<AnyObject>) {
+        let seq = self.next;
+        self.next += 1;
+        let entry = Entry {
+            record,
+            object,
+            seq,
+        };
+        if self.entries[kind as usize]
+            .insert(key.to_vec(), entry)
+            .is_none()
+        {
+            self.len += 1;
+        }
+        self.order.push_back((seq, kind, key.to_vec()));
+        while self.len > CAPACITY || self.order.len() > 2 * CAPACITY {
+            let Some((seq, kind, key)) = self.order.pop_front() else {
+                break;
+            };
+            let map = &mut self.entries[kind as usize];
+            if map.get(&key).is_some_and(|e| e.seq == seq) {
+                map.remove(&key);
+                self.len -= 1;
+            }
+        }
+    }
+
+    /// Takes the decoded object of `record`, stored at `key`, if it is
+    /// kept; a kept entry of another record is dropped.
+    pub fn take(&mut self, kind: Kind, key: &[u8], record: &[u8]) -> Option<AnyObject> {
+        let entry = self.entries[kind as usize].remove(key);
+        if entry.is_some() {
+            self.len -= 1;
+        }
+        match entry {
+            Some(e) if e.record == record => {
+                Some(Arc::try_unwrap(e.object).unwrap_or_else(|shared| (*shared).clone()))
+            }
+            _ => None,
+        }
+    }
+
+    /// Entries kept.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ObjectMeta, Realm, RealmSpec};
+    use crate::store::codec;
+
+    fn realm(name: &str, rv: u64) -> AnyObject {
+        AnyObject::Realm(Realm {
+            meta: ObjectMeta {
+                name: name.into(),
+                resource_version: rv,
+                ..Default::default()
+            },
+            spec: RealmSpec {
+                namespace: format!("{name}-ns"),
+                ..Default::default()
+            },
+            status: Default::default(),
+        })
+    }
+
+    #[test]
+    fn an_entry_is_taken_only_for_its_own_record() {
+        let mut d = Decoded::default();
+        let (v1, v2) = (realm("a", 1), realm("a", 2));
+        d.put(Kind::Realm, b"a", codec::encode(&v1), Arc::new(v1.clone()));
+        // Another record at the key (a later write, a failed commit's
+        // entry): not taken, and dropped.
+        assert_eq!(d.take(Kind::Realm, b"a", &codec::encode(&v2)), None);
+        assert_eq!(d.len(), 0);
+        d.put(Kind::Realm, b"a", codec::encode(&v1), Arc::new(v1.clone()));
+        // The same key under another kind is another object.
+        assert_eq!(d.take(Kind::Space, b"a", &codec::encode(&v1)), None);
+        assert_eq!(
+            d.take(Kind::Realm, b"a", &codec::encode(&v1)),
+            Some(v1.clone())
+        );
+        // Taken: the next read decodes.
+        assert_eq!(d.take(Kind::Realm, b"a", &codec::encode(&v1)), None);
+    }
+
+    #[test]
+    fn a_shared_object_is_copied_and_the_oldest_entries_leave_first() {
+        let mut d = Decoded::default();
+        let v = realm("shared", 7);
+        let held = Arc::new(v.clone());
+        d.put(Kind::Realm, b"shared", codec::encode(&v), held.clone());
+        assert_eq!(d.take(Kind::Realm, b"shared", &codec::encode(&v)), Some(v));
+        assert_eq!(Arc::strong_count(&held), 1, "the entry's reference is gone");
+
+        for i in 0..CAPACITY + 10 {
+            let o = realm(&format!("r{i}"), i as u64);
+            let key = format!("r{i}");
+            d.put(Kind::Realm, key.as_bytes(), codec::encode(&o), Arc::new(o));
+            // Replacing an entry leaves one entry for the key.
+            if i == 5 {
+                let o = realm("r5", 99);
+                d.put(Kind::Realm, b"r5", codec::encode(&o), Arc::new(o));
+            }
+        }
+        assert_eq!(d.len(), CAPACITY);
+        assert!(d.order.len() <= 2 * CAPACITY);
+        let first = realm("r0", 0);
+        assert_eq!(d.take(Kind::Realm, b"r0", &codec::encode(&first)), None);
+        let last_i = CAPACITY + 9;
+        let last = realm(&format!("r{last_i}"), last_i as u64);
+        assert_eq!(
+            d.take(
+                Kind::Realm,
+                format!("r{last_i}").as_bytes(),
+                &codec::encode(&last)
+            ),
+            Some(last)
+        );
+    }
+}
