@@ -461,10 +461,16 @@ fn a_failed_status_write_is_not_planned_from_after_recovery() {
         store.write(WriteOp::Create(realm("a"))).await.unwrap();
         let a = path("a");
         status_write(&store, &a, "/one").await.unwrap();
-        // Planned from the version the last write left (kept decoded).
+        // Planned from the version the last write left, kept decoded.
         let stored = store.get(&a).await.unwrap();
+        let kept = store.stats().decoded_kept;
         let from = status_write(&store, &a, "/two").await.unwrap();
         assert_eq!(from, stored, "planned from what is stored");
+        assert_eq!(
+            store.stats().decoded_kept,
+            kept + 1,
+            "taken from the kept object"
+        );
         let AnyObject::Realm(r) = &from else {
             unreachable!()
         };

@@ -144,12 +144,18 @@ pub async fn render(State(s): State<AppState>) -> Response {
          # TYPE modelhub_commits_total counter\nmodelhub_commits_total {commits}\n\
          # HELP modelhub_checkpoints_total Checkpoints of the write-ahead log into the database.\n\
          # TYPE modelhub_checkpoints_total counter\nmodelhub_checkpoints_total {}\n\
+         # HELP modelhub_writer_reads_total Stored versions read by read-modify-writes, by source: kept decoded by the writer from its last write, or decoded from the record (redb).\n\
+         # TYPE modelhub_writer_reads_total counter\n\
+         modelhub_writer_reads_total{{source=\"kept\"}} {}\n\
+         modelhub_writer_reads_total{{source=\"record\"}} {}\n\
          # HELP modelhub_watchers Open watch streams.\n# TYPE modelhub_watchers gauge\nmodelhub_watchers {}\n\
          # HELP modelhub_list_cache_hits_total Unpaged lists answered from the list cache.\n\
          # TYPE modelhub_list_cache_hits_total counter\nmodelhub_list_cache_hits_total {}\n\
          # HELP modelhub_list_cache_bytes Bytes of rendered lists cached.\n\
          # TYPE modelhub_list_cache_bytes gauge\nmodelhub_list_cache_bytes {}\n",
         stats.checkpoints,
+        stats.decoded_kept,
+        stats.decoded_records,
         s.hub.watchers(),
         s.lists.hits(),
         s.lists.bytes(),

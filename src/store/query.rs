@@ -122,6 +122,12 @@ pub struct StoreStats {
     pub commits: u64,
     /// Checkpoints of the write-ahead log (0 for a backend without one).
     pub checkpoints: u64,
+    /// Stored versions read by read-modify-writes (status writes, merge
+    /// patches, applies over existing objects) that the redb writer had
+    /// kept decoded from its own last write (0 on etcd).
+    pub decoded_kept: u64,
+    /// Those it decoded from the stored record (0 on etcd).
+    pub decoded_records: u64,
     /// Storage errors because the disk was full.
     pub storage_errors_full: u64,
     /// Other storage errors.

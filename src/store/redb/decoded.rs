@@ -11,17 +11,25 @@
 //! dropped at the next read of its key, or leaves with age.
 //!
 //! Only modifications are kept (a modified object is likely to be modified
-//! again; a created one is not), at most [`CAPACITY`] of them, the oldest
-//! leaving first.
+//! again; a created one is not): at most [`CAPACITY`] entries and
+//! [`BUDGET`] bytes of records, none over [`MAX_RECORD`]; the oldest put
+//! leaves first.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use crate::model::{AnyObject, Kind};
 
-/// Entries kept at most: about 10 MB with a typical cell (its 1.2 KB
-/// record and its decoded form).
+/// Entries kept at most.
 pub const CAPACITY: usize = 2048;
+
+/// Bytes of records kept at most (their decoded forms take about twice
+/// as much): a typical cell's record takes 2 KB of buffer, so the
+/// capacity binds first.
+pub const BUDGET: usize = 8 << 20;
+
+/// A record larger than this is not kept.
+pub const MAX_RECORD: usize = 64 << 10;
 
 /// One object as last written: its record and the object it decodes to.
 struct Entry {
@@ -39,54 +47,83 @@ pub struct Decoded {
     entries: [HashMap<Vec<u8>, Entry>; Kind::ALL.len()],
     /// Entries in `entries`.
     len: usize,
+    /// Bytes of their records' buffers.
+    bytes: usize,
     /// Keys in the order their entries were put (a key whose entry was
-    /// replaced or taken since stays until it reaches the front).
+    /// replaced or removed since stays until it reaches the front; at most
+    /// twice [`CAPACITY`], so live entries may leave early).
     order: VecDeque<(u64, Kind, Vec<u8>)>,
     next: u64,
+    /// Reads answered from an entry, and reads that found none to take.
+    kept: u64,
+    decoded: u64,
 }
 
 impl Decoded {
     /// Keeps `object` as what `record`, stored at `key`, decodes to.
     pub fn put(&mut self, kind: Kind, key: &[u8], record: Vec<u8>, object: Arc<AnyObject>) {
+        self.forget(kind, key);
+        if record.len() > MAX_RECORD {
+            return;
+        }
         let seq = self.next;
         self.next += 1;
+        self.bytes += record.capacity();
         let entry = Entry {
             record,
             object,
             seq,
         };
-        if self.entries[kind as usize]
-            .insert(key.to_vec(), entry)
-            .is_none()
-        {
-            self.len += 1;
-        }
+        self.entries[kind as usize].insert(key.to_vec(), entry);
+        self.len += 1;
         self.order.push_back((seq, kind, key.to_vec()));
-        while self.len > CAPACITY || self.order.len() > 2 * CAPACITY {
+        while self.len > CAPACITY || self.bytes > BUDGET || self.order.len() > 2 * CAPACITY {
             let Some((seq, kind, key)) = self.order.pop_front() else {
                 break;
             };
-            let map = &mut self.entries[kind as usize];
-            if map.get(&key).is_some_and(|e| e.seq == seq) {
-                map.remove(&key);
-                self.len -= 1;
+            if self.entries[kind as usize]
+                .get(&key)
+                .is_some_and(|e| e.seq == seq)
+            {
+                self.remove(kind, &key);
             }
         }
+    }
+
+    /// Drops the entry of `key`, if any (its object was removed, or
+    /// created anew).
+    pub fn forget(&mut self, kind: Kind, key: &[u8]) {
+        if self.len > 0 {
+            self.remove(kind, key);
+        }
+    }
+
+    fn remove(&mut self, kind: Kind, key: &[u8]) -> Option<Entry> {
+        let entry = self.entries[kind as usize].remove(key)?;
+        self.len -= 1;
+        self.bytes -= entry.record.capacity();
+        Some(entry)
     }
 
     /// Takes the decoded object of `record`, stored at `key`, if it is
     /// kept; a kept entry of another record is dropped.
     pub fn take(&mut self, kind: Kind, key: &[u8], record: &[u8]) -> Option<AnyObject> {
-        let entry = self.entries[kind as usize].remove(key);
-        if entry.is_some() {
-            self.len -= 1;
-        }
-        match entry {
+        match self.remove(kind, key) {
             Some(e) if e.record == record => {
+                self.kept += 1;
                 Some(Arc::try_unwrap(e.object).unwrap_or_else(|shared| (*shared).clone()))
             }
-            _ => None,
+            _ => {
+                self.decoded += 1;
+                None
+            }
         }
+    }
+
+    /// Reads answered from an entry, and reads that decoded the record,
+    /// so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.kept, self.decoded)
     }
 
     /// Entries kept.
@@ -169,6 +206,75 @@ mod tests {
                 &codec::encode(&last)
             ),
             Some(last)
+        );
+    }
+
+    #[test]
+    fn one_key_put_again_and_again_stays_one_entry_within_bounds() {
+        let mut d = Decoded::default();
+        let mut last = realm("hot", 0);
+        for rv in 0..(2 * CAPACITY as u64 + 5) {
+            last = realm("hot", rv);
+            d.put(
+                Kind::Realm,
+                b"hot",
+                codec::encode(&last),
+                Arc::new(last.clone()),
+            );
+            assert_eq!(d.len(), 1);
+            assert!(d.order.len() <= 2 * CAPACITY);
+        }
+        assert_eq!(
+            d.take(Kind::Realm, b"hot", &codec::encode(&last)),
+            Some(last)
+        );
+        assert_eq!((d.len(), d.bytes), (0, 0));
+        assert_eq!(d.counts(), (1, 0));
+    }
+
+    #[test]
+    fn records_are_kept_within_the_byte_budget_and_forgotten_on_request() {
+        let mut d = Decoded::default();
+        // Too large to keep.
+        let mut big = realm("big", 1);
+        if let AnyObject::Realm(r) = &mut big {
+            r.spec.namespace = "x".repeat(MAX_RECORD);
+        }
+        d.put(
+            Kind::Realm,
+            b"big",
+            codec::encode(&big),
+            Arc::new(big.clone()),
+        );
+        assert_eq!(d.len(), 0);
+        assert_eq!(d.take(Kind::Realm, b"big", &codec::encode(&big)), None);
+        // Records of 32 KiB: the budget holds BUDGET / 32 KiB of them.
+        let mut last = Vec::new();
+        for i in 0..(BUDGET / (32 << 10) + 10) {
+            let o = realm(&format!("m{i}"), i as u64);
+            let mut record = codec::encode(&o);
+            record.reserve_exact((32 << 10) - record.len());
+            d.put(
+                Kind::Realm,
+                format!("m{i}").as_bytes(),
+                record,
+                Arc::new(o.clone()),
+            );
+            last.push(o);
+            assert!(d.bytes <= BUDGET);
+        }
+        assert!(d.len() < last.len() && d.len() >= BUDGET / (64 << 10));
+        assert_eq!(d.take(Kind::Realm, b"m0", &codec::encode(&last[0])), None);
+        // A deletion or a new object at the key forgets the entry.
+        let n = last.len() - 1;
+        d.forget(Kind::Realm, format!("m{n}").as_bytes());
+        assert_eq!(
+            d.take(
+                Kind::Realm,
+                format!("m{n}").as_bytes(),
+                &codec::encode(&last[n])
+            ),
+            None
         );
     }
 }

@@ -361,6 +361,8 @@ impl RedbStore {
             requests: stats.requests.load(Ordering::Relaxed),
             commits: stats.commits.load(Ordering::Relaxed),
             checkpoints: stats.checkpoints.load(Ordering::Relaxed),
+            decoded_kept: stats.decoded_kept.load(Ordering::Relaxed),
+            decoded_records: stats.decoded_records.load(Ordering::Relaxed),
             storage_errors_full: stats.errors_full.load(Ordering::Relaxed),
             storage_errors_other: stats.errors_other.load(Ordering::Relaxed),
             recoveries: stats.recoveries.load(Ordering::Relaxed),

@@ -89,7 +89,7 @@ pub struct WriteTables<'txn> {
     /// How the stored bytes changed through [`WriteTables::store_change`].
     pub delta: Sizes,
     /// The writer's decoded objects, which [`WriteTables::get`] takes
-    /// from (the writer's batches; not replay or restore).
+    /// from (the writer's batches; not dry runs, replay or restore).
     pub decoded: Option<&'txn mut Decoded>,
 }
 

@@ -149,6 +149,10 @@ pub(super) struct WriterStats {
     pub requests: AtomicU64,
     /// Transactions committed to disk.
     pub commits: AtomicU64,
+    /// Reads of read-modify-writes answered from the decoded objects.
+    pub decoded_kept: AtomicU64,
+    /// Reads of read-modify-writes that decoded the stored record.
+    pub decoded_records: AtomicU64,
     /// Checkpoints of the write-ahead log into the database.
     pub checkpoints: AtomicU64,
     /// The newest revision committed or being committed by this writer
@@ -691,11 +695,11 @@ impl Writer {
             return;
         }
         let shared = self.shared.clone();
-        let db = self.db.clone().expect("open while not failed");
-        let wal = self.wal.as_mut().expect("open while not failed");
-        let result = commit_batch(&db, wal, &mut self.decoded, ops, &shared.stats);
+        let (db, wal, decoded) = self.engine_and_decoded();
+        let result = commit_batch(&db, wal, decoded, ops, &shared.stats);
         // The failure is on record before any client hears of it.
         self.note_failure();
+        self.count_decoded();
         match result {
             Ok((outcomes, logged)) => {
                 self.remember(&logged);
@@ -747,11 +751,11 @@ impl Writer {
                     return;
                 }
                 let shared = self.shared.clone();
-                let db = self.db.clone().expect("open while not failed");
-                let wal = self.wal.as_mut().expect("open while not failed");
-                let decoded = (!dry_run).then_some(&mut self.decoded);
+                let (db, wal, decoded) = self.engine_and_decoded();
+                let decoded = (!dry_run).then_some(decoded);
                 let result = apply_documents(&db, wal, decoded, objects, dry_run, &shared.stats);
                 self.note_failure();
+                self.count_decoded();
                 let result = result.map(|(outcome, logged)| {
                     if !dry_run {
                         self.remember(&logged);
@@ -852,8 +856,23 @@ impl Writer {
 
     /// The open database and log (only called while not failed).
     fn engine(&mut self) -> (Arc<Database>, &mut Wal) {
+        let (db, wal, _) = self.engine_and_decoded();
+        (db, wal)
+    }
+
+    /// [`Writer::engine`], and the decoded objects batches plan from.
+    fn engine_and_decoded(&mut self) -> (Arc<Database>, &mut Wal, &mut Decoded) {
         let db = self.db.clone().expect("open while not failed");
-        (db, self.wal.as_mut().expect("open while not failed"))
+        let wal = self.wal.as_mut().expect("open while not failed");
+        (db, wal, &mut self.decoded)
+    }
+
+    /// Publishes how many reads the decoded objects answered.
+    fn count_decoded(&self) {
+        let (kept, decoded) = self.decoded.counts();
+        let stats = &self.shared.stats;
+        stats.decoded_kept.store(kept, Ordering::Relaxed);
+        stats.decoded_records.store(decoded, Ordering::Relaxed);
     }
 
     /// Publishes changes, once each.
@@ -1170,10 +1189,13 @@ impl Batch<'_> {
             self.logged.push(Logged::new(revision, event));
             self.journal
                 .push(revision, step.change, step.kind, &step.key, &record);
-            if step.change == ChangeType::Modified
-                && let Some(decoded) = self.tables.decoded.as_deref_mut()
-            {
-                decoded.put(step.kind, &step.key, record, object.clone());
+            if let Some(decoded) = self.tables.decoded.as_deref_mut() {
+                match step.change {
+                    ChangeType::Modified => {
+                        decoded.put(step.kind, &step.key, record, object.clone());
+                    }
+                    ChangeType::Added | ChangeType::Deleted => decoded.forget(step.kind, &step.key),
+                }
             }
             changes.push(Change {
                 revision,
