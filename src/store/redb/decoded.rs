@@ -23,9 +23,9 @@ use crate::model::{AnyObject, Kind};
 /// Entries kept at most.
 pub const CAPACITY: usize = 2048;
 
-/// Bytes of records kept at most (their decoded forms take about twice
-/// as much): a typical cell's record takes 2 KB of buffer, so the
-/// capacity binds first.
+/// Bytes of records kept at most (their decoded forms come on top): a
+/// typical cell's record takes 2 KB of buffer, so the capacity binds
+/// first.
 pub const BUDGET: usize = 8 << 20;
 
 /// A record larger than this is not kept.
