@@ -4,10 +4,9 @@
 
 use redb::{ReadTransaction, ReadableTable, Table, TableDefinition, WriteTransaction};
 
+use super::decoded::Decoded;
 use crate::model::{AnyObject, Kind};
 use crate::store::change::{Before, ChangeType};
-
-use super::decoded::Decoded;
 use crate::store::error::StoreError;
 use crate::store::plan::{ReadView, Scanned};
 use crate::store::{codec, keys};
@@ -225,9 +224,8 @@ impl<'txn> WriteTables<'txn> {
         Ok(event)
     }
 
-    /// Reads and decodes the object at `key`.
-    /// The object is taken from the writer's decoded objects when they
-    /// keep this very record.
+    /// Reads the object at `key`: taken from the writer's decoded objects
+    /// when they keep this very record, else decoded.
     pub fn get(&mut self, kind: Kind, key: &[u8]) -> Result<Option<AnyObject>, StoreError> {
         let Some(v) = self.tables[kind as usize].get(key)? else {
             return Ok(None);
