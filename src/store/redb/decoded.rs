@@ -62,8 +62,8 @@ pub struct Decoded {
 impl Decoded {
     /// Keeps `object` as what `record`, stored at `key`, decodes to.
     pub fn put(&mut self, kind: Kind, key: &[u8], record: Vec<u8>, object: Arc<AnyObject>) {
-        self.forget(kind, key);
         if record.len() > MAX_RECORD {
+            self.forget(kind, key);
             return;
         }
         let seq = self.next;
@@ -74,8 +74,10 @@ impl Decoded {
             object,
             seq,
         };
-        self.entries[kind as usize].insert(key.to_vec(), entry);
-        self.len += 1;
+        match self.entries[kind as usize].insert(key.to_vec(), entry) {
+            Some(old) => self.bytes -= old.record.capacity(),
+            None => self.len += 1,
+        }
         self.order.push_back((seq, kind, key.to_vec()));
         while self.len > CAPACITY || self.bytes > BUDGET || self.order.len() > 2 * CAPACITY {
             let Some((seq, kind, key)) = self.order.pop_front() else {
@@ -154,16 +156,26 @@ mod tests {
         })
     }
 
+    /// Keeps `object` as stored at `key`, with its own record.
+    fn keep(d: &mut Decoded, key: &[u8], object: &AnyObject) {
+        d.put(
+            Kind::Realm,
+            key,
+            codec::encode(object),
+            Arc::new(object.clone()),
+        );
+    }
+
     #[test]
     fn an_entry_is_taken_only_for_its_own_record() {
         let mut d = Decoded::default();
         let (v1, v2) = (realm("a", 1), realm("a", 2));
-        d.put(Kind::Realm, b"a", codec::encode(&v1), Arc::new(v1.clone()));
+        keep(&mut d, b"a", &v1);
         // Another record at the key (a later write, a failed commit's
         // entry): not taken, and dropped.
         assert_eq!(d.take(Kind::Realm, b"a", &codec::encode(&v2)), None);
         assert_eq!(d.len(), 0);
-        d.put(Kind::Realm, b"a", codec::encode(&v1), Arc::new(v1.clone()));
+        keep(&mut d, b"a", &v1);
         // The same key under another kind is another object.
         assert_eq!(d.take(Kind::Space, b"a", &codec::encode(&v1)), None);
         assert_eq!(
@@ -186,11 +198,11 @@ mod tests {
         for i in 0..CAPACITY + 10 {
             let o = realm(&format!("r{i}"), i as u64);
             let key = format!("r{i}");
-            d.put(Kind::Realm, key.as_bytes(), codec::encode(&o), Arc::new(o));
+            keep(&mut d, key.as_bytes(), &o);
             // Replacing an entry leaves one entry for the key.
             if i == 5 {
                 let o = realm("r5", 99);
-                d.put(Kind::Realm, b"r5", codec::encode(&o), Arc::new(o));
+                keep(&mut d, b"r5", &o);
             }
         }
         assert_eq!(d.len(), CAPACITY);
@@ -215,12 +227,7 @@ mod tests {
         let mut last = realm("hot", 0);
         for rv in 0..(2 * CAPACITY as u64 + 5) {
             last = realm("hot", rv);
-            d.put(
-                Kind::Realm,
-                b"hot",
-                codec::encode(&last),
-                Arc::new(last.clone()),
-            );
+            keep(&mut d, b"hot", &last);
             assert_eq!(d.len(), 1);
             assert!(d.order.len() <= 2 * CAPACITY);
         }
@@ -240,12 +247,7 @@ mod tests {
         if let AnyObject::Realm(r) = &mut big {
             r.spec.namespace = "x".repeat(MAX_RECORD);
         }
-        d.put(
-            Kind::Realm,
-            b"big",
-            codec::encode(&big),
-            Arc::new(big.clone()),
-        );
+        keep(&mut d, b"big", &big);
         assert_eq!(d.len(), 0);
         assert_eq!(d.take(Kind::Realm, b"big", &codec::encode(&big)), None);
         // Records of 32 KiB: the budget holds BUDGET / 32 KiB of them.
