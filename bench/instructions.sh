@@ -36,10 +36,7 @@ count() {
   valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" \
     "$bin" serve --listen "$addr" --data "$work/db/i.redb" >"$work/server.log" 2>&1 &
   pid=$!
-  for _ in $(seq 600); do
-    curl -fsS "http://$addr/readyz" >/dev/null 2>&1 && break
-    sleep 0.2
-  done
+  ready "$addr" 600 0.2 "$work/server.log"
   local calls=3000
   if [ "$workload" = list ]; then
     local cells=http://$addr/api/v1beta1/realms/bench/spaces/s/stacks/t/cells

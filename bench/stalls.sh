@@ -30,7 +30,7 @@ mkdir -p "$out"
 addr=127.0.0.1:${STALLS_PORT:-18085}
 RUST_LOG=warn "$bin" serve --listen "$addr" --data "$work/hub.redb" >"$out/server.log" 2>&1 &
 pid=$!
-for _ in $(seq 100); do curl -fsS "http://$addr/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+ready "$addr" 100 0.1 "$out/server.log"
 probe() {
   while kill -0 "$pid" 2>/dev/null; do
     echo "T $(date +%s.%N)"
