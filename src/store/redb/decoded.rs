@@ -45,8 +45,6 @@ struct Entry {
 pub struct Decoded {
     /// Per kind (by [`Kind`]'s number), by key.
     entries: [HashMap<Vec<u8>, Entry>; Kind::ALL.len()],
-    /// Entries in `entries`.
-    len: usize,
     /// Bytes of their records' buffers.
     bytes: usize,
     /// Keys in the order their entries were put (a key whose entry was
@@ -74,12 +72,11 @@ impl Decoded {
             object,
             seq,
         };
-        match self.entries[kind as usize].insert(key.to_vec(), entry) {
-            Some(old) => self.bytes -= old.record.capacity(),
-            None => self.len += 1,
+        if let Some(old) = self.entries[kind as usize].insert(key.to_vec(), entry) {
+            self.bytes -= old.record.capacity();
         }
         self.order.push_back((seq, kind, key.to_vec()));
-        while self.len > CAPACITY || self.bytes > BUDGET || self.order.len() > 2 * CAPACITY {
+        while self.len() > CAPACITY || self.bytes > BUDGET || self.order.len() > 2 * CAPACITY {
             let Some((seq, kind, key)) = self.order.pop_front() else {
                 break;
             };
@@ -95,14 +92,11 @@ impl Decoded {
     /// Drops the entry of `key`, if any (its object was removed, or
     /// created anew).
     pub fn forget(&mut self, kind: Kind, key: &[u8]) {
-        if self.len > 0 {
-            self.remove(kind, key);
-        }
+        self.remove(kind, key);
     }
 
     fn remove(&mut self, kind: Kind, key: &[u8]) -> Option<Entry> {
         let entry = self.entries[kind as usize].remove(key)?;
-        self.len -= 1;
         self.bytes -= entry.record.capacity();
         Some(entry)
     }
@@ -129,9 +123,8 @@ impl Decoded {
     }
 
     /// Entries kept.
-    #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.len
+        self.entries.iter().map(HashMap::len).sum()
     }
 }
 
