@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# Shared by bench/tail.sh, bench/watch_equal.sh and bench/etcd_backend.sh
+# Shared by bench/tail.sh, bench/watch_equal.sh, bench/etcd_backend.sh and
+# bench/phases.sh
 # (sourced, from the repository root): the binaries (MODELHUB and BENCH
 # name others; both default to ${CARGO_TARGET_DIR:-target}/release/),
 # built with etcd support when the sourcing script sets `needs` to the
