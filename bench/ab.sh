@@ -38,7 +38,7 @@ for i in $(seq "$pairs"); do
     # shellcheck disable=SC2086 # the command is split into words on purpose
     $cmd serve --listen "$addr" --data "$work/db" >"$work/server.log" 2>&1 &
     pid=$!
-    ready "$addr" 50 0.1 "$work/server.log"
+    ready "$addr" 50 0.1 "$work/server.log" "$pid"
     line=$("$bench" --server "http://$addr" --server-pid "$pid" "${bench_args[@]}" 2>&1 |
       grep '^  modelhub' | tr -s ' ' | tr '\n' ' ')
     echo "pair $i $side: $line"

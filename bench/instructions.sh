@@ -36,7 +36,7 @@ count() {
   valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" \
     "$bin" serve --listen "$addr" --data "$work/db/i.redb" >"$work/server.log" 2>&1 &
   pid=$!
-  ready "$addr" 600 0.2 "$work/server.log"
+  ready "$addr" 600 0.2 "$work/server.log" "$pid"
   local calls=3000
   if [ "$workload" = list ]; then
     local cells=http://$addr/api/v1beta1/realms/bench/spaces/s/stacks/t/cells

@@ -38,6 +38,8 @@ rounds=${PHASES_ROUNDS:-2}
 count=${PHASES_COUNT:-2000}
 # shellcheck source=bench/etcd_lib.sh
 . bench/etcd_lib.sh
+# shellcheck source=bench/ready.sh
+. bench/ready.sh
 for bin in "$modelhub" "$bench"; do
   [ -x "$bin" ] || { echo "$bin is missing: build it (cargo build --release -p modelhub -p modelhub-bench) or set MODELHUB and BENCH" >&2; exit 2; }
 done
@@ -125,20 +127,7 @@ for round in $(seq "$rounds"); do
     "$modelhub" serve --store etcd --etcd-endpoints "$url" --etcd-prefix "/phases-$round-$i" \
       --listen "$addr" $args >"$work/server.log" 2>&1 &
     pid=$!
-    up=
-    for _ in $(seq 100); do
-      kill -0 "$pid" 2>/dev/null || break
-      if curl -fsS "http://$addr/readyz" >/dev/null 2>&1; then
-        up=1
-        break
-      fi
-      sleep 0.1
-    done
-    if [ -z "$up" ]; then
-      echo "the server on $addr did not become ready; the end of its log:" >&2
-      tail -n 20 "$work/server.log" >&2
-      exit 1
-    fi
+    ready "$addr" 100 0.1 "$work/server.log" "$pid"
     "$bench" --server "http://$addr" --duration 2 create --clients 1 >"$work/bench.log" 2>&1 ||
       { echo "the warm-up failed:" >&2; cat "$work/bench.log" >&2; exit 1; }
     tcpdump -i lo -n -s 128 -w "$work/cap.pcap" "tcp port ${addr##*:} or tcp port $etcd_port" \

@@ -30,7 +30,7 @@ mkdir -p "$out"
 addr=127.0.0.1:${STALLS_PORT:-18085}
 RUST_LOG=warn "$bin" serve --listen "$addr" --data "$work/hub.redb" >"$out/server.log" 2>&1 &
 pid=$!
-ready "$addr" 100 0.1 "$out/server.log"
+ready "$addr" 100 0.1 "$out/server.log" "$pid"
 probe() {
   while kill -0 "$pid" 2>/dev/null; do
     echo "T $(date +%s.%N)"
