@@ -1832,6 +1832,19 @@ mod tests {
         );
         let unknown = run(None, 15);
         assert_eq!(unknown.shared_cpu_per_op(), None);
+        assert_eq!(unknown.cores_used(), None);
+        // 85 ms of CPU in 1 s of wall time: 0.085 cores; 1,000 such
+        // requests a second at 85 us each.
+        assert!((mh.cores_used().unwrap() - 0.085).abs() < 1e-9);
+        let busy = Run {
+            cpu: util::Cpu {
+                server: Some(Duration::from_millis(1200)),
+                bench: Some(Duration::from_millis(300)),
+            },
+            elapsed: Duration::from_secs(1),
+            ..Run::default()
+        };
+        assert!((busy.cores_used().unwrap() - 1.5).abs() < 1e-9);
         assert_eq!(report::shared_cpu_detail(&unknown, &etcd), "");
         assert_eq!(report::shared_cpu_ratio(&mh, &unknown), "");
     }

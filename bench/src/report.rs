@@ -56,11 +56,9 @@ pub fn run_line(who: &str, run: &Run) {
             }
             None => String::new(),
         };
-        // Server and load generator share the machine: their CPU per
-        // request times the rate is how many cores the run kept busy.
-        let cores = run.shared_cpu_per_op().map_or_else(String::new, |d| {
-            format!("; cores used {:.2}", d.as_secs_f64() * run.ops_per_sec())
-        });
+        let cores = run
+            .cores_used()
+            .map_or_else(String::new, |c| format!("; cores used {c:.2}"));
         println!(
             "  {who:<WHO$} CPU per op: server {}{of_it}, load generator {}{cores}",
             us(server),

@@ -642,6 +642,14 @@ impl Run {
         let (server, bench) = self.cpu_per_op();
         Some(server? + bench?)
     }
+
+    /// How many cores the server and the load generator kept busy
+    /// together over the run (their CPU time over its wall time), when both
+    /// were measured.
+    pub fn cores_used(&self) -> Option<f64> {
+        let cpu = self.cpu.server? + self.cpu.bench?;
+        Some(cpu.as_secs_f64() / self.elapsed.as_secs_f64().max(1e-9))
+    }
 }
 
 /// Runs `clients` concurrent loops, each calling `op(client, seq)` back to
